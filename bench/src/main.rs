@@ -1,0 +1,2 @@
+//! kubewire-bench.
+fn main() {}

@@ -1,0 +1,1 @@
+//! kubewire control plane.

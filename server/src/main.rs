@@ -1,0 +1,2 @@
+//! The kubewire binary.
+fn main() {}

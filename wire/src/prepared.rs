@@ -1,0 +1,545 @@
+//! Answers encoded ahead of time.
+//!
+//! A [`PreparedAnswer`] is the part of a reply after the question: the answer,
+//! authority and additional sections, with their counts, the RCODE and the AA
+//! flag. It is built once by an [`AnswerBuilder`] when data changes.
+//!
+//! ## Compression
+//! The reply's question always starts at offset 12, and for an answer built
+//! for one name ([`AnswerBuilder::new`]) its length is known, so every
+//! pointer is fixed at build time:
+//! - an owner equal to the question is `C0 0C`;
+//! - other names point at a matching suffix of the question, or of a name
+//!   written earlier in the tail. Case variants of the question have the same
+//!   length, so the offsets hold for all of them.
+//!
+//! SRV targets are never compressed (RFC 2782), but are used as targets for
+//! later names, such as the owners of their A records in the additional
+//! section.
+//!
+//! ## One answer for a whole zone
+//! [`AnswerBuilder::for_zone`] builds an answer that serves any name in a
+//! zone, such as NXDOMAIN with the zone's SOA. Its names may point only at
+//! the zone's suffix of the question, whose offset depends on the question's
+//! length; those pointers are recorded as fixups and written per reply
+//! (`12 + qname_len - suffix_len`).
+//!
+//! ## Rotation
+//! [`AnswerBuilder::rotate_answers`] stores an A or AAAA answer set twice in
+//! a row. A reply sends a window of `n` records starting at record
+//! `rotation % n`: round-robin, as CoreDNS's `loadbalance`, with no
+//! re-encoding.
+
+use crate::name::NameBuf;
+use crate::query::HEADER_LEN;
+use crate::{Rcode, rtype};
+use core::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Which section a record goes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// The answer section.
+    Answer = 0,
+    /// The authority section.
+    Authority = 1,
+    /// The additional section.
+    Additional = 2,
+}
+
+/// The owner of a record being built.
+#[derive(Clone, Copy, Debug)]
+pub enum Owner<'a> {
+    /// The question name, written as `C0 0C`.
+    Question,
+    /// Any other name.
+    Name(&'a NameBuf),
+}
+
+/// The data of a record being built.
+#[derive(Clone, Copy, Debug)]
+pub enum Rdata<'a> {
+    /// An IPv4 address.
+    A(Ipv4Addr),
+    /// An IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// A canonical name.
+    Cname(&'a NameBuf),
+    /// A pointer to a name.
+    Ptr(&'a NameBuf),
+    /// A name server.
+    Ns(&'a NameBuf),
+    /// A service locator. The target is never compressed.
+    Srv {
+        /// Priority, lower first.
+        priority: u16,
+        /// Relative weight among equal priorities.
+        weight: u16,
+        /// The port.
+        port: u16,
+        /// The host.
+        target: &'a NameBuf,
+    },
+    /// Character strings, each at most 255 bytes.
+    Txt(&'a [&'a [u8]]),
+    /// Start of authority.
+    Soa {
+        /// The primary name server.
+        mname: &'a NameBuf,
+        /// The responsible mailbox.
+        rname: &'a NameBuf,
+        /// Serial number.
+        serial: u32,
+        /// Refresh interval, seconds.
+        refresh: u32,
+        /// Retry interval, seconds.
+        retry: u32,
+        /// Expiry, seconds.
+        expire: u32,
+        /// Negative-caching TTL, seconds.
+        minimum: u32,
+    },
+}
+
+impl Rdata<'_> {
+    /// The record type number.
+    pub fn rtype(&self) -> u16 {
+        match self {
+            Rdata::A(_) => rtype::A,
+            Rdata::Aaaa(_) => rtype::AAAA,
+            Rdata::Cname(_) => rtype::CNAME,
+            Rdata::Ptr(_) => rtype::PTR,
+            Rdata::Ns(_) => rtype::NS,
+            Rdata::Srv { .. } => rtype::SRV,
+            Rdata::Txt(_) => rtype::TXT,
+            Rdata::Soa { .. } => rtype::SOA,
+        }
+    }
+}
+
+/// Why an answer could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The answer would not fit in a 64 KiB message.
+    TooLarge,
+    /// Sections must be filled in order: answer, authority, additional.
+    SectionOrder,
+    /// A TXT string over 255 bytes.
+    TxtTooLong,
+    /// Rotation needs an answer section of two or more A, or AAAA, records
+    /// owned by the question.
+    NotRotatable,
+    /// A name in an answer for a whole zone lies outside that zone.
+    OutsideZone,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BuildError::TooLarge => "answer too large for a DNS message",
+            BuildError::SectionOrder => "records added out of section order",
+            BuildError::TxtTooLong => "TXT string longer than 255 bytes",
+            BuildError::NotRotatable => "answer section cannot be rotated",
+            BuildError::OutsideZone => "zone-wide answer may only name the zone",
+        })
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// A pointer written per reply: at `at` in the emitted tail, point at the
+/// question's last `suffix_len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fixup {
+    at: u16,
+    suffix_len: u8,
+}
+
+/// The encoded tail of a reply, ready to copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreparedAnswer {
+    rcode: Rcode,
+    authoritative: bool,
+    /// Records in the answer, authority and additional sections.
+    counts: [u16; 3],
+    /// With rotation: the answer records, each `record_len` bytes, stored
+    /// twice at the start of `bytes`. Zero when not rotating.
+    rotate_records: u16,
+    record_len: u16,
+    fixups: Box<[Fixup]>,
+    bytes: Box<[u8]>,
+}
+
+impl fmt::Debug for PreparedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedAnswer")
+            .field("rcode", &self.rcode)
+            .field("aa", &self.authoritative)
+            .field("counts", &self.counts)
+            .field("rotate_records", &self.rotate_records)
+            .field("tail_len", &self.tail_len())
+            .finish()
+    }
+}
+
+impl PreparedAnswer {
+    /// The RCODE the reply carries.
+    pub fn rcode(&self) -> Rcode {
+        self.rcode
+    }
+    /// Whether the reply sets AA.
+    pub fn authoritative(&self) -> bool {
+        self.authoritative
+    }
+    /// Records in the answer, authority and additional sections.
+    pub fn counts(&self) -> [u16; 3] {
+        self.counts
+    }
+    /// Bytes the tail adds to a reply.
+    pub fn tail_len(&self) -> usize {
+        self.bytes.len() - self.rotated_len()
+    }
+    /// Heap bytes this answer holds, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.len() + self.fixups.len() * core::mem::size_of::<Fixup>()
+    }
+    /// Number of records that rotate (0 when the answer does not rotate).
+    pub fn rotating_records(&self) -> u16 {
+        self.rotate_records
+    }
+
+    fn rotated_len(&self) -> usize {
+        usize::from(self.rotate_records) * usize::from(self.record_len)
+    }
+
+    /// Writes the tail into `out`, which must be exactly `tail_len()` bytes,
+    /// for a question whose name is `qname_len` bytes long.
+    pub(crate) fn write_tail(&self, out: &mut [u8], qname_len: usize, rotation: u32) {
+        let rotated = self.rotated_len();
+        let (window, rest) = if self.rotate_records > 1 {
+            let first = (rotation % u32::from(self.rotate_records)) as usize;
+            let start = first * usize::from(self.record_len);
+            (
+                &self.bytes[start..start + rotated],
+                &self.bytes[2 * rotated..],
+            )
+        } else {
+            (&[][..], &self.bytes[..])
+        };
+        out[..window.len()].copy_from_slice(window);
+        out[window.len()..].copy_from_slice(rest);
+        for fixup in self.fixups.iter() {
+            let target = (HEADER_LEN + qname_len - usize::from(fixup.suffix_len)) as u16;
+            let at = usize::from(fixup.at);
+            out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
+        }
+    }
+
+    /// Rewrites the address of a one-record A or AAAA answer, for answers
+    /// synthesised from the name (pod records in `insecure` mode). Returns
+    /// false, changing nothing, if the answer is not one record of that
+    /// address's family.
+    pub fn set_single_address(&mut self, address: &[u8]) -> bool {
+        let expected = match address.len() {
+            4 => 16usize,
+            16 => 28usize,
+            _ => return false,
+        };
+        if self.counts != [1, 0, 0] || self.bytes.len() != expected || !self.fixups.is_empty() {
+            return false;
+        }
+        let at = expected - address.len();
+        self.bytes[at..].copy_from_slice(address);
+        true
+    }
+}
+
+/// Where a pointer may go.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// A fixed message offset.
+    At(u16),
+    /// The question's last `n` bytes, resolved per reply.
+    QuestionSuffix(u8),
+}
+
+/// Builds a [`PreparedAnswer`].
+#[derive(Debug)]
+pub struct AnswerBuilder {
+    /// Lower-cased question name (exact mode) or zone (zone mode).
+    question: NameBuf,
+    zone_mode: bool,
+    rcode: Rcode,
+    authoritative: bool,
+    section: Section,
+    counts: [u16; 3],
+    tail: Vec<u8>,
+    /// Compression dictionary: lower-cased names and where they are.
+    targets: Vec<(NameBuf, Target)>,
+    fixups: Vec<Fixup>,
+    rotate: bool,
+    /// Lengths of the answer-section records, to check rotation.
+    answer_records: Vec<(u16, u16, bool)>,
+}
+
+impl AnswerBuilder {
+    /// Starts an answer for one question name (any letter case of it).
+    /// NOERROR, authoritative, answer section.
+    pub fn new(question: &NameBuf) -> AnswerBuilder {
+        let question = question.to_lowercase();
+        let mut targets = Vec::with_capacity(8);
+        let wire = question.as_wire();
+        let mut offset = 0usize;
+        let mut suffix = question;
+        while offset + 1 < wire.len() {
+            targets.push((suffix, Target::At((HEADER_LEN + offset) as u16)));
+            offset += 1 + usize::from(wire[offset]);
+            suffix = suffix.parent();
+        }
+        AnswerBuilder::with_targets(question, false, targets)
+    }
+
+    /// Starts an answer that serves every name in `zone`, such as NXDOMAIN
+    /// with the zone's SOA. Names in it may only be the zone, names below
+    /// it, or the question itself.
+    pub fn for_zone(zone: &NameBuf) -> AnswerBuilder {
+        let zone = zone.to_lowercase();
+        let targets = if zone.wire_len() > 1 {
+            vec![(zone, Target::QuestionSuffix(zone.wire_len() as u8))]
+        } else {
+            Vec::new()
+        };
+        AnswerBuilder::with_targets(zone, true, targets)
+    }
+
+    fn with_targets(
+        question: NameBuf,
+        zone_mode: bool,
+        targets: Vec<(NameBuf, Target)>,
+    ) -> AnswerBuilder {
+        AnswerBuilder {
+            question,
+            zone_mode,
+            rcode: Rcode::NOERROR,
+            authoritative: true,
+            section: Section::Answer,
+            counts: [0; 3],
+            tail: Vec::with_capacity(64),
+            targets,
+            fixups: Vec::new(),
+            rotate: false,
+            answer_records: Vec::new(),
+        }
+    }
+
+    /// Sets the RCODE (default NOERROR).
+    pub fn set_rcode(&mut self, rcode: Rcode) -> &mut Self {
+        self.rcode = rcode;
+        self
+    }
+
+    /// Sets the AA flag (default on).
+    pub fn set_authoritative(&mut self, authoritative: bool) -> &mut Self {
+        self.authoritative = authoritative;
+        self
+    }
+
+    /// Moves on to a later section. Sections only go forward.
+    pub fn section(&mut self, section: Section) -> Result<&mut Self, BuildError> {
+        if section < self.section {
+            return Err(BuildError::SectionOrder);
+        }
+        self.section = section;
+        Ok(self)
+    }
+
+    /// Asks for the answer section to rotate per reply.
+    pub fn rotate_answers(&mut self) -> &mut Self {
+        self.rotate = true;
+        self
+    }
+
+    /// Number of records pushed so far, per section.
+    pub fn counts(&self) -> [u16; 3] {
+        self.counts
+    }
+
+    /// Appends one record to the current section.
+    pub fn push(&mut self, owner: Owner<'_>, ttl: u32, rdata: Rdata<'_>) -> Result<(), BuildError> {
+        let start = self.tail.len();
+        match owner {
+            Owner::Question => self.tail.extend_from_slice(&0xC00Cu16.to_be_bytes()),
+            Owner::Name(name) => self.write_name(name, true)?,
+        }
+        self.tail.extend_from_slice(&rdata.rtype().to_be_bytes());
+        self.tail.extend_from_slice(&crate::class::IN.to_be_bytes());
+        self.tail.extend_from_slice(&ttl.to_be_bytes());
+        let rdlen_at = self.tail.len();
+        self.tail.extend_from_slice(&[0, 0]);
+        match rdata {
+            Rdata::A(ip) => self.tail.extend_from_slice(&ip.octets()),
+            Rdata::Aaaa(ip) => self.tail.extend_from_slice(&ip.octets()),
+            Rdata::Cname(name) | Rdata::Ptr(name) | Rdata::Ns(name) => {
+                self.write_name(name, true)?;
+            }
+            Rdata::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => {
+                for field in [priority, weight, port] {
+                    self.tail.extend_from_slice(&field.to_be_bytes());
+                }
+                self.write_name(target, false)?;
+            }
+            Rdata::Txt(strings) => {
+                for string in strings {
+                    let len = u8::try_from(string.len()).map_err(|_| BuildError::TxtTooLong)?;
+                    self.tail.push(len);
+                    self.tail.extend_from_slice(string);
+                }
+            }
+            Rdata::Soa {
+                mname,
+                rname,
+                serial,
+                refresh,
+                retry,
+                expire,
+                minimum,
+            } => {
+                self.write_name(mname, true)?;
+                self.write_name(rname, true)?;
+                for field in [serial, refresh, retry, expire, minimum] {
+                    self.tail.extend_from_slice(&field.to_be_bytes());
+                }
+            }
+        }
+        let rdlen = self.tail.len() - rdlen_at - 2;
+        let rdlen = u16::try_from(rdlen).map_err(|_| BuildError::TooLarge)?;
+        self.tail[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        if self.tail.len() > self.max_tail_len() {
+            return Err(BuildError::TooLarge);
+        }
+        let section = self.section as usize;
+        self.counts[section] = self.counts[section]
+            .checked_add(1)
+            .ok_or(BuildError::TooLarge)?;
+        if self.section == Section::Answer {
+            let len = (self.tail.len() - start) as u16;
+            let simple =
+                matches!(owner, Owner::Question) && matches!(rdata, Rdata::A(_) | Rdata::Aaaa(_));
+            self.answer_records.push((rdata.rtype(), len, simple));
+        }
+        Ok(())
+    }
+
+    /// The most tail that fits in a 64 KiB message with the longest question
+    /// this answer can serve and an OPT record.
+    fn max_tail_len(&self) -> usize {
+        let question = if self.zone_mode {
+            255
+        } else {
+            self.question.wire_len()
+        };
+        usize::from(u16::MAX) - HEADER_LEN - question - 4 - 11
+    }
+
+    /// Offset of the tail's start within a reply.
+    fn tail_base(&self) -> usize {
+        HEADER_LEN + self.question.wire_len() + 4
+    }
+
+    /// Writes a name, compressed against the question and earlier names
+    /// unless `compress` is false, and adds its suffixes as targets.
+    fn write_name(&mut self, name: &NameBuf, compress: bool) -> Result<(), BuildError> {
+        let lower = name.to_lowercase();
+        if self.zone_mode && !lower.ends_with(&self.question) {
+            return Err(BuildError::OutsideZone);
+        }
+        let wire = lower.as_wire();
+        let original = name.as_wire();
+        // Find the longest suffix already in the dictionary.
+        let mut offset = 0usize;
+        let mut pointer = None;
+        let mut suffix = lower;
+        while offset + 1 < wire.len() {
+            if compress && let Some(&(_, target)) = self.targets.iter().find(|(n, _)| *n == suffix)
+            {
+                pointer = Some(target);
+                break;
+            }
+            offset += 1 + usize::from(wire[offset]);
+            suffix = suffix.parent();
+        }
+        // Literal labels up to the pointer (or the whole name, root included).
+        let literal_end = if pointer.is_some() {
+            offset
+        } else {
+            wire.len()
+        };
+        let written_at = self.tail.len();
+        self.tail.extend_from_slice(&original[..literal_end]);
+        match pointer {
+            Some(Target::At(at)) => self.tail.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+            Some(Target::QuestionSuffix(suffix_len)) => {
+                let at = u16::try_from(self.tail.len()).map_err(|_| BuildError::TooLarge)?;
+                self.fixups.push(Fixup { at, suffix_len });
+                self.tail.extend_from_slice(&[0xC0, 0x00]);
+            }
+            None => {}
+        }
+        // Each literal label starts a suffix that later names may point at.
+        // In zone mode the tail's own offsets vary with the question, so only
+        // the question's zone suffix is a target there.
+        if !self.zone_mode {
+            let mut label_at = 0usize;
+            let mut suffix = lower;
+            while label_at < literal_end && label_at + 1 < wire.len() {
+                let at = self.tail_base() + written_at + label_at;
+                if at < 0x3FFF && !self.targets.iter().any(|(n, _)| *n == suffix) {
+                    self.targets.push((suffix, Target::At(at as u16)));
+                }
+                label_at += 1 + usize::from(wire[label_at]);
+                suffix = suffix.parent();
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the answer.
+    pub fn finish(self) -> Result<PreparedAnswer, BuildError> {
+        let mut bytes = self.tail;
+        let (mut rotate_records, mut record_len) = (0u16, 0u16);
+        if self.rotate && self.answer_records.len() > 1 {
+            let (first_type, first_len, _) = self.answer_records[0];
+            let uniform = self
+                .answer_records
+                .iter()
+                .all(|&(t, len, simple)| simple && t == first_type && len == first_len);
+            if !uniform {
+                return Err(BuildError::NotRotatable);
+            }
+            rotate_records = self.answer_records.len() as u16;
+            record_len = first_len;
+            let rotated = usize::from(rotate_records) * usize::from(record_len);
+            // Stored twice in a row; a reply sends a window of one copy.
+            // Fixups and targets all lie after the answer section (answer
+            // owners are the question), so doubling shifts none of them.
+            let mut doubled = Vec::with_capacity(bytes.len() + rotated);
+            doubled.extend_from_slice(&bytes[..rotated]);
+            doubled.extend_from_slice(&bytes);
+            bytes = doubled;
+        }
+        Ok(PreparedAnswer {
+            rcode: self.rcode,
+            authoritative: self.authoritative,
+            counts: self.counts,
+            rotate_records,
+            record_len,
+            fixups: self.fixups.into_boxed_slice(),
+            bytes: bytes.into_boxed_slice(),
+        })
+    }
+}

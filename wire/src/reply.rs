@@ -1,0 +1,190 @@
+//! Assembling a reply into a buffer the caller owns.
+//!
+//! The reply is the client's header (ID kept; QR set; AA from the answer; RD
+//! and CD copied; RA as configured; RCODE and counts patched), the client's
+//! question byte for byte, the prepared tail, and an OPT record if and only
+//! if the query had one. If that would exceed the client's limit (512 bytes
+//! without EDNS; with EDNS the smaller of its payload size and ours) the
+//! reply is the header, question and OPT with TC set: never a cut record.
+
+use crate::prepared::PreparedAnswer;
+use crate::query::{Edns, HEADER_LEN, Query, QueryError, scan};
+use crate::{NameBuf, Rcode, rtype};
+use core::fmt;
+
+/// The UDP payload size we advertise (the DNS Flag Day 2020 value).
+pub const OUR_UDP_PAYLOAD: u16 = 1232;
+/// The smallest buffer every reply is guaranteed to fit in when it must be
+/// truncated: header, the longest question, and an OPT record.
+pub const MIN_REPLY_BUF: usize = HEADER_LEN + 255 + 4 + OPT_LEN;
+/// Length of the OPT record we write: root, type, class, TTL, RDLEN 0.
+const OPT_LEN: usize = 11;
+
+/// The transport a reply goes over, which sets its size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: 512 bytes, or the EDNS payload size (at most ours).
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+/// The caller's buffer is smaller than [`MIN_REPLY_BUF`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferTooSmall;
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reply buffer smaller than {MIN_REPLY_BUF} bytes")
+    }
+}
+
+impl std::error::Error for BufferTooSmall {}
+
+/// The most bytes a reply to this query may take.
+fn size_limit(edns: Option<Edns>, transport: Transport, buffer: usize) -> usize {
+    let limit = match (transport, edns) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(edns)) => usize::from(edns.udp_payload_size.min(OUR_UDP_PAYLOAD)),
+    };
+    limit.min(buffer)
+}
+
+/// Writes the reply to `query` from `answer` into `out` and returns its
+/// length. `rotation` picks the first record of a rotating answer set.
+pub fn assemble_reply(
+    query: &Query<'_>,
+    answer: &PreparedAnswer,
+    rotation: u32,
+    transport: Transport,
+    recursion_available: bool,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    if out.len() < MIN_REPLY_BUF {
+        return Err(BufferTooSmall);
+    }
+    let packet = query.packet();
+    let question = query.question_bytes();
+    let edns = query.edns();
+    let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
+    let question_end = HEADER_LEN + question.len();
+    let full_len = question_end + answer.tail_len() + opt_len;
+    let fits = full_len <= size_limit(edns, transport, out.len());
+
+    let [answers, authorities, additionals] = if fits { answer.counts() } else { [0; 3] };
+    write_header(
+        packet,
+        out,
+        answer.rcode(),
+        answer.authoritative(),
+        !fits,
+        recursion_available,
+        [
+            1,
+            answers,
+            authorities,
+            additionals + u16::from(edns.is_some()),
+        ],
+    );
+    out[HEADER_LEN..question_end].copy_from_slice(question);
+    let mut len = question_end;
+    if fits {
+        let tail_end = question_end + answer.tail_len();
+        answer.write_tail(
+            &mut out[question_end..tail_end],
+            query.qname_len(),
+            rotation,
+        );
+        len = tail_end;
+    }
+    if let Some(edns) = edns {
+        len += write_opt(&mut out[len..], answer.rcode(), edns.dnssec_ok);
+    }
+    Ok(len)
+}
+
+/// Writes the reply to a query that [`parse_query`](crate::parse_query)
+/// rejected, or returns `Ok(None)` when no reply must be sent.
+///
+/// FORMERR replies are the header alone. NOTIMP, REFUSED and BADVERS echo
+/// the question, and an OPT if the query had a sound one (BADVERS always
+/// has one: it needs the OPT to carry the extended RCODE).
+pub fn error_reply(
+    packet: &[u8],
+    error: QueryError,
+    recursion_available: bool,
+    out: &mut [u8],
+) -> Result<Option<usize>, BufferTooSmall> {
+    let Some(rcode) = error.rcode() else {
+        return Ok(None);
+    };
+    if out.len() < MIN_REPLY_BUF {
+        return Err(BufferTooSmall);
+    }
+    let mut key = NameBuf::ROOT;
+    let (scan, _) = scan(packet, &mut key);
+    let (question_end, edns) = match rcode {
+        Rcode::FORMERR => (None, None),
+        _ => (scan.question_end, scan.edns),
+    };
+    let question_len = question_end.map_or(0, |end| end - HEADER_LEN);
+    write_header(
+        packet,
+        out,
+        rcode,
+        false,
+        false,
+        recursion_available,
+        [
+            u16::from(question_end.is_some()),
+            0,
+            0,
+            u16::from(edns.is_some()),
+        ],
+    );
+    out[HEADER_LEN..HEADER_LEN + question_len]
+        .copy_from_slice(&packet[HEADER_LEN..HEADER_LEN + question_len]);
+    let mut len = HEADER_LEN + question_len;
+    if let Some(edns) = edns {
+        len += write_opt(&mut out[len..], rcode, edns.dnssec_ok);
+    }
+    Ok(Some(len))
+}
+
+/// Copies the client's header and patches flags and counts.
+fn write_header(
+    packet: &[u8],
+    out: &mut [u8],
+    rcode: Rcode,
+    authoritative: bool,
+    truncated: bool,
+    recursion_available: bool,
+    counts: [u16; 4],
+) {
+    out[0] = packet[0];
+    out[1] = packet[1];
+    // QR=1, opcode copied, AA, TC, RD copied.
+    let aa = if authoritative { 0x04 } else { 0 };
+    let tc = if truncated { 0x02 } else { 0 };
+    out[2] = 0x80 | (packet[2] & 0x78) | aa | tc | (packet[2] & 0x01);
+    // RA, Z=0, AD=0, CD copied, RCODE low bits.
+    let ra = if recursion_available { 0x80 } else { 0 };
+    out[3] = ra | (packet[3] & 0x10) | rcode.header_bits();
+    for (i, count) in counts.iter().enumerate() {
+        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+}
+
+/// Writes our OPT record and returns its length.
+fn write_opt(out: &mut [u8], rcode: Rcode, dnssec_ok: bool) -> usize {
+    out[0] = 0;
+    out[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
+    out[3..5].copy_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());
+    out[5] = rcode.extended_bits();
+    out[6] = 0; // version 0
+    out[7] = if dnssec_ok { 0x80 } else { 0 };
+    out[8] = 0;
+    out[9..11].copy_from_slice(&[0, 0]);
+    OPT_LEN
+}
