@@ -16,11 +16,16 @@ fn bench(c: &mut Criterion) {
     for i in 0..10_000u32 {
         let name = NameBuf::from_text(&format!("svc-{i}.default.svc.cluster.local")).unwrap();
         let mut b = AnswerBuilder::new(&name);
-        b.push(Owner::Question, 5, Rdata::A(i.to_be_bytes().into())).unwrap();
+        b.push(Owner::Question, 5, Rdata::A(i.to_be_bytes().into()))
+            .unwrap();
         table.insert(name.as_wire().into(), b.finish().unwrap());
     }
     let mut query = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1];
-    query.extend_from_slice(NameBuf::from_text("SVC-4242.default.svc.cluster.local").unwrap().as_wire());
+    query.extend_from_slice(
+        NameBuf::from_text("SVC-4242.default.svc.cluster.local")
+            .unwrap()
+            .as_wire(),
+    );
     query.extend_from_slice(&[0, 1, 0, 1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
     let mut out = [0u8; 1232];
 

@@ -268,6 +268,19 @@ impl PartialEq for NameBuf {
 }
 impl Eq for NameBuf {}
 
+impl PartialOrd for NameBuf {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Orders by wire bytes: stable and cheap, not DNSSEC canonical order.
+impl Ord for NameBuf {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_wire().cmp(other.as_wire())
+    }
+}
+
 impl core::hash::Hash for NameBuf {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
         self.as_wire().hash(state);

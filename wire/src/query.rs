@@ -252,7 +252,9 @@ fn scan_into(packet: &[u8], key: &mut NameBuf, scan: &mut Scan) -> Result<(), Qu
 /// Reads the question at offset 12 into `key` (lower-cased) and returns the
 /// offset just past QCLASS.
 fn read_question(packet: &[u8], key: &mut NameBuf) -> Result<usize, QueryError> {
-    let len = key.read_lowercase(&packet[HEADER_LEN..]).map_err(QueryError::BadName)?;
+    let len = key
+        .read_lowercase(&packet[HEADER_LEN..])
+        .map_err(QueryError::BadName)?;
     let end = HEADER_LEN + len + 4;
     if end > packet.len() {
         return Err(QueryError::ShortInput);

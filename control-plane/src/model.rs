@@ -1,0 +1,370 @@
+//! The compact cluster model.
+//!
+//! Every Kubernetes object is turned into one of these small structs as soon
+//! as it arrives, keeping only what DNS needs; the API object is dropped.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::net::IpAddr;
+
+/// The label that links an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Namespace and name of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The namespace (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Makes a key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectKey {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// How a Service is exposed in DNS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// Has cluster IPs (ClusterIP, NodePort and LoadBalancer all count).
+    ClusterIp(Vec<IpAddr>),
+    /// `clusterIP: None`: answers with endpoint addresses.
+    Headless,
+    /// Answers with a CNAME to this name.
+    ExternalName(String),
+}
+
+/// A service port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortModel {
+    /// The port name; unnamed ports get no SRV names of their own.
+    pub name: String,
+    /// `tcp`, `udp` or `sctp`, lower-cased.
+    pub protocol: String,
+    /// The port number.
+    pub port: u16,
+}
+
+/// What DNS needs of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// ClusterIP, headless or ExternalName.
+    pub kind: ServiceKind,
+    /// The service's ports.
+    pub ports: Vec<PortModel>,
+    /// Publish endpoints that are not ready.
+    pub publish_not_ready_addresses: bool,
+}
+
+/// One endpoint of a slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointModel {
+    /// Its addresses (in practice one).
+    pub addresses: Vec<IpAddr>,
+    /// The `ready` condition; a missing condition means ready.
+    pub ready: bool,
+    /// The endpoint's `hostname`, if set.
+    pub hostname: Option<String>,
+    /// The name of the pod in `targetRef`, if it refers to a pod.
+    pub pod_name: Option<String>,
+    /// The node it runs on.
+    pub node_name: Option<String>,
+    /// Its zone.
+    pub zone: Option<String>,
+}
+
+/// What DNS needs of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceModel {
+    /// Namespace and name of the slice itself.
+    pub key: ObjectKey,
+    /// The service it belongs to, from the `kubernetes.io/service-name` label.
+    pub service: Option<String>,
+    /// `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// The endpoint ports.
+    pub ports: Vec<PortModel>,
+    /// The endpoints.
+    pub endpoints: Vec<EndpointModel>,
+}
+
+/// What DNS needs of a Pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodModel {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// The pod's IPs.
+    pub ips: Vec<IpAddr>,
+    /// `Pending`, `Running`, ...
+    pub phase: String,
+    /// Whether it uses the node's network.
+    pub host_network: bool,
+}
+
+/// Any object the model holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// A Service.
+    Service(ServiceModel),
+    /// An EndpointSlice.
+    Slice(SliceModel),
+    /// A Pod.
+    Pod(PodModel),
+    /// A Namespace (only its name matters).
+    Namespace(String),
+}
+
+/// The kinds of object the model holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Services.
+    Service,
+    /// EndpointSlices.
+    Slice,
+    /// Pods.
+    Pod,
+    /// Namespaces.
+    Namespace,
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Service(_) => Kind::Service,
+            Object::Slice(_) => Kind::Slice,
+            Object::Pod(_) => Kind::Pod,
+            Object::Namespace(_) => Kind::Namespace,
+        }
+    }
+    /// The object's namespace and name.
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::Service(s) => s.key.clone(),
+            Object::Slice(s) => s.key.clone(),
+            Object::Pod(p) => p.key.clone(),
+            Object::Namespace(name) => ObjectKey::new("", name.clone()),
+        }
+    }
+}
+
+/// Why an object could not be turned into the model.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// `metadata.name` is missing.
+    #[error("object has no metadata.name")]
+    NoName,
+    /// `metadata.namespace` is missing on a namespaced object.
+    #[error("{0} has no metadata.namespace")]
+    NoNamespace(String),
+    /// An IP that does not parse.
+    #[error("{object}: {field} {value:?} is not an IP address")]
+    BadIp {
+        /// The object.
+        object: String,
+        /// Which field.
+        field: &'static str,
+        /// The bad value.
+        value: String,
+    },
+    /// A port number outside 1–65535.
+    #[error("{object}: port {port} out of range 1-65535")]
+    BadPort {
+        /// The object.
+        object: String,
+        /// The bad number.
+        port: i32,
+    },
+}
+
+fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<ObjectKey, ModelError> {
+    let name = meta.name.clone().ok_or(ModelError::NoName)?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or_else(|| ModelError::NoNamespace(name.clone()))?;
+    Ok(ObjectKey { namespace, name })
+}
+
+fn parse_ip(object: &ObjectKey, field: &'static str, value: &str) -> Result<IpAddr, ModelError> {
+    value.parse().map_err(|_| ModelError::BadIp {
+        object: object.to_string(),
+        field,
+        value: value.to_string(),
+    })
+}
+
+fn port_number(object: &ObjectKey, port: i32) -> Result<u16, ModelError> {
+    u16::try_from(port)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or(ModelError::BadPort {
+            object: object.to_string(),
+            port,
+        })
+}
+
+impl ServiceModel {
+    /// Keeps what DNS needs of a Service.
+    pub fn from_api(service: &Service) -> Result<ServiceModel, ModelError> {
+        let key = key_of(&service.metadata)?;
+        let spec = service.spec.clone().unwrap_or_default();
+        let kind = if spec.type_.as_deref() == Some("ExternalName") {
+            ServiceKind::ExternalName(spec.external_name.clone().unwrap_or_default())
+        } else {
+            let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
+            if ips.is_empty()
+                && let Some(ip) = &spec.cluster_ip
+            {
+                ips.push(ip.clone());
+            }
+            if ips.is_empty() || ips.iter().any(|ip| ip == "None") {
+                ServiceKind::Headless
+            } else {
+                let ips = ips
+                    .iter()
+                    .map(|ip| parse_ip(&key, "spec.clusterIPs", ip))
+                    .collect::<Result<Vec<_>, _>>()?;
+                ServiceKind::ClusterIp(ips)
+            }
+        };
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                Ok(PortModel {
+                    name: p.name.clone().unwrap_or_default(),
+                    protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                    port: port_number(&key, p.port)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(ServiceModel {
+            key,
+            kind,
+            ports,
+            publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
+        })
+    }
+}
+
+impl SliceModel {
+    /// Keeps what DNS needs of an EndpointSlice.
+    pub fn from_api(slice: &EndpointSlice) -> Result<SliceModel, ModelError> {
+        let key = key_of(&slice.metadata)?;
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .cloned();
+        let ports = slice
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                let port = p.port?;
+                Some(port_number(&key, port).map(|port| PortModel {
+                    name: p.name.clone().unwrap_or_default(),
+                    protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                    port,
+                }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fqdn = slice.address_type == "FQDN";
+        let api_endpoints = slice.endpoints.as_deref().unwrap_or_default();
+        let mut endpoints = Vec::with_capacity(api_endpoints.len());
+        for endpoint in api_endpoints {
+            // FQDN slices carry names, not addresses; DNS has nothing to publish from them.
+            let addresses = if fqdn {
+                Vec::new()
+            } else {
+                endpoint
+                    .addresses
+                    .iter()
+                    .map(|a| parse_ip(&key, "endpoints[].addresses", a))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            let pod_name = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone());
+            endpoints.push(EndpointModel {
+                addresses,
+                ready: endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or(true),
+                hostname: endpoint.hostname.clone(),
+                pod_name,
+                node_name: endpoint.node_name.clone(),
+                zone: endpoint.zone.clone(),
+            });
+        }
+        Ok(SliceModel {
+            key,
+            service,
+            address_type: slice.address_type.clone(),
+            ports,
+            endpoints,
+        })
+    }
+}
+
+impl PodModel {
+    /// Keeps what DNS needs of a Pod.
+    pub fn from_api(pod: &Pod) -> Result<PodModel, ModelError> {
+        let key = key_of(&pod.metadata)?;
+        let status = pod.status.as_ref();
+        let mut ips = Vec::new();
+        if let Some(list) = status.and_then(|s| s.pod_ips.as_ref()) {
+            for ip in list {
+                ips.push(parse_ip(&key, "status.podIPs", &ip.ip)?);
+            }
+        }
+        if ips.is_empty()
+            && let Some(ip) = status.and_then(|s| s.pod_ip.as_ref())
+        {
+            ips.push(parse_ip(&key, "status.podIP", ip)?);
+        }
+        Ok(PodModel {
+            key,
+            ips,
+            phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The name of a Namespace.
+pub fn namespace_from_api(namespace: &Namespace) -> Result<String, ModelError> {
+    namespace.metadata.name.clone().ok_or(ModelError::NoName)
+}

@@ -1,0 +1,74 @@
+//! What the compiler needs to know besides the objects.
+
+use crate::model::ObjectKey;
+use kubewire_wire::NameBuf;
+use std::str::FromStr;
+
+/// How pod records (`a-b-c-d.<ns>.pod.<zone>`) are answered, as CoreDNS's
+/// `pods` option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PodMode {
+    /// No pod records: NXDOMAIN.
+    Disabled,
+    /// Any well-formed dashed IP answers with that IP.
+    #[default]
+    Insecure,
+    /// Only IPs of pods in that namespace answer.
+    Verified,
+}
+
+impl FromStr for PodMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<PodMode, String> {
+        match text {
+            "disabled" => Ok(PodMode::Disabled),
+            "insecure" => Ok(PodMode::Insecure),
+            "verified" => Ok(PodMode::Verified),
+            other => Err(format!(
+                "pod mode {other:?} is not one of: disabled, insecure, verified"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PodMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PodMode::Disabled => "disabled",
+            PodMode::Insecure => "insecure",
+            PodMode::Verified => "verified",
+        })
+    }
+}
+
+/// Compiler settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The cluster zones served, `cluster.local` by default.
+    pub zones: Vec<NameBuf>,
+    /// Serve PTR records under `in-addr.arpa` and `ip6.arpa` for the
+    /// addresses we own. Other reverse names are not ours.
+    pub reverse_zones: bool,
+    /// TTL of every record, and the SOA minimum, in seconds (default 5).
+    pub ttl: u32,
+    /// Pod records.
+    pub pod_mode: PodMode,
+    /// Name endpoints without a hostname after their pod, not their IP.
+    pub endpoint_pod_names: bool,
+    /// The Service whose cluster IPs answer for `ns.dns.<zone>` and are the
+    /// glue of the apex NS record (default `kube-system/kube-dns`).
+    pub dns_service: Option<ObjectKey>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            zones: vec![NameBuf::from_text("cluster.local").unwrap_or(NameBuf::ROOT)],
+            reverse_zones: true,
+            ttl: 5,
+            pod_mode: PodMode::Insecure,
+            endpoint_pod_names: false,
+            dns_service: Some(ObjectKey::new("kube-system", "kube-dns")),
+        }
+    }
+}

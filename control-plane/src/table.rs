@@ -1,0 +1,328 @@
+//! A serving core's answer table, and the pure `respond` function.
+//!
+//! The table maps lowercase wire names to shared, immutable entries. A name
+//! it does not hold is answered in constant time without allocating:
+//! 1. find the zone by suffix (a handful of zones, longest first);
+//! 2. the apex answers from the zone's own answers;
+//! 3. in `insecure` pod mode, `<dashed-ip>.<ns>.pod.<zone>` is answered from a
+//!    template with the address patched in, if `<ns>.pod.<zone>` exists;
+//! 4. any other name in a cluster zone is NXDOMAIN (SERVFAIL before the
+//!    first sync, as CoreDNS); in a reverse zone it is not ours.
+//!
+//! Every name that exists has an entry, empty non-terminals included (such
+//! as `<ns>.svc.<zone>` and `_tcp.<svc>.<ns>.svc.<zone>`), so NXDOMAIN never
+//! needs a walk up the tree.
+
+use crate::delta::Update;
+use crate::entry::{NameEntry, Zones};
+use hashbrown::HashTable;
+use kubewire_wire::{
+    AnswerBuilder, NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply,
+    error_reply, parse_query, rtype,
+};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What [`AnswerTable::respond`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// A reply of `len` bytes is in the buffer.
+    Reply {
+        /// Reply length.
+        len: usize,
+        /// Its RCODE.
+        rcode: Rcode,
+    },
+    /// The name is in no zone we serve. A REFUSED reply of `len` bytes is in
+    /// the buffer, for servers that do not forward.
+    NotOurs {
+        /// Reply length.
+        len: usize,
+    },
+    /// Send nothing (not a query, or too short to be one).
+    Drop,
+}
+
+/// One core's table. Not shared: each core owns one and changes it only by
+/// applying [`Update`]s between batches of queries.
+pub struct AnswerTable {
+    names: HashTable<Arc<NameEntry>>,
+    hasher: ahash::RandomState,
+    zones: Arc<Zones>,
+    /// Per zone: pod answer templates that get the address patched in.
+    pod_scratch: Vec<Option<(PreparedAnswer, PreparedAnswer)>>,
+    refused: PreparedAnswer,
+    revision: u64,
+    synced: bool,
+    rotation: u32,
+    recursion_available: bool,
+}
+
+impl std::fmt::Debug for AnswerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerTable")
+            .field("names", &self.names.len())
+            .field("revision", &self.revision)
+            .field("synced", &self.synced)
+            .finish()
+    }
+}
+
+impl Default for AnswerTable {
+    fn default() -> AnswerTable {
+        AnswerTable::new()
+    }
+}
+
+impl AnswerTable {
+    /// An empty table: no zones, so every name is not ours.
+    pub fn new() -> AnswerTable {
+        let mut refused = AnswerBuilder::for_zone(&NameBuf::ROOT);
+        refused.set_rcode(Rcode::REFUSED).set_authoritative(false);
+        AnswerTable {
+            names: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+            zones: Arc::new(Zones::default()),
+            pod_scratch: Vec::new(),
+            // An empty answer always encodes.
+            refused: refused.finish().unwrap_or_else(|_| unreachable_empty()),
+            revision: 0,
+            synced: false,
+            rotation: 0,
+            recursion_available: false,
+        }
+    }
+
+    /// Sets the RA flag of replies (off while nothing is forwarded).
+    pub fn set_recursion_available(&mut self, on: bool) {
+        self.recursion_available = on;
+    }
+
+    /// The revision applied.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+    /// Whether the first full sync has been applied.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+    /// Names held.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+    /// Whether no names are held.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+    /// The zone answers in force.
+    pub fn zones(&self) -> &Zones {
+        &self.zones
+    }
+    /// The hash table's own heap bytes on this core (entries are shared).
+    pub fn table_bytes(&self) -> usize {
+        self.names.allocation_size()
+    }
+
+    /// Applies an update. Returns false, changing nothing, if it is not
+    /// newer than what the table holds, or is a delta that does not follow
+    /// on from it (the hub then sends a Reset).
+    pub fn apply(&mut self, update: &Update) -> bool {
+        match update {
+            Update::Reset(snapshot) => {
+                if snapshot.revision < self.revision {
+                    return false;
+                }
+                let mut names = HashTable::with_capacity(snapshot.entries.len());
+                for entry in &snapshot.entries {
+                    let hash = self.hasher.hash_one(entry.key());
+                    names.insert_unique(hash, Arc::clone(entry), |e: &Arc<NameEntry>| {
+                        self.hasher.hash_one(e.key())
+                    });
+                }
+                self.names = names;
+                self.set_zones(&snapshot.zones);
+                self.revision = snapshot.revision;
+                self.synced = snapshot.synced;
+                true
+            }
+            Update::Delta(delta) => {
+                if delta.revision != self.revision + 1 {
+                    return false;
+                }
+                for change in &delta.changes {
+                    match change {
+                        crate::delta::Change::Upsert(entry) => self.upsert(entry),
+                        crate::delta::Change::Remove(key) => self.remove(key),
+                    }
+                }
+                self.set_zones(&delta.zones);
+                self.revision = delta.revision;
+                self.synced = delta.synced;
+                true
+            }
+        }
+    }
+
+    fn upsert(&mut self, entry: &Arc<NameEntry>) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(entry.key());
+        match self.names.entry(
+            hash,
+            |e| e.key() == entry.key(),
+            |e| hasher.hash_one(e.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = Arc::clone(entry),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(Arc::clone(entry));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        let hash = self.hasher.hash_one(key);
+        if let Ok(slot) = self.names.find_entry(hash, |e| e.key() == key) {
+            slot.remove();
+        }
+    }
+
+    fn set_zones(&mut self, zones: &Arc<Zones>) {
+        if !Arc::ptr_eq(&self.zones, zones) {
+            self.zones = Arc::clone(zones);
+            self.pod_scratch = zones
+                .zones
+                .iter()
+                .map(|z| z.pod_templates.clone())
+                .collect();
+        }
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&NameEntry> {
+        let hash = self.hasher.hash_one(key);
+        self.names.find(hash, |e| e.key() == key).map(|e| &**e)
+    }
+
+    /// Answers one query into `out`: parse, look up, assemble. No lock, no
+    /// allocation, no encoding beyond patching.
+    pub fn respond(&mut self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Response {
+        let ra = self.recursion_available;
+        let query = match parse_query(packet) {
+            Ok(query) => query,
+            Err(error) => {
+                return match (error.rcode(), error_reply(packet, error, ra, out)) {
+                    (Some(rcode), Ok(Some(len))) => Response::Reply { len, rcode },
+                    _ => Response::Drop,
+                };
+            }
+        };
+        self.rotation = self.rotation.wrapping_add(1);
+        let rotation = self.rotation;
+        let key = query.key();
+        let qtype = query.qtype();
+        let reply = |answer: &PreparedAnswer, out: &mut [u8]| match assemble_reply(
+            &query, answer, rotation, transport, ra, out,
+        ) {
+            Ok(len) => Response::Reply {
+                len,
+                rcode: answer.rcode(),
+            },
+            Err(_) => Response::Drop,
+        };
+        if qtype == rtype::AXFR || qtype == rtype::IXFR {
+            // No zone transfers: the cluster zone is not a zone file.
+            return reply(&self.refused, out);
+        }
+        if let Some(entry) = self.find(key.as_wire()) {
+            let zone = &self.zones.zones[usize::from(entry.zone())];
+            return reply(entry.answer(qtype).unwrap_or(&zone.nodata), out);
+        }
+        let Some((zone_index, zone)) = self.zones.find(key) else {
+            return not_ours(reply(&self.refused, out));
+        };
+        if key.wire_len() == zone.apex.wire_len() {
+            return reply(zone.apex_answer(qtype).unwrap_or(&zone.nodata), out);
+        }
+        if !zone.cluster {
+            return not_ours(reply(&self.refused, out));
+        }
+        match self.pod_address(key, zone.apex.wire_len(), zone_index) {
+            PodLookup::NotPod => {}
+            PodLookup::Address(ip) => {
+                let zone_index = usize::from(zone_index);
+                if let Some(Some((a, aaaa))) = self.pod_scratch.get_mut(zone_index) {
+                    let patched = match (ip, qtype) {
+                        (IpAddr::V4(v4), rtype::A) => {
+                            a.set_single_address(&v4.octets()).then_some(&*a)
+                        }
+                        (IpAddr::V6(v6), rtype::AAAA) => {
+                            aaaa.set_single_address(&v6.octets()).then_some(&*aaaa)
+                        }
+                        _ => None,
+                    };
+                    if let Some(answer) = patched {
+                        return reply(answer, out);
+                    }
+                }
+                // The name exists, with an address of the other family.
+                return reply(&self.zones.zones[zone_index].nodata, out);
+            }
+        }
+        let zone = &self.zones.zones[usize::from(zone_index)];
+        if self.synced {
+            reply(&zone.nxdomain, out)
+        } else {
+            reply(&zone.servfail, out)
+        }
+    }
+
+    /// Whether `key` is `<dashed-ip>.<ns>.pod.<zone>` answered from a
+    /// template: insecure mode, a namespace that exists, a well-formed IP.
+    fn pod_address(&self, key: &NameBuf, apex_len: usize, zone_index: u8) -> PodLookup {
+        if !matches!(self.pod_scratch.get(usize::from(zone_index)), Some(Some(_))) {
+            return PodLookup::NotPod;
+        }
+        let wire = key.as_wire();
+        let relative = &wire[..wire.len() - apex_len];
+        let mut labels = kubewire_wire::name::labels(relative);
+        let (Some(ip_label), Some(_namespace), Some(pod), None) =
+            (labels.next(), labels.next(), labels.next(), labels.next())
+        else {
+            return PodLookup::NotPod;
+        };
+        if pod != b"pod" {
+            return PodLookup::NotPod;
+        }
+        // `<ns>.pod.<zone>` is the key without its first label.
+        let namespace_name = &wire[1 + ip_label.len()..];
+        if self.find(namespace_name).is_none() {
+            return PodLookup::NotPod;
+        }
+        match address_from_dashed(ip_label) {
+            Some(ip) => PodLookup::Address(ip),
+            None => PodLookup::NotPod,
+        }
+    }
+}
+
+enum PodLookup {
+    NotPod,
+    Address(IpAddr),
+}
+
+fn not_ours(response: Response) -> Response {
+    match response {
+        Response::Reply { len, .. } => Response::NotOurs { len },
+        other => other,
+    }
+}
+
+#[cold]
+fn unreachable_empty() -> PreparedAnswer {
+    // An answer with no records cannot fail to encode; keep the type honest
+    // without a panic on the serving path.
+    let mut builder = AnswerBuilder::for_zone(&NameBuf::ROOT);
+    builder.set_rcode(Rcode::REFUSED);
+    match builder.finish() {
+        Ok(answer) => answer,
+        Err(_) => unreachable_empty(),
+    }
+}

@@ -1,0 +1,375 @@
+//! Shared fixture and query helpers for the control-plane tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::Record;
+use kubewire_control_plane::model::{
+    EndpointModel, PodModel, PortModel, ServiceKind, ServiceModel, SliceModel,
+};
+use kubewire_control_plane::{
+    AnswerTable, Compiler, Object, ObjectChange, ObjectKey, Response, Settings, Update,
+};
+use kubewire_wire::{NameBuf, Transport};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The cluster zone's SOA as the authority of a negative answer.
+pub const SOA: &str = "cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local.";
+
+pub fn port(name: &str, protocol: &str, number: u16) -> PortModel {
+    PortModel {
+        name: name.into(),
+        protocol: protocol.into(),
+        port: number,
+    }
+}
+
+pub fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|ip| ip.parse().unwrap()).collect()
+}
+
+pub fn cluster_ip(ns: &str, name: &str, cluster_ips: &[&str], ports: Vec<PortModel>) -> Object {
+    Object::Service(ServiceModel {
+        key: ObjectKey::new(ns, name),
+        kind: ServiceKind::ClusterIp(ips(cluster_ips)),
+        ports,
+        publish_not_ready_addresses: false,
+    })
+}
+
+pub fn headless(ns: &str, name: &str, ports: Vec<PortModel>, publish_not_ready: bool) -> Object {
+    Object::Service(ServiceModel {
+        key: ObjectKey::new(ns, name),
+        kind: ServiceKind::Headless,
+        ports,
+        publish_not_ready_addresses: publish_not_ready,
+    })
+}
+
+pub fn external(ns: &str, name: &str, target: &str) -> Object {
+    Object::Service(ServiceModel {
+        key: ObjectKey::new(ns, name),
+        kind: ServiceKind::ExternalName(target.into()),
+        ports: vec![],
+        publish_not_ready_addresses: false,
+    })
+}
+
+pub fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> EndpointModel {
+    EndpointModel {
+        addresses: ips(&[ip]),
+        ready,
+        hostname: hostname.map(Into::into),
+        pod_name: None,
+        node_name: None,
+        zone: None,
+    }
+}
+
+pub fn slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    ports: Vec<PortModel>,
+    endpoints: Vec<EndpointModel>,
+) -> Object {
+    let address_type = if endpoints
+        .iter()
+        .any(|e| e.addresses.iter().any(IpAddr::is_ipv6))
+    {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    Object::Slice(SliceModel {
+        key: ObjectKey::new(ns, name),
+        service: Some(service.into()),
+        address_type: address_type.into(),
+        ports,
+        endpoints,
+    })
+}
+
+pub fn pod(ns: &str, name: &str, ip: &str, phase: &str) -> Object {
+    Object::Pod(PodModel {
+        key: ObjectKey::new(ns, name),
+        ips: ips(&[ip]),
+        phase: phase.into(),
+        host_network: false,
+    })
+}
+
+/// The fixture, after CoreDNS's handler tests.
+pub fn fixture_objects() -> Vec<Object> {
+    let http = || vec![port("http", "tcp", 80)];
+    let mut pod_endpoint = endpoint("172.0.0.50", None, true);
+    pod_endpoint.pod_name = Some("web-7".into());
+    vec![
+        Object::Namespace("testns".into()),
+        Object::Namespace("podns".into()),
+        Object::Namespace("emptyns".into()),
+        Object::Namespace("kube-system".into()),
+        cluster_ip("testns", "svc1", &["10.0.0.1"], http()),
+        slice(
+            "testns",
+            "svc1-a",
+            "svc1",
+            http(),
+            vec![endpoint("172.0.0.1", Some("ep1a"), true)],
+        ),
+        cluster_ip("testns", "svcempty", &["10.0.0.1"], http()),
+        slice("testns", "svcempty-a", "svcempty", http(), vec![]),
+        cluster_ip("testns", "svc6", &["1234:abcd::1"], http()),
+        cluster_ip("testns", "svc-dual-stack", &["10.0.0.3", "10::3"], http()),
+        headless("testns", "hdls1", vec![], false),
+        slice(
+            "testns",
+            "hdls1-v4",
+            "hdls1",
+            http(),
+            vec![
+                endpoint("172.0.0.2", None, true),
+                endpoint("172.0.0.3", None, true),
+                endpoint("172.0.0.4", Some("dup-name"), true),
+                endpoint("172.0.0.5", Some("dup-name"), true),
+                endpoint("172.0.0.9", None, false),
+            ],
+        ),
+        slice(
+            "testns",
+            "hdls1-v6",
+            "hdls1",
+            http(),
+            vec![
+                endpoint("5678:abcd::1", None, true),
+                endpoint("5678:abcd::2", None, true),
+            ],
+        ),
+        headless("testns", "hdlsprtls", vec![], false),
+        slice(
+            "testns",
+            "hdlsprtls-a",
+            "hdlsprtls",
+            vec![],
+            vec![endpoint("172.0.0.20", None, true)],
+        ),
+        headless("testns", "hdlsnone", http(), false),
+        slice(
+            "testns",
+            "hdlsnone-a",
+            "hdlsnone",
+            http(),
+            vec![endpoint("172.0.0.30", None, false)],
+        ),
+        headless("testns", "hdlspub", http(), true),
+        slice(
+            "testns",
+            "hdlspub-a",
+            "hdlspub",
+            http(),
+            vec![endpoint("172.0.0.31", None, false)],
+        ),
+        headless("testns", "dupe", http(), false),
+        slice(
+            "testns",
+            "dupe-a",
+            "dupe",
+            http(),
+            vec![endpoint("172.0.0.40", None, true)],
+        ),
+        slice(
+            "testns",
+            "dupe-b",
+            "dupe",
+            http(),
+            vec![endpoint("172.0.0.40", None, true)],
+        ),
+        headless("testns", "hdlspod", http(), false),
+        slice("testns", "hdlspod-a", "hdlspod", http(), vec![pod_endpoint]),
+        external("testns", "external", "ext.interwebs.test"),
+        cluster_ip(
+            "kube-system",
+            "kube-dns",
+            &["10.96.0.10"],
+            vec![
+                port("dns", "udp", 53),
+                port("dns-tcp", "tcp", 53),
+                port("metrics", "tcp", 9153),
+            ],
+        ),
+        pod("podns", "foo", "10.240.0.1", "Running"),
+        pod("podns", "done", "10.240.0.2", "Succeeded"),
+    ]
+}
+
+/// Compiles objects from scratch into a compiler.
+pub fn compile(settings: Settings, objects: Vec<Object>, synced: bool) -> Compiler {
+    let mut compiler = Compiler::new(settings);
+    for object in objects {
+        compiler.apply(ObjectChange::Upsert(object));
+    }
+    if synced {
+        compiler.mark_synced();
+    }
+    compiler.take_delta();
+    compiler
+}
+
+pub fn table_from(compiler: &Compiler) -> AnswerTable {
+    let mut table = AnswerTable::new();
+    assert!(table.apply(&Update::Reset(Arc::new(compiler.snapshot()))));
+    table
+}
+
+pub fn fixture(settings: Settings) -> Tester {
+    Tester {
+        table: table_from(&compile(settings, fixture_objects(), true)),
+    }
+}
+
+pub fn fixture_unsynced(settings: Settings) -> Tester {
+    Tester {
+        table: table_from(&compile(settings, fixture_objects(), false)),
+    }
+}
+
+pub fn qtype_number(name: &str) -> u16 {
+    match name {
+        "A" => 1,
+        "NS" => 2,
+        "CNAME" => 5,
+        "SOA" => 6,
+        "PTR" => 12,
+        "MX" => 15,
+        "TXT" => 16,
+        "AAAA" => 28,
+        "SRV" => 33,
+        "AXFR" => 252,
+        "ANY" => 255,
+        other => panic!("unknown type {other}"),
+    }
+}
+
+pub fn query(name: &str, qtype: u16, id: u16) -> Vec<u8> {
+    let mut packet = id.to_be_bytes().to_vec();
+    packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]);
+    packet.extend_from_slice(NameBuf::from_text(name).unwrap().as_wire());
+    packet.extend_from_slice(&qtype.to_be_bytes());
+    packet.extend_from_slice(&[0, 1]);
+    // EDNS with a large payload size, so big answers are not truncated.
+    packet.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+    packet
+}
+
+pub fn record_text(record: &Record) -> String {
+    format!(
+        "{} {} {} {}",
+        record.name,
+        record.ttl,
+        record.record_type(),
+        record.data
+    )
+}
+
+pub fn rcode_name(message: &Message) -> String {
+    kubewire_wire::Rcode(u16::from(message.metadata.response_code)).to_string()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Rcode(String),
+    NotOurs,
+    Drop,
+}
+
+pub struct Tester {
+    pub table: AnswerTable,
+}
+
+impl Tester {
+    pub fn ask(&mut self, name: &str, qtype: &str) -> (Response, Option<Message>) {
+        let packet = query(name, qtype_number(qtype), 0x4242);
+        let mut out = vec![0u8; 65535];
+        let response = self.table.respond(&packet, Transport::Tcp, &mut out);
+        let message = match response {
+            Response::Reply { len, .. } | Response::NotOurs { len } => {
+                Some(Message::from_vec(&out[..len]).unwrap())
+            }
+            Response::Drop => None,
+        };
+        (response, message)
+    }
+
+    pub fn outcome(&mut self, name: &str, qtype: &str) -> Outcome {
+        match self.ask(name, qtype) {
+            (Response::NotOurs { .. }, _) => Outcome::NotOurs,
+            (Response::Drop, _) => Outcome::Drop,
+            (Response::Reply { .. }, Some(m)) => Outcome::Rcode(rcode_name(&m)),
+            (Response::Reply { .. }, None) => unreachable!(),
+        }
+    }
+
+    /// Asks and compares every section. Expected records are
+    /// `owner ttl TYPE rdata`; an authority entry may be a prefix (the SOA's
+    /// serial changes).
+    pub fn check(
+        &mut self,
+        name: &str,
+        qtype: &str,
+        rcode: &str,
+        answer: &[&str],
+        authority: &[&str],
+        additional: &[&str],
+    ) {
+        let (response, message) = self.ask(name, qtype);
+        let message = message.unwrap_or_else(|| panic!("{name} {qtype}: no reply ({response:?})"));
+        let context = format!("{name} {qtype}");
+        assert_eq!(rcode_name(&message), rcode, "{context}: rcode");
+        assert_eq!(message.metadata.id, 0x4242, "{context}: id");
+        assert_eq!(message.queries.len(), 1, "{context}: question");
+        let sorted = |records: &[Record]| {
+            let mut list: Vec<String> = records.iter().map(record_text).collect();
+            list.sort();
+            list
+        };
+        let mut want_answer: Vec<String> = answer.iter().map(|s| s.to_string()).collect();
+        want_answer.sort();
+        let got_answer = sorted(&message.answers);
+        if answer.iter().any(|a| a.ends_with(" SOA")) {
+            assert_eq!(
+                got_answer.len(),
+                answer.len(),
+                "{context}: answer {got_answer:?}"
+            );
+            for (got, want) in got_answer.iter().zip(&want_answer) {
+                assert!(
+                    got.starts_with(want.as_str()),
+                    "{context}: answer {got} vs {want}"
+                );
+            }
+        } else {
+            assert_eq!(got_answer, want_answer, "{context}: answer");
+        }
+        let got_authority = sorted(&message.authorities);
+        assert_eq!(
+            got_authority.len(),
+            authority.len(),
+            "{context}: authority {got_authority:?}"
+        );
+        let mut want_authority: Vec<&str> = authority.to_vec();
+        want_authority.sort();
+        for (got, want) in got_authority.iter().zip(&want_authority) {
+            assert!(
+                got.starts_with(want),
+                "{context}: authority {got} vs {want}"
+            );
+        }
+        let mut want_additional: Vec<String> = additional.iter().map(|s| s.to_string()).collect();
+        want_additional.sort();
+        assert_eq!(
+            sorted(&message.additionals),
+            want_additional,
+            "{context}: additional"
+        );
+    }
+}

@@ -1,0 +1,719 @@
+//! Conformance table: cluster objects in, DNS answers out (RCODE and every
+//! section), through the real compiler, a core's table and `respond`, with
+//! replies parsed by hickory-proto. The fixture follows the CoreDNS
+//! `kubernetes` plugin's handler tests (services svc1, svc6, hdls1, ...).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use kubewire_control_plane::{PodMode, Settings};
+
+#[test]
+fn service_records() {
+    let mut t = fixture(Settings::default());
+    t.check(
+        "svc1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["svc1.testns.svc.cluster.local. 5 A 10.0.0.1"],
+        &[],
+        &[],
+    );
+    // A ClusterIP service answers whether or not it has endpoints.
+    t.check(
+        "svcempty.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["svcempty.testns.svc.cluster.local. 5 A 10.0.0.1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "svc6.testns.svc.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &["svc6.testns.svc.cluster.local. 5 AAAA 1234:abcd::1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "svc-dual-stack.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["svc-dual-stack.testns.svc.cluster.local. 5 A 10.0.0.3"],
+        &[],
+        &[],
+    );
+    t.check(
+        "svc-dual-stack.testns.svc.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &["svc-dual-stack.testns.svc.cluster.local. 5 AAAA 10::3"],
+        &[],
+        &[],
+    );
+    // A service queried for a type it lacks: NODATA with the SOA.
+    for qtype in ["AAAA", "TXT", "MX", "SOA", "PTR"] {
+        t.check(
+            "svc1.testns.svc.cluster.local",
+            qtype,
+            "NOERROR",
+            &[],
+            &[SOA],
+            &[],
+        );
+    }
+    // Case-insensitive match, and the owner echoes the client's case.
+    t.check(
+        "SvC1.TeStNs.SvC.cLuStEr.LoCaL",
+        "A",
+        "NOERROR",
+        &["SvC1.TeStNs.SvC.cLuStEr.LoCaL. 5 A 10.0.0.1"],
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn headless_services() {
+    let mut t = fixture(Settings::default());
+    t.check(
+        "hdls1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &[
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.2",
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.3",
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.4",
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.5",
+        ],
+        &[],
+        &[],
+    );
+    t.check(
+        "hdls1.testns.svc.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &[
+            "hdls1.testns.svc.cluster.local. 5 AAAA 5678:abcd::1",
+            "hdls1.testns.svc.cluster.local. 5 AAAA 5678:abcd::2",
+        ],
+        &[],
+        &[],
+    );
+    // Only IPv4 endpoints: NODATA for AAAA.
+    t.check(
+        "hdlsprtls.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["hdlsprtls.testns.svc.cluster.local. 5 A 172.0.0.20"],
+        &[],
+        &[],
+    );
+    t.check(
+        "hdlsprtls.testns.svc.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // No ports: SRV is NODATA.
+    t.check(
+        "hdlsprtls.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // No ready endpoints: NXDOMAIN, whatever the type.
+    t.check(
+        "hdlsnone.testns.svc.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "hdlsnone.testns.svc.cluster.local",
+        "SRV",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // publishNotReadyAddresses publishes the not-ready endpoint.
+    t.check(
+        "hdlspub.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["hdlspub.testns.svc.cluster.local. 5 A 172.0.0.31"],
+        &[],
+        &[],
+    );
+    // The same endpoint in two slices is one record.
+    t.check(
+        "dupe.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["dupe.testns.svc.cluster.local. 5 A 172.0.0.40"],
+        &[],
+        &[],
+    );
+    t.check(
+        "_http._tcp.dupe.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &["_http._tcp.dupe.testns.svc.cluster.local. 5 SRV 0 100 80 172-0-0-40.dupe.testns.svc.cluster.local."],
+        &[],
+        &["172-0-0-40.dupe.testns.svc.cluster.local. 5 A 172.0.0.40"],
+    );
+}
+
+#[test]
+fn endpoint_names() {
+    let mut t = fixture(Settings::default());
+    // Endpoint names work for ClusterIP services too.
+    t.check(
+        "ep1a.svc1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["ep1a.svc1.testns.svc.cluster.local. 5 A 172.0.0.1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "5678-abcd--1.hdls1.testns.svc.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &["5678-abcd--1.hdls1.testns.svc.cluster.local. 5 AAAA 5678:abcd::1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "172-0-0-20.hdlsprtls.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["172-0-0-20.hdlsprtls.testns.svc.cluster.local. 5 A 172.0.0.20"],
+        &[],
+        &[],
+    );
+    t.check(
+        "dup-name.hdls1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &[
+            "dup-name.hdls1.testns.svc.cluster.local. 5 A 172.0.0.4",
+            "dup-name.hdls1.testns.svc.cluster.local. 5 A 172.0.0.5",
+        ],
+        &[],
+        &[],
+    );
+    t.check(
+        "bogusendpoint.hdls1.testns.svc.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "bogusendpoint.svc0.testns.svc.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // Not ready, not published.
+    t.check(
+        "172-0-0-9.hdls1.testns.svc.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // A pod-named endpoint only with endpoint_pod_names.
+    t.check(
+        "web-7.hdlspod.testns.svc.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "172-0-0-50.hdlspod.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["172-0-0-50.hdlspod.testns.svc.cluster.local. 5 A 172.0.0.50"],
+        &[],
+        &[],
+    );
+    let mut t = fixture(Settings {
+        endpoint_pod_names: true,
+        ..Settings::default()
+    });
+    t.check(
+        "web-7.hdlspod.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["web-7.hdlspod.testns.svc.cluster.local. 5 A 172.0.0.50"],
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn srv_records() {
+    let mut t = fixture(Settings::default());
+    let svc1_srv = "svc1.testns.svc.cluster.local. 5 SRV 0 100 80 svc1.testns.svc.cluster.local.";
+    let svc1_a = "svc1.testns.svc.cluster.local. 5 A 10.0.0.1";
+    t.check(
+        "svc1.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &[svc1_srv],
+        &[],
+        &[svc1_a],
+    );
+    t.check(
+        "_http._tcp.svc1.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &["_http._tcp.svc1.testns.svc.cluster.local. 5 SRV 0 100 80 svc1.testns.svc.cluster.local."],
+        &[],
+        &[svc1_a],
+    );
+    t.check(
+        "svc6.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &["svc6.testns.svc.cluster.local. 5 SRV 0 100 80 svc6.testns.svc.cluster.local."],
+        &[],
+        &["svc6.testns.svc.cluster.local. 5 AAAA 1234:abcd::1"],
+    );
+    // Dual-stack: one target, both families in the additional section.
+    t.check(
+        "svc-dual-stack.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &["svc-dual-stack.testns.svc.cluster.local. 5 SRV 0 100 80 svc-dual-stack.testns.svc.cluster.local."],
+        &[],
+        &["svc-dual-stack.testns.svc.cluster.local. 5 A 10.0.0.3", "svc-dual-stack.testns.svc.cluster.local. 5 AAAA 10::3"],
+    );
+    // Headless: one target per endpoint name, weight floor(100/5).
+    let hdls = |label: &str| {
+        format!(
+            "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 20 80 {label}.hdls1.testns.svc.cluster.local."
+        )
+    };
+    t.check(
+        "_http._tcp.hdls1.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &[
+            &hdls("172-0-0-2"),
+            &hdls("172-0-0-3"),
+            &hdls("5678-abcd--1"),
+            &hdls("5678-abcd--2"),
+            &hdls("dup-name"),
+        ],
+        &[],
+        &[
+            "172-0-0-2.hdls1.testns.svc.cluster.local. 5 A 172.0.0.2",
+            "172-0-0-3.hdls1.testns.svc.cluster.local. 5 A 172.0.0.3",
+            "5678-abcd--1.hdls1.testns.svc.cluster.local. 5 AAAA 5678:abcd::1",
+            "5678-abcd--2.hdls1.testns.svc.cluster.local. 5 AAAA 5678:abcd::2",
+            "dup-name.hdls1.testns.svc.cluster.local. 5 A 172.0.0.4",
+            "dup-name.hdls1.testns.svc.cluster.local. 5 A 172.0.0.5",
+        ],
+    );
+    // Two ports: a bare SRV query lists both (N = 2, weight 50).
+    let dns_srv = |port: u16| {
+        format!(
+            "kube-dns.kube-system.svc.cluster.local. 5 SRV 0 50 {port} kube-dns.kube-system.svc.cluster.local."
+        )
+    };
+    t.check(
+        "kube-dns.kube-system.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &[&dns_srv(53), &dns_srv(9153)],
+        &[],
+        &["kube-dns.kube-system.svc.cluster.local. 5 A 10.96.0.10"],
+    );
+    t.check(
+        "_dns._udp.kube-dns.kube-system.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &["_dns._udp.kube-dns.kube-system.svc.cluster.local. 5 SRV 0 100 53 kube-dns.kube-system.svc.cluster.local."],
+        &[],
+        &["kube-dns.kube-system.svc.cluster.local. 5 A 10.96.0.10"],
+    );
+    // Unknown port or protocol: NXDOMAIN. `_tcp.<svc>` exists (it has names
+    // below it), so it is NODATA: an NXDOMAIN there would tell RFC 8020
+    // resolvers that `_http._tcp.<svc>` cannot exist either.
+    t.check(
+        "_https._tcp.svc1.testns.svc.cluster.local",
+        "SRV",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "_http._udp.svc1.testns.svc.cluster.local",
+        "SRV",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "_tcp.svc1.testns.svc.cluster.local",
+        "SRV",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
+}
+
+#[test]
+fn external_name() {
+    let mut t = fixture(Settings::default());
+    let cname = "external.testns.svc.cluster.local. 5 CNAME ext.interwebs.test.";
+    for qtype in ["CNAME", "A", "AAAA"] {
+        t.check(
+            "external.testns.svc.cluster.local",
+            qtype,
+            "NOERROR",
+            &[cname],
+            &[],
+            &[],
+        );
+    }
+    t.check(
+        "endpoint.external.testns.svc.cluster.local",
+        "CNAME",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "sub.sub.external.testns.svc.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+}
+
+#[test]
+fn ptr_records() {
+    let mut t = fixture(Settings::default());
+    // Two services on one ClusterIP: two PTRs.
+    t.check(
+        "1.0.0.10.in-addr.arpa",
+        "PTR",
+        "NOERROR",
+        &[
+            "1.0.0.10.in-addr.arpa. 5 PTR svc1.testns.svc.cluster.local.",
+            "1.0.0.10.in-addr.arpa. 5 PTR svcempty.testns.svc.cluster.local.",
+        ],
+        &[],
+        &[],
+    );
+    t.check(
+        "1.0.0.172.in-addr.arpa",
+        "PTR",
+        "NOERROR",
+        &["1.0.0.172.in-addr.arpa. 5 PTR ep1a.svc1.testns.svc.cluster.local."],
+        &[],
+        &[],
+    );
+    // The endpoint in two slices: one PTR.
+    t.check(
+        "40.0.0.172.in-addr.arpa",
+        "PTR",
+        "NOERROR",
+        &["40.0.0.172.in-addr.arpa. 5 PTR 172-0-0-40.dupe.testns.svc.cluster.local."],
+        &[],
+        &[],
+    );
+    let v6 = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.ip6.arpa";
+    t.check(
+        v6,
+        "PTR",
+        "NOERROR",
+        &[&format!(
+            "{v6}. 5 PTR svc-dual-stack.testns.svc.cluster.local."
+        )],
+        &[],
+        &[],
+    );
+    // A name we own, other type: NODATA with the reverse zone's SOA.
+    t.check(
+        "1.0.0.10.in-addr.arpa",
+        "A",
+        "NOERROR",
+        &[],
+        &["in-addr.arpa. 5 SOA"],
+        &[],
+    );
+    // Reverse names we do not own are not ours (they fall through).
+    assert_eq!(t.outcome("7.7.7.7.in-addr.arpa", "PTR"), Outcome::NotOurs);
+}
+
+#[test]
+fn zone_names_and_negative_answers() {
+    let mut t = fixture(Settings::default());
+    t.check(
+        "dns-version.cluster.local",
+        "TXT",
+        "NOERROR",
+        &["dns-version.cluster.local. 28800 TXT 1.1.0"],
+        &[],
+        &[],
+    );
+    t.check(
+        "cluster.local",
+        "SOA",
+        "NOERROR",
+        &["cluster.local. 5 SOA"],
+        &[],
+        &[],
+    );
+    t.check(
+        "cluster.local",
+        "NS",
+        "NOERROR",
+        &["cluster.local. 5 NS ns.dns.cluster.local."],
+        &[],
+        &["ns.dns.cluster.local. 5 A 10.96.0.10"],
+    );
+    t.check(
+        "ns.dns.cluster.local",
+        "A",
+        "NOERROR",
+        &["ns.dns.cluster.local. 5 A 10.96.0.10"],
+        &[],
+        &[],
+    );
+    // Names that exist without the type: NODATA.
+    for name in [
+        "cluster.local",
+        "svc.cluster.local",
+        "pod.cluster.local",
+        "testns.svc.cluster.local",
+        "emptyns.svc.cluster.local",
+    ] {
+        t.check(name, "A", "NOERROR", &[], &[SOA], &[]);
+    }
+    t.check("svc.cluster.local", "NS", "NOERROR", &[], &[SOA], &[]);
+    // Names that do not exist: NXDOMAIN.
+    for name in [
+        "svc0.testns.svc.cluster.local",
+        "svc0.nsnoexist.svc.cluster.local",
+        "nsnoexist.svc.cluster.local",
+        "foo.cluster.local",
+        "a.foo.cluster.local",
+        "a.b.c.svc1.testns.svc.cluster.local",
+    ] {
+        t.check(name, "A", "NXDOMAIN", &[], &[SOA], &[]);
+    }
+    // The SOA's names point into the question, so they come back in its case.
+    t.check(
+        "not-a-service.testns.svc.ClUsTeR.lOcAl",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &["ClUsTeR.lOcAl. 5 SOA ns.dns.ClUsTeR.lOcAl. hostmaster.ClUsTeR.lOcAl."],
+        &[],
+    );
+    // Outside our zones: not ours.
+    assert_eq!(t.outcome("example.com", "A"), Outcome::NotOurs);
+    // No zone transfers.
+    assert_eq!(
+        t.outcome("cluster.local", "AXFR"),
+        Outcome::Rcode("REFUSED".into())
+    );
+}
+
+#[test]
+fn pods_insecure() {
+    let mut t = fixture(Settings::default());
+    t.check(
+        "10-240-0-1.podns.pod.cluster.local",
+        "A",
+        "NOERROR",
+        &["10-240-0-1.podns.pod.cluster.local. 5 A 10.240.0.1"],
+        &[],
+        &[],
+    );
+    // Any well-formed IP in a namespace that exists.
+    t.check(
+        "172-0-0-2.podns.pod.cluster.local",
+        "A",
+        "NOERROR",
+        &["172-0-0-2.podns.pod.cluster.local. 5 A 172.0.0.2"],
+        &[],
+        &[],
+    );
+    t.check(
+        "fd00--1.podns.pod.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &["fd00--1.podns.pod.cluster.local. 5 AAAA fd00::1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "10-240-0-1.podns.pod.cluster.local",
+        "AAAA",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "blah.podns.pod.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "10-240-0-1.pod-nons.pod.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check("podns.pod.cluster.local", "A", "NOERROR", &[], &[SOA], &[]);
+    t.check(
+        "10-240-0-1.PodNS.pod.Cluster.Local",
+        "A",
+        "NOERROR",
+        &["10-240-0-1.PodNS.pod.Cluster.Local. 5 A 10.240.0.1"],
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn pods_verified_and_disabled() {
+    let mut t = fixture(Settings {
+        pod_mode: PodMode::Verified,
+        ..Settings::default()
+    });
+    t.check(
+        "10-240-0-1.podns.pod.cluster.local",
+        "A",
+        "NOERROR",
+        &["10-240-0-1.podns.pod.cluster.local. 5 A 10.240.0.1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "172-0-0-2.podns.pod.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // The pod exists, but in another namespace.
+    t.check(
+        "10-240-0-1.testns.pod.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    // A finished pod no longer holds its IP.
+    t.check(
+        "10-240-0-2.podns.pod.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check("podns.pod.cluster.local", "A", "NOERROR", &[], &[SOA], &[]);
+
+    let mut t = fixture(Settings {
+        pod_mode: PodMode::Disabled,
+        ..Settings::default()
+    });
+    t.check(
+        "10-240-0-1.podns.pod.cluster.local",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &[SOA],
+        &[],
+    );
+}
+
+#[test]
+fn before_first_sync_nxdomain_is_servfail() {
+    let mut t = fixture_unsynced(Settings::default());
+    t.check(
+        "svc0.testns.svc.cluster.local",
+        "A",
+        "SERVFAIL",
+        &[],
+        &[],
+        &[],
+    );
+    // What is known already answers.
+    t.check(
+        "svc1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["svc1.testns.svc.cluster.local. 5 A 10.0.0.1"],
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn custom_zone_and_ttl() {
+    let settings = Settings {
+        zones: vec![kubewire_wire::NameBuf::from_text("example.internal").unwrap()],
+        ttl: 30,
+        ..Settings::default()
+    };
+    let mut t = fixture(settings);
+    t.check(
+        "svc1.testns.svc.example.internal",
+        "A",
+        "NOERROR",
+        &["svc1.testns.svc.example.internal. 30 A 10.0.0.1"],
+        &[],
+        &[],
+    );
+    t.check(
+        "nothing.example.internal",
+        "A",
+        "NXDOMAIN",
+        &[],
+        &["example.internal. 30 SOA"],
+        &[],
+    );
+    assert_eq!(
+        t.outcome("svc1.testns.svc.cluster.local", "A"),
+        Outcome::NotOurs
+    );
+}
