@@ -19,14 +19,15 @@ use kubewire_wire::{
     AnswerBuilder, BuildError, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, dashed_label,
     reverse_name, rtype,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Set<K> = HashSet<K, ahash::RandomState>;
-/// A lowercase wire name.
-type Key = Box<[u8]>;
+/// A lowercase wire name, shared between a name's slot, its contributors'
+/// lists and the dirty set.
+type Key = Arc<[u8]>;
 
 /// The TXT answer of `dns-version.<zone>`: the spec version served.
 pub const DNS_SCHEMA_VERSION: &str = "1.1.0";
@@ -50,6 +51,8 @@ pub enum ObjectChange {
 enum Unit {
     Zone,
     Service(ObjectKey),
+    /// An EndpointSlice's endpoints, as names of its service.
+    Slice(ObjectKey),
     Pod(ObjectKey),
     Namespace(String),
 }
@@ -58,70 +61,131 @@ enum Unit {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct SrvRecord {
     port: u16,
-    target: Key,
-    v4: Vec<Ipv4Addr>,
-    v6: Vec<Ipv6Addr>,
+    target: Box<[u8]>,
+    /// The target's addresses, for the additional section.
+    addrs: Vec<IpAddr>,
 }
 
 /// What a unit says about one name. An empty set still makes the name exist.
+/// Most names carry only addresses; the rest is boxed to keep this small.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Records {
-    a: Vec<Ipv4Addr>,
-    aaaa: Vec<Ipv6Addr>,
+    addrs: Vec<IpAddr>,
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Extra {
     srv: Vec<SrvRecord>,
-    ptr: Vec<Key>,
-    cname: Option<Key>,
+    ptr: Vec<Box<[u8]>>,
+    cname: Option<Box<[u8]>>,
     txt: Option<Box<[u8]>>,
 }
 
 impl Records {
     fn add_ip(&mut self, ip: IpAddr) {
-        match ip {
-            IpAddr::V4(v4) => self.a.push(v4),
-            IpAddr::V6(v6) => self.aaaa.push(v6),
-        }
+        self.addrs.push(ip);
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     fn merge(&mut self, other: &Records) {
-        self.a.extend_from_slice(&other.a);
-        self.aaaa.extend_from_slice(&other.aaaa);
-        self.srv.extend(other.srv.iter().cloned());
-        self.ptr.extend(other.ptr.iter().cloned());
-        if self.cname.is_none() {
-            self.cname.clone_from(&other.cname);
-        }
-        if self.txt.is_none() {
-            self.txt.clone_from(&other.txt);
+        self.addrs.extend_from_slice(&other.addrs);
+        if let Some(theirs) = &other.extra {
+            let mine = self.extra();
+            mine.srv.extend(theirs.srv.iter().cloned());
+            mine.ptr.extend(theirs.ptr.iter().cloned());
+            if mine.cname.is_none() {
+                mine.cname.clone_from(&theirs.cname);
+            }
+            if mine.txt.is_none() {
+                mine.txt.clone_from(&theirs.txt);
+            }
         }
     }
 
     /// Sorts and de-duplicates, so that equal sets encode to equal bytes.
     fn normalize(&mut self) {
-        self.a.sort_unstable();
-        self.a.dedup();
-        self.aaaa.sort_unstable();
-        self.aaaa.dedup();
-        self.ptr.sort_unstable();
-        self.ptr.dedup();
-        // The same endpoint in two slices gives the same SRV record twice.
-        self.srv
-            .sort_unstable_by(|x, y| (x.port, &x.target).cmp(&(y.port, &y.target)));
-        self.srv.dedup_by(|later, kept| {
-            if later.port == kept.port && later.target == kept.target {
-                kept.v4.extend_from_slice(&later.v4);
-                kept.v6.extend_from_slice(&later.v6);
-                true
-            } else {
-                false
+        self.addrs.sort_unstable();
+        self.addrs.dedup();
+        if let Some(extra) = &mut self.extra {
+            extra.ptr.sort_unstable();
+            extra.ptr.dedup();
+            // The same endpoint in two slices gives the same SRV record twice.
+            extra
+                .srv
+                .sort_unstable_by(|x, y| (x.port, &x.target).cmp(&(y.port, &y.target)));
+            extra.srv.dedup_by(|later, kept| {
+                if later.port == kept.port && later.target == kept.target {
+                    kept.addrs.extend_from_slice(&later.addrs);
+                    true
+                } else {
+                    false
+                }
+            });
+            for srv in &mut extra.srv {
+                srv.addrs.sort_unstable();
+                srv.addrs.dedup();
             }
-        });
-        for srv in &mut self.srv {
-            srv.v4.sort_unstable();
-            srv.v4.dedup();
-            srv.v6.sort_unstable();
-            srv.v6.dedup();
         }
     }
+}
+
+/// A unit's output while it is computed: records per name.
+#[derive(Default)]
+struct UnitOutput {
+    names: hashbrown::HashMap<Vec<u8>, Records>,
+}
+
+impl UnitOutput {
+    fn at(&mut self, name: &NameBuf) -> &mut Records {
+        self.names.entry_ref(name.as_wire()).or_default()
+    }
+}
+
+/// Which units contribute to a name; nearly always exactly one.
+#[derive(Clone, Debug)]
+enum Contributors {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Contributors {
+    fn ids(&self) -> &[u32] {
+        match self {
+            Contributors::One(id) => std::slice::from_ref(id),
+            Contributors::Many(ids) => ids,
+        }
+    }
+    fn add(&mut self, id: u32) {
+        match self {
+            Contributors::One(first) => *self = Contributors::Many(vec![*first, id]),
+            Contributors::Many(ids) => ids.push(id),
+        }
+    }
+    /// Removes one; returns false when none is left.
+    fn remove(&mut self, id: u32) -> bool {
+        match self {
+            Contributors::One(first) => *first != id,
+            Contributors::Many(ids) => {
+                ids.retain(|x| *x != id);
+                let left = !ids.is_empty();
+                if let [only] = ids[..] {
+                    *self = Contributors::One(only);
+                }
+                left
+            }
+        }
+    }
+}
+
+/// A compiled name: who contributes to it, and its entry.
+#[derive(Debug)]
+struct NameState {
+    contributors: Contributors,
+    entry: Option<Arc<NameEntry>>,
 }
 
 /// Counts of the objects held, for logs and metrics.
@@ -148,15 +212,19 @@ pub struct Compiler {
     pods: Map<ObjectKey, PodModel>,
     namespaces: Set<String>,
 
-    /// Each unit's contributions, sorted by name.
-    contributions: Map<Unit, Vec<(Key, Records)>>,
-    /// Which units contribute to each name.
-    contributors: Map<Key, Vec<Unit>>,
-    entries: Map<Key, Arc<NameEntry>>,
+    /// Units are numbered, so names refer to them by a `u32`.
+    unit_ids: Map<Unit, u32>,
+    /// By unit id: its contributions, sorted by name (empty when free).
+    contributions: Vec<Box<[(Key, Records)]>>,
+    free_ids: Vec<u32>,
+    /// Every name: its contributors and compiled entry.
+    names: hashbrown::HashMap<Key, NameState>,
     zones: Arc<Zones>,
 
     dirty_units: Set<Unit>,
     dirty_names: Set<Key>,
+    /// One builder, reused for every answer so its buffers are reused too.
+    builder: Option<AnswerBuilder>,
     zones_dirty: bool,
     revision: u64,
     synced: bool,
@@ -174,12 +242,14 @@ impl Compiler {
             slices_by_service: Map::default(),
             pods: Map::default(),
             namespaces: Set::default(),
-            contributions: Map::default(),
-            contributors: Map::default(),
-            entries: Map::default(),
+            unit_ids: Map::default(),
+            contributions: Vec::new(),
+            free_ids: Vec::new(),
+            names: hashbrown::HashMap::new(),
             zones: Arc::new(Zones::default()),
             dirty_units: Set::default(),
             dirty_names: Set::default(),
+            builder: None,
             zones_dirty: true,
             revision: 0,
             synced: false,
@@ -208,7 +278,7 @@ impl Compiler {
         self.dirty_units
             .extend(self.namespaces.iter().cloned().map(Unit::Namespace));
         // Names whose zone vanished must be re-merged (and removed) too.
-        self.dirty_names.extend(self.entries.keys().cloned());
+        self.dirty_names.extend(self.names.keys().cloned());
         self.zones_dirty = true;
     }
 
@@ -240,12 +310,12 @@ impl Compiler {
 
     /// The compiled entries, by lowercase wire name.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<NameEntry>> {
-        self.entries.values()
+        self.names.values().filter_map(|state| state.entry.as_ref())
     }
 
     /// The number of compiled names.
     pub fn name_count(&self) -> usize {
-        self.entries.len()
+        self.names.len()
     }
 
     /// The zone answers in force.
@@ -303,7 +373,7 @@ impl Compiler {
                 let key = service.key.clone();
                 if self.services.get(&key) != Some(&service) {
                     self.services.insert(key.clone(), service);
-                    self.dirty_units.insert(Unit::Service(key.clone()));
+                    self.mark_service_dirty(&key);
                     if self.settings.dns_service.as_ref() == Some(&key) {
                         self.zones_dirty = true;
                     }
@@ -324,11 +394,11 @@ impl Compiler {
                 if let Some(service) = &slice.service {
                     let service_key = ObjectKey::new(key.namespace.clone(), service.clone());
                     self.slices_by_service
-                        .entry(service_key.clone())
+                        .entry(service_key)
                         .or_default()
                         .insert(key.name.clone());
-                    self.dirty_units.insert(Unit::Service(service_key));
                 }
+                self.dirty_units.insert(Unit::Slice(key.clone()));
                 self.slices.insert(key, slice);
             }
             Object::Pod(pod) => {
@@ -350,17 +420,18 @@ impl Compiler {
         match kind {
             Kind::Service => {
                 if self.services.remove(key).is_some() {
-                    self.dirty_units.insert(Unit::Service(key.clone()));
+                    self.mark_service_dirty(key);
                     if self.settings.dns_service.as_ref() == Some(key) {
                         self.zones_dirty = true;
                     }
                 }
             }
             Kind::Slice => {
-                if let Some(slice) = self.slices.remove(key)
-                    && let Some(service) = slice.service
-                {
-                    self.unlink_slice(key, &service);
+                if let Some(slice) = self.slices.remove(key) {
+                    if let Some(service) = slice.service {
+                        self.unlink_slice(key, &service);
+                    }
+                    self.dirty_units.insert(Unit::Slice(key.clone()));
                 }
             }
             Kind::Pod => {
@@ -384,7 +455,19 @@ impl Compiler {
                 self.slices_by_service.remove(&service_key);
             }
         }
-        self.dirty_units.insert(Unit::Service(service_key));
+    }
+
+    /// A service's own names and those of its slices depend on it.
+    fn mark_service_dirty(&mut self, key: &ObjectKey) {
+        self.dirty_units.insert(Unit::Service(key.clone()));
+        if let Some(slices) = self.slices_by_service.get(key) {
+            for name in slices {
+                self.dirty_units.insert(Unit::Slice(ObjectKey::new(
+                    key.namespace.clone(),
+                    name.clone(),
+                )));
+            }
+        }
     }
 
     /// Compiles what changed since the last call into a delta, or returns
@@ -427,84 +510,139 @@ impl Compiler {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             revision: self.revision,
-            entries: self.entries.values().cloned().collect(),
+            entries: self.entries().cloned().collect(),
             zones: Arc::clone(&self.zones),
             synced: self.synced_announced,
         }
     }
 
     fn recompute_unit(&mut self, unit: Unit) {
-        let mut fresh = self.unit_records(&unit);
-        fresh.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let old = self.contributions.remove(&unit).unwrap_or_default();
-        // Names that left this unit lose it as a contributor.
-        for (name, records) in &old {
-            match fresh.binary_search_by(|(n, _)| n.cmp(name)) {
-                Ok(i) if fresh[i].1 == *records => {}
-                Ok(_) => {
-                    self.dirty_names.insert(name.clone());
+        let fresh = self.unit_records(&unit);
+        let id = match self.unit_ids.get(&unit) {
+            Some(&id) => id,
+            None if fresh.is_empty() => return,
+            None => {
+                let id = self
+                    .free_ids
+                    .pop()
+                    .unwrap_or(self.contributions.len() as u32);
+                if id as usize == self.contributions.len() {
+                    self.contributions.push(Box::default());
                 }
-                Err(_) => {
-                    if let Some(list) = self.contributors.get_mut(name) {
-                        list.retain(|u| *u != unit);
-                        if list.is_empty() {
-                            self.contributors.remove(name);
+                self.unit_ids.insert(unit.clone(), id);
+                id
+            }
+        };
+        let old = std::mem::take(&mut self.contributions[id as usize]);
+        // Both lists are sorted by name: walk them together. A name in both
+        // keeps its shared key; only names new to this unit touch the map.
+        let mut kept: Vec<(Key, Records)> = Vec::with_capacity(fresh.len());
+        let mut old_iter = old.into_vec().into_iter().peekable();
+        for (name, records) in fresh {
+            while let Some((old_name, _)) = old_iter.next_if(|(o, _)| **o < *name) {
+                self.leave(&old_name, id);
+            }
+            match old_iter.next_if(|(o, _)| **o == *name) {
+                Some((key, old_records)) => {
+                    if old_records != records {
+                        self.dirty_names.insert(Arc::clone(&key));
+                    }
+                    kept.push((key, records));
+                }
+                None => {
+                    let key: Key = match self.names.get_key_value(name.as_slice()) {
+                        Some((key, _)) => Arc::clone(key),
+                        None => Arc::from(name),
+                    };
+                    match self.names.get_mut(&*key) {
+                        Some(state) => state.contributors.add(id),
+                        None => {
+                            let state = NameState {
+                                contributors: Contributors::One(id),
+                                entry: None,
+                            };
+                            self.names.insert(Arc::clone(&key), state);
                         }
                     }
-                    self.dirty_names.insert(name.clone());
+                    self.dirty_names.insert(Arc::clone(&key));
+                    kept.push((key, records));
                 }
             }
         }
-        for (name, _) in &fresh {
-            if old.binary_search_by(|(n, _)| n.cmp(name)).is_err() {
-                self.contributors
-                    .entry(name.clone())
-                    .or_default()
-                    .push(unit.clone());
-                self.dirty_names.insert(name.clone());
-            }
+        for (old_name, _) in old_iter {
+            self.leave(&old_name, id);
         }
-        if !fresh.is_empty() {
-            self.contributions.insert(unit, fresh);
+        if kept.is_empty() {
+            self.unit_ids.remove(&unit);
+            self.free_ids.push(id);
         }
+        self.contributions[id as usize] = kept.into_boxed_slice();
+    }
+
+    /// A unit no longer contributes to a name.
+    fn leave(&mut self, name: &Key, id: u32) {
+        if let Some(state) = self.names.get_mut(&**name)
+            && !state.contributors.remove(id)
+        {
+            self.names.remove(&**name);
+        }
+        self.dirty_names.insert(Arc::clone(name));
     }
 
     fn recompute_name(&mut self, name: Key, changes: &mut Vec<Change>) {
-        let merged = self.contributors.get(&name).map(|units| {
-            let mut merged = Records::default();
-            for unit in units {
-                if let Some(list) = self.contributions.get(unit)
-                    && let Ok(i) = list.binary_search_by(|(n, _)| n.cmp(&name))
-                {
-                    merged.merge(&list[i].1);
+        let Some(state) = self.names.get(&name) else {
+            // No contributor is left: the name is gone (it was removed from
+            // `names` when its last contributor left).
+            changes.push(Change::Remove(Box::from(&*name)));
+            return;
+        };
+        // Unit outputs are normalized when computed, so a name with one
+        // contributor (nearly all) is built from it without a copy.
+        let ids = state.contributors.ids();
+        let find = |id: u32| {
+            let list = &self.contributions[id as usize];
+            list.binary_search_by(|(n, _)| n.cmp(&name))
+                .ok()
+                .map(|i| &list[i].1)
+        };
+        let merged_storage;
+        let records: &Records = match ids {
+            [only] => match find(*only) {
+                Some(records) => records,
+                None => return,
+            },
+            _ => {
+                let mut merged = Records::default();
+                for &id in ids {
+                    if let Some(records) = find(id) {
+                        merged.merge(records);
+                    }
                 }
+                merged.normalize();
+                merged_storage = merged;
+                &merged_storage
             }
-            merged.normalize();
-            merged
-        });
-        let entry = merged.and_then(|records| match self.build_entry(&name, &records) {
-            Ok(entry) => entry,
-            Err(error) => {
-                tracing::warn!(name = %kubewire_wire::name::to_text(&name), %error, "name left out: its answer cannot be encoded");
-                None
-            }
-        });
+        };
+        let mut builder = self
+            .builder
+            .take()
+            .unwrap_or_else(|| AnswerBuilder::new(&NameBuf::ROOT));
+        let entry = self.build_entry(&mut builder, &name, records);
+        self.builder = Some(builder);
+        let Some(state) = self.names.get_mut(&name) else {
+            return;
+        };
         match entry {
             Some(entry) => {
-                if self
-                    .entries
-                    .get(&name)
-                    .map(|e| **e != entry)
-                    .unwrap_or(true)
-                {
+                if state.entry.as_deref() != Some(&entry) {
                     let entry = Arc::new(entry);
-                    self.entries.insert(name, Arc::clone(&entry));
+                    state.entry = Some(Arc::clone(&entry));
                     changes.push(Change::Upsert(entry));
                 }
             }
             None => {
-                if self.entries.remove(&name).is_some() {
-                    changes.push(Change::Remove(name));
+                if state.entry.take().is_some() {
+                    changes.push(Change::Remove(Box::from(&*name)));
                 }
             }
         }
@@ -512,100 +650,91 @@ impl Compiler {
 
     // ---- what each unit contributes -------------------------------------
 
-    fn unit_records(&self, unit: &Unit) -> Vec<(Key, Records)> {
-        let mut out: BTreeMap<NameBuf, Records> = BTreeMap::new();
+    fn unit_records(&self, unit: &Unit) -> Vec<(Vec<u8>, Records)> {
+        let mut out = UnitOutput::default();
         match unit {
             Unit::Zone => self.zone_records(&mut out),
             Unit::Service(key) => self.service_records(key, &mut out),
+            Unit::Slice(key) => self.slice_records(key, &mut out),
             Unit::Pod(key) => self.pod_records(key, &mut out),
-            Unit::Namespace(name) => {
+            Unit::Namespace(name) if self.namespaces.contains(name) => {
                 for zone in &self.settings.zones {
                     namespace_names(name, zone, &mut out);
                 }
             }
+            Unit::Namespace(_) => {}
         }
-        out.into_iter()
-            .map(|(name, records)| (Box::from(name.as_wire()), records))
-            .collect()
+        let mut list: Vec<(Vec<u8>, Records)> = out.names.into_iter().collect();
+        for (_, records) in &mut list {
+            records.normalize();
+        }
+        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        list
     }
 
-    fn zone_records(&self, out: &mut BTreeMap<NameBuf, Records>) {
+    fn zone_records(&self, out: &mut UnitOutput) {
         for zone in &self.settings.zones {
             for label in [&b"svc"[..], b"pod"] {
                 if let Ok(name) = zone.prepend_label(label) {
-                    out.entry(name).or_default();
+                    out.at(&name);
                 }
             }
             if let Ok(name) = zone.prepend_label(b"dns-version") {
-                out.entry(name).or_default().txt = Some(DNS_SCHEMA_VERSION.as_bytes().into());
+                out.at(&name).extra().txt = Some(DNS_SCHEMA_VERSION.as_bytes().into());
             }
         }
     }
 
-    fn service_records(&self, key: &ObjectKey, out: &mut BTreeMap<NameBuf, Records>) {
+    fn service_records(&self, key: &ObjectKey, out: &mut UnitOutput) {
         let Some(service) = self.services.get(key) else {
             return;
         };
-        let slices: Vec<&SliceModel> = self
-            .slices_by_service
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| {
-                self.slices
-                    .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
-            })
-            .collect();
         for zone in &self.settings.zones {
             namespace_names(&key.namespace, zone, out);
-            let Some(base) = service_name(key, zone) else {
+            let Some(base) = service_name_in(key, zone) else {
                 tracing::debug!(service = %key, "service name is not a valid DNS name; skipped");
                 continue;
             };
             match &service.kind {
                 ServiceKind::ExternalName(target) => match NameBuf::from_text(target) {
                     Ok(target) => {
-                        out.entry(base).or_default().cname =
-                            Some(target.to_lowercase().as_wire().into());
+                        out.at(&base).extra().cname = Some(target.to_lowercase().as_wire().into());
                     }
                     Err(error) => {
                         tracing::debug!(service = %key, %error, "externalName is not a valid DNS name; skipped");
                     }
                 },
                 ServiceKind::ClusterIp(ips) => {
-                    let base_records = out.entry(base).or_default();
+                    let base_records = out.at(&base);
                     for ip in ips {
                         base_records.add_ip(*ip);
                     }
-                    let (v4, v6) = split_families(ips);
                     for port in &service.ports {
                         let srv = SrvRecord {
                             port: port.port,
                             target: base.as_wire().into(),
-                            v4: v4.clone(),
-                            v6: v6.clone(),
+                            addrs: ips.clone(),
                         };
                         add_srv(out, &base, &port.name, &port.protocol, srv);
                     }
                     if self.settings.reverse_zones {
                         for ip in ips {
-                            out.entry(reverse_name(*ip))
-                                .or_default()
+                            out.at(&reverse_name(*ip))
+                                .extra()
                                 .ptr
                                 .push(base.as_wire().into());
                         }
                     }
-                    self.endpoint_records(service, &slices, &base, false, out);
                 }
-                ServiceKind::Headless => self.endpoint_records(service, &slices, &base, true, out),
+                ServiceKind::Headless => {}
             }
             if self.settings.dns_service.as_ref() == Some(key)
                 && let ServiceKind::ClusterIp(ips) = &service.kind
                 && let Ok(dns) = zone.prepend_label(b"dns")
                 && let Ok(ns) = dns.prepend_label(b"ns")
             {
-                out.entry(dns).or_default();
-                let ns_records = out.entry(ns).or_default();
+                out.at(&dns);
+                let ns_records = out.at(&ns);
                 for ip in ips {
                     ns_records.add_ip(*ip);
                 }
@@ -613,51 +742,88 @@ impl Compiler {
         }
     }
 
-    /// Endpoint names and PTRs for any service; for a headless one also the
-    /// service's own A/AAAA and SRV sets.
+    /// A slice's part of its service: endpoint names and PTRs for any
+    /// service, and for a headless one also the service's A/AAAA and SRV sets.
+    /// Units are per slice (at most 100 endpoints each in Kubernetes), so one
+    /// endpoint's change recomputes one slice, not the whole service.
+    fn slice_records(&self, key: &ObjectKey, out: &mut UnitOutput) {
+        let Some(slice) = self.slices.get(key) else {
+            return;
+        };
+        let Some(service_name) = &slice.service else {
+            return;
+        };
+        let service_key = ObjectKey::new(key.namespace.clone(), service_name.clone());
+        let Some(service) = self.services.get(&service_key) else {
+            return;
+        };
+        let headless = match service.kind {
+            ServiceKind::Headless => true,
+            ServiceKind::ClusterIp(_) => false,
+            ServiceKind::ExternalName(_) => return,
+        };
+        for zone in &self.settings.zones {
+            if let Some(base) = service_name_in(&service_key, zone) {
+                self.endpoint_records(service, slice, &base, headless, out);
+            }
+        }
+    }
+
     fn endpoint_records(
         &self,
         service: &ServiceModel,
-        slices: &[&SliceModel],
+        slice: &SliceModel,
         base: &NameBuf,
         headless: bool,
-        out: &mut BTreeMap<NameBuf, Records>,
+        out: &mut UnitOutput,
     ) {
-        for slice in slices {
+        {
+            // `_port._proto.<svc>` names for this slice's ports, once per slice.
+            let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
+                slice
+                    .ports
+                    .iter()
+                    .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for endpoint in &slice.endpoints {
                 if !endpoint.ready && !service.publish_not_ready_addresses {
                     continue;
                 }
                 for &ip in &endpoint.addresses {
                     let label = match (&endpoint.hostname, &endpoint.pod_name) {
-                        (Some(hostname), _) => hostname.clone(),
-                        (None, Some(pod)) if self.settings.endpoint_pod_names => pod.clone(),
+                        (Some(hostname), _) => hostname.to_ascii_lowercase(),
+                        (None, Some(pod)) if self.settings.endpoint_pod_names => {
+                            pod.to_ascii_lowercase()
+                        }
                         _ => dashed_label(ip),
                     };
-                    let Ok(endpoint_name) =
-                        base.prepend_label(label.to_ascii_lowercase().as_bytes())
-                    else {
+                    let Ok(endpoint_name) = base.prepend_label(label.as_bytes()) else {
                         tracing::debug!(service = %service.key, %label, "endpoint name is not a valid DNS label; skipped");
                         continue;
                     };
-                    out.entry(endpoint_name).or_default().add_ip(ip);
+                    out.at(&endpoint_name).add_ip(ip);
                     if self.settings.reverse_zones {
-                        out.entry(reverse_name(ip))
-                            .or_default()
+                        out.at(&reverse_name(ip))
+                            .extra()
                             .ptr
                             .push(endpoint_name.as_wire().into());
                     }
                     if headless {
-                        out.entry(*base).or_default().add_ip(ip);
-                        let (v4, v6) = split_families(&[ip]);
-                        for port in &slice.ports {
+                        out.at(base).add_ip(ip);
+                        let target: Box<[u8]> = endpoint_name.as_wire().into();
+                        for (port, port_name) in &port_names {
                             let srv = SrvRecord {
-                                port: port.port,
-                                target: endpoint_name.as_wire().into(),
-                                v4: v4.clone(),
-                                v6: v6.clone(),
+                                port: *port,
+                                target: target.clone(),
+                                addrs: vec![ip],
                             };
-                            add_srv(out, base, &port.name, &port.protocol, srv);
+                            if let Some(port_name) = port_name {
+                                out.at(port_name).extra().srv.push(srv.clone());
+                            }
+                            out.at(base).extra().srv.push(srv);
                         }
                     }
                 }
@@ -665,7 +831,7 @@ impl Compiler {
         }
     }
 
-    fn pod_records(&self, key: &ObjectKey, out: &mut BTreeMap<NameBuf, Records>) {
+    fn pod_records(&self, key: &ObjectKey, out: &mut UnitOutput) {
         if self.settings.pod_mode != PodMode::Verified {
             return;
         }
@@ -679,7 +845,7 @@ impl Compiler {
         for zone in &self.settings.zones {
             for &ip in &pod.ips {
                 if let Some(name) = pod_name(&key.namespace, ip, zone) {
-                    out.entry(name).or_default().add_ip(ip);
+                    out.at(&name).add_ip(ip);
                 }
             }
         }
@@ -687,61 +853,80 @@ impl Compiler {
 
     // ---- encoding ----------------------------------------------------------
 
-    fn build_entry(&self, key: &[u8], records: &Records) -> Result<Option<NameEntry>, BuildError> {
-        let Ok((name, _)) = NameBuf::from_wire(key) else {
-            return Ok(None);
-        };
-        let Some((zone, _)) = self.zones.find(&name) else {
-            return Ok(None);
-        };
+    /// Encodes a name's answers, one per type. A type whose answer cannot be
+    /// encoded is left out with a warning; the name's other types still
+    /// answer. Returns `None` for a name outside every zone.
+    fn build_entry(
+        &self,
+        b: &mut AnswerBuilder,
+        key: &[u8],
+        records: &Records,
+    ) -> Option<NameEntry> {
+        let (name, _) = NameBuf::from_wire(key).ok()?;
+        let (zone, _) = self.zones.find(&name)?;
         let ttl = self.settings.ttl;
         let mut answers: Vec<(u16, PreparedAnswer)> = Vec::new();
-        if let Some(cname) = &records.cname {
+        let mut add = |types: &[u16], built: Result<PreparedAnswer, BuildError>| match built {
+            Ok(answer) => answers.extend(types.iter().map(|t| (*t, answer.clone()))),
+            Err(error) => {
+                tracing::warn!(name = %name, qtype = types[0], %error, "answer left out: it cannot be encoded");
+            }
+        };
+        let empty = Extra::default();
+        let extra = records.extra.as_deref().unwrap_or(&empty);
+        if let Some(cname) = &extra.cname {
             let target = name_from_key(cname);
-            let mut b = AnswerBuilder::new(&name);
-            b.push(Owner::Question, ttl, Rdata::Cname(&target))?;
-            let answer = b.finish()?;
-            answers.push((rtype::A, answer.clone()));
-            answers.push((rtype::AAAA, answer.clone()));
-            answers.push((rtype::CNAME, answer));
-            return Ok(Some(NameEntry::new(key, zone, answers)));
+            b.reset(&name);
+            let built = b
+                .push(Owner::Question, ttl, Rdata::Cname(&target))
+                .and_then(|()| b.take());
+            add(&[rtype::A, rtype::AAAA, rtype::CNAME], built);
+            return Some(NameEntry::new(key, zone, answers));
         }
-        if !records.a.is_empty() {
-            let mut b = AnswerBuilder::new(&name);
-            for ip in &records.a {
-                b.push(Owner::Question, ttl, Rdata::A(*ip))?;
+        // Addresses are sorted, IPv4 first.
+        let v6_from = records.addrs.partition_point(IpAddr::is_ipv4);
+        let (v4, v6) = records.addrs.split_at(v6_from);
+        for (family, rr_type) in [(v4, rtype::A), (v6, rtype::AAAA)] {
+            if family.is_empty() {
+                continue;
             }
-            if records.a.len() > 1 {
-                b.rotate_answers();
-            }
-            answers.push((rtype::A, b.finish()?));
+            b.reset(&name);
+            let built = family
+                .iter()
+                .try_for_each(|ip| b.push(Owner::Question, ttl, address_rdata(*ip)))
+                .and_then(|()| {
+                    if family.len() > 1 {
+                        b.rotate_answers();
+                    }
+                    b.take()
+                });
+            add(&[rr_type], built);
         }
-        if !records.aaaa.is_empty() {
-            let mut b = AnswerBuilder::new(&name);
-            for ip in &records.aaaa {
-                b.push(Owner::Question, ttl, Rdata::Aaaa(*ip))?;
-            }
-            if records.aaaa.len() > 1 {
-                b.rotate_answers();
-            }
-            answers.push((rtype::AAAA, b.finish()?));
+        if !extra.srv.is_empty() {
+            add(
+                &[rtype::SRV],
+                srv_answer_that_fits(b, &name, ttl, &extra.srv),
+            );
         }
-        if !records.srv.is_empty() {
-            answers.push((rtype::SRV, srv_answer(&name, ttl, &records.srv)?));
+        if !extra.ptr.is_empty() {
+            b.reset(&name);
+            let built = extra
+                .ptr
+                .iter()
+                .try_for_each(|target| {
+                    b.push(Owner::Question, ttl, Rdata::Ptr(&name_from_key(target)))
+                })
+                .and_then(|()| b.take());
+            add(&[rtype::PTR], built);
         }
-        if !records.ptr.is_empty() {
-            let mut b = AnswerBuilder::new(&name);
-            for target in &records.ptr {
-                b.push(Owner::Question, ttl, Rdata::Ptr(&name_from_key(target)))?;
-            }
-            answers.push((rtype::PTR, b.finish()?));
+        if let Some(txt) = &extra.txt {
+            b.reset(&name);
+            let built = b
+                .push(Owner::Question, DNS_VERSION_TTL, Rdata::Txt(&[txt]))
+                .and_then(|()| b.take());
+            add(&[rtype::TXT], built);
         }
-        if let Some(txt) = &records.txt {
-            let mut b = AnswerBuilder::new(&name);
-            b.push(Owner::Question, DNS_VERSION_TTL, Rdata::Txt(&[txt]))?;
-            answers.push((rtype::TXT, b.finish()?));
-        }
-        Ok(Some(NameEntry::new(key, zone, answers)))
+        Some(NameEntry::new(key, zone, answers))
     }
 
     fn build_zones(&self, serial: u32) -> Zones {
@@ -793,53 +978,49 @@ fn next_serial(previous: u32) -> u32 {
     now.max(previous.wrapping_add(1))
 }
 
-fn split_families(ips: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    for ip in ips {
-        match ip {
-            IpAddr::V4(ip) => v4.push(*ip),
-            IpAddr::V6(ip) => v6.push(*ip),
-        }
+fn address_rdata(ip: IpAddr) -> Rdata<'static> {
+    match ip {
+        IpAddr::V4(v4) => Rdata::A(v4),
+        IpAddr::V6(v6) => Rdata::Aaaa(v6),
     }
-    (v4, v6)
 }
 
 /// Adds an SRV record to the bare service name and, for a named port, to
-/// `_port._proto.<service>` (with `_proto.<service>` existing between).
-fn add_srv(
-    out: &mut BTreeMap<NameBuf, Records>,
-    base: &NameBuf,
-    port: &str,
-    protocol: &str,
-    srv: SrvRecord,
-) {
-    if !port.is_empty() {
-        let proto_label = format!("_{protocol}");
-        let port_label = format!("_{}", port.to_ascii_lowercase());
-        if let Ok(proto_name) = base.prepend_label(proto_label.as_bytes())
-            && let Ok(port_name) = proto_name.prepend_label(port_label.as_bytes())
-        {
-            out.entry(proto_name).or_default();
-            out.entry(port_name).or_default().srv.push(srv.clone());
-        }
+/// `_port._proto.<service>`.
+fn add_srv(out: &mut UnitOutput, base: &NameBuf, port: &str, protocol: &str, srv: SrvRecord) {
+    if let Some(port_name) = srv_name(out, base, port, protocol) {
+        out.at(&port_name).extra().srv.push(srv.clone());
     }
-    out.entry(*base).or_default().srv.push(srv);
+    out.at(base).extra().srv.push(srv);
+}
+
+/// The `_port._proto.<service>` name of a named port (making
+/// `_proto.<service>` exist between), or `None` for an unnamed port.
+fn srv_name(out: &mut UnitOutput, base: &NameBuf, port: &str, protocol: &str) -> Option<NameBuf> {
+    if port.is_empty() {
+        return None;
+    }
+    let proto_label = format!("_{protocol}");
+    let port_label = format!("_{}", port.to_ascii_lowercase());
+    let proto_name = base.prepend_label(proto_label.as_bytes()).ok()?;
+    let port_name = proto_name.prepend_label(port_label.as_bytes()).ok()?;
+    out.at(&proto_name);
+    Some(port_name)
 }
 
 /// `<ns>.svc.<zone>` and `<ns>.pod.<zone>` exist once a namespace does.
-fn namespace_names(namespace: &str, zone: &NameBuf, out: &mut BTreeMap<NameBuf, Records>) {
+fn namespace_names(namespace: &str, zone: &NameBuf, out: &mut UnitOutput) {
     for label in [&b"svc"[..], b"pod"] {
         if let Ok(name) = zone
             .prepend_label(label)
             .and_then(|n| n.prepend_label(namespace.as_bytes()))
         {
-            out.entry(name.to_lowercase()).or_default();
+            out.at(&name.to_lowercase());
         }
     }
 }
 
-fn service_name(key: &ObjectKey, zone: &NameBuf) -> Option<NameBuf> {
+fn service_name_in(key: &ObjectKey, zone: &NameBuf) -> Option<NameBuf> {
     let name = zone
         .prepend_label(b"svc")
         .and_then(|n| n.prepend_label(key.namespace.as_bytes()))
@@ -862,16 +1043,58 @@ fn name_from_key(key: &[u8]) -> NameBuf {
         .unwrap_or(NameBuf::ROOT)
 }
 
-/// The SRV answer: priority 0, weight `floor(100/N)`, and the targets'
-/// addresses in the additional section.
-fn srv_answer(
+/// The SRV answer, cut down to fit a 64 KiB message if need be: first
+/// without the additional section, then with fewer targets. SRV targets are
+/// never compressed, so record sizes are known before encoding and the
+/// answer is encoded once. Every other type of the name is served in full.
+fn srv_answer_that_fits(
+    b: &mut AnswerBuilder,
     name: &NameBuf,
     ttl: u32,
     records: &[SrvRecord],
 ) -> Result<PreparedAnswer, BuildError> {
+    // Room for the tail: 64 KiB less header, question and an OPT record.
+    let budget = usize::from(u16::MAX) - 12 - (name.wire_len() + 4) - 11;
+    // Owner pointer (2) + fixed fields (10) + priority, weight, port (6) + target.
+    let srv_len = |r: &SrvRecord| 18 + r.target.len();
+    // Additional owners point at the literal targets: 2 + 10 + address.
+    let glue_len = |r: &SrvRecord| {
+        r.addrs
+            .iter()
+            .map(|ip| if ip.is_ipv4() { 16 } else { 28 })
+            .sum::<usize>()
+    };
+    let full: usize = records.iter().map(|r| srv_len(r) + glue_len(r)).sum();
+    if full <= budget {
+        return srv_answer(b, name, ttl, records, true);
+    }
+    let mut used = 0usize;
+    let count = records.iter().take_while(|r| {
+        used += srv_len(r);
+        used <= budget
+    });
+    let count = count.count().max(1);
+    tracing::debug!(
+        name = %name,
+        targets = records.len(),
+        kept = count,
+        "SRV set too large for one DNS message; additional section dropped"
+    );
+    srv_answer(b, name, ttl, &records[..count], false)
+}
+
+/// The SRV answer: priority 0, weight `floor(100/N)`, and (with
+/// `additional`) the targets' addresses in the additional section.
+fn srv_answer(
+    b: &mut AnswerBuilder,
+    name: &NameBuf,
+    ttl: u32,
+    records: &[SrvRecord],
+    additional: bool,
+) -> Result<PreparedAnswer, BuildError> {
     let weight = (100 / records.len()) as u16;
     let targets: Vec<NameBuf> = records.iter().map(|r| name_from_key(&r.target)).collect();
-    let mut b = AnswerBuilder::new(name);
+    b.reset(name);
     for (record, target) in records.iter().zip(&targets) {
         b.push(
             Owner::Question,
@@ -884,26 +1107,19 @@ fn srv_answer(
             },
         )?;
     }
+    if !additional {
+        return b.take();
+    }
     b.section(Section::Additional)?;
     let mut seen: BTreeSet<(&[u8], IpAddr)> = BTreeSet::new();
     for (record, target) in records.iter().zip(&targets) {
-        let ips = record
-            .v4
-            .iter()
-            .map(|ip| IpAddr::V4(*ip))
-            .chain(record.v6.iter().map(|ip| IpAddr::V6(*ip)));
-        for ip in ips {
-            if !seen.insert((&record.target, ip)) {
-                continue;
+        for &ip in &record.addrs {
+            if seen.insert((&record.target, ip)) {
+                b.push(Owner::Name(target), ttl, address_rdata(ip))?;
             }
-            let rdata = match ip {
-                IpAddr::V4(v4) => Rdata::A(v4),
-                IpAddr::V6(v6) => Rdata::Aaaa(v6),
-            };
-            b.push(Owner::Name(target), ttl, rdata)?;
         }
     }
-    b.finish()
+    b.take()
 }
 
 /// SOA, NS, NODATA, NXDOMAIN, SERVFAIL and pod templates for one zone.

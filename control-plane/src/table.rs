@@ -118,6 +118,11 @@ impl AnswerTable {
     pub fn zones(&self) -> &Zones {
         &self.zones
     }
+    /// Every entry held, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<NameEntry>> {
+        self.names.iter()
+    }
+
     /// The hash table's own heap bytes on this core (entries are shared).
     pub fn table_bytes(&self) -> usize {
         self.names.allocation_size()

@@ -717,3 +717,71 @@ fn custom_zone_and_ttl() {
         Outcome::NotOurs
     );
 }
+
+#[test]
+fn large_headless_service_still_answers() {
+    // 1500 endpoints in 15 slices: the SRV set with its addresses would not
+    // fit a 64 KiB message, which must not take the A answer down with it.
+    let mut objects = fixture_objects();
+    objects.push(headless(
+        "testns",
+        "huge",
+        vec![port("http", "tcp", 80)],
+        false,
+    ));
+    for s in 0..15u32 {
+        let endpoints = (0..100u32)
+            .map(|e| {
+                endpoint(
+                    &format!("10.{}.{}.{}", 100 + s, e / 250, e % 250 + 1),
+                    None,
+                    true,
+                )
+            })
+            .collect();
+        objects.push(slice(
+            "testns",
+            &format!("huge-{s}"),
+            "huge",
+            vec![port("http", "tcp", 80)],
+            endpoints,
+        ));
+    }
+    let mut t = Tester {
+        table: table_from(&compile(Settings::default(), objects, true)),
+    };
+    let (_, message) = t.ask("huge.testns.svc.cluster.local", "A");
+    let message = message.unwrap();
+    assert_eq!(rcode_name(&message), "NOERROR");
+    assert_eq!(message.answers.len(), 1500, "TCP carries the whole A set");
+
+    let (_, message) = t.ask("_http._tcp.huge.testns.svc.cluster.local", "SRV");
+    let message = message.unwrap();
+    assert_eq!(rcode_name(&message), "NOERROR");
+    // As many SRV records as fit in 64 KiB (each carries its literal target).
+    assert!(
+        message.answers.len() >= 850,
+        "{} SRV records",
+        message.answers.len()
+    );
+    assert!(
+        message.additionals.is_empty(),
+        "the additional section is dropped to fit"
+    );
+
+    // Over UDP without EDNS the A set is truncated whole.
+    let packet = query("huge.testns.svc.cluster.local", 1, 7);
+    let packet = &packet[..packet.len() - 11];
+    let mut plain = packet.to_vec();
+    plain[11] = 0; // ARCOUNT 0: no OPT
+    let mut out = vec![0u8; 4096];
+    let response = t
+        .table
+        .respond(&plain, kubewire_wire::Transport::Udp, &mut out);
+    let kubewire_control_plane::Response::Reply { len, .. } = response else {
+        panic!("{response:?}")
+    };
+    let message = hickory_proto::op::Message::from_vec(&out[..len]).unwrap();
+    assert!(message.metadata.truncation);
+    assert!(message.answers.is_empty());
+}

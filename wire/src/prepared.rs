@@ -275,7 +275,7 @@ pub struct AnswerBuilder {
     counts: [u16; 3],
     tail: Vec<u8>,
     /// Compression dictionary: lower-cased names and where they are.
-    targets: Vec<(NameBuf, Target)>,
+    targets: Dictionary,
     fixups: Vec<Fixup>,
     rotate: bool,
     /// Lengths of the answer-section records, to check rotation.
@@ -286,17 +286,10 @@ impl AnswerBuilder {
     /// Starts an answer for one question name (any letter case of it).
     /// NOERROR, authoritative, answer section.
     pub fn new(question: &NameBuf) -> AnswerBuilder {
-        let question = question.to_lowercase();
-        let mut targets = Vec::with_capacity(8);
-        let wire = question.as_wire();
-        let mut offset = 0usize;
-        let mut suffix = question;
-        while offset + 1 < wire.len() {
-            targets.push((suffix, Target::At((HEADER_LEN + offset) as u16)));
-            offset += 1 + usize::from(wire[offset]);
-            suffix = suffix.parent();
-        }
-        AnswerBuilder::with_targets(question, false, targets)
+        let mut builder =
+            AnswerBuilder::with_targets(question.to_lowercase(), false, Dictionary::default());
+        builder.add_question_targets();
+        builder
     }
 
     /// Starts an answer that serves every name in `zone`, such as NXDOMAIN
@@ -304,19 +297,17 @@ impl AnswerBuilder {
     /// it, or the question itself.
     pub fn for_zone(zone: &NameBuf) -> AnswerBuilder {
         let zone = zone.to_lowercase();
-        let targets = if zone.wire_len() > 1 {
-            vec![(zone, Target::QuestionSuffix(zone.wire_len() as u8))]
-        } else {
-            Vec::new()
-        };
+        let mut targets = Dictionary::default();
+        if zone.wire_len() > 1 {
+            targets.insert(
+                zone.as_wire(),
+                Target::QuestionSuffix(zone.wire_len() as u8),
+            );
+        }
         AnswerBuilder::with_targets(zone, true, targets)
     }
 
-    fn with_targets(
-        question: NameBuf,
-        zone_mode: bool,
-        targets: Vec<(NameBuf, Target)>,
-    ) -> AnswerBuilder {
+    fn with_targets(question: NameBuf, zone_mode: bool, targets: Dictionary) -> AnswerBuilder {
         AnswerBuilder {
             question,
             zone_mode,
@@ -324,11 +315,38 @@ impl AnswerBuilder {
             authoritative: true,
             section: Section::Answer,
             counts: [0; 3],
-            tail: Vec::with_capacity(64),
+            tail: Vec::new(),
             targets,
             fixups: Vec::new(),
             rotate: false,
             answer_records: Vec::new(),
+        }
+    }
+
+    /// Starts over for another question name, keeping the buffers, so that
+    /// compiling many names does not allocate a builder each time.
+    pub fn reset(&mut self, question: &NameBuf) {
+        let mut fresh =
+            AnswerBuilder::with_targets(question.to_lowercase(), false, Dictionary::default());
+        std::mem::swap(&mut fresh.tail, &mut self.tail);
+        std::mem::swap(&mut fresh.targets, &mut self.targets);
+        std::mem::swap(&mut fresh.fixups, &mut self.fixups);
+        std::mem::swap(&mut fresh.answer_records, &mut self.answer_records);
+        fresh.tail.clear();
+        fresh.targets.clear();
+        fresh.fixups.clear();
+        fresh.answer_records.clear();
+        fresh.add_question_targets();
+        *self = fresh;
+    }
+
+    fn add_question_targets(&mut self) {
+        let wire = self.question.as_wire();
+        let mut offset = 0usize;
+        while offset + 1 < wire.len() {
+            self.targets
+                .insert(&wire[offset..], Target::At((HEADER_LEN + offset) as u16));
+            offset += 1 + usize::from(wire[offset]);
         }
     }
 
@@ -454,30 +472,30 @@ impl AnswerBuilder {
     /// Writes a name, compressed against the question and earlier names
     /// unless `compress` is false, and adds its suffixes as targets.
     fn write_name(&mut self, name: &NameBuf, compress: bool) -> Result<(), BuildError> {
-        let lower = name.to_lowercase();
-        if self.zone_mode && !lower.ends_with(&self.question) {
+        let mut lower_buf = [0u8; crate::name::MAX_NAME_LEN];
+        let original = name.as_wire();
+        let lower = &mut lower_buf[..original.len()];
+        lower.copy_from_slice(original);
+        lower.make_ascii_lowercase();
+        let lower = &lower_buf[..original.len()];
+        if self.zone_mode && crate::name::suffix_offset(lower, self.question.as_wire()).is_none() {
             return Err(BuildError::OutsideZone);
         }
-        let wire = lower.as_wire();
-        let original = name.as_wire();
         // Find the longest suffix already in the dictionary.
         let mut offset = 0usize;
         let mut pointer = None;
-        let mut suffix = lower;
-        while offset + 1 < wire.len() {
-            if compress && let Some(&(_, target)) = self.targets.iter().find(|(n, _)| *n == suffix)
-            {
+        while compress && offset + 1 < lower.len() {
+            if let Some(target) = self.targets.get(&lower[offset..]) {
                 pointer = Some(target);
                 break;
             }
-            offset += 1 + usize::from(wire[offset]);
-            suffix = suffix.parent();
+            offset += 1 + usize::from(lower[offset]);
         }
         // Literal labels up to the pointer (or the whole name, root included).
         let literal_end = if pointer.is_some() {
             offset
         } else {
-            wire.len()
+            lower.len()
         };
         let written_at = self.tail.len();
         self.tail.extend_from_slice(&original[..literal_end]);
@@ -495,24 +513,29 @@ impl AnswerBuilder {
         // the question's zone suffix is a target there.
         if !self.zone_mode {
             let mut label_at = 0usize;
-            let mut suffix = lower;
-            while label_at < literal_end && label_at + 1 < wire.len() {
+            while label_at < literal_end && label_at + 1 < lower.len() {
                 let at = self.tail_base() + written_at + label_at;
-                if at < 0x3FFF && !self.targets.iter().any(|(n, _)| *n == suffix) {
-                    self.targets.push((suffix, Target::At(at as u16)));
+                if at < 0x3FFF {
+                    self.targets
+                        .insert_new(&lower[label_at..], Target::At(at as u16));
                 }
-                label_at += 1 + usize::from(wire[label_at]);
-                suffix = suffix.parent();
+                label_at += 1 + usize::from(lower[label_at]);
             }
         }
         Ok(())
     }
 
     /// Finishes the answer.
-    pub fn finish(self) -> Result<PreparedAnswer, BuildError> {
-        let mut bytes = self.tail;
+    pub fn finish(mut self) -> Result<PreparedAnswer, BuildError> {
+        self.take()
+    }
+
+    /// Finishes the answer and leaves the builder empty, its buffers kept
+    /// for the next [`AnswerBuilder::reset`].
+    pub fn take(&mut self) -> Result<PreparedAnswer, BuildError> {
+        let bytes = &self.tail;
         let (mut rotate_records, mut record_len) = (0u16, 0u16);
-        if self.rotate && self.answer_records.len() > 1 {
+        let stored: Box<[u8]> = if self.rotate && self.answer_records.len() > 1 {
             let (first_type, first_len, _) = self.answer_records[0];
             let uniform = self
                 .answer_records
@@ -529,17 +552,125 @@ impl AnswerBuilder {
             // owners are the question), so doubling shifts none of them.
             let mut doubled = Vec::with_capacity(bytes.len() + rotated);
             doubled.extend_from_slice(&bytes[..rotated]);
-            doubled.extend_from_slice(&bytes);
-            bytes = doubled;
-        }
-        Ok(PreparedAnswer {
+            doubled.extend_from_slice(bytes);
+            doubled.into_boxed_slice()
+        } else {
+            bytes.as_slice().into()
+        };
+        let answer = PreparedAnswer {
             rcode: self.rcode,
             authoritative: self.authoritative,
             counts: self.counts,
             rotate_records,
             record_len,
-            fixups: self.fixups.into_boxed_slice(),
-            bytes: bytes.into_boxed_slice(),
-        })
+            fixups: self.fixups.as_slice().into(),
+            bytes: stored,
+        };
+        self.tail.clear();
+        self.fixups.clear();
+        self.answer_records.clear();
+        self.targets.clear();
+        self.counts = [0; 3];
+        self.section = Section::Answer;
+        self.rotate = false;
+        Ok(answer)
+    }
+}
+
+/// Below this many names the dictionary is scanned, not hashed.
+const SCAN_LIMIT: usize = 12;
+
+/// The compression dictionary: uncompressed lower-case names laid end to end
+/// in one buffer, found through a small open-addressing hash table, so that
+/// a 1000-target SRV set costs no allocation per name and no quadratic scan.
+#[derive(Debug, Default)]
+struct Dictionary {
+    bytes: Vec<u8>,
+    /// (start in `bytes`, length, where the name is in the reply).
+    names: Vec<(u32, u16, Target)>,
+    /// Indexes into `names` plus one; zero is empty. Length is a power of two.
+    slots: Vec<u32>,
+}
+
+impl Dictionary {
+    fn hash(name: &[u8]) -> u64 {
+        // FNV-1a: names are short, and this is build time, not query time.
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for &byte in name {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+
+    fn name(&self, index: usize) -> &[u8] {
+        let (start, len, _) = self.names[index];
+        &self.bytes[start as usize..start as usize + usize::from(len)]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.names.clear();
+        self.slots.clear();
+    }
+
+    fn get(&self, name: &[u8]) -> Option<Target> {
+        if self.slots.is_empty() {
+            // Small dictionaries (most answers) are scanned.
+            return (0..self.names.len())
+                .find(|&i| self.name(i) == name)
+                .map(|i| self.names[i].2);
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = Self::hash(name) as usize & mask;
+        loop {
+            match self.slots[slot] {
+                0 => return None,
+                index => {
+                    let index = index as usize - 1;
+                    if self.name(index) == name {
+                        return Some(self.names[index].2);
+                    }
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// Adds a name unless it is already present.
+    fn insert_new(&mut self, name: &[u8], target: Target) {
+        if self.get(name).is_none() {
+            self.insert(name, target);
+        }
+    }
+
+    fn insert(&mut self, name: &[u8], target: Target) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(name);
+        self.names.push((start, name.len() as u16, target));
+        if self.slots.is_empty() && self.names.len() < SCAN_LIMIT {
+            return;
+        }
+        if self.names.len() * 2 > self.slots.len() {
+            self.grow();
+        } else {
+            self.place(self.names.len() - 1);
+        }
+    }
+
+    fn place(&mut self, index: usize) {
+        let mask = self.slots.len() - 1;
+        let mut slot = Self::hash(self.name(index)) as usize & mask;
+        while self.slots[slot] != 0 {
+            slot = (slot + 1) & mask;
+        }
+        self.slots[slot] = index as u32 + 1;
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max((4 * SCAN_LIMIT).next_power_of_two());
+        self.slots = vec![0; size];
+        for index in 0..self.names.len() {
+            self.place(index);
+        }
     }
 }

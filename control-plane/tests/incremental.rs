@@ -1,0 +1,211 @@
+//! Model-based property test: any sequence of adds, updates, deletes and
+//! relists, applied incrementally (and shipped to a core as deltas), leaves
+//! exactly the table that compiling the final objects from scratch gives.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use kubewire_control_plane::model::{EndpointModel, ServiceKind, ServiceModel, SliceModel};
+use kubewire_control_plane::{
+    AnswerTable, Compiler, Kind, NameEntry, Object, ObjectChange, ObjectKey, PodMode, Settings,
+    Update,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const NAMESPACES: [&str; 2] = ["alpha", "beta"];
+const SERVICES: [&str; 3] = ["web", "db", "cache"];
+
+fn ip_pool() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u8..6).prop_map(|i| format!("10.0.0.{i}")),
+        (0u8..4).prop_map(|i| format!("fd00::{i}")),
+    ]
+}
+
+fn ports() -> impl Strategy<Value = Vec<kubewire_control_plane::model::PortModel>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["", "http", "grpc"]),
+            prop::sample::select(vec!["tcp", "udp"]),
+            1u16..4,
+        )
+            .prop_map(|(name, proto, number)| port(name, proto, number)),
+        0..3,
+    )
+}
+
+fn service() -> impl Strategy<Value = Object> {
+    let kind = prop_oneof![
+        prop::collection::vec(ip_pool(), 1..3).prop_map(|ips| ServiceKind::ClusterIp(common::ips(
+            &ips.iter().map(String::as_str).collect::<Vec<_>>()
+        ))),
+        Just(ServiceKind::Headless),
+        prop::sample::select(vec!["example.com", "db.alpha.svc.cluster.local"])
+            .prop_map(|t| ServiceKind::ExternalName(t.into())),
+    ];
+    (
+        prop::sample::select(NAMESPACES.to_vec()),
+        prop::sample::select(SERVICES.to_vec()),
+        kind,
+        ports(),
+        any::<bool>(),
+    )
+        .prop_map(|(ns, name, kind, ports, publish)| {
+            Object::Service(ServiceModel {
+                key: ObjectKey::new(ns, name),
+                kind,
+                ports,
+                publish_not_ready_addresses: publish,
+            })
+        })
+}
+
+fn endpoint_model() -> impl Strategy<Value = EndpointModel> {
+    (
+        ip_pool(),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["web-0", "web-1"])),
+        prop::option::of(Just("pod-a")),
+    )
+        .prop_map(|(ip, ready, hostname, pod_name)| {
+            let mut e = endpoint(&ip, hostname, ready);
+            e.pod_name = pod_name.map(Into::into);
+            e
+        })
+}
+
+fn slice_object() -> impl Strategy<Value = Object> {
+    (
+        prop::sample::select(NAMESPACES.to_vec()),
+        prop::sample::select(vec!["s1", "s2", "s3", "s4"]),
+        prop::option::of(prop::sample::select(SERVICES.to_vec())),
+        ports(),
+        prop::collection::vec(endpoint_model(), 0..4),
+    )
+        .prop_map(|(ns, name, service, ports, endpoints)| {
+            Object::Slice(SliceModel {
+                key: ObjectKey::new(ns, name),
+                service: service.map(Into::into),
+                address_type: "IPv4".into(),
+                ports,
+                endpoints,
+            })
+        })
+}
+
+fn pod_object() -> impl Strategy<Value = Object> {
+    (
+        prop::sample::select(NAMESPACES.to_vec()),
+        prop::sample::select(vec!["p1", "p2"]),
+        ip_pool(),
+        prop::sample::select(vec!["Running", "Pending", "Succeeded"]),
+    )
+        .prop_map(|(ns, name, ip, phase)| pod(ns, name, &ip, phase))
+}
+
+fn object() -> impl Strategy<Value = Object> {
+    prop_oneof![
+        3 => service(),
+        3 => slice_object(),
+        1 => pod_object(),
+        1 => prop::sample::select(NAMESPACES.to_vec()).prop_map(|n| Object::Namespace(n.into())),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop::sample::select(vec![Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace])
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Change(ObjectChange),
+    /// Take a delta and ship it to the core.
+    Ship,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => object().prop_map(|o| Op::Change(ObjectChange::Upsert(o))),
+        2 => object().prop_map(|o| Op::Change(ObjectChange::Remove(o.kind(), o.key()))),
+        1 => (kind(), prop::collection::vec(object(), 0..5)).prop_map(|(kind, objects)| {
+            let objects = objects.into_iter().filter(|o| o.kind() == kind).collect();
+            Op::Change(ObjectChange::Reset(kind, objects))
+        }),
+        3 => Just(Op::Ship),
+    ]
+}
+
+/// The objects a sequence of changes leaves, kept the simplest way.
+fn final_objects(ops: &[Op]) -> Vec<Object> {
+    let mut objects: BTreeMap<(u8, ObjectKey), Object> = BTreeMap::new();
+    let tag = |kind: Kind| kind as u8;
+    for op in ops {
+        let Op::Change(change) = op else { continue };
+        match change {
+            ObjectChange::Upsert(object) => {
+                objects.insert((tag(object.kind()), object.key()), object.clone());
+            }
+            ObjectChange::Remove(kind, key) => {
+                objects.remove(&(tag(*kind), key.clone()));
+            }
+            ObjectChange::Reset(kind, list) => {
+                objects.retain(|(k, _), _| *k != tag(*kind));
+                for object in list {
+                    objects.insert((tag(object.kind()), object.key()), object.clone());
+                }
+            }
+        }
+    }
+    objects.into_values().collect()
+}
+
+fn entries_of<'a>(iter: impl Iterator<Item = &'a Arc<NameEntry>>) -> BTreeMap<Vec<u8>, NameEntry> {
+    iter.map(|e| (e.key().to_vec(), (**e).clone())).collect()
+}
+
+fn settings_for(mode: PodMode, pod_names: bool) -> Settings {
+    Settings {
+        pod_mode: mode,
+        endpoint_pod_names: pod_names,
+        ..Settings::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn incremental_equals_from_scratch(
+        ops in prop::collection::vec(op(), 1..40),
+        mode in prop::sample::select(vec![PodMode::Insecure, PodMode::Verified]),
+        pod_names in any::<bool>(),
+    ) {
+        let settings = settings_for(mode, pod_names);
+        let mut compiler = Compiler::new(settings.clone());
+        let mut core = AnswerTable::new();
+        for op in &ops {
+            match op {
+                Op::Change(change) => compiler.apply(change.clone()),
+                Op::Ship => {
+                    if let Some(delta) = compiler.take_delta() {
+                        prop_assert!(core.apply(&Update::Delta(Arc::new(delta))));
+                    }
+                }
+            }
+        }
+        if let Some(delta) = compiler.take_delta() {
+            prop_assert!(core.apply(&Update::Delta(Arc::new(delta))));
+        }
+        let scratch = compile(settings, final_objects(&ops), false);
+        let incremental = entries_of(compiler.entries());
+        let fresh = entries_of(scratch.entries());
+        prop_assert_eq!(incremental.keys().collect::<Vec<_>>(), fresh.keys().collect::<Vec<_>>());
+        prop_assert_eq!(&incremental, &fresh);
+        // The core, fed only deltas, holds the same.
+        prop_assert_eq!(&entries_of(core.entries()), &fresh);
+        prop_assert_eq!(core.revision(), compiler.revision());
+    }
+}

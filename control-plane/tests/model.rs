@@ -1,0 +1,102 @@
+//! Kubernetes API objects (as JSON, as the API server sends them) become the
+//! compact model, and broken ones give clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kubewire_control_plane::model::{ModelError, PodModel, ServiceKind, ServiceModel, SliceModel};
+
+#[test]
+fn services() {
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7", "fd00::7"],
+                 "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}
+    }))
+    .unwrap();
+    let model = ServiceModel::from_api(&service).unwrap();
+    assert_eq!(
+        model.kind,
+        ServiceKind::ClusterIp(vec![
+            "10.96.0.7".parse().unwrap(),
+            "fd00::7".parse().unwrap()
+        ])
+    );
+    assert_eq!(model.ports[0].protocol, "tcp");
+    assert_eq!(model.ports[1].protocol, "udp");
+
+    let headless: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": true}
+    }))
+    .unwrap();
+    let model = ServiceModel::from_api(&headless).unwrap();
+    assert_eq!(model.kind, ServiceKind::Headless);
+    assert!(model.publish_not_ready_addresses);
+
+    let external: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "example.com"}
+    }))
+    .unwrap();
+    assert_eq!(
+        ServiceModel::from_api(&external).unwrap().kind,
+        ServiceKind::ExternalName("example.com".into())
+    );
+
+    let bad: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.999"}
+    }))
+    .unwrap();
+    let error = ServiceModel::from_api(&bad).unwrap_err();
+    assert!(matches!(error, ModelError::BadIp { .. }));
+    assert_eq!(
+        error.to_string(),
+        "default/bad: spec.clusterIPs \"10.96.0.999\" is not an IP address"
+    );
+
+    let no_namespace: Service =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}})).unwrap();
+    assert_eq!(
+        ServiceModel::from_api(&no_namespace).unwrap_err(),
+        ModelError::NoNamespace("x".into())
+    );
+}
+
+#[test]
+fn endpoint_slices() {
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-abc", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.244.1.7"], "hostname": "web-0", "nodeName": "n1", "zone": "z1",
+             "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "default"}},
+            {"addresses": ["10.244.1.8"], "conditions": {"ready": false}}
+        ]
+    }))
+    .unwrap();
+    let model = SliceModel::from_api(&slice).unwrap();
+    assert_eq!(model.service.as_deref(), Some("web"));
+    assert_eq!(model.ports[0].port, 8080);
+    assert!(model.endpoints[0].ready, "a missing condition means ready");
+    assert_eq!(model.endpoints[0].hostname.as_deref(), Some("web-0"));
+    assert_eq!(model.endpoints[0].pod_name.as_deref(), Some("web-0"));
+    assert_eq!(model.endpoints[0].node_name.as_deref(), Some("n1"));
+    assert!(!model.endpoints[1].ready);
+}
+
+#[test]
+fn pods() {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"hostNetwork": true, "containers": []},
+        "status": {"phase": "Running", "podIP": "10.244.1.9", "podIPs": [{"ip": "10.244.1.9"}, {"ip": "fd00::9"}]}
+    }))
+    .unwrap();
+    let model = PodModel::from_api(&pod).unwrap();
+    assert_eq!(model.ips.len(), 2);
+    assert!(model.host_network);
+    assert_eq!(model.phase, "Running");
+}
