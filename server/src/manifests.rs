@@ -1,0 +1,258 @@
+//! Cluster objects from YAML or JSON manifest files, and the embedded demo.
+//!
+//! A file may hold several YAML documents, and a document may be a
+//! `kind: List`. The kinds read are Service, EndpointSlice, Pod and
+//! Namespace; any other kind is skipped with a debug log.
+
+use kubewire_control_plane::model::{PodModel, ServiceModel, SliceModel, namespace_from_api};
+use kubewire_control_plane::{Kind, Object};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The embedded demo cluster, used only with `--demo`.
+pub const DEMO_MANIFEST: &str = include_str!("demo.yaml");
+
+/// Why a manifest could not be used. The message names the file, the line
+/// where known, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The path cannot be read.
+    #[error("cannot read {path}: {source}; check that the path exists and is readable")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or JSON.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A document is valid YAML but not a valid object of its kind.
+    #[error("{path}:{line}: {kind} {name}: {message}")]
+    Object {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line where the document starts.
+        line: u64,
+        /// Its kind.
+        kind: String,
+        /// Its namespace/name, if it has one.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The manifest files under a path: the file itself, or the `.yaml`,
+/// `.yml` and `.json` files in a directory (not recursive), sorted.
+pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let read_error = |source| ManifestError::Read { path: path.to_path_buf(), source };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error)? {
+        let entry = entry.map_err(read_error)?;
+        let file = entry.path();
+        let hidden = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let wanted = matches!(file.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"));
+        if wanted && !hidden && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and parses one manifest file.
+pub fn load_file(path: &Path) -> Result<Vec<Object>, ManifestError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    parse_manifest(path, &text)
+}
+
+/// Parses manifest text. `path` is only used in error messages.
+pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ManifestError> {
+    let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
+    let documents: Vec<Value> = if is_json {
+        let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
+            path: path.to_path_buf(),
+            line: e.line() as u64,
+            message: format!("invalid JSON: {e}"),
+        })?;
+        vec![value]
+    } else {
+        serde_saphyr::from_multiple::<Value>(text).map_err(|e| ManifestError::Syntax {
+            path: path.to_path_buf(),
+            line: e.location().map(|l| l.line()).unwrap_or(0),
+            message: format!("invalid YAML: {}", first_line(&e.to_string())),
+        })?
+    };
+    let starts = document_start_lines(text, is_json);
+    let mut objects = Vec::new();
+    for (index, document) in documents.into_iter().enumerate() {
+        let line = starts.get(index).copied().unwrap_or(0);
+        read_document(path, line, document, &mut objects)?;
+    }
+    Ok(objects)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// 1-based lines where each YAML document starts (after `---` lines).
+fn document_start_lines(text: &str, is_json: bool) -> Vec<u64> {
+    if is_json {
+        return vec![1];
+    }
+    let mut starts = Vec::new();
+    let mut pending = true;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            pending = true;
+            continue;
+        }
+        if pending && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            starts.push(i as u64 + 1);
+            pending = false;
+        }
+    }
+    starts
+}
+
+fn read_document(path: &Path, line: u64, document: Value, out: &mut Vec<Object>) -> Result<(), ManifestError> {
+    if document.is_null() {
+        return Ok(());
+    }
+    let kind = document.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = object_name(&document);
+    let error = |message: String| ManifestError::Object {
+        path: path.to_path_buf(),
+        line,
+        kind: if kind.is_empty() { "document".into() } else { kind.clone() },
+        name: name.clone(),
+        message,
+    };
+    match kind.as_str() {
+        "List" => {
+            let items = document.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            for item in items {
+                read_document(path, line, item, out)?;
+            }
+        }
+        "Service" => {
+            let service = serde_json::from_value(document).map_err(|e| error(format!("not a valid Service: {e}")))?;
+            out.push(Object::Service(ServiceModel::from_api(&service).map_err(|e| error(e.to_string()))?));
+        }
+        "EndpointSlice" => {
+            let slice =
+                serde_json::from_value(document).map_err(|e| error(format!("not a valid EndpointSlice: {e}")))?;
+            out.push(Object::Slice(SliceModel::from_api(&slice).map_err(|e| error(e.to_string()))?));
+        }
+        "Pod" => {
+            let pod = serde_json::from_value(document).map_err(|e| error(format!("not a valid Pod: {e}")))?;
+            out.push(Object::Pod(PodModel::from_api(&pod).map_err(|e| error(e.to_string()))?));
+        }
+        "Namespace" => {
+            let namespace =
+                serde_json::from_value(document).map_err(|e| error(format!("not a valid Namespace: {e}")))?;
+            out.push(Object::Namespace(namespace_from_api(&namespace).map_err(|e| error(e.to_string()))?));
+        }
+        "" => return Err(error("document has no `kind`".into())),
+        other => {
+            tracing::debug!(file = %path.display(), line, kind = other, name = %name, "skipping a kind kubewire does not read");
+        }
+    }
+    Ok(())
+}
+
+fn object_name(document: &Value) -> String {
+    let meta = document.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
+    match meta.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The objects of a set of files, kept per file so that a file that breaks
+/// keeps its last good objects while the others move on.
+#[derive(Debug, Default)]
+pub struct ManifestSet {
+    files: BTreeMap<PathBuf, Vec<Object>>,
+}
+
+impl ManifestSet {
+    /// Re-reads every manifest under `root`. Files that fail keep their last
+    /// good objects; their errors are returned for logging. A file that is
+    /// gone is dropped. Fails only if `root` itself cannot be read.
+    pub fn reload(&mut self, root: &Path) -> Result<Vec<ManifestError>, ManifestError> {
+        let files = manifest_files(root)?;
+        self.files.retain(|path, _| files.contains(path));
+        let mut errors = Vec::new();
+        for file in files {
+            match load_file(&file) {
+                Ok(objects) => {
+                    self.files.insert(file, objects);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        Ok(errors)
+    }
+
+    /// All objects, grouped by kind, for one relist per kind.
+    pub fn by_kind(&self) -> Vec<(Kind, Vec<Object>)> {
+        let mut groups: Vec<(Kind, Vec<Object>)> =
+            [Kind::Namespace, Kind::Service, Kind::Slice, Kind::Pod].into_iter().map(|k| (k, Vec::new())).collect();
+        for object in self.files.values().flatten() {
+            if let Some((_, list)) = groups.iter_mut().find(|(k, _)| *k == object.kind()) {
+                list.push(object.clone());
+            }
+        }
+        groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_parses() {
+        let objects = parse_manifest(Path::new("demo.yaml"), DEMO_MANIFEST).unwrap();
+        assert!(objects.iter().any(|o| o.key().name == "kube-dns"));
+        assert!(objects.iter().any(|o| matches!(o, Object::Slice(_))));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: a\nspec:\n  clusterIP: 10.0.0.999\n";
+        let error = parse_manifest(Path::new("x.yaml"), text).unwrap_err();
+        assert_eq!(error.to_string(), "x.yaml:6: Service a/web: a/web: spec.clusterIPs \"10.0.0.999\" is not an IP address");
+
+        let error = parse_manifest(Path::new("y.yaml"), "kind: Service\nmetadata: [unclosed\n").unwrap_err();
+        assert!(matches!(error, ManifestError::Syntax { line: 2.., .. }), "{error}");
+
+        let error = parse_manifest(Path::new("z.json"), "{\"kind\": \"Service\",\n  oops}").unwrap_err();
+        assert!(error.to_string().starts_with("z.json:2: invalid JSON"), "{error}");
+    }
+
+    #[test]
+    fn lists_and_unknown_kinds() {
+        let text = "kind: List\nitems:\n- kind: Namespace\n  metadata: {name: a}\n- kind: ConfigMap\n  metadata: {name: c, namespace: a}\n";
+        let objects = parse_manifest(Path::new("l.yaml"), text).unwrap();
+        assert_eq!(objects, vec![Object::Namespace("a".into())]);
+    }
+}

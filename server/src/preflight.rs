@@ -1,0 +1,250 @@
+//! Checks before any core starts, so that a failure names its cause and its
+//! fix instead of surfacing as a panic inside an executor thread.
+#![allow(unsafe_code)] // raw syscalls: io_uring_setup, getrlimit, sched_getaffinity
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+
+/// A startup failure, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// io_uring cannot be used.
+    #[error(
+        "io_uring is not available ({0}): kubewire's cores run on io_uring. \
+         Allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile \
+         (for example `securityContext.seccompProfile.type: Unconfined`, or a custom profile), \
+         and check that sysctl kernel.io_uring_disabled is 0"
+    )]
+    IoUring(std::io::Error),
+    /// RLIMIT_MEMLOCK too low.
+    #[error(
+        "RLIMIT_MEMLOCK is {have_kib} KiB, but {need_kib} KiB are needed to register io_uring buffers \
+         for {cores} cores: raise it (`ulimit -l {need_kib}`, docker `--ulimit memlock={need_bytes}`, \
+         or LimitMEMLOCK= in a systemd unit)"
+    )]
+    MemLock {
+        /// What the limit is.
+        have_kib: u64,
+        /// What is needed.
+        need_kib: u64,
+        /// The same, in bytes.
+        need_bytes: u64,
+        /// Serving cores.
+        cores: usize,
+    },
+    /// A CPU that cannot be used.
+    #[error("--cores {spec:?}: {problem}; this process may use CPUs {allowed}")]
+    Cpu {
+        /// What was asked for.
+        spec: String,
+        /// What is wrong with it.
+        problem: String,
+        /// The CPUs in the affinity mask.
+        allowed: String,
+    },
+    /// A listen address that cannot be bound.
+    #[error("cannot listen on {proto} {addr}: {problem}")]
+    Bind {
+        /// UDP or TCP.
+        proto: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What is wrong, and the fix.
+        problem: String,
+    },
+}
+
+/// glommio's floor for the memlock limit, and what each core registers
+/// (3 rings × our 64 KiB `io_memory`).
+const MEMLOCK_FLOOR_BYTES: u64 = 512 << 10;
+const MEMLOCK_PER_CORE_BYTES: u64 = 3 * (64 << 10);
+
+/// Checks that io_uring can be set up, by creating and closing a tiny ring.
+pub fn check_io_uring() -> Result<(), StartupError> {
+    // struct io_uring_params is 120 bytes; zeroed means "no flags".
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes `params`, which is large enough.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(StartupError::IoUring(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just returned to us and is closed once.
+    unsafe { libc::close(fd as RawFd) };
+    Ok(())
+}
+
+/// Checks the memlock limit against what `cores` executors register.
+pub fn check_memlock(cores: usize) -> Result<(), StartupError> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(()); // cannot tell; glommio will report it
+    }
+    let need = MEMLOCK_FLOOR_BYTES.max(MEMLOCK_PER_CORE_BYTES * cores as u64);
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < need {
+        return Err(StartupError::MemLock {
+            have_kib: limit.rlim_cur / 1024,
+            need_kib: need / 1024,
+            need_bytes: need,
+            cores,
+        });
+    }
+    Ok(())
+}
+
+/// The CPUs in this process's affinity mask.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    if !ok {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+fn describe(cpus: &[usize]) -> String {
+    cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Resolves `--cores`: none means every allowed CPU; a number means that many
+/// of them; a list (`0,2-3`) means exactly those, each of which must be allowed.
+pub fn choose_cpus(spec: Option<&str>, allowed: &[usize]) -> Result<Vec<usize>, StartupError> {
+    let error = |problem: String| StartupError::Cpu {
+        spec: spec.unwrap_or("").to_string(),
+        problem,
+        allowed: describe(allowed),
+    };
+    let Some(spec) = spec else {
+        return Ok(allowed.to_vec());
+    };
+    let spec = spec.trim();
+    if !spec.contains([',', '-'])
+        && let Ok(count) = spec.parse::<usize>()
+    {
+        if count == 0 {
+            return Err(error("at least one core is needed".into()));
+        }
+        if count > allowed.len() {
+            return Err(error(format!("{count} cores asked for, but only {} CPUs are allowed", allowed.len())));
+        }
+        return Ok(allowed[..count].to_vec());
+    }
+    let mut cpus = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) else {
+            return Err(error(format!("{part:?} is not a CPU number or range")));
+        };
+        if first > last {
+            return Err(error(format!("range {part:?} runs backwards")));
+        }
+        for cpu in first..=last {
+            if !allowed.contains(&cpu) {
+                return Err(error(format!("CPU {cpu} does not exist or is not in this process's affinity mask")));
+            }
+            if !cpus.contains(&cpu) {
+                cpus.push(cpu);
+            }
+        }
+    }
+    Ok(cpus)
+}
+
+fn bind_problem(error: &std::io::Error, addr: SocketAddr) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the port is in use by another process; stop it (`ss -lupn 'sport = :{}'` shows it) or choose another --listen",
+            addr.port()
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE".into()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface has this address; use an address of this host, or 0.0.0.0".into()
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// Checks that nobody else holds the address: a plain bind, without
+/// `SO_REUSEPORT`, which would otherwise let a second server silently share it.
+pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
+    for (proto, kind) in [("UDP", Type::DGRAM), ("TCP", Type::STREAM)] {
+        let socket = Socket::new(Domain::for_address(addr), kind, None)
+            .map_err(|e| StartupError::Bind { proto, addr, problem: e.to_string() })?;
+        if kind == Type::STREAM {
+            // TIME_WAIT leftovers of our own last run must not block a restart.
+            let _ = socket.set_reuse_address(true);
+        }
+        socket.bind(&addr.into()).map_err(|e| StartupError::Bind { proto, addr, problem: bind_problem(&e, addr) })?;
+    }
+    Ok(())
+}
+
+/// One core's UDP socket for `addr`, with `SO_REUSEPORT`.
+pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
+    let bind = |e: std::io::Error| StartupError::Bind { proto: "UDP", addr, problem: bind_problem(&e, addr) };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(true);
+    }
+    socket.set_reuse_port(true).map_err(bind)?;
+    // Large buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into()).map_err(bind)?;
+    Ok(socket.into_raw_fd())
+}
+
+/// One core's TCP listener for `addr`, with `SO_REUSEPORT`.
+pub fn tcp_listener(addr: SocketAddr) -> Result<RawFd, StartupError> {
+    let bind = |e: std::io::Error| StartupError::Bind { proto: "TCP", addr, problem: bind_problem(&e, addr) };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(bind)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(true);
+    }
+    socket.set_reuse_address(true).map_err(bind)?;
+    socket.set_reuse_port(true).map_err(bind)?;
+    socket.bind(&addr.into()).map_err(bind)?;
+    socket.listen(1024).map_err(bind)?;
+    Ok(socket.into_raw_fd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_specs() {
+        let allowed = [0, 1, 2, 3];
+        assert_eq!(choose_cpus(None, &allowed).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(choose_cpus(Some("2"), &allowed).unwrap(), vec![0, 1]);
+        assert_eq!(choose_cpus(Some("0,2-3"), &allowed).unwrap(), vec![0, 2, 3]);
+        assert_eq!(choose_cpus(Some("3"), &[0, 1, 2, 3]).unwrap(), vec![0, 1, 2]);
+        let error = choose_cpus(Some("0,7"), &allowed).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "--cores \"0,7\": CPU 7 does not exist or is not in this process's affinity mask; this process may use CPUs 0,1,2,3"
+        );
+        assert!(choose_cpus(Some("9"), &allowed).unwrap_err().to_string().contains("only 4 CPUs"));
+        assert!(choose_cpus(Some("x"), &allowed).is_err());
+        assert!(choose_cpus(Some("0"), &allowed).is_err());
+    }
+
+    #[test]
+    fn a_port_in_use_is_named() {
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let error = check_free(addr).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("cannot listen on UDP {addr}: the port is in use")), "{error}");
+    }
+}
