@@ -33,7 +33,9 @@ pub struct UdpBatch {
 
 impl std::fmt::Debug for UdpBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UdpBatch").field("queued", &self.queued).finish()
+        f.debug_struct("UdpBatch")
+            .field("queued", &self.queued)
+            .finish()
     }
 }
 
@@ -68,7 +70,10 @@ impl UdpBatch {
     /// (0 when none is waiting).
     pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
         for i in 0..BATCH {
-            self.rx_iov[i] = libc::iovec { iov_base: self.rx[i].as_mut_ptr().cast(), iov_len: RX_BUF };
+            self.rx_iov[i] = libc::iovec {
+                iov_base: self.rx[i].as_mut_ptr().cast(),
+                iov_len: RX_BUF,
+            };
             let header = &mut self.rx_hdr[i].msg_hdr;
             header.msg_name = (&mut self.peers[i] as *mut libc::sockaddr_storage).cast();
             header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -82,7 +87,13 @@ impl UdpBatch {
         // SAFETY: every header points at buffers owned by `self`, which
         // outlive the call; BATCH headers are valid.
         let count = unsafe {
-            libc::recvmmsg(fd, self.rx_hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.rx_hdr.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if count < 0 {
             let error = io::Error::last_os_error();
@@ -98,7 +109,11 @@ impl UdpBatch {
     /// Calls `answer` for each received datagram `0..count` with the query
     /// and a reply buffer; a `Some(len)` queues that reply to the sender.
     /// Datagrams cut short by the buffer are dropped.
-    pub fn answer(&mut self, count: usize, mut answer: impl FnMut(&[u8], &mut [u8]) -> Option<usize>) {
+    pub fn answer(
+        &mut self,
+        count: usize,
+        mut answer: impl FnMut(&[u8], &mut [u8]) -> Option<usize>,
+    ) {
         for i in 0..count.min(BATCH) {
             let header = &self.rx_hdr[i];
             if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -110,7 +125,10 @@ impl UdpBatch {
                 continue;
             };
             let j = self.queued;
-            self.tx_iov[j] = libc::iovec { iov_base: self.tx[i].as_mut_ptr().cast(), iov_len: reply_len.min(TX_BUF) };
+            self.tx_iov[j] = libc::iovec {
+                iov_base: self.tx[i].as_mut_ptr().cast(),
+                iov_len: reply_len.min(TX_BUF),
+            };
             let out = &mut self.tx_hdr[j].msg_hdr;
             out.msg_name = (&mut self.peers[i] as *mut libc::sockaddr_storage).cast();
             out.msg_namelen = namelen;

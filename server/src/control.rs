@@ -48,18 +48,23 @@ pub struct Startup {
 
 /// Runs the control plane on a new thread.
 pub fn spawn(control: Control) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("kubewire-control".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                tracing::error!(%error, "control plane runtime could not start; stopping");
-                control.shutdown.store(true, Ordering::Release);
-                wake_all(&control.wakers);
-                return;
-            }
-        };
-        runtime.block_on(control.run());
-    })
+    std::thread::Builder::new()
+        .name("kubewire-control".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "control plane runtime could not start; stopping");
+                    control.shutdown.store(true, Ordering::Release);
+                    wake_all(&control.wakers);
+                    return;
+                }
+            };
+            runtime.block_on(control.run());
+        })
 }
 
 fn wake_all(wakers: &[UnixStream]) {
@@ -83,7 +88,10 @@ impl Control {
             },
             None => None,
         };
-        let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut terminate), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers; stopping");
             self.stop();
             return;
@@ -143,7 +151,9 @@ impl Control {
     }
 
     fn reload_manifests(&mut self) {
-        let Some((path, set)) = &mut self.manifests else { return };
+        let Some((path, set)) = &mut self.manifests else {
+            return;
+        };
         match set.reload(path) {
             Ok(errors) => {
                 for error in errors {
@@ -169,7 +179,10 @@ impl Control {
 
 /// Watches a manifest file (through its directory, so that replaced files
 /// and ConfigMap symlink swaps are seen) or a directory.
-fn watch(path: &std::path::Path, events: tokio::sync::mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+fn watch(
+    path: &std::path::Path,
+    events: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
     let target = path.to_path_buf();
     let is_dir = path.is_dir();
@@ -179,12 +192,29 @@ fn watch(path: &std::path::Path, events: tokio::sync::mpsc::UnboundedSender<()>)
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
-        let relevant = is_dir || event.paths.iter().any(|p| p == &target || p.file_name() == target.file_name());
+        let relevant = is_dir
+            || event
+                .paths
+                .iter()
+                .any(|p| p == &target || p.file_name() == target.file_name());
         if relevant {
             let _ = events.send(());
         }
     })?;
-    let watched = if is_dir { path.to_path_buf() } else { path.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p }).unwrap_or(path).to_path_buf() };
+    let watched = if is_dir {
+        path.to_path_buf()
+    } else {
+        path.parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(path)
+            .to_path_buf()
+    };
     watcher.watch(&watched, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }

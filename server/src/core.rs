@@ -85,8 +85,12 @@ async fn run(setup: CoreSetup) {
         // SAFETY: the fd is a bound UDP socket created for this core alone.
         let socket = unsafe { UdpSocket::from_raw_fd(fd) };
         match setup.udp_io {
-            UdpIo::Batched => glommio::spawn_local(serve_udp_batched(socket, Rc::clone(&table))).detach(),
-            UdpIo::Glommio => glommio::spawn_local(serve_udp_glommio(socket, Rc::clone(&table))).detach(),
+            UdpIo::Batched => {
+                glommio::spawn_local(serve_udp_batched(socket, Rc::clone(&table))).detach()
+            }
+            UdpIo::Glommio => {
+                glommio::spawn_local(serve_udp_glommio(socket, Rc::clone(&table))).detach()
+            }
         };
     }
     let connections = Rc::new(Cell::new(0usize));
@@ -94,7 +98,11 @@ async fn run(setup: CoreSetup) {
     for &fd in &setup.tcp_fds {
         // SAFETY: the fd is a listening TCP socket created for this core alone.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        let tcp = Tcp { table: Rc::clone(&table), scratch: Rc::clone(&scratch), limits: setup.tcp };
+        let tcp = Tcp {
+            table: Rc::clone(&table),
+            scratch: Rc::clone(&scratch),
+            limits: setup.tcp,
+        };
         glommio::spawn_local(accept_tcp(listener, tcp, Rc::clone(&connections))).detach();
     }
 
@@ -127,7 +135,9 @@ fn apply_updates(updates: &DeltaReceiver, table: &Table) {
         applied |= table.apply(&update);
     }
     if applied {
-        updates.status().record(table.revision(), table.synced(), table.len() as u64);
+        updates
+            .status()
+            .record(table.revision(), table.synced(), table.len() as u64);
     }
 }
 
@@ -184,7 +194,10 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
             Ok(0) => {
                 stalls += 1;
                 if stalls > 20 {
-                    tracing::debug!(dropped = batch.queued() - first, "UDP send buffer full; replies dropped");
+                    tracing::debug!(
+                        dropped = batch.queued() - first,
+                        "UDP send buffer full; replies dropped"
+                    );
                     return;
                 }
                 glommio::timer::sleep(Duration::from_micros(50)).await;
@@ -233,7 +246,10 @@ async fn accept_tcp(listener: TcpListener, tcp: Tcp, connections: Rc<Cell<usize>
         match listener.accept().await {
             Ok(stream) => {
                 if connections.get() >= tcp.limits.max_connections {
-                    tracing::debug!(limit = tcp.limits.max_connections, "TCP connection limit reached; closing new connection");
+                    tracing::debug!(
+                        limit = tcp.limits.max_connections,
+                        "TCP connection limit reached; closing new connection"
+                    );
                     drop(stream);
                     continue;
                 }
@@ -260,10 +276,15 @@ impl Drop for ConnectionGuard {
 }
 
 /// Runs `io` with a deadline; `None` on timeout, error or end of stream.
-async fn within<T>(ms: u64, io: impl std::future::Future<Output = std::io::Result<T>>) -> Option<T> {
-    glommio::timer::timeout(Duration::from_millis(ms), async { io.await.map_err(glommio::GlommioError::from) })
-        .await
-        .ok()
+async fn within<T>(
+    ms: u64,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    glommio::timer::timeout(Duration::from_millis(ms), async {
+        io.await.map_err(glommio::GlommioError::from)
+    })
+    .await
+    .ok()
 }
 
 /// RFC 7766: two-byte length framing, any number of queries, each answered
@@ -275,7 +296,10 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
     let mut reply = Vec::new();
     loop {
         let mut prefix = [0u8; 2];
-        if within(tcp.limits.idle_timeout_ms, stream.read_exact(&mut prefix)).await.is_none() {
+        if within(tcp.limits.idle_timeout_ms, stream.read_exact(&mut prefix))
+            .await
+            .is_none()
+        {
             return;
         }
         let len = usize::from(u16::from_be_bytes(prefix));
@@ -284,21 +308,32 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
             return;
         }
         query.resize(len, 0);
-        if within(TCP_BODY_TIMEOUT_MS, stream.read_exact(&mut query)).await.is_none() {
+        if within(TCP_BODY_TIMEOUT_MS, stream.read_exact(&mut query))
+            .await
+            .is_none()
+        {
             return;
         }
         {
             let mut scratch = tcp.scratch.borrow_mut();
-            let reply_len = match tcp.table.borrow_mut().respond(&query, Transport::Tcp, &mut scratch[2..]) {
-                Response::Reply { len, .. } | Response::NotOurs { len } => len,
-                // Not a query at all: a DNS peer would not send this.
-                Response::Drop => return,
-            };
+            let reply_len =
+                match tcp
+                    .table
+                    .borrow_mut()
+                    .respond(&query, Transport::Tcp, &mut scratch[2..])
+                {
+                    Response::Reply { len, .. } | Response::NotOurs { len } => len,
+                    // Not a query at all: a DNS peer would not send this.
+                    Response::Drop => return,
+                };
             scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
             reply.clear();
             reply.extend_from_slice(&scratch[..2 + reply_len]);
         }
-        if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply)).await.is_none() {
+        if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply))
+            .await
+            .is_none()
+        {
             return;
         }
     }

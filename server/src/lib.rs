@@ -51,8 +51,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(first) = errors.into_iter().next() {
             bail!("{first}; fix the manifest and start again");
         }
-        let objects = set.by_kind().into_iter().flat_map(|(_, list)| list).collect();
-        (objects, Some((path.clone(), set)), format!("manifests {}", path.display()))
+        let objects = set
+            .by_kind()
+            .into_iter()
+            .flat_map(|(_, list)| list)
+            .collect();
+        (
+            objects,
+            Some((path.clone(), set)),
+            format!("manifests {}", path.display()),
+        )
     } else {
         bail!(
             "no source of cluster objects: pass --manifests PATH, or --demo for the embedded sample cluster \
@@ -81,8 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
         let updates = hub.subscribe(&compiler);
-        let (waker, wake_end) = UnixStream::pair().context("creating a core's wake-up socket pair")?;
-        waker.set_nonblocking(true).context("setting the wake-up socket non-blocking")?;
+        let (waker, wake_end) =
+            UnixStream::pair().context("creating a core's wake-up socket pair")?;
+        waker
+            .set_nonblocking(true)
+            .context("setting the wake-up socket non-blocking")?;
         let mut udp_fds = Vec::new();
         let mut tcp_fds = Vec::new();
         for &addr in &args.listen {
@@ -103,12 +114,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 max_connections: args.tcp_max_connections,
             },
         };
-        let handle = core::spawn(setup).map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
+        let handle = core::spawn(setup)
+            .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
         wakers.push(waker);
     }
 
-    let startup = control::Startup { cpus, listen: args.listen.clone(), zones: args.zones.clone(), source };
+    let startup = control::Startup {
+        cpus,
+        listen: args.listen.clone(),
+        zones: args.zones.clone(),
+        source,
+    };
     let control = control::spawn(control::Control {
         compiler,
         hub,

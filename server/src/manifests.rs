@@ -54,7 +54,10 @@ pub enum ManifestError {
 /// The manifest files under a path: the file itself, or the `.yaml`,
 /// `.yml` and `.json` files in a directory (not recursive), sorted.
 pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let read_error = |source| ManifestError::Read { path: path.to_path_buf(), source };
+    let read_error = |source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let metadata = std::fs::metadata(path).map_err(read_error)?;
     if !metadata.is_dir() {
         return Ok(vec![path.to_path_buf()]);
@@ -63,8 +66,14 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     for entry in std::fs::read_dir(path).map_err(read_error)? {
         let entry = entry.map_err(read_error)?;
         let file = entry.path();
-        let hidden = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        let wanted = matches!(file.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"));
+        let hidden = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        let wanted = matches!(
+            file.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        );
         if wanted && !hidden && file.is_file() {
             files.push(file);
         }
@@ -75,8 +84,10 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 
 /// Reads and parses one manifest file.
 pub fn load_file(path: &Path) -> Result<Vec<Object>, ManifestError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_manifest(path, &text)
 }
 
@@ -131,43 +142,70 @@ fn document_start_lines(text: &str, is_json: bool) -> Vec<u64> {
     starts
 }
 
-fn read_document(path: &Path, line: u64, document: Value, out: &mut Vec<Object>) -> Result<(), ManifestError> {
+fn read_document(
+    path: &Path,
+    line: u64,
+    document: Value,
+    out: &mut Vec<Object>,
+) -> Result<(), ManifestError> {
     if document.is_null() {
         return Ok(());
     }
-    let kind = document.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = document
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = object_name(&document);
     let error = |message: String| ManifestError::Object {
         path: path.to_path_buf(),
         line,
-        kind: if kind.is_empty() { "document".into() } else { kind.clone() },
+        kind: if kind.is_empty() {
+            "document".into()
+        } else {
+            kind.clone()
+        },
         name: name.clone(),
         message,
     };
     match kind.as_str() {
         "List" => {
-            let items = document.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            let items = document
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for item in items {
                 read_document(path, line, item, out)?;
             }
         }
         "Service" => {
-            let service = serde_json::from_value(document).map_err(|e| error(format!("not a valid Service: {e}")))?;
-            out.push(Object::Service(ServiceModel::from_api(&service).map_err(|e| error(e.to_string()))?));
+            let service = serde_json::from_value(document)
+                .map_err(|e| error(format!("not a valid Service: {e}")))?;
+            out.push(Object::Service(
+                ServiceModel::from_api(&service).map_err(|e| error(e.to_string()))?,
+            ));
         }
         "EndpointSlice" => {
-            let slice =
-                serde_json::from_value(document).map_err(|e| error(format!("not a valid EndpointSlice: {e}")))?;
-            out.push(Object::Slice(SliceModel::from_api(&slice).map_err(|e| error(e.to_string()))?));
+            let slice = serde_json::from_value(document)
+                .map_err(|e| error(format!("not a valid EndpointSlice: {e}")))?;
+            out.push(Object::Slice(
+                SliceModel::from_api(&slice).map_err(|e| error(e.to_string()))?,
+            ));
         }
         "Pod" => {
-            let pod = serde_json::from_value(document).map_err(|e| error(format!("not a valid Pod: {e}")))?;
-            out.push(Object::Pod(PodModel::from_api(&pod).map_err(|e| error(e.to_string()))?));
+            let pod = serde_json::from_value(document)
+                .map_err(|e| error(format!("not a valid Pod: {e}")))?;
+            out.push(Object::Pod(
+                PodModel::from_api(&pod).map_err(|e| error(e.to_string()))?,
+            ));
         }
         "Namespace" => {
-            let namespace =
-                serde_json::from_value(document).map_err(|e| error(format!("not a valid Namespace: {e}")))?;
-            out.push(Object::Namespace(namespace_from_api(&namespace).map_err(|e| error(e.to_string()))?));
+            let namespace = serde_json::from_value(document)
+                .map_err(|e| error(format!("not a valid Namespace: {e}")))?;
+            out.push(Object::Namespace(
+                namespace_from_api(&namespace).map_err(|e| error(e.to_string()))?,
+            ));
         }
         "" => return Err(error("document has no `kind`".into())),
         other => {
@@ -179,8 +217,14 @@ fn read_document(path: &Path, line: u64, document: Value, out: &mut Vec<Object>)
 
 fn object_name(document: &Value) -> String {
     let meta = document.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
-    match meta.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
         Some(namespace) => format!("{namespace}/{name}"),
         None => name.to_string(),
     }
@@ -215,7 +259,10 @@ impl ManifestSet {
     /// All objects, grouped by kind, for one relist per kind.
     pub fn by_kind(&self) -> Vec<(Kind, Vec<Object>)> {
         let mut groups: Vec<(Kind, Vec<Object>)> =
-            [Kind::Namespace, Kind::Service, Kind::Slice, Kind::Pod].into_iter().map(|k| (k, Vec::new())).collect();
+            [Kind::Namespace, Kind::Service, Kind::Slice, Kind::Pod]
+                .into_iter()
+                .map(|k| (k, Vec::new()))
+                .collect();
         for object in self.files.values().flatten() {
             if let Some((_, list)) = groups.iter_mut().find(|(k, _)| *k == object.kind()) {
                 list.push(object.clone());
@@ -240,13 +287,24 @@ mod tests {
     fn errors_name_file_line_and_problem() {
         let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: a\nspec:\n  clusterIP: 10.0.0.999\n";
         let error = parse_manifest(Path::new("x.yaml"), text).unwrap_err();
-        assert_eq!(error.to_string(), "x.yaml:6: Service a/web: a/web: spec.clusterIPs \"10.0.0.999\" is not an IP address");
+        assert_eq!(
+            error.to_string(),
+            "x.yaml:6: Service a/web: a/web: spec.clusterIPs \"10.0.0.999\" is not an IP address"
+        );
 
-        let error = parse_manifest(Path::new("y.yaml"), "kind: Service\nmetadata: [unclosed\n").unwrap_err();
-        assert!(matches!(error, ManifestError::Syntax { line: 2.., .. }), "{error}");
+        let error = parse_manifest(Path::new("y.yaml"), "kind: Service\nmetadata: [unclosed\n")
+            .unwrap_err();
+        assert!(
+            matches!(error, ManifestError::Syntax { line: 2.., .. }),
+            "{error}"
+        );
 
-        let error = parse_manifest(Path::new("z.json"), "{\"kind\": \"Service\",\n  oops}").unwrap_err();
-        assert!(error.to_string().starts_with("z.json:2: invalid JSON"), "{error}");
+        let error =
+            parse_manifest(Path::new("z.json"), "{\"kind\": \"Service\",\n  oops}").unwrap_err();
+        assert!(
+            error.to_string().starts_with("z.json:2: invalid JSON"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub fn check_io_uring() -> Result<(), StartupError> {
 
 /// Checks the memlock limit against what `cores` executors register.
 pub fn check_memlock(cores: usize) -> Result<(), StartupError> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into `limit`.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         return Ok(()); // cannot tell; glommio will report it
@@ -97,7 +100,9 @@ pub fn check_memlock(cores: usize) -> Result<(), StartupError> {
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
     if !ok {
         return vec![0];
     }
@@ -108,7 +113,10 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 fn describe(cpus: &[usize]) -> String {
-    cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    cpus.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Resolves `--cores`: none means every allowed CPU; a number means that many
@@ -130,7 +138,10 @@ pub fn choose_cpus(spec: Option<&str>, allowed: &[usize]) -> Result<Vec<usize>, 
             return Err(error("at least one core is needed".into()));
         }
         if count > allowed.len() {
-            return Err(error(format!("{count} cores asked for, but only {} CPUs are allowed", allowed.len())));
+            return Err(error(format!(
+                "{count} cores asked for, but only {} CPUs are allowed",
+                allowed.len()
+            )));
         }
         return Ok(allowed[..count].to_vec());
     }
@@ -149,7 +160,9 @@ pub fn choose_cpus(spec: Option<&str>, allowed: &[usize]) -> Result<Vec<usize>, 
         }
         for cpu in first..=last {
             if !allowed.contains(&cpu) {
-                return Err(error(format!("CPU {cpu} does not exist or is not in this process's affinity mask")));
+                return Err(error(format!(
+                    "CPU {cpu} does not exist or is not in this process's affinity mask"
+                )));
             }
             if !cpus.contains(&cpu) {
                 cpus.push(cpu);
@@ -179,21 +192,34 @@ fn bind_problem(error: &std::io::Error, addr: SocketAddr) -> String {
 /// `SO_REUSEPORT`, which would otherwise let a second server silently share it.
 pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
     for (proto, kind) in [("UDP", Type::DGRAM), ("TCP", Type::STREAM)] {
-        let socket = Socket::new(Domain::for_address(addr), kind, None)
-            .map_err(|e| StartupError::Bind { proto, addr, problem: e.to_string() })?;
+        let socket =
+            Socket::new(Domain::for_address(addr), kind, None).map_err(|e| StartupError::Bind {
+                proto,
+                addr,
+                problem: e.to_string(),
+            })?;
         if kind == Type::STREAM {
             // TIME_WAIT leftovers of our own last run must not block a restart.
             let _ = socket.set_reuse_address(true);
         }
-        socket.bind(&addr.into()).map_err(|e| StartupError::Bind { proto, addr, problem: bind_problem(&e, addr) })?;
+        socket.bind(&addr.into()).map_err(|e| StartupError::Bind {
+            proto,
+            addr,
+            problem: bind_problem(&e, addr),
+        })?;
     }
     Ok(())
 }
 
 /// One core's UDP socket for `addr`, with `SO_REUSEPORT`.
 pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
-    let bind = |e: std::io::Error| StartupError::Bind { proto: "UDP", addr, problem: bind_problem(&e, addr) };
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
+    let bind = |e: std::io::Error| StartupError::Bind {
+        proto: "UDP",
+        addr,
+        problem: bind_problem(&e, addr),
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(true);
     }
@@ -207,8 +233,13 @@ pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
 
 /// One core's TCP listener for `addr`, with `SO_REUSEPORT`.
 pub fn tcp_listener(addr: SocketAddr) -> Result<RawFd, StartupError> {
-    let bind = |e: std::io::Error| StartupError::Bind { proto: "TCP", addr, problem: bind_problem(&e, addr) };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(bind)?;
+    let bind = |e: std::io::Error| StartupError::Bind {
+        proto: "TCP",
+        addr,
+        problem: bind_problem(&e, addr),
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(bind)?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(true);
     }
@@ -229,13 +260,21 @@ mod tests {
         assert_eq!(choose_cpus(None, &allowed).unwrap(), vec![0, 1, 2, 3]);
         assert_eq!(choose_cpus(Some("2"), &allowed).unwrap(), vec![0, 1]);
         assert_eq!(choose_cpus(Some("0,2-3"), &allowed).unwrap(), vec![0, 2, 3]);
-        assert_eq!(choose_cpus(Some("3"), &[0, 1, 2, 3]).unwrap(), vec![0, 1, 2]);
+        assert_eq!(
+            choose_cpus(Some("3"), &[0, 1, 2, 3]).unwrap(),
+            vec![0, 1, 2]
+        );
         let error = choose_cpus(Some("0,7"), &allowed).unwrap_err().to_string();
         assert_eq!(
             error,
             "--cores \"0,7\": CPU 7 does not exist or is not in this process's affinity mask; this process may use CPUs 0,1,2,3"
         );
-        assert!(choose_cpus(Some("9"), &allowed).unwrap_err().to_string().contains("only 4 CPUs"));
+        assert!(
+            choose_cpus(Some("9"), &allowed)
+                .unwrap_err()
+                .to_string()
+                .contains("only 4 CPUs")
+        );
         assert!(choose_cpus(Some("x"), &allowed).is_err());
         assert!(choose_cpus(Some("0"), &allowed).is_err());
     }
@@ -245,6 +284,9 @@ mod tests {
         let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = holder.local_addr().unwrap();
         let error = check_free(addr).unwrap_err().to_string();
-        assert!(error.starts_with(&format!("cannot listen on UDP {addr}: the port is in use")), "{error}");
+        assert!(
+            error.starts_with(&format!("cannot listen on UDP {addr}: the port is in use")),
+            "{error}"
+        );
     }
 }

@@ -1,0 +1,223 @@
+//! Starts the real `kubewire` binary on a free loopback port and talks DNS
+//! to it over real UDP and TCP sockets, with hickory-proto building and
+//! parsing the messages.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+/// A port free for both UDP and TCP on loopback.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Server {
+    /// Starts kubewire with `args` plus `--listen` on a free port, and waits
+    /// for its "ready" line.
+    pub fn start(args: &[&str]) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut server = Server::spawn(args, addr);
+        server.wait_for_log("ready", Duration::from_secs(20));
+        server
+    }
+
+    /// Starts kubewire without waiting for anything.
+    pub fn spawn(args: &[&str], addr: SocketAddr) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubewire"))
+            .args(args)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubewire");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, logs) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Server {
+            child,
+            addr,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log so far.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; log so far:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Waits for the process to exit and returns its status and whole log.
+    pub fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.logs.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return (status, self.seen.join("\n"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubewire did not exit; log:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    pub fn udp(&self, name: &str, qtype: RecordType) -> Message {
+        udp_query(self.addr, &build_query(name, qtype, None))
+    }
+
+    pub fn tcp(&self, name: &str, qtype: RecordType) -> Message {
+        tcp_query(self.addr, &build_query(name, qtype, None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A query with RD set, and EDNS with `payload` if given.
+pub fn build_query(name: &str, qtype: RecordType, payload: Option<u16>) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = rand_id();
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(payload) = payload {
+        let mut edns = Edns::new();
+        edns.set_max_payload(payload);
+        message.set_edns(edns);
+    }
+    message.to_vec().unwrap()
+}
+
+fn rand_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    hasher.finish() as u16
+}
+
+pub fn udp_query(addr: SocketAddr, query: &[u8]) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_query_from(&socket, addr, query)
+}
+
+pub fn udp_query_from(socket: &UdpSocket, addr: SocketAddr, query: &[u8]) -> Message {
+    let bytes = udp_exchange(socket, addr, query).expect("no UDP reply");
+    let message = Message::from_vec(&bytes).unwrap();
+    assert_eq!(&bytes[..2], &query[..2], "reply ID");
+    message
+}
+
+/// Sends a datagram and returns the reply bytes, or `None` after a timeout.
+pub fn udp_exchange(socket: &UdpSocket, addr: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    for _ in 0..3 {
+        socket.send_to(query, addr).unwrap();
+        let mut buf = vec![0u8; 65535];
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            return Some(buf[..len].to_vec());
+        }
+    }
+    None
+}
+
+pub fn tcp_query(addr: SocketAddr, query: &[u8]) -> Message {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    tcp_exchange(&mut stream, query)
+}
+
+pub fn tcp_exchange(stream: &mut TcpStream, query: &[u8]) -> Message {
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).unwrap();
+    Message::from_vec(&reply).unwrap()
+}
+
+pub fn rcode(message: &Message) -> u16 {
+    u16::from(message.metadata.response_code)
+}
+
+pub fn answers(message: &Message) -> Vec<String> {
+    let mut list: Vec<String> = message
+        .answers
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect();
+    list.sort();
+    list
+}

@@ -1,0 +1,126 @@
+//! End to end: a watched manifest directory. Edits show up over DNS; a broken
+//! edit is logged with its file and line and the last good state keeps
+//! serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use hickory_proto::rr::RecordType;
+use std::time::{Duration, Instant};
+
+fn service(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  clusterIP: {ip}\n"
+    )
+}
+
+fn wait_for_answer(server: &Server, name: &str, want: &[&str]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = answers(&server.udp(name, RecordType::A));
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{name}: still {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kubewire-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn an_edit_is_served_and_a_broken_edit_keeps_the_last_good_state() {
+    let dir = tempdir("edit");
+    let file = dir.join("svc.yaml");
+    std::fs::write(&file, service("web", "10.96.1.1")).unwrap();
+    std::fs::write(dir.join("other.yaml"), service("db", "10.96.1.2")).unwrap();
+    let mut server = Server::start(&["--manifests", dir.to_str().unwrap(), "--cores", "2"]);
+    assert_eq!(
+        answers(&server.udp("web.default.svc.cluster.local", RecordType::A)),
+        ["web.default.svc.cluster.local. A 10.96.1.1"]
+    );
+
+    // Change an address: visible within milliseconds.
+    std::fs::write(&file, service("web", "10.96.1.9")).unwrap();
+    wait_for_answer(
+        &server,
+        "web.default.svc.cluster.local",
+        &["web.default.svc.cluster.local. A 10.96.1.9"],
+    );
+
+    // A new file adds a service.
+    std::fs::write(dir.join("new.yaml"), service("cache", "10.96.1.3")).unwrap();
+    wait_for_answer(
+        &server,
+        "cache.default.svc.cluster.local",
+        &["cache.default.svc.cluster.local. A 10.96.1.3"],
+    );
+
+    // A broken edit: logged with file and line; the last good state stays.
+    std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: 10.96.1.999\n").unwrap();
+    let line = server.wait_for_log("keeping the last good objects", Duration::from_secs(5));
+    assert!(line.contains("svc.yaml:1: Service default/web"), "{line}");
+    assert!(line.contains("is not an IP address"), "{line}");
+    assert_eq!(
+        answers(&server.udp("web.default.svc.cluster.local", RecordType::A)),
+        ["web.default.svc.cluster.local. A 10.96.1.9"]
+    );
+    // Another file edited meanwhile still goes through.
+    std::fs::write(dir.join("other.yaml"), service("db", "10.96.1.22")).unwrap();
+    wait_for_answer(
+        &server,
+        "db.default.svc.cluster.local",
+        &["db.default.svc.cluster.local. A 10.96.1.22"],
+    );
+
+    // Deleting a file removes its objects.
+    std::fs::remove_file(dir.join("new.yaml")).unwrap();
+    let start = Instant::now();
+    while rcode(&server.udp("cache.default.svc.cluster.local", RecordType::A)) != 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "cache still answers"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_single_watched_file_and_unknown_kinds() {
+    let dir = tempdir("file");
+    let file = dir.join("cluster.yaml");
+    let config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: default}\n";
+    std::fs::write(
+        &file,
+        format!("{}---\n{config_map}", service("web", "10.96.2.1")),
+    )
+    .unwrap();
+    let server = Server::start(&["--manifests", file.to_str().unwrap(), "--cores", "1"]);
+    assert_eq!(
+        answers(&server.udp("web.default.svc.cluster.local", RecordType::A)),
+        ["web.default.svc.cluster.local. A 10.96.2.1"]
+    );
+    // Replaced the way editors and ConfigMap mounts do it: write aside, rename over.
+    let aside = dir.join(".cluster.yaml.tmp");
+    std::fs::write(&aside, service("web", "10.96.2.2")).unwrap();
+    std::fs::rename(&aside, &file).unwrap();
+    wait_for_answer(
+        &server,
+        "web.default.svc.cluster.local",
+        &["web.default.svc.cluster.local. A 10.96.2.2"],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
