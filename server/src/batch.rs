@@ -69,6 +69,17 @@ impl UdpBatch {
     /// Reads up to [`BATCH`] datagrams without blocking. Returns how many
     /// (0 when none is waiting).
     pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.receive_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Reads up to [`BATCH`] datagrams, sleeping in the kernel until the first
+    /// arrives or the socket's receive timeout (`SO_RCVTIMEO`) passes; then
+    /// takes whatever else is waiting. Returns 0 on timeout.
+    pub fn receive_waiting(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.receive_with(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn receive_with(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         for i in 0..BATCH {
             self.rx_iov[i] = libc::iovec {
                 iov_base: self.rx[i].as_mut_ptr().cast(),
@@ -91,7 +102,7 @@ impl UdpBatch {
                 fd,
                 self.rx_hdr.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };

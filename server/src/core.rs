@@ -81,12 +81,14 @@ async fn run(setup: CoreSetup) {
     let table: Table = Rc::new(RefCell::new(AnswerTable::new()));
     apply_updates(&setup.updates, &table);
 
+    let exclusive = setup.udp_fds.len() == 1;
     for &fd in &setup.udp_fds {
         // SAFETY: the fd is a bound UDP socket created for this core alone.
         let socket = unsafe { UdpSocket::from_raw_fd(fd) };
         match setup.udp_io {
             UdpIo::Batched => {
-                glommio::spawn_local(serve_udp_batched(socket, Rc::clone(&table))).detach()
+                glommio::spawn_local(serve_udp_batched(socket, Rc::clone(&table), exclusive))
+                    .detach()
             }
             UdpIo::Glommio => {
                 glommio::spawn_local(serve_udp_glommio(socket, Rc::clone(&table))).detach()
@@ -149,37 +151,58 @@ fn answer_udp(table: &mut AnswerTable, query: &[u8], out: &mut [u8]) -> Option<u
     }
 }
 
-async fn serve_udp_batched(socket: UdpSocket, table: Table) {
+/// How long a core may sleep in `recvmmsg` while traffic flows, before it
+/// goes back to waiting on the reactor (set as the socket's SO_RCVTIMEO).
+pub const UDP_FLOWING_WAIT_MS: u64 = 1;
+/// While traffic flows, the core yields to its other tasks (TCP, updates)
+/// this often. Yielding sends glommio round its reactor, which costs a
+/// system call, so it is paced by time rather than done every batch.
+const YIELD_EVERY: Duration = Duration::from_micros(500);
+
+/// The batched UDP path. While datagrams keep coming the core sleeps in
+/// `recvmmsg(MSG_WAITFORONE)` itself, as a bare UDP responder would: one
+/// receive and one send system call per batch. When the socket has been
+/// quiet for [`UDP_FLOWING_WAIT_MS`], it parks on glommio's reactor instead,
+/// so an idle core costs nothing and its other tasks run at once.
+async fn serve_udp_batched(socket: UdpSocket, table: Table, exclusive: bool) {
     let fd = socket.as_raw_fd();
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
+    let mut flowing = false;
+    let mut last_yield = std::time::Instant::now();
     loop {
-        // Wait until a datagram is there, without taking it.
-        if let Err(error) = socket.peek_from(&mut peek).await {
-            tracing::warn!(%error, "UDP receive failed");
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+        if !flowing {
+            // Wait on the reactor until a datagram is there, without taking it.
+            if let Err(error) = socket.peek_from(&mut peek).await {
+                tracing::warn!(%error, "UDP receive failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        // Sleeping in the kernel blocks the core's other tasks, so only a
+        // core's only UDP socket does it; others poll.
+        let received = if exclusive { batch.receive_waiting(fd) } else { batch.receive(fd) };
+        let count = match received {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(%error, "recvmmsg failed");
+                0
+            }
+        };
+        if count == 0 {
+            flowing = false;
+            glommio::executor().yield_if_needed().await;
             continue;
         }
-        loop {
-            let count = match batch.receive(fd) {
-                Ok(count) => count,
-                Err(error) => {
-                    tracing::warn!(%error, "recvmmsg failed");
-                    0
-                }
-            };
-            if count == 0 {
-                break;
-            }
-            {
-                let mut table = table.borrow_mut();
-                batch.answer(count, |query, out| answer_udp(&mut table, query, out));
-            }
-            send_all(&mut batch, fd).await;
-            if count < crate::batch::BATCH {
-                break;
-            }
-            glommio::executor().yield_if_needed().await;
+        flowing = true;
+        {
+            let mut table = table.borrow_mut();
+            batch.answer(count, |query, out| answer_udp(&mut table, query, out));
+        }
+        send_all(&mut batch, fd).await;
+        if last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
+            glommio::executor().yield_now().await;
+            last_yield = std::time::Instant::now();
         }
     }
 }
