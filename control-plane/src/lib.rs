@@ -16,6 +16,7 @@ pub mod entry;
 pub mod model;
 pub mod settings;
 pub mod table;
+pub mod watch;
 
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
 pub use delta::{Change, CoreStatus, Delta, DeltaHub, DeltaReceiver, Snapshot, Update};

@@ -18,6 +18,35 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub manifests: Option<PathBuf>,
 
+    /// Kubeconfig for the cluster to serve. Without --manifests or --demo,
+    /// the cluster is found from this, $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account, in that order.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["demo", "manifests"])]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Serve only these namespaces (comma-separated), as CoreDNS's `namespaces`.
+    #[arg(long, value_name = "NS,...", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Serve only Services (and their EndpointSlices) matching this label
+    /// selector, as CoreDNS's `labels`.
+    #[arg(long, value_name = "SELECTOR")]
+    pub labels: Option<String>,
+
+    /// After this long without a complete first sync with the API server,
+    /// answer from what is known (with a warning); /ready waits for the sync.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub startup_timeout_ms: u64,
+
+    /// Where `/health` answers 200 while the process serves (CoreDNS's health plugin).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: SocketAddr,
+
+    /// Where `/ready` answers 200 once every core holds the first full sync,
+    /// and 503 before (CoreDNS's ready plugin).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8181")]
+    pub ready_addr: SocketAddr,
+
     /// Address to serve DNS on, over UDP and TCP. Repeat for several.
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:5353")]
     pub listen: Vec<SocketAddr>,

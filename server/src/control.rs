@@ -1,36 +1,62 @@
 //! The control plane: a tokio runtime on its own thread (never on a serving
-//! core) that owns the compiler and the delta hub, watches the source of
-//! objects, ships deltas to the cores and wakes them, and handles signals.
+//! core). It owns the compiler and the delta hub, follows the source of
+//! objects (the Kubernetes API, watched manifests, or the fixed demo), ships
+//! deltas to the cores and wakes them, serves `/health` and `/ready`, and
+//! handles signals.
 
 use crate::manifests::ManifestSet;
-use kubewire_control_plane::{Compiler, DeltaHub, ObjectChange};
+use kubewire_control_plane::watch::{WatchEvent, WatchOptions, spawn_watchers};
+use kubewire_control_plane::{Compiler, DeltaHub, Kind, ObjectChange};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Quiet time after a file event before reloading, so that an editor's
 /// several writes become one reload.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// Where the objects come from.
+#[derive(Debug)]
+pub enum Source {
+    /// Fixed objects, already compiled (the demo).
+    Fixed,
+    /// A watched manifest file or directory, with the objects loaded from it.
+    Manifests(PathBuf, ManifestSet),
+    /// The Kubernetes API.
+    Cluster {
+        /// How to reach it.
+        config: Box<kube::Config>,
+        /// What to watch.
+        options: WatchOptions,
+        /// After this, answer from what is known even before the first sync.
+        startup_timeout: Duration,
+    },
+}
+
 /// What the control plane owns.
 #[derive(Debug)]
 pub struct Control {
-    /// The compiler, with the initial state already compiled.
+    /// The compiler (with the initial state compiled, for fixed sources).
     pub compiler: Compiler,
     /// The hub, with every core subscribed.
     pub hub: DeltaHub,
     /// One waker per core.
     pub wakers: Vec<UnixStream>,
-    /// The manifest path to watch, with the objects loaded from it.
-    pub manifests: Option<(PathBuf, ManifestSet)>,
+    /// The source of objects.
+    pub source: Source,
     /// Set on shutdown.
     pub shutdown: Arc<AtomicBool>,
     /// For the startup log line.
     pub startup: Startup,
+    /// `/health` listens here, if set.
+    pub health_addr: Option<SocketAddr>,
+    /// `/ready` listens here, if set.
+    pub ready_addr: Option<SocketAddr>,
 }
 
 /// What the startup line reports besides object counts.
@@ -74,20 +100,72 @@ fn wake_all(wakers: &[UnixStream]) {
     }
 }
 
+/// Follows the first sync with the API server.
+#[derive(Debug, Default)]
+struct Sync {
+    /// Kinds whose first list has not completed.
+    pending: HashSet<Kind>,
+    /// The first full sync is in the compiler.
+    done: bool,
+    /// The revision that carried it.
+    revision: u64,
+    /// The last failure per kind, logged once until it changes or clears.
+    failures: HashMap<Kind, String>,
+    /// Skipped-object errors already logged.
+    skipped: HashSet<String>,
+}
+
 impl Control {
     async fn run(mut self) {
         use tokio::signal::unix::{SignalKind, signal};
-        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let _watcher = match &self.manifests {
-            Some((path, _)) => match watch(path, events_tx) {
-                Ok(watcher) => Some(watcher),
+        let started = Instant::now();
+        let ready = Arc::new(AtomicBool::new(false));
+        if let Some(addr) = self.health_addr {
+            tokio::spawn(serve_http(addr, "health", health_router()));
+        }
+        if let Some(addr) = self.ready_addr {
+            tokio::spawn(serve_http(addr, "ready", ready_router(Arc::clone(&ready))));
+        }
+
+        let (file_tx, mut file_events) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (watch_tx, mut watch_events) = tokio::sync::mpsc::unbounded_channel::<WatchEvent>();
+        let mut sync = Sync {
+            done: true,
+            ..Sync::default()
+        };
+        let mut startup_deadline = None;
+        let mut _watcher = None;
+        match &self.source {
+            Source::Fixed => {}
+            Source::Manifests(path, _) => match watch_files(path, file_tx) {
+                Ok(watcher) => _watcher = Some(watcher),
                 Err(error) => {
                     tracing::error!(path = %path.display(), %error, "cannot watch manifests; edits will not be picked up");
-                    None
                 }
             },
-            None => None,
-        };
+            Source::Cluster {
+                config,
+                options,
+                startup_timeout,
+            } => match crate::cluster::client((**config).clone()) {
+                Ok(client) => {
+                    sync = Sync {
+                        pending: spawn_watchers(&client, options, &watch_tx)
+                            .into_iter()
+                            .collect(),
+                        ..Sync::default()
+                    };
+                    startup_deadline = Some(tokio::time::Instant::now() + *startup_timeout);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot create the Kubernetes client; stopping");
+                    self.stop();
+                    return;
+                }
+            },
+        }
+        drop(watch_tx);
+
         let (Ok(mut terminate), Ok(mut interrupt)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -98,34 +176,113 @@ impl Control {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut announced = false;
         loop {
+            let deadline = startup_deadline;
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                Some(()) = events.recv() => {
+                Some(()) = file_events.recv() => {
                     // Debounce: wait for the writes to settle, then reload once.
                     loop {
                         tokio::time::sleep(DEBOUNCE).await;
-                        if events.try_recv().is_err() { break; }
-                        while events.try_recv().is_ok() {}
+                        if file_events.try_recv().is_err() { break; }
+                        while file_events.try_recv().is_ok() {}
                     }
                     self.reload_manifests();
+                }
+                Some(event) = watch_events.recv() => {
+                    // Take everything waiting, so a relist is compiled once.
+                    let mut batch = vec![event];
+                    while let Ok(more) = watch_events.try_recv() {
+                        batch.push(more);
+                    }
+                    self.apply_watch_events(batch, &mut sync, started);
+                }
+                _ = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } else { std::future::pending::<()>().await } } => {
+                    startup_deadline = None;
+                    if !sync.done {
+                        tracing::warn!(
+                            waiting_for = ?sync.pending,
+                            "initial sync with the API server not complete after the startup timeout; \
+                             answering from what is known (names not yet seen get NXDOMAIN); /ready stays 503 until it completes"
+                        );
+                        self.compiler.mark_synced();
+                        self.publish();
+                    }
                 }
                 _ = tick.tick() => {
                     if self.hub.resets_pending() {
                         self.hub.retry_resets(&self.compiler);
                         wake_all(&self.wakers);
                     }
-                    if !announced && self.hub.all_applied(self.compiler.revision()) {
-                        announced = true;
+                    if !ready.load(Ordering::Relaxed) && sync.done && self.hub.all_applied(sync.revision) {
+                        ready.store(true, Ordering::Release);
                         self.announce();
-                        tick = tokio::time::interval(Duration::from_millis(100));
                     }
                 }
             }
         }
+        ready.store(false, Ordering::Release);
         self.stop();
+    }
+
+    fn apply_watch_events(&mut self, batch: Vec<WatchEvent>, sync: &mut Sync, started: Instant) {
+        for event in batch {
+            let kind = match &event {
+                WatchEvent::Change(change) => Some(match change {
+                    ObjectChange::Upsert(object) => object.kind(),
+                    ObjectChange::Remove(kind, _) | ObjectChange::Reset(kind, _) => *kind,
+                }),
+                WatchEvent::Listed(kind) => Some(*kind),
+                _ => None,
+            };
+            if let Some(kind) = kind
+                && let Some(error) = sync.failures.remove(&kind)
+            {
+                tracing::info!(?kind, previous_error = %error, "watch recovered");
+            }
+            match event {
+                WatchEvent::Change(change) => self.compiler.apply(change),
+                WatchEvent::Listed(kind) => {
+                    sync.pending.remove(&kind);
+                }
+                WatchEvent::Failed { kind, error } => {
+                    if sync.failures.get(&kind) != Some(&error) {
+                        tracing::warn!(?kind, %error, "watch failed; retrying with backoff while the last good state keeps serving");
+                        sync.failures.insert(kind, error);
+                    }
+                }
+                WatchEvent::Skipped { kind, error } => {
+                    if sync.skipped.len() < 10_000 && sync.skipped.insert(error.clone()) {
+                        tracing::warn!(?kind, %error, "object skipped");
+                    }
+                }
+            }
+        }
+        let first_sync = !sync.done && sync.pending.is_empty();
+        if first_sync {
+            self.compiler.mark_synced();
+        }
+        self.publish();
+        if first_sync {
+            sync.done = true;
+            sync.revision = self.compiler.revision();
+            let counts = self.compiler.object_counts();
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                services = counts.services,
+                endpointslices = counts.slices,
+                pods = counts.pods,
+                "initial sync with the API server complete"
+            );
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Some(delta) = self.compiler.take_delta() {
+            self.hub.publish(delta, &self.compiler);
+            wake_all(&self.wakers);
+        }
     }
 
     fn stop(&self) {
@@ -151,7 +308,7 @@ impl Control {
     }
 
     fn reload_manifests(&mut self) {
-        let Some((path, set)) = &mut self.manifests else {
+        let Source::Manifests(path, set) = &mut self.source else {
             return;
         };
         match set.reload(path) {
@@ -177,9 +334,44 @@ impl Control {
     }
 }
 
+fn health_router() -> axum::Router {
+    axum::Router::new().route("/health", axum::routing::get(|| async { "OK" }))
+}
+
+fn ready_router(ready: Arc<AtomicBool>) -> axum::Router {
+    axum::Router::new().route(
+        "/ready",
+        axum::routing::get(move || {
+            let ready = Arc::clone(&ready);
+            async move {
+                if ready.load(Ordering::Acquire) {
+                    (axum::http::StatusCode::OK, "OK")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }
+        }),
+    )
+}
+
+async fn serve_http(addr: SocketAddr, what: &'static str, router: axum::Router) {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %bound, "{what} endpoint listening");
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "{what} endpoint failed; DNS keeps serving");
+            }
+        }
+        Err(error) => {
+            tracing::error!(%addr, %error, "cannot listen for the {what} endpoint; DNS keeps serving, choose another address");
+        }
+    }
+}
+
 /// Watches a manifest file (through its directory, so that replaced files
 /// and ConfigMap symlink swaps are seen) or a directory.
-fn watch(
+fn watch_files(
     path: &std::path::Path,
     events: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
@@ -204,16 +396,10 @@ fn watch(
     let watched = if is_dir {
         path.to_path_buf()
     } else {
-        path.parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    std::path::Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(path)
-            .to_path_buf()
+        match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
     };
     watcher.watch(&watched, RecursiveMode::NonRecursive)?;
     Ok(watcher)

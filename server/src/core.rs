@@ -181,7 +181,11 @@ async fn serve_udp_batched(socket: UdpSocket, table: Table, exclusive: bool) {
         }
         // Sleeping in the kernel blocks the core's other tasks, so only a
         // core's only UDP socket does it; others poll.
-        let received = if exclusive { batch.receive_waiting(fd) } else { batch.receive(fd) };
+        let received = if exclusive {
+            batch.receive_waiting(fd)
+        } else {
+            batch.receive(fd)
+        };
         let count = match received {
             Ok(count) => count,
             Err(error) => {

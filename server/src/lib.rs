@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod core;
 pub mod manifests;
@@ -10,7 +11,9 @@ pub mod preflight;
 
 use anyhow::{Context, bail};
 use cli::Args;
-use kubewire_control_plane::{Compiler, DeltaHub, ObjectChange, Settings};
+use control::Source;
+use kubewire_control_plane::watch::WatchOptions;
+use kubewire_control_plane::{Compiler, DeltaHub, ObjectChange, PodMode, Settings};
 use kubewire_wire::NameBuf;
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use std::os::fd::IntoRawFd;
@@ -41,10 +44,10 @@ pub fn settings(args: &Args) -> anyhow::Result<Settings> {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // The objects first: a bad manifest stops us before anything starts.
-    let (objects, manifests, source) = if args.demo {
+    // The source first: a bad manifest or no cluster stops us before anything starts.
+    let (objects, source, source_text) = if args.demo {
         let objects = parse_manifest(Path::new("<embedded demo>"), DEMO_MANIFEST)?;
-        (objects, None, "embedded demo cluster".to_string())
+        (objects, Source::Fixed, "embedded demo cluster".to_string())
     } else if let Some(path) = &args.manifests {
         let mut set = ManifestSet::default();
         let errors = set.reload(path)?;
@@ -58,14 +61,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         (
             objects,
-            Some((path.clone(), set)),
+            Source::Manifests(path.clone(), set),
             format!("manifests {}", path.display()),
         )
     } else {
-        bail!(
-            "no source of cluster objects: pass --manifests PATH, or --demo for the embedded sample cluster \
-             (serving a live cluster through the Kubernetes API comes in a later version)"
-        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let found = runtime.block_on(cluster::find(args.kubeconfig.as_deref()))?;
+        let options = WatchOptions {
+            pods: args.pods == PodMode::Verified,
+            namespaces: (!args.namespaces.is_empty()).then(|| args.namespaces.clone()),
+            labels: args.labels.clone(),
+        };
+        let text = format!("{} ({})", found.origin, found.config.cluster_url);
+        let source = Source::Cluster {
+            config: Box::new(found.config),
+            options,
+            startup_timeout: std::time::Duration::from_millis(args.startup_timeout_ms),
+        };
+        (Vec::new(), source, text)
     };
 
     let allowed = preflight::allowed_cpus();
@@ -80,7 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for object in objects {
         compiler.apply(ObjectChange::Upsert(object));
     }
-    compiler.mark_synced();
+    // A fixed source is whole from the start; the API's first sync comes later.
+    if !matches!(source, Source::Cluster { .. }) {
+        compiler.mark_synced();
+    }
     compiler.take_delta();
 
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -124,15 +142,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cpus,
         listen: args.listen.clone(),
         zones: args.zones.clone(),
-        source,
+        source: source_text,
     };
     let control = control::spawn(control::Control {
         compiler,
         hub,
         wakers,
-        manifests,
+        source,
         shutdown: Arc::clone(&shutdown),
         startup,
+        health_addr: Some(args.health_addr),
+        ready_addr: Some(args.ready_addr),
     })
     .context("starting the control plane thread")?;
 

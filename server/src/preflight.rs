@@ -229,7 +229,9 @@ pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
     let _ = socket.set_send_buffer_size(4 << 20);
     // Bounds how long a core sleeps in recvmmsg once traffic stops (see core.rs).
     socket
-        .set_read_timeout(Some(std::time::Duration::from_millis(crate::core::UDP_FLOWING_WAIT_MS)))
+        .set_read_timeout(Some(std::time::Duration::from_millis(
+            crate::core::UDP_FLOWING_WAIT_MS,
+        )))
         .map_err(bind)?;
     socket.bind(&addr.into()).map_err(bind)?;
     Ok(socket.into_raw_fd())

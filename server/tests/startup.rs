@@ -21,10 +21,33 @@ fn addr() -> std::net::SocketAddr {
 
 #[test]
 fn startup_errors_name_the_cause_and_the_fix() {
-    fails_with(
+    // No cluster anywhere: the error lists what was tried.
+    let home = std::env::temp_dir().join(format!("kubewire-home-{}", free_port()));
+    std::fs::create_dir_all(&home).unwrap();
+    let server = Server::spawn_with_env(
         &[],
         addr(),
-        "no source of cluster objects: pass --manifests PATH, or --demo",
+        &[
+            ("HOME", Some(home.to_str().unwrap())),
+            ("KUBECONFIG", None),
+            ("KUBERNETES_SERVICE_HOST", None),
+        ],
+    );
+    let (status, log) = server.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        log.contains("no Kubernetes cluster found. Tried: $KUBECONFIG (unset); ~/.kube/config"),
+        "{log}"
+    );
+    assert!(log.contains("in-cluster service account"), "{log}");
+    assert!(log.contains("--kubeconfig PATH"), "{log}");
+    // A bad kubeconfig.
+    let bad = home.join("bad-kubeconfig");
+    std::fs::write(&bad, "this: [is not a kubeconfig\n").unwrap();
+    fails_with(
+        &["--kubeconfig", bad.to_str().unwrap()],
+        addr(),
+        &format!("--kubeconfig {}:", bad.display()),
     );
     fails_with(
         &["--manifests", "/nonexistent/kubewire"],

@@ -37,12 +37,17 @@ fn main() {
     let mut bufs = vec![[0u8; BUF]; BATCH];
     // SAFETY: zeroed libc structs are valid; pointers set below stay valid
     // for the life of the loop.
-    let mut peers: Vec<libc::sockaddr_storage> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut peers: Vec<libc::sockaddr_storage> =
+        (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
     let mut iovs: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    let mut headers: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut headers: Vec<libc::mmsghdr> =
+        (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
     loop {
         for i in 0..BATCH {
-            iovs[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: BUF };
+            iovs[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr().cast(),
+                iov_len: BUF,
+            };
             let h = &mut headers[i].msg_hdr;
             h.msg_name = (&mut peers[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -51,7 +56,13 @@ fn main() {
         }
         // SAFETY: headers point at buffers owned above.
         let count = unsafe {
-            libc::recvmmsg(fd, headers.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if count <= 0 {
             continue;
@@ -67,7 +78,9 @@ fn main() {
         let mut sent = 0;
         while sent < count {
             // SAFETY: as above; the headers now describe the replies.
-            let n = unsafe { libc::sendmmsg(fd, headers[sent..].as_mut_ptr(), (count - sent) as u32, 0) };
+            let n = unsafe {
+                libc::sendmmsg(fd, headers[sent..].as_mut_ptr(), (count - sent) as u32, 0)
+            };
             if n <= 0 {
                 break;
             }

@@ -17,6 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+/// The startup line, logged once every core holds the first full state.
+pub const READY_LINE: &str = " ready cores=";
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
@@ -42,16 +45,35 @@ impl Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut server = Server::spawn(args, addr);
-        server.wait_for_log("ready", Duration::from_secs(20));
+        server.wait_for_log(READY_LINE, Duration::from_secs(20));
         server
     }
 
     /// Starts kubewire without waiting for anything.
     pub fn spawn(args: &[&str], addr: SocketAddr) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kubewire"))
+        Server::spawn_with_env(args, addr, &[])
+    }
+
+    /// Starts kubewire with extra environment variables (`None` removes one).
+    pub fn spawn_with_env(args: &[&str], addr: SocketAddr, env: &[(&str, Option<&str>)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kubewire"));
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let mut child = command
             .args(args)
             .arg("--listen")
             .arg(addr.to_string())
+            // Health endpoints on free ports, reported in the log.
+            .args([
+                "--health-addr",
+                "127.0.0.1:0",
+                "--ready-addr",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -123,6 +145,22 @@ impl Server {
         unsafe {
             libc::kill(self.child.id() as i32, signal);
         }
+    }
+
+    /// The address an HTTP endpoint (`"health"` or `"ready"`) listens on,
+    /// from its log line.
+    pub fn http_addr(&mut self, what: &str) -> SocketAddr {
+        let line = self.wait_for_log(
+            &format!("{what} endpoint listening"),
+            Duration::from_secs(10),
+        );
+        let at = line.find("addr=").expect("addr field") + 5;
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn udp(&self, name: &str, qtype: RecordType) -> Message {
@@ -220,4 +258,24 @@ pub fn answers(message: &Message) -> Vec<String> {
         .collect();
     list.sort();
     list
+}
+
+/// GET a path over plain HTTP/1.1; returns the status code.
+pub fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: kubewire\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }

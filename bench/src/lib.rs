@@ -1,0 +1,4 @@
+//! kubewire's benchmark and test tools: the fake Kubernetes API server (and,
+//! as binaries, the null responder and the load generator).
+
+pub mod fake_api;

@@ -1,0 +1,203 @@
+//! Watching the Kubernetes API with kube-rs.
+//!
+//! One watcher per kind runs as a task on the control plane's tokio runtime.
+//! Each turns its stream into the same vocabulary as every other source:
+//! the initial list (`Init` … `InitDone`) becomes one `Reset` of that kind,
+//! applied as a diff, and later events become `Upsert` and `Remove`.
+//! Objects become the compact model as they arrive.
+//!
+//! Failures never stop a watcher: kube's watcher retries with backoff,
+//! re-watches from the last resourceVersion, and relists after `410 Gone`.
+//! Meanwhile the last good state keeps serving.
+
+use crate::compiler::ObjectChange;
+use crate::model::{
+    Kind, ModelError, Object, ObjectKey, PodModel, ServiceModel, SliceModel, namespace_from_api,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Pods that no longer hold their IP are never listed (as CoreDNS).
+pub const POD_FIELD_SELECTOR: &str =
+    "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
+
+/// What to watch.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOptions {
+    /// Watch Pods (only `verified` pod mode needs them).
+    pub pods: bool,
+    /// Serve only these namespaces (`None`: all), as CoreDNS's `namespaces`.
+    pub namespaces: Option<Vec<String>>,
+    /// Serve only Services (and their EndpointSlices) matching this label
+    /// selector, as CoreDNS's `labels`.
+    pub labels: Option<String>,
+}
+
+/// What a watcher reports to the control plane.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// A change to apply.
+    Change(ObjectChange),
+    /// The kind's initial list (or a relist) is complete.
+    Listed(Kind),
+    /// The watch failed; it retries with backoff. Sent each time; the
+    /// receiver logs only changes of reason.
+    Failed {
+        /// Which watcher.
+        kind: Kind,
+        /// Why, from kube.
+        error: String,
+    },
+    /// An object that cannot be used was skipped.
+    Skipped {
+        /// Its kind.
+        kind: Kind,
+        /// What is wrong.
+        error: String,
+    },
+}
+
+type Sender = tokio::sync::mpsc::UnboundedSender<WatchEvent>;
+
+/// Starts one watcher task per kind on the current tokio runtime and
+/// returns the kinds watched; the initial sync is complete once each has
+/// sent [`WatchEvent::Listed`].
+pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) -> Vec<Kind> {
+    let namespaces: Option<Arc<HashSet<String>>> = options
+        .namespaces
+        .as_ref()
+        .map(|list| Arc::new(list.iter().cloned().collect()));
+    let labelled = || {
+        let config = watcher::Config::default();
+        match &options.labels {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    };
+    let mut kinds = vec![Kind::Service, Kind::Slice, Kind::Namespace];
+    tokio::spawn(run(
+        Api::<Service>::all(client.clone()),
+        labelled(),
+        Kind::Service,
+        |s| ServiceModel::from_api(s).map(Object::Service),
+        namespaces.clone(),
+        events.clone(),
+    ));
+    tokio::spawn(run(
+        Api::<EndpointSlice>::all(client.clone()),
+        labelled(),
+        Kind::Slice,
+        |s| SliceModel::from_api(s).map(Object::Slice),
+        namespaces.clone(),
+        events.clone(),
+    ));
+    tokio::spawn(run(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        Kind::Namespace,
+        |n| namespace_from_api(n).map(Object::Namespace),
+        namespaces.clone(),
+        events.clone(),
+    ));
+    if options.pods {
+        kinds.push(Kind::Pod);
+        tokio::spawn(run(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields(POD_FIELD_SELECTOR),
+            Kind::Pod,
+            |p| PodModel::from_api(p).map(Object::Pod),
+            namespaces,
+            events.clone(),
+        ));
+    }
+    kinds
+}
+
+/// Whether an object is in a served namespace.
+fn served(object: &Object, namespaces: Option<&HashSet<String>>) -> bool {
+    let Some(namespaces) = namespaces else {
+        return true;
+    };
+    match object {
+        Object::Namespace(name) => namespaces.contains(name),
+        other => namespaces.contains(&other.key().namespace),
+    }
+}
+
+fn key_of<K: kube::Resource>(kind: Kind, object: &K) -> ObjectKey {
+    let meta = object.meta();
+    let name = meta.name.clone().unwrap_or_default();
+    match kind {
+        Kind::Namespace => ObjectKey::new("", name),
+        _ => ObjectKey::new(meta.namespace.clone().unwrap_or_default(), name),
+    }
+}
+
+async fn run<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    convert: fn(&K) -> Result<Object, ModelError>,
+    namespaces: Option<Arc<HashSet<String>>>,
+    events: Sender,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut listing: Vec<Object> = Vec::new();
+    let namespaces = namespaces.as_deref();
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(watcher::Event::Init) => {
+                listing.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                match convert(&object) {
+                    Ok(object) if served(&object, namespaces) => listing.push(object),
+                    Ok(_) => {}
+                    Err(error) => {
+                        let _ = events.send(WatchEvent::Skipped {
+                            kind,
+                            error: error.to_string(),
+                        });
+                    }
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
+                    kind,
+                    std::mem::take(&mut listing),
+                )));
+                WatchEvent::Listed(kind)
+            }
+            Ok(watcher::Event::Apply(object)) => match convert(&object) {
+                Ok(object) if served(&object, namespaces) => {
+                    WatchEvent::Change(ObjectChange::Upsert(object))
+                }
+                // Moved out of what we serve (its labels changed, say).
+                Ok(object) => WatchEvent::Change(ObjectChange::Remove(kind, object.key())),
+                Err(error) => WatchEvent::Skipped {
+                    kind,
+                    error: error.to_string(),
+                },
+            },
+            Ok(watcher::Event::Delete(object)) => {
+                WatchEvent::Change(ObjectChange::Remove(kind, key_of(kind, &object)))
+            }
+            Err(error) => WatchEvent::Failed {
+                kind,
+                error: error.to_string(),
+            },
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! End to end against a fake Kubernetes API server that speaks the real
+//! list/watch protocol over HTTP: the real kube client and watchers in the
+//! real binary, with every scenario asserted through DNS queries.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use hickory_proto::rr::RecordType;
+use kubewire_bench::fake_api::{FakeApi, endpoint_slice, namespace, service};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kubewire-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn start_against(api: &FakeApi, extra: &[&str]) -> Server {
+    let dir = tempdir("kubeconfig");
+    let kubeconfig = api.write_kubeconfig(&dir).unwrap();
+    let mut args = vec!["--kubeconfig", kubeconfig.to_str().unwrap(), "--cores", "2"];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::spawn(&args, format!("127.0.0.1:{}", free_port()).parse().unwrap())
+}
+
+fn a_records(server: &Server, name: &str) -> (u16, Vec<String>) {
+    let reply = server.udp(name, RecordType::A);
+    (rcode(&reply), answers(&reply))
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn initial_sync_of_1000_services_and_readiness() {
+    let api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply_all((0..1000).map(|i| {
+        service(
+            "default",
+            &format!("svc-{i}"),
+            &format!("10.97.{}.{}", i / 250, i % 250 + 1),
+            &[("http", 80)],
+        )
+    }));
+    api.hold_lists(true);
+    let mut server = start_against(&api, &[]);
+    let ready = server.http_addr("ready");
+    let health = server.http_addr("health");
+    assert_eq!(http_status(health, "/health"), 200);
+    // Before the first sync: not ready, and a name that would be NXDOMAIN is SERVFAIL.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_status(ready, "/ready"), 503);
+    assert_eq!(
+        a_records(&server, "svc-1.default.svc.cluster.local").0,
+        2,
+        "SERVFAIL before the first sync"
+    );
+
+    api.hold_lists(false);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    assert_eq!(http_status(ready, "/ready"), 200);
+    assert!(
+        api.lists_served() >= 3 && api.lists_served() < 20,
+        "paginated lists: {}",
+        api.lists_served()
+    );
+    for i in (0..1000).step_by(37) {
+        let want = format!(
+            "svc-{i}.default.svc.cluster.local. A 10.97.{}.{}",
+            i / 250,
+            i % 250 + 1
+        );
+        assert_eq!(
+            a_records(&server, &format!("svc-{i}.default.svc.cluster.local")),
+            (0, vec![want])
+        );
+    }
+    assert_eq!(
+        a_records(&server, "nope.default.svc.cluster.local").0,
+        3,
+        "NXDOMAIN after the sync"
+    );
+}
+
+#[test]
+fn adds_updates_and_deletes_are_served() {
+    let api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "web", "None", &[("http", 80)]));
+    api.apply(endpoint_slice(
+        "default",
+        "web-a",
+        "web",
+        &[
+            ("10.1.0.1", true, Some("web-0")),
+            ("10.1.0.2", true, Some("web-1")),
+        ],
+    ));
+    let mut server = start_against(&api, &[]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    let web = "web.default.svc.cluster.local";
+    assert_eq!(
+        a_records(&server, web).1,
+        [format!("{web}. A 10.1.0.1"), format!("{web}. A 10.1.0.2")]
+    );
+
+    // An endpoint turns not ready: gone from the set and its name.
+    api.apply(endpoint_slice(
+        "default",
+        "web-a",
+        "web",
+        &[
+            ("10.1.0.1", true, Some("web-0")),
+            ("10.1.0.2", false, Some("web-1")),
+        ],
+    ));
+    eventually("web-1 to leave", || {
+        a_records(&server, web).1 == [format!("{web}. A 10.1.0.1")]
+    });
+    assert_eq!(
+        a_records(&server, "web-1.web.default.svc.cluster.local").0,
+        3
+    );
+    // A second slice adds an endpoint.
+    api.apply(endpoint_slice(
+        "default",
+        "web-b",
+        "web",
+        &[("10.1.0.3", true, None)],
+    ));
+    eventually("the new slice", || a_records(&server, web).1.len() == 2);
+    // A new service, then an update of its address, then its deletion.
+    api.apply(service("default", "api", "10.96.7.7", &[("grpc", 9090)]));
+    eventually("api added", || {
+        a_records(&server, "api.default.svc.cluster.local").1
+            == ["api.default.svc.cluster.local. A 10.96.7.7"]
+    });
+    api.apply(service("default", "api", "10.96.7.8", &[("grpc", 9090)]));
+    eventually("api updated", || {
+        a_records(&server, "api.default.svc.cluster.local").1
+            == ["api.default.svc.cluster.local. A 10.96.7.8"]
+    });
+    api.delete("Service", "default", "api");
+    eventually("api deleted", || {
+        a_records(&server, "api.default.svc.cluster.local").0 == 3
+    });
+    // Deleting the slice empties the headless set down to web-b.
+    api.delete("EndpointSlice", "default", "web-a");
+    eventually("web-a gone", || {
+        a_records(&server, web).1 == [format!("{web}. A 10.1.0.3")]
+    });
+}
+
+/// Queries a stable name nonstop from a thread; counts answers that are not
+/// exactly right (any RCODE but NOERROR, or other records) and losses.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    wrong: Arc<AtomicU64>,
+    asked: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(addr: std::net::SocketAddr, name: &'static str, want: Vec<String>) -> Prober {
+        let (stop, wrong, asked) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, w, a) = (Arc::clone(&stop), Arc::clone(&wrong), Arc::clone(&asked));
+        let handle = std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !s.load(Ordering::Relaxed) {
+                let query = build_query(name, RecordType::A, None);
+                let ok = udp_exchange(&socket, addr, &query)
+                    .and_then(|bytes| hickory_proto::op::Message::from_vec(&bytes).ok())
+                    .is_some_and(|m| rcode(&m) == 0 && answers(&m) == want);
+                if !ok {
+                    w.fetch_add(1, Ordering::Relaxed);
+                }
+                a.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Prober {
+            stop,
+            wrong,
+            asked,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            handle.join().unwrap();
+        }
+        (
+            self.asked.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn the_api_server_dies_and_comes_back() {
+    let mut api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "stable", "10.96.8.1", &[]));
+    let mut server = start_against(&api, &[]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    let prober = Prober::start(
+        server.addr,
+        "stable.default.svc.cluster.local",
+        vec!["stable.default.svc.cluster.local. A 10.96.8.1".into()],
+    );
+
+    api.stop();
+    server.wait_for_log("watch failed", Duration::from_secs(10));
+    // Changes made while kubewire cannot see them.
+    api.apply(service("default", "newcomer", "10.96.8.2", &[]));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a_records(&server, "newcomer.default.svc.cluster.local").0,
+        3,
+        "not seen yet"
+    );
+    api.restart().unwrap();
+    eventually("the change made meanwhile", || {
+        a_records(&server, "newcomer.default.svc.cluster.local").1
+            == ["newcomer.default.svc.cluster.local. A 10.96.8.2"]
+    });
+    server.wait_for_log("watch recovered", Duration::from_secs(10));
+    let (asked, wrong) = prober.finish();
+    assert!(asked > 50, "asked {asked}");
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of {asked} answers for a stable service were wrong"
+    );
+    // Each failure is logged once per reason, not once per retry.
+    let failures = server
+        .seen
+        .iter()
+        .filter(|l| l.contains("watch failed"))
+        .count();
+    assert!(failures <= 8, "{failures} failure lines");
+}
+
+#[test]
+fn a_forced_relist_never_gives_a_wrong_answer() {
+    let api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "stable", "10.96.9.1", &[]));
+    api.apply(service("default", "doomed", "10.96.9.2", &[]));
+    let mut server = start_against(&api, &[]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    let prober = Prober::start(
+        server.addr,
+        "stable.default.svc.cluster.local",
+        vec!["stable.default.svc.cluster.local. A 10.96.9.1".into()],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let lists_before = api.lists_served();
+    // Forget history: open watches get 410 Gone inside their 200 stream.
+    api.delete("Service", "default", "doomed");
+    api.expire_history();
+    eventually("a relist", || api.lists_served() > lists_before);
+    eventually("the deletion seen through the relist", || {
+        a_records(&server, "doomed.default.svc.cluster.local").0 == 3
+    });
+    api.bookmark();
+    std::thread::sleep(Duration::from_millis(300));
+    let (asked, wrong) = prober.finish();
+    assert!(asked > 50, "asked {asked}");
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of {asked} answers were wrong during the relist"
+    );
+}
+
+#[test]
+fn no_api_server_at_start() {
+    let mut api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "late", "10.96.10.1", &[]));
+    api.stop();
+    let mut server = start_against(&api, &["--startup-timeout-ms", "60000"]);
+    let ready = server.http_addr("ready");
+    let line = server.wait_for_log("watch failed", Duration::from_secs(10));
+    assert!(line.contains("retrying with backoff"), "{line}");
+    assert_eq!(http_status(ready, "/ready"), 503);
+    assert_eq!(
+        a_records(&server, "late.default.svc.cluster.local").0,
+        2,
+        "SERVFAIL while never synced"
+    );
+    api.restart().unwrap();
+    server.wait_for_log(READY_LINE, Duration::from_secs(40));
+    assert_eq!(http_status(ready, "/ready"), 200);
+    assert_eq!(
+        a_records(&server, "late.default.svc.cluster.local").1,
+        ["late.default.svc.cluster.local. A 10.96.10.1"]
+    );
+}
+
+#[test]
+fn namespace_and_label_filters() {
+    let api = FakeApi::start().unwrap();
+    for ns in ["a", "b"] {
+        api.apply(namespace(ns));
+    }
+    let mut labelled = service("a", "one", "10.96.11.1", &[]);
+    labelled["metadata"]["labels"] = serde_json::json!({"dns": "yes"});
+    api.apply(labelled);
+    api.apply(service("a", "two", "10.96.11.2", &[]));
+    let mut other = service("b", "three", "10.96.11.3", &[]);
+    other["metadata"]["labels"] = serde_json::json!({"dns": "yes"});
+    api.apply(other);
+    let mut server = start_against(&api, &["--namespaces", "a", "--labels", "dns=yes"]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    assert_eq!(a_records(&server, "one.a.svc.cluster.local").0, 0);
+    assert_eq!(
+        a_records(&server, "two.a.svc.cluster.local").0,
+        3,
+        "label selector"
+    );
+    assert_eq!(
+        a_records(&server, "three.b.svc.cluster.local").0,
+        3,
+        "namespace filter"
+    );
+}
