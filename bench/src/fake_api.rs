@@ -481,28 +481,33 @@ async fn handle(
         .get("limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
-    let offset: usize = params
-        .get("continue")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    // The continue token is the last key sent: each page costs its own size.
+    let after = params.get("continue").cloned();
     let mut state = lock(&shared);
     state.lists_served += 1;
     let rv = state.resource_version;
-    let items: Vec<Value> = state
-        .collections
-        .get(collection_path)
-        .map_or_else(Vec::new, |c| {
-            c.objects
-                .values()
-                .filter(|o| matches(o, labels, fields))
-                .cloned()
-                .collect()
-        });
-    let page: Vec<Value> = items.iter().skip(offset).take(limit).cloned().collect();
-    let next = offset + page.len();
+    let mut page: Vec<Value> = Vec::new();
+    let mut last_key = None;
+    let mut more = false;
+    if let Some(collection) = state.collections.get(collection_path) {
+        let range = match &after {
+            Some(key) => collection
+                .objects
+                .range::<String, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
+            None => collection.objects.range::<String, _>(..),
+        };
+        for (key, object) in range.filter(|(_, o)| matches(o, labels, fields)) {
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(object.clone());
+            last_key = Some(key.clone());
+        }
+    }
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if next < items.len() {
-        metadata["continue"] = json!(next.to_string());
+    if more && let Some(key) = last_key {
+        metadata["continue"] = json!(key);
     }
     Ok(full(
         StatusCode::OK,

@@ -2,3 +2,4 @@
 //! as binaries, the null responder and the load generator).
 
 pub mod fake_api;
+pub mod probe;

@@ -2,8 +2,9 @@
 //!
 //! One watcher per kind runs as a task on the control plane's tokio runtime.
 //! Each turns its stream into the same vocabulary as every other source:
-//! the initial list (`Init` … `InitDone`) becomes one `Reset` of that kind,
-//! applied as a diff, and later events become `Upsert` and `Remove`.
+//! objects of the initial list (`Init` … `InitDone`) are upserted as they
+//! arrive and the list ends in one `Reset` of that kind, applied as a diff;
+//! later events become `Upsert` and `Remove`.
 //! Objects become the compact model as they arrive.
 //!
 //! Failures never stop a watcher: kube's watcher retries with backoff,
@@ -157,19 +158,20 @@ async fn run<K>(
                 listing.clear();
                 continue;
             }
-            Ok(watcher::Event::InitApply(object)) => {
-                match convert(&object) {
-                    Ok(object) if served(&object, namespaces) => listing.push(object),
-                    Ok(_) => {}
-                    Err(error) => {
-                        let _ = events.send(WatchEvent::Skipped {
-                            kind,
-                            error: error.to_string(),
-                        });
-                    }
+            Ok(watcher::Event::InitApply(object)) => match convert(&object) {
+                // Applied as it arrives, so compiling overlaps with the rest
+                // of the list; the Reset at the end removes what was not
+                // listed. Names that stay never disappear in between.
+                Ok(object) if served(&object, namespaces) => {
+                    listing.push(object.clone());
+                    WatchEvent::Change(ObjectChange::Upsert(object))
                 }
-                continue;
-            }
+                Ok(_) => continue,
+                Err(error) => WatchEvent::Skipped {
+                    kind,
+                    error: error.to_string(),
+                },
+            },
             Ok(watcher::Event::InitDone) => {
                 let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
                     kind,

@@ -218,6 +218,9 @@ impl Control {
                     if !ready.load(Ordering::Relaxed) && sync.done && self.hub.all_applied(sync.revision) {
                         ready.store(true, Ordering::Release);
                         self.announce();
+                        // Ready: only retries of Resets are left for the tick.
+                        tick = tokio::time::interval(Duration::from_millis(100));
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                 }
             }

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// glommio's preemption period, in milliseconds (its default is 100).
+const PREEMPT_MS: u64 = 5;
+
 /// TCP limits, per core.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpLimits {
@@ -69,6 +72,10 @@ pub fn spawn(setup: CoreSetup) -> glommio::Result<glommio::ExecutorJoinHandle<()
         // and no DMA file I/O happens here.
         .io_memory(64 << 10)
         .ring_depth(256)
+        // While UDP traffic flows the executor rarely goes idle, and glommio
+        // reaps other tasks' I/O (TCP, the wake-up socket) at preemption: this
+        // bounds how long they can wait.
+        .preempt_timer(Duration::from_millis(PREEMPT_MS))
         .spawn(move || run(setup))
 }
 
@@ -79,17 +86,21 @@ type Scratch = Rc<RefCell<Vec<u8>>>;
 
 async fn run(setup: CoreSetup) {
     let table: Table = Rc::new(RefCell::new(AnswerTable::new()));
-    apply_updates(&setup.updates, &table);
+    let updates = Rc::new(setup.updates);
+    apply_updates(&updates, &table);
 
     let exclusive = setup.udp_fds.len() == 1;
     for &fd in &setup.udp_fds {
         // SAFETY: the fd is a bound UDP socket created for this core alone.
         let socket = unsafe { UdpSocket::from_raw_fd(fd) };
         match setup.udp_io {
-            UdpIo::Batched => {
-                glommio::spawn_local(serve_udp_batched(socket, Rc::clone(&table), exclusive))
-                    .detach()
-            }
+            UdpIo::Batched => glommio::spawn_local(serve_udp_batched(
+                socket,
+                Rc::clone(&table),
+                exclusive,
+                Rc::clone(&updates),
+            ))
+            .detach(),
             UdpIo::Glommio => {
                 glommio::spawn_local(serve_udp_glommio(socket, Rc::clone(&table))).detach()
             }
@@ -114,7 +125,7 @@ async fn run(setup: CoreSetup) {
     let mut wake = unsafe { UnixStream::from_raw_fd(setup.wake_fd) };
     let mut buf = [0u8; 64];
     loop {
-        apply_updates(&setup.updates, &table);
+        apply_updates(&updates, &table);
         if setup.shutdown.load(Ordering::Acquire) {
             break;
         }
@@ -164,7 +175,12 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 /// receive and one send system call per batch. When the socket has been
 /// quiet for [`UDP_FLOWING_WAIT_MS`], it parks on glommio's reactor instead,
 /// so an idle core costs nothing and its other tasks run at once.
-async fn serve_udp_batched(socket: UdpSocket, table: Table, exclusive: bool) {
+async fn serve_udp_batched(
+    socket: UdpSocket,
+    table: Table,
+    exclusive: bool,
+    updates: Rc<DeltaReceiver>,
+) {
     let fd = socket.as_raw_fd();
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
@@ -205,6 +221,9 @@ async fn serve_udp_batched(socket: UdpSocket, table: Table, exclusive: bool) {
         }
         send_all(&mut batch, fd).await;
         if last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
+            // Updates are applied here too: while traffic flows the root
+            // task's wake-up may not be reaped until the next preemption.
+            apply_updates(&updates, &table);
             glommio::executor().yield_now().await;
             last_yield = std::time::Instant::now();
         }
