@@ -155,18 +155,24 @@ struct Fixup {
     suffix_len: u8,
 }
 
-/// The encoded tail of a reply, ready to copy.
+/// Bytes a fixup takes at the end of [`PreparedAnswer`]'s buffer.
+const FIXUP_LEN: usize = 3;
+
+/// The encoded tail of a reply, ready to copy. Kept small (32 bytes plus one
+/// allocation): a cluster has hundreds of thousands of these.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PreparedAnswer {
     rcode: Rcode,
-    authoritative: bool,
     /// Records in the answer, authority and additional sections.
     counts: [u16; 3],
     /// With rotation: the answer records, each `record_len` bytes, stored
     /// twice at the start of `bytes`. Zero when not rotating.
     rotate_records: u16,
     record_len: u16,
-    fixups: Box<[Fixup]>,
+    authoritative: bool,
+    fixup_count: u8,
+    /// The stored tail, then `fixup_count` fixups of 3 bytes each
+    /// (offset big-endian, suffix length).
     bytes: Box<[u8]>,
 }
 
@@ -197,11 +203,25 @@ impl PreparedAnswer {
     }
     /// Bytes the tail adds to a reply.
     pub fn tail_len(&self) -> usize {
-        self.bytes.len() - self.rotated_len()
+        self.stored_len() - self.rotated_len()
     }
     /// Heap bytes this answer holds, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.len() + self.fixups.len() * core::mem::size_of::<Fixup>()
+        self.bytes.len()
+    }
+
+    /// The stored tail, without the fixups after it.
+    fn stored_len(&self) -> usize {
+        self.bytes.len() - usize::from(self.fixup_count) * FIXUP_LEN
+    }
+
+    fn fixups(&self) -> impl Iterator<Item = Fixup> + '_ {
+        self.bytes[self.stored_len()..]
+            .chunks_exact(FIXUP_LEN)
+            .map(|f| Fixup {
+                at: u16::from_be_bytes([f[0], f[1]]),
+                suffix_len: f[2],
+            })
     }
     /// Number of records that rotate (0 when the answer does not rotate).
     pub fn rotating_records(&self) -> u16 {
@@ -216,19 +236,17 @@ impl PreparedAnswer {
     /// for a question whose name is `qname_len` bytes long.
     pub(crate) fn write_tail(&self, out: &mut [u8], qname_len: usize, rotation: u32) {
         let rotated = self.rotated_len();
+        let stored = &self.bytes[..self.stored_len()];
         let (window, rest) = if self.rotate_records > 1 {
             let first = (rotation % u32::from(self.rotate_records)) as usize;
             let start = first * usize::from(self.record_len);
-            (
-                &self.bytes[start..start + rotated],
-                &self.bytes[2 * rotated..],
-            )
+            (&stored[start..start + rotated], &stored[2 * rotated..])
         } else {
-            (&[][..], &self.bytes[..])
+            (&[][..], stored)
         };
         out[..window.len()].copy_from_slice(window);
         out[window.len()..].copy_from_slice(rest);
-        for fixup in self.fixups.iter() {
+        for fixup in self.fixups() {
             let target = (HEADER_LEN + qname_len - usize::from(fixup.suffix_len)) as u16;
             let at = usize::from(fixup.at);
             out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
@@ -245,7 +263,7 @@ impl PreparedAnswer {
             16 => 28usize,
             _ => return false,
         };
-        if self.counts != [1, 0, 0] || self.bytes.len() != expected || !self.fixups.is_empty() {
+        if self.counts != [1, 0, 0] || self.bytes.len() != expected || self.fixup_count != 0 {
             return false;
         }
         let at = expected - address.len();
@@ -535,7 +553,8 @@ impl AnswerBuilder {
     pub fn take(&mut self) -> Result<PreparedAnswer, BuildError> {
         let bytes = &self.tail;
         let (mut rotate_records, mut record_len) = (0u16, 0u16);
-        let stored: Box<[u8]> = if self.rotate && self.answer_records.len() > 1 {
+        let mut rotated = 0usize;
+        if self.rotate && self.answer_records.len() > 1 {
             let (first_type, first_len, _) = self.answer_records[0];
             let uniform = self
                 .answer_records
@@ -546,25 +565,28 @@ impl AnswerBuilder {
             }
             rotate_records = self.answer_records.len() as u16;
             record_len = first_len;
-            let rotated = usize::from(rotate_records) * usize::from(record_len);
-            // Stored twice in a row; a reply sends a window of one copy.
-            // Fixups and targets all lie after the answer section (answer
-            // owners are the question), so doubling shifts none of them.
-            let mut doubled = Vec::with_capacity(bytes.len() + rotated);
-            doubled.extend_from_slice(&bytes[..rotated]);
-            doubled.extend_from_slice(bytes);
-            doubled.into_boxed_slice()
-        } else {
-            bytes.as_slice().into()
-        };
+            rotated = usize::from(rotate_records) * usize::from(record_len);
+        }
+        let fixup_count = u8::try_from(self.fixups.len()).map_err(|_| BuildError::TooLarge)?;
+        // Stored: [answers again, when rotating] tail, fixups. A reply sends a
+        // window of one copy of the answers; fixups and targets all lie after
+        // the answer section (answer owners are the question), so doubling
+        // shifts none of them.
+        let mut stored = Vec::with_capacity(rotated + bytes.len() + self.fixups.len() * FIXUP_LEN);
+        stored.extend_from_slice(&bytes[..rotated]);
+        stored.extend_from_slice(bytes);
+        for fixup in &self.fixups {
+            stored.extend_from_slice(&fixup.at.to_be_bytes());
+            stored.push(fixup.suffix_len);
+        }
         let answer = PreparedAnswer {
             rcode: self.rcode,
-            authoritative: self.authoritative,
             counts: self.counts,
             rotate_records,
             record_len,
-            fixups: self.fixups.as_slice().into(),
-            bytes: stored,
+            authoritative: self.authoritative,
+            fixup_count,
+            bytes: stored.into_boxed_slice(),
         };
         self.tail.clear();
         self.fixups.clear();
