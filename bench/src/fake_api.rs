@@ -65,6 +65,8 @@ struct Shared {
     hold_lists: watch::Sender<bool>,
     /// Every open connection, so that a stop can cut them all.
     connections: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Distinct `Authorization` headers seen, in order.
+    authorizations: Mutex<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +119,7 @@ impl FakeApi {
             events,
             hold_lists,
             connections: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
         });
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
@@ -325,6 +328,26 @@ impl FakeApi {
         Ok(())
     }
 
+    /// Distinct `Authorization` headers the server has seen, in order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.shared.authorizations.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Writes a kubeconfig whose user reads its token from `token_file`
+    /// (as a projected service-account token is read).
+    pub fn write_kubeconfig_with_token_file(&self, dir: &Path, token_file: &Path) -> std::io::Result<PathBuf> {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: fake\n  user:\n    tokenFile: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n",
+            self.url(),
+            token_file.display()
+        );
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
     /// LIST requests served so far.
     pub fn lists_served(&self) -> u64 {
         lock(&self.shared).lists_served
@@ -444,6 +467,12 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(value) = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let mut seen = shared.authorizations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !seen.iter().any(|s| s == value) {
+            seen.push(value.to_string());
+        }
+    }
     let path = request.uri().path().to_string();
     let Some(&(collection_path, list_kind, api_version, _)) =
         RESOURCES.iter().find(|r| r.0 == path)

@@ -347,3 +347,32 @@ fn namespace_and_label_filters() {
         "namespace filter"
     );
 }
+
+#[test]
+fn a_rotated_token_is_picked_up() {
+    let api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "web", "10.96.12.1", &[]));
+    let dir = tempdir("token");
+    let token = dir.join("token");
+    std::fs::write(&token, "first-token").unwrap();
+    let kubeconfig = api.write_kubeconfig_with_token_file(&dir, &token).unwrap();
+    let mut server = Server::spawn(
+        &["--kubeconfig", kubeconfig.to_str().unwrap(), "--cores", "1"],
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    );
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    assert_eq!(api.authorizations(), ["Bearer first-token"]);
+
+    // The token file is rotated, as the kubelet rotates projected tokens.
+    // kube re-reads it about once a minute; each new request shows which
+    // token is in use, so watches are dropped to make new ones.
+    std::fs::write(&token, "second-token").unwrap();
+    let start = Instant::now();
+    while !api.authorizations().iter().any(|a| a == "Bearer second-token") {
+        assert!(start.elapsed() < Duration::from_secs(120), "rotated token never used: {:?}", api.authorizations());
+        api.drop_watches();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(a_records(&server, "web.default.svc.cluster.local").1, ["web.default.svc.cluster.local. A 10.96.12.1"]);
+}
