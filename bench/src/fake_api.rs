@@ -192,31 +192,8 @@ impl FakeApi {
 
     /// Adds or replaces an object (a full API object with `kind`). Returns
     /// its new resourceVersion.
-    pub fn apply(&self, mut object: Value) -> u64 {
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let Some((path, ..)) = RESOURCES.iter().find(|r| r.3 == kind) else {
-            return 0;
-        };
-        let key = object_key(&object);
-        let rv = {
-            let mut state = lock(&self.shared);
-            state.resource_version += 1;
-            let rv = state.resource_version;
-            object["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let collection = state.collections.entry(path).or_default();
-            let event = if collection.objects.contains_key(&key) {
-                "MODIFIED"
-            } else {
-                "ADDED"
-            };
-            collection.objects.insert(key, object.clone());
-            collection.events.push((rv, event, object));
-            rv
-        };
+    pub fn apply(&self, object: Value) -> u64 {
+        let rv = insert(&mut lock(&self.shared), object);
         let _ = self.shared.events.send(Signal::Changed);
         rv
     }
@@ -225,22 +202,8 @@ impl FakeApi {
     pub fn apply_all(&self, objects: impl IntoIterator<Item = Value>) {
         {
             let mut state = lock(&self.shared);
-            for mut object in objects {
-                let kind = object
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let Some((path, ..)) = RESOURCES.iter().find(|r| r.3 == kind) else {
-                    continue;
-                };
-                state.resource_version += 1;
-                let rv = state.resource_version;
-                object["metadata"]["resourceVersion"] = json!(rv.to_string());
-                let key = object_key(&object);
-                let collection = state.collections.entry(path).or_default();
-                collection.objects.insert(key, object.clone());
-                collection.events.push((rv, "ADDED", object));
+            for object in objects {
+                insert(&mut state, object);
             }
         }
         let _ = self.shared.events.send(Signal::Changed);
@@ -330,12 +293,20 @@ impl FakeApi {
 
     /// Distinct `Authorization` headers the server has seen, in order.
     pub fn authorizations(&self) -> Vec<String> {
-        self.shared.authorizations.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.shared
+            .authorizations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Writes a kubeconfig whose user reads its token from `token_file`
     /// (as a projected service-account token is read).
-    pub fn write_kubeconfig_with_token_file(&self, dir: &Path, token_file: &Path) -> std::io::Result<PathBuf> {
+    pub fn write_kubeconfig_with_token_file(
+        &self,
+        dir: &Path,
+        token_file: &Path,
+    ) -> std::io::Result<PathBuf> {
         let path = dir.join("kubeconfig");
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
@@ -366,6 +337,28 @@ impl Drop for FakeApi {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Stores an object under a new resourceVersion and records its event;
+/// returns the resourceVersion (0 for a kind not served).
+fn insert(state: &mut State, mut object: Value) -> u64 {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let Some((path, ..)) = RESOURCES.iter().find(|r| r.3 == kind) else {
+        return 0;
+    };
+    state.resource_version += 1;
+    let rv = state.resource_version;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let key = object_key(&object);
+    let collection = state.collections.entry(path).or_default();
+    let event = if collection.objects.contains_key(&key) {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    collection.objects.insert(key, object.clone());
+    collection.events.push((rv, event, object));
+    rv
 }
 
 fn object_key(object: &Value) -> String {
@@ -467,8 +460,15 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    if let Some(value) = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let mut seen = shared.authorizations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(value) = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let mut seen = shared
+            .authorizations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !seen.iter().any(|s| s == value) {
             seen.push(value.to_string());
         }

@@ -33,13 +33,7 @@ impl NameEntry {
     /// The answer for a query type, if this name has one. ANY gets the
     /// first answer the name has (a subset, as RFC 8482 allows).
     pub fn answer(&self, qtype: u16) -> Option<&PreparedAnswer> {
-        if qtype == rtype::ANY {
-            return self.answers.first().map(|(_, answer)| answer);
-        }
-        self.answers
-            .iter()
-            .find(|(t, _)| *t == qtype)
-            .map(|(_, answer)| answer)
+        pick(&self.answers, qtype)
     }
     /// The types this name has answers for.
     pub fn types(&self) -> impl Iterator<Item = u16> + '_ {
@@ -81,13 +75,7 @@ pub struct ZoneAnswers {
 impl ZoneAnswers {
     /// The apex answer for a type, if any.
     pub fn apex_answer(&self, qtype: u16) -> Option<&PreparedAnswer> {
-        if qtype == rtype::ANY {
-            return self.apex_answers.first().map(|(_, a)| a);
-        }
-        self.apex_answers
-            .iter()
-            .find(|(t, _)| *t == qtype)
-            .map(|(_, a)| a)
+        pick(&self.apex_answers, qtype)
     }
 }
 
@@ -109,4 +97,16 @@ impl Zones {
             .find(|(_, z)| key.ends_with(&z.apex))
             .map(|(i, z)| (i as u8, z))
     }
+}
+
+/// The answer for a query type; ANY gets the first answer there is (a
+/// subset, as RFC 8482 allows).
+fn pick(answers: &[(u16, PreparedAnswer)], qtype: u16) -> Option<&PreparedAnswer> {
+    if qtype == rtype::ANY {
+        return answers.first().map(|(_, answer)| answer);
+    }
+    answers
+        .iter()
+        .find(|(t, _)| *t == qtype)
+        .map(|(_, answer)| answer)
 }

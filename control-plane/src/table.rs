@@ -237,7 +237,12 @@ impl AnswerTable {
             return reply(&self.refused, out);
         }
         if let Some(entry) = self.find(key.as_wire()) {
-            let zone = &self.zones.zones[usize::from(entry.zone())];
+            // Entries and zones arrive in the same update, so the index is
+            // always valid; were it not (a compiler bug), answer what the
+            // entry has, or REFUSED, rather than panic.
+            let Some(zone) = self.zones.zones.get(usize::from(entry.zone())) else {
+                return reply(entry.answer(qtype).unwrap_or(&self.refused), out);
+            };
             return reply(entry.answer(qtype).unwrap_or(&zone.nodata), out);
         }
         let Some((zone_index, zone)) = self.zones.find(key) else {
@@ -268,10 +273,15 @@ impl AnswerTable {
                     }
                 }
                 // The name exists, with an address of the other family.
-                return reply(&self.zones.zones[zone_index].nodata, out);
+                return match self.zones.zones.get(zone_index) {
+                    Some(zone) => reply(&zone.nodata, out),
+                    None => Response::Drop,
+                };
             }
         }
-        let zone = &self.zones.zones[usize::from(zone_index)];
+        let Some(zone) = self.zones.zones.get(usize::from(zone_index)) else {
+            return Response::Drop;
+        };
         if self.synced {
             reply(&zone.nxdomain, out)
         } else {

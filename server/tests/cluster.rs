@@ -12,16 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kubewire-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn start_against(api: &FakeApi, extra: &[&str]) -> Server {
     let dir = tempdir("kubeconfig");
     let kubeconfig = api.write_kubeconfig(&dir).unwrap();
@@ -369,10 +359,21 @@ fn a_rotated_token_is_picked_up() {
     // token is in use, so watches are dropped to make new ones.
     std::fs::write(&token, "second-token").unwrap();
     let start = Instant::now();
-    while !api.authorizations().iter().any(|a| a == "Bearer second-token") {
-        assert!(start.elapsed() < Duration::from_secs(120), "rotated token never used: {:?}", api.authorizations());
+    while !api
+        .authorizations()
+        .iter()
+        .any(|a| a == "Bearer second-token")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "rotated token never used: {:?}",
+            api.authorizations()
+        );
         api.drop_watches();
         std::thread::sleep(Duration::from_secs(2));
     }
-    assert_eq!(a_records(&server, "web.default.svc.cluster.local").1, ["web.default.svc.cluster.local. A 10.96.12.1"]);
+    assert_eq!(
+        a_records(&server, "web.default.svc.cluster.local").1,
+        ["web.default.svc.cluster.local. A 10.96.12.1"]
+    );
 }

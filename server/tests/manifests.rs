@@ -30,16 +30,6 @@ fn wait_for_answer(server: &Server, name: &str, want: &[&str]) -> Duration {
     }
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kubewire-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn an_edit_is_served_and_a_broken_edit_keeps_the_last_good_state() {
     let dir = tempdir("edit");

@@ -167,7 +167,7 @@ fn every_core_serves_the_same_answers() {
 #[test]
 fn a_truncated_udp_answer_comes_whole_over_tcp() {
     // A headless service with 120 endpoints: 120 × 16 = 1920 bytes of A records.
-    let dir = tempdir();
+    let dir = tempdir("big");
     let mut manifest = String::from(
         "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: default}\nspec: {clusterIP: None}\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: big-1\n  namespace: default\n  \
@@ -197,14 +197,4 @@ fn a_truncated_udp_answer_comes_whole_over_tcp() {
     );
     assert!(!full.metadata.truncation);
     assert_eq!(full.answers.len(), 120);
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kubewire-test-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
