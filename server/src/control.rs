@@ -270,6 +270,7 @@ impl Control {
         if first_sync {
             sync.done = true;
             sync.revision = self.compiler.revision();
+            crate::release_free_memory();
             let counts = self.compiler.object_counts();
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,

@@ -25,6 +25,17 @@ use std::sync::atomic::AtomicBool;
 /// Updates a core may have waiting before it counts as behind and gets a Reset.
 const CORE_CHANNEL_CAPACITY: usize = 64;
 
+/// Hands free heap back to the system. The first sync allocates and frees a
+/// lot (API objects, list buffers, the first compile); glibc keeps that
+/// memory mapped unless asked, which shows as RSS the server does not use.
+#[allow(unsafe_code)] // a libc call with no arguments to uphold
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Compiler settings from the flags.
 pub fn settings(args: &Args) -> anyhow::Result<Settings> {
     let mut zones = Vec::new();
