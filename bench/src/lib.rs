@@ -2,4 +2,5 @@
 //! as binaries, the null responder and the load generator).
 
 pub mod fake_api;
+pub mod load;
 pub mod probe;

@@ -27,6 +27,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Commands {
+    /// Send queries to a server and report throughput, loss, RCODEs and
+    /// latency percentiles.
+    Run {
+        /// The server.
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        server: std::net::SocketAddr,
+        /// Query file in dnsperf format (`name TYPE` per line).
+        #[arg(long)]
+        queries: PathBuf,
+        /// Offered queries per second; 0 for closed loop.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Source sockets.
+        #[arg(long, default_value_t = 16)]
+        sockets: usize,
+        /// Closed loop: queries in flight.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the latency percentile distribution (HdrHistogram text) here.
+        #[arg(long)]
+        histogram: Option<PathBuf>,
+    },
     /// Initial sync of a large cluster from the fake API server.
     Sync {
         /// Services (one in five headless).
@@ -53,6 +81,18 @@ enum Commands {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Commands::Run {
+            server,
+            queries,
+            rate,
+            seconds,
+            sockets,
+            in_flight,
+            json,
+            histogram,
+        } => run_load(
+            server, &queries, rate, seconds, sockets, in_flight, json, histogram,
+        ),
         Commands::Sync {
             services,
             endpoints,
@@ -290,4 +330,70 @@ fn propagation(binary: &PathBuf, changes: usize, probes: usize) -> Result<()> {
         pick(1.0)
     );
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_load(
+    server: SocketAddr,
+    queries: &PathBuf,
+    rate: u64,
+    seconds: f64,
+    sockets: usize,
+    in_flight: usize,
+    json: Option<PathBuf>,
+    histogram: Option<PathBuf>,
+) -> Result<()> {
+    use kubewire_bench::load;
+    let text = std::fs::read_to_string(queries)
+        .map_err(|e| format!("cannot read {}: {e}", queries.display()))?;
+    let queries =
+        load::parse_query_file(&text).map_err(|e| format!("{}: {e}", queries.display()))?;
+    let config = load::LoadConfig {
+        server,
+        queries,
+        rate,
+        duration: Duration::from_secs_f64(seconds),
+        sockets,
+        in_flight,
+        timeout: Duration::from_secs(2),
+    };
+    let report = load::run(&config)?;
+    let summary = report.to_json(&config);
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    if let Some(path) = histogram {
+        std::fs::write(&path, percentile_distribution(&report.latency_us))?;
+    }
+    Ok(())
+}
+
+/// The latency histogram as a percentile distribution table (microseconds),
+/// in the layout HdrHistogram's plotters read.
+fn percentile_distribution(histogram: &hdrhistogram::Histogram<u64>) -> String {
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    for step in histogram.iter_quantiles(1) {
+        let q = step.quantile_iterated_to();
+        let inverse = if q < 1.0 {
+            1.0 / (1.0 - q)
+        } else {
+            f64::INFINITY
+        };
+        out.push_str(&format!(
+            "{:12.3} {:14.12} {:10} {:14.2}\n",
+            step.value_iterated_to() as f64,
+            q,
+            step.count_since_last_iteration(),
+            inverse
+        ));
+    }
+    out.push_str(&format!(
+        "#[Mean = {:.3}, StdDeviation = {:.3}]\n#[Max = {}, Total count = {}]\n",
+        histogram.mean(),
+        histogram.stdev(),
+        histogram.max(),
+        histogram.len()
+    ));
+    out
 }
