@@ -81,7 +81,7 @@ fn a_server_that_drops_every_tenth_query() {
         let mut count = 0u64;
         while let Ok((len, peer)) = socket.recv_from(&mut buf) {
             count += 1;
-            if count % 10 == 0 {
+            if count.is_multiple_of(10) {
                 continue;
             }
             buf[2] |= 0x80;
