@@ -34,7 +34,7 @@ pub fn parse_query_file(text: &str) -> Result<Vec<QuerySpec>, String> {
         let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
             return Err(format!("line {}: expected `name TYPE`", number + 1));
         };
-        let qtype = type_number(kind)
+        let qtype = kubewire_wire::rtype::from_name(kind)
             .ok_or_else(|| format!("line {}: unknown type {kind:?}", number + 1))?;
         NameBuf::from_text(name).map_err(|e| format!("line {}: {name:?}: {e}", number + 1))?;
         queries.push(QuerySpec {
@@ -46,22 +46,6 @@ pub fn parse_query_file(text: &str) -> Result<Vec<QuerySpec>, String> {
         return Err("no queries in the file".into());
     }
     Ok(queries)
-}
-
-fn type_number(name: &str) -> Option<u16> {
-    Some(match name.to_ascii_uppercase().as_str() {
-        "A" => 1,
-        "NS" => 2,
-        "CNAME" => 5,
-        "SOA" => 6,
-        "PTR" => 12,
-        "MX" => 15,
-        "TXT" => 16,
-        "AAAA" => 28,
-        "SRV" => 33,
-        "ANY" => 255,
-        other => return other.strip_prefix("TYPE").and_then(|n| n.parse().ok()),
-    })
 }
 
 /// How to run.

@@ -127,6 +127,26 @@ pub mod rtype {
     pub const AXFR: u16 = 252;
     /// Any type.
     pub const ANY: u16 = 255;
+
+    /// The number of a type by its mnemonic (`A`, `aaaa`, `SRV`, ...), or
+    /// the RFC 3597 form `TYPE123`.
+    pub fn from_name(name: &str) -> Option<u16> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "A" => A,
+            "NS" => NS,
+            "CNAME" => CNAME,
+            "SOA" => SOA,
+            "PTR" => PTR,
+            "MX" => 15,
+            "TXT" => TXT,
+            "AAAA" => AAAA,
+            "SRV" => SRV,
+            "IXFR" => IXFR,
+            "AXFR" => AXFR,
+            "ANY" => ANY,
+            other => return other.strip_prefix("TYPE").and_then(|n| n.parse().ok()),
+        })
+    }
 }
 
 /// Class numbers used here.

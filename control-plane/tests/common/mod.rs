@@ -234,20 +234,7 @@ pub fn fixture_unsynced(settings: Settings) -> Tester {
 }
 
 pub fn qtype_number(name: &str) -> u16 {
-    match name {
-        "A" => 1,
-        "NS" => 2,
-        "CNAME" => 5,
-        "SOA" => 6,
-        "PTR" => 12,
-        "MX" => 15,
-        "TXT" => 16,
-        "AAAA" => 28,
-        "SRV" => 33,
-        "AXFR" => 252,
-        "ANY" => 255,
-        other => panic!("unknown type {other}"),
-    }
+    kubewire_wire::rtype::from_name(name).unwrap_or_else(|| panic!("unknown type {name}"))
 }
 
 pub fn query(name: &str, qtype: u16, id: u16) -> Vec<u8> {
