@@ -1173,8 +1173,6 @@ fn zone_answers(
         b.push(Owner::Name(apex), soa_ttl, soa)?;
         b.finish()
     };
-    let mut servfail = AnswerBuilder::for_zone(apex);
-    servfail.set_rcode(Rcode::SERVFAIL).set_authoritative(false);
 
     let pod_templates = if cluster && settings.pod_mode == PodMode::Insecure {
         let mut a = AnswerBuilder::for_zone(apex);
@@ -1191,7 +1189,7 @@ fn zone_answers(
         apex_answers: vec![(rtype::SOA, soa_answer), (rtype::NS, ns_answer)],
         nodata: negative(Rcode::NOERROR)?,
         nxdomain: negative(Rcode::NXDOMAIN)?,
-        servfail: servfail.finish()?,
+        servfail: PreparedAnswer::empty(Rcode::SERVFAIL, false),
         pod_templates,
     })
 }

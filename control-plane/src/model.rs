@@ -224,6 +224,20 @@ fn port_number(object: &ObjectKey, port: i32) -> Result<u16, ModelError> {
         })
 }
 
+/// A port of a Service or an EndpointSlice; the protocol defaults to TCP.
+fn port_model(
+    object: &ObjectKey,
+    name: Option<&str>,
+    protocol: Option<&str>,
+    port: i32,
+) -> Result<PortModel, ModelError> {
+    Ok(PortModel {
+        name: name.unwrap_or_default().to_string(),
+        protocol: protocol.unwrap_or("TCP").to_ascii_lowercase(),
+        port: port_number(object, port)?,
+    })
+}
+
 impl ServiceModel {
     /// Keeps what DNS needs of a Service.
     pub fn from_api(service: &Service) -> Result<ServiceModel, ModelError> {
@@ -252,13 +266,7 @@ impl ServiceModel {
             .ports
             .unwrap_or_default()
             .iter()
-            .map(|p| {
-                Ok(PortModel {
-                    name: p.name.clone().unwrap_or_default(),
-                    protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
-                    port: port_number(&key, p.port)?,
-                })
-            })
+            .map(|p| port_model(&key, p.name.as_deref(), p.protocol.as_deref(), p.port))
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(ServiceModel {
             key,
@@ -285,12 +293,12 @@ impl SliceModel {
             .unwrap_or_default()
             .iter()
             .filter_map(|p| {
-                let port = p.port?;
-                Some(port_number(&key, port).map(|port| PortModel {
-                    name: p.name.clone().unwrap_or_default(),
-                    protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
-                    port,
-                }))
+                Some(port_model(
+                    &key,
+                    p.name.as_deref(),
+                    p.protocol.as_deref(),
+                    p.port?,
+                ))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let fqdn = slice.address_type == "FQDN";

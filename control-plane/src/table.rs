@@ -17,8 +17,8 @@ use crate::delta::Update;
 use crate::entry::{NameEntry, Zones};
 use hashbrown::HashTable;
 use kubewire_wire::{
-    AnswerBuilder, NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply,
-    error_reply, parse_query, rtype,
+    NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply, error_reply,
+    parse_query, rtype,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -77,15 +77,12 @@ impl Default for AnswerTable {
 impl AnswerTable {
     /// An empty table: no zones, so every name is not ours.
     pub fn new() -> AnswerTable {
-        let mut refused = AnswerBuilder::for_zone(&NameBuf::ROOT);
-        refused.set_rcode(Rcode::REFUSED).set_authoritative(false);
         AnswerTable {
             names: HashTable::new(),
             hasher: ahash::RandomState::new(),
             zones: Arc::new(Zones::default()),
             pod_scratch: Vec::new(),
-            // An empty answer always encodes.
-            refused: refused.finish().unwrap_or_else(|_| unreachable_empty()),
+            refused: PreparedAnswer::empty(Rcode::REFUSED, false),
             revision: 0,
             synced: false,
             rotation: 0,
@@ -327,17 +324,5 @@ fn not_ours(response: Response) -> Response {
     match response {
         Response::Reply { len, .. } => Response::NotOurs { len },
         other => other,
-    }
-}
-
-#[cold]
-fn unreachable_empty() -> PreparedAnswer {
-    // An answer with no records cannot fail to encode; keep the type honest
-    // without a panic on the serving path.
-    let mut builder = AnswerBuilder::for_zone(&NameBuf::ROOT);
-    builder.set_rcode(Rcode::REFUSED);
-    match builder.finish() {
-        Ok(answer) => answer,
-        Err(_) => unreachable_empty(),
     }
 }

@@ -282,11 +282,14 @@ impl Control {
         }
     }
 
-    fn publish(&mut self) {
-        if let Some(delta) = self.compiler.take_delta() {
-            self.hub.publish(delta, &self.compiler);
-            wake_all(&self.wakers);
-        }
+    /// Ships what changed to the cores and wakes them; returns the revision
+    /// and how many names changed, if anything did.
+    fn publish(&mut self) -> Option<(u64, usize)> {
+        let delta = self.compiler.take_delta()?;
+        let shipped = (delta.revision, delta.changes.len());
+        self.hub.publish(delta, &self.compiler);
+        wake_all(&self.wakers);
+        Some(shipped)
     }
 
     fn stop(&self) {
@@ -329,10 +332,7 @@ impl Control {
         for (kind, objects) in set.by_kind() {
             self.compiler.apply(ObjectChange::Reset(kind, objects));
         }
-        if let Some(delta) = self.compiler.take_delta() {
-            let (revision, changes) = (delta.revision, delta.changes.len());
-            self.hub.publish(delta, &self.compiler);
-            wake_all(&self.wakers);
+        if let Some((revision, changes)) = self.publish() {
             tracing::info!(revision, names_changed = changes, "manifests reloaded");
         }
     }

@@ -179,40 +179,44 @@ fn read_document(
                 read_document(path, line, item, out)?;
             }
         }
-        "Service" => {
-            let service = serde_json::from_value(document)
-                .map_err(|e| error(format!("not a valid Service: {e}")))?;
-            out.push(Object::Service(
-                ServiceModel::from_api(&service).map_err(|e| error(e.to_string()))?,
-            ));
-        }
-        "EndpointSlice" => {
-            let slice = serde_json::from_value(document)
-                .map_err(|e| error(format!("not a valid EndpointSlice: {e}")))?;
-            out.push(Object::Slice(
-                SliceModel::from_api(&slice).map_err(|e| error(e.to_string()))?,
-            ));
-        }
-        "Pod" => {
-            let pod = serde_json::from_value(document)
-                .map_err(|e| error(format!("not a valid Pod: {e}")))?;
-            out.push(Object::Pod(
-                PodModel::from_api(&pod).map_err(|e| error(e.to_string()))?,
-            ));
-        }
-        "Namespace" => {
-            let namespace = serde_json::from_value(document)
-                .map_err(|e| error(format!("not a valid Namespace: {e}")))?;
-            out.push(Object::Namespace(
-                namespace_from_api(&namespace).map_err(|e| error(e.to_string()))?,
-            ));
-        }
+        "Service" => out.push(
+            decode(document, &kind, |s| {
+                ServiceModel::from_api(s).map(Object::Service)
+            })
+            .map_err(error)?,
+        ),
+        "EndpointSlice" => out.push(
+            decode(document, &kind, |s| {
+                SliceModel::from_api(s).map(Object::Slice)
+            })
+            .map_err(error)?,
+        ),
+        "Pod" => out.push(
+            decode(document, &kind, |p| PodModel::from_api(p).map(Object::Pod)).map_err(error)?,
+        ),
+        "Namespace" => out.push(
+            decode(document, &kind, |n| {
+                namespace_from_api(n).map(Object::Namespace)
+            })
+            .map_err(error)?,
+        ),
         "" => return Err(error("document has no `kind`".into())),
         other => {
             tracing::debug!(file = %path.display(), line, kind = other, name = %name, "skipping a kind kubewire does not read");
         }
     }
     Ok(())
+}
+
+/// Reads a document as the API type `T` and keeps what DNS needs of it.
+fn decode<T: serde::de::DeserializeOwned>(
+    document: Value,
+    kind: &str,
+    convert: impl FnOnce(&T) -> Result<Object, kubewire_control_plane::model::ModelError>,
+) -> Result<Object, String> {
+    let object: T =
+        serde_json::from_value(document).map_err(|e| format!("not a valid {kind}: {e}"))?;
+    convert(&object).map_err(|e| e.to_string())
 }
 
 fn object_name(document: &Value) -> String {

@@ -189,6 +189,20 @@ impl fmt::Debug for PreparedAnswer {
 }
 
 impl PreparedAnswer {
+    /// An answer with no records: just an RCODE and the AA flag (REFUSED,
+    /// SERVFAIL). Cannot fail, unlike building one.
+    pub fn empty(rcode: Rcode, authoritative: bool) -> PreparedAnswer {
+        PreparedAnswer {
+            rcode,
+            counts: [0; 3],
+            rotate_records: 0,
+            record_len: 0,
+            authoritative,
+            fixup_count: 0,
+            bytes: Box::default(),
+        }
+    }
+
     /// The RCODE the reply carries.
     pub fn rcode(&self) -> Rcode {
         self.rcode
