@@ -503,6 +503,7 @@ impl Compiler {
             changes,
             zones: Arc::clone(&self.zones),
             synced: self.synced,
+            created: std::time::Instant::now(),
         })
     }
 
@@ -513,6 +514,7 @@ impl Compiler {
             entries: self.entries().cloned().collect(),
             zones: Arc::clone(&self.zones),
             synced: self.synced_announced,
+            created: std::time::Instant::now(),
         }
     }
 

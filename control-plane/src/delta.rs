@@ -35,6 +35,8 @@ pub struct Delta {
     pub zones: Arc<Zones>,
     /// Whether the first full sync is in this state.
     pub synced: bool,
+    /// When the compiler produced it, for publish-to-applied latency.
+    pub created: std::time::Instant,
 }
 
 /// A whole state.
@@ -48,6 +50,8 @@ pub struct Snapshot {
     pub zones: Arc<Zones>,
     /// Whether the first full sync is in this state.
     pub synced: bool,
+    /// When the compiler produced it.
+    pub created: std::time::Instant,
 }
 
 /// What travels to a core.
@@ -65,6 +69,14 @@ impl Update {
         match self {
             Update::Reset(snapshot) => snapshot.revision,
             Update::Delta(delta) => delta.revision,
+        }
+    }
+
+    /// When the compiler produced it.
+    pub fn created(&self) -> std::time::Instant {
+        match self {
+            Update::Reset(snapshot) => snapshot.created,
+            Update::Delta(delta) => delta.created,
         }
     }
 }

@@ -32,12 +32,16 @@ pub enum Response {
         len: usize,
         /// Its RCODE.
         rcode: Rcode,
+        /// The query type (0 if the query could not be parsed).
+        qtype: u16,
     },
     /// The name is in no zone we serve. A REFUSED reply of `len` bytes is in
     /// the buffer, for servers that do not forward.
     NotOurs {
         /// Reply length.
         len: usize,
+        /// The query type.
+        qtype: u16,
     },
     /// Send nothing (not a query, or too short to be one).
     Drop,
@@ -211,7 +215,11 @@ impl AnswerTable {
             Ok(query) => query,
             Err(error) => {
                 return match (error.rcode(), error_reply(packet, error, ra, out)) {
-                    (Some(rcode), Ok(Some(len))) => Response::Reply { len, rcode },
+                    (Some(rcode), Ok(Some(len))) => Response::Reply {
+                        len,
+                        rcode,
+                        qtype: 0,
+                    },
                     _ => Response::Drop,
                 };
             }
@@ -226,6 +234,7 @@ impl AnswerTable {
             Ok(len) => Response::Reply {
                 len,
                 rcode: answer.rcode(),
+                qtype,
             },
             Err(_) => Response::Drop,
         };
@@ -322,7 +331,7 @@ enum PodLookup {
 
 fn not_ours(response: Response) -> Response {
     match response {
-        Response::Reply { len, .. } => Response::NotOurs { len },
+        Response::Reply { len, qtype, .. } => Response::NotOurs { len, qtype },
         other => other,
     }
 }

@@ -65,10 +65,26 @@ pub enum WatchEvent {
 
 type Sender = tokio::sync::mpsc::UnboundedSender<WatchEvent>;
 
-/// Starts one watcher task per kind on the current tokio runtime and
-/// returns the kinds watched; the initial sync is complete once each has
-/// sent [`WatchEvent::Listed`].
-pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) -> Vec<Kind> {
+/// The running watcher tasks. Dropping this stops them (to restart with
+/// other filters, say).
+#[derive(Debug)]
+pub struct Watchers {
+    /// The kinds watched.
+    pub kinds: Vec<Kind>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts one watcher task per kind on the current tokio runtime; the
+/// initial sync is complete once each kind has sent [`WatchEvent::Listed`].
+pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) -> Watchers {
     let namespaces: Option<Arc<HashSet<String>>> = options
         .namespaces
         .as_ref()
@@ -81,42 +97,43 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
         }
     };
     let mut kinds = vec![Kind::Service, Kind::Slice, Kind::Namespace];
-    tokio::spawn(run(
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(run(
         Api::<Service>::all(client.clone()),
         labelled(),
         Kind::Service,
         |s| ServiceModel::from_api(s).map(Object::Service),
         namespaces.clone(),
         events.clone(),
-    ));
-    tokio::spawn(run(
+    )));
+    tasks.push(tokio::spawn(run(
         Api::<EndpointSlice>::all(client.clone()),
         labelled(),
         Kind::Slice,
         |s| SliceModel::from_api(s).map(Object::Slice),
         namespaces.clone(),
         events.clone(),
-    ));
-    tokio::spawn(run(
+    )));
+    tasks.push(tokio::spawn(run(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
         Kind::Namespace,
         |n| namespace_from_api(n).map(Object::Namespace),
         namespaces.clone(),
         events.clone(),
-    ));
+    )));
     if options.pods {
         kinds.push(Kind::Pod);
-        tokio::spawn(run(
+        tasks.push(tokio::spawn(run(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().fields(POD_FIELD_SELECTOR),
             Kind::Pod,
             |p| PodModel::from_api(p).map(Object::Pod),
             namespaces,
             events.clone(),
-        ));
+        )));
     }
-    kinds
+    Watchers { kinds, tasks }
 }
 
 /// Whether an object is in a served namespace.

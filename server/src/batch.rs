@@ -117,13 +117,13 @@ impl UdpBatch {
         Ok(count as usize)
     }
 
-    /// Calls `answer` for each received datagram `0..count` with the query
-    /// and a reply buffer; a `Some(len)` queues that reply to the sender.
-    /// Datagrams cut short by the buffer are dropped.
+    /// Calls `answer` for each received datagram `0..count` with its index,
+    /// the query and a reply buffer; a `Some(len)` queues that reply to the
+    /// sender. Datagrams cut short by the buffer are dropped.
     pub fn answer(
         &mut self,
         count: usize,
-        mut answer: impl FnMut(&[u8], &mut [u8]) -> Option<usize>,
+        mut answer: impl FnMut(usize, &[u8], &mut [u8]) -> Option<usize>,
     ) {
         for i in 0..count.min(BATCH) {
             let header = &self.rx_hdr[i];
@@ -132,7 +132,7 @@ impl UdpBatch {
             }
             let len = (header.msg_len as usize).min(RX_BUF);
             let namelen = header.msg_hdr.msg_namelen;
-            let Some(reply_len) = answer(&self.rx[i][..len], &mut self.tx[i]) else {
+            let Some(reply_len) = answer(i, &self.rx[i][..len], &mut self.tx[i]) else {
                 continue;
             };
             let j = self.queued;
@@ -150,6 +150,28 @@ impl UdpBatch {
             out.msg_flags = 0;
             self.queued += 1;
         }
+    }
+
+    /// Received datagram `i` (valid until the next receive).
+    pub fn query(&self, i: usize) -> &[u8] {
+        match (self.rx.get(i), self.rx_hdr.get(i)) {
+            (Some(buf), Some(header)) => &buf[..(header.msg_len as usize).min(RX_BUF)],
+            _ => &[],
+        }
+    }
+
+    /// The sender of received datagram `i`.
+    pub fn peer(&self, i: usize) -> Option<std::net::SocketAddr> {
+        let written = self.peers.get(i)?;
+        let len = self.rx_hdr.get(i)?.msg_hdr.msg_namelen;
+        let mut storage = socket2::SockAddrStorage::zeroed();
+        // SAFETY: SockAddrStorage is a sockaddr_storage; the kernel wrote a
+        // socket address of `len` bytes into `written`.
+        let address = unsafe {
+            *storage.view_as::<libc::sockaddr_storage>() = *written;
+            socket2::SockAddr::new(storage, len)
+        };
+        address.as_socket()
     }
 
     /// Replies queued and not yet sent.

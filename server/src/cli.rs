@@ -1,102 +1,301 @@
-//! Command-line flags.
+//! Command-line flags and subcommands.
+//!
+//! Every serving flag is optional: a flag overrides the `--config` file,
+//! whose values override the defaults (`kubewire config print` shows them
+//! all). Each flag can also be given as an environment variable, named
+//! after it: `--ttl` is `KUBEWIRE_TTL`, `--metrics-addr` is
+//! `KUBEWIRE_METRICS_ADDR`.
 
-use clap::{Parser, ValueEnum};
+use crate::config::{Config, OptionalAddr, SourceKind};
+use clap::{Parser, Subcommand, ValueEnum};
 use kubewire_control_plane::PodMode;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// kubewire: a thread-per-core Kubernetes cluster DNS server.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "kubewire", version, about, long_about = None)]
-pub struct Args {
+pub struct Cli {
+    /// A subcommand; without one, kubewire serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving flags.
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Check, print or translate configuration.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `kubewire config …`
+#[derive(Subcommand, Debug, Clone)]
+pub enum ConfigAction {
+    /// Validate a config file; exit 0 if it is good, print the error if not.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print the effective configuration (defaults, then --config, then
+    /// KUBEWIRE_* variables and flags), documented, as TOML.
+    Print,
+    /// Translate a CoreDNS Corefile (the kubeadm one) into kubewire TOML on
+    /// stdout; what cannot be translated is listed on stderr and as comments.
+    FromCorefile {
+        /// The Corefile.
+        file: PathBuf,
+    },
+}
+
+/// The serving flags. Each overrides its config-file key.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Flags {
+    /// A TOML config file (see `kubewire config print`). SIGHUP, or an edit
+    /// to the file, reloads the settings that can change live.
+    #[arg(long, global = true, value_name = "FILE", env = "KUBEWIRE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Serve the embedded demo cluster (never used unless asked for).
-    #[arg(long, conflicts_with = "manifests")]
+    #[arg(
+        long,
+        global = true,
+        conflicts_with = "manifests",
+        env = "KUBEWIRE_DEMO"
+    )]
     pub demo: bool,
 
     /// Serve the objects in a YAML/JSON manifest file, or a directory of them.
     /// The path is watched, and edits are served within milliseconds.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", env = "KUBEWIRE_MANIFESTS")]
     pub manifests: Option<PathBuf>,
 
-    /// Kubeconfig for the cluster to serve. Without --manifests or --demo,
-    /// the cluster is found from this, $KUBECONFIG, ~/.kube/config, or the
-    /// in-cluster service account, in that order.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["demo", "manifests"])]
+    /// Kubeconfig for the cluster to serve. Without a source, the cluster is
+    /// found from $KUBECONFIG, ~/.kube/config, or the in-cluster service
+    /// account, in that order.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with_all = ["demo", "manifests"], env = "KUBEWIRE_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
     /// Serve only these namespaces (comma-separated), as CoreDNS's `namespaces`.
-    #[arg(long, value_name = "NS,...", value_delimiter = ',')]
-    pub namespaces: Vec<String>,
+    #[arg(
+        long,
+        global = true,
+        value_name = "NS,...",
+        value_delimiter = ',',
+        env = "KUBEWIRE_NAMESPACES"
+    )]
+    pub namespaces: Option<Vec<String>>,
 
     /// Serve only Services (and their EndpointSlices) matching this label
     /// selector, as CoreDNS's `labels`.
-    #[arg(long, value_name = "SELECTOR")]
+    #[arg(long, global = true, value_name = "SELECTOR", env = "KUBEWIRE_LABELS")]
     pub labels: Option<String>,
 
-    /// After this long without a complete first sync with the API server,
-    /// answer from what is known (with a warning); /ready waits for the sync.
-    #[arg(long, value_name = "MS", default_value_t = 5_000)]
-    pub startup_timeout_ms: u64,
+    /// After this long without a first sync, answer from what is known
+    /// [default: 5000].
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        env = "KUBEWIRE_STARTUP_TIMEOUT_MS"
+    )]
+    pub startup_timeout_ms: Option<u64>,
 
-    /// Where `/health` answers 200 while the process serves (CoreDNS's health plugin).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
-    pub health_addr: SocketAddr,
+    /// `/health` address, "" for none [default: 0.0.0.0:8080].
+    #[arg(long, global = true, value_name = "ADDR", env = "KUBEWIRE_HEALTH_ADDR")]
+    pub health_addr: Option<OptionalAddr>,
 
-    /// Where `/ready` answers 200 once every core holds the first full sync,
-    /// and 503 before (CoreDNS's ready plugin).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8181")]
-    pub ready_addr: SocketAddr,
+    /// `/ready` address, "" for none [default: 0.0.0.0:8181].
+    #[arg(long, global = true, value_name = "ADDR", env = "KUBEWIRE_READY_ADDR")]
+    pub ready_addr: Option<OptionalAddr>,
 
-    /// Address to serve DNS on, over UDP and TCP. Repeat for several.
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:5353")]
-    pub listen: Vec<SocketAddr>,
+    /// Prometheus `/metrics` address, "" for none [default: 0.0.0.0:9153].
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        env = "KUBEWIRE_METRICS_ADDR"
+    )]
+    pub metrics_addr: Option<OptionalAddr>,
 
-    /// Serving cores: a count (`2`) or a CPU list (`0,2-3`). Default: every
-    /// CPU in the process's affinity mask (so a pod pinned by the static CPU
-    /// manager gets exactly its CPUs).
-    #[arg(long, value_name = "N|LIST")]
+    /// Address to serve DNS on, over UDP and TCP; repeat for several
+    /// [default: 127.0.0.1:5353].
+    #[arg(
+        long = "listen",
+        global = true,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        env = "KUBEWIRE_LISTEN"
+    )]
+    pub listen: Option<Vec<SocketAddr>>,
+
+    /// Serving cores: `all`, a count (`2`) or a CPU list (`0,2-3`) [default: all].
+    #[arg(long, global = true, value_name = "N|LIST", env = "KUBEWIRE_CORES")]
     pub cores: Option<String>,
 
-    /// Cluster zone served. Repeat for several.
-    #[arg(long = "zone", value_name = "ZONE", default_value = "cluster.local")]
-    pub zones: Vec<String>,
+    /// Cluster zone; repeat for several [default: cluster.local].
+    #[arg(
+        long = "zone",
+        global = true,
+        value_name = "ZONE",
+        value_delimiter = ',',
+        env = "KUBEWIRE_ZONES"
+    )]
+    pub zones: Option<Vec<String>>,
 
-    /// TTL of every record, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
-    pub ttl: u32,
+    /// TTL of every record, in seconds [default: 5].
+    #[arg(long, global = true, value_name = "SECONDS", env = "KUBEWIRE_TTL")]
+    pub ttl: Option<u32>,
 
-    /// Pod records: disabled, insecure or verified.
-    #[arg(long, value_name = "MODE", default_value = "insecure")]
-    pub pods: PodMode,
+    /// Pod records: disabled, insecure or verified [default: insecure].
+    #[arg(long, global = true, value_name = "MODE", env = "KUBEWIRE_PODS")]
+    pub pods: Option<PodMode>,
 
     /// Name endpoints without a hostname after their pod.
-    #[arg(long)]
-    pub endpoint_pod_names: bool,
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", env = "KUBEWIRE_ENDPOINT_POD_NAMES")]
+    pub endpoint_pod_names: Option<bool>,
 
-    /// Close a TCP connection idle this long.
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
-    pub tcp_idle_timeout_ms: u64,
+    /// Close a TCP connection idle this long [default: 10000].
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        env = "KUBEWIRE_TCP_IDLE_TIMEOUT_MS"
+    )]
+    pub tcp_idle_timeout_ms: Option<u64>,
 
-    /// Most TCP connections per core; more are closed at once.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub tcp_max_connections: usize,
+    /// Most TCP connections per core [default: 1024].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "KUBEWIRE_TCP_MAX_CONNECTIONS"
+    )]
+    pub tcp_max_connections: Option<usize>,
 
-    /// How UDP is read and written: `batched` (recvmmsg/sendmmsg) or
-    /// `glommio` (one recvmsg and sendmsg per datagram).
-    #[arg(long, value_enum, value_name = "MODE", default_value = "batched")]
-    pub udp_io: UdpIo,
+    /// UDP I/O: `batched` (recvmmsg/sendmmsg) or `glommio` [default: batched].
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "MODE",
+        env = "KUBEWIRE_UDP_IO"
+    )]
+    pub udp_io: Option<UdpIo>,
 
-    /// Log filter (`info`, `debug`, `kubewire=debug,...`); RUST_LOG wins if set.
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    pub log_level: String,
+    /// After SIGTERM, serve this long with /ready at 503 [default: 5000].
+    #[arg(long, global = true, value_name = "MS", env = "KUBEWIRE_LAMEDUCK_MS")]
+    pub lameduck_ms: Option<u64>,
 
-    /// Log format.
-    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// Log filter (`info`, `kubewire=debug,...`); RUST_LOG wins if set [default: info].
+    #[arg(long, global = true, value_name = "FILTER", env = "KUBEWIRE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log format [default: text].
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "KUBEWIRE_LOG_FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// Query log: one query in N, 0 for off [default: 0].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "KUBEWIRE_QUERY_LOG_SAMPLE"
+    )]
+    pub query_log_sample: Option<u32>,
+
+    /// Query log rate limit per core [default: 100].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "KUBEWIRE_QUERY_LOG_MAX_PER_SECOND"
+    )]
+    pub query_log_max_per_second: Option<u32>,
+}
+
+impl Flags {
+    /// Overrides `config` with every flag given.
+    pub fn apply(&self, config: &mut Config) {
+        if self.demo {
+            config.source.kind = SourceKind::Demo;
+            config.source.kubeconfig.clear();
+        }
+        if let Some(path) = &self.manifests {
+            config.source.kind = SourceKind::Manifests;
+            config.source.manifests = path.display().to_string();
+            config.source.kubeconfig.clear();
+        }
+        if let Some(path) = &self.kubeconfig {
+            config.source.kind = SourceKind::Cluster;
+            config.source.kubeconfig = path.display().to_string();
+        }
+        set(&mut config.kubernetes.namespaces, &self.namespaces);
+        set(&mut config.kubernetes.labels, &self.labels);
+        set(
+            &mut config.kubernetes.startup_timeout_ms,
+            &self.startup_timeout_ms,
+        );
+        set(&mut config.kubernetes.pods, &self.pods);
+        set(
+            &mut config.kubernetes.endpoint_pod_names,
+            &self.endpoint_pod_names,
+        );
+        set(&mut config.http.health_addr, &self.health_addr);
+        set(&mut config.http.ready_addr, &self.ready_addr);
+        set(&mut config.http.metrics_addr, &self.metrics_addr);
+        set(&mut config.dns.listen, &self.listen);
+        set(&mut config.dns.cores, &self.cores);
+        set(&mut config.dns.zones, &self.zones);
+        set(&mut config.dns.ttl_seconds, &self.ttl);
+        set(&mut config.dns.udp_io, &self.udp_io);
+        set(&mut config.tcp.idle_timeout_ms, &self.tcp_idle_timeout_ms);
+        set(&mut config.tcp.max_connections, &self.tcp_max_connections);
+        set(&mut config.lifecycle.lameduck_ms, &self.lameduck_ms);
+        set(&mut config.log.level, &self.log_level);
+        set(&mut config.log.format, &self.log_format);
+        set(&mut config.log.query_log_sample, &self.query_log_sample);
+        set(
+            &mut config.log.query_log_max_per_second,
+            &self.query_log_max_per_second,
+        );
+    }
+
+    /// The effective configuration: defaults, the `--config` file, then
+    /// environment variables and flags.
+    pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+    if let Some(value) = value {
+        *target = value.clone();
+    }
 }
 
 /// How the UDP path does its I/O.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UdpIo {
     /// `recvmmsg`/`sendmmsg` on the raw socket, driven inside the executor.
     Batched,
@@ -105,7 +304,8 @@ pub enum UdpIo {
 }
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,

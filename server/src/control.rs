@@ -1,11 +1,15 @@
 //! The control plane: a tokio runtime on its own thread (never on a serving
 //! core). It owns the compiler and the delta hub, follows the source of
 //! objects (the Kubernetes API, watched manifests, or the fixed demo), ships
-//! deltas to the cores and wakes them, serves `/health` and `/ready`, and
-//! handles signals.
+//! deltas to the cores and wakes them, serves `/health`, `/ready` and
+//! `/metrics`, reloads the configuration, and handles signals: SIGTERM
+//! starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
 
+use crate::config::{Config, SETTINGS};
 use crate::manifests::ManifestSet;
-use kubewire_control_plane::watch::{WatchEvent, WatchOptions, spawn_watchers};
+use crate::metrics::{ControlMetrics, Scrape};
+use crate::querylog::QueryLogSettings;
+use kubewire_control_plane::watch::{WatchEvent, WatchOptions, Watchers, spawn_watchers};
 use kubewire_control_plane::{Compiler, DeltaHub, Kind, ObjectChange};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -53,10 +57,16 @@ pub struct Control {
     pub shutdown: Arc<AtomicBool>,
     /// For the startup log line.
     pub startup: Startup,
-    /// `/health` listens here, if set.
-    pub health_addr: Option<SocketAddr>,
-    /// `/ready` listens here, if set.
-    pub ready_addr: Option<SocketAddr>,
+    /// The configuration in force.
+    pub config: Config,
+    /// How to reload it.
+    pub reloading: crate::Reloading,
+    /// The query log settings the cores read.
+    pub query_log: Arc<QueryLogSettings>,
+    /// The control plane's own counters.
+    pub metrics: Arc<ControlMetrics>,
+    /// What `/metrics` reads; `None` when metrics are off.
+    pub scrape: Option<Arc<Scrape>>,
 }
 
 /// What the startup line reports besides object counts.
@@ -120,25 +130,44 @@ impl Control {
         use tokio::signal::unix::{SignalKind, signal};
         let started = Instant::now();
         let ready = Arc::new(AtomicBool::new(false));
-        if let Some(addr) = self.health_addr {
+        let http = &self.config.http;
+        if let Some(addr) = http.health_addr.0 {
             tokio::spawn(serve_http(addr, "health", health_router()));
         }
-        if let Some(addr) = self.ready_addr {
+        if let Some(addr) = http.ready_addr.0 {
             tokio::spawn(serve_http(addr, "ready", ready_router(Arc::clone(&ready))));
+        }
+        if let (Some(addr), Some(scrape)) = (http.metrics_addr.0, &self.scrape) {
+            tokio::spawn(serve_http(
+                addr,
+                "metrics",
+                metrics_router(Arc::clone(scrape)),
+            ));
         }
 
         let (file_tx, mut file_events) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (config_tx, mut config_events) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (watch_tx, mut watch_events) = tokio::sync::mpsc::unbounded_channel::<WatchEvent>();
         let mut sync = Sync {
             done: true,
             ..Sync::default()
         };
         let mut startup_deadline = None;
-        let mut _watcher = None;
+        let mut _file_watcher = None;
+        let mut _config_watcher = None;
+        if let Some(path) = &self.reloading.path {
+            match watch_files(path, config_tx) {
+                Ok(watcher) => _config_watcher = Some(watcher),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot watch the config file; reload with SIGHUP");
+                }
+            }
+        }
+        let mut cluster = None;
         match &self.source {
             Source::Fixed => {}
             Source::Manifests(path, _) => match watch_files(path, file_tx) {
-                Ok(watcher) => _watcher = Some(watcher),
+                Ok(watcher) => _file_watcher = Some(watcher),
                 Err(error) => {
                     tracing::error!(path = %path.display(), %error, "cannot watch manifests; edits will not be picked up");
                 }
@@ -149,13 +178,13 @@ impl Control {
                 startup_timeout,
             } => match crate::cluster::client((**config).clone()) {
                 Ok(client) => {
+                    let watchers = spawn_watchers(&client, options, &watch_tx);
                     sync = Sync {
-                        pending: spawn_watchers(&client, options, &watch_tx)
-                            .into_iter()
-                            .collect(),
+                        pending: watchers.kinds.iter().copied().collect(),
                         ..Sync::default()
                     };
                     startup_deadline = Some(tokio::time::Instant::now() + *startup_timeout);
+                    cluster = Some((client, watchers));
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot create the Kubernetes client; stopping");
@@ -164,11 +193,12 @@ impl Control {
                 }
             },
         }
-        drop(watch_tx);
+        self.metrics.set_synced(sync.done);
 
-        let (Ok(mut terminate), Ok(mut interrupt)) = (
+        let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             tracing::error!("cannot install signal handlers; stopping");
             self.stop();
@@ -176,18 +206,38 @@ impl Control {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set by SIGTERM: serve until then with /ready at 503.
+        let mut lameduck_until: Option<tokio::time::Instant> = None;
         loop {
             let deadline = startup_deadline;
+            let lameduck = lameduck_until;
             tokio::select! {
-                _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                Some(()) = file_events.recv() => {
-                    // Debounce: wait for the writes to settle, then reload once.
-                    loop {
-                        tokio::time::sleep(DEBOUNCE).await;
-                        if file_events.try_recv().is_err() { break; }
-                        while file_events.try_recv().is_ok() {}
+                _ = terminate.recv() => {
+                    if lameduck_until.is_some() {
+                        tracing::info!("SIGTERM again: stopping now");
+                        break;
                     }
+                    ready.store(false, Ordering::Release);
+                    let lameduck_ms = self.config.lifecycle.lameduck_ms;
+                    tracing::info!(lameduck_ms, "SIGTERM: /ready is 503; serving for the lameduck period, then stopping");
+                    lameduck_until = Some(tokio::time::Instant::now() + Duration::from_millis(lameduck_ms));
+                }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = async { if let Some(at) = lameduck { tokio::time::sleep_until(at).await } else { std::future::pending::<()>().await } } => {
+                    tracing::info!("lameduck period over: stopping");
+                    break;
+                }
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    self.reload_config(&mut cluster, &watch_tx);
+                }
+                Some(()) = config_events.recv() => {
+                    debounce(&mut config_events).await;
+                    tracing::info!("config file changed: reloading the configuration");
+                    self.reload_config(&mut cluster, &watch_tx);
+                }
+                Some(()) = file_events.recv() => {
+                    debounce(&mut file_events).await;
                     self.reload_manifests();
                 }
                 Some(event) = watch_events.recv() => {
@@ -215,7 +265,11 @@ impl Control {
                         self.hub.retry_resets(&self.compiler);
                         wake_all(&self.wakers);
                     }
-                    if !ready.load(Ordering::Relaxed) && sync.done && self.hub.all_applied(sync.revision) {
+                    if !ready.load(Ordering::Relaxed)
+                        && lameduck_until.is_none()
+                        && sync.done
+                        && self.hub.all_applied(sync.revision)
+                    {
                         ready.store(true, Ordering::Release);
                         self.announce();
                         // Ready: only retries of Resets are left for the tick.
@@ -226,7 +280,93 @@ impl Control {
             }
         }
         ready.store(false, Ordering::Release);
+        drop(cluster);
         self.stop();
+    }
+
+    /// Reloads the config file (with flags over it) and applies what can
+    /// change live; names what cannot.
+    fn reload_config(
+        &mut self,
+        cluster: &mut Option<(kube::Client, Watchers)>,
+        watch_tx: &tokio::sync::mpsc::UnboundedSender<WatchEvent>,
+    ) {
+        let Some(path) = self.reloading.path.clone() else {
+            tracing::info!("no --config file was given; nothing to reload");
+            return;
+        };
+        let mut new = match Config::load(&path) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!("{error}; keeping the running configuration");
+                return;
+            }
+        };
+        self.reloading.flags.apply(&mut new);
+        if let Err(error) = new.validate() {
+            tracing::error!("{error}; keeping the running configuration");
+            return;
+        }
+        let changed = self.config.changed_keys(&new);
+        let is_live = |key: &&str| SETTINGS.iter().any(|s| s.key == *key && s.live);
+        let (live, restart): (Vec<&str>, Vec<&str>) = changed.into_iter().partition(is_live);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = ?restart,
+                "these settings cannot change while kubewire runs; restart it to apply them"
+            );
+        }
+        if live.is_empty() {
+            tracing::info!("configuration reloaded; nothing that can change live changed");
+            return;
+        }
+        let old = std::mem::replace(&mut self.config.log, new.log.clone());
+        // Only live keys are taken; the rest stay as they run, so the next
+        // reload names them again until a restart.
+        self.config.log.format = old.format;
+        if new.log.level != old.level {
+            match self.reloading.log.set_level(&new.log.level) {
+                Ok(crate::logging::LevelChange::Applied) => {}
+                Ok(crate::logging::LevelChange::EnvWins) => {
+                    tracing::warn!("log.level changed, but RUST_LOG is set and stays in force");
+                }
+                Err(error) => tracing::error!(%error, "log.level not applied"),
+            }
+        }
+        self.query_log
+            .set(new.log.query_log_sample, new.log.query_log_max_per_second);
+
+        let kubernetes = &mut self.config.kubernetes;
+        let filters_changed = kubernetes.namespaces != new.kubernetes.namespaces
+            || kubernetes.labels != new.kubernetes.labels;
+        kubernetes.namespaces = new.kubernetes.namespaces.clone();
+        kubernetes.labels = new.kubernetes.labels.clone();
+        kubernetes.endpoint_pod_names = new.kubernetes.endpoint_pod_names;
+        self.config.dns.ttl_seconds = new.dns.ttl_seconds;
+
+        let mut settings = self.compiler.settings().clone();
+        settings.ttl = self.config.dns.ttl_seconds;
+        settings.endpoint_pod_names = self.config.kubernetes.endpoint_pod_names;
+        self.compiler.set_settings(settings);
+        if filters_changed {
+            match (cluster.as_mut(), &mut self.source) {
+                (Some((client, watchers)), Source::Cluster { options, .. }) => {
+                    *options = crate::watch_options(&self.config);
+                    // The new watchers relist; each list lands as a Reset,
+                    // applied as a diff, so unchanged names never flap.
+                    *watchers = spawn_watchers(client, options, watch_tx);
+                }
+                _ => tracing::warn!(
+                    "kubernetes.namespaces and kubernetes.labels apply to the cluster source only"
+                ),
+            }
+        }
+        let published = self.publish();
+        tracing::info!(
+            keys = ?live,
+            revision = published.map(|(revision, _)| revision),
+            "configuration reloaded"
+        );
     }
 
     fn apply_watch_events(&mut self, batch: Vec<WatchEvent>, sync: &mut Sync, started: Instant) {
@@ -245,8 +385,16 @@ impl Control {
                 tracing::info!(?kind, previous_error = %error, "watch recovered");
             }
             match event {
-                WatchEvent::Change(change) => self.compiler.apply(change),
+                WatchEvent::Change(change) => {
+                    if let ObjectChange::Upsert(_) | ObjectChange::Remove(..) = &change
+                        && let Some(kind) = kind
+                    {
+                        self.metrics.watch_event(kind);
+                    }
+                    self.compiler.apply(change);
+                }
                 WatchEvent::Listed(kind) => {
+                    self.metrics.relisted(kind);
                     sync.pending.remove(&kind);
                 }
                 WatchEvent::Failed { kind, error } => {
@@ -268,6 +416,7 @@ impl Control {
         }
         self.publish();
         if first_sync {
+            self.metrics.set_synced(true);
             sync.done = true;
             sync.revision = self.compiler.revision();
             crate::release_free_memory();
@@ -356,6 +505,43 @@ fn ready_router(ready: Arc<AtomicBool>) -> axum::Router {
             }
         }),
     )
+}
+
+fn metrics_router(scrape: Arc<Scrape>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let scrape = Arc::clone(&scrape);
+            async move {
+                match scrape.render() {
+                    Ok(body) => (
+                        axum::http::StatusCode::OK,
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    ),
+                    Err(_) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                        "metrics could not be encoded".to_string(),
+                    ),
+                }
+            }
+        }),
+    )
+}
+
+/// Waits for a burst of file events to settle.
+async fn debounce(events: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    loop {
+        tokio::time::sleep(DEBOUNCE).await;
+        if events.try_recv().is_err() {
+            break;
+        }
+        while events.try_recv().is_ok() {}
+    }
 }
 
 async fn serve_http(addr: SocketAddr, what: &'static str, router: axum::Router) {

@@ -9,6 +9,8 @@
 
 use crate::batch::UdpBatch;
 use crate::cli::UdpIo;
+use crate::metrics::{Answered, CoreMetrics, Proto};
+use crate::querylog::{QueryLog, QueryLogSettings};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -62,6 +64,20 @@ pub struct CoreSetup {
     pub udp_io: UdpIo,
     /// TCP limits.
     pub tcp: TcpLimits,
+    /// This core's counters; `None` when metrics are off.
+    pub metrics: Option<Arc<CoreMetrics>>,
+    /// Query log settings, shared by every core.
+    pub query_log: Arc<QueryLogSettings>,
+}
+
+/// What the serving tasks of one core share.
+#[derive(Clone)]
+struct Shared {
+    table: Table,
+    updates: Rc<DeltaReceiver>,
+    metrics: Option<Arc<CoreMetrics>>,
+    query_log_settings: Arc<QueryLogSettings>,
+    query_log: Rc<RefCell<QueryLog>>,
 }
 
 /// Starts a core on its own pinned thread.
@@ -85,36 +101,39 @@ type Table = Rc<RefCell<AnswerTable>>;
 type Scratch = Rc<RefCell<Vec<u8>>>;
 
 async fn run(setup: CoreSetup) {
-    let table: Table = Rc::new(RefCell::new(AnswerTable::new()));
-    let updates = Rc::new(setup.updates);
-    apply_updates(&updates, &table);
+    let shared = Shared {
+        table: Rc::new(RefCell::new(AnswerTable::new())),
+        updates: Rc::new(setup.updates),
+        metrics: setup.metrics,
+        query_log_settings: setup.query_log,
+        query_log: Rc::new(RefCell::new(QueryLog::default())),
+    };
+    apply_updates(&shared);
 
     let exclusive = setup.udp_fds.len() == 1;
-    for &fd in &setup.udp_fds {
+    for (listen, &fd) in setup.udp_fds.iter().enumerate() {
         // SAFETY: the fd is a bound UDP socket created for this core alone.
         let socket = unsafe { UdpSocket::from_raw_fd(fd) };
         match setup.udp_io {
-            UdpIo::Batched => glommio::spawn_local(serve_udp_batched(
-                socket,
-                Rc::clone(&table),
-                exclusive,
-                Rc::clone(&updates),
-            ))
-            .detach(),
+            UdpIo::Batched => {
+                glommio::spawn_local(serve_udp_batched(socket, shared.clone(), exclusive, listen))
+                    .detach()
+            }
             UdpIo::Glommio => {
-                glommio::spawn_local(serve_udp_glommio(socket, Rc::clone(&table))).detach()
+                glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach()
             }
         };
     }
     let connections = Rc::new(Cell::new(0usize));
     let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + usize::from(u16::MAX)]));
-    for &fd in &setup.tcp_fds {
+    for (listen, &fd) in setup.tcp_fds.iter().enumerate() {
         // SAFETY: the fd is a listening TCP socket created for this core alone.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
         let tcp = Tcp {
-            table: Rc::clone(&table),
+            shared: shared.clone(),
             scratch: Rc::clone(&scratch),
             limits: setup.tcp,
+            listen,
         };
         glommio::spawn_local(accept_tcp(listener, tcp, Rc::clone(&connections))).detach();
     }
@@ -125,7 +144,7 @@ async fn run(setup: CoreSetup) {
     let mut wake = unsafe { UnixStream::from_raw_fd(setup.wake_fd) };
     let mut buf = [0u8; 64];
     loop {
-        apply_updates(&updates, &table);
+        apply_updates(&shared);
         if setup.shutdown.load(Ordering::Acquire) {
             break;
         }
@@ -141,25 +160,67 @@ async fn run(setup: CoreSetup) {
     tracing::debug!(core = setup.index, "core stopped");
 }
 
-fn apply_updates(updates: &DeltaReceiver, table: &Table) {
+fn apply_updates(shared: &Shared) {
     let mut applied = false;
-    let mut table = table.borrow_mut();
-    while let Ok(update) = updates.receiver().try_recv() {
-        applied |= table.apply(&update);
+    let mut table = shared.table.borrow_mut();
+    while let Ok(update) = shared.updates.receiver().try_recv() {
+        if table.apply(&update) {
+            applied = true;
+            if let Some(metrics) = &shared.metrics {
+                let latency = update.created().elapsed().as_nanos();
+                metrics.delta_applied(u64::try_from(latency).unwrap_or(u64::MAX));
+            }
+        }
     }
     if applied {
-        updates
+        shared
+            .updates
             .status()
             .record(table.revision(), table.synced(), table.len() as u64);
     }
 }
 
-/// Answers one datagram into `out`; `None` means send nothing.
-fn answer_udp(table: &mut AnswerTable, query: &[u8], out: &mut [u8]) -> Option<usize> {
-    match table.respond(query, Transport::Udp, out) {
-        Response::Reply { len, .. } | Response::NotOurs { len } => Some(len),
-        Response::Drop => None,
+/// Answers one query into `out` and counts it; `None` means send nothing.
+/// The second value is the RCODE, for the query log.
+#[inline]
+fn answer(
+    table: &mut AnswerTable,
+    metrics: Option<&CoreMetrics>,
+    listen: usize,
+    proto: Proto,
+    query: &[u8],
+    out: &mut [u8],
+) -> Option<(usize, u16)> {
+    let transport = match proto {
+        Proto::Udp => Transport::Udp,
+        Proto::Tcp => Transport::Tcp,
+    };
+    let (len, rcode, qtype, ours) = match table.respond(query, transport, out) {
+        Response::Reply { len, rcode, qtype } => (len, rcode.0, qtype, true),
+        Response::NotOurs { len, qtype } => (len, kubewire_wire::Rcode::REFUSED.0, qtype, false),
+        Response::Drop => {
+            if let Some(metrics) = metrics {
+                metrics.dropped();
+            }
+            return None;
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.answered(&Answered {
+            listen,
+            proto,
+            qtype,
+            rcode,
+            ours,
+            request_len: query.len(),
+            response_len: len,
+        });
     }
+    Some((len, rcode))
+}
+
+fn elapsed_ns(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// How long a core may sleep in `recvmmsg` while traffic flows, before it
@@ -175,17 +236,14 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 /// receive and one send system call per batch. When the socket has been
 /// quiet for [`UDP_FLOWING_WAIT_MS`], it parks on glommio's reactor instead,
 /// so an idle core costs nothing and its other tasks run at once.
-async fn serve_udp_batched(
-    socket: UdpSocket,
-    table: Table,
-    exclusive: bool,
-    updates: Rc<DeltaReceiver>,
-) {
+async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, listen: usize) {
     let fd = socket.as_raw_fd();
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
     let mut flowing = false;
     let mut last_yield = std::time::Instant::now();
+    // Queries of this batch picked for the query log: index and RCODE.
+    let mut picked: Vec<(usize, u16)> = Vec::with_capacity(crate::batch::BATCH);
     loop {
         if !flowing {
             // Wait on the reactor until a datagram is there, without taking it.
@@ -215,15 +273,48 @@ async fn serve_udp_batched(
             continue;
         }
         flowing = true;
+        // Every query of a batch is charged the batch's time, from its
+        // arrival in our hands to its reply leaving: one clock read per
+        // batch, not two per query.
+        let started = shared.metrics.as_ref().map(|_| std::time::Instant::now());
+        let log_interval = QueryLog::interval(&shared.query_log_settings);
         {
-            let mut table = table.borrow_mut();
-            batch.answer(count, |query, out| answer_udp(&mut table, query, out));
+            let mut table = shared.table.borrow_mut();
+            let metrics = shared.metrics.as_deref();
+            let mut query_log = shared.query_log.borrow_mut();
+            batch.answer(count, |i, query, out| {
+                let (len, rcode) = answer(&mut table, metrics, listen, Proto::Udp, query, out)?;
+                if let Some(interval) = log_interval
+                    && query_log.pick(interval)
+                {
+                    picked.push((i, rcode));
+                }
+                Some(len)
+            });
         }
+        let answered = batch.queued() as u64;
         send_all(&mut batch, fd).await;
+        if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
+            metrics.took(listen, answered, elapsed_ns(started));
+        }
+        if !picked.is_empty() {
+            let mut query_log = shared.query_log.borrow_mut();
+            let took = started.map(|s| s.elapsed()).unwrap_or_default();
+            for &(i, rcode) in &picked {
+                query_log.write(
+                    &shared.query_log_settings,
+                    batch.peer(i),
+                    batch.query(i),
+                    rcode,
+                    took,
+                );
+            }
+            picked.clear();
+        }
         if last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
             // Updates are applied here too: while traffic flows the root
             // task's wake-up may not be reaped until the next preemption.
-            apply_updates(&updates, &table);
+            apply_updates(&shared);
             glommio::executor().yield_now().await;
             last_yield = std::time::Instant::now();
         }
@@ -258,7 +349,7 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
     }
 }
 
-async fn serve_udp_glommio(socket: UdpSocket, table: Table) {
+async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
     let mut query = vec![0u8; 65_536];
     let mut out = vec![0u8; crate::batch::TX_BUF];
     loop {
@@ -270,11 +361,47 @@ async fn serve_udp_glommio(socket: UdpSocket, table: Table) {
                 continue;
             }
         };
-        let reply = answer_udp(&mut table.borrow_mut(), &query[..len], &mut out);
-        if let Some(reply) = reply
-            && let Err(error) = socket.send_to(&out[..reply], peer).await
-        {
+        let started = std::time::Instant::now();
+        let reply = answer(
+            &mut shared.table.borrow_mut(),
+            shared.metrics.as_deref(),
+            listen,
+            Proto::Udp,
+            &query[..len],
+            &mut out,
+        );
+        let Some((reply, rcode)) = reply else {
+            continue;
+        };
+        if let Err(error) = socket.send_to(&out[..reply], peer).await {
             tracing::debug!(%error, "UDP reply not sent");
+        }
+        finish_one(&shared, listen, started, Some(peer), &query[..len], rcode);
+    }
+}
+
+/// Times one query and offers it to the query log.
+fn finish_one(
+    shared: &Shared,
+    listen: usize,
+    started: std::time::Instant,
+    client: Option<std::net::SocketAddr>,
+    query: &[u8],
+    rcode: u16,
+) {
+    if let Some(metrics) = &shared.metrics {
+        metrics.took(listen, 1, elapsed_ns(started));
+    }
+    if let Some(interval) = QueryLog::interval(&shared.query_log_settings) {
+        let mut query_log = shared.query_log.borrow_mut();
+        if query_log.pick(interval) {
+            query_log.write(
+                &shared.query_log_settings,
+                client,
+                query,
+                rcode,
+                started.elapsed(),
+            );
         }
     }
 }
@@ -282,9 +409,10 @@ async fn serve_udp_glommio(socket: UdpSocket, table: Table) {
 /// What TCP connections on a core share.
 #[derive(Clone)]
 struct Tcp {
-    table: Table,
+    shared: Shared,
     scratch: Scratch,
     limits: TcpLimits,
+    listen: usize,
 }
 
 async fn accept_tcp(listener: TcpListener, tcp: Tcp, connections: Rc<Cell<usize>>) {
@@ -338,6 +466,7 @@ async fn within<T>(
 /// announcing one too large, or not reading its replies is disconnected.
 async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
     let _ = stream.set_nodelay(true);
+    let client = stream.peer_addr().ok();
     let mut query = Vec::new();
     let mut reply = Vec::new();
     loop {
@@ -360,18 +489,23 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
         {
             return;
         }
+        let started = std::time::Instant::now();
+        let rcode;
         {
             let mut scratch = tcp.scratch.borrow_mut();
-            let reply_len =
-                match tcp
-                    .table
-                    .borrow_mut()
-                    .respond(&query, Transport::Tcp, &mut scratch[2..])
-                {
-                    Response::Reply { len, .. } | Response::NotOurs { len } => len,
-                    // Not a query at all: a DNS peer would not send this.
-                    Response::Drop => return,
-                };
+            let answered = answer(
+                &mut tcp.shared.table.borrow_mut(),
+                tcp.shared.metrics.as_deref(),
+                tcp.listen,
+                Proto::Tcp,
+                &query,
+                &mut scratch[2..],
+            );
+            // Not a query at all: a DNS peer would not send this.
+            let Some((reply_len, reply_rcode)) = answered else {
+                return;
+            };
+            rcode = reply_rcode;
             scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
             reply.clear();
             reply.extend_from_slice(&scratch[..2 + reply_len]);
@@ -382,5 +516,6 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
         {
             return;
         }
+        finish_one(&tcp.shared, tcp.listen, started, client, &query, rcode);
     }
 }

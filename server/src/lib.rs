@@ -4,13 +4,19 @@
 pub mod batch;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod control;
 pub mod core;
+pub mod corefile;
+pub mod logging;
 pub mod manifests;
+pub mod metrics;
 pub mod preflight;
+pub mod querylog;
 
 use anyhow::{Context, bail};
-use cli::Args;
+use cli::Flags;
+use config::{Config, SourceKind};
 use control::Source;
 use kubewire_control_plane::watch::WatchOptions;
 use kubewire_control_plane::{Compiler, DeltaHub, ObjectChange, PodMode, Settings};
@@ -18,7 +24,7 @@ use kubewire_wire::NameBuf;
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -36,73 +42,97 @@ pub fn release_free_memory() {
     }
 }
 
-/// Compiler settings from the flags.
-pub fn settings(args: &Args) -> anyhow::Result<Settings> {
+/// Compiler settings from the configuration.
+pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     let mut zones = Vec::new();
-    for zone in &args.zones {
+    for zone in &config.dns.zones {
         let name = NameBuf::from_text(zone)
-            .map_err(|e| anyhow::anyhow!("--zone {zone:?} is not a valid DNS name: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("dns.zones {zone:?} is not a valid DNS name: {e}"))?;
         zones.push(name.to_lowercase());
     }
     Ok(Settings {
         zones,
-        ttl: args.ttl,
-        pod_mode: args.pods,
-        endpoint_pod_names: args.endpoint_pod_names,
+        ttl: config.dns.ttl_seconds,
+        pod_mode: config.kubernetes.pods,
+        endpoint_pod_names: config.kubernetes.endpoint_pod_names,
         ..Settings::default()
     })
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// What the cluster source watches, from the configuration.
+pub fn watch_options(config: &Config) -> WatchOptions {
+    let k = &config.kubernetes;
+    WatchOptions {
+        pods: k.pods == PodMode::Verified,
+        namespaces: (!k.namespaces.is_empty()).then(|| k.namespaces.clone()),
+        labels: (!k.labels.is_empty()).then(|| k.labels.clone()),
+    }
+}
+
+/// How the running server can reload its configuration.
+#[derive(Debug)]
+pub struct Reloading {
+    /// The `--config` file, if any.
+    pub path: Option<PathBuf>,
+    /// The flags and environment, applied over the file again on reload.
+    pub flags: Flags,
+    /// The log filter.
+    pub log: logging::LogControl,
+}
+
+/// Runs the server until SIGINT, or SIGTERM and the lameduck period.
+pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
+    metrics::count_panics();
     // The source first: a bad manifest or no cluster stops us before anything starts.
-    let (objects, source, source_text) = if args.demo {
-        let objects = parse_manifest(Path::new("<embedded demo>"), DEMO_MANIFEST)?;
-        (objects, Source::Fixed, "embedded demo cluster".to_string())
-    } else if let Some(path) = &args.manifests {
-        let mut set = ManifestSet::default();
-        let errors = set.reload(path)?;
-        if let Some(first) = errors.into_iter().next() {
-            bail!("{first}; fix the manifest and start again");
+    let (objects, source, source_text) = match config.source.kind {
+        SourceKind::Demo => {
+            let objects = parse_manifest(Path::new("<embedded demo>"), DEMO_MANIFEST)?;
+            (objects, Source::Fixed, "embedded demo cluster".to_string())
         }
-        let objects = set
-            .by_kind()
-            .into_iter()
-            .flat_map(|(_, list)| list)
-            .collect();
-        (
-            objects,
-            Source::Manifests(path.clone(), set),
-            format!("manifests {}", path.display()),
-        )
-    } else {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let found = runtime.block_on(cluster::find(args.kubeconfig.as_deref()))?;
-        let options = WatchOptions {
-            pods: args.pods == PodMode::Verified,
-            namespaces: (!args.namespaces.is_empty()).then(|| args.namespaces.clone()),
-            labels: args.labels.clone(),
-        };
-        let text = format!("{} ({})", found.origin, found.config.cluster_url);
-        let source = Source::Cluster {
-            config: Box::new(found.config),
-            options,
-            startup_timeout: std::time::Duration::from_millis(args.startup_timeout_ms),
-        };
-        (Vec::new(), source, text)
+        SourceKind::Manifests => {
+            let path = PathBuf::from(&config.source.manifests);
+            let mut set = ManifestSet::default();
+            let errors = set.reload(&path)?;
+            if let Some(first) = errors.into_iter().next() {
+                bail!("{first}; fix the manifest and start again");
+            }
+            let objects = set
+                .by_kind()
+                .into_iter()
+                .flat_map(|(_, list)| list)
+                .collect();
+            let text = format!("manifests {}", path.display());
+            (objects, Source::Manifests(path, set), text)
+        }
+        SourceKind::Cluster => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let kubeconfig = (!config.source.kubeconfig.is_empty())
+                .then(|| Path::new(&config.source.kubeconfig));
+            let found = runtime.block_on(cluster::find(kubeconfig))?;
+            let text = format!("{} ({})", found.origin, found.config.cluster_url);
+            let source = Source::Cluster {
+                config: Box::new(found.config),
+                options: watch_options(&config),
+                startup_timeout: std::time::Duration::from_millis(
+                    config.kubernetes.startup_timeout_ms,
+                ),
+            };
+            (Vec::new(), source, text)
+        }
     };
 
     let allowed = preflight::allowed_cpus();
-    let cpus = preflight::choose_cpus(args.cores.as_deref(), &allowed)?;
+    let cores = (config.dns.cores != "all").then_some(config.dns.cores.as_str());
+    let cpus = preflight::choose_cpus(cores, &allowed)?;
     preflight::check_memlock(cpus.len())?;
     preflight::check_io_uring()?;
-    for &addr in &args.listen {
+    for &addr in &config.dns.listen {
         preflight::check_free(addr)?;
     }
 
-    let mut compiler = Compiler::new(settings(&args)?);
+    let mut compiler = Compiler::new(settings(&config)?);
     for object in objects {
         compiler.apply(ObjectChange::Upsert(object));
     }
@@ -113,9 +143,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     compiler.take_delta();
 
     let shutdown = Arc::new(AtomicBool::new(false));
+    let query_log = Arc::new(querylog::QueryLogSettings::default());
+    query_log.set(
+        config.log.query_log_sample,
+        config.log.query_log_max_per_second,
+    );
+    let metrics_on = config.http.metrics_addr.0.is_some();
     let mut hub = DeltaHub::new(CORE_CHANNEL_CAPACITY);
     let mut wakers = Vec::new();
     let mut handles = Vec::new();
+    let mut scraped_cores = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
         let updates = hub.subscribe(&compiler);
         let (waker, wake_end) =
@@ -125,9 +162,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("setting the wake-up socket non-blocking")?;
         let mut udp_fds = Vec::new();
         let mut tcp_fds = Vec::new();
-        for &addr in &args.listen {
+        for &addr in &config.dns.listen {
             udp_fds.push(preflight::udp_socket(addr)?);
             tcp_fds.push(preflight::tcp_listener(addr)?);
+        }
+        let core_metrics =
+            metrics_on.then(|| Arc::new(metrics::CoreMetrics::new(config.dns.listen.len())));
+        if let Some(core_metrics) = &core_metrics {
+            scraped_cores.push((cpu, Arc::clone(core_metrics), Arc::clone(updates.status())));
         }
         let setup = core::CoreSetup {
             index,
@@ -137,11 +179,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             updates,
             wake_fd: wake_end.into_raw_fd(),
             shutdown: Arc::clone(&shutdown),
-            udp_io: args.udp_io,
+            udp_io: config.dns.udp_io,
             tcp: core::TcpLimits {
-                idle_timeout_ms: args.tcp_idle_timeout_ms,
-                max_connections: args.tcp_max_connections,
+                idle_timeout_ms: config.tcp.idle_timeout_ms,
+                max_connections: config.tcp.max_connections,
             },
+            metrics: core_metrics,
+            query_log: Arc::clone(&query_log),
         };
         let handle = core::spawn(setup)
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
@@ -149,10 +193,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         wakers.push(waker);
     }
 
+    let control_metrics = Arc::new(metrics::ControlMetrics::new(matches!(
+        source,
+        Source::Cluster { .. }
+    )));
+    let scrape = metrics_on.then(|| {
+        Arc::new(metrics::Scrape::new(
+            &config.dns.listen,
+            scraped_cores,
+            Arc::clone(&control_metrics),
+        ))
+    });
     let startup = control::Startup {
         cpus,
-        listen: args.listen.clone(),
-        zones: args.zones.clone(),
+        listen: config.dns.listen.clone(),
+        zones: config.dns.zones.clone(),
         source: source_text,
     };
     let control = control::spawn(control::Control {
@@ -162,8 +217,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         source,
         shutdown: Arc::clone(&shutdown),
         startup,
-        health_addr: Some(args.health_addr),
-        ready_addr: Some(args.ready_addr),
+        config,
+        reloading,
+        query_log,
+        metrics: control_metrics,
+        scrape,
     })
     .context("starting the control plane thread")?;
 
@@ -182,4 +240,60 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs `kubewire config …`; returns the process exit code.
+pub fn config_command(action: &cli::ConfigAction, flags: &Flags) -> std::process::ExitCode {
+    use std::io::Write;
+    use std::process::ExitCode;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    match action {
+        cli::ConfigAction::Check { file } => match Config::load(file) {
+            Ok(_) => {
+                let _ = writeln!(stdout, "{}: OK", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                let _ = writeln!(stderr, "error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        cli::ConfigAction::Print => match flags.config() {
+            Ok(config) => {
+                let _ = write!(stdout, "{}", config.to_documented_toml());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                let _ = writeln!(stderr, "error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        cli::ConfigAction::FromCorefile { file } => {
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(error) => {
+                    let _ = writeln!(
+                        stderr,
+                        "error: {}: cannot read the Corefile: {error}",
+                        file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            match corefile::translate(&file.display().to_string(), &text) {
+                Ok(translation) => {
+                    let _ = write!(stdout, "{}", translation.toml);
+                    for note in &translation.untranslated {
+                        let _ = writeln!(stderr, "not translated: {note}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    let _ = writeln!(stderr, "error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -1,28 +1,34 @@
-//! The kubewire binary: flags, logging, and an exit code.
+//! The kubewire binary: flags, configuration, logging, and an exit code.
 
 use clap::Parser;
-use kubewire::cli::{Args, LogFormat};
-use tracing_subscriber::EnvFilter;
+use kubewire::cli::{Cli, Command};
+use std::io::Write;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&args.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Config { action }) = &cli.command {
+        return kubewire::config_command(action, &cli.flags);
     }
-    match kubewire::run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let config = match cli.flags.config() {
+        Ok(config) => config,
+        Err(error) => {
+            // Logging is not set up yet: its settings are in this config.
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = kubewire::logging::init(config.log.format, &config.log.level);
+    let reloading = kubewire::Reloading {
+        path: cli.flags.config.clone(),
+        flags: cli.flags,
+        log,
+    };
+    match kubewire::run(config, reloading) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -62,7 +62,7 @@ fn startup_errors_name_the_cause_and_the_fix() {
     fails_with(
         &["--demo", "--zone", "a..b"],
         addr(),
-        "--zone \"a..b\" is not a valid DNS name",
+        "error: --zone (or its KUBEWIRE_ variable): dns.zones: \"a..b\" is not a DNS name: empty label",
     );
 
     let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -87,7 +87,8 @@ fn startup_errors_name_the_cause_and_the_fix() {
 #[test]
 fn sigterm_and_sigint_stop_cleanly() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
-        let server = Server::start(&["--demo", "--cores", "2"]);
+        // A short lameduck: the lameduck itself is tested in operations.rs.
+        let server = Server::start(&["--demo", "--cores", "2", "--lameduck-ms", "100"]);
         assert_eq!(
             rcode(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
             0

@@ -279,7 +279,7 @@ impl Tester {
         let mut out = vec![0u8; 65535];
         let response = self.table.respond(&packet, Transport::Tcp, &mut out);
         let message = match response {
-            Response::Reply { len, .. } | Response::NotOurs { len } => {
+            Response::Reply { len, .. } | Response::NotOurs { len, .. } => {
                 Some(Message::from_vec(&out[..len]).unwrap())
             }
             Response::Drop => None,

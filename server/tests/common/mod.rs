@@ -67,13 +67,14 @@ impl Server {
             .args(args)
             .arg("--listen")
             .arg(addr.to_string())
-            // Health endpoints on free ports, reported in the log.
-            .args([
-                "--health-addr",
-                "127.0.0.1:0",
-                "--ready-addr",
-                "127.0.0.1:0",
-            ])
+            // HTTP endpoints on free ports, reported in the log, unless the
+            // test sets them.
+            .args(
+                ["--health-addr", "--ready-addr", "--metrics-addr"]
+                    .into_iter()
+                    .filter(|flag| !args.contains(flag))
+                    .flat_map(|flag| [flag, "127.0.0.1:0"]),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -262,6 +263,11 @@ pub fn answers(message: &Message) -> Vec<String> {
 
 /// GET a path over plain HTTP/1.1; returns the status code.
 pub fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    http_get(addr, path).0
+}
+
+/// GET a path over plain HTTP/1.1; returns the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -273,11 +279,28 @@ pub fn http_status(addr: SocketAddr, path: &str) -> u16 {
     .unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series in a Prometheus exposition, by its exact name
+/// and labels as written (`coredns_panics_total`, `x{a="b"}`); 0 if absent.
+pub fn metric(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or(0.0)
 }
 
 /// A fresh directory under the system temp dir.

@@ -1,0 +1,832 @@
+//! The configuration: a TOML file (`--config`), overridden by `KUBEWIRE_*`
+//! environment variables and then by flags.
+//!
+//! Every setting is listed in [`SETTINGS`] with what it allows and whether
+//! it changes live; its default is whatever [`Config::default`] holds, so
+//! the two cannot drift apart (a unit test checks that they name the same
+//! keys). `kubewire config print` writes the effective configuration with
+//! that documentation as comments.
+//!
+//! Errors name the file, the line, the key and what is allowed:
+//!
+//! ```text
+//! kubewire.toml:3: unknown key "dns.ttl"; did you mean "dns.ttl_seconds"? The keys of [dns] are: listen, cores, zones, ttl_seconds, udp_io
+//! kubewire.toml:7: kubernetes.pods: pod mode "strict" is not one of: disabled, insecure, verified
+//! ```
+
+use crate::cli::{LogFormat, UdpIo};
+use kubewire_control_plane::PodMode;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::str::FromStr;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// What is served, and where.
+    pub dns: Dns,
+    /// How cluster objects become records.
+    pub kubernetes: Kubernetes,
+    /// Where the objects come from.
+    pub source: SourceConfig,
+    /// The HTTP endpoints.
+    pub http: Http,
+    /// Shutdown.
+    pub lifecycle: Lifecycle,
+    /// Logging.
+    pub log: Log,
+    /// TCP limits.
+    pub tcp: Tcp,
+}
+
+/// `[dns]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Addresses served over UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// `all`, a count, or a CPU list.
+    pub cores: String,
+    /// Cluster zones.
+    pub zones: Vec<String>,
+    /// TTL of every record, in seconds.
+    pub ttl_seconds: u32,
+    /// UDP I/O mode.
+    pub udp_io: UdpIo,
+}
+
+impl Default for Dns {
+    fn default() -> Dns {
+        Dns {
+            listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5353))],
+            cores: "all".into(),
+            zones: vec!["cluster.local".into()],
+            ttl_seconds: 5,
+            udp_io: UdpIo::Batched,
+        }
+    }
+}
+
+/// `[kubernetes]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// Pod records.
+    #[serde(with = "as_text")]
+    pub pods: PodMode,
+    /// Name endpoints without a hostname after their pod.
+    pub endpoint_pod_names: bool,
+    /// Namespaces served; empty means all.
+    pub namespaces: Vec<String>,
+    /// Label selector for Services; empty means all.
+    pub labels: String,
+    /// How long to wait for the first sync before answering anyway.
+    pub startup_timeout_ms: u64,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Kubernetes {
+        Kubernetes {
+            pods: PodMode::Insecure,
+            endpoint_pod_names: false,
+            namespaces: Vec::new(),
+            labels: String::new(),
+            startup_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Where objects come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The Kubernetes API.
+    #[default]
+    Cluster,
+    /// A watched manifest file or directory.
+    Manifests,
+    /// The embedded demo cluster.
+    Demo,
+}
+
+/// `[source]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Which source.
+    pub kind: SourceKind,
+    /// Kubeconfig path for `cluster`; empty means search.
+    pub kubeconfig: String,
+    /// Manifest path for `manifests`.
+    pub manifests: String,
+}
+
+/// An HTTP listen address, or none (`""`). `:PORT` means every interface,
+/// as in a Corefile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl FromStr for OptionalAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<OptionalAddr, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(OptionalAddr(None));
+        }
+        let full = match text.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => text.to_string(),
+        };
+        full.parse().map(|a| OptionalAddr(Some(a))).map_err(|_| {
+            format!("{text:?} is not an address; write IP:PORT, :PORT, or \"\" to turn it off")
+        })
+    }
+}
+
+impl Display for OptionalAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// `/health`.
+    #[serde(with = "as_text")]
+    pub health_addr: OptionalAddr,
+    /// `/ready`.
+    #[serde(with = "as_text")]
+    pub ready_addr: OptionalAddr,
+    /// `/metrics`.
+    #[serde(with = "as_text")]
+    pub metrics_addr: OptionalAddr,
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        let all = |port| OptionalAddr(Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))));
+        Http {
+            health_addr: all(8080),
+            ready_addr: all(8181),
+            metrics_addr: all(9153),
+        }
+    }
+}
+
+/// `[lifecycle]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifecycle {
+    /// How long to keep serving after SIGTERM, with `/ready` at 503.
+    pub lameduck_ms: u64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Lifecycle {
+        Lifecycle { lameduck_ms: 5_000 }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter.
+    pub level: String,
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Log one query in this many; 0 turns the query log off.
+    pub query_log_sample: u32,
+    /// At most this many query log lines per second per core.
+    pub query_log_max_per_second: u32,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Text,
+            query_log_sample: 0,
+            query_log_max_per_second: 100,
+        }
+    }
+}
+
+/// `[tcp]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tcp {
+    /// Close a connection idle this long.
+    pub idle_timeout_ms: u64,
+    /// Most open connections per core.
+    pub max_connections: usize,
+}
+
+impl Default for Tcp {
+    fn default() -> Tcp {
+        Tcp {
+            idle_timeout_ms: 10_000,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serde through `FromStr` and `Display`, so a value's error message is the
+/// type's own (which lists what is allowed).
+mod as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub(super) fn serialize<T: Display, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One documented setting.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// `section.key`.
+    pub key: &'static str,
+    /// What values are allowed.
+    pub allowed: &'static str,
+    /// Whether a reload applies it without a restart.
+    pub live: bool,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+const fn setting(
+    key: &'static str,
+    allowed: &'static str,
+    live: bool,
+    doc: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        allowed,
+        live,
+        doc,
+    }
+}
+
+/// Every setting, in the order `config print` writes them.
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "dns.listen",
+        "a list of IP:PORT",
+        false,
+        "Addresses served over UDP and TCP (flag --listen, repeatable).",
+    ),
+    setting(
+        "dns.cores",
+        "\"all\", a count such as \"2\", or a CPU list such as \"0,2-3\" (one CPU: \"1-1\")",
+        false,
+        "Serving cores, one pinned executor each (flag --cores). \"all\" is every CPU in the affinity mask.",
+    ),
+    setting(
+        "dns.zones",
+        "a non-empty list of DNS names",
+        false,
+        "Cluster zones served (flag --zone, repeatable).",
+    ),
+    setting(
+        "dns.ttl_seconds",
+        "0 to 3600",
+        true,
+        "TTL of every record, and the SOA minimum (flag --ttl).",
+    ),
+    setting(
+        "dns.udp_io",
+        "\"batched\" or \"glommio\"",
+        false,
+        "UDP I/O: recvmmsg/sendmmsg batches, or glommio's one-datagram calls (flag --udp-io).",
+    ),
+    setting(
+        "kubernetes.pods",
+        "\"disabled\", \"insecure\" or \"verified\"",
+        false,
+        "Pod records, as CoreDNS's `pods` option (flag --pods).",
+    ),
+    setting(
+        "kubernetes.endpoint_pod_names",
+        "true or false",
+        true,
+        "Name endpoints without a hostname after their pod (flag --endpoint-pod-names).",
+    ),
+    setting(
+        "kubernetes.namespaces",
+        "a list of namespace names; empty means all",
+        true,
+        "Serve only these namespaces, as CoreDNS's `namespaces` (cluster source; flag --namespaces).",
+    ),
+    setting(
+        "kubernetes.labels",
+        "a label selector such as \"app=web,tier!=db\"; empty means all",
+        true,
+        "Serve only Services (and their EndpointSlices) matching this, as CoreDNS's `labels` (cluster source; flag --labels).",
+    ),
+    setting(
+        "kubernetes.startup_timeout_ms",
+        "milliseconds",
+        false,
+        "After this long without a first sync, answer from what is known; /ready still waits (flag --startup-timeout-ms).",
+    ),
+    setting(
+        "source.kind",
+        "\"cluster\", \"manifests\" or \"demo\"",
+        false,
+        "Where objects come from (flags --demo, --manifests, --kubeconfig). A cluster that cannot be reached is an error, never demo data.",
+    ),
+    setting(
+        "source.kubeconfig",
+        "a file path; empty means $KUBECONFIG, ~/.kube/config, then in-cluster",
+        false,
+        "Kubeconfig for the cluster source (flag --kubeconfig).",
+    ),
+    setting(
+        "source.manifests",
+        "a file or directory path",
+        false,
+        "Manifests for the manifests source, watched for edits (flag --manifests).",
+    ),
+    setting(
+        "http.health_addr",
+        "IP:PORT, :PORT, or \"\" for none",
+        false,
+        "/health answers 200 while the process serves (flag --health-addr).",
+    ),
+    setting(
+        "http.ready_addr",
+        "IP:PORT, :PORT, or \"\" for none",
+        false,
+        "/ready answers 200 once every core holds the first sync, 503 before and in lameduck (flag --ready-addr).",
+    ),
+    setting(
+        "http.metrics_addr",
+        "IP:PORT, :PORT, or \"\" for none (no counting at all)",
+        false,
+        "Prometheus /metrics, with CoreDNS's metric names (flag --metrics-addr).",
+    ),
+    setting(
+        "lifecycle.lameduck_ms",
+        "milliseconds",
+        false,
+        "After SIGTERM, keep serving this long with /ready at 503, then stop; SIGINT stops at once (flag --lameduck-ms).",
+    ),
+    setting(
+        "log.level",
+        "a tracing filter such as \"info\" or \"info,kubewire::control=debug\"",
+        true,
+        "Log filter; RUST_LOG wins if set (flag --log-level).",
+    ),
+    setting(
+        "log.format",
+        "\"text\" or \"json\"",
+        false,
+        "Log line format (flag --log-format).",
+    ),
+    setting(
+        "log.query_log_sample",
+        "0 (off) or N to log one query in N",
+        true,
+        "Query log: client, name, type, RCODE and duration, at info under target kubewire::query (flag --query-log-sample).",
+    ),
+    setting(
+        "log.query_log_max_per_second",
+        "lines per second per core",
+        true,
+        "Rate limit of the query log (flag --query-log-max-per-second).",
+    ),
+    setting(
+        "tcp.idle_timeout_ms",
+        "milliseconds, at least 1",
+        false,
+        "Close a TCP connection idle this long (flag --tcp-idle-timeout-ms).",
+    ),
+    setting(
+        "tcp.max_connections",
+        "at least 1",
+        false,
+        "Most TCP connections per core; more are closed at once (flag --tcp-max-connections).",
+    ),
+];
+
+/// The flag named in a setting's doc (`… (flag --ttl).`).
+fn flag_of(doc: &'static str) -> Option<&'static str> {
+    let at = doc.find("flag --")? + "flag ".len();
+    let rest = &doc[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+fn find_setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+fn sections() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for s in SETTINGS {
+        let section = section_of(s.key);
+        if !out.contains(&section) {
+            out.push(section);
+        }
+    }
+    out
+}
+
+fn section_of(key: &'static str) -> &'static str {
+    key.split_once('.').map_or(key, |(section, _)| section)
+}
+
+fn keys_of(section: &str) -> Vec<&'static str> {
+    SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let (sec, key) = s.key.split_once('.')?;
+            (sec == section).then_some(key)
+        })
+        .collect()
+}
+
+/// A configuration error, ready to print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where each key sits in the file.
+#[derive(Debug, Default)]
+struct Spans {
+    origin: String,
+    text: String,
+    keys: HashMap<String, Range<usize>>,
+}
+
+impl Spans {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn at(&self, offset: usize) -> String {
+        format!("{}:{}", self.origin, self.line_of(offset))
+    }
+
+    /// The key whose `key = value` holds `offset`, innermost first.
+    fn key_at(&self, offset: usize) -> Option<&str> {
+        self.keys
+            .iter()
+            .filter(|(_, span)| span.contains(&offset))
+            .min_by_key(|(_, span)| span.len())
+            .map(|(key, _)| key.as_str())
+    }
+
+    fn error(&self, key: &str, message: &str) -> ConfigError {
+        let place = match self.keys.get(key) {
+            Some(span) => self.at(span.start),
+            None => match find_setting(key).and_then(|s| flag_of(s.doc)) {
+                Some(flag) => format!("{flag} (or its KUBEWIRE_ variable)"),
+                None => format!("{} (flags or environment)", self.origin),
+            },
+        };
+        let allowed = find_setting(key)
+            .map(|s| format!(" (allowed: {})", s.allowed))
+            .unwrap_or_default();
+        ConfigError(format!("{place}: {key}: {message}{allowed}"))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "{}: cannot read the config file: {e}; check the path given to --config",
+                path.display()
+            ))
+        })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
+        let mut spans = Spans {
+            origin: origin.to_string(),
+            text: text.to_string(),
+            keys: HashMap::new(),
+        };
+        let document = toml::de::DeTable::parse(text).map_err(|e| {
+            let place = e.span().map_or(origin.to_string(), |s| spans.at(s.start));
+            ConfigError(format!(
+                "{place}: not valid TOML: {}",
+                e.message().trim_end()
+            ))
+        })?;
+        for (section_key, section_value) in document.get_ref() {
+            let section = section_key.get_ref().as_ref();
+            if !sections().contains(&section) {
+                return Err(unknown_key(&spans, section_key.span().start, section, None));
+            }
+            let Some(table) = section_value.get_ref().as_table() else {
+                return Err(ConfigError(format!(
+                    "{}: \"{section}\" must be a table: write [{section}] and its keys below it",
+                    spans.at(section_key.span().start)
+                )));
+            };
+            for (key, value) in table {
+                let full = format!("{section}.{}", key.get_ref());
+                if find_setting(&full).is_none() {
+                    return Err(unknown_key(&spans, key.span().start, &full, Some(section)));
+                }
+                spans
+                    .keys
+                    .insert(full, key.span().start..value.span().end.max(key.span().end));
+            }
+        }
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let message = e.message().trim_end().to_string();
+            match spans.key_at(offset) {
+                Some(key) => spans.error(key, &message),
+                None => ConfigError(format!("{}: {message}", spans.at(offset))),
+            }
+        })?;
+        config.validate_with(&spans)?;
+        Ok(config)
+    }
+
+    /// Validates settings given by flags or the environment (no file lines).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&Spans {
+            origin: "configuration".into(),
+            ..Spans::default()
+        })
+    }
+
+    fn validate_with(&self, spans: &Spans) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: &str| Err(spans.error(key, message));
+        if self.dns.listen.is_empty() {
+            return fail("dns.listen", "at least one address is needed");
+        }
+        if self.dns.cores != "all" {
+            let any_cpu: Vec<usize> = (0..4096).collect();
+            if let Err(error) = crate::preflight::choose_cpus(Some(&self.dns.cores), &any_cpu) {
+                return fail("dns.cores", &error.to_string());
+            }
+        }
+        if self.dns.zones.is_empty() {
+            return fail("dns.zones", "at least one zone is needed");
+        }
+        for zone in &self.dns.zones {
+            if let Err(error) = kubewire_wire::NameBuf::from_text(zone) {
+                return fail("dns.zones", &format!("{zone:?} is not a DNS name: {error}"));
+            }
+        }
+        if self.dns.ttl_seconds > 3600 {
+            return fail(
+                "dns.ttl_seconds",
+                &format!("{} is too large", self.dns.ttl_seconds),
+            );
+        }
+        match self.source.kind {
+            SourceKind::Manifests if self.source.manifests.is_empty() => {
+                return fail(
+                    "source.manifests",
+                    "source.kind is \"manifests\" but no path is given",
+                );
+            }
+            SourceKind::Demo | SourceKind::Manifests if !self.source.kubeconfig.is_empty() => {
+                return fail(
+                    "source.kubeconfig",
+                    "a kubeconfig is only used with source.kind = \"cluster\"",
+                );
+            }
+            _ => {}
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return fail("log.level", &format!("{:?}: {error}", self.log.level));
+        }
+        if self.tcp.idle_timeout_ms == 0 {
+            return fail("tcp.idle_timeout_ms", "must be at least 1");
+        }
+        if self.tcp.max_connections == 0 {
+            return fail("tcp.max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Every setting as `section.key` → value.
+    pub fn flatten(&self) -> BTreeMap<String, toml::Value> {
+        let mut out = BTreeMap::new();
+        if let Ok(toml::Value::Table(sections)) = toml::Value::try_from(self) {
+            for (section, table) in sections {
+                if let toml::Value::Table(table) = table {
+                    for (key, value) in table {
+                        out.insert(format!("{section}.{key}"), value);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The keys whose values differ from `other`'s.
+    pub fn changed_keys(&self, other: &Config) -> Vec<&'static str> {
+        let (mine, theirs) = (self.flatten(), other.flatten());
+        SETTINGS
+            .iter()
+            .filter(|s| mine.get(s.key) != theirs.get(s.key))
+            .map(|s| s.key)
+            .collect()
+    }
+
+    /// The configuration as a TOML file, each key with its documentation.
+    pub fn to_documented_toml(&self) -> String {
+        let values = self.flatten();
+        let mut out = String::from(
+            "# kubewire configuration. Flags and KUBEWIRE_* environment variables override it.\n\
+             # Keys marked \"live\" change on SIGHUP or when this file changes; the rest need a restart.\n",
+        );
+        let mut section = "";
+        for s in SETTINGS {
+            let (sec, key) = s.key.split_once('.').unwrap_or(("", s.key));
+            if sec != section {
+                section = sec;
+                out.push_str(&format!("\n[{sec}]\n"));
+            }
+            let live = if s.live { "live" } else { "restart" };
+            out.push_str(&format!(
+                "# {}\n# Allowed: {}. ({live})\n",
+                s.doc, s.allowed
+            ));
+            match values.get(s.key) {
+                Some(value) => out.push_str(&format!("{key} = {value}\n")),
+                None => out.push_str(&format!("# {key} is unset\n")),
+            }
+        }
+        out
+    }
+}
+
+fn unknown_key(spans: &Spans, offset: usize, key: &str, section: Option<&str>) -> ConfigError {
+    let (leaf, candidates): (&str, Vec<String>) = match section {
+        Some(_) => (
+            key.split_once('.').map_or(key, |(_, k)| k),
+            SETTINGS.iter().map(|s| s.key.to_string()).collect(),
+        ),
+        None => (key, sections().iter().map(|s| s.to_string()).collect()),
+    };
+    let suggestion = candidates
+        .iter()
+        .map(|candidate| {
+            let candidate_leaf = candidate.split_once('.').map_or(&candidate[..], |(_, k)| k);
+            let score = strsim::jaro_winkler(leaf, candidate_leaf)
+                .max(strsim::jaro_winkler(key, candidate));
+            (score, candidate)
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| format!("; did you mean \"{candidate}\"?"))
+        .unwrap_or_default();
+    let listing = match section {
+        Some(section) => format!(
+            " The keys of [{section}] are: {}",
+            keys_of(section).join(", ")
+        ),
+        None => format!(" The sections are: {}", sections().join(", ")),
+    };
+    let what = if section.is_some() { "key" } else { "section" };
+    ConfigError(format!(
+        "{}: unknown {what} \"{key}\"{suggestion}{}",
+        spans.at(offset),
+        if suggestion.is_empty() {
+            format!(".{listing}")
+        } else {
+            listing
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn every_setting_is_documented_and_every_documented_setting_exists() {
+        let keys: Vec<String> = Config::default().flatten().into_keys().collect();
+        let mut documented: Vec<String> = SETTINGS.iter().map(|s| s.key.to_string()).collect();
+        documented.sort();
+        // An empty string or list still serializes, so every key appears.
+        assert_eq!(keys, documented);
+    }
+
+    #[test]
+    fn the_printed_default_parses_back_to_the_default() {
+        let text = Config::default().to_documented_toml();
+        assert_eq!(Config::parse("printed", &text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default() {
+        assert_eq!(Config::parse("empty", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_line_the_key_and_what_is_allowed() {
+        let error = Config::parse("k.toml", "[dns]\nlisten = [\"127.0.0.1:53\"]\nttl = 30\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "k.toml:3: unknown key \"dns.ttl\"; did you mean \"dns.ttl_seconds\"? \
+             The keys of [dns] are: listen, cores, zones, ttl_seconds, udp_io"
+        );
+        let error = Config::parse("k.toml", "[kubernetes]\n\npods = \"strict\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("k.toml:3: kubernetes.pods: pod mode \"strict\" is not one of"),
+            "{error}"
+        );
+        let error = Config::parse("k.toml", "[dns]\nttl_seconds = 7200\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "k.toml:2: dns.ttl_seconds: 7200 is too large (allowed: 0 to 3600)"
+        );
+        let error = Config::parse("k.toml", "[dns]\nttl_seconds = \"5\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("k.toml:2: dns.ttl_seconds: "), "{error}");
+        let error = Config::parse("k.toml", "[lifecycle]\nlameduck = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("did you mean \"lifecycle.lameduck_ms\""),
+            "{error}"
+        );
+        let error = Config::parse("k.toml", "[metrics]\naddr = \":9153\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("k.toml:1: unknown section \"metrics\""),
+            "{error}"
+        );
+        let error = Config::parse("k.toml", "[dns\n").unwrap_err().to_string();
+        assert!(error.starts_with("k.toml:1: not valid TOML"), "{error}");
+    }
+
+    #[test]
+    fn changed_keys_lists_what_differs() {
+        let mut other = Config::default();
+        other.dns.ttl_seconds = 30;
+        other.dns.listen = vec!["0.0.0.0:53".parse().unwrap()];
+        assert_eq!(
+            Config::default().changed_keys(&other),
+            vec!["dns.listen", "dns.ttl_seconds"]
+        );
+    }
+
+    #[test]
+    fn corefile_style_addresses_are_accepted() {
+        let config = Config::parse(
+            "k.toml",
+            "[http]\nmetrics_addr = \":9153\"\nready_addr = \"\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.metrics_addr.0,
+            Some("0.0.0.0:9153".parse().unwrap())
+        );
+        assert_eq!(config.http.ready_addr.0, None);
+    }
+}

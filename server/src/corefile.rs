@@ -1,0 +1,497 @@
+//! `kubewire config from-corefile`: a migration aid that reads a CoreDNS
+//! Corefile (the kubeadm one) and writes the equivalent kubewire TOML.
+//!
+//! It translates the `kubernetes`, `health`, `ready` and `prometheus`
+//! directives and the server block's port; it recognises `errors`,
+//! `reload` and `loadbalance`, which kubewire always does; and it lists
+//! every directive or option it cannot translate (`forward`, `cache` and
+//! `loop`, since kubewire does not forward yet, and anything unknown), with
+//! its line, on stderr and as comments in the output.
+
+use crate::config::{Config, SETTINGS};
+use std::collections::BTreeMap;
+
+/// The result of a translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translation {
+    /// The TOML, with comments saying where each value came from.
+    pub toml: String,
+    /// What could not be translated, one line each (`Corefile:14: forward …: why`).
+    pub untranslated: Vec<String>,
+}
+
+/// A Corefile that cannot be read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CorefileError(String);
+
+#[derive(Debug)]
+struct Directive {
+    line: usize,
+    name: String,
+    args: Vec<String>,
+    block: Vec<Directive>,
+}
+
+impl Directive {
+    fn text(&self) -> String {
+        std::iter::once(self.name.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[derive(Debug)]
+struct ServerBlock {
+    line: usize,
+    keys: Vec<String>,
+    directives: Vec<Directive>,
+}
+
+/// Splits into lines of tokens, with `{` and `}` as tokens of their own.
+fn tokenize(text: &str) -> Vec<(usize, Vec<String>)> {
+    let mut lines = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("");
+        let mut tokens = Vec::new();
+        for word in line.split_whitespace() {
+            let mut rest = word;
+            while !rest.is_empty() {
+                if let Some(after) = rest.strip_prefix('{') {
+                    tokens.push("{".to_string());
+                    rest = after;
+                } else if let Some(after) = rest.strip_prefix('}') {
+                    tokens.push("}".to_string());
+                    rest = after;
+                } else {
+                    let end = rest.find(['{', '}']).unwrap_or(rest.len());
+                    tokens.push(rest[..end].trim_matches('"').to_string());
+                    rest = &rest[end..];
+                }
+            }
+        }
+        if !tokens.is_empty() {
+            lines.push((index + 1, tokens));
+        }
+    }
+    lines
+}
+
+fn parse(origin: &str, text: &str) -> Result<Vec<ServerBlock>, CorefileError> {
+    let lines = tokenize(text);
+    let mut at = 0;
+    let mut blocks = Vec::new();
+    while at < lines.len() {
+        let (line, tokens) = &lines[at];
+        at += 1;
+        let mut keys = tokens.clone();
+        if keys.last().map(String::as_str) != Some("{") {
+            return Err(CorefileError(format!(
+                "{origin}:{line}: expected a server block such as \".:53 {{\"; found {:?}",
+                tokens.join(" ")
+            )));
+        }
+        keys.pop();
+        let directives = parse_directives(origin, &lines, &mut at, *line)?;
+        blocks.push(ServerBlock {
+            line: *line,
+            keys,
+            directives,
+        });
+    }
+    Ok(blocks)
+}
+
+/// Reads directives up to the `}` that closes the block opened at `opened`.
+fn parse_directives(
+    origin: &str,
+    lines: &[(usize, Vec<String>)],
+    at: &mut usize,
+    opened: usize,
+) -> Result<Vec<Directive>, CorefileError> {
+    let mut directives = Vec::new();
+    while let Some((line, tokens)) = lines.get(*at) {
+        *at += 1;
+        if tokens.len() == 1 && tokens[0] == "}" {
+            return Ok(directives);
+        }
+        let mut words = tokens.clone();
+        let opens = words.last().map(String::as_str) == Some("{");
+        if opens {
+            words.pop();
+        }
+        let mut words = words.into_iter();
+        let Some(name) = words.next() else {
+            return Err(CorefileError(format!(
+                "{origin}:{line}: a block opens without a directive name"
+            )));
+        };
+        let block = if opens {
+            parse_directives(origin, lines, at, *line)?
+        } else {
+            Vec::new()
+        };
+        directives.push(Directive {
+            line: *line,
+            name,
+            args: words.collect(),
+            block,
+        });
+    }
+    Err(CorefileError(format!(
+        "{origin}:{opened}: this block is never closed with \"}}\""
+    )))
+}
+
+/// A Go duration (`5s`, `500ms`, `1m30s`) in milliseconds.
+fn go_duration_ms(text: &str) -> Option<u64> {
+    let mut total_ns: f64 = 0.0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total_ns += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Some((total_ns / 1e6).round() as u64)
+}
+
+struct Builder {
+    origin: String,
+    values: BTreeMap<&'static str, (toml::Value, String)>,
+    notes: Vec<String>,
+    untranslated: Vec<String>,
+}
+
+impl Builder {
+    fn set(&mut self, key: &'static str, value: toml::Value, line: usize, from: &str) {
+        self.values
+            .insert(key, (value, format!("{}:{line}: {from}", self.origin)));
+    }
+    fn note(&mut self, line: usize, text: &str, why: &str) {
+        self.notes
+            .push(format!("{}:{line}: {text}: {why}", self.origin));
+    }
+    fn cannot(&mut self, line: usize, text: &str, why: &str) {
+        self.untranslated
+            .push(format!("{}:{line}: {text}: {why}", self.origin));
+    }
+}
+
+fn string(text: impl Into<String>) -> toml::Value {
+    toml::Value::String(text.into())
+}
+
+/// `:9153` or `host:port` as a kubewire address.
+fn address(text: &str) -> String {
+    match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    }
+}
+
+/// Translates a Corefile.
+pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError> {
+    let blocks = parse(origin, text)?;
+    let mut b = Builder {
+        origin: origin.to_string(),
+        values: BTreeMap::new(),
+        notes: Vec::new(),
+        untranslated: Vec::new(),
+    };
+    let Some((first, others)) = blocks.split_first() else {
+        return Err(CorefileError(format!(
+            "{origin}: no server block found; a Corefile starts with one such as \".:53 {{\""
+        )));
+    };
+    for other in others {
+        b.cannot(
+            other.line,
+            &other.keys.join(" "),
+            "kubewire has one server; only the first server block is translated",
+        );
+    }
+    let mut listen = Vec::new();
+    for key in &first.keys {
+        let key = key.strip_prefix("dns://").unwrap_or(key);
+        let (zone, port) = match key.rsplit_once(':') {
+            Some((zone, port)) => (zone, port),
+            None => (key, "53"),
+        };
+        if zone != "." {
+            b.cannot(
+                first.line,
+                key,
+                "a server block for one zone; kubewire serves its cluster zones and refuses the rest",
+            );
+        }
+        let address = format!("0.0.0.0:{port}");
+        if !listen.contains(&address) {
+            listen.push(address);
+        }
+    }
+    if first
+        .directives
+        .iter()
+        .any(|d| d.name == "bind" && !d.args.is_empty())
+    {
+        listen.clear();
+        for directive in first.directives.iter().filter(|d| d.name == "bind") {
+            for host in &directive.args {
+                let port = first
+                    .keys
+                    .first()
+                    .and_then(|k| k.rsplit_once(':'))
+                    .map_or("53", |(_, p)| p);
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                listen.push(format!("{host}:{port}"));
+            }
+        }
+    }
+    let listen_from = first.keys.join(" ");
+    b.set(
+        "dns.listen",
+        toml::Value::Array(listen.into_iter().map(string).collect()),
+        first.line,
+        &listen_from,
+    );
+
+    for directive in &first.directives {
+        let line = directive.line;
+        let text = directive.text();
+        match directive.name.as_str() {
+            "bind" => {}
+            "errors" => b.note(line, &text, "kubewire always logs errors, once per cause"),
+            "reload" => b.note(
+                line,
+                &text,
+                "kubewire reloads its --config file on SIGHUP and when the file changes",
+            ),
+            "loadbalance" => b.note(
+                line,
+                &text,
+                "kubewire always rotates A and AAAA answers round-robin",
+            ),
+            "health" => {
+                let addr = directive.args.first().map_or(":8080", String::as_str);
+                b.set("http.health_addr", string(address(addr)), line, &text);
+                for option in &directive.block {
+                    let option_text = option.text();
+                    match (option.name.as_str(), option.args.first()) {
+                        ("lameduck", Some(duration)) => match go_duration_ms(duration) {
+                            Some(ms) => b.set(
+                                "lifecycle.lameduck_ms",
+                                toml::Value::Integer(ms as i64),
+                                option.line,
+                                &option_text,
+                            ),
+                            None => b.cannot(option.line, &option_text, "not a duration"),
+                        },
+                        _ => b.cannot(option.line, &option_text, "unknown health option"),
+                    }
+                }
+            }
+            "ready" => {
+                let addr = directive.args.first().map_or(":8181", String::as_str);
+                b.set("http.ready_addr", string(address(addr)), line, &text);
+            }
+            "prometheus" => {
+                let addr = directive.args.first().map_or(":9153", String::as_str);
+                b.set("http.metrics_addr", string(address(addr)), line, &text);
+            }
+            "kubernetes" => kubernetes(&mut b, directive),
+            "forward" => b.cannot(
+                line,
+                &text,
+                "kubewire does not forward yet; names outside the cluster zones get REFUSED, \
+                 so keep an upstream resolver (or NodeLocal DNSCache) in front for them",
+            ),
+            "cache" => b.cannot(
+                line,
+                &text,
+                "cluster answers are precomputed and need no cache; there is no cache for \
+                 forwarded names because kubewire does not forward yet",
+            ),
+            "loop" => b.cannot(
+                line,
+                &text,
+                "kubewire does not forward, so it cannot loop; nothing to detect",
+            ),
+            _ => b.cannot(line, &text, "unknown to kubewire"),
+        }
+    }
+
+    let mut out = format!(
+        "# kubewire configuration translated by `kubewire config from-corefile` from {origin}.\n"
+    );
+    let mut section = "";
+    for setting in SETTINGS {
+        let Some((value, from)) = b.values.get(setting.key) else {
+            continue;
+        };
+        let (sec, key) = setting.key.split_once('.').unwrap_or(("", setting.key));
+        if sec != section {
+            section = sec;
+            out.push_str(&format!("\n[{sec}]\n"));
+        }
+        out.push_str(&format!("# from {from}\n{key} = {value}\n"));
+    }
+    if !b.notes.is_empty() {
+        out.push_str("\n# Always on in kubewire, nothing to set:\n");
+        for note in &b.notes {
+            out.push_str(&format!("# - {note}\n"));
+        }
+    }
+    if !b.untranslated.is_empty() {
+        out.push_str("\n# Not translated:\n");
+        for note in &b.untranslated {
+            out.push_str(&format!("# - {note}\n"));
+        }
+    }
+    // What we write must be a valid kubewire configuration.
+    Config::parse("the translation", &out).map_err(|e| {
+        CorefileError(format!(
+            "{origin}: the Corefile translates to an invalid kubewire configuration: {e}"
+        ))
+    })?;
+    Ok(Translation {
+        toml: out,
+        untranslated: b.untranslated,
+    })
+}
+
+fn kubernetes(b: &mut Builder, directive: &Directive) {
+    let line = directive.line;
+    let text = directive.text();
+    let zones: Vec<toml::Value> = directive
+        .args
+        .iter()
+        .map(|z| z.trim_end_matches('.'))
+        .filter(|z| !z.ends_with("in-addr.arpa") && !z.ends_with("ip6.arpa"))
+        .map(string)
+        .collect();
+    if !zones.is_empty() {
+        b.set(
+            "dns.zones",
+            toml::Value::Array(zones),
+            line,
+            &format!("{text} (PTR records under in-addr.arpa and ip6.arpa are always served for cluster addresses)"),
+        );
+    }
+    for option in &directive.block {
+        let option_line = option.line;
+        let option_text = option.text();
+        let first = option.args.first().map(String::as_str);
+        match (option.name.as_str(), first) {
+            ("pods", Some(mode @ ("disabled" | "insecure" | "verified"))) => {
+                b.set("kubernetes.pods", string(mode), option_line, &option_text);
+            }
+            ("ttl", Some(ttl)) => match ttl.parse::<i64>() {
+                Ok(ttl) => b.set(
+                    "dns.ttl_seconds",
+                    toml::Value::Integer(ttl),
+                    option_line,
+                    &option_text,
+                ),
+                Err(_) => b.cannot(option_line, &option_text, "not a number of seconds"),
+            },
+            ("namespaces", Some(_)) => b.set(
+                "kubernetes.namespaces",
+                toml::Value::Array(option.args.iter().map(string).collect()),
+                option_line,
+                &option_text,
+            ),
+            ("labels", Some(_)) => b.set(
+                "kubernetes.labels",
+                string(option.args.join(" ")),
+                option_line,
+                &option_text,
+            ),
+            ("endpoint_pod_names", None) => b.set(
+                "kubernetes.endpoint_pod_names",
+                toml::Value::Boolean(true),
+                option_line,
+                &option_text,
+            ),
+            ("kubeconfig", Some(path)) => b.set(
+                "source.kubeconfig",
+                string(path),
+                option_line,
+                &option_text,
+            ),
+            ("fallthrough", _) => b.cannot(
+                option_line,
+                &option_text,
+                "kubewire does not forward yet; reverse names it does not own, and cluster \
+                 names that do not exist, are answered (REFUSED and NXDOMAIN) rather than passed on",
+            ),
+            _ => b.cannot(
+                option_line,
+                &option_text,
+                "kubernetes option not supported by kubewire",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration_ms("5s"), Some(5_000));
+        assert_eq!(go_duration_ms("500ms"), Some(500));
+        assert_eq!(go_duration_ms("1m30s"), Some(90_000));
+        assert_eq!(go_duration_ms("soon"), None);
+    }
+
+    #[test]
+    fn an_unclosed_block_is_an_error_with_its_line() {
+        let error = translate("Corefile", ".:53 {\n  errors\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Corefile:1: this block is never closed with \"}\""
+        );
+    }
+
+    #[test]
+    fn unknown_directives_are_listed() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  hosts /etc/hosts\n  rewrite name a b\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.untranslated,
+            vec![
+                "Corefile:2: hosts /etc/hosts: unknown to kubewire",
+                "Corefile:3: rewrite name a b: unknown to kubewire"
+            ]
+        );
+    }
+}

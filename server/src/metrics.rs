@@ -1,0 +1,723 @@
+//! Prometheus metrics, with CoreDNS's names and labels so that its
+//! dashboards and alerts keep working, plus kubewire's own under `kubewire_`.
+//!
+//! Counting on the query path is plain per-core integers: each core owns a
+//! [`CoreMetrics`] and is its only writer, so an increment is a relaxed load
+//! and store (two `mov`s on x86, no locked instruction). A scrape reads every
+//! core's counters and sums them; nothing is merged before that.
+//!
+//! Label values follow CoreDNS with the kubeadm Corefile (`.:53 { … }`):
+//! `zone` is always `"."` (the server block's zone, not the cluster zone),
+//! `view` is `""`, `server` is `dns://<listen address>`.
+
+use kubewire_control_plane::{CoreStatus, Kind};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Query types CoreDNS counts by name; the rest are `other`.
+pub const MONITORED_TYPES: [(u16, &str); 19] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (5, "CNAME"),
+    (48, "DNSKEY"),
+    (43, "DS"),
+    (15, "MX"),
+    (50, "NSEC3"),
+    (47, "NSEC"),
+    (2, "NS"),
+    (12, "PTR"),
+    (46, "RRSIG"),
+    (6, "SOA"),
+    (33, "SRV"),
+    (16, "TXT"),
+    (65, "HTTPS"),
+    (64, "SVCB"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+    (255, "ANY"),
+];
+const TYPE_SLOTS: usize = MONITORED_TYPES.len() + 1;
+const RCODE_NAMES: [&str; 24] = [
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "RCODE11",
+    "RCODE12",
+    "RCODE13",
+    "RCODE14",
+    "RCODE15",
+    "BADSIG",
+    "BADKEY",
+    "BADTIME",
+    "BADMODE",
+    "BADNAME",
+    "BADALG",
+    "BADTRUNC",
+    "BADCOOKIE",
+];
+const RCODE_SLOTS: usize = RCODE_NAMES.len();
+/// `plugin` label: the kubernetes plugin answered, or the server itself
+/// refused a name outside every zone.
+const PLUGINS: [&str; 2] = ["kubernetes", ""];
+/// CoreDNS's `plugin.TimeBuckets`: 0.25 ms doubling to 8.192 s, in ns.
+const DURATION_BOUNDS_NS: [u64; 16] = {
+    let mut bounds = [0u64; 16];
+    let mut i = 0;
+    while i < 16 {
+        bounds[i] = 250_000 << i;
+        i += 1;
+    }
+    bounds
+};
+/// CoreDNS's size buckets, in bytes.
+const SIZE_BOUNDS: [u64; 14] = [
+    0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16_000, 32_000, 48_000, 64_000,
+];
+/// Delta publish-to-applied latency buckets: 10 µs doubling to about 1.3 s, in ns.
+const DELTA_BOUNDS_NS: [u64; 18] = {
+    let mut bounds = [0u64; 18];
+    let mut i = 0;
+    while i < 18 {
+        bounds[i] = 10_000 << i;
+        i += 1;
+    }
+    bounds
+};
+
+/// Transport of a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// UDP.
+    Udp = 0,
+    /// TCP.
+    Tcp = 1,
+}
+
+fn type_slot(qtype: u16) -> usize {
+    MONITORED_TYPES
+        .iter()
+        .position(|&(t, _)| t == qtype)
+        .unwrap_or(MONITORED_TYPES.len())
+}
+
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&bound| value <= bound)
+        .unwrap_or(bounds.len())
+}
+
+/// Adds to a counter this thread alone writes.
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+fn counters(count: usize) -> Box<[AtomicU64]> {
+    (0..count).map(|_| AtomicU64::new(0)).collect()
+}
+
+fn read(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// One answered query, as the metrics see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    /// Which listen address (index into the server's list).
+    pub listen: usize,
+    /// Transport.
+    pub proto: Proto,
+    /// Query type.
+    pub qtype: u16,
+    /// Reply RCODE.
+    pub rcode: u16,
+    /// Whether a cluster zone answered (else the name is not ours).
+    pub ours: bool,
+    /// Query bytes.
+    pub request_len: usize,
+    /// Reply bytes.
+    pub response_len: usize,
+}
+
+/// One core's counters. Written only by that core.
+#[derive(Debug)]
+pub struct CoreMetrics {
+    listens: usize,
+    /// `[listen][proto][type]`
+    requests: Box<[AtomicU64]>,
+    /// `[listen][plugin][rcode]`
+    responses: Box<[AtomicU64]>,
+    /// `[listen][bucket]`, and the sum per listen.
+    duration: Box<[AtomicU64]>,
+    duration_sum_ns: Box<[AtomicU64]>,
+    /// `[listen][proto][bucket]`, and the sum per `[listen][proto]`.
+    request_size: Box<[AtomicU64]>,
+    request_size_sum: Box<[AtomicU64]>,
+    response_size: Box<[AtomicU64]>,
+    response_size_sum: Box<[AtomicU64]>,
+    /// Datagrams that were not DNS queries and got no reply.
+    dropped: AtomicU64,
+    delta_latency: Box<[AtomicU64]>,
+    delta_latency_sum_ns: AtomicU64,
+}
+
+impl CoreMetrics {
+    /// Counters for a core serving `listens` addresses.
+    pub fn new(listens: usize) -> CoreMetrics {
+        let size_slots = SIZE_BOUNDS.len() + 1;
+        CoreMetrics {
+            listens,
+            requests: counters(listens * 2 * TYPE_SLOTS),
+            responses: counters(listens * PLUGINS.len() * RCODE_SLOTS),
+            duration: counters(listens * (DURATION_BOUNDS_NS.len() + 1)),
+            duration_sum_ns: counters(listens),
+            request_size: counters(listens * 2 * size_slots),
+            request_size_sum: counters(listens * 2),
+            response_size: counters(listens * 2 * size_slots),
+            response_size_sum: counters(listens * 2),
+            dropped: AtomicU64::new(0),
+            delta_latency: counters(DELTA_BOUNDS_NS.len() + 1),
+            delta_latency_sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts an answered query (everything but its duration).
+    #[inline]
+    pub fn answered(&self, a: &Answered) {
+        let listen = a.listen.min(self.listens.saturating_sub(1));
+        let proto = a.proto as usize;
+        let lp = listen * 2 + proto;
+        if let Some(c) = self.requests.get(lp * TYPE_SLOTS + type_slot(a.qtype)) {
+            bump(c, 1);
+        }
+        let plugin = usize::from(!a.ours);
+        let rcode = usize::from(a.rcode).min(RCODE_SLOTS - 1);
+        if let Some(c) = self
+            .responses
+            .get((listen * PLUGINS.len() + plugin) * RCODE_SLOTS + rcode)
+        {
+            bump(c, 1);
+        }
+        let size_slots = SIZE_BOUNDS.len() + 1;
+        let request_len = a.request_len as u64;
+        let response_len = a.response_len as u64;
+        if let Some(c) = self
+            .request_size
+            .get(lp * size_slots + bucket(&SIZE_BOUNDS, request_len))
+        {
+            bump(c, 1);
+        }
+        if let Some(c) = self.request_size_sum.get(lp) {
+            bump(c, request_len);
+        }
+        if let Some(c) = self
+            .response_size
+            .get(lp * size_slots + bucket(&SIZE_BOUNDS, response_len))
+        {
+            bump(c, 1);
+        }
+        if let Some(c) = self.response_size_sum.get(lp) {
+            bump(c, response_len);
+        }
+    }
+
+    /// Counts `count` queries on `listen` that each took `duration_ns`.
+    #[inline]
+    pub fn took(&self, listen: usize, count: u64, duration_ns: u64) {
+        let listen = listen.min(self.listens.saturating_sub(1));
+        let slots = DURATION_BOUNDS_NS.len() + 1;
+        if let Some(c) = self
+            .duration
+            .get(listen * slots + bucket(&DURATION_BOUNDS_NS, duration_ns))
+        {
+            bump(c, count);
+        }
+        if let Some(c) = self.duration_sum_ns.get(listen) {
+            bump(c, duration_ns.saturating_mul(count));
+        }
+    }
+
+    /// Counts a datagram that got no reply.
+    pub fn dropped(&self) {
+        bump(&self.dropped, 1);
+    }
+
+    /// Records how long an update took from publication to applied.
+    pub fn delta_applied(&self, latency_ns: u64) {
+        if let Some(c) = self.delta_latency.get(bucket(&DELTA_BOUNDS_NS, latency_ns)) {
+            bump(c, 1);
+        }
+        bump(&self.delta_latency_sum_ns, latency_ns);
+    }
+
+    fn queries(&self) -> u64 {
+        self.requests.iter().map(read).sum()
+    }
+}
+
+/// What the control plane counts (it alone writes these).
+#[derive(Debug)]
+pub struct ControlMetrics {
+    started: Instant,
+    watch_events: [AtomicU64; 4],
+    relists: [AtomicU64; 4],
+    synced: AtomicBool,
+    /// Nanoseconds after `started` of the last good contact with the API
+    /// server; `u64::MAX` before the first.
+    last_api_contact_ns: AtomicU64,
+    cluster: bool,
+}
+
+const KINDS: [Kind; 4] = [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace];
+
+fn kind_slot(kind: Kind) -> usize {
+    KINDS.iter().position(|&k| k == kind).unwrap_or(0)
+}
+
+fn kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Service => "Service",
+        Kind::Slice => "EndpointSlice",
+        Kind::Pod => "Pod",
+        Kind::Namespace => "Namespace",
+    }
+}
+
+impl ControlMetrics {
+    /// `cluster`: whether the source is the Kubernetes API (the API contact
+    /// age is reported only then).
+    pub fn new(cluster: bool) -> ControlMetrics {
+        ControlMetrics {
+            started: Instant::now(),
+            watch_events: Default::default(),
+            relists: Default::default(),
+            synced: AtomicBool::new(false),
+            last_api_contact_ns: AtomicU64::new(u64::MAX),
+            cluster,
+        }
+    }
+    /// A watch event of `kind` arrived (the API answered).
+    pub fn watch_event(&self, kind: Kind) {
+        self.watch_events[kind_slot(kind)].fetch_add(1, Ordering::Relaxed);
+        self.api_contact();
+    }
+    /// A list of `kind` completed.
+    pub fn relisted(&self, kind: Kind) {
+        self.relists[kind_slot(kind)].fetch_add(1, Ordering::Relaxed);
+        self.api_contact();
+    }
+    fn api_contact(&self) {
+        let ns = self
+            .started
+            .elapsed()
+            .as_nanos()
+            .min(u128::from(u64::MAX - 1)) as u64;
+        self.last_api_contact_ns.store(ns, Ordering::Relaxed);
+    }
+    /// Whether the first sync is complete.
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Relaxed);
+    }
+}
+
+/// Panics anywhere in the process, for `coredns_panics_total`.
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts panics (then runs the default hook, which prints them).
+pub fn count_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        default(info);
+    }));
+}
+
+/// Everything a scrape reads.
+#[derive(Debug)]
+pub struct Scrape {
+    /// `server` label per listen address.
+    pub servers: Vec<String>,
+    /// `family` label per listen address.
+    pub families: Vec<&'static str>,
+    /// Per core: its CPU, its counters and its status.
+    pub cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
+    /// The control plane's counters.
+    pub control: Arc<ControlMetrics>,
+}
+
+impl Scrape {
+    /// Labels for the listen addresses.
+    pub fn new(
+        listen: &[SocketAddr],
+        cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
+        control: Arc<ControlMetrics>,
+    ) -> Scrape {
+        Scrape {
+            servers: listen.iter().map(|a| format!("dns://{a}")).collect(),
+            families: listen
+                .iter()
+                .map(|a| if a.is_ipv4() { "1" } else { "2" })
+                .collect(),
+            cores,
+            control,
+        }
+    }
+
+    /// The whole exposition, in OpenMetrics text.
+    pub fn render(self: &Arc<Scrape>) -> Result<String, std::fmt::Error> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry)?;
+        Ok(body)
+    }
+
+    fn sum(&self, pick: impl Fn(&CoreMetrics) -> &[AtomicU64], index: usize) -> u64 {
+        self.cores
+            .iter()
+            .filter_map(|(_, m, _)| pick(m).get(index).map(read))
+            .sum()
+    }
+}
+
+type Encoded = Result<(), std::fmt::Error>;
+
+fn histogram(
+    encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) -> Encoded {
+    let buckets: Vec<(f64, u64)> = bounds
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(counts.iter().copied())
+        .collect();
+    let count = counts.iter().sum();
+    encoder
+        .encode_family(&labels)?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Encoded {
+        let proto_names = ["udp", "tcp"];
+        let size_slots = SIZE_BOUNDS.len() + 1;
+        let size_bounds: Vec<f64> = SIZE_BOUNDS.iter().map(|&b| b as f64).collect();
+
+        let mut family = encoder.encode_descriptor(
+            "coredns_dns_requests",
+            "Counter of DNS requests made per zone, protocol and family.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listen, server) in self.servers.iter().enumerate() {
+            for (proto, proto_name) in proto_names.iter().enumerate() {
+                for slot in 0..TYPE_SLOTS {
+                    let count = self.sum(|m| &m.requests, (listen * 2 + proto) * TYPE_SLOTS + slot);
+                    if count == 0 {
+                        continue;
+                    }
+                    let type_name = MONITORED_TYPES.get(slot).map_or("other", |t| t.1);
+                    let labels = [
+                        ("server", server.as_str()),
+                        ("zone", "."),
+                        ("view", ""),
+                        ("proto", proto_name),
+                        ("family", self.families[listen]),
+                        ("type", type_name),
+                    ];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "coredns_dns_responses",
+            "Counter of response status codes.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listen, server) in self.servers.iter().enumerate() {
+            for (plugin, plugin_name) in PLUGINS.iter().enumerate() {
+                for (rcode, rcode_name) in RCODE_NAMES.iter().enumerate() {
+                    let index = (listen * PLUGINS.len() + plugin) * RCODE_SLOTS + rcode;
+                    let count = self.sum(|m| &m.responses, index);
+                    if count == 0 {
+                        continue;
+                    }
+                    let labels = [
+                        ("server", server.as_str()),
+                        ("zone", "."),
+                        ("view", ""),
+                        ("rcode", rcode_name),
+                        ("plugin", plugin_name),
+                    ];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "coredns_dns_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took per zone.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let duration_bounds: Vec<f64> =
+            DURATION_BOUNDS_NS.iter().map(|&b| b as f64 / 1e9).collect();
+        let duration_slots = DURATION_BOUNDS_NS.len() + 1;
+        for (listen, server) in self.servers.iter().enumerate() {
+            let counts: Vec<u64> = (0..duration_slots)
+                .map(|b| self.sum(|m| &m.duration, listen * duration_slots + b))
+                .collect();
+            let sum = self.sum(|m| &m.duration_sum_ns, listen) as f64 / 1e9;
+            let labels = [("server", server.as_str()), ("zone", "."), ("view", "")];
+            histogram(&mut family, &labels, &duration_bounds, &counts, sum)?;
+        }
+
+        for (name, help, buckets, sums) in [
+            (
+                "coredns_dns_request_size_bytes",
+                "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+                (|m: &CoreMetrics| &m.request_size[..]) as fn(&CoreMetrics) -> &[AtomicU64],
+                (|m: &CoreMetrics| &m.request_size_sum[..]) as fn(&CoreMetrics) -> &[AtomicU64],
+            ),
+            (
+                "coredns_dns_response_size_bytes",
+                "Size of the returned response in bytes.",
+                |m: &CoreMetrics| &m.response_size[..],
+                |m: &CoreMetrics| &m.response_size_sum[..],
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (listen, server) in self.servers.iter().enumerate() {
+                for (proto, proto_name) in proto_names.iter().enumerate() {
+                    let lp = listen * 2 + proto;
+                    let counts: Vec<u64> = (0..size_slots)
+                        .map(|b| self.sum(buckets, lp * size_slots + b))
+                        .collect();
+                    if counts.iter().all(|&c| c == 0) {
+                        continue;
+                    }
+                    let sum = self.sum(sums, lp) as f64;
+                    let labels = [
+                        ("server", server.as_str()),
+                        ("zone", "."),
+                        ("view", ""),
+                        ("proto", proto_name),
+                    ];
+                    histogram(&mut family, &labels, &size_bounds, &counts, sum)?;
+                }
+            }
+        }
+
+        let family = encoder.encode_descriptor(
+            "coredns_panics",
+            "A metrics that counts the number of panics.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(PANICS.load(Ordering::Relaxed)).encode(family)?;
+
+        let mut family = encoder.encode_descriptor(
+            "coredns_build_info",
+            "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            (
+                "revision",
+                option_env!("KUBEWIRE_GIT_REVISION").unwrap_or("unknown"),
+            ),
+            ("goversion", "none (kubewire is written in Rust)"),
+        ];
+        ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+
+        self.encode_own(&mut encoder)
+    }
+}
+
+impl Scrape {
+    fn encode_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        let mut family = encoder.encode_descriptor(
+            "kubewire_core_queries",
+            "DNS queries answered per serving core.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cpu, metrics, _) in &self.cores {
+            let cpu = cpu.to_string();
+            ConstCounter::new(metrics.queries())
+                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubewire_core_dropped",
+            "Datagrams that were not DNS queries and got no reply, per serving core.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cpu, metrics, _) in &self.cores {
+            let cpu = cpu.to_string();
+            ConstCounter::new(read(&metrics.dropped))
+                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubewire_core_table_names",
+            "Names in each serving core's answer table.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cpu, _, status) in &self.cores {
+            let cpu = cpu.to_string();
+            ConstGauge::new(status.names())
+                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubewire_core_table_revision",
+            "Revision of the answer table each serving core holds.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cpu, _, status) in &self.cores {
+            let cpu = cpu.to_string();
+            ConstGauge::new(status.applied_revision())
+                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubewire_delta_apply_latency_seconds",
+            "Time from an update's publication by the control plane to its application on a core.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let bounds: Vec<f64> = DELTA_BOUNDS_NS.iter().map(|&b| b as f64 / 1e9).collect();
+        for (cpu, metrics, _) in &self.cores {
+            let cpu = cpu.to_string();
+            let counts: Vec<u64> = metrics.delta_latency.iter().map(read).collect();
+            let sum = read(&metrics.delta_latency_sum_ns) as f64 / 1e9;
+            histogram(&mut family, &[("cpu", cpu.as_str())], &bounds, &counts, sum)?;
+        }
+        let control = &self.control;
+        for (name, help, values) in [
+            (
+                "kubewire_watch_events",
+                "Watch events received from the Kubernetes API, per kind.",
+                &control.watch_events,
+            ),
+            (
+                "kubewire_relists",
+                "Completed lists (the first sync, and relists after 410 Gone or a restart), per kind.",
+                &control.relists,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for kind in KINDS {
+                ConstCounter::new(read(&values[kind_slot(kind)]))
+                    .encode(family.encode_family(&[("kind", kind_label(kind))])?)?;
+            }
+        }
+        let family = encoder.encode_descriptor(
+            "kubewire_synced",
+            "1 once the first full sync is in the answers, else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(control.synced.load(Ordering::Relaxed))).encode(family)?;
+        if control.cluster {
+            let family = encoder.encode_descriptor(
+                "kubewire_api_contact_age_seconds",
+                "Seconds since the Kubernetes API last delivered a list or watch event (-1: never).",
+                None,
+                MetricType::Gauge,
+            )?;
+            let at = read(&control.last_api_contact_ns);
+            let age = if at == u64::MAX {
+                -1.0
+            } else {
+                (control.started.elapsed().as_nanos() as f64 - at as f64).max(0.0) / 1e9
+            };
+            ConstGauge::new(age).encode(family)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn counts_are_summed_across_cores_at_scrape() {
+        let a = Arc::new(CoreMetrics::new(1));
+        let b = Arc::new(CoreMetrics::new(1));
+        let query = Answered {
+            listen: 0,
+            proto: Proto::Udp,
+            qtype: 1,
+            rcode: 3,
+            ours: true,
+            request_len: 50,
+            response_len: 120,
+        };
+        a.answered(&query);
+        b.answered(&query);
+        b.answered(&Answered {
+            qtype: 99,
+            proto: Proto::Tcp,
+            ..query
+        });
+        a.took(0, 2, 100_000);
+        let scrape = Arc::new(Scrape::new(
+            &["127.0.0.1:53".parse().unwrap()],
+            vec![
+                (0, a, Arc::new(CoreStatus::default())),
+                (1, b, Arc::new(CoreStatus::default())),
+            ],
+            Arc::new(ControlMetrics::new(false)),
+        ));
+        let text = scrape.render().unwrap();
+        assert!(text.contains("coredns_dns_requests_total{server=\"dns://127.0.0.1:53\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"} 2\n"), "{text}");
+        assert!(text.contains("type=\"other\"} 1\n"), "{text}");
+        assert!(text.contains("coredns_dns_responses_total{server=\"dns://127.0.0.1:53\",zone=\".\",view=\"\",rcode=\"NXDOMAIN\",plugin=\"kubernetes\"} 3\n"), "{text}");
+        assert!(text.contains("coredns_dns_request_duration_seconds_count{server=\"dns://127.0.0.1:53\",zone=\".\",view=\"\"} 2\n"), "{text}");
+        assert!(
+            text.contains("kubewire_core_queries_total{cpu=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("kubewire_api_contact_age_seconds"), "{text}");
+    }
+
+    #[test]
+    fn buckets_are_inclusive_upper_bounds() {
+        assert_eq!(bucket(&SIZE_BOUNDS, 0), 0);
+        assert_eq!(bucket(&SIZE_BOUNDS, 100), 1);
+        assert_eq!(bucket(&SIZE_BOUNDS, 101), 2);
+        assert_eq!(bucket(&SIZE_BOUNDS, 70_000), SIZE_BOUNDS.len());
+        assert_eq!(bucket(&DURATION_BOUNDS_NS, 250_000), 0);
+        assert_eq!(bucket(&DURATION_BOUNDS_NS, 250_001), 1);
+    }
+}
