@@ -231,12 +231,21 @@ zone:
     storage: "{work}/knot"
 """)
     release = ROOT / "target" / "release"
+
+    def kubewire(port, *extra):
+        # HTTP endpoints on free ports, so that several instances can run.
+        return [str(release / "kubewire"), "--demo", "--cores", f"{SERVER_CPU}-{SERVER_CPU}",
+                "--listen", f"127.0.0.1:{port}", "--log-level", "warn", "--health-addr", "127.0.0.1:0",
+                "--ready-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", *extra]
+
     servers = [
         Server("null", 5300, [str(release / "kubewire-null-responder"), "127.0.0.1:5300"], work),
         Server("nsd", 5301, ["nsd", "-d", "-c", str(work / "nsd.conf")], work),
         Server("knot", 5302, ["knotd", "-c", str(work / "knot.conf")], work),
-        Server("kubewire", 5303, [str(release / "kubewire"), "--demo", "--cores", f"{SERVER_CPU}-{SERVER_CPU}", "--listen", "127.0.0.1:5303", "--log-level", "warn"], work),
-        Server("kubewire-glommio-io", 5304, [str(release / "kubewire"), "--demo", "--cores", f"{SERVER_CPU}-{SERVER_CPU}", "--udp-io", "glommio", "--listen", "127.0.0.1:5304", "--log-level", "warn"], work),
+        Server("kubewire", 5303, kubewire(5303), work),
+        Server("kubewire-glommio-io", 5304, kubewire(5304, "--udp-io", "glommio"), work),
+        # The same server with metrics off: the cost of counting.
+        Server("kubewire-no-metrics", 5305, kubewire(5305, "--metrics-addr", ""), work),
     ]
     if args.servers:
         keep = set(args.servers.split(",")) | {"null"}

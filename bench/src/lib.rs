@@ -3,4 +3,8 @@
 
 pub mod fake_api;
 pub mod load;
+pub mod mmsg;
+pub mod plot;
 pub mod probe;
+pub mod profile;
+pub mod scenario;

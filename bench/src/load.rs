@@ -1,16 +1,25 @@
-//! The load generator: UDP queries at a fixed offered rate (open loop) or as
-//! fast as replies come back (closed loop), every reply checked against its
-//! query, and latency recorded in an HDR histogram.
+//! The load generator: DNS queries over UDP or TCP at a fixed offered rate
+//! (open loop) or as fast as replies come back (closed loop), every reply
+//! checked against its query, and latency recorded in HDR histograms that
+//! are merged across threads.
 //!
 //! In open loop, send times are scheduled in advance and latency is measured
 //! from the *scheduled* time, so a server stall shows up as latency rather
 //! than silently slowing the sender (no coordinated omission).
+//!
+//! Each thread is pinned to a CPU if asked, owns its sockets (UDP sockets
+//! connected to the server, or persistent pipelined TCP connections), and
+//! moves UDP datagrams in batches of up to 64 per system call with
+//! `sendmmsg`/`recvmmsg`. It spins rather than sleeps when the next send is
+//! near, so its own scheduling does not show up as server latency.
 
+use crate::mmsg::{BATCH, Mmsg};
 use hdrhistogram::Histogram;
 use kubewire_wire::NameBuf;
-use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// One query of the mix: name and type number.
@@ -48,6 +57,15 @@ pub fn parse_query_file(text: &str) -> Result<Vec<QuerySpec>, String> {
     Ok(queries)
 }
 
+/// How queries travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// UDP, from many source ports, batched.
+    Udp,
+    /// TCP: persistent connections, queries pipelined.
+    Tcp,
+}
+
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -55,16 +73,40 @@ pub struct LoadConfig {
     pub server: SocketAddr,
     /// The query mix, sent in order, round and round.
     pub queries: Vec<QuerySpec>,
-    /// Offered queries per second; 0 means closed loop.
+    /// Offered queries per second in all; 0 means closed loop.
     pub rate: u64,
     /// How long to send.
     pub duration: Duration,
-    /// Source sockets (ports), so that SO_REUSEPORT spreads the load.
+    /// Source sockets (UDP ports or TCP connections) in all, spread over
+    /// the threads, so that SO_REUSEPORT spreads the load over the cores.
     pub sockets: usize,
-    /// Closed loop: queries in flight at once.
+    /// Closed loop: queries in flight at once, in all.
     pub in_flight: usize,
     /// A query unanswered this long is lost.
     pub timeout: Duration,
+    /// Sending threads.
+    pub threads: usize,
+    /// CPUs to pin the threads to, in turn; empty leaves them unpinned.
+    pub cpus: Vec<usize>,
+    /// UDP or TCP.
+    pub transport: Transport,
+}
+
+impl Default for LoadConfig {
+    fn default() -> LoadConfig {
+        LoadConfig {
+            server: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            queries: Vec::new(),
+            rate: 10_000,
+            duration: Duration::from_secs(10),
+            sockets: 16,
+            in_flight: 256,
+            timeout: Duration::from_secs(1),
+            threads: 1,
+            cpus: Vec::new(),
+            transport: Transport::Udp,
+        }
+    }
 }
 
 /// What a run measured.
@@ -85,37 +127,95 @@ pub struct LoadReport {
     pub elapsed_s: f64,
     /// Latency of answered queries, microseconds.
     pub latency_us: Histogram<u64>,
+    /// The server's CPU time over the run, if its PID was given.
+    pub server_cpu_s: Option<f64>,
 }
 
+/// The percentiles reported, as quantiles.
+pub const QUANTILES: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("p99.99", 0.9999),
+];
+
 impl LoadReport {
+    fn empty() -> io::Result<LoadReport> {
+        Ok(LoadReport {
+            sent: 0,
+            answered: 0,
+            lost: 0,
+            mismatched: 0,
+            rcodes: BTreeMap::new(),
+            elapsed_s: 0.0,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+            server_cpu_s: None,
+        })
+    }
+
+    fn merge(&mut self, other: LoadReport) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.lost += other.lost;
+        self.mismatched += other.mismatched;
+        for (rcode, count) in other.rcodes {
+            *self.rcodes.entry(rcode).or_default() += count;
+        }
+        self.elapsed_s = self.elapsed_s.max(other.elapsed_s);
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
     /// Answered queries per second of sending.
     pub fn answered_qps(&self, duration: Duration) -> f64 {
         self.answered as f64 / duration.as_secs_f64().max(1e-9)
     }
 
-    /// The report as JSON.
+    /// The server's CPU microseconds per answered query, if known.
+    pub fn server_cpu_us_per_query(&self) -> Option<f64> {
+        self.server_cpu_s
+            .map(|cpu| cpu * 1e6 / (self.answered.max(1) as f64))
+    }
+
+    /// Latency at a quantile, microseconds.
+    pub fn latency_at(&self, quantile: f64) -> u64 {
+        self.latency_us.value_at_quantile(quantile)
+    }
+
+    /// The report as JSON, with the percentile curve for plotting.
     pub fn to_json(&self, config: &LoadConfig) -> serde_json::Value {
         let h = &self.latency_us;
+        let mut latency = serde_json::Map::new();
+        for (name, quantile) in QUANTILES {
+            latency.insert(name.into(), h.value_at_quantile(quantile).into());
+        }
+        latency.insert("max".into(), h.max().into());
+        latency.insert("mean".into(), h.mean().into());
+        // The curve: latency at 1 - 10^(-k/10), k = 0 … 50 (p0 to p99.999).
+        let curve: Vec<serde_json::Value> = (0..=50)
+            .map(|k| {
+                let quantile = 1.0 - 10f64.powf(-(k as f64) / 10.0);
+                serde_json::json!([quantile, h.value_at_quantile(quantile)])
+            })
+            .collect();
         serde_json::json!({
             "server": config.server.to_string(),
+            "transport": match config.transport { Transport::Udp => "udp", Transport::Tcp => "tcp" },
             "mode": if config.rate == 0 { "closed" } else { "open" },
             "offered_qps": config.rate,
             "duration_s": config.duration.as_secs_f64(),
+            "threads": config.threads,
             "sent": self.sent,
             "answered": self.answered,
             "lost": self.lost,
             "mismatched": self.mismatched,
             "answered_qps": self.answered_qps(config.duration),
             "rcodes": self.rcodes,
-            "latency_us": {
-                "p50": h.value_at_quantile(0.5),
-                "p90": h.value_at_quantile(0.9),
-                "p99": h.value_at_quantile(0.99),
-                "p99.9": h.value_at_quantile(0.999),
-                "p99.99": h.value_at_quantile(0.9999),
-                "max": h.max(),
-                "mean": h.mean(),
-            }
+            "latency_us": latency,
+            "percentile_curve_us": curve,
+            "server_cpu_s": self.server_cpu_s,
+            "server_cpu_us_per_query": self.server_cpu_us_per_query(),
         })
     }
 }
@@ -124,13 +224,42 @@ fn rcode_name(rcode: u8) -> String {
     kubewire_wire::Rcode(u16::from(rcode)).to_string()
 }
 
-struct Pending {
-    scheduled: Instant,
-    query: usize,
+/// CPU time a process has used in all its threads, from the scheduler's
+/// nanosecond counters (`/proc/PID/task/*/schedstat`).
+pub fn process_cpu_s(pid: u32) -> io::Result<f64> {
+    let mut total_ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(ns) = text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            total_ns += ns;
+        }
+    }
+    Ok(total_ns as f64 / 1e9)
 }
 
-/// Runs the load and reports.
-pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
+/// Pins the calling thread to `cpu`.
+#[allow(unsafe_code)] // sched_setaffinity on our own thread with a local set
+fn pin_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain bits; CPU_SET stays in bounds for cpu < 1024.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % 1024, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs the load and reports. `server_pid`, if given, is measured for CPU.
+pub fn run(config: &LoadConfig, server_pid: Option<u32>) -> io::Result<LoadReport> {
     let packets: Vec<Vec<u8>> = config
         .queries
         .iter()
@@ -143,46 +272,219 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
             packet
         })
         .collect();
-    let sockets: Vec<UdpSocket> = (0..config.sockets.max(1))
-        .map(|_| {
-            let socket = UdpSocket::bind(if config.server.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            })?;
-            socket.set_nonblocking(true)?;
-            Ok(socket)
-        })
-        .collect::<io::Result<_>>()?;
-    let mut pending: Vec<HashMap<u16, Pending>> = sockets.iter().map(|_| HashMap::new()).collect();
-    let mut next_id = vec![0u16; sockets.len()];
-    let mut report = LoadReport {
-        sent: 0,
-        answered: 0,
-        lost: 0,
-        mismatched: 0,
-        rcodes: BTreeMap::new(),
-        elapsed_s: 0.0,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|e| io::Error::other(e.to_string()))?,
+    let threads = config.threads.max(1);
+    let cpu_before = server_pid.map(process_cpu_s).transpose()?;
+    let start = Instant::now() + Duration::from_millis(5);
+    let results: Vec<io::Result<LoadReport>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let share = |total: u64| {
+                    total / threads as u64 + u64::from((t as u64) < total % threads as u64)
+                };
+                let plan = ThreadPlan {
+                    rate: share(config.rate),
+                    in_flight: share(config.in_flight as u64).max(1) as usize,
+                    sockets: share(config.sockets as u64).max(1) as usize,
+                    // Threads start at different points of the mix.
+                    first_query: t * packets.len() / threads,
+                    cpu: (!config.cpus.is_empty()).then(|| config.cpus[t % config.cpus.len()]),
+                };
+                let packets = &packets;
+                scope.spawn(move || run_thread(config, &plan, packets, start))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a load thread panicked")))
+            })
+            .collect()
+    });
+    let mut report = LoadReport::empty()?;
+    for result in results {
+        report.merge(result?);
+    }
+    if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
+        report.server_cpu_s = Some(process_cpu_s(pid)? - before);
+    }
+    Ok(report)
+}
+
+struct ThreadPlan {
+    rate: u64,
+    in_flight: usize,
+    sockets: usize,
+    first_query: usize,
+    cpu: Option<usize>,
+}
+
+/// A query in flight: when it was due, and which query of the mix.
+#[derive(Clone, Copy)]
+struct Slot {
+    scheduled: Instant,
+    query: u32,
+}
+
+/// One connection or socket: its queries in flight by ID.
+struct Channel {
+    slots: Vec<Option<Slot>>,
+    next_id: u16,
+    /// TCP only.
+    stream: Option<TcpStream>,
+    udp: Option<UdpSocket>,
+    out: Vec<u8>,
+    input: Vec<u8>,
+}
+
+struct ThreadState<'a> {
+    packets: &'a [Vec<u8>],
+    channels: Vec<Channel>,
+    /// Send order, for expiry: channel, ID, scheduled time.
+    order: VecDeque<(u16, u16, Instant)>,
+    outstanding: usize,
+    report: LoadReport,
+    timeout: Duration,
+}
+
+impl ThreadState<'_> {
+    /// Records a query as sent on `channel`; returns its ID.
+    fn track(&mut self, channel: usize, query: usize, scheduled: Instant) -> u16 {
+        let ch = &mut self.channels[channel];
+        let id = ch.next_id;
+        ch.next_id = id.wrapping_add(1);
+        if ch.slots[usize::from(id)]
+            .replace(Slot {
+                scheduled,
+                query: query as u32,
+            })
+            .is_some()
+        {
+            // A query still waiting under this ID is given up for lost.
+            self.report.lost += 1;
+            self.outstanding -= 1;
+        }
+        self.order.push_back((channel as u16, id, scheduled));
+        self.outstanding += 1;
+        self.report.sent += 1;
+        id
+    }
+
+    fn reply(&mut self, channel: usize, reply: &[u8], at: Instant) {
+        if reply.len() < 12 {
+            self.report.mismatched += 1;
+            return;
+        }
+        let id = u16::from_be_bytes([reply[0], reply[1]]);
+        let Some(waiting) = self.channels[channel].slots[usize::from(id)].take() else {
+            self.report.mismatched += 1;
+            return;
+        };
+        self.outstanding -= 1;
+        let question = &self.packets[waiting.query as usize][12..];
+        if reply
+            .get(12..12 + question.len())
+            .is_none_or(|q| !q.eq_ignore_ascii_case(question))
+            || reply[2] & 0x80 == 0
+        {
+            self.report.mismatched += 1;
+            return;
+        }
+        self.report.answered += 1;
+        *self
+            .report
+            .rcodes
+            .entry(rcode_name(reply[3] & 0x0f))
+            .or_default() += 1;
+        let micros = at
+            .saturating_duration_since(waiting.scheduled)
+            .as_micros()
+            .max(1) as u64;
+        let _ = self.report.latency_us.record(micros.min(60_000_000));
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(channel, id, scheduled)) = self.order.front() {
+            if now.saturating_duration_since(scheduled) < self.timeout {
+                break;
+            }
+            self.order.pop_front();
+            let slot = &mut self.channels[usize::from(channel)].slots[usize::from(id)];
+            if slot.is_some_and(|s| s.scheduled == scheduled) {
+                *slot = None;
+                self.outstanding -= 1;
+                self.report.lost += 1;
+            }
+        }
+    }
+}
+
+fn run_thread(
+    config: &LoadConfig,
+    plan: &ThreadPlan,
+    packets: &[Vec<u8>],
+    start: Instant,
+) -> io::Result<LoadReport> {
+    if let Some(cpu) = plan.cpu {
+        pin_to(cpu)?;
+    }
+    let mut channels = Vec::new();
+    for _ in 0..plan.sockets {
+        let (udp, stream) = match config.transport {
+            Transport::Udp => {
+                let socket = UdpSocket::bind(if config.server.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                })?;
+                socket.connect(config.server)?;
+                socket.set_nonblocking(true)?;
+                (Some(socket), None)
+            }
+            Transport::Tcp => {
+                let stream = TcpStream::connect_timeout(&config.server, Duration::from_secs(2))?;
+                stream.set_nodelay(true)?;
+                stream.set_nonblocking(true)?;
+                (None, Some(stream))
+            }
+        };
+        channels.push(Channel {
+            slots: vec![None; 65_536],
+            next_id: 0,
+            stream,
+            udp,
+            out: Vec::new(),
+            input: Vec::new(),
+        });
+    }
+    let mut state = ThreadState {
+        packets,
+        channels,
+        order: VecDeque::new(),
+        outstanding: 0,
+        report: LoadReport::empty()?,
+        timeout: config.timeout,
     };
-    let start = Instant::now();
+    let mut mmsg = Mmsg::new();
+    let mut buf = vec![0u8; 65_536];
+    while Instant::now() < start {
+        std::hint::spin_loop();
+    }
     let end = start + config.duration;
-    let interval = (config.rate > 0).then(|| Duration::from_secs_f64(1.0 / config.rate as f64));
+    let interval = (plan.rate > 0).then(|| Duration::from_secs_f64(1.0 / plan.rate as f64));
     let mut next_send = start;
-    let mut query_index = 0usize;
-    let mut socket_index = 0usize;
-    let mut buf = [0u8; 65_535];
-    let mut last_expiry = start;
+    let mut query_index = plan.first_query % packets.len().max(1);
+    let mut channel = 0usize;
+    let mut packet = Vec::with_capacity(600);
     loop {
         let now = Instant::now();
         let sending = now < end;
-        // Send what is due (open loop) or what the window allows (closed loop).
+        let mut progressed = false;
         if sending {
-            let in_flight: usize = pending.iter().map(HashMap::len).sum();
+            // Queries due now (open loop) or allowed by the window (closed).
             let mut budget = match interval {
-                Some(_) => usize::MAX,
-                None => config.in_flight.saturating_sub(in_flight),
+                Some(_) => BATCH,
+                None => plan.in_flight.saturating_sub(state.outstanding).min(BATCH),
             };
             while budget > 0 {
                 let scheduled = match interval {
@@ -194,90 +496,132 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                     Some(_) => break,
                     None => now,
                 };
-                let s = socket_index;
-                socket_index = (socket_index + 1) % sockets.len();
-                let id = next_id[s];
-                next_id[s] = id.wrapping_add(1);
-                let mut packet = packets[query_index].clone();
+                let id = state.track(channel, query_index, scheduled);
+                packet.clear();
+                packet.extend_from_slice(&packets[query_index]);
                 packet[..2].copy_from_slice(&id.to_be_bytes());
-                // A query still waiting under this ID on this socket is lost.
-                if pending[s]
-                    .insert(
-                        id,
-                        Pending {
-                            scheduled,
-                            query: query_index,
-                        },
-                    )
-                    .is_some()
-                {
-                    report.lost += 1;
+                match config.transport {
+                    Transport::Udp => {
+                        mmsg.queue(&packet);
+                    }
+                    Transport::Tcp => {
+                        let out = &mut state.channels[channel].out;
+                        out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+                        out.extend_from_slice(&packet);
+                    }
                 }
-                if sockets[s].send_to(&packet, config.server).is_err() {
-                    pending[s].remove(&id);
-                    report.lost += 1;
-                }
-                report.sent += 1;
                 query_index = (query_index + 1) % packets.len();
                 budget -= 1;
-            }
-        }
-        // Take every reply waiting.
-        let mut received = false;
-        for (s, socket) in sockets.iter().enumerate() {
-            while let Ok((len, _)) = socket.recv_from(&mut buf) {
-                received = true;
-                let at = Instant::now();
-                let reply = &buf[..len];
-                if len < 12 {
-                    report.mismatched += 1;
-                    continue;
+                progressed = true;
+                if config.transport == Transport::Tcp {
+                    channel = (channel + 1) % state.channels.len();
                 }
-                let id = u16::from_be_bytes([reply[0], reply[1]]);
-                let Some(waiting) = pending[s].remove(&id) else {
-                    report.mismatched += 1;
-                    continue;
-                };
-                let question = &packets[waiting.query][12..];
-                if reply
-                    .get(12..12 + question.len())
-                    .is_none_or(|q| !q.eq_ignore_ascii_case(question))
-                    || reply[2] & 0x80 == 0
-                {
-                    report.mismatched += 1;
-                    continue;
+            }
+            if config.transport == Transport::Udp && mmsg.queued() > 0 {
+                let fd = state.channels[channel]
+                    .udp
+                    .as_ref()
+                    .map(|s| s.as_raw_fd())
+                    .ok_or_else(|| io::Error::other("no UDP socket"))?;
+                // Datagrams a full buffer refuses are never answered: they
+                // expire as lost.
+                let _ = mmsg.flush(fd);
+                // Next batch from the next source port.
+                channel = (channel + 1) % state.channels.len();
+            }
+        }
+        // Write pending TCP bytes, and read what is waiting.
+        for c in 0..state.channels.len() {
+            match config.transport {
+                Transport::Udp => {
+                    let Some(fd) = state.channels[c].udp.as_ref().map(|s| s.as_raw_fd()) else {
+                        continue;
+                    };
+                    loop {
+                        let count = mmsg.receive(fd).unwrap_or(0);
+                        if count == 0 {
+                            break;
+                        }
+                        progressed = true;
+                        let at = Instant::now();
+                        for i in 0..count {
+                            state.reply(c, mmsg.received(i), at);
+                        }
+                    }
                 }
-                report.answered += 1;
-                *report
-                    .rcodes
-                    .entry(rcode_name(reply[3] & 0x0f))
-                    .or_default() += 1;
-                let micros = at
-                    .saturating_duration_since(waiting.scheduled)
-                    .as_micros()
-                    .max(1) as u64;
-                let _ = report.latency_us.record(micros.min(60_000_000));
+                Transport::Tcp => {
+                    progressed |= tcp_exchange(&mut state, c, &mut buf)?;
+                }
             }
         }
-        // Expire what waited too long.
-        if now.duration_since(last_expiry) > Duration::from_millis(10) {
-            last_expiry = now;
-            for table in &mut pending {
-                let before = table.len();
-                table.retain(|_, p| now.duration_since(p.scheduled) < config.timeout);
-                report.lost += (before - table.len()) as u64;
-            }
-        }
-        let outstanding: usize = pending.iter().map(HashMap::len).sum();
-        if !sending && (outstanding == 0 || now > end + config.timeout) {
-            report.lost += outstanding as u64;
+        state.expire(now);
+        if !sending && (state.outstanding == 0 || now > end + config.timeout) {
+            state.report.lost += state.outstanding as u64;
             break;
         }
-        if !received {
-            // Nothing arrived: wait a little, less than the send interval.
-            std::thread::sleep(Duration::from_micros(20));
+        if !progressed {
+            match interval {
+                // Far from the next send: sleep a little (the kernel's timer
+                // slack makes short sleeps long, so only when far).
+                Some(_)
+                    if next_send > now + Duration::from_micros(200) && state.outstanding == 0 =>
+                {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                _ => std::hint::spin_loop(),
+            }
         }
     }
-    report.elapsed_s = start.elapsed().as_secs_f64();
-    Ok(report)
+    state.report.elapsed_s = start.elapsed().as_secs_f64();
+    Ok(state.report)
+}
+
+/// Writes a TCP channel's pending bytes and reads its replies. Returns
+/// whether anything moved. A closed connection loses what was in flight.
+fn tcp_exchange(state: &mut ThreadState<'_>, c: usize, buf: &mut [u8]) -> io::Result<bool> {
+    let mut progressed = false;
+    let channel = &mut state.channels[c];
+    let Some(stream) = channel.stream.as_mut() else {
+        return Ok(false);
+    };
+    while !channel.out.is_empty() {
+        match stream.write(&channel.out) {
+            Ok(0) => break,
+            Ok(n) => {
+                channel.out.drain(..n);
+                progressed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                channel.out.clear();
+                break;
+            }
+        }
+    }
+    loop {
+        match stream.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                channel.input.extend_from_slice(&buf[..n]);
+                progressed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let input = std::mem::take(&mut state.channels[c].input);
+    let mut at_byte = 0;
+    let now = Instant::now();
+    while let Some(prefix) = input.get(at_byte..at_byte + 2) {
+        let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+        let Some(message) = input.get(at_byte + 2..at_byte + 2 + len) else {
+            break;
+        };
+        state.reply(c, message, now);
+        at_byte += 2 + len;
+    }
+    state.channels[c].input = input[at_byte..].to_vec();
+    Ok(progressed)
 }

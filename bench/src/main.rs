@@ -15,6 +15,75 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The load, shared by `run` and `compare`.
+#[derive(clap::Args, Debug, Clone)]
+struct LoadArgs {
+    /// Query file in dnsperf format (`name TYPE` per line).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Offered queries per second in all; 0 for closed loop.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Source sockets (UDP) or connections (TCP), in all.
+    #[arg(long, default_value_t = 16)]
+    sockets: usize,
+    /// Closed loop: queries in flight, in all.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Sending threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CPUs to pin the sending threads to (`1` or `0,1`); empty: unpinned.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// udp or tcp.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: kubewire_bench::load::Transport,
+}
+
+impl LoadArgs {
+    fn config(&self, server: SocketAddr) -> Result<kubewire_bench::load::LoadConfig> {
+        let text = std::fs::read_to_string(&self.queries)
+            .map_err(|e| format!("cannot read {}: {e}", self.queries.display()))?;
+        let queries = kubewire_bench::load::parse_query_file(&text)
+            .map_err(|e| format!("{}: {e}", self.queries.display()))?;
+        Ok(kubewire_bench::load::LoadConfig {
+            server,
+            queries,
+            rate: self.rate,
+            duration: Duration::from_secs_f64(self.seconds),
+            sockets: self.sockets,
+            in_flight: self.in_flight,
+            timeout: Duration::from_secs(2),
+            threads: self.threads,
+            cpus: self.cpus.clone(),
+            transport: self.transport,
+        })
+    }
+}
+
+/// A server to compare.
+#[derive(Clone, Debug)]
+struct Target {
+    name: String,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+fn parse_target(text: &str) -> std::result::Result<Target, String> {
+    let usage = || format!("{text:?}: write NAME=ADDR@PID, e.g. null=127.0.0.1:5300@1234");
+    let (name, rest) = text.split_once('=').ok_or_else(usage)?;
+    let (addr, pid) = rest.split_once('@').ok_or_else(usage)?;
+    Ok(Target {
+        name: name.to_string(),
+        addr: addr.parse().map_err(|_| usage())?,
+        pid: pid.parse().map_err(|_| usage())?,
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "kubewire-bench", about = "kubewire benchmarks")]
 struct Cli {
@@ -27,33 +96,86 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Commands {
-    /// Send queries to a server and report throughput, loss, RCODEs and
-    /// latency percentiles.
+    /// Send queries to a server and report throughput, loss, RCODEs,
+    /// latency percentiles and, given its PID, the server's CPU per query.
     Run {
         /// The server.
         #[arg(long, default_value = "127.0.0.1:5353")]
         server: std::net::SocketAddr,
-        /// Query file in dnsperf format (`name TYPE` per line).
+        /// The server's PID, to measure its CPU time per query.
         #[arg(long)]
-        queries: PathBuf,
-        /// Offered queries per second; 0 for closed loop.
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        /// Seconds to send.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Source sockets.
-        #[arg(long, default_value_t = 16)]
-        sockets: usize,
-        /// Closed loop: queries in flight.
-        #[arg(long, default_value_t = 256)]
-        in_flight: usize,
+        server_pid: Option<u32>,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
         /// Write the latency percentile distribution (HdrHistogram text) here.
         #[arg(long)]
         histogram: Option<PathBuf>,
+        /// Write the latency percentile curve as an SVG plot here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Record the server (needs --server-pid) with `perf record -g` and
+        /// write a flamegraph SVG here.
+        #[arg(long, requires = "server_pid")]
+        profile: Option<PathBuf>,
+    },
+    /// Run the same load against several servers in turn (A, B, A, B …)
+    /// and print per-pair ratios of QPS, p99 and server CPU per query. A
+    /// target named `null` (the null responder) is the floor.
+    Compare {
+        /// `NAME=ADDR@PID`, repeated: e.g. `null=127.0.0.1:5300@1234`.
+        #[arg(long = "target", required = true, value_parser = parse_target)]
+        targets: Vec<Target>,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Rounds; each runs every target once.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Write each run's JSON, the summary and the latency plot here.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Overlay the latency curves of several `run --json` reports in one SVG.
+    Plot {
+        /// `LABEL=REPORT.json`, repeated.
+        #[arg(long = "report", required = true)]
+        reports: Vec<String>,
+        /// The SVG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The title.
+        #[arg(long, default_value = "DNS latency by percentile")]
+        title: String,
+    },
+    /// Write a synthetic cluster: manifests for kubewire, the same records
+    /// as a zone file for NSD and Knot, and a realistic query file.
+    Scenario {
+        /// Services in all.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Every Nth service is headless.
+        #[arg(long, default_value_t = 5)]
+        headless_every: usize,
+        /// Ready endpoints per headless service.
+        #[arg(long, default_value_t = 10)]
+        endpoints_per_headless: usize,
+        /// Running pods (pod records).
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Namespaces.
+        #[arg(long, default_value_t = 10)]
+        namespaces: usize,
+        /// Lines in the query file.
+        #[arg(long, default_value_t = 100_000)]
+        queries: usize,
+        /// Seed of the query mix.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory to write manifests.json, cluster.local.zone and queries.txt into.
+        #[arg(long)]
+        out_dir: PathBuf,
     },
     /// Initial sync of a large cluster from the fake API server.
     Sync {
@@ -83,16 +205,61 @@ fn main() {
     let result = match cli.command {
         Commands::Run {
             server,
-            queries,
-            rate,
-            seconds,
-            sockets,
-            in_flight,
+            server_pid,
+            load,
             json,
             histogram,
+            plot,
+            profile,
         } => run_load(
-            server, &queries, rate, seconds, sockets, in_flight, json, histogram,
+            server,
+            server_pid,
+            &load,
+            json,
+            histogram,
+            plot,
+            profile.as_deref(),
         ),
+        Commands::Compare {
+            targets,
+            load,
+            rounds,
+            out_dir,
+        } => compare(&targets, &load, rounds, out_dir.as_deref()),
+        Commands::Plot {
+            reports,
+            out,
+            title,
+        } => plot(&reports, &out, &title),
+        Commands::Scenario {
+            services,
+            headless_every,
+            endpoints_per_headless,
+            pods,
+            namespaces,
+            queries,
+            seed,
+            out_dir,
+        } => {
+            let config = kubewire_bench::scenario::ScenarioConfig {
+                services,
+                headless_every,
+                endpoints_per_headless,
+                pods,
+                namespaces,
+                queries,
+                seed,
+            };
+            kubewire_bench::scenario::write(&config, &out_dir)
+                .map(|paths| {
+                    for path in paths {
+                        println!("{}", path.display());
+                    }
+                })
+                .map_err(|e| {
+                    format!("cannot write the scenario into {}: {e}", out_dir.display()).into()
+                })
+        }
         Commands::Sync {
             services,
             endpoints,
@@ -335,29 +502,24 @@ fn propagation(binary: &PathBuf, changes: usize, probes: usize) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn run_load(
     server: SocketAddr,
-    queries: &PathBuf,
-    rate: u64,
-    seconds: f64,
-    sockets: usize,
-    in_flight: usize,
+    server_pid: Option<u32>,
+    load: &LoadArgs,
     json: Option<PathBuf>,
     histogram: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    profile: Option<&std::path::Path>,
 ) -> Result<()> {
     use kubewire_bench::load;
-    let text = std::fs::read_to_string(queries)
-        .map_err(|e| format!("cannot read {}: {e}", queries.display()))?;
-    let queries =
-        load::parse_query_file(&text).map_err(|e| format!("{}: {e}", queries.display()))?;
-    let config = load::LoadConfig {
-        server,
-        queries,
-        rate,
-        duration: Duration::from_secs_f64(seconds),
-        sockets,
-        in_flight,
-        timeout: Duration::from_secs(2),
+    let config = load.config(server)?;
+    let recording = match (profile, server_pid) {
+        (Some(svg), Some(pid)) => Some(kubewire_bench::profile::start(pid, svg)?),
+        _ => None,
     };
-    let report = load::run(&config)?;
+    let report = load::run(&config, server_pid)?;
+    if let (Some(recording), Some(svg)) = (recording, profile) {
+        let samples = recording.finish(svg, &format!("{} under load", server))?;
+        eprintln!("flamegraph: {} ({samples} stacks)", svg.display());
+    }
     let summary = report.to_json(&config);
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if let Some(path) = json {
@@ -366,6 +528,171 @@ fn run_load(
     if let Some(path) = histogram {
         std::fs::write(&path, percentile_distribution(&report.latency_us))?;
     }
+    if let Some(path) = plot {
+        let curve = kubewire_bench::plot::Curve::from_report(&server.to_string(), &summary)
+            .ok_or("no percentile curve in the report")?;
+        kubewire_bench::plot::write_svg(&path, "DNS latency by percentile", &[curve])?;
+    }
+    Ok(())
+}
+
+/// One run's figures in a comparison.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    qps: f64,
+    p99_us: f64,
+    cpu_us_per_query: f64,
+    lost: u64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn compare(
+    targets: &[Target],
+    load: &LoadArgs,
+    rounds: usize,
+    out_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    // runs[target][round]
+    let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); targets.len()];
+    let mut last_reports: Vec<serde_json::Value> = vec![serde_json::Value::Null; targets.len()];
+    for round in 0..rounds {
+        for (t, target) in targets.iter().enumerate() {
+            let config = load.config(target.addr)?;
+            let report = kubewire_bench::load::run(&config, Some(target.pid))?;
+            let figures = Figures {
+                qps: report.answered_qps(config.duration),
+                p99_us: report.latency_at(0.99) as f64,
+                cpu_us_per_query: report.server_cpu_us_per_query().unwrap_or(f64::NAN),
+                lost: report.lost,
+            };
+            eprintln!(
+                "round {} {}: {:.0} qps, p99 {:.0} µs, {:.3} µs CPU/query, lost {}",
+                round + 1,
+                target.name,
+                figures.qps,
+                figures.p99_us,
+                figures.cpu_us_per_query,
+                figures.lost
+            );
+            let json = report.to_json(&config);
+            if let Some(dir) = out_dir {
+                std::fs::write(
+                    dir.join(format!("{}-round{}.json", target.name, round + 1)),
+                    serde_json::to_string_pretty(&json)?,
+                )?;
+            }
+            last_reports[t] = json;
+            runs[t].push(figures);
+        }
+    }
+    let floor = targets.iter().position(|t| t.name == "null");
+    let mode = if load.rate == 0 {
+        "closed loop".to_string()
+    } else {
+        format!("{} qps offered", load.rate)
+    };
+    println!(
+        "## {mode}, {rounds} rounds of {} s, {:?}\n",
+        load.seconds, load.transport
+    );
+    println!("| server | QPS | p99 µs | CPU µs/query | CPU/query ÷ floor | lost |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut summary = Vec::new();
+    for (t, target) in targets.iter().enumerate() {
+        let per_round = |f: fn(&Figures) -> f64| median(runs[t].iter().map(f).collect());
+        let floor_ratio = floor.map(|f| {
+            median(
+                (0..rounds)
+                    .map(|r| runs[t][r].cpu_us_per_query / runs[f][r].cpu_us_per_query)
+                    .collect(),
+            )
+        });
+        let lost: u64 = runs[t].iter().map(|f| f.lost).sum();
+        println!(
+            "| {} | {:.0} | {:.0} | {:.3} | {} | {} |",
+            target.name,
+            per_round(|f| f.qps),
+            per_round(|f| f.p99_us),
+            per_round(|f| f.cpu_us_per_query),
+            floor_ratio.map_or("".into(), |r| format!("{r:.3}")),
+            lost
+        );
+        summary.push(serde_json::json!({
+            "server": target.name,
+            "qps": per_round(|f| f.qps),
+            "p99_us": per_round(|f| f.p99_us),
+            "cpu_us_per_query": per_round(|f| f.cpu_us_per_query),
+            "cpu_per_query_vs_floor": floor_ratio,
+            "lost": lost,
+        }));
+    }
+    println!("\nPer pair (B ÷ A, median over rounds of the same-round ratio):\n");
+    println!("| A | B | QPS | p99 | CPU/query |");
+    println!("| --- | --- | --- | --- | --- |");
+    for a in 0..targets.len() {
+        for b in a + 1..targets.len() {
+            let ratio = |f: fn(&Figures) -> f64| {
+                median(
+                    (0..rounds)
+                        .map(|r| f(&runs[b][r]) / f(&runs[a][r]))
+                        .collect(),
+                )
+            };
+            println!(
+                "| {} | {} | {:.3} | {:.3} | {:.3} |",
+                targets[a].name,
+                targets[b].name,
+                ratio(|f| f.qps),
+                ratio(|f| f.p99_us),
+                ratio(|f| f.cpu_us_per_query)
+            );
+        }
+    }
+    if let Some(dir) = out_dir {
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+        let curves: Vec<_> = targets
+            .iter()
+            .zip(&last_reports)
+            .filter_map(|(t, r)| kubewire_bench::plot::Curve::from_report(&t.name, r))
+            .collect();
+        kubewire_bench::plot::write_svg(
+            &dir.join("latency.svg"),
+            &format!("DNS latency by percentile ({mode})"),
+            &curves,
+        )?;
+    }
+    Ok(())
+}
+
+fn plot(reports: &[String], out: &std::path::Path, title: &str) -> Result<()> {
+    let mut curves = Vec::new();
+    for spec in reports {
+        let (label, path) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("{spec:?}: write LABEL=REPORT.json"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        curves.push(
+            kubewire_bench::plot::Curve::from_report(label, &json).ok_or_else(|| {
+                format!("{path}: no percentile_curve_us (a report from kubewire-bench run --json)")
+            })?,
+        );
+    }
+    kubewire_bench::plot::write_svg(out, title, &curves)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// kubewire: a thread-per-core Kubernetes cluster DNS server.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "kubewire", version, about, long_about = None)]
+#[command(name = "kubewire", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// A subcommand; without one, kubewire serves.
     #[command(subcommand)]

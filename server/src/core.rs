@@ -70,6 +70,35 @@ pub struct CoreSetup {
     pub query_log: Arc<QueryLogSettings>,
 }
 
+/// Logs an I/O failure once per cause: the first time, then again only when
+/// the cause changes or a minute has passed, with how often it repeated.
+#[derive(Debug, Default)]
+struct Failures {
+    last: Option<(&'static str, String, std::time::Instant)>,
+    repeats: u64,
+}
+
+impl Failures {
+    fn record(&mut self, what: &'static str, error: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        let cause = error.to_string();
+        match &self.last {
+            Some((last_what, last_cause, at))
+                if *last_what == what
+                    && *last_cause == cause
+                    && now.duration_since(*at) < Duration::from_secs(60) =>
+            {
+                self.repeats += 1;
+            }
+            _ => {
+                tracing::warn!(error = %cause, repeats_since_last_log = self.repeats, "{what}");
+                self.last = Some((what, cause, now));
+                self.repeats = 0;
+            }
+        }
+    }
+}
+
 /// What the serving tasks of one core share.
 #[derive(Clone)]
 struct Shared {
@@ -244,11 +273,12 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
     let mut last_yield = std::time::Instant::now();
     // Queries of this batch picked for the query log: index and RCODE.
     let mut picked: Vec<(usize, u16)> = Vec::with_capacity(crate::batch::BATCH);
+    let mut failures = Failures::default();
     loop {
         if !flowing {
             // Wait on the reactor until a datagram is there, without taking it.
             if let Err(error) = socket.peek_from(&mut peek).await {
-                tracing::warn!(%error, "UDP receive failed");
+                failures.record("UDP receive failed; retrying", &error);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -263,7 +293,7 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         let count = match received {
             Ok(count) => count,
             Err(error) => {
-                tracing::warn!(%error, "recvmmsg failed");
+                failures.record("recvmmsg failed; retrying", &error);
                 0
             }
         };
@@ -352,11 +382,12 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
 async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
     let mut query = vec![0u8; 65_536];
     let mut out = vec![0u8; crate::batch::TX_BUF];
+    let mut failures = Failures::default();
     loop {
         let (len, peer) = match socket.recv_from(&mut query).await {
             Ok(received) => received,
             Err(error) => {
-                tracing::warn!(%error, "UDP receive failed");
+                failures.record("UDP receive failed; retrying", &error);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -416,6 +447,7 @@ struct Tcp {
 }
 
 async fn accept_tcp(listener: TcpListener, tcp: Tcp, connections: Rc<Cell<usize>>) {
+    let mut failures = Failures::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -433,7 +465,7 @@ async fn accept_tcp(listener: TcpListener, tcp: Tcp, connections: Rc<Cell<usize>
             }
             Err(error) => {
                 // Out of file descriptors, most likely: back off, keep serving UDP.
-                tracing::warn!(%error, "TCP accept failed");
+                failures.record("TCP accept failed (out of file descriptors? raise the limit or lower tcp.max_connections); retrying", &error);
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use kubewire_bench::load::{LoadConfig, QuerySpec, parse_query_file, run};
+use kubewire_bench::load::{LoadConfig, QuerySpec, Transport, parse_query_file, run};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -29,8 +29,10 @@ fn open_loop_against_kubewire() {
         sockets: 8,
         in_flight: 0,
         timeout: Duration::from_secs(1),
+        threads: 2,
+        ..LoadConfig::default()
     };
-    let report = run(&config).unwrap();
+    let report = run(&config, Some(server.pid())).unwrap();
     assert!(
         (2_900..=3_100).contains(&report.sent),
         "sent {}",
@@ -53,6 +55,47 @@ fn open_loop_against_kubewire() {
     let p99 = json["latency_us"]["p99"].as_u64().unwrap();
     let max = json["latency_us"]["max"].as_u64().unwrap();
     assert!(p50 > 0 && p50 <= p99 && p99 <= max, "{json}");
+    // The server's own CPU time was measured, and is plausible: some, but
+    // less than the wall time of the run on its two cores.
+    let cpu = json["server_cpu_s"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu < 3.0, "{json}");
+    let curve = json["percentile_curve_us"].as_array().unwrap();
+    assert_eq!(curve.len(), 51);
+    // The plot of that curve is an SVG with one line.
+    let dir = tempdir("plot");
+    let svg = dir.join("latency.svg");
+    let points = kubewire_bench::plot::Curve::from_report("kubewire", &json).unwrap();
+    kubewire_bench::plot::write_svg(&svg, "test", &[points]).unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.contains("<polyline") && text.contains("kubewire"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn tcp_with_persistent_pipelined_connections() {
+    let server = Server::start(&["--demo", "--cores", "2"]);
+    let config = LoadConfig {
+        server: server.addr,
+        queries: mix(),
+        rate: 1_000,
+        duration: Duration::from_millis(1000),
+        sockets: 4,
+        transport: Transport::Tcp,
+        ..LoadConfig::default()
+    };
+    let report = run(&config, None).unwrap();
+    assert!((950..=1_050).contains(&report.sent), "{report:?}");
+    assert_eq!((report.lost, report.mismatched), (0, 0), "{report:?}");
+    assert_eq!(report.answered, report.sent);
+    let closed = LoadConfig {
+        rate: 0,
+        in_flight: 64,
+        duration: Duration::from_millis(500),
+        ..config
+    };
+    let report = run(&closed, None).unwrap();
+    assert!(report.answered > 500, "{report:?}");
+    assert_eq!((report.lost, report.mismatched), (0, 0));
 }
 
 #[test]
@@ -66,8 +109,9 @@ fn closed_loop_against_kubewire() {
         sockets: 4,
         in_flight: 32,
         timeout: Duration::from_secs(1),
+        ..LoadConfig::default()
     };
-    let report = run(&config).unwrap();
+    let report = run(&config, None).unwrap();
     assert!(report.answered > 1_000, "{report:?}");
     assert_eq!((report.lost, report.mismatched), (0, 0));
 }
@@ -96,8 +140,9 @@ fn a_server_that_drops_every_tenth_query() {
         sockets: 1,
         in_flight: 0,
         timeout: Duration::from_millis(300),
+        ..LoadConfig::default()
     };
-    let report = run(&config).unwrap();
+    let report = run(&config, None).unwrap();
     assert_eq!(report.lost, report.sent / 10, "{report:?}");
     assert_eq!(report.answered + report.lost, report.sent);
     assert_eq!(report.mismatched, 0);
