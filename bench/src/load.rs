@@ -224,20 +224,52 @@ fn rcode_name(rcode: u8) -> String {
     kubewire_wire::Rcode(u16::from(rcode)).to_string()
 }
 
-/// CPU time a process has used in all its threads, from the scheduler's
-/// nanosecond counters (`/proc/PID/task/*/schedstat`).
+/// CPU time a process and its descendants have used, in all their threads,
+/// from the scheduler's nanosecond counters (`/proc/PID/task/*/schedstat`).
+/// Descendants count because some servers (NSD) answer from a child.
 pub fn process_cpu_s(pid: u32) -> io::Result<f64> {
-    let mut total_ns: u64 = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Some(ns) = text
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        {
-            total_ns += ns;
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The parent is the second field after the command, which is in
+        // parentheses and may hold spaces.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(child);
         }
+    }
+    let mut total_ns: u64 = 0;
+    let mut stack = vec![pid];
+    while let Some(process) = stack.pop() {
+        stack.extend(children.get(&process).into_iter().flatten());
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{process}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat"))
+                && let Some(ns) = text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+            {
+                total_ns += ns;
+            }
+        }
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(io::Error::other(format!("no process {pid}")));
     }
     Ok(total_ns as f64 / 1e9)
 }

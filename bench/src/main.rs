@@ -152,27 +152,8 @@ enum Commands {
     /// Write a synthetic cluster: manifests for kubewire, the same records
     /// as a zone file for NSD and Knot, and a realistic query file.
     Scenario {
-        /// Services in all.
-        #[arg(long, default_value_t = 1000)]
-        services: usize,
-        /// Every Nth service is headless.
-        #[arg(long, default_value_t = 5)]
-        headless_every: usize,
-        /// Ready endpoints per headless service.
-        #[arg(long, default_value_t = 10)]
-        endpoints_per_headless: usize,
-        /// Running pods (pod records).
-        #[arg(long, default_value_t = 1000)]
-        pods: usize,
-        /// Namespaces.
-        #[arg(long, default_value_t = 10)]
-        namespaces: usize,
-        /// Lines in the query file.
-        #[arg(long, default_value_t = 100_000)]
-        queries: usize,
-        /// Seed of the query mix.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        config: kubewire_bench::scenario::ScenarioConfig,
         /// Directory to write manifests.json, cluster.local.zone and queries.txt into.
         #[arg(long)]
         out_dir: PathBuf,
@@ -189,8 +170,14 @@ enum Commands {
         #[arg(long, default_value_t = 100_000)]
         pods: usize,
     },
-    /// Time from an endpoint change at the API to every core answering it.
+    /// Time from an endpoint change (at the fake API server, or in a
+    /// watched manifest file) to every core answering it; counts wrong and
+    /// flapping answers.
     Propagation {
+        /// Where changes are made: `api` (the fake Kubernetes API) or
+        /// `manifests` (edits of a watched manifest file).
+        #[arg(long, default_value = "api", value_parser = ["api", "manifests"])]
+        source: String,
         /// Changes to time.
         #[arg(long, default_value_t = 200)]
         changes: usize,
@@ -231,25 +218,7 @@ fn main() {
             out,
             title,
         } => plot(&reports, &out, &title),
-        Commands::Scenario {
-            services,
-            headless_every,
-            endpoints_per_headless,
-            pods,
-            namespaces,
-            queries,
-            seed,
-            out_dir,
-        } => {
-            let config = kubewire_bench::scenario::ScenarioConfig {
-                services,
-                headless_every,
-                endpoints_per_headless,
-                pods,
-                namespaces,
-                queries,
-                seed,
-            };
+        Commands::Scenario { config, out_dir } => {
             kubewire_bench::scenario::write(&config, &out_dir)
                 .map(|paths| {
                     for path in paths {
@@ -265,7 +234,11 @@ fn main() {
             endpoints,
             pods,
         } => sync(&cli.kubewire, services, endpoints, pods),
-        Commands::Propagation { changes, probes } => propagation(&cli.kubewire, changes, probes),
+        Commands::Propagation {
+            source,
+            changes,
+            probes,
+        } => propagation(&cli.kubewire, &source, changes, probes),
     };
     if let Err(error) = result {
         eprintln!("kubewire-bench: {error}");
@@ -286,12 +259,18 @@ impl Kubewire {
         let dir = std::env::temp_dir().join(format!("kubewire-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = api.write_kubeconfig(&dir)?;
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let mut args = vec!["--kubeconfig", kubeconfig.as_str()];
+        args.extend_from_slice(extra);
+        Kubewire::spawn(binary, &args)
+    }
+
+    fn spawn(binary: &PathBuf, args: &[&str]) -> Result<(Kubewire, Instant)> {
         let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let started = Instant::now();
         let mut child = Command::new(binary)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .args(args)
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -299,8 +278,9 @@ impl Kubewire {
                 "127.0.0.1:0",
                 "--ready-addr",
                 "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
             ])
-            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -446,10 +426,7 @@ fn ip(value: u32) -> String {
     std::net::Ipv4Addr::from(value).to_string()
 }
 
-fn propagation(binary: &PathBuf, changes: usize, probes: usize) -> Result<()> {
-    let api = FakeApi::start()?;
-    api.apply(namespace("default"));
-    api.apply(service("default", "web", "None", &[("http", 80)]));
+fn propagation(binary: &PathBuf, source: &str, changes: usize, probes: usize) -> Result<()> {
     let addrs: Vec<String> = (1..=10).map(|i| format!("10.2.0.{i}")).collect();
     let slice = |ready_first: bool| {
         let eps: Vec<(&str, bool, Option<&str>)> = addrs
@@ -459,43 +436,94 @@ fn propagation(binary: &PathBuf, changes: usize, probes: usize) -> Result<()> {
             .collect();
         endpoint_slice("default", "web-a", "web", &eps)
     };
-    api.apply(slice(true));
-    let (kubewire, _) = Kubewire::start(binary, &api, &[])?;
+    let objects = |ready_first: bool| {
+        vec![
+            namespace("default"),
+            service("default", "web", "None", &[("http", 80)]),
+            slice(ready_first),
+        ]
+    };
+    // One of the two: the fake API, or a manifest file replaced by rename
+    // (as an editor or a ConfigMap update does).
+    let mut api = None;
+    let dir = std::env::temp_dir().join(format!("kubewire-propagation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let manifest = dir.join("web.json");
+    let write_manifest = |ready_first: bool| -> Result<()> {
+        let staged = dir.join(".web.json.tmp");
+        let list =
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects(ready_first)});
+        std::fs::write(&staged, serde_json::to_string(&list)?)?;
+        std::fs::rename(&staged, &manifest)?;
+        Ok(())
+    };
+    let (kubewire, _) = if source == "manifests" {
+        write_manifest(true)?;
+        let path = manifest.to_string_lossy().into_owned();
+        Kubewire::spawn(binary, &["--manifests", path.as_str()])?
+    } else {
+        let fake = FakeApi::start()?;
+        fake.apply_all(objects(true));
+        let started = Kubewire::start(binary, &fake, &[])?;
+        api = Some(fake);
+        started
+    };
     kubewire.wait_for(" ready cores=", Duration::from_secs(30))?;
     let sockets: Vec<UdpSocket> = (0..probes)
         .map(|_| UdpSocket::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()?;
     let mut times = Vec::with_capacity(changes);
+    let (mut wrong, mut flapped) = (0u64, 0u64);
     for change in 0..changes {
         let ready_first = change % 2 == 1;
-        let want = if ready_first { 10 } else { 9 };
+        let (want, old) = if ready_first { (10, 9) } else { (9, 10) };
         std::thread::sleep(Duration::from_millis(20));
         let start = Instant::now();
-        api.apply(slice(ready_first));
-        let mut pending: Vec<&UdpSocket> = sockets.iter().collect();
-        while !pending.is_empty() {
+        match &api {
+            Some(api) => {
+                api.apply(slice(ready_first));
+            }
+            None => write_manifest(ready_first)?,
+        }
+        // Every probe socket (spread over the cores) asks until it sees the
+        // new answer; one that saw it and then sees the old one flapped.
+        let mut switched = vec![false; sockets.len()];
+        while switched.iter().any(|s| !s) {
             if start.elapsed() > Duration::from_secs(5) {
                 return Err(format!("change {change} not seen by every core within 5 s").into());
             }
-            pending.retain(|socket| {
-                probe::ask(socket, kubewire.addr, "web.default.svc.cluster.local", 1)
-                    .map(|(_, count)| count)
-                    != Some(want)
-            });
+            for (socket, switched) in sockets.iter().zip(switched.iter_mut()) {
+                match probe::ask(socket, kubewire.addr, "web.default.svc.cluster.local", 1) {
+                    Some((0, count)) if count == want => *switched = true,
+                    Some((0, count)) if count == old => flapped += u64::from(*switched),
+                    _ => wrong += 1,
+                }
+            }
         }
         times.push(start.elapsed());
+        for socket in &sockets {
+            if probe::ask(socket, kubewire.addr, "web.default.svc.cluster.local", 1)
+                != Some((0, want))
+            {
+                flapped += 1;
+            }
+        }
     }
+    let _ = std::fs::remove_dir_all(&dir);
     times.sort();
     let pick = |q: f64| {
         times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1000.0
     };
     println!(
-        "watch event to every core answering ({changes} changes, {probes} probe sockets): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{source} change to every core answering ({changes} changes, {probes} probe sockets): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; wrong answers {wrong}, flaps {flapped}",
         pick(0.5),
         pick(0.9),
         pick(0.99),
         pick(1.0)
     );
+    if wrong + flapped > 0 {
+        return Err(format!("{wrong} wrong answers and {flapped} flaps").into());
+    }
     Ok(())
 }
 

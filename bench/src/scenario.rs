@@ -40,22 +40,29 @@ const EXTERNAL_NAMES: [&str; 8] = [
     "pypi.org",
 ];
 
-/// What to generate.
-#[derive(Clone, Debug)]
+/// What to generate (also the flags of `kubewire-bench scenario`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct ScenarioConfig {
     /// Total services, spread round-robin over the namespaces.
+    #[arg(long, default_value_t = 1000)]
     pub services: usize,
     /// Every Nth service is headless (e.g. 5); 0 = none.
+    #[arg(long, default_value_t = 5)]
     pub headless_every: usize,
     /// Ready endpoints per headless service, each with a hostname and a pod.
+    #[arg(long, default_value_t = 10)]
     pub endpoints_per_headless: usize,
     /// Extra running pods (pod records) besides the endpoints' pods.
+    #[arg(long, default_value_t = 1000)]
     pub pods: usize,
     /// Number of namespaces (at least 1 is used), named `ns-0`, `ns-1`, ...
+    #[arg(long, default_value_t = 10)]
     pub namespaces: usize,
     /// Lines in the query file.
+    #[arg(long, default_value_t = 100_000)]
     pub queries: usize,
     /// Seed of the query mix.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 

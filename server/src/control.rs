@@ -536,11 +536,13 @@ fn metrics_router(scrape: Arc<Scrape>) -> axum::Router {
 /// Waits for a burst of file events to settle.
 async fn debounce(events: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
     loop {
+        // Events of the burst already queued do not extend the wait; only
+        // those that arrive during it do.
+        while events.try_recv().is_ok() {}
         tokio::time::sleep(DEBOUNCE).await;
         if events.try_recv().is_err() {
             break;
         }
-        while events.try_recv().is_ok() {}
     }
 }
 

@@ -27,17 +27,6 @@ fn a_records(server: &Server, name: &str) -> (u16, Vec<String>) {
     (rcode(&reply), answers(&reply))
 }
 
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn initial_sync_of_1000_services_and_readiness() {
     let api = FakeApi::start().unwrap();

@@ -307,6 +307,18 @@ pub fn metric(exposition: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Polls `check` every 10 ms until it holds; panics after 10 s.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A fresh directory under the system temp dir.
 pub fn tempdir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
