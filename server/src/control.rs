@@ -436,6 +436,11 @@ impl Control {
     fn publish(&mut self) -> Option<(u64, usize)> {
         let delta = self.compiler.take_delta()?;
         let shipped = (delta.revision, delta.changes.len());
+        tracing::debug!(
+            revision = shipped.0,
+            names_changed = shipped.1,
+            "delta published"
+        );
         self.hub.publish(delta, &self.compiler);
         wake_all(&self.wakers);
         Some(shipped)

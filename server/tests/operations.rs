@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
-use kubewire_bench::fake_api::{FakeApi, service};
+use kubewire_bench::fake_api::{FakeApi, namespace, service};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
@@ -372,6 +372,66 @@ fn a_live_reload_changes_the_ttl_without_a_failed_query() {
     eventually("answers with TTL 7", || {
         ttls(&server.udp(name, RecordType::A)) == vec![7]
     });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
+    let api = FakeApi::start().unwrap();
+    api.apply_all([
+        namespace("team-a"),
+        namespace("team-b"),
+        service("team-a", "web", "10.96.1.1", &[("http", 80)]),
+        service("team-b", "web", "10.96.2.1", &[("http", 80)]),
+    ]);
+    let dir = tempdir("filters");
+    let kubeconfig = api.write_kubeconfig(&dir).unwrap();
+    let path = dir.join("kubewire.toml");
+    let config = |namespaces: &str, level: &str| {
+        format!(
+            "[source]\nkind = \"cluster\"\nkubeconfig = {kubeconfig:?}\n\n\
+             [kubernetes]\nnamespaces = {namespaces}\n\n[log]\nlevel = \"{level}\"\n"
+        )
+    };
+    std::fs::write(&path, config("[\"team-a\"]", "info")).unwrap();
+    // Without RUST_LOG, which would win over log.level.
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = Server::spawn_with_env(
+        &["--config", path.to_str().unwrap(), "--cores", "2"],
+        addr,
+        &[("RUST_LOG", None)],
+    );
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    let a = "web.team-a.svc.cluster.local";
+    let b = "web.team-b.svc.cluster.local";
+    assert_eq!(
+        answers(&server.udp(a, RecordType::A)),
+        vec![format!("{a}. A 10.96.1.1")]
+    );
+    assert_eq!(
+        rcode(&server.udp(b, RecordType::A)),
+        3,
+        "team-b is filtered out"
+    );
+
+    // Both namespaces, and debug logs for the control plane: the watchers
+    // relist with the new filter, and team-a's answer never goes away.
+    std::fs::write(
+        &path,
+        config("[\"team-a\", \"team-b\"]", "info,kubewire::control=debug"),
+    )
+    .unwrap();
+    eventually("team-b to be served", || {
+        assert_eq!(rcode(&server.udp(a, RecordType::A)), 0, "team-a flapped");
+        rcode(&server.udp(b, RecordType::A)) == 0
+    });
+    let line = server.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    assert!(
+        line.contains("kubernetes.namespaces") && line.contains("log.level"),
+        "{line}"
+    );
+    // A debug line of kubewire::control now passes the filter.
+    server.wait_for_log("DEBUG kubewire::control", Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(dir);
 }
 

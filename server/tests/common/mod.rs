@@ -57,6 +57,8 @@ impl Server {
     /// Starts kubewire with extra environment variables (`None` removes one).
     pub fn spawn_with_env(args: &[&str], addr: SocketAddr, env: &[(&str, Option<&str>)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kubewire"));
+        // The test's own variables come after this default, and win.
+        command.env("RUST_LOG", "info");
         for (key, value) in env {
             match value {
                 Some(value) => command.env(key, value),
@@ -75,7 +77,6 @@ impl Server {
                     .filter(|flag| !args.contains(flag))
                     .flat_map(|flag| [flag, "127.0.0.1:0"]),
             )
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
