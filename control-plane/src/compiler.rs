@@ -2,7 +2,10 @@
 //! revisioned deltas out.
 //!
 //! Objects are grouped into *units*: a Service with its EndpointSlices, a
-//! Pod, a Namespace, and the zone's own static names. Each unit contributes
+//! Namespace, and the zone's own static names. Pods are not units: in
+//! `verified` mode their addresses form a counted set that ships to the
+//! cores as `UpsertPod`/`RemovePod`, and the cores answer pod names from a
+//! template, as in `insecure` mode. Each unit contributes
 //! record sets to a number of names; a name's entry is the merge of every
 //! contribution to it (several Services on one IP give one PTR set).
 //!
@@ -11,9 +14,10 @@
 //! changed, and emits `Upsert`/`Remove` for the entries that came out
 //! different. Work is batched: a relist of 10k objects is one pass.
 
-use crate::delta::{Change, Delta, Snapshot};
+use crate::delta::{Change, Delta, PodAddress, Snapshot};
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
 use crate::model::{Kind, Object, ObjectKey, PodModel, ServiceKind, ServiceModel, SliceModel};
+
 use crate::settings::{PodMode, Settings};
 use kubewire_wire::{
     AnswerBuilder, BuildError, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, dashed_label,
@@ -53,7 +57,6 @@ enum Unit {
     Service(ObjectKey),
     /// An EndpointSlice's endpoints, as names of its service.
     Slice(ObjectKey),
-    Pod(ObjectKey),
     Namespace(String),
 }
 
@@ -209,7 +212,15 @@ pub struct Compiler {
     slices: Map<ObjectKey, SliceModel>,
     /// Slice names per service (namespace, service name).
     slices_by_service: Map<ObjectKey, BTreeSet<String>>,
-    pods: Map<ObjectKey, PodModel>,
+    /// Each pod's addresses while it holds them (none once finished).
+    pods: Map<ObjectKey, Box<[IpAddr]>>,
+    /// How many pods hold each address in each namespace (host-network
+    /// pods share their node's).
+    pod_counts: hashbrown::HashMap<PodAddress, u32>,
+    /// Namespace labels, shared by the addresses of their pods.
+    namespace_labels: Map<String, Arc<[u8]>>,
+    /// Pod address changes not yet taken into a delta.
+    pod_changes: Vec<Change>,
     namespaces: Set<String>,
 
     /// Units are numbered, so names refer to them by a `u32`.
@@ -241,6 +252,9 @@ impl Compiler {
             slices: Map::default(),
             slices_by_service: Map::default(),
             pods: Map::default(),
+            pod_counts: hashbrown::HashMap::new(),
+            namespace_labels: Map::default(),
+            pod_changes: Vec::new(),
             namespaces: Set::default(),
             unit_ids: Map::default(),
             contributions: Vec::new(),
@@ -269,12 +283,22 @@ impl Compiler {
         if settings == self.settings {
             return;
         }
+        let was_verified = self.settings.pod_mode == PodMode::Verified;
+        let verified = settings.pod_mode == PodMode::Verified;
+        if was_verified != verified {
+            // The cores' pod set appears or goes whole.
+            for address in self.pod_counts.keys() {
+                self.pod_changes.push(if verified {
+                    Change::UpsertPod(address.clone())
+                } else {
+                    Change::RemovePod(address.clone())
+                });
+            }
+        }
         self.settings = settings;
         self.dirty_units.insert(Unit::Zone);
         self.dirty_units
             .extend(self.services.keys().cloned().map(Unit::Service));
-        self.dirty_units
-            .extend(self.pods.keys().cloned().map(Unit::Pod));
         self.dirty_units
             .extend(self.namespaces.iter().cloned().map(Unit::Namespace));
         // Names whose zone vanished must be re-merged (and removed) too.
@@ -401,13 +425,7 @@ impl Compiler {
                 self.dirty_units.insert(Unit::Slice(key.clone()));
                 self.slices.insert(key, slice);
             }
-            Object::Pod(pod) => {
-                let key = pod.key.clone();
-                if self.pods.get(&key) != Some(&pod) {
-                    self.pods.insert(key.clone(), pod);
-                    self.dirty_units.insert(Unit::Pod(key));
-                }
-            }
+            Object::Pod(pod) => self.upsert_pod(pod),
             Object::Namespace(name) => {
                 if self.namespaces.insert(name.clone()) {
                     self.dirty_units.insert(Unit::Namespace(name));
@@ -435,8 +453,10 @@ impl Compiler {
                 }
             }
             Kind::Pod => {
-                if self.pods.remove(key).is_some() {
-                    self.dirty_units.insert(Unit::Pod(key.clone()));
+                if let Some(old) = self.pods.remove(key) {
+                    for &ip in &old[..] {
+                        self.count_pod(&key.namespace, ip, false);
+                    }
                 }
             }
             Kind::Namespace => {
@@ -445,6 +465,69 @@ impl Compiler {
                 }
             }
         }
+    }
+
+    fn upsert_pod(&mut self, pod: PodModel) {
+        // Finished pods no longer hold their IPs.
+        let live: Box<[IpAddr]> =
+            if matches!(pod.phase.as_str(), "Succeeded" | "Failed" | "Unknown") {
+                Box::default()
+            } else {
+                let mut ips = pod.ips.clone();
+                ips.sort_unstable();
+                ips.dedup();
+                ips.into_boxed_slice()
+            };
+        let old = self.pods.insert(pod.key.clone(), live.clone());
+        if old.as_deref() == Some(&live[..]) {
+            return;
+        }
+        for &ip in old.as_deref().unwrap_or_default() {
+            self.count_pod(&pod.key.namespace, ip, false);
+        }
+        for &ip in &live[..] {
+            self.count_pod(&pod.key.namespace, ip, true);
+        }
+    }
+
+    /// Counts one pod more or less at an address; the set the cores hold
+    /// changes when a count leaves or reaches zero.
+    fn count_pod(&mut self, namespace: &str, ip: IpAddr, add: bool) {
+        let label = match self.namespace_labels.get(namespace) {
+            Some(label) => Arc::clone(label),
+            None => {
+                let label: Arc<[u8]> = namespace.to_ascii_lowercase().into_bytes().into();
+                self.namespace_labels
+                    .insert(namespace.to_string(), Arc::clone(&label));
+                label
+            }
+        };
+        let address = PodAddress {
+            namespace: label,
+            ip,
+        };
+        let verified = self.settings.pod_mode == PodMode::Verified;
+        if add {
+            let count = self.pod_counts.entry(address.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 && verified {
+                self.pod_changes.push(Change::UpsertPod(address));
+            }
+        } else if let Some(count) = self.pod_counts.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.pod_counts.remove(&address);
+                if verified {
+                    self.pod_changes.push(Change::RemovePod(address));
+                }
+            }
+        }
+    }
+
+    /// The pod addresses the cores hold (none unless pod mode is `verified`).
+    pub fn pod_addresses(&self) -> impl Iterator<Item = &PodAddress> {
+        let verified = self.settings.pod_mode == PodMode::Verified;
+        self.pod_counts.keys().filter(move |_| verified)
     }
 
     fn unlink_slice(&mut self, slice: &ObjectKey, service: &str) {
@@ -481,7 +564,7 @@ impl Compiler {
             // Zone answers first: entries need the zone order.
             self.zones = Arc::new(self.build_zones(self.zones.serial));
         }
-        let mut changes = Vec::new();
+        let mut changes = std::mem::take(&mut self.pod_changes);
         let names: Vec<Key> = self.dirty_names.drain().collect();
         for name in names {
             self.recompute_name(name, &mut changes);
@@ -512,6 +595,7 @@ impl Compiler {
         Snapshot {
             revision: self.revision,
             entries: self.entries().cloned().collect(),
+            pods: self.pod_addresses().cloned().collect(),
             zones: Arc::clone(&self.zones),
             synced: self.synced_announced,
             created: std::time::Instant::now(),
@@ -658,7 +742,6 @@ impl Compiler {
             Unit::Zone => self.zone_records(&mut out),
             Unit::Service(key) => self.service_records(key, &mut out),
             Unit::Slice(key) => self.slice_records(key, &mut out),
-            Unit::Pod(key) => self.pod_records(key, &mut out),
             Unit::Namespace(name) if self.namespaces.contains(name) => {
                 for zone in &self.settings.zones {
                     namespace_names(name, zone, &mut out);
@@ -828,26 +911,6 @@ impl Compiler {
                             out.at(base).extra().srv.push(srv);
                         }
                     }
-                }
-            }
-        }
-    }
-
-    fn pod_records(&self, key: &ObjectKey, out: &mut UnitOutput) {
-        if self.settings.pod_mode != PodMode::Verified {
-            return;
-        }
-        let Some(pod) = self.pods.get(key) else {
-            return;
-        };
-        // Finished pods no longer hold their IPs.
-        if matches!(pod.phase.as_str(), "Succeeded" | "Failed" | "Unknown") {
-            return;
-        }
-        for zone in &self.settings.zones {
-            for &ip in &pod.ips {
-                if let Some(name) = pod_name(&key.namespace, ip, zone) {
-                    out.at(&name).add_ip(ip);
                 }
             }
         }
@@ -1031,14 +1094,6 @@ fn service_name_in(key: &ObjectKey, zone: &NameBuf) -> Option<NameBuf> {
     Some(name.to_lowercase())
 }
 
-fn pod_name(namespace: &str, ip: IpAddr, zone: &NameBuf) -> Option<NameBuf> {
-    zone.prepend_label(b"pod")
-        .and_then(|n| n.prepend_label(namespace.as_bytes()))
-        .and_then(|n| n.prepend_label(dashed_label(ip).as_bytes()))
-        .ok()
-        .map(|n| n.to_lowercase())
-}
-
 fn name_from_key(key: &[u8]) -> NameBuf {
     NameBuf::from_wire(key)
         .map(|(name, _)| name)
@@ -1176,7 +1231,7 @@ fn zone_answers(
         b.finish()
     };
 
-    let pod_templates = if cluster && settings.pod_mode == PodMode::Insecure {
+    let pod_templates = if cluster && settings.pod_mode != PodMode::Disabled {
         let mut a = AnswerBuilder::for_zone(apex);
         a.push(Owner::Question, ttl, Rdata::A(Ipv4Addr::UNSPECIFIED))?;
         let mut aaaa = AnswerBuilder::for_zone(apex);
@@ -1193,5 +1248,6 @@ fn zone_answers(
         nxdomain: negative(Rcode::NXDOMAIN)?,
         servfail: PreparedAnswer::empty(Rcode::SERVFAIL, false),
         pod_templates,
+        pods_verified: settings.pod_mode == PodMode::Verified,
     })
 }

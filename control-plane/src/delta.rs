@@ -15,13 +15,30 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// One change to one name.
+/// A pod address that `verified` pod mode answers for: the pod's namespace
+/// (lowercase, as the label of `<ip>.<namespace>.pod.<zone>`) and one of its
+/// IPs. Verified pod names are not compiled into entries: a core answers
+/// them from the insecure-mode template, once it finds the address in its
+/// set of these (about 40 bytes a pod, where an entry costs several hundred).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodAddress {
+    /// The namespace, lowercase, shared between a namespace's pods.
+    pub namespace: Arc<[u8]>,
+    /// The address.
+    pub ip: std::net::IpAddr,
+}
+
+/// One change to one name, or to the set of verified pod addresses.
 #[derive(Clone, Debug)]
 pub enum Change {
     /// Add or replace the entry with this key.
     Upsert(Arc<NameEntry>),
     /// Remove the entry with this lowercase wire key.
     Remove(Box<[u8]>),
+    /// A pod address now answers (`verified` pod mode).
+    UpsertPod(PodAddress),
+    /// A pod address no longer answers.
+    RemovePod(PodAddress),
 }
 
 /// The changes between revision `revision - 1` and `revision`.
@@ -46,6 +63,8 @@ pub struct Snapshot {
     pub revision: u64,
     /// Every entry.
     pub entries: Vec<Arc<NameEntry>>,
+    /// Every verified pod address (empty unless pod mode is `verified`).
+    pub pods: Vec<PodAddress>,
     /// The zone answers.
     pub zones: Arc<Zones>,
     /// Whether the first full sync is in this state.

@@ -68,8 +68,11 @@ pub struct ZoneAnswers {
     /// SERVFAIL, for names that would be NXDOMAIN before the first sync.
     pub servfail: PreparedAnswer,
     /// Templates for pod A and AAAA answers synthesised from the name
-    /// (insecure pod mode), or `None`.
+    /// (insecure and verified pod modes), or `None`.
     pub pod_templates: Option<(PreparedAnswer, PreparedAnswer)>,
+    /// Verified pod mode: a pod name answers only if its address is in the
+    /// core's set of [`crate::delta::PodAddress`]es.
+    pub pods_verified: bool,
 }
 
 impl ZoneAnswers {

@@ -19,7 +19,7 @@ pub mod table;
 pub mod watch;
 
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
-pub use delta::{Change, CoreStatus, Delta, DeltaHub, DeltaReceiver, Snapshot, Update};
+pub use delta::{Change, CoreStatus, Delta, DeltaHub, DeltaReceiver, PodAddress, Snapshot, Update};
 pub use entry::{NameEntry, ZoneAnswers, Zones};
 pub use model::{Kind, Object, ObjectKey};
 pub use settings::{PodMode, Settings};

@@ -4,8 +4,10 @@
 //! it does not hold is answered in constant time without allocating:
 //! 1. find the zone by suffix (a handful of zones, longest first);
 //! 2. the apex answers from the zone's own answers;
-//! 3. in `insecure` pod mode, `<dashed-ip>.<ns>.pod.<zone>` is answered from a
-//!    template with the address patched in, if `<ns>.pod.<zone>` exists;
+//! 3. `<dashed-ip>.<ns>.pod.<zone>` is answered from a template with the
+//!    address patched in: in `insecure` pod mode if `<ns>.pod.<zone>` exists,
+//!    in `verified` mode if a pod holds that address in that namespace (the
+//!    core's set of pod addresses, kept by `UpsertPod`/`RemovePod`);
 //! 4. any other name in a cluster zone is NXDOMAIN (SERVFAIL before the
 //!    first sync, as CoreDNS); in a reverse zone it is not ours.
 //!
@@ -13,7 +15,7 @@
 //! as `<ns>.svc.<zone>` and `_tcp.<svc>.<ns>.svc.<zone>`), so NXDOMAIN never
 //! needs a walk up the tree.
 
-use crate::delta::Update;
+use crate::delta::{PodAddress, Update};
 use crate::entry::{NameEntry, Zones};
 use hashbrown::HashTable;
 use kubewire_wire::{
@@ -51,6 +53,8 @@ pub enum Response {
 /// applying [`Update`]s between batches of queries.
 pub struct AnswerTable {
     names: HashTable<Arc<NameEntry>>,
+    /// Verified pod mode: the pod addresses that answer.
+    pods: HashTable<PodAddress>,
     hasher: ahash::RandomState,
     zones: Arc<Zones>,
     /// Per zone: pod answer templates that get the address patched in.
@@ -83,6 +87,7 @@ impl AnswerTable {
     pub fn new() -> AnswerTable {
         AnswerTable {
             names: HashTable::new(),
+            pods: HashTable::new(),
             hasher: ahash::RandomState::new(),
             zones: Arc::new(Zones::default()),
             pod_scratch: Vec::new(),
@@ -146,6 +151,14 @@ impl AnswerTable {
                     });
                 }
                 self.names = names;
+                let mut pods = HashTable::with_capacity(snapshot.pods.len());
+                for address in &snapshot.pods {
+                    let hash = pod_hash(&self.hasher, &address.namespace, address.ip);
+                    pods.insert_unique(hash, address.clone(), |a: &PodAddress| {
+                        pod_hash(&self.hasher, &a.namespace, a.ip)
+                    });
+                }
+                self.pods = pods;
                 self.set_zones(&snapshot.zones);
                 self.revision = snapshot.revision;
                 self.synced = snapshot.synced;
@@ -159,6 +172,8 @@ impl AnswerTable {
                     match change {
                         crate::delta::Change::Upsert(entry) => self.upsert(entry),
                         crate::delta::Change::Remove(key) => self.remove(key),
+                        crate::delta::Change::UpsertPod(address) => self.upsert_pod(address),
+                        crate::delta::Change::RemovePod(address) => self.remove_pod(address),
                     }
                 }
                 self.set_zones(&delta.zones);
@@ -189,6 +204,35 @@ impl AnswerTable {
         if let Ok(slot) = self.names.find_entry(hash, |e| e.key() == key) {
             slot.remove();
         }
+    }
+
+    fn upsert_pod(&mut self, address: &PodAddress) {
+        let hasher = &self.hasher;
+        let hash = pod_hash(hasher, &address.namespace, address.ip);
+        if let hashbrown::hash_table::Entry::Vacant(slot) = self.pods.entry(
+            hash,
+            |a| a == address,
+            |a| pod_hash(hasher, &a.namespace, a.ip),
+        ) {
+            slot.insert(address.clone());
+        }
+    }
+
+    fn remove_pod(&mut self, address: &PodAddress) {
+        let hash = pod_hash(&self.hasher, &address.namespace, address.ip);
+        if let Ok(slot) = self.pods.find_entry(hash, |a| a == address) {
+            slot.remove();
+        }
+    }
+
+    /// The verified pod addresses held, in no particular order.
+    pub fn pod_addresses(&self) -> impl Iterator<Item = &PodAddress> {
+        self.pods.iter()
+    }
+
+    /// The pod set's own heap bytes on this core.
+    pub fn pod_bytes(&self) -> usize {
+        self.pods.allocation_size()
     }
 
     fn set_zones(&mut self, zones: &Arc<Zones>) {
@@ -296,7 +340,8 @@ impl AnswerTable {
     }
 
     /// Whether `key` is `<dashed-ip>.<ns>.pod.<zone>` answered from a
-    /// template: insecure mode, a namespace that exists, a well-formed IP.
+    /// template: a well-formed IP, and a namespace that exists (insecure
+    /// mode) or a pod holding that IP in that namespace (verified mode).
     fn pod_address(&self, key: &NameBuf, apex_len: usize, zone_index: u8) -> PodLookup {
         if !matches!(self.pod_scratch.get(usize::from(zone_index)), Some(Some(_))) {
             return PodLookup::NotPod;
@@ -304,7 +349,7 @@ impl AnswerTable {
         let wire = key.as_wire();
         let relative = &wire[..wire.len() - apex_len];
         let mut labels = kubewire_wire::name::labels(relative);
-        let (Some(ip_label), Some(_namespace), Some(pod), None) =
+        let (Some(ip_label), Some(namespace), Some(pod), None) =
             (labels.next(), labels.next(), labels.next(), labels.next())
         else {
             return PodLookup::NotPod;
@@ -312,16 +357,36 @@ impl AnswerTable {
         if pod != b"pod" {
             return PodLookup::NotPod;
         }
-        // `<ns>.pod.<zone>` is the key without its first label.
-        let namespace_name = &wire[1 + ip_label.len()..];
-        if self.find(namespace_name).is_none() {
+        let Some(ip) = address_from_dashed(ip_label) else {
             return PodLookup::NotPod;
-        }
-        match address_from_dashed(ip_label) {
-            Some(ip) => PodLookup::Address(ip),
-            None => PodLookup::NotPod,
+        };
+        let verified = self
+            .zones
+            .zones
+            .get(usize::from(zone_index))
+            .is_some_and(|z| z.pods_verified);
+        let exists = if verified {
+            // A pod at that address in that namespace.
+            let hash = pod_hash(&self.hasher, namespace, ip);
+            self.pods
+                .find(hash, |a| a.ip == ip && &a.namespace[..] == namespace)
+                .is_some()
+        } else {
+            // The namespace: `<ns>.pod.<zone>` is the key without its first label.
+            self.find(&wire[1 + ip_label.len()..]).is_some()
+        };
+        if exists {
+            PodLookup::Address(ip)
+        } else {
+            PodLookup::NotPod
         }
     }
+}
+
+/// The hash of a pod address, from its parts, so a lookup needs no
+/// `PodAddress` of its own.
+fn pod_hash(hasher: &ahash::RandomState, namespace: &[u8], ip: IpAddr) -> u64 {
+    hasher.hash_one((namespace, ip))
 }
 
 enum PodLookup {

@@ -155,6 +155,7 @@ fn a_relist_never_removes_a_name_that_stays() {
         let key = match change {
             kubewire_control_plane::Change::Upsert(entry) => entry.key().to_vec(),
             kubewire_control_plane::Change::Remove(key) => key.to_vec(),
+            other => panic!("a service relist changed a pod address: {other:?}"),
         };
         let text = kubewire_wire::name::to_text(&key);
         assert!(

@@ -207,5 +207,15 @@ proptest! {
         // The core, fed only deltas, holds the same.
         prop_assert_eq!(&entries_of(core.entries()), &fresh);
         prop_assert_eq!(core.revision(), compiler.revision());
+        // The verified pod addresses too, in the compiler and on the core.
+        let pods = |iter: &mut dyn Iterator<Item = &kubewire_control_plane::PodAddress>| {
+            iter.cloned().collect::<std::collections::BTreeSet<_>>()
+        };
+        let fresh_pods = pods(&mut scratch.pod_addresses());
+        prop_assert_eq!(&pods(&mut compiler.pod_addresses()), &fresh_pods);
+        prop_assert_eq!(&pods(&mut core.pod_addresses()), &fresh_pods);
+        if mode == PodMode::Insecure {
+            prop_assert!(fresh_pods.is_empty());
+        }
     }
 }
