@@ -306,8 +306,9 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         // Every query of a batch is charged the batch's time, from its
         // arrival in our hands to its reply leaving: one clock read per
         // batch, not two per query.
-        let started = shared.metrics.as_ref().map(|_| std::time::Instant::now());
         let log_interval = QueryLog::interval(&shared.query_log_settings);
+        let started =
+            (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
         {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
