@@ -563,49 +563,45 @@ impl Collector for Scrape {
 
 impl Scrape {
     fn encode_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
-        let mut family = encoder.encode_descriptor(
-            "kubewire_core_queries",
-            "DNS queries answered per serving core.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (cpu, metrics, _) in &self.cores {
-            let cpu = cpu.to_string();
-            ConstCounter::new(metrics.queries())
-                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "kubewire_core_dropped",
-            "Datagrams that were not DNS queries and got no reply, per serving core.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (cpu, metrics, _) in &self.cores {
-            let cpu = cpu.to_string();
-            ConstCounter::new(read(&metrics.dropped))
-                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "kubewire_core_table_names",
-            "Names in each serving core's answer table.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (cpu, _, status) in &self.cores {
-            let cpu = cpu.to_string();
-            ConstGauge::new(status.names())
-                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "kubewire_core_table_revision",
-            "Revision of the answer table each serving core holds.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (cpu, _, status) in &self.cores {
-            let cpu = cpu.to_string();
-            ConstGauge::new(status.applied_revision())
-                .encode(family.encode_family(&[("cpu", cpu.as_str())])?)?;
+        type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;
+        let per_core: [(&str, &str, MetricType, PerCore); 4] = [
+            (
+                "kubewire_core_queries",
+                "DNS queries answered per serving core.",
+                MetricType::Counter,
+                |m, _| m.queries(),
+            ),
+            (
+                "kubewire_core_dropped",
+                "Datagrams that were not DNS queries and got no reply, per serving core.",
+                MetricType::Counter,
+                |m, _| read(&m.dropped),
+            ),
+            (
+                "kubewire_core_table_names",
+                "Names in each serving core's answer table.",
+                MetricType::Gauge,
+                |_, status| status.names(),
+            ),
+            (
+                "kubewire_core_table_revision",
+                "Revision of the answer table each serving core holds.",
+                MetricType::Gauge,
+                |_, status| status.applied_revision(),
+            ),
+        ];
+        for (name, help, metric_type, value) in per_core {
+            let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+            for (cpu, metrics, status) in &self.cores {
+                let cpu = cpu.to_string();
+                let labels = [("cpu", cpu.as_str())];
+                let series = family.encode_family(&labels)?;
+                let value = value(metrics, status);
+                match metric_type {
+                    MetricType::Counter => ConstCounter::new(value).encode(series)?,
+                    _ => ConstGauge::new(value).encode(series)?,
+                }
+            }
         }
         let mut family = encoder.encode_descriptor(
             "kubewire_delta_apply_latency_seconds",
