@@ -1,24 +1,30 @@
 //! The record compiler: cluster objects in, pre-encoded name entries and
 //! revisioned deltas out.
 //!
-//! Objects are grouped into *units*: a Service with its EndpointSlices, a
-//! Namespace, and the zone's own static names. Pods are not units: in
-//! `verified` mode their addresses form a counted set that ships to the
-//! cores as `UpsertPod`/`RemovePod`, and the cores answer pod names from a
-//! template, as in `insecure` mode. Each unit contributes
-//! record sets to a number of names; a name's entry is the merge of every
-//! contribution to it (several Services on one IP give one PTR set).
+//! Objects are grouped into *units*: a Service with all its EndpointSlices,
+//! a namespace, and the zone's own static names. Every name belongs to one
+//! unit, so a unit's names are compiled straight from what it computes,
+//! and the compiler keeps no per-name record sets: per unit it keeps only
+//! the entries it owns and the addresses it gives PTR targets for. PTR
+//! names are the exception, since several services may point at one
+//! address; they are rebuilt from every unit that does, which an index of
+//! address to units finds.
+//!
+//! Pods are not units: in `verified` mode their addresses form a counted set
+//! that ships to the cores as `UpsertPod`/`RemovePod`, and the cores answer
+//! pod names from a template, as in `insecure` mode.
 //!
 //! A change to an object marks its unit dirty. [`Compiler::take_delta`]
-//! recomputes the dirty units, re-merges only the names whose contributions
-//! changed, and emits `Upsert`/`Remove` for the entries that came out
-//! different. Work is batched: a relist of 10k objects is one pass.
+//! recomputes the dirty units and emits `Upsert`/`Remove` for the entries
+//! that came out different. Work is batched: a relist of 10k objects is one
+//! pass.
 
 use crate::delta::{Change, Delta, PodAddress, Snapshot};
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
 use crate::model::{Kind, Object, ObjectKey, PodModel, ServiceKind, ServiceModel, SliceModel};
 
 use crate::settings::{PodMode, Settings};
+use hashbrown::HashTable;
 use kubewire_wire::{
     AnswerBuilder, BuildError, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, dashed_label,
     reverse_name, rtype,
@@ -29,9 +35,6 @@ use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Set<K> = HashSet<K, ahash::RandomState>;
-/// A lowercase wire name, shared between a name's slot, its contributors'
-/// lists and the dirty set.
-type Key = Arc<[u8]>;
 
 /// The TXT answer of `dns-version.<zone>`: the spec version served.
 pub const DNS_SCHEMA_VERSION: &str = "1.1.0";
@@ -50,13 +53,16 @@ pub enum ObjectChange {
     Reset(Kind, Vec<Object>),
 }
 
-/// A group of objects whose records are computed together.
+/// A group of objects whose names are computed together.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Unit {
+    /// `dns-version`, `svc` and `pod` under each zone.
     Zone,
+    /// A Service with its EndpointSlices: the service name, its SRV names
+    /// and its endpoint names, plus PTR targets.
     Service(ObjectKey),
-    /// An EndpointSlice's endpoints, as names of its service.
-    Slice(ObjectKey),
+    /// `<ns>.svc` and `<ns>.pod`, which exist while the namespace or any
+    /// service in it does.
     Namespace(String),
 }
 
@@ -94,21 +100,6 @@ impl Records {
         self.extra.get_or_insert_with(Box::default)
     }
 
-    fn merge(&mut self, other: &Records) {
-        self.addrs.extend_from_slice(&other.addrs);
-        if let Some(theirs) = &other.extra {
-            let mine = self.extra();
-            mine.srv.extend(theirs.srv.iter().cloned());
-            mine.ptr.extend(theirs.ptr.iter().cloned());
-            if mine.cname.is_none() {
-                mine.cname.clone_from(&theirs.cname);
-            }
-            if mine.txt.is_none() {
-                mine.txt.clone_from(&theirs.txt);
-            }
-        }
-    }
-
     /// Sorts and de-duplicates, so that equal sets encode to equal bytes.
     fn normalize(&mut self) {
         self.addrs.sort_unstable();
@@ -136,47 +127,75 @@ impl Records {
     }
 }
 
-/// A unit's output while it is computed: records per name.
+/// A unit's output while it is computed.
 #[derive(Default)]
 struct UnitOutput {
+    /// Records per lowercase wire name.
     names: hashbrown::HashMap<Vec<u8>, Records>,
+    /// (address, PTR target) pairs.
+    ptrs: Vec<(IpAddr, Box<[u8]>)>,
 }
 
 impl UnitOutput {
     fn at(&mut self, name: &NameBuf) -> &mut Records {
         self.names.entry_ref(name.as_wire()).or_default()
     }
+
+    fn ptr(&mut self, ip: IpAddr, target: &NameBuf) {
+        self.ptrs.push((ip, target.as_wire().into()));
+    }
+
+    /// Names sorted, record sets normalized, PTR pairs sorted and unique.
+    fn finish(self) -> Computed {
+        let mut names: Vec<(Vec<u8>, Records)> = self.names.into_iter().collect();
+        for (_, records) in &mut names {
+            records.normalize();
+        }
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut ptrs = self.ptrs;
+        ptrs.sort_unstable();
+        ptrs.dedup();
+        Computed { names, ptrs }
+    }
 }
 
-/// Which units contribute to a name; nearly always exactly one.
+/// A unit's finished output.
+struct Computed {
+    /// Sorted by name.
+    names: Vec<(Vec<u8>, Records)>,
+    /// Sorted by address, then target.
+    ptrs: Vec<(IpAddr, Box<[u8]>)>,
+}
+
+/// The units that point a PTR at one address; nearly always exactly one.
 #[derive(Clone, Debug)]
-enum Contributors {
+enum Sources {
     One(u32),
     Many(Vec<u32>),
 }
 
-impl Contributors {
+impl Sources {
     fn ids(&self) -> &[u32] {
         match self {
-            Contributors::One(id) => std::slice::from_ref(id),
-            Contributors::Many(ids) => ids,
+            Sources::One(id) => std::slice::from_ref(id),
+            Sources::Many(ids) => ids,
         }
     }
     fn add(&mut self, id: u32) {
         match self {
-            Contributors::One(first) => *self = Contributors::Many(vec![*first, id]),
-            Contributors::Many(ids) => ids.push(id),
+            Sources::One(first) => *self = Sources::Many(vec![*first, id]),
+            Sources::Many(ids) => ids.push(id),
         }
     }
     /// Removes one; returns false when none is left.
     fn remove(&mut self, id: u32) -> bool {
         match self {
-            Contributors::One(first) => *first != id,
-            Contributors::Many(ids) => {
+            Sources::One(first) => *first != id,
+            Sources::Many(ids) => {
                 ids.retain(|x| *x != id);
                 let left = !ids.is_empty();
                 if let [only] = ids[..] {
-                    *self = Contributors::One(only);
+                    *self = Sources::One(only);
                 }
                 left
             }
@@ -184,12 +203,30 @@ impl Contributors {
     }
 }
 
-/// A compiled name: who contributes to it, and its entry.
+/// The owner of PTR names in the names table.
+const PTR_OWNER: u32 = u32::MAX;
+
+/// A compiled name, found in the table by its entry's key.
 #[derive(Debug)]
-struct NameState {
-    contributors: Contributors,
-    entry: Option<Arc<NameEntry>>,
+struct NameSlot {
+    entry: Arc<NameEntry>,
+    /// The unit id, or [`PTR_OWNER`].
+    owner: u32,
 }
+
+/// What the compiler remembers of a unit between passes.
+#[derive(Debug, Default)]
+struct UnitState {
+    /// `None` while the id is free.
+    unit: Option<Unit>,
+    /// The entries it owns, sorted by key.
+    names: Box<[Arc<NameEntry>]>,
+    /// The addresses it gives PTR targets for, sorted.
+    ptr_ips: Box<[IpAddr]>,
+}
+
+/// PTR pairs of the units computed in one pass, by unit id.
+type PtrCache = Map<u32, Vec<(IpAddr, Box<[u8]>)>>;
 
 /// Counts of the objects held, for logs and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -212,6 +249,8 @@ pub struct Compiler {
     slices: Map<ObjectKey, SliceModel>,
     /// Slice names per service (namespace, service name).
     slices_by_service: Map<ObjectKey, BTreeSet<String>>,
+    /// Services per namespace: `<ns>.svc` exists while any does.
+    services_per_namespace: Map<String, u32>,
     /// Each pod's addresses while it holds them (none once finished).
     pods: Map<ObjectKey, Box<[IpAddr]>>,
     /// How many pods hold each address in each namespace (host-network
@@ -223,17 +262,25 @@ pub struct Compiler {
     pod_changes: Vec<Change>,
     namespaces: Set<String>,
 
-    /// Units are numbered, so names refer to them by a `u32`.
+    /// Units are numbered, so that names and PTR sources refer to them by
+    /// a `u32`.
     unit_ids: Map<Unit, u32>,
-    /// By unit id: its contributions, sorted by name (empty when free).
-    contributions: Vec<Box<[(Key, Records)]>>,
+    /// By unit id.
+    units: Vec<UnitState>,
     free_ids: Vec<u32>,
-    /// Every name: its contributors and compiled entry.
-    names: hashbrown::HashMap<Key, NameState>,
+    /// Every compiled name.
+    names: HashTable<NameSlot>,
+    name_hasher: ahash::RandomState,
+    /// The units that point a PTR at each address.
+    ptr_sources: Map<IpAddr, Sources>,
+    /// Names a unit computed while another unit owns them, with the units
+    /// waiting for them (only overlapping zones make these).
+    contested: Map<Box<[u8]>, Vec<u32>>,
     zones: Arc<Zones>,
 
     dirty_units: Set<Unit>,
-    dirty_names: Set<Key>,
+    /// Addresses whose PTR name must be rebuilt.
+    dirty_ptrs: Set<IpAddr>,
     /// One builder, reused for every answer so its buffers are reused too.
     builder: Option<AnswerBuilder>,
     zones_dirty: bool,
@@ -251,18 +298,22 @@ impl Compiler {
             services: Map::default(),
             slices: Map::default(),
             slices_by_service: Map::default(),
+            services_per_namespace: Map::default(),
             pods: Map::default(),
             pod_counts: hashbrown::HashMap::new(),
             namespace_labels: Map::default(),
             pod_changes: Vec::new(),
             namespaces: Set::default(),
             unit_ids: Map::default(),
-            contributions: Vec::new(),
+            units: Vec::new(),
             free_ids: Vec::new(),
-            names: hashbrown::HashMap::new(),
+            names: HashTable::new(),
+            name_hasher: ahash::RandomState::new(),
+            ptr_sources: Map::default(),
+            contested: Map::default(),
             zones: Arc::new(Zones::default()),
             dirty_units: Set::default(),
-            dirty_names: Set::default(),
+            dirty_ptrs: Set::default(),
             builder: None,
             zones_dirty: true,
             revision: 0,
@@ -296,13 +347,13 @@ impl Compiler {
             }
         }
         self.settings = settings;
+        // Every unit, those with names now and those that may get some.
         self.dirty_units.insert(Unit::Zone);
+        self.dirty_units.extend(self.unit_ids.keys().cloned());
         self.dirty_units
             .extend(self.services.keys().cloned().map(Unit::Service));
         self.dirty_units
             .extend(self.namespaces.iter().cloned().map(Unit::Namespace));
-        // Names whose zone vanished must be re-merged (and removed) too.
-        self.dirty_names.extend(self.names.keys().cloned());
         self.zones_dirty = true;
     }
 
@@ -334,7 +385,7 @@ impl Compiler {
 
     /// The compiled entries, by lowercase wire name.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<NameEntry>> {
-        self.names.values().filter_map(|state| state.entry.as_ref())
+        self.names.iter().map(|slot| &slot.entry)
     }
 
     /// The number of compiled names.
@@ -396,11 +447,13 @@ impl Compiler {
             Object::Service(service) => {
                 let key = service.key.clone();
                 if self.services.get(&key) != Some(&service) {
-                    self.services.insert(key.clone(), service);
-                    self.mark_service_dirty(&key);
+                    if self.services.insert(key.clone(), service).is_none() {
+                        self.count_service(&key.namespace, true);
+                    }
                     if self.settings.dns_service.as_ref() == Some(&key) {
                         self.zones_dirty = true;
                     }
+                    self.dirty_units.insert(Unit::Service(key));
                 }
             }
             Object::Slice(slice) => {
@@ -418,11 +471,11 @@ impl Compiler {
                 if let Some(service) = &slice.service {
                     let service_key = ObjectKey::new(key.namespace.clone(), service.clone());
                     self.slices_by_service
-                        .entry(service_key)
+                        .entry(service_key.clone())
                         .or_default()
                         .insert(key.name.clone());
+                    self.dirty_units.insert(Unit::Service(service_key));
                 }
-                self.dirty_units.insert(Unit::Slice(key.clone()));
                 self.slices.insert(key, slice);
             }
             Object::Pod(pod) => self.upsert_pod(pod),
@@ -438,18 +491,18 @@ impl Compiler {
         match kind {
             Kind::Service => {
                 if self.services.remove(key).is_some() {
-                    self.mark_service_dirty(key);
+                    self.count_service(&key.namespace, false);
                     if self.settings.dns_service.as_ref() == Some(key) {
                         self.zones_dirty = true;
                     }
+                    self.dirty_units.insert(Unit::Service(key.clone()));
                 }
             }
             Kind::Slice => {
-                if let Some(slice) = self.slices.remove(key) {
-                    if let Some(service) = slice.service {
-                        self.unlink_slice(key, &service);
-                    }
-                    self.dirty_units.insert(Unit::Slice(key.clone()));
+                if let Some(slice) = self.slices.remove(key)
+                    && let Some(service) = slice.service
+                {
+                    self.unlink_slice(key, &service);
                 }
             }
             Kind::Pod => {
@@ -463,6 +516,29 @@ impl Compiler {
                 if self.namespaces.remove(&key.name) {
                     self.dirty_units.insert(Unit::Namespace(key.name.clone()));
                 }
+            }
+        }
+    }
+
+    /// Counts a service more or less in its namespace; the namespace's
+    /// names change when the count leaves or reaches zero.
+    fn count_service(&mut self, namespace: &str, add: bool) {
+        if add {
+            let count = self
+                .services_per_namespace
+                .entry(namespace.to_string())
+                .or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                self.dirty_units
+                    .insert(Unit::Namespace(namespace.to_string()));
+            }
+        } else if let Some(count) = self.services_per_namespace.get_mut(namespace) {
+            *count -= 1;
+            if *count == 0 {
+                self.services_per_namespace.remove(namespace);
+                self.dirty_units
+                    .insert(Unit::Namespace(namespace.to_string()));
             }
         }
     }
@@ -530,6 +606,7 @@ impl Compiler {
         self.pod_counts.keys().filter(move |_| verified)
     }
 
+    /// Takes a slice from its service's list; the service's names change.
     fn unlink_slice(&mut self, slice: &ObjectKey, service: &str) {
         let service_key = ObjectKey::new(slice.namespace.clone(), service);
         if let Some(set) = self.slices_by_service.get_mut(&service_key) {
@@ -538,37 +615,34 @@ impl Compiler {
                 self.slices_by_service.remove(&service_key);
             }
         }
-    }
-
-    /// A service's own names and those of its slices depend on it.
-    fn mark_service_dirty(&mut self, key: &ObjectKey) {
-        self.dirty_units.insert(Unit::Service(key.clone()));
-        if let Some(slices) = self.slices_by_service.get(key) {
-            for name in slices {
-                self.dirty_units.insert(Unit::Slice(ObjectKey::new(
-                    key.namespace.clone(),
-                    name.clone(),
-                )));
-            }
-        }
+        self.dirty_units.insert(Unit::Service(service_key));
     }
 
     /// Compiles what changed since the last call into a delta, or returns
     /// `None` if no name, zone answer or sync state changed.
     pub fn take_delta(&mut self) -> Option<Delta> {
-        let units: Vec<Unit> = self.dirty_units.drain().collect();
-        for unit in units {
-            self.recompute_unit(unit);
-        }
         if self.zones_dirty || self.zones.zones.is_empty() {
             // Zone answers first: entries need the zone order.
             self.zones = Arc::new(self.build_zones(self.zones.serial));
         }
         let mut changes = std::mem::take(&mut self.pod_changes);
-        let names: Vec<Key> = self.dirty_names.drain().collect();
-        for name in names {
-            self.recompute_name(name, &mut changes);
+        let mut builder = self
+            .builder
+            .take()
+            .unwrap_or_else(|| AnswerBuilder::new(&NameBuf::ROOT));
+        let mut ptr_cache = PtrCache::default();
+        // A unit that lets go of a contested name wakes the units waiting
+        // for it, so this runs until nothing is dirty (at most a few rounds).
+        while !self.dirty_units.is_empty() || !self.dirty_ptrs.is_empty() {
+            // Taken, not drained, so a big pass leaves no capacity behind.
+            for unit in std::mem::take(&mut self.dirty_units) {
+                self.recompute_unit(unit, &mut builder, &mut ptr_cache, &mut changes);
+            }
+            for ip in std::mem::take(&mut self.dirty_ptrs) {
+                self.rebuild_ptr(ip, &mut builder, &mut ptr_cache, &mut changes);
+            }
         }
+        self.builder = Some(builder);
         let announce_sync = self.synced && !self.synced_announced;
         if changes.is_empty() && !self.zones_dirty && !announce_sync {
             return None;
@@ -581,6 +655,7 @@ impl Compiler {
         self.zones_dirty = false;
         self.synced_announced |= self.synced;
         self.revision += 1;
+        changes.shrink_to_fit();
         Some(Delta {
             revision: self.revision,
             changes,
@@ -602,133 +677,223 @@ impl Compiler {
         }
     }
 
-    fn recompute_unit(&mut self, unit: Unit) {
-        let fresh = self.unit_records(&unit);
+    /// Recomputes a unit: its names are re-encoded and compared with the
+    /// entries it owns, and the addresses it points PTRs at are rebuilt.
+    fn recompute_unit(
+        &mut self,
+        unit: Unit,
+        builder: &mut AnswerBuilder,
+        ptr_cache: &mut PtrCache,
+        changes: &mut Vec<Change>,
+    ) {
+        let fresh = self.unit_output(&unit);
         let id = match self.unit_ids.get(&unit) {
             Some(&id) => id,
-            None if fresh.is_empty() => return,
+            None if fresh.names.is_empty() && fresh.ptrs.is_empty() => return,
             None => {
-                let id = self
-                    .free_ids
-                    .pop()
-                    .unwrap_or(self.contributions.len() as u32);
-                if id as usize == self.contributions.len() {
-                    self.contributions.push(Box::default());
+                let id = self.free_ids.pop().unwrap_or(self.units.len() as u32);
+                if id as usize == self.units.len() {
+                    self.units.push(UnitState::default());
                 }
+                self.units[id as usize].unit = Some(unit.clone());
                 self.unit_ids.insert(unit.clone(), id);
                 id
             }
         };
-        let old = std::mem::take(&mut self.contributions[id as usize]);
-        // Both lists are sorted by name: walk them together. A name in both
-        // keeps its shared key; only names new to this unit touch the map.
-        let mut kept: Vec<(Key, Records)> = Vec::with_capacity(fresh.len());
-        let mut old_iter = old.into_vec().into_iter().peekable();
-        for (name, records) in fresh {
-            while let Some((old_name, _)) = old_iter.next_if(|(o, _)| **o < *name) {
-                self.leave(&old_name, id);
+        let slot = &mut self.units[id as usize];
+        let old_names = std::mem::take(&mut slot.names);
+        let old_ips = std::mem::take(&mut slot.ptr_ips);
+
+        // Both lists are sorted by name: walk them together.
+        let mut kept: Vec<Arc<NameEntry>> = Vec::with_capacity(fresh.names.len());
+        let mut old_iter = old_names.into_vec().into_iter().peekable();
+        for (name, records) in &fresh.names {
+            while let Some(gone) = old_iter.next_if(|e| e.key() < name.as_slice()) {
+                self.release(gone.key(), changes);
             }
-            match old_iter.next_if(|(o, _)| **o == *name) {
-                Some((key, old_records)) => {
-                    if old_records != records {
-                        self.dirty_names.insert(Arc::clone(&key));
-                    }
-                    kept.push((key, records));
+            let previous = old_iter.next_if(|e| e.key() == name.as_slice());
+            let Some(entry) = self.build_entry(builder, name, records) else {
+                if let Some(previous) = previous {
+                    self.release(previous.key(), changes);
+                }
+                continue;
+            };
+            match previous {
+                Some(previous) if *previous == entry => kept.push(previous),
+                Some(_) => {
+                    let entry = Arc::new(entry);
+                    self.put(&entry, id);
+                    changes.push(Change::Upsert(Arc::clone(&entry)));
+                    kept.push(entry);
                 }
                 None => {
-                    let key: Key = match self.names.get_key_value(name.as_slice()) {
-                        Some((key, _)) => Arc::clone(key),
-                        None => Arc::from(name),
-                    };
-                    match self.names.get_mut(&*key) {
-                        Some(state) => state.contributors.add(id),
-                        None => {
-                            let state = NameState {
-                                contributors: Contributors::One(id),
-                                entry: None,
-                            };
-                            self.names.insert(Arc::clone(&key), state);
-                        }
+                    if let Some(entry) = self.claim(entry, id, changes) {
+                        kept.push(entry);
                     }
-                    self.dirty_names.insert(Arc::clone(&key));
-                    kept.push((key, records));
                 }
             }
         }
-        for (old_name, _) in old_iter {
-            self.leave(&old_name, id);
+        for gone in old_iter {
+            self.release(gone.key(), changes);
         }
-        if kept.is_empty() {
+
+        let mut ips: Vec<IpAddr> = fresh.ptrs.iter().map(|(ip, _)| *ip).collect();
+        ips.dedup();
+        for ip in old_ips.iter() {
+            if ips.binary_search(ip).is_err() {
+                if let Some(sources) = self.ptr_sources.get_mut(ip)
+                    && !sources.remove(id)
+                {
+                    self.ptr_sources.remove(ip);
+                }
+                self.dirty_ptrs.insert(*ip);
+            }
+        }
+        for ip in &ips {
+            if old_ips.binary_search(ip).is_err() {
+                match self.ptr_sources.get_mut(ip) {
+                    Some(sources) => sources.add(id),
+                    None => {
+                        self.ptr_sources.insert(*ip, Sources::One(id));
+                    }
+                }
+            }
+            self.dirty_ptrs.insert(*ip);
+        }
+        ptr_cache.insert(id, fresh.ptrs);
+
+        if kept.is_empty() && ips.is_empty() {
             self.unit_ids.remove(&unit);
+            self.units[id as usize] = UnitState::default();
             self.free_ids.push(id);
+        } else {
+            let slot = &mut self.units[id as usize];
+            slot.names = kept.into_boxed_slice();
+            slot.ptr_ips = ips.into_boxed_slice();
         }
-        self.contributions[id as usize] = kept.into_boxed_slice();
     }
 
-    /// A unit no longer contributes to a name.
-    fn leave(&mut self, name: &Key, id: u32) {
-        if let Some(state) = self.names.get_mut(&**name)
-            && !state.contributors.remove(id)
-        {
-            self.names.remove(&**name);
-        }
-        self.dirty_names.insert(Arc::clone(name));
-    }
-
-    fn recompute_name(&mut self, name: Key, changes: &mut Vec<Change>) {
-        let Some(state) = self.names.get(&name) else {
-            // No contributor is left: the name is gone (it was removed from
-            // `names` when its last contributor left).
-            changes.push(Change::Remove(Box::from(&*name)));
-            return;
-        };
-        // Unit outputs are normalized when computed, so a name with one
-        // contributor (nearly all) is built from it without a copy.
-        let ids = state.contributors.ids();
-        let find = |id: u32| {
-            let list = &self.contributions[id as usize];
-            list.binary_search_by(|(n, _)| n.cmp(&name))
-                .ok()
-                .map(|i| &list[i].1)
-        };
-        let merged_storage;
-        let records: &Records = match ids {
-            [only] => match find(*only) {
-                Some(records) => records,
-                None => return,
-            },
-            _ => {
-                let mut merged = Records::default();
-                for &id in ids {
-                    if let Some(records) = find(id) {
-                        merged.merge(records);
+    /// Rebuilds the PTR name of an address from every unit pointing at it.
+    fn rebuild_ptr(
+        &mut self,
+        ip: IpAddr,
+        builder: &mut AnswerBuilder,
+        ptr_cache: &mut PtrCache,
+        changes: &mut Vec<Change>,
+    ) {
+        let mut targets: Vec<Box<[u8]>> = Vec::new();
+        if let Some(sources) = self.ptr_sources.get(&ip) {
+            for &id in sources.ids() {
+                // Units not recomputed in this pass are computed again from
+                // the model; this happens only for addresses several units
+                // share.
+                let pairs = match ptr_cache.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let unit = self.units.get(id as usize).and_then(|u| u.unit.as_ref());
+                        v.insert(unit.map(|u| self.unit_output(u).ptrs).unwrap_or_default())
                     }
-                }
-                merged.normalize();
-                merged_storage = merged;
-                &merged_storage
+                };
+                let start = pairs.partition_point(|(a, _)| *a < ip);
+                targets.extend(
+                    pairs[start..]
+                        .iter()
+                        .take_while(|(a, _)| *a == ip)
+                        .map(|(_, target)| target.clone()),
+                );
             }
+        }
+        let name = reverse_name(ip);
+        let key = name.as_wire();
+        let entry = if targets.is_empty() {
+            None
+        } else {
+            let mut records = Records::default();
+            records.extra().ptr = targets;
+            records.normalize();
+            self.build_entry(builder, key, &records)
         };
-        let mut builder = self
-            .builder
-            .take()
-            .unwrap_or_else(|| AnswerBuilder::new(&NameBuf::ROOT));
-        let entry = self.build_entry(&mut builder, &name, records);
-        self.builder = Some(builder);
-        let Some(state) = self.names.get_mut(&name) else {
-            return;
-        };
-        match entry {
-            Some(entry) => {
-                if state.entry.as_deref() != Some(&entry) {
+        let owner = self.slot(key).map(|slot| slot.owner);
+        match (owner, entry) {
+            (Some(PTR_OWNER), None) => self.release(key, changes),
+            (Some(PTR_OWNER), Some(entry)) => {
+                if self.slot(key).is_some_and(|slot| *slot.entry != entry) {
                     let entry = Arc::new(entry);
-                    state.entry = Some(Arc::clone(&entry));
+                    self.put(&entry, PTR_OWNER);
                     changes.push(Change::Upsert(entry));
                 }
             }
-            None => {
-                if state.entry.take().is_some() {
-                    changes.push(Change::Remove(Box::from(&*name)));
+            (Some(_), Some(_)) => {
+                tracing::warn!(%name, "a PTR name is also a name of a service in an overlapping zone; the service's name is served");
+            }
+            (Some(_), None) | (None, None) => {}
+            (None, Some(entry)) => {
+                let entry = Arc::new(entry);
+                self.put(&entry, PTR_OWNER);
+                changes.push(Change::Upsert(entry));
+            }
+        }
+    }
+
+    fn slot(&self, key: &[u8]) -> Option<&NameSlot> {
+        let hash = self.name_hasher.hash_one(key);
+        self.names.find(hash, |slot| slot.entry.key() == key)
+    }
+
+    /// Inserts or replaces the entry of a name.
+    fn put(&mut self, entry: &Arc<NameEntry>, owner: u32) {
+        let hasher = &self.name_hasher;
+        let hash = hasher.hash_one(entry.key());
+        let slot = NameSlot {
+            entry: Arc::clone(entry),
+            owner,
+        };
+        match self.names.entry(
+            hash,
+            |s| s.entry.key() == entry.key(),
+            |s| hasher.hash_one(s.entry.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = slot,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+        }
+    }
+
+    /// Adds a name new to a unit, unless another unit owns it; then the
+    /// unit waits for it.
+    fn claim(
+        &mut self,
+        entry: NameEntry,
+        id: u32,
+        changes: &mut Vec<Change>,
+    ) -> Option<Arc<NameEntry>> {
+        if self.slot(entry.key()).is_some() {
+            let waiting = self.contested.entry(entry.key().into()).or_default();
+            if !waiting.contains(&id) {
+                waiting.push(id);
+            }
+            let name = name_from_key(entry.key());
+            tracing::warn!(%name, "two objects give the same name (overlapping zones?); the first keeps it");
+            return None;
+        }
+        let entry = Arc::new(entry);
+        self.put(&entry, id);
+        changes.push(Change::Upsert(Arc::clone(&entry)));
+        Some(entry)
+    }
+
+    /// Removes a name, and wakes the units waiting for it.
+    fn release(&mut self, key: &[u8], changes: &mut Vec<Change>) {
+        let hash = self.name_hasher.hash_one(key);
+        if let Ok(slot) = self.names.find_entry(hash, |slot| slot.entry.key() == key) {
+            slot.remove();
+            changes.push(Change::Remove(key.into()));
+        }
+        if let Some(waiting) = self.contested.remove(key) {
+            for id in waiting {
+                if let Some(unit) = self.units.get(id as usize).and_then(|u| u.unit.clone()) {
+                    self.dirty_units.insert(unit);
                 }
             }
         }
@@ -736,25 +901,31 @@ impl Compiler {
 
     // ---- what each unit contributes -------------------------------------
 
-    fn unit_records(&self, unit: &Unit) -> Vec<(Vec<u8>, Records)> {
+    fn unit_output(&self, unit: &Unit) -> Computed {
         let mut out = UnitOutput::default();
         match unit {
             Unit::Zone => self.zone_records(&mut out),
-            Unit::Service(key) => self.service_records(key, &mut out),
-            Unit::Slice(key) => self.slice_records(key, &mut out),
-            Unit::Namespace(name) if self.namespaces.contains(name) => {
-                for zone in &self.settings.zones {
-                    namespace_names(name, zone, &mut out);
+            Unit::Service(key) => {
+                if let Some(service) = self.services.get(key) {
+                    self.service_records(service, &mut out);
+                    for name in self.slices_by_service.get(key).into_iter().flatten() {
+                        let slice_key = ObjectKey::new(key.namespace.clone(), name.clone());
+                        if let Some(slice) = self.slices.get(&slice_key) {
+                            self.slice_records(service, slice, &mut out);
+                        }
+                    }
                 }
             }
-            Unit::Namespace(_) => {}
+            Unit::Namespace(name) => {
+                if self.namespaces.contains(name) || self.services_per_namespace.contains_key(name)
+                {
+                    for zone in &self.settings.zones {
+                        namespace_names(name, zone, &mut out);
+                    }
+                }
+            }
         }
-        let mut list: Vec<(Vec<u8>, Records)> = out.names.into_iter().collect();
-        for (_, records) in &mut list {
-            records.normalize();
-        }
-        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        list
+        out.finish()
     }
 
     fn zone_records(&self, out: &mut UnitOutput) {
@@ -770,12 +941,9 @@ impl Compiler {
         }
     }
 
-    fn service_records(&self, key: &ObjectKey, out: &mut UnitOutput) {
-        let Some(service) = self.services.get(key) else {
-            return;
-        };
+    fn service_records(&self, service: &ServiceModel, out: &mut UnitOutput) {
+        let key = &service.key;
         for zone in &self.settings.zones {
-            namespace_names(&key.namespace, zone, out);
             let Some(base) = service_name_in(key, zone) else {
                 tracing::debug!(service = %key, "service name is not a valid DNS name; skipped");
                 continue;
@@ -804,10 +972,7 @@ impl Compiler {
                     }
                     if self.settings.reverse_zones {
                         for ip in ips {
-                            out.at(&reverse_name(*ip))
-                                .extra()
-                                .ptr
-                                .push(base.as_wire().into());
+                            out.ptr(*ip, &base);
                         }
                     }
                 }
@@ -829,26 +994,14 @@ impl Compiler {
 
     /// A slice's part of its service: endpoint names and PTRs for any
     /// service, and for a headless one also the service's A/AAAA and SRV sets.
-    /// Units are per slice (at most 100 endpoints each in Kubernetes), so one
-    /// endpoint's change recomputes one slice, not the whole service.
-    fn slice_records(&self, key: &ObjectKey, out: &mut UnitOutput) {
-        let Some(slice) = self.slices.get(key) else {
-            return;
-        };
-        let Some(service_name) = &slice.service else {
-            return;
-        };
-        let service_key = ObjectKey::new(key.namespace.clone(), service_name.clone());
-        let Some(service) = self.services.get(&service_key) else {
-            return;
-        };
+    fn slice_records(&self, service: &ServiceModel, slice: &SliceModel, out: &mut UnitOutput) {
         let headless = match service.kind {
             ServiceKind::Headless => true,
             ServiceKind::ClusterIp(_) => false,
             ServiceKind::ExternalName(_) => return,
         };
         for zone in &self.settings.zones {
-            if let Some(base) = service_name_in(&service_key, zone) {
+            if let Some(base) = service_name_in(&service.key, zone) {
                 self.endpoint_records(service, slice, &base, headless, out);
             }
         }
@@ -862,54 +1015,49 @@ impl Compiler {
         headless: bool,
         out: &mut UnitOutput,
     ) {
-        {
-            // `_port._proto.<svc>` names for this slice's ports, once per slice.
-            let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
-                slice
-                    .ports
-                    .iter()
-                    .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            for endpoint in &slice.endpoints {
-                if !endpoint.ready && !service.publish_not_ready_addresses {
-                    continue;
-                }
-                for &ip in &endpoint.addresses {
-                    let label = match (&endpoint.hostname, &endpoint.pod_name) {
-                        (Some(hostname), _) => hostname.to_ascii_lowercase(),
-                        (None, Some(pod)) if self.settings.endpoint_pod_names => {
-                            pod.to_ascii_lowercase()
-                        }
-                        _ => dashed_label(ip),
-                    };
-                    let Ok(endpoint_name) = base.prepend_label(label.as_bytes()) else {
-                        tracing::debug!(service = %service.key, %label, "endpoint name is not a valid DNS label; skipped");
-                        continue;
-                    };
-                    out.at(&endpoint_name).add_ip(ip);
-                    if self.settings.reverse_zones {
-                        out.at(&reverse_name(ip))
-                            .extra()
-                            .ptr
-                            .push(endpoint_name.as_wire().into());
+        // `_port._proto.<svc>` names for this slice's ports, once per slice.
+        let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
+            slice
+                .ports
+                .iter()
+                .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for endpoint in &slice.endpoints {
+            if !endpoint.ready && !service.publish_not_ready_addresses {
+                continue;
+            }
+            for &ip in &endpoint.addresses {
+                let label = match (&endpoint.hostname, &endpoint.pod_name) {
+                    (Some(hostname), _) => hostname.to_ascii_lowercase(),
+                    (None, Some(pod)) if self.settings.endpoint_pod_names => {
+                        pod.to_ascii_lowercase()
                     }
-                    if headless {
-                        out.at(base).add_ip(ip);
-                        let target: Box<[u8]> = endpoint_name.as_wire().into();
-                        for (port, port_name) in &port_names {
-                            let srv = SrvRecord {
-                                port: *port,
-                                target: target.clone(),
-                                addrs: vec![ip],
-                            };
-                            if let Some(port_name) = port_name {
-                                out.at(port_name).extra().srv.push(srv.clone());
-                            }
-                            out.at(base).extra().srv.push(srv);
+                    _ => dashed_label(ip),
+                };
+                let Ok(endpoint_name) = base.prepend_label(label.as_bytes()) else {
+                    tracing::debug!(service = %service.key, %label, "endpoint name is not a valid DNS label; skipped");
+                    continue;
+                };
+                out.at(&endpoint_name).add_ip(ip);
+                if self.settings.reverse_zones {
+                    out.ptr(ip, &endpoint_name);
+                }
+                if headless {
+                    out.at(base).add_ip(ip);
+                    let target: Box<[u8]> = endpoint_name.as_wire().into();
+                    for (port, port_name) in &port_names {
+                        let srv = SrvRecord {
+                            port: *port,
+                            target: target.clone(),
+                            addrs: vec![ip],
+                        };
+                        if let Some(port_name) = port_name {
+                            out.at(port_name).extra().srv.push(srv.clone());
                         }
+                        out.at(base).extra().srv.push(srv);
                     }
                 }
             }

@@ -219,3 +219,76 @@ proptest! {
         }
     }
 }
+
+/// With overlapping zones two objects can give the same name: the endpoint
+/// `y.svc.alpha.svc.cluster.local` (service `alpha/svc`, hostname `y`) is
+/// also namespace `y`'s `<ns>.svc` name in zone `alpha.svc.cluster.local`.
+/// The first holds it; when it goes, the other gets it in the same delta,
+/// and the core follows.
+#[test]
+fn a_name_two_objects_give_passes_to_the_other_when_its_holder_goes() {
+    let settings = Settings {
+        zones: ["cluster.local", "alpha.svc.cluster.local"]
+            .iter()
+            .map(|z| kubewire_wire::NameBuf::from_text(z).unwrap())
+            .collect(),
+        ..Settings::default()
+    };
+    let key = kubewire_wire::NameBuf::from_text("y.svc.alpha.svc.cluster.local")
+        .unwrap()
+        .as_wire()
+        .to_vec();
+    let endpoint_objects = vec![
+        headless("alpha", "svc", vec![], false),
+        Object::Slice(SliceModel {
+            key: ObjectKey::new("alpha", "svc-1"),
+            service: Some("svc".into()),
+            address_type: "IPv4".into(),
+            ports: vec![],
+            endpoints: vec![endpoint("10.0.0.9", Some("y"), true)],
+        }),
+    ];
+    let has_address = |compiler: &Compiler| {
+        let entries = entries_of(compiler.entries());
+        entries.get(&key).map(|e| e.types().any(|t| t == 1))
+    };
+    for namespace_first in [true, false] {
+        let mut compiler = Compiler::new(settings.clone());
+        let mut core = AnswerTable::new();
+        let mut ship = |compiler: &mut Compiler| {
+            if let Some(delta) = compiler.take_delta() {
+                assert!(core.apply(&Update::Delta(Arc::new(delta))));
+            }
+        };
+        let namespace = Object::Namespace("y".into());
+        if namespace_first {
+            compiler.apply(ObjectChange::Upsert(namespace));
+            ship(&mut compiler);
+        }
+        for object in &endpoint_objects {
+            compiler.apply(ObjectChange::Upsert(object.clone()));
+        }
+        if !namespace_first {
+            ship(&mut compiler);
+            compiler.apply(ObjectChange::Upsert(Object::Namespace("y".into())));
+        }
+        ship(&mut compiler);
+        // The first to come holds the name.
+        assert_eq!(has_address(&compiler), Some(!namespace_first));
+        // The holder goes; the other object's name appears.
+        if namespace_first {
+            compiler.apply(ObjectChange::Remove(
+                Kind::Namespace,
+                ObjectKey::new("", "y"),
+            ));
+        } else {
+            compiler.apply(ObjectChange::Remove(
+                Kind::Service,
+                ObjectKey::new("alpha", "svc"),
+            ));
+        }
+        ship(&mut compiler);
+        assert_eq!(has_address(&compiler), Some(namespace_first));
+        assert_eq!(entries_of(core.entries()), entries_of(compiler.entries()));
+    }
+}
