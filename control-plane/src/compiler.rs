@@ -19,9 +19,10 @@
 //! that came out different. Work is batched: a relist of 10k objects is one
 //! pass.
 
-use crate::delta::{Change, Delta, PodAddress, Snapshot};
+use crate::delta::{Change, Delta, Snapshot};
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
-use crate::model::{Kind, Object, ObjectKey, PodModel, ServiceKind, ServiceModel, SliceModel};
+use crate::model::{Kind, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
+use crate::pods::PodIndex;
 
 use crate::settings::{PodMode, Settings};
 use hashbrown::HashTable;
@@ -251,15 +252,8 @@ pub struct Compiler {
     slices_by_service: Map<ObjectKey, BTreeSet<String>>,
     /// Services per namespace: `<ns>.svc` exists while any does.
     services_per_namespace: Map<String, u32>,
-    /// Each pod's addresses while it holds them (none once finished).
-    pods: Map<ObjectKey, Box<[IpAddr]>>,
-    /// How many pods hold each address in each namespace (host-network
-    /// pods share their node's).
-    pod_counts: hashbrown::HashMap<PodAddress, u32>,
-    /// Namespace labels, shared by the addresses of their pods.
-    namespace_labels: Map<String, Arc<[u8]>>,
-    /// Pod address changes not yet taken into a delta.
-    pod_changes: Vec<Change>,
+    /// Pods, by address (`verified` pod mode).
+    pods: PodIndex,
     namespaces: Set<String>,
 
     /// Units are numbered, so that names and PTR sources refer to them by
@@ -294,15 +288,12 @@ impl Compiler {
     /// `svc`, `pod`) are compiled on the first [`Compiler::take_delta`].
     pub fn new(settings: Settings) -> Compiler {
         let mut compiler = Compiler {
+            pods: PodIndex::new(settings.pod_mode == PodMode::Verified),
             settings,
             services: Map::default(),
             slices: Map::default(),
             slices_by_service: Map::default(),
             services_per_namespace: Map::default(),
-            pods: Map::default(),
-            pod_counts: hashbrown::HashMap::new(),
-            namespace_labels: Map::default(),
-            pod_changes: Vec::new(),
             namespaces: Set::default(),
             unit_ids: Map::default(),
             units: Vec::new(),
@@ -334,18 +325,9 @@ impl Compiler {
         if settings == self.settings {
             return;
         }
-        let was_verified = self.settings.pod_mode == PodMode::Verified;
-        let verified = settings.pod_mode == PodMode::Verified;
-        if was_verified != verified {
-            // The cores' pod set appears or goes whole.
-            for address in self.pod_counts.keys() {
-                self.pod_changes.push(if verified {
-                    Change::UpsertPod(address.clone())
-                } else {
-                    Change::RemovePod(address.clone())
-                });
-            }
-        }
+        // The cores' pod set appears or goes whole.
+        self.pods
+            .set_verified(settings.pod_mode == PodMode::Verified);
         self.settings = settings;
         // Every unit, those with names now and those that may get some.
         self.dirty_units.insert(Unit::Zone);
@@ -419,12 +401,7 @@ impl Compiler {
                         .filter(|k| !keep.contains(*k))
                         .cloned()
                         .collect(),
-                    Kind::Pod => self
-                        .pods
-                        .keys()
-                        .filter(|k| !keep.contains(*k))
-                        .cloned()
-                        .collect(),
+                    Kind::Pod => self.pods.keys().filter(|k| !keep.contains(k)).collect(),
                     Kind::Namespace => self
                         .namespaces
                         .iter()
@@ -478,7 +455,7 @@ impl Compiler {
                 }
                 self.slices.insert(key, slice);
             }
-            Object::Pod(pod) => self.upsert_pod(pod),
+            Object::Pod(pod) => self.pods.upsert(&pod),
             Object::Namespace(name) => {
                 if self.namespaces.insert(name.clone()) {
                     self.dirty_units.insert(Unit::Namespace(name));
@@ -505,13 +482,7 @@ impl Compiler {
                     self.unlink_slice(key, &service);
                 }
             }
-            Kind::Pod => {
-                if let Some(old) = self.pods.remove(key) {
-                    for &ip in &old[..] {
-                        self.count_pod(&key.namespace, ip, false);
-                    }
-                }
-            }
+            Kind::Pod => self.pods.remove(key),
             Kind::Namespace => {
                 if self.namespaces.remove(&key.name) {
                     self.dirty_units.insert(Unit::Namespace(key.name.clone()));
@@ -543,67 +514,10 @@ impl Compiler {
         }
     }
 
-    fn upsert_pod(&mut self, pod: PodModel) {
-        // Finished pods no longer hold their IPs.
-        let live: Box<[IpAddr]> =
-            if matches!(pod.phase.as_str(), "Succeeded" | "Failed" | "Unknown") {
-                Box::default()
-            } else {
-                let mut ips = pod.ips.clone();
-                ips.sort_unstable();
-                ips.dedup();
-                ips.into_boxed_slice()
-            };
-        let old = self.pods.insert(pod.key.clone(), live.clone());
-        if old.as_deref() == Some(&live[..]) {
-            return;
-        }
-        for &ip in old.as_deref().unwrap_or_default() {
-            self.count_pod(&pod.key.namespace, ip, false);
-        }
-        for &ip in &live[..] {
-            self.count_pod(&pod.key.namespace, ip, true);
-        }
-    }
-
-    /// Counts one pod more or less at an address; the set the cores hold
-    /// changes when a count leaves or reaches zero.
-    fn count_pod(&mut self, namespace: &str, ip: IpAddr, add: bool) {
-        let label = match self.namespace_labels.get(namespace) {
-            Some(label) => Arc::clone(label),
-            None => {
-                let label: Arc<[u8]> = namespace.to_ascii_lowercase().into_bytes().into();
-                self.namespace_labels
-                    .insert(namespace.to_string(), Arc::clone(&label));
-                label
-            }
-        };
-        let address = PodAddress {
-            namespace: label,
-            ip,
-        };
-        let verified = self.settings.pod_mode == PodMode::Verified;
-        if add {
-            let count = self.pod_counts.entry(address.clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 && verified {
-                self.pod_changes.push(Change::UpsertPod(address));
-            }
-        } else if let Some(count) = self.pod_counts.get_mut(&address) {
-            *count -= 1;
-            if *count == 0 {
-                self.pod_counts.remove(&address);
-                if verified {
-                    self.pod_changes.push(Change::RemovePod(address));
-                }
-            }
-        }
-    }
-
-    /// The pod addresses the cores hold (none unless pod mode is `verified`).
-    pub fn pod_addresses(&self) -> impl Iterator<Item = &PodAddress> {
-        let verified = self.settings.pod_mode == PodMode::Verified;
-        self.pod_counts.keys().filter(move |_| verified)
+    /// The pod addresses the cores hold (none unless pod mode is
+    /// `verified`), with their namespace labels.
+    pub fn pod_addresses(&self) -> impl Iterator<Item = (&[u8], IpAddr)> {
+        self.pods.labelled_addresses()
     }
 
     /// Takes a slice from its service's list; the service's names change.
@@ -625,7 +539,7 @@ impl Compiler {
             // Zone answers first: entries need the zone order.
             self.zones = Arc::new(self.build_zones(self.zones.serial));
         }
-        let mut changes = std::mem::take(&mut self.pod_changes);
+        let mut changes = self.pods.take_changes();
         let mut builder = self
             .builder
             .take()
@@ -670,7 +584,12 @@ impl Compiler {
         Snapshot {
             revision: self.revision,
             entries: self.entries().cloned().collect(),
-            pods: self.pod_addresses().cloned().collect(),
+            pod_namespaces: self
+                .pods
+                .labels()
+                .map(|(id, label)| (id, Arc::clone(label)))
+                .collect(),
+            pods: self.pods.addresses().copied().collect(),
             zones: Arc::clone(&self.zones),
             synced: self.synced_announced,
             created: std::time::Instant::now(),

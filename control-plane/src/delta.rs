@@ -15,15 +15,15 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// A pod address that `verified` pod mode answers for: the pod's namespace
-/// (lowercase, as the label of `<ip>.<namespace>.pod.<zone>`) and one of its
-/// IPs. Verified pod names are not compiled into entries: a core answers
-/// them from the insecure-mode template, once it finds the address in its
-/// set of these (about 40 bytes a pod, where an entry costs several hundred).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A pod address that `verified` pod mode answers for: the id of the pod's
+/// namespace label (see [`Change::PodNamespace`]) and one of its IPs.
+/// Verified pod names are not compiled into entries: a core answers them
+/// from the insecure-mode template once it finds the address in its set of
+/// these (8 bytes an IPv4 pod on a core, where an entry costs hundreds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodAddress {
-    /// The namespace, lowercase, shared between a namespace's pods.
-    pub namespace: Arc<[u8]>,
+    /// The namespace label's id.
+    pub namespace: u32,
     /// The address.
     pub ip: std::net::IpAddr,
 }
@@ -35,6 +35,9 @@ pub enum Change {
     Upsert(Arc<NameEntry>),
     /// Remove the entry with this lowercase wire key.
     Remove(Box<[u8]>),
+    /// A namespace label (lowercase) gets an id for [`PodAddress`]es. Ids
+    /// are never reused, and come before the first address that uses them.
+    PodNamespace(u32, Arc<[u8]>),
     /// A pod address now answers (`verified` pod mode).
     UpsertPod(PodAddress),
     /// A pod address no longer answers.
@@ -63,6 +66,8 @@ pub struct Snapshot {
     pub revision: u64,
     /// Every entry.
     pub entries: Vec<Arc<NameEntry>>,
+    /// Every namespace label id.
+    pub pod_namespaces: Vec<(u32, Arc<[u8]>)>,
     /// Every verified pod address (empty unless pod mode is `verified`).
     pub pods: Vec<PodAddress>,
     /// The zone answers.

@@ -14,6 +14,7 @@ pub mod compiler;
 pub mod delta;
 pub mod entry;
 pub mod model;
+pub mod pods;
 pub mod settings;
 pub mod table;
 pub mod watch;

@@ -54,7 +54,7 @@ pub enum Response {
 pub struct AnswerTable {
     names: HashTable<Arc<NameEntry>>,
     /// Verified pod mode: the pod addresses that answer.
-    pods: HashTable<PodAddress>,
+    pods: PodSet,
     hasher: ahash::RandomState,
     zones: Arc<Zones>,
     /// Per zone: pod answer templates that get the address patched in.
@@ -87,7 +87,7 @@ impl AnswerTable {
     pub fn new() -> AnswerTable {
         AnswerTable {
             names: HashTable::new(),
-            pods: HashTable::new(),
+            pods: PodSet::default(),
             hasher: ahash::RandomState::new(),
             zones: Arc::new(Zones::default()),
             pod_scratch: Vec::new(),
@@ -151,12 +151,13 @@ impl AnswerTable {
                     });
                 }
                 self.names = names;
-                let mut pods = HashTable::with_capacity(snapshot.pods.len());
+                let mut pods = PodSet::default();
+                for (id, label) in &snapshot.pod_namespaces {
+                    pods.add_namespace(&self.hasher, *id, label);
+                }
+                pods.reserve(&self.hasher, &snapshot.pods);
                 for address in &snapshot.pods {
-                    let hash = pod_hash(&self.hasher, &address.namespace, address.ip);
-                    pods.insert_unique(hash, address.clone(), |a: &PodAddress| {
-                        pod_hash(&self.hasher, &a.namespace, a.ip)
-                    });
+                    pods.upsert(&self.hasher, *address);
                 }
                 self.pods = pods;
                 self.set_zones(&snapshot.zones);
@@ -172,8 +173,15 @@ impl AnswerTable {
                     match change {
                         crate::delta::Change::Upsert(entry) => self.upsert(entry),
                         crate::delta::Change::Remove(key) => self.remove(key),
-                        crate::delta::Change::UpsertPod(address) => self.upsert_pod(address),
-                        crate::delta::Change::RemovePod(address) => self.remove_pod(address),
+                        crate::delta::Change::PodNamespace(id, label) => {
+                            self.pods.add_namespace(&self.hasher, *id, label);
+                        }
+                        crate::delta::Change::UpsertPod(address) => {
+                            self.pods.upsert(&self.hasher, *address);
+                        }
+                        crate::delta::Change::RemovePod(address) => {
+                            self.pods.remove(&self.hasher, *address);
+                        }
                     }
                 }
                 self.set_zones(&delta.zones);
@@ -206,28 +214,10 @@ impl AnswerTable {
         }
     }
 
-    fn upsert_pod(&mut self, address: &PodAddress) {
-        let hasher = &self.hasher;
-        let hash = pod_hash(hasher, &address.namespace, address.ip);
-        if let hashbrown::hash_table::Entry::Vacant(slot) = self.pods.entry(
-            hash,
-            |a| a == address,
-            |a| pod_hash(hasher, &a.namespace, a.ip),
-        ) {
-            slot.insert(address.clone());
-        }
-    }
-
-    fn remove_pod(&mut self, address: &PodAddress) {
-        let hash = pod_hash(&self.hasher, &address.namespace, address.ip);
-        if let Ok(slot) = self.pods.find_entry(hash, |a| a == address) {
-            slot.remove();
-        }
-    }
-
-    /// The verified pod addresses held, in no particular order.
-    pub fn pod_addresses(&self) -> impl Iterator<Item = &PodAddress> {
-        self.pods.iter()
+    /// The verified pod addresses held, with their namespace labels, in no
+    /// particular order.
+    pub fn pod_addresses(&self) -> impl Iterator<Item = (&[u8], IpAddr)> {
+        self.pods.addresses()
     }
 
     /// The pod set's own heap bytes on this core.
@@ -367,10 +357,7 @@ impl AnswerTable {
             .is_some_and(|z| z.pods_verified);
         let exists = if verified {
             // A pod at that address in that namespace.
-            let hash = pod_hash(&self.hasher, namespace, ip);
-            self.pods
-                .find(hash, |a| a.ip == ip && &a.namespace[..] == namespace)
-                .is_some()
+            self.pods.contains(&self.hasher, namespace, ip)
         } else {
             // The namespace: `<ns>.pod.<zone>` is the key without its first label.
             self.find(&wire[1 + ip_label.len()..]).is_some()
@@ -383,10 +370,126 @@ impl AnswerTable {
     }
 }
 
-/// The hash of a pod address, from its parts, so a lookup needs no
-/// `PodAddress` of its own.
-fn pod_hash(hasher: &ahash::RandomState, namespace: &[u8], ip: IpAddr) -> u64 {
-    hasher.hash_one((namespace, ip))
+/// A core's set of verified pod addresses. IPv4 addresses, nearly all of
+/// them, are one `u64` each (label id and address), so 100k pods cost a
+/// core about 1 MiB.
+#[derive(Default)]
+struct PodSet {
+    /// Label to id, for lookups by the query's namespace label.
+    label_ids: HashTable<(Arc<[u8]>, u32)>,
+    /// Id to label, for listing.
+    labels: Vec<Option<Arc<[u8]>>>,
+    v4: HashTable<u64>,
+    v6: HashTable<(u32, [u8; 16])>,
+}
+
+impl PodSet {
+    fn add_namespace(&mut self, hasher: &ahash::RandomState, id: u32, label: &Arc<[u8]>) {
+        let hash = hasher.hash_one(&label[..]);
+        if self.label_ids.find(hash, |(l, _)| l == label).is_none() {
+            self.label_ids
+                .insert_unique(hash, (Arc::clone(label), id), |(l, _)| {
+                    hasher.hash_one(&l[..])
+                });
+        }
+        let index = id as usize;
+        if self.labels.len() <= index {
+            self.labels.resize(index + 1, None);
+        }
+        self.labels[index] = Some(Arc::clone(label));
+    }
+
+    fn reserve(&mut self, hasher: &ahash::RandomState, addresses: &[PodAddress]) {
+        let v4 = addresses.iter().filter(|a| a.ip.is_ipv4()).count();
+        self.v4.reserve(v4, |k| hasher.hash_one(k));
+        self.v6
+            .reserve(addresses.len() - v4, |k| hasher.hash_one(k));
+    }
+
+    fn upsert(&mut self, hasher: &ahash::RandomState, address: PodAddress) {
+        match address.ip {
+            IpAddr::V4(v4) => {
+                let key = v4_key(address.namespace, v4);
+                let hash = hasher.hash_one(key);
+                if self.v4.find(hash, |k| *k == key).is_none() {
+                    self.v4.insert_unique(hash, key, |k| hasher.hash_one(k));
+                }
+            }
+            IpAddr::V6(v6) => {
+                let key = (address.namespace, v6.octets());
+                let hash = hasher.hash_one(key);
+                if self.v6.find(hash, |k| *k == key).is_none() {
+                    self.v6.insert_unique(hash, key, |k| hasher.hash_one(k));
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, hasher: &ahash::RandomState, address: PodAddress) {
+        match address.ip {
+            IpAddr::V4(v4) => {
+                let key = v4_key(address.namespace, v4);
+                if let Ok(slot) = self.v4.find_entry(hasher.hash_one(key), |k| *k == key) {
+                    slot.remove();
+                }
+            }
+            IpAddr::V6(v6) => {
+                let key = (address.namespace, v6.octets());
+                if let Ok(slot) = self.v6.find_entry(hasher.hash_one(key), |k| *k == key) {
+                    slot.remove();
+                }
+            }
+        }
+    }
+
+    /// Whether a pod holds `ip` in the namespace with this label.
+    fn contains(&self, hasher: &ahash::RandomState, label: &[u8], ip: IpAddr) -> bool {
+        let Some(&(_, id)) = self
+            .label_ids
+            .find(hasher.hash_one(label), |(l, _)| &l[..] == label)
+        else {
+            return false;
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                let key = v4_key(id, v4);
+                self.v4.find(hasher.hash_one(key), |k| *k == key).is_some()
+            }
+            IpAddr::V6(v6) => {
+                let key = (id, v6.octets());
+                self.v6.find(hasher.hash_one(key), |k| *k == key).is_some()
+            }
+        }
+    }
+
+    fn addresses(&self) -> impl Iterator<Item = (&[u8], IpAddr)> {
+        let label = |id: u32| {
+            self.labels
+                .get(id as usize)
+                .and_then(Option::as_deref)
+                .unwrap_or_default()
+        };
+        let v4 = self.v4.iter().map(move |k| {
+            (
+                label((k >> 32) as u32),
+                IpAddr::V4(std::net::Ipv4Addr::from(*k as u32)),
+            )
+        });
+        let v6 = self
+            .v6
+            .iter()
+            .map(move |(id, octets)| (label(*id), IpAddr::V6((*octets).into())));
+        v4.chain(v6)
+    }
+
+    fn allocation_size(&self) -> usize {
+        self.v4.allocation_size() + self.v6.allocation_size() + self.label_ids.allocation_size()
+    }
+}
+
+/// An IPv4 pod address as one word: label id, then address.
+fn v4_key(label: u32, ip: std::net::Ipv4Addr) -> u64 {
+    (u64::from(label) << 32) | u64::from(u32::from(ip))
 }
 
 enum PodLookup {

