@@ -92,8 +92,6 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
                     ready: true,
                     hostname: (s % 5 == 0).then(|| format!("{name}-{e}")),
                     pod_name: Some(format!("{name}-{e}")),
-                    node_name: None,
-                    zone: None,
                 }
             })
             .collect();
@@ -193,8 +191,6 @@ fn endpoint_flip() {
             ready: true,
             hostname: None,
             pod_name: None,
-            node_name: None,
-            zone: None,
         })
         .collect();
     let key = ObjectKey::new("default", "big");

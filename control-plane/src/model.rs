@@ -85,10 +85,6 @@ pub struct EndpointModel {
     pub hostname: Option<String>,
     /// The name of the pod in `targetRef`, if it refers to a pod.
     pub pod_name: Option<String>,
-    /// The node it runs on.
-    pub node_name: Option<String>,
-    /// Its zone.
-    pub zone: Option<String>,
 }
 
 /// What DNS needs of an EndpointSlice.
@@ -268,6 +264,8 @@ impl ServiceModel {
             .iter()
             .map(|p| port_model(&key, p.name.as_deref(), p.protocol.as_deref(), p.port))
             .collect::<Result<Vec<_>, ModelError>>()?;
+        let mut ports = ports;
+        ports.shrink_to_fit();
         Ok(ServiceModel {
             key,
             kind,
@@ -315,6 +313,9 @@ impl SliceModel {
                     .map(|a| parse_ip(&key, "endpoints[].addresses", a))
                     .collect::<Result<Vec<_>, _>>()?
             };
+            // Kept for the object's life: no spare capacity.
+            let mut addresses = addresses;
+            addresses.shrink_to_fit();
             let pod_name = endpoint
                 .target_ref
                 .as_ref()
@@ -329,10 +330,10 @@ impl SliceModel {
                     .unwrap_or(true),
                 hostname: endpoint.hostname.clone(),
                 pod_name,
-                node_name: endpoint.node_name.clone(),
-                zone: endpoint.zone.clone(),
             });
         }
+        let mut ports = ports;
+        ports.shrink_to_fit();
         Ok(SliceModel {
             key,
             service,

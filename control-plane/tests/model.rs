@@ -83,7 +83,6 @@ fn endpoint_slices() {
     assert!(model.endpoints[0].ready, "a missing condition means ready");
     assert_eq!(model.endpoints[0].hostname.as_deref(), Some("web-0"));
     assert_eq!(model.endpoints[0].pod_name.as_deref(), Some("web-0"));
-    assert_eq!(model.endpoints[0].node_name.as_deref(), Some("n1"));
     assert!(!model.endpoints[1].ready);
 }
 

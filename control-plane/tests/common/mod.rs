@@ -61,8 +61,6 @@ pub fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> EndpointModel 
         ready,
         hostname: hostname.map(Into::into),
         pod_name: None,
-        node_name: None,
-        zone: None,
     }
 }
 
