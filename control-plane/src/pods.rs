@@ -8,30 +8,36 @@
 
 use crate::delta::{Change, PodAddress};
 use crate::model::{ObjectKey, PodModel};
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{HashMap, HashTable};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-/// A pod's key: its namespace's id and its name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PodKey {
+/// A pod: its namespace's id, where its name lies in the [`NamePool`],
+/// and its addresses. No allocation of its own for a single-stack pod: the
+/// first sync makes 100k of these between the API objects it parses and
+/// frees, and small allocations left among those would pin their pages.
+#[derive(Clone, Debug)]
+struct PodSlot {
     namespace: u32,
-    name: Box<str>,
+    name_at: u32,
+    name_len: u32,
+    ips: PodIps,
 }
 
-/// A borrowed [`PodKey`], to look one up without allocating. Hashes as
-/// `PodKey` does: the fields in order, a `str` the same either way.
-#[derive(Hash)]
-struct PodKeyRef<'a> {
-    namespace: u32,
-    name: &'a str,
+/// Pod names, end to end in one buffer. Removed names stay as garbage
+/// until it is half the buffer; then the live names are copied out.
+#[derive(Debug, Default)]
+struct NamePool {
+    bytes: Vec<u8>,
+    garbage: usize,
 }
 
-impl Equivalent<PodKey> for PodKeyRef<'_> {
-    fn equivalent(&self, key: &PodKey) -> bool {
-        self.namespace == key.namespace && self.name == &*key.name
+impl NamePool {
+    fn get(&self, slot: &PodSlot) -> &[u8] {
+        let at = slot.name_at as usize;
+        &self.bytes[at..at + slot.name_len as usize]
     }
 }
 
@@ -77,7 +83,9 @@ pub struct PodIndex {
     labels: Vec<Arc<[u8]>>,
     label_ids: Map<Arc<[u8]>, u32>,
     /// Each pod's addresses while it holds them (none once finished).
-    pods: Map<PodKey, PodIps>,
+    pods: HashTable<PodSlot>,
+    names: NamePool,
+    hasher: ahash::RandomState,
     /// How many pods hold each address under each label.
     counts: HashMap<PodAddress, u32, ahash::RandomState>,
     /// Whether the set is shipped (`verified` pod mode).
@@ -120,6 +128,10 @@ impl PodIndex {
         }
     }
 
+    fn pod_hash(&self, namespace: u32, name: &[u8]) -> u64 {
+        self.hasher.hash_one((namespace, name))
+    }
+
     /// Adds or replaces a pod.
     pub fn upsert(&mut self, pod: &PodModel) {
         // Finished pods no longer hold their IPs.
@@ -133,19 +145,36 @@ impl PodIndex {
         let live = PodIps::from_sorted(ips);
         let namespace = self.namespace_id(&pod.key.namespace);
         let label = self.namespaces[namespace as usize].label;
-        let key = PodKeyRef {
-            namespace,
-            name: &pod.key.name,
-        };
-        let old = match self.pods.get_mut(&key) {
-            Some(slot) if *slot == live => return,
-            Some(slot) => Some(std::mem::replace(slot, live.clone())),
+        let name = pod.key.name.as_bytes();
+        let hash = self.pod_hash(namespace, name);
+        let names = &self.names;
+        let found = self
+            .pods
+            .find_mut(hash, |s| s.namespace == namespace && names.get(s) == name);
+        let old = match found {
+            Some(slot) if slot.ips == live => return,
+            Some(slot) => Some(std::mem::replace(&mut slot.ips, live.clone())),
             None => {
-                let key = PodKey {
-                    namespace,
-                    name: pod.key.name.as_str().into(),
+                let Ok(name_len) = u32::try_from(name.len()) else {
+                    return;
                 };
-                self.pods.insert(key, live.clone());
+                if self.names.bytes.len() + name.len() > u32::MAX as usize {
+                    self.compact_names();
+                    if self.names.bytes.len() + name.len() > u32::MAX as usize {
+                        tracing::warn!(pod = %pod.key, "4 GiB of pod names held; pod skipped");
+                        return;
+                    }
+                }
+                let slot = PodSlot {
+                    namespace,
+                    name_at: self.names.bytes.len() as u32,
+                    name_len,
+                    ips: live.clone(),
+                };
+                self.names.bytes.extend_from_slice(name);
+                let (names, hasher) = (&self.names, &self.hasher);
+                self.pods
+                    .insert_unique(hash, slot, |s| hasher.hash_one((s.namespace, names.get(s))));
                 None
             }
         };
@@ -162,23 +191,45 @@ impl PodIndex {
         let Some(&namespace) = self.namespace_ids.get(key.namespace.as_str()) else {
             return;
         };
-        let found = PodKeyRef {
-            namespace,
-            name: &key.name,
+        let name = key.name.as_bytes();
+        let hash = self.pod_hash(namespace, name);
+        let names = &self.names;
+        let Ok(found) = self
+            .pods
+            .find_entry(hash, |s| s.namespace == namespace && names.get(s) == name)
+        else {
+            return;
         };
-        if let Some(old) = self.pods.remove(&found) {
-            let label = self.namespaces[namespace as usize].label;
-            for &ip in old.as_slice() {
-                self.count(label, ip, false);
-            }
+        let (old, _) = found.remove();
+        self.names.garbage += old.name_len as usize;
+        if self.names.garbage > 64 << 10 && self.names.garbage * 2 > self.names.bytes.len() {
+            self.compact_names();
         }
+        let label = self.namespaces[namespace as usize].label;
+        for &ip in old.ips.as_slice() {
+            self.count(label, ip, false);
+        }
+    }
+
+    /// Copies the live names into a new buffer, dropping the garbage.
+    fn compact_names(&mut self) {
+        let mut bytes = Vec::with_capacity(self.names.bytes.len() - self.names.garbage);
+        for slot in self.pods.iter_mut() {
+            let at = bytes.len();
+            bytes.extend_from_slice(self.names.get(slot));
+            slot.name_at = at as u32;
+        }
+        self.names = NamePool { bytes, garbage: 0 };
     }
 
     /// The keys of every pod held.
     pub fn keys(&self) -> impl Iterator<Item = ObjectKey> + '_ {
-        self.pods
-            .keys()
-            .map(|key| ObjectKey::new(&*self.namespaces[key.namespace as usize].name, &*key.name))
+        self.pods.iter().map(|slot| {
+            ObjectKey::new(
+                &*self.namespaces[slot.namespace as usize].name,
+                String::from_utf8_lossy(self.names.get(slot)),
+            )
+        })
     }
 
     /// The changes since the last call.
@@ -251,5 +302,57 @@ impl PodIndex {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pod(namespace: &str, name: &str, ip: u32) -> PodModel {
+        PodModel {
+            key: ObjectKey::new(namespace, name),
+            ips: vec![IpAddr::V4(ip.into())],
+            phase: "Running".into(),
+            host_network: false,
+        }
+    }
+
+    fn name(i: u32) -> String {
+        format!("deployment-7d4b9c8f6d-{i:06}")
+    }
+
+    /// Removing most pods compacts the name buffer; the pods left are still
+    /// found by name, keep their addresses, and can be removed.
+    #[test]
+    fn names_survive_compaction() {
+        let mut index = PodIndex::new(true);
+        for i in 0..10_000 {
+            index.upsert(&pod(&format!("ns-{}", i % 7), &name(i), i));
+        }
+        let full = index.names.bytes.len();
+        for i in (0..10_000).filter(|i| i % 4 != 0) {
+            index.remove(&ObjectKey::new(format!("ns-{}", i % 7), name(i)));
+        }
+        assert!(index.names.bytes.len() < full / 2, "compacted");
+        assert_eq!(index.len(), 2_500);
+        index.take_changes();
+        // The same pods again: nothing changes.
+        for i in (0..10_000).filter(|i| i % 4 == 0) {
+            index.upsert(&pod(&format!("ns-{}", i % 7), &name(i), i));
+        }
+        assert!(index.take_changes().is_empty());
+        let mut keys: Vec<ObjectKey> = index.keys().collect();
+        keys.sort();
+        assert_eq!(keys.len(), 2_500);
+        assert!(keys.contains(&ObjectKey::new("ns-0", name(0))));
+        assert!(keys.contains(&ObjectKey::new(format!("ns-{}", 9_996 % 7), name(9_996))));
+        for key in keys {
+            index.remove(&key);
+        }
+        assert!(index.is_empty());
+        assert_eq!(index.addresses().count(), 0);
+        assert_eq!(index.take_changes().len(), 2_500, "one RemovePod each");
     }
 }
