@@ -68,7 +68,7 @@ enum Unit {
 }
 
 /// One SRV record before weights are known.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SrvRecord {
     port: u16,
     target: Box<[u8]>,
@@ -78,13 +78,13 @@ struct SrvRecord {
 
 /// What a unit says about one name. An empty set still makes the name exist.
 /// Most names carry only addresses; the rest is boxed to keep this small.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Records {
     addrs: Vec<IpAddr>,
     extra: Option<Box<Extra>>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Extra {
     srv: Vec<SrvRecord>,
     ptr: Vec<Box<[u8]>>,
@@ -222,8 +222,12 @@ struct UnitState {
     unit: Option<Unit>,
     /// The entries it owns, sorted by key.
     names: Box<[Arc<NameEntry>]>,
+    /// By name: a hash of the record set each entry was encoded from.
+    name_hashes: Box<[u64]>,
     /// The addresses it gives PTR targets for, sorted.
     ptr_ips: Box<[IpAddr]>,
+    /// By address: a hash of the targets this unit gives it.
+    ptr_hashes: Box<[u64]>,
 }
 
 /// PTR pairs of the units computed in one pass, by unit id.
@@ -273,6 +277,9 @@ pub struct Compiler {
     zones: Arc<Zones>,
 
     dirty_units: Set<Unit>,
+    /// Encode every name of the units recomputed, even if its record set
+    /// hashes as before (the settings changed).
+    reencode: bool,
     /// Addresses whose PTR name must be rebuilt.
     dirty_ptrs: Set<IpAddr>,
     /// One builder, reused for every answer so its buffers are reused too.
@@ -304,6 +311,7 @@ impl Compiler {
             contested: Map::default(),
             zones: Arc::new(Zones::default()),
             dirty_units: Set::default(),
+            reencode: false,
             dirty_ptrs: Set::default(),
             builder: None,
             zones_dirty: true,
@@ -337,6 +345,7 @@ impl Compiler {
         self.dirty_units
             .extend(self.namespaces.iter().cloned().map(Unit::Namespace));
         self.zones_dirty = true;
+        self.reencode = true;
     }
 
     /// Records that the first full state has been given; the next delta
@@ -557,6 +566,7 @@ impl Compiler {
             }
         }
         self.builder = Some(builder);
+        self.reencode = false;
         let announce_sync = self.synced && !self.synced_announced;
         if changes.is_empty() && !self.zones_dirty && !announce_sync {
             return None;
@@ -621,43 +631,66 @@ impl Compiler {
         };
         let slot = &mut self.units[id as usize];
         let old_names = std::mem::take(&mut slot.names);
+        let old_hashes = std::mem::take(&mut slot.name_hashes);
         let old_ips = std::mem::take(&mut slot.ptr_ips);
+        let old_ptr_hashes = std::mem::take(&mut slot.ptr_hashes);
 
-        // Both lists are sorted by name: walk them together.
+        // Both lists are sorted by name: walk them together. A name whose
+        // record set hashes as before keeps its entry without being encoded
+        // again, so one endpoint's change in a 1000-endpoint service encodes
+        // a few names, not a thousand. (A 64-bit collision would keep a
+        // stale answer until the name's next change: odds of 2^-64 a change.)
         let mut kept: Vec<Arc<NameEntry>> = Vec::with_capacity(fresh.names.len());
-        let mut old_iter = old_names.into_vec().into_iter().peekable();
+        let mut kept_hashes: Vec<u64> = Vec::with_capacity(fresh.names.len());
+        let mut old_iter = old_names.into_vec().into_iter().zip(old_hashes).peekable();
         for (name, records) in &fresh.names {
-            while let Some(gone) = old_iter.next_if(|e| e.key() < name.as_slice()) {
+            while let Some((gone, _)) = old_iter.next_if(|(e, _)| e.key() < name.as_slice()) {
                 self.release(gone.key(), changes);
             }
-            let previous = old_iter.next_if(|e| e.key() == name.as_slice());
+            let previous = old_iter.next_if(|(e, _)| e.key() == name.as_slice());
+            let hash = self.name_hasher.hash_one(records);
+            if let Some((entry, old_hash)) = &previous
+                && *old_hash == hash
+                && !self.reencode
+            {
+                kept.push(Arc::clone(entry));
+                kept_hashes.push(hash);
+                continue;
+            }
             let Some(entry) = self.build_entry(builder, name, records) else {
-                if let Some(previous) = previous {
+                if let Some((previous, _)) = previous {
                     self.release(previous.key(), changes);
                 }
                 continue;
             };
-            match previous {
-                Some(previous) if *previous == entry => kept.push(previous),
+            let entry = match previous {
+                Some((previous, _)) if *previous == entry => previous,
                 Some(_) => {
                     let entry = Arc::new(entry);
                     self.put(&entry, id);
                     changes.push(Change::Upsert(Arc::clone(&entry)));
-                    kept.push(entry);
+                    entry
                 }
-                None => {
-                    if let Some(entry) = self.claim(entry, id, changes) {
-                        kept.push(entry);
-                    }
-                }
-            }
+                None => match self.claim(entry, id, changes) {
+                    Some(entry) => entry,
+                    None => continue,
+                },
+            };
+            kept.push(entry);
+            kept_hashes.push(hash);
         }
-        for gone in old_iter {
+        for (gone, _) in old_iter {
             self.release(gone.key(), changes);
         }
 
-        let mut ips: Vec<IpAddr> = fresh.ptrs.iter().map(|(ip, _)| *ip).collect();
-        ips.dedup();
+        // Per address, a hash of this unit's targets: an address whose
+        // targets from this unit are as before needs no rebuild.
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let mut ptr_hashes: Vec<u64> = Vec::new();
+        for group in fresh.ptrs.chunk_by(|a, b| a.0 == b.0) {
+            ips.push(group[0].0);
+            ptr_hashes.push(self.name_hasher.hash_one(group));
+        }
         for ip in old_ips.iter() {
             if ips.binary_search(ip).is_err() {
                 if let Some(sources) = self.ptr_sources.get_mut(ip)
@@ -668,14 +701,16 @@ impl Compiler {
                 self.dirty_ptrs.insert(*ip);
             }
         }
-        for ip in &ips {
-            if old_ips.binary_search(ip).is_err() {
-                match self.ptr_sources.get_mut(ip) {
+        for (ip, hash) in ips.iter().zip(&ptr_hashes) {
+            match old_ips.binary_search(ip) {
+                Ok(at) if old_ptr_hashes.get(at) == Some(hash) && !self.reencode => continue,
+                Ok(_) => {}
+                Err(_) => match self.ptr_sources.get_mut(ip) {
                     Some(sources) => sources.add(id),
                     None => {
                         self.ptr_sources.insert(*ip, Sources::One(id));
                     }
-                }
+                },
             }
             self.dirty_ptrs.insert(*ip);
         }
@@ -688,7 +723,9 @@ impl Compiler {
         } else {
             let slot = &mut self.units[id as usize];
             slot.names = kept.into_boxed_slice();
+            slot.name_hashes = kept_hashes.into_boxed_slice();
             slot.ptr_ips = ips.into_boxed_slice();
+            slot.ptr_hashes = ptr_hashes.into_boxed_slice();
         }
     }
 
@@ -826,12 +863,24 @@ impl Compiler {
             Unit::Zone => self.zone_records(&mut out),
             Unit::Service(key) => {
                 if let Some(service) = self.services.get(key) {
+                    let slices: Vec<&SliceModel> = self
+                        .slices_by_service
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|name| {
+                            self.slices
+                                .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
+                        })
+                        .collect();
+                    // Sized up front: a big service must not rehash as it grows.
+                    let endpoints: usize = slices.iter().map(|s| s.endpoints.len()).sum();
+                    let zones = self.settings.zones.len();
+                    out.names.reserve((endpoints + 8) * zones);
+                    out.ptrs.reserve((endpoints + 2) * zones);
                     self.service_records(service, &mut out);
-                    for name in self.slices_by_service.get(key).into_iter().flatten() {
-                        let slice_key = ObjectKey::new(key.namespace.clone(), name.clone());
-                        if let Some(slice) = self.slices.get(&slice_key) {
-                            self.slice_records(service, slice, &mut out);
-                        }
+                    for slice in slices {
+                        self.slice_records(service, slice, &mut out);
                     }
                 }
             }
