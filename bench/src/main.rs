@@ -392,12 +392,7 @@ fn sync(binary: &PathBuf, services: usize, endpoints: usize, pods: usize) -> Res
         Duration::from_secs(120),
     )?;
     let (ready_at, _) = kubewire.wait_for(" ready cores=", Duration::from_secs(120))?;
-    std::thread::sleep(Duration::from_millis(
-        std::env::var("SYNC_HOLD_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500),
-    ));
+    std::thread::sleep(Duration::from_millis(500));
     let (rss, hwm) = kubewire.rss_kib();
     let coredns_rule_mb = (pods + services) as f64 / 1000.0 + 54.0;
     println!("{line}");

@@ -344,6 +344,12 @@ impl Compiler {
             .extend(self.services.keys().cloned().map(Unit::Service));
         self.dirty_units
             .extend(self.namespaces.iter().cloned().map(Unit::Namespace));
+        self.dirty_units.extend(
+            self.services_per_namespace
+                .keys()
+                .cloned()
+                .map(Unit::Namespace),
+        );
         self.zones_dirty = true;
         self.reencode = true;
     }
@@ -743,13 +749,10 @@ impl Compiler {
                 // Units not recomputed in this pass are computed again from
                 // the model; this happens only for addresses several units
                 // share.
-                let pairs = match ptr_cache.entry(id) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let unit = self.units.get(id as usize).and_then(|u| u.unit.as_ref());
-                        v.insert(unit.map(|u| self.unit_output(u).ptrs).unwrap_or_default())
-                    }
-                };
+                let pairs = ptr_cache.entry(id).or_insert_with(|| {
+                    let unit = self.units.get(id as usize).and_then(|u| u.unit.as_ref());
+                    unit.map(|u| self.unit_output(u).ptrs).unwrap_or_default()
+                });
                 let start = pairs.partition_point(|(a, _)| *a < ip);
                 targets.extend(
                     pairs[start..]
@@ -769,24 +772,21 @@ impl Compiler {
             records.normalize();
             self.build_entry(builder, key, &records)
         };
-        let owner = self.slot(key).map(|slot| slot.owner);
-        match (owner, entry) {
-            (Some(PTR_OWNER), None) => self.release(key, changes),
-            (Some(PTR_OWNER), Some(entry)) => {
-                if self.slot(key).is_some_and(|slot| *slot.entry != entry) {
-                    let entry = Arc::new(entry);
-                    self.put(&entry, PTR_OWNER);
-                    changes.push(Change::Upsert(entry));
-                }
-            }
-            (Some(_), Some(_)) => {
-                tracing::warn!(%name, "a PTR name is also a name of a service in an overlapping zone; the service's name is served");
-            }
-            (Some(_), None) | (None, None) => {}
-            (None, Some(entry)) => {
+        // Who holds the name now, and whether it holds this very entry.
+        let held = self.slot(key).map(|slot| {
+            let same = entry.as_ref().is_some_and(|e| *slot.entry == *e);
+            (slot.owner, same)
+        });
+        match (held, entry) {
+            (Some((PTR_OWNER, _)), None) => self.release(key, changes),
+            (Some((PTR_OWNER, false)) | None, Some(entry)) => {
                 let entry = Arc::new(entry);
                 self.put(&entry, PTR_OWNER);
                 changes.push(Change::Upsert(entry));
+            }
+            (Some((PTR_OWNER, true)), Some(_)) | (Some(_) | None, None) => {}
+            (Some(_), Some(_)) => {
+                tracing::warn!(%name, "a PTR name is also a name of a service in an overlapping zone; the service's name is served");
             }
         }
     }
