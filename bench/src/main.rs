@@ -169,6 +169,10 @@ enum Commands {
         /// Running pods.
         #[arg(long, default_value_t = 100_000)]
         pods: usize,
+        /// Keep the server running this long after the measurement, so a
+        /// profiler (heaptrack, perf) attached to it sees the synced state.
+        #[arg(long, default_value_t = 0)]
+        hold_s: u64,
     },
     /// Time from an endpoint change (at the fake API server, or in a
     /// watched manifest file) to every core answering it; counts wrong and
@@ -233,7 +237,8 @@ fn main() {
             services,
             endpoints,
             pods,
-        } => sync(&cli.kubewire, services, endpoints, pods),
+            hold_s,
+        } => sync(&cli.kubewire, services, endpoints, pods, hold_s),
         Commands::Propagation {
             source,
             changes,
@@ -333,6 +338,23 @@ impl Kubewire {
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
+
+    /// Resident memory split as (anonymous, file-backed) KiB: the heap and
+    /// stacks against the mapped binary and libraries.
+    fn rss_split_kib(&self) -> (u64, u64) {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            rollup
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let anonymous = field("Anonymous:");
+        (anonymous, field("Rss:").saturating_sub(anonymous))
+    }
 }
 
 impl Drop for Kubewire {
@@ -342,7 +364,13 @@ impl Drop for Kubewire {
     }
 }
 
-fn sync(binary: &PathBuf, services: usize, endpoints: usize, pods: usize) -> Result<()> {
+fn sync(
+    binary: &PathBuf,
+    services: usize,
+    endpoints: usize,
+    pods: usize,
+    hold_s: u64,
+) -> Result<()> {
     let api = FakeApi::start()?;
     let namespaces = 100;
     api.apply_all((0..namespaces).map(|n| namespace(&format!("ns-{n}"))));
@@ -394,6 +422,7 @@ fn sync(binary: &PathBuf, services: usize, endpoints: usize, pods: usize) -> Res
     let (ready_at, _) = kubewire.wait_for(" ready cores=", Duration::from_secs(120))?;
     std::thread::sleep(Duration::from_millis(500));
     let (rss, hwm) = kubewire.rss_kib();
+    let (anonymous, file_backed) = kubewire.rss_split_kib();
     let coredns_rule_mb = (pods + services) as f64 / 1000.0 + 54.0;
     println!("{line}");
     println!(
@@ -410,6 +439,11 @@ fn sync(binary: &PathBuf, services: usize, endpoints: usize, pods: usize) -> Res
         hwm as f64 / 1024.0,
         coredns_rule_mb / 2.0
     );
+    println!(
+        "  of which anonymous (heap, stacks): {:.1} MiB; file-backed (binary, libraries): {:.1} MiB",
+        anonymous as f64 / 1024.0,
+        file_backed as f64 / 1024.0
+    );
     // A sample of answers, so that a broken sync cannot pass for a fast one.
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     for s in (0..services).step_by(services.max(1) / 10 + 1) {
@@ -418,6 +452,13 @@ fn sync(binary: &PathBuf, services: usize, endpoints: usize, pods: usize) -> Res
         if rcode != 0 || count == 0 {
             return Err(format!("{name}: rcode {rcode}, {count} answers").into());
         }
+    }
+    if hold_s > 0 {
+        println!(
+            "holding kubewire (pid {}) for {hold_s} s",
+            kubewire.child.id()
+        );
+        std::thread::sleep(Duration::from_secs(hold_s));
     }
     Ok(())
 }

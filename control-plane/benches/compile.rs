@@ -131,14 +131,14 @@ fn compile_once(mode: PodMode) -> (f64, isize, Compiler, kubewire_control_plane:
         pod_mode: mode,
         ..Settings::default()
     });
-    compiler.apply(ObjectChange::Reset(
-        kubewire_control_plane::Kind::Namespace,
-        objects
-            .iter()
-            .filter(|o| matches!(o, Object::Namespace(_)))
-            .cloned()
-            .collect(),
-    ));
+    let namespaces = objects
+        .iter()
+        .filter(|o| matches!(o, Object::Namespace(_)))
+        .cloned()
+        .collect();
+    for change in ObjectChange::relist(kubewire_control_plane::Kind::Namespace, namespaces) {
+        compiler.apply(change);
+    }
     for object in objects
         .iter()
         .filter(|o| !matches!(o, Object::Namespace(_)))

@@ -21,7 +21,7 @@
 
 use crate::delta::{Change, Delta, Snapshot};
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
-use crate::model::{Kind, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
+use crate::model::{Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
 use crate::pods::PodIndex;
 
 use crate::settings::{PodMode, Settings};
@@ -49,9 +49,29 @@ pub enum ObjectChange {
     Upsert(Object),
     /// Remove an object.
     Remove(Kind, ObjectKey),
-    /// Replace every object of a kind (a relist). Applied as a diff: names
-    /// that stay the same never disappear in between.
-    Reset(Kind, Vec<Object>),
+    /// The end of a relist: the objects of this kind are now exactly the
+    /// ones listed, whose contents came as Upserts before it. Applied as a
+    /// diff, so names that stay the same never disappear in between.
+    Reset(Kind, ListedKeys),
+}
+
+impl ObjectChange {
+    /// A relist of `objects` as changes: an Upsert each, then the Reset.
+    pub fn relist(kind: Kind, objects: Vec<Object>) -> Vec<ObjectChange> {
+        let listed: ListedKeys = objects.iter().collect();
+        let mut changes: Vec<ObjectChange> =
+            objects.into_iter().map(ObjectChange::Upsert).collect();
+        changes.push(ObjectChange::Reset(kind, listed));
+        changes
+    }
+}
+
+/// The keys of `map` that `keep` does not list.
+fn unlisted<V>(map: &Map<ObjectKey, V>, keep: &Set<(&str, &str)>) -> Vec<ObjectKey> {
+    map.keys()
+        .filter(|k| !keep.contains(&(k.namespace.as_str(), k.name.as_str())))
+        .cloned()
+        .collect()
 }
 
 /// A group of objects whose names are computed together.
@@ -401,34 +421,24 @@ impl Compiler {
         match change {
             ObjectChange::Upsert(object) => self.upsert(object),
             ObjectChange::Remove(kind, key) => self.remove(kind, &key),
-            ObjectChange::Reset(kind, objects) => {
-                let keep: Set<ObjectKey> = objects.iter().map(Object::key).collect();
+            ObjectChange::Reset(kind, listed) => {
+                let keep: Set<(&str, &str)> = listed.iter().collect();
                 let gone: Vec<ObjectKey> = match kind {
-                    Kind::Service => self
-                        .services
-                        .keys()
-                        .filter(|k| !keep.contains(*k))
-                        .cloned()
-                        .collect(),
-                    Kind::Slice => self
-                        .slices
-                        .keys()
-                        .filter(|k| !keep.contains(*k))
-                        .cloned()
-                        .collect(),
-                    Kind::Pod => self.pods.keys().filter(|k| !keep.contains(k)).collect(),
+                    Kind::Service => unlisted(&self.services, &keep),
+                    Kind::Slice => unlisted(&self.slices, &keep),
+                    Kind::Pod => self
+                        .pods
+                        .keys_where(|namespace, name| !keep.contains(&(namespace, name))),
                     Kind::Namespace => self
                         .namespaces
                         .iter()
+                        .filter(|n| !keep.contains(&("", n.as_str())))
                         .map(|n| ObjectKey::new("", n.clone()))
-                        .filter(|k| !keep.contains(k))
                         .collect(),
                 };
+                drop(keep);
                 for key in gone {
                     self.remove(kind, &key);
-                }
-                for object in objects {
-                    self.upsert(object);
                 }
             }
         }

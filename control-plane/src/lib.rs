@@ -22,6 +22,6 @@ pub mod watch;
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
 pub use delta::{Change, CoreStatus, Delta, DeltaHub, DeltaReceiver, PodAddress, Snapshot, Update};
 pub use entry::{NameEntry, ZoneAnswers, Zones};
-pub use model::{Kind, Object, ObjectKey};
+pub use model::{Kind, ListedKeys, Object, ObjectKey};
 pub use settings::{PodMode, Settings};
 pub use table::{AnswerTable, Response};

@@ -224,11 +224,23 @@ impl PodIndex {
 
     /// The keys of every pod held.
     pub fn keys(&self) -> impl Iterator<Item = ObjectKey> + '_ {
+        self.keys_borrowed()
+            .map(|(namespace, name)| ObjectKey::new(namespace, name))
+    }
+
+    /// The keys of the pods `pick` says yes to; the rest are not copied.
+    pub fn keys_where(&self, mut pick: impl FnMut(&str, &str) -> bool) -> Vec<ObjectKey> {
+        self.keys_borrowed()
+            .filter(|&(namespace, name)| pick(namespace, name))
+            .map(|(namespace, name)| ObjectKey::new(namespace, name))
+            .collect()
+    }
+
+    fn keys_borrowed(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pods.iter().map(|slot| {
-            ObjectKey::new(
-                &*self.namespaces[slot.namespace as usize].name,
-                String::from_utf8_lossy(self.names.get(slot)),
-            )
+            // Names come from `&str` keys, so they are UTF-8.
+            let name = std::str::from_utf8(self.names.get(slot)).unwrap_or_default();
+            (&*self.namespaces[slot.namespace as usize].name, name)
         })
     }
 

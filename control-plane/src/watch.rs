@@ -13,7 +13,8 @@
 
 use crate::compiler::ObjectChange;
 use crate::model::{
-    Kind, ModelError, Object, ObjectKey, PodModel, ServiceModel, SliceModel, namespace_from_api,
+    Kind, ListedKeys, ModelError, Object, ObjectKey, PodModel, ServiceModel, SliceModel,
+    namespace_from_api,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -167,12 +168,12 @@ async fn run<K>(
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut stream = watcher(api, config).default_backoff().boxed();
-    let mut listing: Vec<Object> = Vec::new();
+    let mut listing = ListedKeys::new();
     let namespaces = namespaces.as_deref();
     while let Some(item) = stream.next().await {
         let event = match item {
             Ok(watcher::Event::Init) => {
-                listing.clear();
+                listing = ListedKeys::new();
                 continue;
             }
             Ok(watcher::Event::InitApply(object)) => match convert(&object) {
@@ -180,7 +181,8 @@ async fn run<K>(
                 // of the list; the Reset at the end removes what was not
                 // listed. Names that stay never disappear in between.
                 Ok(object) if served(&object, namespaces) => {
-                    listing.push(object.clone());
+                    let (namespace, name) = object.key_parts();
+                    listing.push(namespace, name);
                     WatchEvent::Change(ObjectChange::Upsert(object))
                 }
                 Ok(_) => continue,

@@ -145,10 +145,9 @@ fn a_relist_never_removes_a_name_that_stays() {
         .into_iter()
         .filter(|o| o.kind() == kubewire_control_plane::Kind::Service && o.key().name != "svc6")
         .collect();
-    compiler.apply(ObjectChange::Reset(
-        kubewire_control_plane::Kind::Service,
-        services,
-    ));
+    for change in ObjectChange::relist(kubewire_control_plane::Kind::Service, services) {
+        compiler.apply(change);
+    }
     let delta = compiler.take_delta().unwrap();
     // Only svc6's names change: no Remove of any other name, no Upsert of svc1.
     for change in &delta.changes {

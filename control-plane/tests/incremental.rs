@@ -131,8 +131,9 @@ fn op() -> impl Strategy<Value = Op> {
         6 => object().prop_map(|o| Op::Change(ObjectChange::Upsert(o))),
         2 => object().prop_map(|o| Op::Change(ObjectChange::Remove(o.kind(), o.key()))),
         1 => (kind(), prop::collection::vec(object(), 0..5)).prop_map(|(kind, objects)| {
-            let objects = objects.into_iter().filter(|o| o.kind() == kind).collect();
-            Op::Change(ObjectChange::Reset(kind, objects))
+            // Keys only: what they name came (or never came) as Upserts.
+            let listed = objects.iter().filter(|o| o.kind() == kind).collect();
+            Op::Change(ObjectChange::Reset(kind, listed))
         }),
         3 => Just(Op::Ship),
     ]
@@ -151,11 +152,12 @@ fn final_objects(ops: &[Op]) -> Vec<Object> {
             ObjectChange::Remove(kind, key) => {
                 objects.remove(&(tag(*kind), key.clone()));
             }
-            ObjectChange::Reset(kind, list) => {
-                objects.retain(|(k, _), _| *k != tag(*kind));
-                for object in list {
-                    objects.insert((tag(object.kind()), object.key()), object.clone());
-                }
+            ObjectChange::Reset(kind, listed) => {
+                let listed: Vec<(&str, &str)> = listed.iter().collect();
+                objects.retain(|(k, key), _| {
+                    *k != tag(*kind)
+                        || listed.contains(&(key.namespace.as_str(), key.name.as_str()))
+                });
             }
         }
     }

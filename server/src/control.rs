@@ -484,7 +484,9 @@ impl Control {
             }
         }
         for (kind, objects) in set.by_kind() {
-            self.compiler.apply(ObjectChange::Reset(kind, objects));
+            for change in ObjectChange::relist(kind, objects) {
+                self.compiler.apply(change);
+            }
         }
         if let Some((revision, changes)) = self.publish() {
             tracing::info!(revision, names_changed = changes, "manifests reloaded");
