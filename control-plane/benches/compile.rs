@@ -161,10 +161,7 @@ fn report(
     delta: kubewire_control_plane::Delta,
 ) {
     let names = compiler.name_count();
-    let entry_bytes: usize = compiler
-        .entries()
-        .map(|e| e.heap_bytes() + 16 + std::mem::size_of_val(&**e))
-        .sum();
+    let entry_bytes: usize = compiler.entries().map(|e| e.heap_bytes()).sum();
     let mut table = AnswerTable::new();
     table.apply(&Update::Delta(Arc::new(delta)));
     let table_bytes = table.table_bytes();

@@ -230,7 +230,7 @@ const PTR_OWNER: u32 = u32::MAX;
 /// A compiled name, found in the table by its entry's key.
 #[derive(Debug)]
 struct NameSlot {
-    entry: Arc<NameEntry>,
+    entry: NameEntry,
     /// The unit id, or [`PTR_OWNER`].
     owner: u32,
 }
@@ -241,7 +241,7 @@ struct UnitState {
     /// `None` while the id is free.
     unit: Option<Unit>,
     /// The entries it owns, sorted by key.
-    names: Box<[Arc<NameEntry>]>,
+    names: Box<[NameEntry]>,
     /// By name: a hash of the record set each entry was encoded from.
     name_hashes: Box<[u64]>,
     /// The addresses it gives PTR targets for, sorted.
@@ -401,7 +401,7 @@ impl Compiler {
     }
 
     /// The compiled entries, by lowercase wire name.
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<NameEntry>> {
+    pub fn entries(&self) -> impl Iterator<Item = &NameEntry> {
         self.names.iter().map(|slot| &slot.entry)
     }
 
@@ -656,7 +656,7 @@ impl Compiler {
         // again, so one endpoint's change in a 1000-endpoint service encodes
         // a few names, not a thousand. (A 64-bit collision would keep a
         // stale answer until the name's next change: odds of 2^-64 a change.)
-        let mut kept: Vec<Arc<NameEntry>> = Vec::with_capacity(fresh.names.len());
+        let mut kept: Vec<NameEntry> = Vec::with_capacity(fresh.names.len());
         let mut kept_hashes: Vec<u64> = Vec::with_capacity(fresh.names.len());
         let mut old_iter = old_names.into_vec().into_iter().zip(old_hashes).peekable();
         for (name, records) in &fresh.names {
@@ -669,7 +669,7 @@ impl Compiler {
                 && *old_hash == hash
                 && !self.reencode
             {
-                kept.push(Arc::clone(entry));
+                kept.push(entry.clone());
                 kept_hashes.push(hash);
                 continue;
             }
@@ -680,11 +680,10 @@ impl Compiler {
                 continue;
             };
             let entry = match previous {
-                Some((previous, _)) if *previous == entry => previous,
+                Some((previous, _)) if previous == entry => previous,
                 Some(_) => {
-                    let entry = Arc::new(entry);
                     self.put(&entry, id);
-                    changes.push(Change::Upsert(Arc::clone(&entry)));
+                    changes.push(Change::Upsert(entry.clone()));
                     entry
                 }
                 None => match self.claim(entry, id, changes) {
@@ -784,13 +783,12 @@ impl Compiler {
         };
         // Who holds the name now, and whether it holds this very entry.
         let held = self.slot(key).map(|slot| {
-            let same = entry.as_ref().is_some_and(|e| *slot.entry == *e);
+            let same = entry.as_ref().is_some_and(|e| slot.entry == *e);
             (slot.owner, same)
         });
         match (held, entry) {
             (Some((PTR_OWNER, _)), None) => self.release(key, changes),
             (Some((PTR_OWNER, false)) | None, Some(entry)) => {
-                let entry = Arc::new(entry);
                 self.put(&entry, PTR_OWNER);
                 changes.push(Change::Upsert(entry));
             }
@@ -807,11 +805,11 @@ impl Compiler {
     }
 
     /// Inserts or replaces the entry of a name.
-    fn put(&mut self, entry: &Arc<NameEntry>, owner: u32) {
+    fn put(&mut self, entry: &NameEntry, owner: u32) {
         let hasher = &self.name_hasher;
         let hash = hasher.hash_one(entry.key());
         let slot = NameSlot {
-            entry: Arc::clone(entry),
+            entry: entry.clone(),
             owner,
         };
         match self.names.entry(
@@ -828,12 +826,7 @@ impl Compiler {
 
     /// Adds a name new to a unit, unless another unit owns it; then the
     /// unit waits for it.
-    fn claim(
-        &mut self,
-        entry: NameEntry,
-        id: u32,
-        changes: &mut Vec<Change>,
-    ) -> Option<Arc<NameEntry>> {
+    fn claim(&mut self, entry: NameEntry, id: u32, changes: &mut Vec<Change>) -> Option<NameEntry> {
         if self.slot(entry.key()).is_some() {
             let waiting = self.contested.entry(entry.key().into()).or_default();
             if !waiting.contains(&id) {
@@ -843,9 +836,8 @@ impl Compiler {
             tracing::warn!(%name, "two objects give the same name (overlapping zones?); the first keeps it");
             return None;
         }
-        let entry = Arc::new(entry);
         self.put(&entry, id);
-        changes.push(Change::Upsert(Arc::clone(&entry)));
+        changes.push(Change::Upsert(entry.clone()));
         Some(entry)
     }
 
@@ -1058,7 +1050,12 @@ impl Compiler {
         let ttl = self.settings.ttl;
         let mut answers: Vec<(u16, PreparedAnswer)> = Vec::new();
         let mut add = |types: &[u16], built: Result<PreparedAnswer, BuildError>| match built {
-            Ok(answer) => answers.extend(types.iter().map(|t| (*t, answer.clone()))),
+            Ok(answer) => {
+                if let Some((last, others)) = types.split_last() {
+                    answers.extend(others.iter().map(|t| (*t, answer.clone())));
+                    answers.push((*last, answer));
+                }
+            }
             Err(error) => {
                 tracing::warn!(name = %name, qtype = types[0], %error, "answer left out: it cannot be encoded");
             }

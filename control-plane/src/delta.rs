@@ -32,7 +32,7 @@ pub struct PodAddress {
 #[derive(Clone, Debug)]
 pub enum Change {
     /// Add or replace the entry with this key.
-    Upsert(Arc<NameEntry>),
+    Upsert(NameEntry),
     /// Remove the entry with this lowercase wire key.
     Remove(Box<[u8]>),
     /// A namespace label (lowercase) gets an id for [`PodAddress`]es. Ids
@@ -65,7 +65,7 @@ pub struct Snapshot {
     /// The revision of this state.
     pub revision: u64,
     /// Every entry.
-    pub entries: Vec<Arc<NameEntry>>,
+    pub entries: Vec<NameEntry>,
     /// Every namespace label id.
     pub pod_namespaces: Vec<(u32, Arc<[u8]>)>,
     /// Every verified pod address (empty unless pod mode is `verified`).

@@ -475,7 +475,12 @@ mod tests {
         assert_eq!(listed.len(), 4);
         assert_eq!(
             listed.iter().collect::<Vec<_>>(),
-            [("", "default"), ("kube-system", "coredns-1"), ("", ""), ("a", "b")]
+            [
+                ("", "default"),
+                ("kube-system", "coredns-1"),
+                ("", ""),
+                ("a", "b")
+            ]
         );
         assert!(ListedKeys::new().is_empty());
     }

@@ -19,8 +19,8 @@ use crate::delta::{PodAddress, Update};
 use crate::entry::{NameEntry, Zones};
 use hashbrown::HashTable;
 use kubewire_wire::{
-    NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply, error_reply,
-    parse_query, rtype,
+    AnswerRef, NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply,
+    error_reply, parse_query, rtype,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub enum Response {
 /// One core's table. Not shared: each core owns one and changes it only by
 /// applying [`Update`]s between batches of queries.
 pub struct AnswerTable {
-    names: HashTable<Arc<NameEntry>>,
+    names: HashTable<NameEntry>,
     /// Verified pod mode: the pod addresses that answer.
     pods: PodSet,
     hasher: ahash::RandomState,
@@ -125,7 +125,7 @@ impl AnswerTable {
         &self.zones
     }
     /// Every entry held, in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<NameEntry>> {
+    pub fn entries(&self) -> impl Iterator<Item = &NameEntry> {
         self.names.iter()
     }
 
@@ -146,7 +146,7 @@ impl AnswerTable {
                 let mut names = HashTable::with_capacity(snapshot.entries.len());
                 for entry in &snapshot.entries {
                     let hash = self.hasher.hash_one(entry.key());
-                    names.insert_unique(hash, Arc::clone(entry), |e: &Arc<NameEntry>| {
+                    names.insert_unique(hash, entry.clone(), |e: &NameEntry| {
                         self.hasher.hash_one(e.key())
                     });
                 }
@@ -192,7 +192,7 @@ impl AnswerTable {
         }
     }
 
-    fn upsert(&mut self, entry: &Arc<NameEntry>) {
+    fn upsert(&mut self, entry: &NameEntry) {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         match self.names.entry(
@@ -200,9 +200,9 @@ impl AnswerTable {
             |e| e.key() == entry.key(),
             |e| hasher.hash_one(e.key()),
         ) {
-            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = Arc::clone(entry),
+            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = entry.clone(),
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(Arc::clone(entry));
+                slot.insert(entry.clone());
             }
         }
     }
@@ -238,7 +238,7 @@ impl AnswerTable {
 
     fn find(&self, key: &[u8]) -> Option<&NameEntry> {
         let hash = self.hasher.hash_one(key);
-        self.names.find(hash, |e| e.key() == key).map(|e| &**e)
+        self.names.find(hash, |e| e.key() == key)
     }
 
     /// Answers one query into `out`: parse, look up, assemble. No lock, no
@@ -262,7 +262,7 @@ impl AnswerTable {
         let rotation = self.rotation;
         let key = query.key();
         let qtype = query.qtype();
-        let reply = |answer: &PreparedAnswer, out: &mut [u8]| match assemble_reply(
+        let reply = |answer: AnswerRef<'_>, out: &mut [u8]| match assemble_reply(
             &query, answer, rotation, transport, ra, out,
         ) {
             Ok(len) => Response::Reply {
@@ -274,25 +274,28 @@ impl AnswerTable {
         };
         if qtype == rtype::AXFR || qtype == rtype::IXFR {
             // No zone transfers: the cluster zone is not a zone file.
-            return reply(&self.refused, out);
+            return reply(self.refused.as_ref(), out);
         }
         if let Some(entry) = self.find(key.as_wire()) {
             // Entries and zones arrive in the same update, so the index is
             // always valid; were it not (a compiler bug), answer what the
             // entry has, or REFUSED, rather than panic.
             let Some(zone) = self.zones.zones.get(usize::from(entry.zone())) else {
-                return reply(entry.answer(qtype).unwrap_or(&self.refused), out);
+                return reply(entry.answer(qtype).unwrap_or(self.refused.as_ref()), out);
             };
-            return reply(entry.answer(qtype).unwrap_or(&zone.nodata), out);
+            return reply(entry.answer(qtype).unwrap_or(zone.nodata.as_ref()), out);
         }
         let Some((zone_index, zone)) = self.zones.find(key) else {
-            return not_ours(reply(&self.refused, out));
+            return not_ours(reply(self.refused.as_ref(), out));
         };
         if key.wire_len() == zone.apex.wire_len() {
-            return reply(zone.apex_answer(qtype).unwrap_or(&zone.nodata), out);
+            return reply(
+                zone.apex_answer(qtype).unwrap_or(&zone.nodata).as_ref(),
+                out,
+            );
         }
         if !zone.cluster {
-            return not_ours(reply(&self.refused, out));
+            return not_ours(reply(self.refused.as_ref(), out));
         }
         match self.pod_address(key, zone.apex.wire_len(), zone_index) {
             PodLookup::NotPod => {}
@@ -309,12 +312,12 @@ impl AnswerTable {
                         _ => None,
                     };
                     if let Some(answer) = patched {
-                        return reply(answer, out);
+                        return reply(answer.as_ref(), out);
                     }
                 }
                 // The name exists, with an address of the other family.
                 return match self.zones.zones.get(zone_index) {
-                    Some(zone) => reply(&zone.nodata, out),
+                    Some(zone) => reply(zone.nodata.as_ref(), out),
                     None => Response::Drop,
                 };
             }
@@ -323,9 +326,9 @@ impl AnswerTable {
             return Response::Drop;
         };
         if self.synced {
-            reply(&zone.nxdomain, out)
+            reply(zone.nxdomain.as_ref(), out)
         } else {
-            reply(&zone.servfail, out)
+            reply(zone.servfail.as_ref(), out)
         }
     }
 

@@ -164,8 +164,8 @@ fn final_objects(ops: &[Op]) -> Vec<Object> {
     objects.into_values().collect()
 }
 
-fn entries_of<'a>(iter: impl Iterator<Item = &'a Arc<NameEntry>>) -> BTreeMap<Vec<u8>, NameEntry> {
-    iter.map(|e| (e.key().to_vec(), (**e).clone())).collect()
+fn entries_of<'a>(iter: impl Iterator<Item = &'a NameEntry>) -> BTreeMap<Vec<u8>, NameEntry> {
+    iter.map(|e| (e.key().to_vec(), e.clone())).collect()
 }
 
 fn settings_for(mode: PodMode, pod_names: bool) -> Settings {

@@ -35,7 +35,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let parsed = parse_query(black_box(&query)).unwrap();
             let answer = table.get(parsed.key().as_wire()).unwrap();
-            let len = assemble_reply(&parsed, answer, 0, Transport::Udp, true, &mut out).unwrap();
+            let len = assemble_reply(&parsed, answer.as_ref(), 0, Transport::Udp, true, &mut out)
+                .unwrap();
             black_box(&out[..len]);
         })
     });

@@ -25,7 +25,7 @@
 //!     \x03WEB\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01";
 //! let query = parse_query(query).unwrap();
 //! let mut out = [0u8; 512];
-//! let len = assemble_reply(&query, &answer, 0, Transport::Udp, true, &mut out).unwrap();
+//! let len = assemble_reply(&query, answer.as_ref(), 0, Transport::Udp, true, &mut out).unwrap();
 //! assert_eq!(&out[..2], b"\x12\x34");                 // ID kept
 //! assert_eq!(&out[12..16], b"\x03WEB");              // case echoed
 //! assert_eq!(&out[len - 16..len - 14], b"\xC0\x0C"); // owner points at the question
@@ -42,7 +42,7 @@ pub mod reply;
 
 pub use addr::{address_from_dashed, address_from_reverse, dashed_label, reverse_name};
 pub use name::{NameBuf, NameError};
-pub use prepared::{AnswerBuilder, BuildError, Owner, PreparedAnswer, Rdata, Section};
+pub use prepared::{AnswerBuilder, AnswerRef, BuildError, Owner, PreparedAnswer, Rdata, Section};
 pub use query::{Edns, HEADER_LEN, Query, QueryError, parse_query};
 pub use reply::{
     BufferTooSmall, MIN_REPLY_BUF, OUR_UDP_PAYLOAD, Transport, assemble_reply, error_reply,

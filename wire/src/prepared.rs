@@ -158,10 +158,11 @@ struct Fixup {
 /// Bytes a fixup takes at the end of [`PreparedAnswer`]'s buffer.
 const FIXUP_LEN: usize = 3;
 
-/// The encoded tail of a reply, ready to copy. Kept small (32 bytes plus one
-/// allocation): a cluster has hundreds of thousands of these.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PreparedAnswer {
+/// The encoded tail of a reply, ready to copy. Owned (`B = Box<[u8]>`), or
+/// borrowed ([`AnswerRef`]) from the flat form [`PreparedAnswer::encode_into`]
+/// writes, which is how a name's answers are kept: one block per name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PreparedAnswer<B = Box<[u8]>> {
     rcode: Rcode,
     /// Records in the answer, authority and additional sections.
     counts: [u16; 3],
@@ -173,10 +174,18 @@ pub struct PreparedAnswer {
     fixup_count: u8,
     /// The stored tail, then `fixup_count` fixups of 3 bytes each
     /// (offset big-endian, suffix length).
-    bytes: Box<[u8]>,
+    bytes: B,
 }
 
-impl fmt::Debug for PreparedAnswer {
+/// A [`PreparedAnswer`] borrowed from where it is stored.
+pub type AnswerRef<'a> = PreparedAnswer<&'a [u8]>;
+
+/// Bytes of the flat form before the stored bytes: rcode (2), flags (1),
+/// counts (6), rotate_records (2), record_len (2), fixup_count (1), and
+/// the length of the stored bytes (4).
+const ENCODED_HEADER_LEN: usize = 18;
+
+impl<B: AsRef<[u8]>> fmt::Debug for PreparedAnswer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PreparedAnswer")
             .field("rcode", &self.rcode)
@@ -202,6 +211,82 @@ impl PreparedAnswer {
             bytes: Box::default(),
         }
     }
+}
+
+impl<'a> AnswerRef<'a> {
+    /// Reads an answer from the front of `bytes`, as
+    /// [`PreparedAnswer::encode_into`] wrote it; returns it and the bytes
+    /// after it, or `None` if `bytes` does not start with one.
+    pub fn decode(bytes: &'a [u8]) -> Option<(AnswerRef<'a>, &'a [u8])> {
+        let header = bytes.get(..ENCODED_HEADER_LEN)?;
+        let u16_at = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+        let stored_len =
+            u32::from_le_bytes([header[14], header[15], header[16], header[17]]) as usize;
+        let rest = &bytes[ENCODED_HEADER_LEN..];
+        if rest.len() < stored_len {
+            return None;
+        }
+        let (stored, rest) = rest.split_at(stored_len);
+        let answer = PreparedAnswer {
+            rcode: Rcode(u16_at(0)),
+            authoritative: header[2] != 0,
+            counts: [u16_at(3), u16_at(5), u16_at(7)],
+            rotate_records: u16_at(9),
+            record_len: u16_at(11),
+            fixup_count: header[13],
+            bytes: stored,
+        };
+        Some((answer, rest))
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> PreparedAnswer {
+        PreparedAnswer {
+            rcode: self.rcode,
+            counts: self.counts,
+            rotate_records: self.rotate_records,
+            record_len: self.record_len,
+            authoritative: self.authoritative,
+            fixup_count: self.fixup_count,
+            bytes: self.bytes.into(),
+        }
+    }
+}
+
+impl<B: AsRef<[u8]>> PreparedAnswer<B> {
+    /// The answer, borrowed.
+    pub fn as_ref(&self) -> AnswerRef<'_> {
+        PreparedAnswer {
+            rcode: self.rcode,
+            counts: self.counts,
+            rotate_records: self.rotate_records,
+            record_len: self.record_len,
+            authoritative: self.authoritative,
+            fixup_count: self.fixup_count,
+            bytes: self.bytes.as_ref(),
+        }
+    }
+
+    /// Bytes [`PreparedAnswer::encode_into`] writes.
+    pub fn encoded_len(&self) -> usize {
+        ENCODED_HEADER_LEN + self.bytes.as_ref().len()
+    }
+
+    /// Appends the flat form, which [`AnswerRef::decode`] reads back.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let stored = self.bytes.as_ref();
+        out.extend_from_slice(&self.rcode.0.to_le_bytes());
+        out.push(u8::from(self.authoritative));
+        for count in self.counts {
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        out.extend_from_slice(&self.rotate_records.to_le_bytes());
+        out.extend_from_slice(&self.record_len.to_le_bytes());
+        out.push(self.fixup_count);
+        // A tail is under 64 KiB, twice that when rotating: u32 holds it.
+        out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        out.extend_from_slice(stored);
+    }
 
     /// The RCODE the reply carries.
     pub fn rcode(&self) -> Rcode {
@@ -221,16 +306,16 @@ impl PreparedAnswer {
     }
     /// Heap bytes this answer holds, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.len()
+        self.bytes.as_ref().len()
     }
 
     /// The stored tail, without the fixups after it.
     fn stored_len(&self) -> usize {
-        self.bytes.len() - usize::from(self.fixup_count) * FIXUP_LEN
+        self.bytes.as_ref().len() - usize::from(self.fixup_count) * FIXUP_LEN
     }
 
     fn fixups(&self) -> impl Iterator<Item = Fixup> + '_ {
-        self.bytes[self.stored_len()..]
+        self.bytes.as_ref()[self.stored_len()..]
             .chunks_exact(FIXUP_LEN)
             .map(|f| Fixup {
                 at: u16::from_be_bytes([f[0], f[1]]),
@@ -250,7 +335,7 @@ impl PreparedAnswer {
     /// for a question whose name is `qname_len` bytes long.
     pub(crate) fn write_tail(&self, out: &mut [u8], qname_len: usize, rotation: u32) {
         let rotated = self.rotated_len();
-        let stored = &self.bytes[..self.stored_len()];
+        let stored = &self.bytes.as_ref()[..self.stored_len()];
         let (window, rest) = if self.rotate_records > 1 {
             let first = (rotation % u32::from(self.rotate_records)) as usize;
             let start = first * usize::from(self.record_len);
@@ -266,7 +351,9 @@ impl PreparedAnswer {
             out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
         }
     }
+}
 
+impl PreparedAnswer {
     /// Rewrites the address of a one-record A or AAAA answer, for answers
     /// synthesised from the name (pod records in `insecure` mode). Returns
     /// false, changing nothing, if the answer is not one record of that

@@ -7,7 +7,7 @@
 //! without EDNS; with EDNS the smaller of its payload size and ours) the
 //! reply is the header, question and OPT with TC set: never a cut record.
 
-use crate::prepared::PreparedAnswer;
+use crate::prepared::AnswerRef;
 use crate::query::{Edns, HEADER_LEN, Query, QueryError, scan};
 use crate::{NameBuf, Rcode, rtype};
 use core::fmt;
@@ -55,7 +55,7 @@ fn size_limit(edns: Option<Edns>, transport: Transport, buffer: usize) -> usize 
 /// length. `rotation` picks the first record of a rotating answer set.
 pub fn assemble_reply(
     query: &Query<'_>,
-    answer: &PreparedAnswer,
+    answer: AnswerRef<'_>,
     rotation: u32,
     transport: Transport,
     recursion_available: bool,

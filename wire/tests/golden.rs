@@ -40,7 +40,7 @@ fn query(qtype: &str) -> Vec<u8> {
 fn reply_for(query_bytes: &[u8], answer: &kubewire_wire::PreparedAnswer) -> Vec<u8> {
     let query = parse_query(query_bytes).unwrap();
     let mut out = [0u8; 4096];
-    let len = assemble_reply(&query, answer, 0, Transport::Udp, true, &mut out).unwrap();
+    let len = assemble_reply(&query, answer.as_ref(), 0, Transport::Udp, true, &mut out).unwrap();
     out[..len].to_vec()
 }
 
@@ -297,7 +297,7 @@ fn oversized_udp_reply_is_truncated_whole() {
     let query_bytes = query("00 01");
     let parsed = parse_query(&query_bytes).unwrap();
     let mut out = vec![0u8; 65535];
-    let len = assemble_reply(&parsed, &answer, 0, Transport::Tcp, true, &mut out).unwrap();
+    let len = assemble_reply(&parsed, answer.as_ref(), 0, Transport::Tcp, true, &mut out).unwrap();
     assert_eq!(len, 12 + 28 + 640);
     assert_eq!(&out[2..8], &hex("85 80 0001 0028"));
 }
@@ -316,8 +316,15 @@ fn rotation_sends_a_window_of_the_doubled_set() {
     let mut out = [0u8; 512];
     let mut firsts = Vec::new();
     for rotation in 0..4 {
-        let len =
-            assemble_reply(&parsed, &answer, rotation, Transport::Udp, true, &mut out).unwrap();
+        let len = assemble_reply(
+            &parsed,
+            answer.as_ref(),
+            rotation,
+            Transport::Udp,
+            true,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(len, 40 + 3 * 16);
         let addrs: Vec<u8> = (0..3).map(|i| out[40 + 16 * i + 15]).collect();
         firsts.push(addrs);

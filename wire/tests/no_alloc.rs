@@ -77,10 +77,24 @@ fn parse_and_assemble_do_not_allocate() {
     let mut total = 0usize;
     for rotation in 0..1000u32 {
         let parsed = parse_query(&query).unwrap();
-        total +=
-            assemble_reply(&parsed, &positive, rotation, Transport::Udp, true, &mut out).unwrap();
-        total +=
-            assemble_reply(&parsed, &negative, rotation, Transport::Tcp, true, &mut out).unwrap();
+        total += assemble_reply(
+            &parsed,
+            positive.as_ref(),
+            rotation,
+            Transport::Udp,
+            true,
+            &mut out,
+        )
+        .unwrap();
+        total += assemble_reply(
+            &parsed,
+            negative.as_ref(),
+            rotation,
+            Transport::Tcp,
+            true,
+            &mut out,
+        )
+        .unwrap();
         let error = parse_query(&bad).unwrap_err();
         total += error_reply(&bad, error, true, &mut out)
             .unwrap()

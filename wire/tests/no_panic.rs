@@ -20,7 +20,8 @@ fn run(packet: &[u8]) {
     match parse_query(packet) {
         Ok(query) => {
             for transport in [Transport::Udp, Transport::Tcp] {
-                let len = assemble_reply(&query, &answer, 3, transport, true, &mut out).unwrap();
+                let len =
+                    assemble_reply(&query, answer.as_ref(), 3, transport, true, &mut out).unwrap();
                 hickory_proto::op::Message::from_vec(&out[..len]).unwrap();
             }
         }

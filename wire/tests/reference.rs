@@ -8,7 +8,7 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record};
 use kubewire_wire::{
-    AnswerBuilder, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, Transport,
+    AnswerBuilder, AnswerRef, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, Transport,
     assemble_reply, parse_query,
 };
 use proptest::prelude::*;
@@ -169,8 +169,27 @@ fn check_reply(
 ) -> Result<(), TestCaseError> {
     let parsed = parse_query(query).unwrap();
     let mut out = vec![0u8; 65535];
-    let len = assemble_reply(&parsed, answer, 0, transport, true, &mut out).unwrap();
+    let len = assemble_reply(&parsed, answer.as_ref(), 0, transport, true, &mut out).unwrap();
     let reply = &out[..len];
+    // The flat form (how names keep their answers) gives the same reply,
+    // read back from among other bytes, and reads back equal.
+    let mut flat = vec![0xAB; 3];
+    answer.encode_into(&mut flat);
+    prop_assert_eq!(flat.len(), 3 + answer.encoded_len());
+    flat.extend_from_slice(b"after");
+    let (decoded, rest) = AnswerRef::decode(&flat[3..]).unwrap();
+    prop_assert_eq!(rest, b"after");
+    prop_assert_eq!(&decoded.to_owned(), answer);
+    let mut again = vec![0u8; 65535];
+    let again_len = assemble_reply(&parsed, decoded, 0, transport, true, &mut again).unwrap();
+    prop_assert_eq!(&again[..again_len], reply);
+    for cut in [0, 1, 17, answer.encoded_len() - 1] {
+        prop_assert!(
+            AnswerRef::decode(&flat[3..3 + cut]).is_none(),
+            "decoded {} bytes",
+            cut
+        );
+    }
     // The question, byte for byte.
     let question_len = query.len() - 12 - if edns.is_some() { 11 } else { 0 };
     prop_assert_eq!(&reply[12..12 + question_len], &query[12..12 + question_len]);
@@ -321,7 +340,7 @@ proptest! {
         let query = query_bytes(qname, 1, 1, Some(1232));
         let parsed = parse_query(&query).unwrap();
         let mut out = vec![0u8; 4096];
-        let len = assemble_reply(&parsed, &answer, rotation, Transport::Udp, false, &mut out).unwrap();
+        let len = assemble_reply(&parsed, answer.as_ref(), rotation, Transport::Udp, false, &mut out).unwrap();
         let message = Message::from_vec(&out[..len]).unwrap();
         let mut got: Vec<[u8; 4]> = message.answers.iter().map(|r| match &r.data {
             RData::A(a) => a.0.octets(),
