@@ -188,37 +188,78 @@ struct Computed {
     ptrs: Vec<(IpAddr, Box<[u8]>)>,
 }
 
-/// The units that point a PTR at one address; nearly always exactly one.
-#[derive(Clone, Debug)]
-enum Sources {
-    One(u32),
-    Many(Vec<u32>),
+/// The units that point a PTR at each address. Nearly every address has
+/// exactly one, so that one is kept in a map of plain integers (8 bytes a
+/// pair for IPv4, where a map of `IpAddr` to a list took 48), and any
+/// further units in a side map.
+#[derive(Debug, Default)]
+struct PtrSources {
+    v4: Map<u32, u32>,
+    v6: Map<u128, u32>,
+    /// Units after the first, for addresses several units point at.
+    more: Map<IpAddr, Vec<u32>>,
 }
 
-impl Sources {
-    fn ids(&self) -> &[u32] {
-        match self {
-            Sources::One(id) => std::slice::from_ref(id),
-            Sources::Many(ids) => ids,
+impl PtrSources {
+    fn first_mut(&mut self, ip: IpAddr) -> Option<&mut u32> {
+        match ip {
+            IpAddr::V4(v4) => self.v4.get_mut(&u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.get_mut(&u128::from(v6)),
         }
     }
-    fn add(&mut self, id: u32) {
-        match self {
-            Sources::One(first) => *self = Sources::Many(vec![*first, id]),
-            Sources::Many(ids) => ids.push(id),
-        }
+
+    /// The units pointing at `ip`, the first first.
+    fn ids(&self, ip: IpAddr) -> impl Iterator<Item = u32> + '_ {
+        let first = match ip {
+            IpAddr::V4(v4) => self.v4.get(&u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.get(&u128::from(v6)),
+        };
+        let more = first.and_then(|_| self.more.get(&ip));
+        first
+            .copied()
+            .into_iter()
+            .chain(more.into_iter().flatten().copied())
     }
-    /// Removes one; returns false when none is left.
-    fn remove(&mut self, id: u32) -> bool {
-        match self {
-            Sources::One(first) => *first != id,
-            Sources::Many(ids) => {
-                ids.retain(|x| *x != id);
-                let left = !ids.is_empty();
-                if let [only] = ids[..] {
-                    *self = Sources::One(only);
+
+    fn add(&mut self, ip: IpAddr, id: u32) {
+        if self.first_mut(ip).is_some() {
+            self.more.entry(ip).or_default().push(id);
+            return;
+        }
+        match ip {
+            IpAddr::V4(v4) => self.v4.insert(u32::from(v4), id),
+            IpAddr::V6(v6) => self.v6.insert(u128::from(v6), id),
+        };
+    }
+
+    fn remove(&mut self, ip: IpAddr, id: u32) {
+        let Some(&mut first) = self.first_mut(ip) else {
+            return;
+        };
+        let more = self.more.get_mut(&ip);
+        let next = if first == id {
+            // The first goes: the next, if any, takes its place.
+            more.and_then(Vec::pop)
+        } else {
+            if let Some(more) = more {
+                more.retain(|x| *x != id);
+            }
+            Some(first)
+        };
+        if self.more.get(&ip).is_some_and(Vec::is_empty) {
+            self.more.remove(&ip);
+        }
+        match (next, ip) {
+            (Some(next), _) => {
+                if let Some(first) = self.first_mut(ip) {
+                    *first = next;
                 }
-                left
+            }
+            (None, IpAddr::V4(v4)) => {
+                self.v4.remove(&u32::from(v4));
+            }
+            (None, IpAddr::V6(v6)) => {
+                self.v6.remove(&u128::from(v6));
             }
         }
     }
@@ -273,7 +314,9 @@ pub struct Compiler {
     services: Map<ObjectKey, ServiceModel>,
     slices: Map<ObjectKey, SliceModel>,
     /// Slice names per service (namespace, service name).
-    slices_by_service: Map<ObjectKey, BTreeSet<String>>,
+    /// Slice names by service, sorted (nearly always one: a leaf of a
+    /// B-tree set cost 280 bytes a service).
+    slices_by_service: Map<ObjectKey, Vec<Box<str>>>,
     /// Services per namespace: `<ns>.svc` exists while any does.
     services_per_namespace: Map<String, u32>,
     /// Pods, by address (`verified` pod mode).
@@ -290,7 +333,7 @@ pub struct Compiler {
     names: HashTable<NameSlot>,
     name_hasher: ahash::RandomState,
     /// The units that point a PTR at each address.
-    ptr_sources: Map<IpAddr, Sources>,
+    ptr_sources: PtrSources,
     /// Names a unit computed while another unit owns them, with the units
     /// waiting for them (only overlapping zones make these).
     contested: Map<Box<[u8]>, Vec<u32>>,
@@ -327,7 +370,7 @@ impl Compiler {
             free_ids: Vec::new(),
             names: HashTable::new(),
             name_hasher: ahash::RandomState::new(),
-            ptr_sources: Map::default(),
+            ptr_sources: PtrSources::default(),
             contested: Map::default(),
             zones: Arc::new(Zones::default()),
             dirty_units: Set::default(),
@@ -472,10 +515,10 @@ impl Compiler {
                 }
                 if let Some(service) = &slice.service {
                     let service_key = ObjectKey::new(key.namespace.clone(), service.clone());
-                    self.slices_by_service
-                        .entry(service_key.clone())
-                        .or_default()
-                        .insert(key.name.clone());
+                    let names = self.slices_by_service.entry(service_key.clone()).or_default();
+                    if let Err(at) = names.binary_search_by(|n| (**n).cmp(key.name.as_str())) {
+                        names.insert(at, key.name.as_str().into());
+                    }
                     self.dirty_units.insert(Unit::Service(service_key));
                 }
                 self.slices.insert(key, slice);
@@ -548,9 +591,9 @@ impl Compiler {
     /// Takes a slice from its service's list; the service's names change.
     fn unlink_slice(&mut self, slice: &ObjectKey, service: &str) {
         let service_key = ObjectKey::new(slice.namespace.clone(), service);
-        if let Some(set) = self.slices_by_service.get_mut(&service_key) {
-            set.remove(&slice.name);
-            if set.is_empty() {
+        if let Some(names) = self.slices_by_service.get_mut(&service_key) {
+            names.retain(|n| **n != *slice.name);
+            if names.is_empty() {
                 self.slices_by_service.remove(&service_key);
             }
         }
@@ -708,11 +751,7 @@ impl Compiler {
         }
         for ip in old_ips.iter() {
             if ips.binary_search(ip).is_err() {
-                if let Some(sources) = self.ptr_sources.get_mut(ip)
-                    && !sources.remove(id)
-                {
-                    self.ptr_sources.remove(ip);
-                }
+                self.ptr_sources.remove(*ip, id);
                 self.dirty_ptrs.insert(*ip);
             }
         }
@@ -720,12 +759,7 @@ impl Compiler {
             match old_ips.binary_search(ip) {
                 Ok(at) if old_ptr_hashes.get(at) == Some(hash) && !self.reencode => continue,
                 Ok(_) => {}
-                Err(_) => match self.ptr_sources.get_mut(ip) {
-                    Some(sources) => sources.add(id),
-                    None => {
-                        self.ptr_sources.insert(*ip, Sources::One(id));
-                    }
-                },
+                Err(_) => self.ptr_sources.add(*ip, id),
             }
             self.dirty_ptrs.insert(*ip);
         }
@@ -753,23 +787,21 @@ impl Compiler {
         changes: &mut Vec<Change>,
     ) {
         let mut targets: Vec<Box<[u8]>> = Vec::new();
-        if let Some(sources) = self.ptr_sources.get(&ip) {
-            for &id in sources.ids() {
-                // Units not recomputed in this pass are computed again from
-                // the model; this happens only for addresses several units
-                // share.
-                let pairs = ptr_cache.entry(id).or_insert_with(|| {
-                    let unit = self.units.get(id as usize).and_then(|u| u.unit.as_ref());
-                    unit.map(|u| self.unit_output(u).ptrs).unwrap_or_default()
-                });
-                let start = pairs.partition_point(|(a, _)| *a < ip);
-                targets.extend(
-                    pairs[start..]
-                        .iter()
-                        .take_while(|(a, _)| *a == ip)
-                        .map(|(_, target)| target.clone()),
-                );
-            }
+        for id in self.ptr_sources.ids(ip) {
+            // Units not recomputed in this pass are computed again from
+            // the model; this happens only for addresses several units
+            // share.
+            let pairs = ptr_cache.entry(id).or_insert_with(|| {
+                let unit = self.units.get(id as usize).and_then(|u| u.unit.as_ref());
+                unit.map(|u| self.unit_output(u).ptrs).unwrap_or_default()
+            });
+            let start = pairs.partition_point(|(a, _)| *a < ip);
+            targets.extend(
+                pairs[start..]
+                    .iter()
+                    .take_while(|(a, _)| *a == ip)
+                    .map(|(_, target)| target.clone()),
+            );
         }
         let name = reverse_name(ip);
         let key = name.as_wire();
@@ -1373,4 +1405,43 @@ fn zone_answers(
         pod_templates,
         pods_verified: settings.pod_mode == PodMode::Verified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptr_sources_keep_every_unit_of_an_address_through_removals() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        let mut sources = PtrSources::default();
+        let ids = |s: &PtrSources, ip| {
+            let mut ids: Vec<u32> = s.ids(ip).collect();
+            ids.sort_unstable();
+            ids
+        };
+        for ip in [v4, v6] {
+            for id in [7, 3, 9] {
+                sources.add(ip, id);
+            }
+            assert_eq!(ids(&sources, ip), [3, 7, 9]);
+            // The first goes: another takes its place.
+            sources.remove(ip, 7);
+            assert_eq!(ids(&sources, ip), [3, 9]);
+            // One not there changes nothing.
+            sources.remove(ip, 42);
+            assert_eq!(ids(&sources, ip), [3, 9]);
+            sources.remove(ip, 3);
+            sources.remove(ip, 9);
+            assert!(ids(&sources, ip).is_empty());
+        }
+        assert!(sources.v4.is_empty() && sources.v6.is_empty() && sources.more.is_empty());
+        // A later unit goes before the first.
+        sources.add(v4, 1);
+        sources.add(v4, 2);
+        sources.remove(v4, 2);
+        assert_eq!(ids(&sources, v4), [1]);
+        assert!(sources.more.is_empty());
+    }
 }
