@@ -268,14 +268,6 @@ impl PtrSources {
 /// The owner of PTR names in the names table.
 const PTR_OWNER: u32 = u32::MAX;
 
-/// A compiled name, found in the table by its entry's key.
-#[derive(Debug)]
-struct NameSlot {
-    entry: NameEntry,
-    /// The unit id, or [`PTR_OWNER`].
-    owner: u32,
-}
-
 /// What the compiler remembers of a unit between passes.
 #[derive(Debug, Default)]
 struct UnitState {
@@ -330,7 +322,9 @@ pub struct Compiler {
     units: Vec<UnitState>,
     free_ids: Vec<u32>,
     /// Every compiled name.
-    names: HashTable<NameSlot>,
+    /// Every compiled name, by its key; each entry names its owner (a unit
+    /// id, or [`PTR_OWNER`]).
+    names: HashTable<NameEntry>,
     name_hasher: ahash::RandomState,
     /// The units that point a PTR at each address.
     ptr_sources: PtrSources,
@@ -445,7 +439,7 @@ impl Compiler {
 
     /// The compiled entries, by lowercase wire name.
     pub fn entries(&self) -> impl Iterator<Item = &NameEntry> {
-        self.names.iter().map(|slot| &slot.entry)
+        self.names.iter()
     }
 
     /// The number of compiled names.
@@ -515,7 +509,10 @@ impl Compiler {
                 }
                 if let Some(service) = &slice.service {
                     let service_key = ObjectKey::new(key.namespace.clone(), service.clone());
-                    let names = self.slices_by_service.entry(service_key.clone()).or_default();
+                    let names = self
+                        .slices_by_service
+                        .entry(service_key.clone())
+                        .or_default();
                     if let Err(at) = names.binary_search_by(|n| (**n).cmp(key.name.as_str())) {
                         names.insert(at, key.name.as_str().into());
                     }
@@ -658,7 +655,7 @@ impl Compiler {
                 .labels()
                 .map(|(id, label)| (id, Arc::clone(label)))
                 .collect(),
-            pods: self.pods.addresses().copied().collect(),
+            pods: self.pods.addresses().collect(),
             zones: Arc::clone(&self.zones),
             synced: self.synced_announced,
             created: std::time::Instant::now(),
@@ -716,7 +713,7 @@ impl Compiler {
                 kept_hashes.push(hash);
                 continue;
             }
-            let Some(entry) = self.build_entry(builder, name, records) else {
+            let Some(entry) = self.build_entry(builder, name, id, records) else {
                 if let Some((previous, _)) = previous {
                     self.release(previous.key(), changes);
                 }
@@ -725,7 +722,7 @@ impl Compiler {
             let entry = match previous {
                 Some((previous, _)) if previous == entry => previous,
                 Some(_) => {
-                    self.put(&entry, id);
+                    self.put(&entry);
                     changes.push(Change::Upsert(entry.clone()));
                     entry
                 }
@@ -811,17 +808,17 @@ impl Compiler {
             let mut records = Records::default();
             records.extra().ptr = targets;
             records.normalize();
-            self.build_entry(builder, key, &records)
+            self.build_entry(builder, key, PTR_OWNER, &records)
         };
         // Who holds the name now, and whether it holds this very entry.
-        let held = self.slot(key).map(|slot| {
-            let same = entry.as_ref().is_some_and(|e| slot.entry == *e);
-            (slot.owner, same)
+        let held = self.slot(key).map(|held| {
+            let same = entry.as_ref().is_some_and(|e| held == e);
+            (held.owner(), same)
         });
         match (held, entry) {
             (Some((PTR_OWNER, _)), None) => self.release(key, changes),
             (Some((PTR_OWNER, false)) | None, Some(entry)) => {
-                self.put(&entry, PTR_OWNER);
+                self.put(&entry);
                 changes.push(Change::Upsert(entry));
             }
             (Some((PTR_OWNER, true)), Some(_)) | (Some(_) | None, None) => {}
@@ -831,27 +828,23 @@ impl Compiler {
         }
     }
 
-    fn slot(&self, key: &[u8]) -> Option<&NameSlot> {
+    fn slot(&self, key: &[u8]) -> Option<&NameEntry> {
         let hash = self.name_hasher.hash_one(key);
-        self.names.find(hash, |slot| slot.entry.key() == key)
+        self.names.find(hash, |held| held.key() == key)
     }
 
     /// Inserts or replaces the entry of a name.
-    fn put(&mut self, entry: &NameEntry, owner: u32) {
+    fn put(&mut self, entry: &NameEntry) {
         let hasher = &self.name_hasher;
         let hash = hasher.hash_one(entry.key());
-        let slot = NameSlot {
-            entry: entry.clone(),
-            owner,
-        };
         match self.names.entry(
             hash,
-            |s| s.entry.key() == entry.key(),
-            |s| hasher.hash_one(s.entry.key()),
+            |held| held.key() == entry.key(),
+            |held| hasher.hash_one(held.key()),
         ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = slot,
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = entry.clone(),
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(slot);
+                v.insert(entry.clone());
             }
         }
     }
@@ -868,7 +861,7 @@ impl Compiler {
             tracing::warn!(%name, "two objects give the same name (overlapping zones?); the first keeps it");
             return None;
         }
-        self.put(&entry, id);
+        self.put(&entry);
         changes.push(Change::Upsert(entry.clone()));
         Some(entry)
     }
@@ -876,7 +869,7 @@ impl Compiler {
     /// Removes a name, and wakes the units waiting for it.
     fn release(&mut self, key: &[u8], changes: &mut Vec<Change>) {
         let hash = self.name_hasher.hash_one(key);
-        if let Ok(slot) = self.names.find_entry(hash, |slot| slot.entry.key() == key) {
+        if let Ok(slot) = self.names.find_entry(hash, |held| held.key() == key) {
             slot.remove();
             changes.push(Change::Remove(key.into()));
         }
@@ -1075,6 +1068,7 @@ impl Compiler {
         &self,
         b: &mut AnswerBuilder,
         key: &[u8],
+        owner: u32,
         records: &Records,
     ) -> Option<NameEntry> {
         let (name, _) = NameBuf::from_wire(key).ok()?;
@@ -1101,7 +1095,7 @@ impl Compiler {
                 .push(Owner::Question, ttl, Rdata::Cname(&target))
                 .and_then(|()| b.take());
             add(&[rtype::A, rtype::AAAA, rtype::CNAME], built);
-            return Some(NameEntry::new(key, zone, answers));
+            return Some(NameEntry::new(key, zone, owner, answers));
         }
         // Addresses are sorted, IPv4 first.
         let v6_from = records.addrs.partition_point(IpAddr::is_ipv4);
@@ -1146,7 +1140,7 @@ impl Compiler {
                 .and_then(|()| b.take());
             add(&[rtype::TXT], built);
         }
-        Some(NameEntry::new(key, zone, answers))
+        Some(NameEntry::new(key, zone, owner, answers))
     }
 
     fn build_zones(&self, serial: u32) -> Zones {

@@ -21,12 +21,17 @@ struct EntryHeader {
     zone: u8,
     /// Length of the wire name at the start of the block (at most 255).
     key_len: u8,
+    /// What made the entry, in the compiler's numbering. It fills padding
+    /// the block's length field leaves, so the compiler's table of names
+    /// holds just the entries instead of (entry, owner) pairs.
+    owner: u32,
 }
 
 impl NameEntry {
     /// Makes an entry. `answers` holds at most one answer per type; `key`
-    /// is a wire name, so at most 255 bytes.
-    pub fn new(key: &[u8], zone: u8, answers: Vec<(u16, PreparedAnswer)>) -> NameEntry {
+    /// is a wire name, so at most 255 bytes. `owner` is the compiler's
+    /// number for what made it (cores ignore it).
+    pub fn new(key: &[u8], zone: u8, owner: u32, answers: Vec<(u16, PreparedAnswer)>) -> NameEntry {
         let key = &key[..key.len().min(usize::from(u8::MAX))];
         let len = key.len()
             + answers
@@ -42,6 +47,7 @@ impl NameEntry {
         let header = EntryHeader {
             zone,
             key_len: key.len() as u8,
+            owner,
         };
         NameEntry(ThinArc::from_header_and_slice(header, &block))
     }
@@ -52,6 +58,10 @@ impl NameEntry {
     /// The zone index.
     pub fn zone(&self) -> u8 {
         self.0.header.header.zone
+    }
+    /// The compiler's number for what made the entry.
+    pub fn owner(&self) -> u32 {
+        self.0.header.header.owner
     }
     /// Each answer with its type, in the order given to [`NameEntry::new`].
     pub fn answers(&self) -> impl Iterator<Item = (u16, AnswerRef<'_>)> {
@@ -87,10 +97,10 @@ impl NameEntry {
     }
 }
 
+/// Equal entries answer alike: the owner is bookkeeping, not compared.
 impl PartialEq for NameEntry {
     fn eq(&self, other: &NameEntry) -> bool {
-        self.ptr_eq(other)
-            || (self.0.header.header == other.0.header.header && self.0.slice == other.0.slice)
+        self.ptr_eq(other) || (self.zone() == other.zone() && self.0.slice == other.0.slice)
     }
 }
 
@@ -193,6 +203,7 @@ mod tests {
         let entry = NameEntry::new(
             name.as_wire(),
             2,
+            7,
             vec![(rtype::A, one.clone()), (rtype::SRV, three.clone())],
         );
         assert_eq!(entry.key(), name.as_wire());
@@ -206,15 +217,18 @@ mod tests {
         let same = NameEntry::new(
             name.as_wire(),
             2,
+            7,
             vec![(rtype::A, one.clone()), (rtype::SRV, three)],
         );
         assert_eq!(entry, same);
         assert!(!entry.ptr_eq(&same) && entry.ptr_eq(&entry.clone()));
         assert_ne!(
             entry,
-            NameEntry::new(name.as_wire(), 2, vec![(rtype::A, one)])
+            NameEntry::new(name.as_wire(), 2, 7, vec![(rtype::A, one)])
         );
-        let bare = NameEntry::new(name.as_wire(), 0, Vec::new());
+        let bare = NameEntry::new(name.as_wire(), 0, 1, Vec::new());
+        assert_eq!((entry.owner(), bare.owner()), (7, 1));
+        assert_eq!(bare, NameEntry::new(name.as_wire(), 0, 2, Vec::new()));
         assert!(bare.answer(rtype::ANY).is_none() && bare.types().next().is_none());
     }
 }

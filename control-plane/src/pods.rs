@@ -9,7 +9,7 @@
 use crate::delta::{Change, PodAddress};
 use crate::model::{ObjectKey, PodModel};
 use hashbrown::{HashMap, HashTable};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -26,6 +26,9 @@ struct PodSlot {
     ips: PodIps,
 }
 
+// 100k pods are 100k of these (plus the table's slack): keep them at 32.
+const _: () = assert!(std::mem::size_of::<PodSlot>() == 32);
+
 /// Pod names, end to end in one buffer. Removed names stay as garbage
 /// until it is half the buffer; then the live names are copied out.
 #[derive(Debug, Default)]
@@ -41,27 +44,103 @@ impl NamePool {
     }
 }
 
-/// A pod's addresses: nearly always one, kept inline.
+/// A pod's addresses: nearly always one IPv4 address, kept inline in 16
+/// bytes with the enum's tag (an inline `IpAddr` made every pod 8 bytes
+/// bigger). A single IPv6 address goes in the box.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PodIps {
-    One(IpAddr),
-    /// None (a finished pod) or several (dual-stack).
-    Many(Box<[IpAddr]>),
+    V4(Ipv4Addr),
+    /// None (a finished pod), one IPv6 address, or several (dual-stack).
+    Other(Box<[IpAddr]>),
 }
 
 impl PodIps {
     fn from_sorted(ips: Vec<IpAddr>) -> PodIps {
         match ips[..] {
-            [only] => PodIps::One(only),
-            _ => PodIps::Many(ips.into_boxed_slice()),
+            [IpAddr::V4(only)] => PodIps::V4(only),
+            _ => PodIps::Other(ips.into_boxed_slice()),
         }
     }
 
-    fn as_slice(&self) -> &[IpAddr] {
-        match self {
-            PodIps::One(ip) => std::slice::from_ref(ip),
-            PodIps::Many(ips) => ips,
+    fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let (v4, other) = match self {
+            PodIps::V4(ip) => (Some(IpAddr::V4(*ip)), &[][..]),
+            PodIps::Other(ips) => (None, &ips[..]),
+        };
+        v4.into_iter().chain(other.iter().copied())
+    }
+}
+
+/// How many pods hold each address under each label. IPv4 pairs are one
+/// `u64`, so an entry is 16 bytes where a `PodAddress` key made it 28.
+#[derive(Debug, Default)]
+struct PodCounts {
+    v4: Map<u64, u32>,
+    v6: Map<(u32, u128), u32>,
+}
+
+impl PodCounts {
+    fn count_mut(&mut self, address: PodAddress) -> &mut u32 {
+        match address.ip {
+            IpAddr::V4(ip) => self
+                .v4
+                .entry(u64::from(address.namespace) << 32 | u64::from(u32::from(ip)))
+                .or_insert(0),
+            IpAddr::V6(ip) => self
+                .v6
+                .entry((address.namespace, u128::from(ip)))
+                .or_insert(0),
         }
+    }
+
+    /// Counts one more; true if it is the first.
+    fn add(&mut self, address: PodAddress) -> bool {
+        let count = self.count_mut(address);
+        *count += 1;
+        *count == 1
+    }
+
+    /// Counts one less; true if that was the last.
+    fn remove(&mut self, address: PodAddress) -> bool {
+        let left = match address.ip {
+            IpAddr::V4(ip) => {
+                let key = u64::from(address.namespace) << 32 | u64::from(u32::from(ip));
+                let Some(count) = self.v4.get_mut(&key) else {
+                    return false;
+                };
+                *count -= 1;
+                let left = *count;
+                if left == 0 {
+                    self.v4.remove(&key);
+                }
+                left
+            }
+            IpAddr::V6(ip) => {
+                let key = (address.namespace, u128::from(ip));
+                let Some(count) = self.v6.get_mut(&key) else {
+                    return false;
+                };
+                *count -= 1;
+                let left = *count;
+                if left == 0 {
+                    self.v6.remove(&key);
+                }
+                left
+            }
+        };
+        left == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = PodAddress> + '_ {
+        let v4 = self.v4.keys().map(|&key| PodAddress {
+            namespace: (key >> 32) as u32,
+            ip: IpAddr::V4(Ipv4Addr::from(key as u32)),
+        });
+        let v6 = self.v6.keys().map(|&(namespace, ip)| PodAddress {
+            namespace,
+            ip: IpAddr::V6(Ipv6Addr::from(ip)),
+        });
+        v4.chain(v6)
     }
 }
 
@@ -87,7 +166,7 @@ pub struct PodIndex {
     names: NamePool,
     hasher: ahash::RandomState,
     /// How many pods hold each address under each label.
-    counts: HashMap<PodAddress, u32, ahash::RandomState>,
+    counts: PodCounts,
     /// Whether the set is shipped (`verified` pod mode).
     verified: bool,
     /// Changes not yet taken into a delta.
@@ -119,11 +198,11 @@ impl PodIndex {
             return;
         }
         self.verified = verified;
-        for address in self.counts.keys() {
+        for address in self.counts.iter() {
             self.changes.push(if verified {
-                Change::UpsertPod(*address)
+                Change::UpsertPod(address)
             } else {
-                Change::RemovePod(*address)
+                Change::RemovePod(address)
             });
         }
     }
@@ -178,10 +257,10 @@ impl PodIndex {
                 None
             }
         };
-        for &ip in old.as_ref().map(PodIps::as_slice).unwrap_or_default() {
+        for ip in old.iter().flat_map(PodIps::iter) {
             self.count(label, ip, false);
         }
-        for &ip in live.as_slice() {
+        for ip in live.iter() {
             self.count(label, ip, true);
         }
     }
@@ -206,7 +285,7 @@ impl PodIndex {
             self.compact_names();
         }
         let label = self.namespaces[namespace as usize].label;
-        for &ip in old.ips.as_slice() {
+        for ip in old.ips.iter() {
             self.count(label, ip, false);
         }
     }
@@ -255,9 +334,9 @@ impl PodIndex {
     }
 
     /// The addresses the cores hold (none unless pods are verified).
-    pub fn addresses(&self) -> impl Iterator<Item = &PodAddress> {
+    pub fn addresses(&self) -> impl Iterator<Item = PodAddress> + '_ {
         let verified = self.verified;
-        self.counts.keys().filter(move |_| verified)
+        self.counts.iter().filter(move |_| verified)
     }
 
     /// The addresses the cores hold, with their labels.
@@ -300,19 +379,11 @@ impl PodIndex {
             ip,
         };
         if add {
-            let count = self.counts.entry(address).or_insert(0);
-            *count += 1;
-            if *count == 1 && self.verified {
+            if self.counts.add(address) && self.verified {
                 self.changes.push(Change::UpsertPod(address));
             }
-        } else if let Some(count) = self.counts.get_mut(&address) {
-            *count -= 1;
-            if *count == 0 {
-                self.counts.remove(&address);
-                if self.verified {
-                    self.changes.push(Change::RemovePod(address));
-                }
-            }
+        } else if self.counts.remove(address) && self.verified {
+            self.changes.push(Change::RemovePod(address));
         }
     }
 }
