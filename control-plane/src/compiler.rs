@@ -67,11 +67,87 @@ impl ObjectChange {
 }
 
 /// The keys of `map` that `keep` does not list.
-fn unlisted<V>(map: &Map<ObjectKey, V>, keep: &Set<(&str, &str)>) -> Vec<ObjectKey> {
-    map.keys()
-        .filter(|k| !keep.contains(&(k.namespace.as_str(), k.name.as_str())))
+fn unlisted<'a>(
+    keys: impl Iterator<Item = &'a ObjectKey>,
+    keep: &Set<(&str, &str)>,
+) -> Vec<ObjectKey> {
+    keys.filter(|k| !keep.contains(&(k.namespace.as_str(), k.name.as_str())))
         .cloned()
         .collect()
+}
+
+/// A model object that carries its own key.
+trait Keyed {
+    fn key(&self) -> &ObjectKey;
+}
+
+impl Keyed for ServiceModel {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+}
+
+impl Keyed for SliceModel {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+}
+
+/// Objects by their own key: a map from `ObjectKey` would hold every key
+/// twice (48 bytes and two strings more per object).
+#[derive(Debug)]
+struct ByKey<T> {
+    table: HashTable<T>,
+    hasher: ahash::RandomState,
+}
+
+impl<T> Default for ByKey<T> {
+    fn default() -> Self {
+        ByKey {
+            table: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl<T: Keyed> ByKey<T> {
+    fn get(&self, key: &ObjectKey) -> Option<&T> {
+        self.table
+            .find(self.hasher.hash_one(key), |o| o.key() == key)
+    }
+
+    /// Inserts or replaces; returns what it replaced.
+    fn insert(&mut self, object: T) -> Option<T> {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(object.key());
+        match self.table.entry(
+            hash,
+            |o| o.key() == object.key(),
+            |o| hasher.hash_one(o.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut held) => {
+                Some(std::mem::replace(held.get_mut(), object))
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(object);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<T> {
+        let hash = self.hasher.hash_one(key);
+        let held = self.table.find_entry(hash, |o| o.key() == key).ok()?;
+        Some(held.remove().0)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.table.iter().map(Keyed::key)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
 }
 
 /// A group of objects whose names are computed together.
@@ -303,8 +379,8 @@ pub struct ObjectCounts {
 #[derive(Debug)]
 pub struct Compiler {
     settings: Settings,
-    services: Map<ObjectKey, ServiceModel>,
-    slices: Map<ObjectKey, SliceModel>,
+    services: ByKey<ServiceModel>,
+    slices: ByKey<SliceModel>,
     /// Slice names per service (namespace, service name).
     /// Slice names by service, sorted (nearly always one: a leaf of a
     /// B-tree set cost 280 bytes a service).
@@ -354,8 +430,8 @@ impl Compiler {
         let mut compiler = Compiler {
             pods: PodIndex::new(settings.pod_mode == PodMode::Verified),
             settings,
-            services: Map::default(),
-            slices: Map::default(),
+            services: ByKey::default(),
+            slices: ByKey::default(),
             slices_by_service: Map::default(),
             services_per_namespace: Map::default(),
             namespaces: Set::default(),
@@ -461,8 +537,8 @@ impl Compiler {
             ObjectChange::Reset(kind, listed) => {
                 let keep: Set<(&str, &str)> = listed.iter().collect();
                 let gone: Vec<ObjectKey> = match kind {
-                    Kind::Service => unlisted(&self.services, &keep),
-                    Kind::Slice => unlisted(&self.slices, &keep),
+                    Kind::Service => unlisted(self.services.keys(), &keep),
+                    Kind::Slice => unlisted(self.slices.keys(), &keep),
                     Kind::Pod => self
                         .pods
                         .keys_where(|namespace, name| !keep.contains(&(namespace, name))),
@@ -486,7 +562,7 @@ impl Compiler {
             Object::Service(service) => {
                 let key = service.key.clone();
                 if self.services.get(&key) != Some(&service) {
-                    if self.services.insert(key.clone(), service).is_none() {
+                    if self.services.insert(service).is_none() {
                         self.count_service(&key.namespace, true);
                     }
                     if self.settings.dns_service.as_ref() == Some(&key) {
@@ -518,7 +594,7 @@ impl Compiler {
                     }
                     self.dirty_units.insert(Unit::Service(service_key));
                 }
-                self.slices.insert(key, slice);
+                self.slices.insert(slice);
             }
             Object::Pod(pod) => self.pods.upsert(&pod),
             Object::Namespace(name) => {
