@@ -434,8 +434,9 @@ fn sync(
         (ready_at - started).as_millis()
     );
     println!(
-        "RSS after sync: {:.1} MiB (peak {:.1} MiB); CoreDNS's rule for this size: {coredns_rule_mb:.0} MB, half of it {:.0} MB",
+        "RSS after sync: {:.1} MiB = {:.1} MB (peak {:.1} MiB); CoreDNS's rule for this size: {coredns_rule_mb:.0} MB, half of it {:.0} MB",
         rss as f64 / 1024.0,
+        rss as f64 * 1024.0 / 1e6,
         hwm as f64 / 1024.0,
         coredns_rule_mb / 2.0
     );

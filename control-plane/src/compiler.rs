@@ -393,7 +393,10 @@ pub struct Compiler {
 
     /// Units are numbered, so that names and PTR sources refer to them by
     /// a `u32`.
-    unit_ids: Map<Unit, u32>,
+    /// Unit ids, found by the unit each `units` slot holds (a map from
+    /// `Unit` would hold every unit's key a second time).
+    unit_ids: HashTable<u32>,
+    unit_hasher: ahash::RandomState,
     /// By unit id.
     units: Vec<UnitState>,
     free_ids: Vec<u32>,
@@ -435,7 +438,8 @@ impl Compiler {
             slices_by_service: Map::default(),
             services_per_namespace: Map::default(),
             namespaces: Set::default(),
-            unit_ids: Map::default(),
+            unit_ids: HashTable::new(),
+            unit_hasher: ahash::RandomState::new(),
             units: Vec::new(),
             free_ids: Vec::new(),
             names: HashTable::new(),
@@ -472,7 +476,8 @@ impl Compiler {
         self.settings = settings;
         // Every unit, those with names now and those that may get some.
         self.dirty_units.insert(Unit::Zone);
-        self.dirty_units.extend(self.unit_ids.keys().cloned());
+        self.dirty_units
+            .extend(self.units.iter().filter_map(|slot| slot.unit.clone()));
         self.dirty_units
             .extend(self.services.keys().cloned().map(Unit::Service));
         self.dirty_units
@@ -738,6 +743,16 @@ impl Compiler {
         }
     }
 
+    /// The id of a unit that holds names or PTR targets.
+    fn unit_id(&self, unit: &Unit) -> Option<u32> {
+        let hash = self.unit_hasher.hash_one(unit);
+        self.unit_ids
+            .find(hash, |&id| {
+                self.units.get(id as usize).and_then(|u| u.unit.as_ref()) == Some(unit)
+            })
+            .copied()
+    }
+
     /// Recomputes a unit: its names are re-encoded and compared with the
     /// entries it owns, and the addresses it points PTRs at are rebuilt.
     fn recompute_unit(
@@ -748,16 +763,22 @@ impl Compiler {
         changes: &mut Vec<Change>,
     ) {
         let fresh = self.unit_output(&unit);
-        let id = match self.unit_ids.get(&unit) {
-            Some(&id) => id,
+        let id = match self.unit_id(&unit) {
+            Some(id) => id,
             None if fresh.names.is_empty() && fresh.ptrs.is_empty() => return,
             None => {
                 let id = self.free_ids.pop().unwrap_or(self.units.len() as u32);
                 if id as usize == self.units.len() {
                     self.units.push(UnitState::default());
                 }
+                let hash = self.unit_hasher.hash_one(&unit);
                 self.units[id as usize].unit = Some(unit.clone());
-                self.unit_ids.insert(unit.clone(), id);
+                let (units, hasher) = (&self.units, &self.unit_hasher);
+                self.unit_ids.insert_unique(hash, id, |&other| {
+                    // Every id in the table has its unit set.
+                    let unit = units.get(other as usize).and_then(|u| u.unit.as_ref());
+                    unit.map_or(0, |unit| hasher.hash_one(unit))
+                });
                 id
             }
         };
@@ -839,7 +860,10 @@ impl Compiler {
         ptr_cache.insert(id, fresh.ptrs);
 
         if kept.is_empty() && ips.is_empty() {
-            self.unit_ids.remove(&unit);
+            let hash = self.unit_hasher.hash_one(&unit);
+            if let Ok(held) = self.unit_ids.find_entry(hash, |&other| other == id) {
+                held.remove();
+            }
             self.units[id as usize] = UnitState::default();
             self.free_ids.push(id);
         } else {
