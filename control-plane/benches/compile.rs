@@ -88,10 +88,10 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             .map(|e| {
                 next_ip += 1;
                 EndpointModel {
-                    addresses: vec![ip(next_ip)],
+                    addresses: vec![ip(next_ip)].into(),
                     ready: true,
-                    hostname: (s % 5 == 0).then(|| format!("{name}-{e}")),
-                    pod_name: Some(format!("{name}-{e}")),
+                    hostname: (s % 5 == 0).then(|| format!("{name}-{e}").into()),
+                    pod_name: Some(format!("{name}-{e}").into()),
                 }
             })
             .collect();
@@ -184,7 +184,7 @@ fn endpoint_flip() {
     let mut compiler = Compiler::new(Settings::default());
     let endpoints: Vec<EndpointModel> = (0..1000u32)
         .map(|e| EndpointModel {
-            addresses: vec![ip(e + 100)],
+            addresses: vec![ip(e + 100)].into(),
             ready: true,
             hostname: None,
             pod_name: None,

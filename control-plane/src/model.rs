@@ -78,13 +78,50 @@ pub struct ServiceModel {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointModel {
     /// Its addresses (in practice one).
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Addresses,
     /// The `ready` condition; a missing condition means ready.
     pub ready: bool,
     /// The endpoint's `hostname`, if set.
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
     /// The name of the pod in `targetRef`, if it refers to a pod.
-    pub pod_name: Option<String>,
+    pub pod_name: Option<Box<str>>,
+}
+
+/// An endpoint's addresses: one kept inline, with no allocation of its own
+/// (a cluster holds tens of thousands of endpoints for as long as it runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addresses {
+    /// The usual case.
+    One(IpAddr),
+    /// None, or several.
+    Other(Box<[IpAddr]>),
+}
+
+impl std::ops::Deref for Addresses {
+    type Target = [IpAddr];
+    fn deref(&self) -> &[IpAddr] {
+        match self {
+            Addresses::One(ip) => std::slice::from_ref(ip),
+            Addresses::Other(ips) => ips,
+        }
+    }
+}
+
+impl From<Vec<IpAddr>> for Addresses {
+    fn from(ips: Vec<IpAddr>) -> Addresses {
+        match ips[..] {
+            [only] => Addresses::One(only),
+            _ => Addresses::Other(ips.into_boxed_slice()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Addresses {
+    type Item = &'a IpAddr;
+    type IntoIter = std::slice::Iter<'a, IpAddr>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 /// What DNS needs of an EndpointSlice.
@@ -384,22 +421,19 @@ impl SliceModel {
                     .map(|a| parse_ip(&key, "endpoints[].addresses", a))
                     .collect::<Result<Vec<_>, _>>()?
             };
-            // Kept for the object's life: no spare capacity.
-            let mut addresses = addresses;
-            addresses.shrink_to_fit();
             let pod_name = endpoint
                 .target_ref
                 .as_ref()
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| r.name.clone());
+                .and_then(|r| r.name.as_deref().map(Box::from));
             endpoints.push(EndpointModel {
-                addresses,
+                addresses: addresses.into(),
                 ready: endpoint
                     .conditions
                     .as_ref()
                     .and_then(|c| c.ready)
                     .unwrap_or(true),
-                hostname: endpoint.hostname.clone(),
+                hostname: endpoint.hostname.as_deref().map(Box::from),
                 pod_name,
             });
         }

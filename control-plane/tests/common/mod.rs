@@ -57,7 +57,7 @@ pub fn external(ns: &str, name: &str, target: &str) -> Object {
 
 pub fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> EndpointModel {
     EndpointModel {
-        addresses: ips(&[ip]),
+        addresses: ips(&[ip]).into(),
         ready,
         hostname: hostname.map(Into::into),
         pod_name: None,
