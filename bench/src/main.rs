@@ -328,15 +328,7 @@ impl Kubewire {
     fn rss_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        (kib_field(&status, "VmRSS:"), kib_field(&status, "VmHWM:"))
     }
 
     /// Resident memory split as (anonymous, file-backed) KiB: the heap and
@@ -344,17 +336,21 @@ impl Kubewire {
     fn rss_split_kib(&self) -> (u64, u64) {
         let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id()))
             .unwrap_or_default();
-        let field = |name: &str| -> u64 {
-            rollup
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let anonymous = field("Anonymous:");
-        (anonymous, field("Rss:").saturating_sub(anonymous))
+        let anonymous = kib_field(&rollup, "Anonymous:");
+        (
+            anonymous,
+            kib_field(&rollup, "Rss:").saturating_sub(anonymous),
+        )
     }
+}
+
+/// The KiB figure of a `/proc` line such as `VmRSS:  1234 kB`, or 0.
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Kubewire {

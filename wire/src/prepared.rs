@@ -241,6 +241,13 @@ impl<'a> AnswerRef<'a> {
 
     /// An owned copy.
     pub fn to_owned(&self) -> PreparedAnswer {
+        self.with_bytes(self.bytes.into())
+    }
+}
+
+impl<B> PreparedAnswer<B> {
+    /// The same answer over `bytes`, a copy of this one's in another form.
+    fn with_bytes<C>(&self, bytes: C) -> PreparedAnswer<C> {
         PreparedAnswer {
             rcode: self.rcode,
             counts: self.counts,
@@ -248,7 +255,7 @@ impl<'a> AnswerRef<'a> {
             record_len: self.record_len,
             authoritative: self.authoritative,
             fixup_count: self.fixup_count,
-            bytes: self.bytes.into(),
+            bytes,
         }
     }
 }
@@ -256,15 +263,7 @@ impl<'a> AnswerRef<'a> {
 impl<B: AsRef<[u8]>> PreparedAnswer<B> {
     /// The answer, borrowed.
     pub fn as_ref(&self) -> AnswerRef<'_> {
-        PreparedAnswer {
-            rcode: self.rcode,
-            counts: self.counts,
-            rotate_records: self.rotate_records,
-            record_len: self.record_len,
-            authoritative: self.authoritative,
-            fixup_count: self.fixup_count,
-            bytes: self.bytes.as_ref(),
-        }
+        self.with_bytes(self.bytes.as_ref())
     }
 
     /// Bytes [`PreparedAnswer::encode_into`] writes.
