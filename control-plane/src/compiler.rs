@@ -1495,7 +1495,8 @@ fn zone_answers(
         apex_answers: vec![(rtype::SOA, soa_answer), (rtype::NS, ns_answer)],
         nodata: negative(Rcode::NOERROR)?,
         nxdomain: negative(Rcode::NXDOMAIN)?,
-        servfail: PreparedAnswer::empty(Rcode::SERVFAIL, false),
+        // As CoreDNS before its first sync: SERVFAIL with the zone SOA.
+        servfail: negative(Rcode::SERVFAIL)?,
         pod_templates,
         pods_verified: settings.pod_mode == PodMode::Verified,
     })

@@ -186,10 +186,16 @@ async fn run<K>(
                     WatchEvent::Change(ObjectChange::Upsert(object))
                 }
                 Ok(_) => continue,
-                Err(error) => WatchEvent::Skipped {
-                    kind,
-                    error: error.to_string(),
-                },
+                Err(error) => {
+                    // Listed, so the Reset keeps its last good version
+                    // serving, as a failed conversion in a watch event does.
+                    let key = key_of(kind, &object);
+                    listing.push(&key.namespace, &key.name);
+                    WatchEvent::Skipped {
+                        kind,
+                        error: error.to_string(),
+                    }
+                }
             },
             Ok(watcher::Event::InitDone) => {
                 let _ = events.send(WatchEvent::Change(ObjectChange::Reset(

@@ -261,6 +261,13 @@ impl Control {
                     }
                 }
                 _ = tick.tick() => {
+                    if crate::core::failed() {
+                        tracing::error!(
+                            "a serving core panicked (see the panic above); stopping kubewire so that it is \
+                             restarted, because the dead core's sockets would keep taking a share of the clients"
+                        );
+                        break;
+                    }
                     if self.hub.resets_pending() {
                         self.hub.retry_resets(&self.compiler);
                         wake_all(&self.wakers);
@@ -495,7 +502,19 @@ impl Control {
 }
 
 fn health_router() -> axum::Router {
-    axum::Router::new().route("/health", axum::routing::get(|| async { "OK" }))
+    axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async {
+            if crate::core::failed() {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "a serving core failed",
+                )
+            } else {
+                (axum::http::StatusCode::OK, "OK")
+            }
+        }),
+    )
 }
 
 fn ready_router(ready: Arc<AtomicBool>) -> axum::Router {

@@ -23,6 +23,49 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Every serving core's thread name starts with this.
+const THREAD_PREFIX: &str = "kubewire-core-";
+
+/// Set when a serving core panics. Its `SO_REUSEPORT` sockets stay open, so
+/// the kernel would keep sending it a share of the clients, who would time
+/// out: the control plane sees this, turns `/health` to 503 and stops the
+/// process, so that the kubelet restarts it.
+static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Called from the panic hook: notes a panic on a serving core's thread.
+pub fn note_panic() {
+    if std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with(THREAD_PREFIX))
+    {
+        FAILED.store(true, Ordering::Release);
+    }
+}
+
+/// Whether a serving core has panicked.
+pub fn failed() -> bool {
+    FAILED.load(Ordering::Acquire)
+}
+
+/// Test-only fault injection, compiled into debug builds alone: with
+/// `KUBEWIRE_TEST_PANIC_ON` set to a name, a query for it panics the core.
+#[cfg(debug_assertions)]
+fn injected_panic(query: &[u8]) {
+    static NAME: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    let name = NAME.get_or_init(|| {
+        let text = std::env::var("KUBEWIRE_TEST_PANIC_ON").ok()?;
+        kubewire_wire::NameBuf::from_text(&text)
+            .ok()
+            .map(|n| n.as_wire().to_vec())
+    });
+    if let Some(name) = name
+        && query.len() > kubewire_wire::HEADER_LEN
+        && query[kubewire_wire::HEADER_LEN..].starts_with(name)
+    {
+        panic!("KUBEWIRE_TEST_PANIC_ON: injected panic");
+    }
+}
+
 /// glommio's preemption period, in milliseconds (its default is 100).
 const PREEMPT_MS: u64 = 5;
 
@@ -112,7 +155,7 @@ struct Shared {
 /// Starts a core on its own pinned thread.
 pub fn spawn(setup: CoreSetup) -> glommio::Result<glommio::ExecutorJoinHandle<()>, ()> {
     LocalExecutorBuilder::new(Placement::Fixed(setup.cpu))
-        .name(&format!("kubewire-core-{}", setup.index))
+        .name(&format!("{THREAD_PREFIX}{}", setup.index))
         // Keep pinned memory small: RLIMIT_MEMLOCK is often 8 MiB or less,
         // and no DMA file I/O happens here.
         .io_memory(64 << 10)
@@ -220,6 +263,8 @@ fn answer(
     query: &[u8],
     out: &mut [u8],
 ) -> Option<(usize, u16)> {
+    #[cfg(debug_assertions)]
+    injected_panic(query);
     let transport = match proto {
         Proto::Udp => Transport::Udp,
         Proto::Tcp => Transport::Tcp,

@@ -102,10 +102,12 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
         })?;
         vec![value]
     } else {
-        serde_saphyr::from_multiple::<Value>(text).map_err(|e| ManifestError::Syntax {
-            path: path.to_path_buf(),
-            line: e.location().map(|l| l.line()).unwrap_or(0),
-            message: format!("invalid YAML: {}", first_line(&e.to_string())),
+        serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|e| {
+            ManifestError::Syntax {
+                path: path.to_path_buf(),
+                line: e.location().map(|l| l.line()).unwrap_or(0),
+                message: format!("invalid YAML: {}", first_line(&e.to_string())),
+            }
         })?
     };
     let starts = document_start_lines(text, is_json);
@@ -115,6 +117,24 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
         read_document(path, line, document, &mut objects)?;
     }
     Ok(objects)
+}
+
+/// The YAML reader's limits. Operators export whole namespaces into one
+/// file, so the size limits (documents, events, nodes, scalar bytes, input
+/// bytes) are lifted: a manifest that fits in memory loads. The limits kept
+/// are the ones that stop expansion bombs, whose output is far larger than
+/// their input: aliases, anchors, anchored events and bytes, merge keys and
+/// nesting depth, at serde-saphyr's defaults.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_reader_input_bytes = None;
+    budget.max_documents = usize::MAX;
+    budget.max_events = usize::MAX;
+    budget.max_nodes = usize::MAX;
+    budget.max_total_scalar_bytes = usize::MAX;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 fn first_line(text: &str) -> &str {
@@ -316,5 +336,39 @@ mod tests {
         let text = "kind: List\nitems:\n- kind: Namespace\n  metadata: {name: a}\n- kind: ConfigMap\n  metadata: {name: c, namespace: a}\n";
         let objects = parse_manifest(Path::new("l.yaml"), text).unwrap();
         assert_eq!(objects, vec![Object::Namespace("a".into())]);
+    }
+
+    #[test]
+    fn thousands_of_documents_load() {
+        // An exported namespace: 3000 Services, one document each. The YAML
+        // reader's default budget stopped at 1024 documents.
+        let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n");
+        for i in 0..3000u32 {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: big\n  labels:\n    app: svc-{i}\nspec:\n  clusterIP: 10.{}.{}.{}\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n",
+                i / 65536 + 96,
+                (i / 256) % 256,
+                i % 256
+            ));
+        }
+        let objects = parse_manifest(Path::new("big.yaml"), &text).unwrap();
+        assert_eq!(objects.len(), 3001);
+        assert!(objects.iter().any(|o| o.key().name == "svc-2999"));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_still_refused() {
+        // Each level doubles the one before: the expansion limits stay.
+        let mut text = String::from(
+            "kind: ConfigMap\nmetadata: {name: x}\nl0: &l0 [a, a, a, a, a, a, a, a]\n",
+        );
+        for level in 1..40 {
+            let previous = level - 1;
+            text.push_str(&format!(
+                "l{level}: &l{level} [*l{previous}, *l{previous}, *l{previous}, *l{previous}]\n"
+            ));
+        }
+        let error = parse_manifest(Path::new("bomb.yaml"), &text).unwrap_err();
+        assert!(error.to_string().contains("invalid YAML"), "{error}");
     }
 }

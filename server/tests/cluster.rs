@@ -275,6 +275,30 @@ fn a_forced_relist_never_gives_a_wrong_answer() {
 }
 
 #[test]
+fn a_relist_keeps_the_last_good_version_of_an_object_that_fails_conversion() {
+    let api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "stable", "10.96.9.1", &[]));
+    let mut server = start_against(&api, &[]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    // A broken edit arrives as a watch event: skipped, the old one serves.
+    api.apply(service("default", "stable", "10.96.9.999", &[]));
+    server.wait_for_log("10.96.9.999", Duration::from_secs(10));
+    let want = (
+        0,
+        vec!["stable.default.svc.cluster.local. A 10.96.9.1".to_string()],
+    );
+    assert_eq!(a_records(&server, "stable.default.svc.cluster.local"), want);
+    // The same broken object comes through a relist: still the old one.
+    let lists_before = api.lists_served();
+    api.expire_history();
+    eventually("a relist", || api.lists_served() > lists_before);
+    api.bookmark();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a_records(&server, "stable.default.svc.cluster.local"), want);
+}
+
+#[test]
 fn no_api_server_at_start() {
     let mut api = FakeApi::start().unwrap();
     api.apply(namespace("default"));

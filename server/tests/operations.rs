@@ -538,3 +538,33 @@ lameduck_ms = 5000
     assert!(ok, "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_core_that_panics_stops_the_process_with_a_clear_log_line() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = Server::spawn_with_env(
+        &["--demo", "--cores", "2"],
+        addr,
+        &[(
+            "KUBEWIRE_TEST_PANIC_ON",
+            Some("boom.default.svc.cluster.local"),
+        )],
+    );
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    assert_eq!(
+        answers(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+        ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+    );
+    // The query that panics a core gets no answer; the process stops rather
+    // than leave that core's sockets taking a share of the clients.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let boom = build_query("boom.default.svc.cluster.local", RecordType::A, None);
+    socket.send_to(&boom, addr).unwrap();
+    let (status, log) = server.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "exit status {status}; log:\n{log}");
+    assert!(
+        log.contains("a serving core panicked"),
+        "no clear log line:\n{log}"
+    );
+    assert!(log.contains("a serving core failed"), "{log}");
+}

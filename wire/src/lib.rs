@@ -42,10 +42,14 @@ pub mod reply;
 
 pub use addr::{address_from_dashed, address_from_reverse, dashed_label, reverse_name};
 pub use name::{NameBuf, NameError};
-pub use prepared::{AnswerBuilder, AnswerRef, BuildError, Owner, PreparedAnswer, Rdata, Section};
+pub use prepared::{
+    AnswerBuilder, AnswerRef, BuildError, Owner, PreparedAnswer, QuestionOutsideZone, Rdata,
+    Section,
+};
 pub use query::{Edns, HEADER_LEN, Query, QueryError, parse_query};
 pub use reply::{
-    BufferTooSmall, MIN_REPLY_BUF, OUR_UDP_PAYLOAD, Transport, assemble_reply, error_reply,
+    BufferTooSmall, MIN_REPLY_BUF, OUR_UDP_PAYLOAD, ReplyError, Transport, assemble_reply,
+    error_reply,
 };
 
 use core::fmt;

@@ -331,8 +331,15 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
     }
 
     /// Writes the tail into `out`, which must be exactly `tail_len()` bytes,
-    /// for a question whose name is `qname_len` bytes long.
-    pub(crate) fn write_tail(&self, out: &mut [u8], qname_len: usize, rotation: u32) {
+    /// for a question whose lowercase wire name is `qname`. Fails, leaving
+    /// `out` partly written, if a zone-wide answer's pointer would not land
+    /// on a label of the question: the question is not in that zone.
+    pub(crate) fn write_tail(
+        &self,
+        out: &mut [u8],
+        qname: &[u8],
+        rotation: u32,
+    ) -> Result<(), QuestionOutsideZone> {
         let rotated = self.rotated_len();
         let stored = &self.bytes.as_ref()[..self.stored_len()];
         let (window, rest) = if self.rotate_records > 1 {
@@ -345,12 +352,43 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
         out[..window.len()].copy_from_slice(window);
         out[window.len()..].copy_from_slice(rest);
         for fixup in self.fixups() {
-            let target = (HEADER_LEN + qname_len - usize::from(fixup.suffix_len)) as u16;
+            let suffix_start = qname
+                .len()
+                .checked_sub(usize::from(fixup.suffix_len))
+                .filter(|&start| is_label_start(qname, start))
+                .ok_or(QuestionOutsideZone)?;
+            let target = (HEADER_LEN + suffix_start) as u16;
             let at = usize::from(fixup.at);
             out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
         }
+        Ok(())
     }
 }
+
+/// Whether a label of the wire name `name` starts at `offset`.
+fn is_label_start(name: &[u8], offset: usize) -> bool {
+    let mut pos = 0usize;
+    while pos < offset {
+        match name.get(pos) {
+            Some(&len) if len > 0 => pos += 1 + usize::from(len),
+            _ => return false,
+        }
+    }
+    pos == offset
+}
+
+/// A zone-wide answer was assembled for a question outside its zone: its
+/// pointers to the zone's name in the question would land elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuestionOutsideZone;
+
+impl fmt::Display for QuestionOutsideZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("zone-wide answer assembled for a question outside its zone")
+    }
+}
+
+impl std::error::Error for QuestionOutsideZone {}
 
 impl PreparedAnswer {
     /// Rewrites the address of a one-record A or AAAA answer, for answers

@@ -7,7 +7,7 @@
 //! without EDNS; with EDNS the smaller of its payload size and ours) the
 //! reply is the header, question and OPT with TC set: never a cut record.
 
-use crate::prepared::AnswerRef;
+use crate::prepared::{AnswerRef, QuestionOutsideZone};
 use crate::query::{Edns, HEADER_LEN, Query, QueryError, scan};
 use crate::{NameBuf, Rcode, rtype};
 use core::fmt;
@@ -33,6 +33,32 @@ pub enum Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferTooSmall;
 
+/// Why [`assemble_reply`] wrote no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    /// The caller's buffer is smaller than [`MIN_REPLY_BUF`].
+    BufferTooSmall,
+    /// A zone-wide answer was given a question outside its zone.
+    QuestionOutsideZone,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyError::BufferTooSmall => fmt::Display::fmt(&BufferTooSmall, f),
+            ReplyError::QuestionOutsideZone => fmt::Display::fmt(&QuestionOutsideZone, f),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+impl From<QuestionOutsideZone> for ReplyError {
+    fn from(_: QuestionOutsideZone) -> ReplyError {
+        ReplyError::QuestionOutsideZone
+    }
+}
+
 impl fmt::Display for BufferTooSmall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "reply buffer smaller than {MIN_REPLY_BUF} bytes")
@@ -53,6 +79,10 @@ fn size_limit(edns: Option<Edns>, transport: Transport, buffer: usize) -> usize 
 
 /// Writes the reply to `query` from `answer` into `out` and returns its
 /// length. `rotation` picks the first record of a rotating answer set.
+///
+/// A zone-wide answer (from [`AnswerBuilder::for_zone`](crate::AnswerBuilder::for_zone))
+/// must be given a question in its zone; any other question is
+/// [`ReplyError::QuestionOutsideZone`], never a reply with stray pointers.
 pub fn assemble_reply(
     query: &Query<'_>,
     answer: AnswerRef<'_>,
@@ -60,9 +90,9 @@ pub fn assemble_reply(
     transport: Transport,
     recursion_available: bool,
     out: &mut [u8],
-) -> Result<usize, BufferTooSmall> {
+) -> Result<usize, ReplyError> {
     if out.len() < MIN_REPLY_BUF {
-        return Err(BufferTooSmall);
+        return Err(ReplyError::BufferTooSmall);
     }
     let packet = query.packet();
     let question = query.question_bytes();
@@ -93,9 +123,9 @@ pub fn assemble_reply(
         let tail_end = question_end + answer.tail_len();
         answer.write_tail(
             &mut out[question_end..tail_end],
-            query.qname_len(),
+            query.key().as_wire(),
             rotation,
-        );
+        )?;
         len = tail_end;
     }
     if let Some(edns) = edns {

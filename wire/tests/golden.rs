@@ -514,3 +514,57 @@ fn query_view_reports_fields() {
     assert_eq!(parsed.question_bytes(), &packet[12..]);
     assert_eq!(parsed.edns(), None);
 }
+
+/// A zone-wide answer given a question outside its zone is an error, not a
+/// wrapped pointer (found by the fuzzer: a question shorter than the zone
+/// made `12 + qname_len - suffix_len` underflow).
+#[test]
+fn zone_wide_answer_refuses_a_question_outside_its_zone() {
+    use kubewire_wire::ReplyError;
+    let zone = NameBuf::from_text("cluster.local").unwrap();
+    let mut builder = AnswerBuilder::for_zone(&zone);
+    builder.set_rcode(Rcode::NXDOMAIN);
+    builder.section(Section::Authority).unwrap();
+    let mname = zone.prepend_label(b"ns").unwrap();
+    let soa = Rdata::Soa {
+        mname: &mname,
+        rname: &mname,
+        serial: 1,
+        refresh: 1,
+        retry: 1,
+        expire: 1,
+        minimum: 1,
+    };
+    builder.push(Owner::Name(&zone), 5, soa).unwrap();
+    let answer = builder.finish().unwrap();
+    let mut out = [0u8; 1232];
+    for outside in ["a.", "local.", "xcluster.local.", "abcdefghijklmnopqrstu."] {
+        let packet = query_packet(outside, 1);
+        let query = parse_query(&packet).unwrap();
+        assert_eq!(
+            assemble_reply(&query, answer.as_ref(), 0, Transport::Udp, true, &mut out),
+            Err(ReplyError::QuestionOutsideZone),
+            "{outside}"
+        );
+    }
+    for inside in ["cluster.local.", "x.cluster.local.", "A.B.Cluster.Local."] {
+        let packet = query_packet(inside, 1);
+        let query = parse_query(&packet).unwrap();
+        assert!(
+            assemble_reply(&query, answer.as_ref(), 0, Transport::Udp, true, &mut out).is_ok(),
+            "{inside}"
+        );
+    }
+}
+
+fn query_packet(name: &str, qtype: u16) -> Vec<u8> {
+    let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.push(0);
+    packet.extend_from_slice(&qtype.to_be_bytes());
+    packet.extend_from_slice(&1u16.to_be_bytes());
+    packet
+}
