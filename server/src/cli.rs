@@ -190,6 +190,17 @@ pub struct Flags {
     )]
     pub udp_io: Option<UdpIo>,
 
+    /// Upstream servers for names outside the cluster zones (IP, IP:PORT or a
+    /// resolv.conf path), comma-separated [default: none: such names get REFUSED].
+    #[arg(
+        long = "forward",
+        global = true,
+        value_name = "UPSTREAM",
+        value_delimiter = ',',
+        env = "KUBEWIRE_FORWARD"
+    )]
+    pub forward: Option<Vec<String>>,
+
     /// After SIGTERM, serve this long with /ready at 503 [default: 5000].
     #[arg(long, global = true, value_name = "MS", env = "KUBEWIRE_LAMEDUCK_MS")]
     pub lameduck_ms: Option<u64>,
@@ -265,6 +276,7 @@ impl Flags {
         set(&mut config.tcp.idle_timeout_ms, &self.tcp_idle_timeout_ms);
         set(&mut config.tcp.max_connections, &self.tcp_max_connections);
         set(&mut config.lifecycle.lameduck_ms, &self.lameduck_ms);
+        set(&mut config.forward.to, &self.forward);
         set(&mut config.log.level, &self.log_level);
         set(&mut config.log.format, &self.log_format);
         set(&mut config.log.query_log_sample, &self.query_log_sample);

@@ -41,6 +41,8 @@ pub struct Config {
     pub log: Log,
     /// TCP limits.
     pub tcp: Tcp,
+    /// Forwarding of names outside the cluster zones.
+    pub forward: Forward,
 }
 
 /// `[dns]`
@@ -240,6 +242,75 @@ impl Default for Tcp {
     }
 }
 
+/// How a forwarded query picks among a zone's upstreams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// A random order per query (CoreDNS's default).
+    #[default]
+    Random,
+    /// Each query starts at the next upstream.
+    RoundRobin,
+    /// Always in the order given.
+    Sequential,
+}
+
+/// `[forward]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    /// Upstreams for every name outside the cluster zones; empty: none.
+    pub to: Vec<String>,
+    /// Upstreams per zone (kube-dns's stubDomains); the longest zone wins.
+    pub stub_domains: BTreeMap<String, Vec<String>>,
+    /// Zones never forwarded (REFUSED, as without forwarding).
+    pub except: Vec<String>,
+    /// Order in which upstreams are tried.
+    pub policy: Policy,
+    /// How long one attempt waits for a reply.
+    pub timeout_ms: u64,
+    /// Attempts per query, each on the next upstream in order.
+    pub max_attempts: u32,
+    /// Consecutive failures that mark an upstream down.
+    pub max_fails: u32,
+    /// How often a down upstream is health-checked.
+    pub health_check_ms: u64,
+    /// With every upstream down: SERVFAIL at once instead of trying one.
+    pub failfast_all_unhealthy_upstreams: bool,
+    /// Forwarded queries in flight per core; more get REFUSED.
+    pub max_concurrent_per_core: usize,
+    /// Send every upstream query over TCP.
+    pub force_tcp: bool,
+    /// Retry a truncated UDP reply over TCP only if this is false.
+    pub prefer_udp: bool,
+}
+
+impl Default for Forward {
+    fn default() -> Forward {
+        Forward {
+            to: Vec::new(),
+            stub_domains: BTreeMap::new(),
+            except: Vec::new(),
+            policy: Policy::Random,
+            timeout_ms: 2_000,
+            max_attempts: 3,
+            max_fails: 2,
+            health_check_ms: 500,
+            failfast_all_unhealthy_upstreams: false,
+            max_concurrent_per_core: 1_000,
+            force_tcp: false,
+            prefer_udp: false,
+        }
+    }
+}
+
+impl Forward {
+    /// Whether any name is forwarded.
+    pub fn enabled(&self) -> bool {
+        !self.to.is_empty() || !self.stub_domains.is_empty()
+    }
+}
+
 /// Serde through `FromStr` and `Display`, so a value's error message is the
 /// type's own (which lists what is allowed).
 mod as_text {
@@ -431,6 +502,78 @@ pub const SETTINGS: &[Setting] = &[
         "at least 1",
         false,
         "Most TCP connections per core; more are closed at once (flag --tcp-max-connections).",
+    ),
+    setting(
+        "forward.to",
+        "a list of upstreams: IP, IP:PORT, [IPv6]:PORT, or a resolv.conf path such as \"/etc/resolv.conf\"; empty means no forwarding",
+        false,
+        "Upstream servers for every name outside the cluster zones, as CoreDNS's `forward .` (flag --forward). Empty: such names get REFUSED.",
+    ),
+    setting(
+        "forward.stub_domains",
+        "a table of zone = [upstreams], such as { \"corp.example\" = [\"10.0.0.1\"] }",
+        false,
+        "Upstreams per zone, as kube-dns's stubDomains or CoreDNS's `forward ZONE`; the longest matching zone wins over forward.to.",
+    ),
+    setting(
+        "forward.except",
+        "a list of DNS names",
+        false,
+        "Zones never forwarded; their names get REFUSED, as CoreDNS's `except`.",
+    ),
+    setting(
+        "forward.policy",
+        "\"random\", \"round_robin\" or \"sequential\"",
+        false,
+        "The order in which a query tries a zone's upstreams, as CoreDNS's `policy`.",
+    ),
+    setting(
+        "forward.timeout_ms",
+        "milliseconds, at least 1",
+        false,
+        "How long one attempt waits for an upstream's reply before the next upstream is tried.",
+    ),
+    setting(
+        "forward.max_attempts",
+        "at least 1",
+        false,
+        "Attempts per query, each on the next upstream; then SERVFAIL. A client waits at most timeout_ms times this.",
+    ),
+    setting(
+        "forward.max_fails",
+        "0 (never mark down) or more",
+        false,
+        "Consecutive failures that mark an upstream down, as CoreDNS's `max_fails`.",
+    ),
+    setting(
+        "forward.health_check_ms",
+        "milliseconds, at least 1",
+        false,
+        "How often an upstream marked down is sent `. IN NS`; it is up again when it answers, as CoreDNS's `health_check`.",
+    ),
+    setting(
+        "forward.failfast_all_unhealthy_upstreams",
+        "true or false",
+        false,
+        "With every upstream down, answer SERVFAIL at once instead of trying one anyway.",
+    ),
+    setting(
+        "forward.max_concurrent_per_core",
+        "at least 1",
+        false,
+        "Forwarded queries in flight per serving core; above it a query gets REFUSED and is counted, as CoreDNS's `max_concurrent`.",
+    ),
+    setting(
+        "forward.force_tcp",
+        "true or false",
+        false,
+        "Send every upstream query over TCP (NodeLocal DNSCache does, to keep DNS out of conntrack).",
+    ),
+    setting(
+        "forward.prefer_udp",
+        "true or false",
+        false,
+        "Do not retry a truncated UDP reply over TCP; pass it on with TC set, as CoreDNS's `prefer_udp`.",
     ),
 ];
 
@@ -638,6 +781,64 @@ impl Config {
         }
         if self.tcp.max_connections == 0 {
             return fail("tcp.max_connections", "must be at least 1");
+        }
+        self.validate_forward(&fail)
+    }
+
+    fn validate_forward(
+        &self,
+        fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let f = &self.forward;
+        for upstream in &f.to {
+            if let Err(error) = crate::resolving::parse_upstream(upstream) {
+                return fail("forward.to", &error.to_string());
+            }
+        }
+        for (zone, upstreams) in &f.stub_domains {
+            if let Err(error) = kubewire_wire::NameBuf::from_text(zone) {
+                return fail(
+                    "forward.stub_domains",
+                    &format!("{zone:?} is not a DNS name: {error}"),
+                );
+            }
+            if upstreams.is_empty() {
+                return fail(
+                    "forward.stub_domains",
+                    &format!("{zone:?} has no upstreams"),
+                );
+            }
+            for upstream in upstreams {
+                if let Err(error) = crate::resolving::parse_upstream(upstream) {
+                    return fail("forward.stub_domains", &format!("{zone:?}: {error}"));
+                }
+            }
+        }
+        for zone in &f.except {
+            if let Err(error) = kubewire_wire::NameBuf::from_text(zone) {
+                return fail(
+                    "forward.except",
+                    &format!("{zone:?} is not a DNS name: {error}"),
+                );
+            }
+        }
+        if f.timeout_ms == 0 {
+            return fail("forward.timeout_ms", "must be at least 1");
+        }
+        if f.max_attempts == 0 {
+            return fail("forward.max_attempts", "must be at least 1");
+        }
+        if f.health_check_ms == 0 {
+            return fail("forward.health_check_ms", "must be at least 1");
+        }
+        if f.max_concurrent_per_core == 0 {
+            return fail("forward.max_concurrent_per_core", "must be at least 1");
+        }
+        if f.force_tcp && f.prefer_udp {
+            return fail(
+                "forward.prefer_udp",
+                "forward.force_tcp and forward.prefer_udp cannot both be true",
+            );
         }
         Ok(())
     }

@@ -9,8 +9,9 @@
 
 use crate::batch::UdpBatch;
 use crate::cli::UdpIo;
-use crate::metrics::{Answered, CoreMetrics, Proto};
+use crate::metrics::{Answered, CoreMetrics, Plugin, Proto};
 use crate::querylog::{QueryLog, QueryLogSettings};
+use crate::resolving::forward::{Forwarded, Forwarder};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -111,6 +112,10 @@ pub struct CoreSetup {
     pub metrics: Option<Arc<CoreMetrics>>,
     /// Query log settings, shared by every core.
     pub query_log: Arc<QueryLogSettings>,
+    /// What is forwarded, and where; `None` when nothing is.
+    pub forward: Option<Arc<crate::resolving::ForwardPlan>>,
+    /// This core's forwarding counters; `None` when metrics or forwarding are off.
+    pub forward_metrics: Option<Arc<crate::metrics::ForwardMetrics>>,
 }
 
 /// Logs an I/O failure once per cause: the first time, then again only when
@@ -150,6 +155,7 @@ struct Shared {
     metrics: Option<Arc<CoreMetrics>>,
     query_log_settings: Arc<QueryLogSettings>,
     query_log: Rc<RefCell<QueryLog>>,
+    forwarder: Option<Rc<Forwarder>>,
 }
 
 /// Starts a core on its own pinned thread.
@@ -173,14 +179,23 @@ type Table = Rc<RefCell<AnswerTable>>;
 type Scratch = Rc<RefCell<Vec<u8>>>;
 
 async fn run(setup: CoreSetup) {
+    let forwarder = setup
+        .forward
+        .map(|plan| Rc::new(Forwarder::new(plan, setup.forward_metrics, setup.index)));
+    let mut table = AnswerTable::new();
+    table.set_recursion_available(forwarder.is_some());
     let shared = Shared {
-        table: Rc::new(RefCell::new(AnswerTable::new())),
+        table: Rc::new(RefCell::new(table)),
         updates: Rc::new(setup.updates),
         metrics: setup.metrics,
         query_log_settings: setup.query_log,
         query_log: Rc::new(RefCell::new(QueryLog::default())),
+        forwarder,
     };
     apply_updates(&shared);
+    if let Some(forwarder) = &shared.forwarder {
+        glommio::spawn_local(Rc::clone(forwarder).health_checks()).detach();
+    }
 
     let exclusive = setup.udp_fds.len() == 1;
     for (listen, &fd) in setup.udp_fds.iter().enumerate() {
@@ -252,31 +267,47 @@ fn apply_updates(shared: &Shared) {
     }
 }
 
-/// Answers one query into `out` and counts it; `None` means send nothing.
-/// The second value is the RCODE, for the query log.
+/// What [`answer`] did with a query.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// A reply of this length and RCODE is in the buffer.
+    Reply(usize, u16),
+    /// The name is forwarded: hand the query to the forwarder.
+    Forward,
+    /// Send nothing.
+    Drop,
+}
+
+/// Answers one query into `out` and counts it, or says to forward it.
 #[inline]
 fn answer(
     table: &mut AnswerTable,
+    forwarder: Option<&Forwarder>,
     metrics: Option<&CoreMetrics>,
     listen: usize,
     proto: Proto,
     query: &[u8],
     out: &mut [u8],
-) -> Option<(usize, u16)> {
+) -> Answer {
     #[cfg(debug_assertions)]
     injected_panic(query);
     let transport = match proto {
         Proto::Udp => Transport::Udp,
         Proto::Tcp => Transport::Tcp,
     };
-    let (len, rcode, qtype, ours) = match table.respond(query, transport, out) {
-        Response::Reply { len, rcode, qtype } => (len, rcode.0, qtype, true),
-        Response::NotOurs { len, qtype } => (len, kubewire_wire::Rcode::REFUSED.0, qtype, false),
+    let (len, rcode, qtype, plugin) = match table.respond(query, transport, out) {
+        Response::Reply { len, rcode, qtype } => (len, rcode.0, qtype, Plugin::Kubernetes),
+        Response::NotOurs { len, qtype } => {
+            if forwarder.is_some_and(|f| f.wants(query)) {
+                return Answer::Forward;
+            }
+            (len, kubewire_wire::Rcode::REFUSED.0, qtype, Plugin::None)
+        }
         Response::Drop => {
             if let Some(metrics) = metrics {
                 metrics.dropped();
             }
-            return None;
+            return Answer::Drop;
         }
     };
     if let Some(metrics) = metrics {
@@ -285,12 +316,76 @@ fn answer(
             proto,
             qtype,
             rcode,
-            ours,
+            plugin,
             request_len: query.len(),
             response_len: len,
         });
     }
-    Some((len, rcode))
+    Answer::Reply(len, rcode)
+}
+
+/// Counts a forwarded query's reply.
+fn count_forwarded(shared: &Shared, listen: usize, proto: Proto, query: &[u8], reply: &Forwarded) {
+    if let Some(metrics) = &shared.metrics {
+        let qtype = kubewire_wire::parse_query(query).map_or(0, |q| q.qtype());
+        metrics.answered(&Answered {
+            listen,
+            proto,
+            qtype,
+            rcode: reply.rcode.0,
+            plugin: Plugin::Forward,
+            request_len: query.len(),
+            response_len: reply.reply.len(),
+        });
+    }
+}
+
+/// Forwards a UDP query on its own task and sends the reply to `peer`
+/// through the listen socket.
+fn spawn_udp_forward(
+    shared: &Shared,
+    socket: &Rc<UdpSocket>,
+    listen: usize,
+    query: Vec<u8>,
+    peer: std::net::SocketAddr,
+) {
+    let Some(forwarder) = shared.forwarder.clone() else {
+        return;
+    };
+    let shared = shared.clone();
+    let socket = Rc::clone(socket);
+    glommio::spawn_local(async move {
+        let started = std::time::Instant::now();
+        let Some(forwarded) = forwarder.resolve(&query, Transport::Udp).await else {
+            return;
+        };
+        send_datagram(&socket, &forwarded.reply, peer);
+        count_forwarded(&shared, listen, Proto::Udp, &query, &forwarded);
+        finish_one(
+            &shared,
+            listen,
+            started,
+            Some(peer),
+            &query,
+            forwarded.rcode.0,
+        );
+    })
+    .detach();
+}
+
+/// Sends one datagram without waiting; a full buffer drops it, as the
+/// network would.
+fn send_datagram(socket: &UdpSocket, reply: &[u8], peer: std::net::SocketAddr) {
+    // SAFETY: the fd belongs to `socket`, which the caller holds for the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+    let sent = socket2::SockRef::from(&fd).send_to_with_flags(
+        reply,
+        &socket2::SockAddr::from(peer),
+        libc::MSG_DONTWAIT,
+    );
+    if let Err(error) = sent {
+        tracing::debug!(%error, "forwarded UDP reply not sent");
+    }
 }
 
 fn elapsed_ns(since: std::time::Instant) -> u64 {
@@ -311,7 +406,10 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 /// quiet for [`UDP_FLOWING_WAIT_MS`], it parks on glommio's reactor instead,
 /// so an idle core costs nothing and its other tasks run at once.
 async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, listen: usize) {
+    let socket = Rc::new(socket);
     let fd = socket.as_raw_fd();
+    // Queries of this batch to forward, by index.
+    let mut forwards: Vec<usize> = Vec::new();
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
     let mut flowing = false;
@@ -357,9 +455,25 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
+            let forwarder = shared.forwarder.as_deref();
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out| {
-                let (len, rcode) = answer(&mut table, metrics, listen, Proto::Udp, query, out)?;
+                let (len, rcode) = match answer(
+                    &mut table,
+                    forwarder,
+                    metrics,
+                    listen,
+                    Proto::Udp,
+                    query,
+                    out,
+                ) {
+                    Answer::Reply(len, rcode) => (len, rcode),
+                    Answer::Forward => {
+                        forwards.push(i);
+                        return None;
+                    }
+                    Answer::Drop => return None,
+                };
                 if let Some(interval) = log_interval
                     && query_log.pick(interval)
                 {
@@ -370,6 +484,11 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         }
         let answered = batch.queued() as u64;
         send_all(&mut batch, fd).await;
+        for i in forwards.drain(..) {
+            if let Some(peer) = batch.peer(i) {
+                spawn_udp_forward(&shared, &socket, listen, batch.query(i).to_vec(), peer);
+            }
+        }
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
             metrics.took(listen, answered, elapsed_ns(started));
         }
@@ -426,6 +545,7 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
 }
 
 async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
+    let socket = Rc::new(socket);
     let mut query = vec![0u8; 65_536];
     let mut out = vec![0u8; crate::batch::TX_BUF];
     let mut failures = Failures::default();
@@ -439,16 +559,22 @@ async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
             }
         };
         let started = std::time::Instant::now();
-        let reply = answer(
+        let answered = answer(
             &mut shared.table.borrow_mut(),
+            shared.forwarder.as_deref(),
             shared.metrics.as_deref(),
             listen,
             Proto::Udp,
             &query[..len],
             &mut out,
         );
-        let Some((reply, rcode)) = reply else {
-            continue;
+        let (reply, rcode) = match answered {
+            Answer::Reply(reply, rcode) => (reply, rcode),
+            Answer::Forward => {
+                spawn_udp_forward(&shared, &socket, listen, query[..len].to_vec(), peer);
+                continue;
+            }
+            Answer::Drop => continue,
         };
         if let Err(error) = socket.send_to(&out[..reply], peer).await {
             tracing::debug!(%error, "UDP reply not sent");
@@ -568,25 +694,40 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
             return;
         }
         let started = std::time::Instant::now();
-        let rcode;
-        {
+        let mut rcode = 0;
+        let forward = {
             let mut scratch = tcp.scratch.borrow_mut();
             let answered = answer(
                 &mut tcp.shared.table.borrow_mut(),
+                tcp.shared.forwarder.as_deref(),
                 tcp.shared.metrics.as_deref(),
                 tcp.listen,
                 Proto::Tcp,
                 &query,
                 &mut scratch[2..],
             );
-            // Not a query at all: a DNS peer would not send this.
-            let Some((reply_len, reply_rcode)) = answered else {
+            match answered {
+                Answer::Reply(reply_len, reply_rcode) => {
+                    rcode = reply_rcode;
+                    scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
+                    reply.clear();
+                    reply.extend_from_slice(&scratch[..2 + reply_len]);
+                    None
+                }
+                Answer::Forward => tcp.shared.forwarder.clone(),
+                // Not a query at all: a DNS peer would not send this.
+                Answer::Drop => return,
+            }
+        };
+        if let Some(forwarder) = forward {
+            let Some(forwarded) = forwarder.resolve(&query, Transport::Tcp).await else {
                 return;
             };
-            rcode = reply_rcode;
-            scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
+            count_forwarded(&tcp.shared, tcp.listen, Proto::Tcp, &query, &forwarded);
+            rcode = forwarded.rcode.0;
             reply.clear();
-            reply.extend_from_slice(&scratch[..2 + reply_len]);
+            reply.extend_from_slice(&(forwarded.reply.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&forwarded.reply);
         }
         if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply))
             .await

@@ -13,6 +13,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod preflight;
 pub mod querylog;
+pub mod resolving;
 
 use anyhow::{Context, bail};
 use cli::Flags;
@@ -146,6 +147,13 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         preflight::check_free(addr)?;
     }
 
+    let forward_plan =
+        resolving::ForwardPlan::build(&config.forward, &config.dns.listen)?.map(Arc::new);
+    if let Some(plan) = &forward_plan {
+        tracing::info!(upstreams = ?plan.upstreams, "forwarding names outside the cluster zones");
+    }
+    let mut forward_cores = Vec::new();
+
     let mut compiler = Compiler::new(settings(&config)?);
     for object in objects {
         compiler.apply(ObjectChange::Upsert(object));
@@ -185,6 +193,13 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         if let Some(core_metrics) = &core_metrics {
             scraped_cores.push((cpu, Arc::clone(core_metrics), Arc::clone(updates.status())));
         }
+        let forward_metrics = forward_plan
+            .as_ref()
+            .filter(|_| metrics_on)
+            .map(|plan| Arc::new(metrics::ForwardMetrics::new(plan.upstreams.len())));
+        if let Some(forward_metrics) = &forward_metrics {
+            forward_cores.push(Arc::clone(forward_metrics));
+        }
         let setup = core::CoreSetup {
             index,
             cpu,
@@ -200,6 +215,8 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             },
             metrics: core_metrics,
             query_log: Arc::clone(&query_log),
+            forward: forward_plan.clone(),
+            forward_metrics,
         };
         let handle = core::spawn(setup)
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
@@ -216,6 +233,13 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             &config.dns.listen,
             scraped_cores,
             Arc::clone(&control_metrics),
+            (
+                forward_plan
+                    .iter()
+                    .flat_map(|p| p.upstreams.iter().map(|u| u.to_string()))
+                    .collect(),
+                forward_cores,
+            ),
         ))
     });
     let startup = control::Startup {

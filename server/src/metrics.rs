@@ -71,9 +71,20 @@ const RCODE_NAMES: [&str; 24] = [
     "BADCOOKIE",
 ];
 const RCODE_SLOTS: usize = RCODE_NAMES.len();
-/// `plugin` label: the kubernetes plugin answered, or the server itself
-/// refused a name outside every zone.
-const PLUGINS: [&str; 2] = ["kubernetes", ""];
+/// `plugin` label: the kubernetes plugin answered, the forward plugin
+/// answered, or the server itself refused a name outside every zone.
+const PLUGINS: [&str; 3] = ["kubernetes", "forward", ""];
+
+/// Which part of kubewire answered a query: the `plugin` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plugin {
+    /// A cluster zone (CoreDNS's `kubernetes`).
+    Kubernetes = 0,
+    /// An upstream (CoreDNS's `forward`).
+    Forward = 1,
+    /// Nothing: refused, outside every zone.
+    None = 2,
+}
 /// CoreDNS's `plugin.TimeBuckets`: 0.25 ms doubling to 8.192 s, in ns.
 const DURATION_BOUNDS_NS: [u64; 16] = {
     let mut bounds = [0u64; 16];
@@ -150,8 +161,8 @@ pub struct Answered {
     pub qtype: u16,
     /// Reply RCODE.
     pub rcode: u16,
-    /// Whether a cluster zone answered (else the name is not ours).
-    pub ours: bool,
+    /// Who answered.
+    pub plugin: Plugin,
     /// Query bytes.
     pub request_len: usize,
     /// Reply bytes.
@@ -209,7 +220,7 @@ impl CoreMetrics {
         if let Some(c) = self.requests.get(lp * TYPE_SLOTS + type_slot(a.qtype)) {
             bump(c, 1);
         }
-        let plugin = usize::from(!a.ours);
+        let plugin = a.plugin as usize;
         let rcode = usize::from(a.rcode).min(RCODE_SLOTS - 1);
         if let Some(c) = self
             .responses
@@ -352,6 +363,85 @@ pub fn count_panics() {
     }));
 }
 
+/// One core's forwarding counters. Written only by that core.
+#[derive(Debug)]
+pub struct ForwardMetrics {
+    /// `[upstream][rcode][bucket]`
+    duration: Box<[AtomicU64]>,
+    /// `[upstream][rcode]`, nanoseconds.
+    duration_sum_ns: Box<[AtomicU64]>,
+    /// `[upstream]`
+    healthcheck_failures: Box<[AtomicU64]>,
+    /// `[upstream][proto]`: a new socket or connection for a query.
+    conn_misses: Box<[AtomicU64]>,
+    broken: AtomicU64,
+    max_concurrent_rejects: AtomicU64,
+    mismatched: AtomicU64,
+}
+
+impl ForwardMetrics {
+    /// Counters for `upstreams` upstreams.
+    pub fn new(upstreams: usize) -> ForwardMetrics {
+        let slots = DURATION_BOUNDS_NS.len() + 1;
+        ForwardMetrics {
+            duration: counters(upstreams * RCODE_SLOTS * slots),
+            duration_sum_ns: counters(upstreams * RCODE_SLOTS),
+            healthcheck_failures: counters(upstreams),
+            conn_misses: counters(upstreams * 2),
+            broken: AtomicU64::new(0),
+            max_concurrent_rejects: AtomicU64::new(0),
+            mismatched: AtomicU64::new(0),
+        }
+    }
+
+    /// An upstream answered with `rcode` after `took`.
+    pub fn request(&self, upstream: usize, rcode: u16, took: std::time::Duration) {
+        let rcode = usize::from(rcode).min(RCODE_SLOTS - 1);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let slots = DURATION_BOUNDS_NS.len() + 1;
+        let series = upstream * RCODE_SLOTS + rcode;
+        if let Some(c) = self
+            .duration
+            .get(series * slots + bucket(&DURATION_BOUNDS_NS, ns))
+        {
+            bump(c, 1);
+        }
+        if let Some(c) = self.duration_sum_ns.get(series) {
+            bump(c, ns);
+        }
+    }
+
+    /// A new UDP socket (`tcp` false) or TCP connection for one query.
+    pub fn conn_miss(&self, upstream: usize, tcp: bool) {
+        if let Some(c) = self.conn_misses.get(upstream * 2 + usize::from(tcp)) {
+            bump(c, 1);
+        }
+    }
+
+    /// A health check of a down upstream failed.
+    pub fn healthcheck_failure(&self, upstream: usize) {
+        if let Some(c) = self.healthcheck_failures.get(upstream) {
+            bump(c, 1);
+        }
+    }
+
+    /// Every upstream of a query's zone was down.
+    pub fn broken(&self) {
+        bump(&self.broken, 1);
+    }
+
+    /// A query refused because `max_concurrent_per_core` were in flight.
+    pub fn max_concurrent_reject(&self) {
+        bump(&self.max_concurrent_rejects, 1);
+    }
+
+    /// A datagram that was not the reply awaited (wrong source, ID or
+    /// question), dropped.
+    pub fn mismatched(&self) {
+        bump(&self.mismatched, 1);
+    }
+}
+
 /// Everything a scrape reads.
 #[derive(Debug)]
 pub struct Scrape {
@@ -363,6 +453,9 @@ pub struct Scrape {
     pub cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
     /// The control plane's counters.
     pub control: Arc<ControlMetrics>,
+    /// Upstream addresses (the `to` label) and each core's forwarding
+    /// counters; empty when nothing is forwarded.
+    pub forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
 }
 
 impl Scrape {
@@ -371,8 +464,10 @@ impl Scrape {
         listen: &[SocketAddr],
         cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
         control: Arc<ControlMetrics>,
+        forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
     ) -> Scrape {
         Scrape {
+            forward,
             servers: listen.iter().map(|a| format!("dns://{a}")).collect(),
             families: listen
                 .iter()
@@ -563,7 +658,97 @@ impl Collector for Scrape {
 }
 
 impl Scrape {
+    fn encode_forward(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        let (upstreams, cores) = &self.forward;
+        if cores.is_empty() {
+            return Ok(());
+        }
+        let sum = |pick: fn(&ForwardMetrics) -> &[AtomicU64], index: usize| -> u64 {
+            cores
+                .iter()
+                .filter_map(|m| pick(m).get(index).map(read))
+                .sum()
+        };
+        let slots = DURATION_BOUNDS_NS.len() + 1;
+        let bounds: Vec<f64> = DURATION_BOUNDS_NS.iter().map(|&b| b as f64 / 1e9).collect();
+        let mut family = encoder.encode_descriptor(
+            "coredns_proxy_request_duration_seconds",
+            "Histogram of the time each request took.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (upstream, to) in upstreams.iter().enumerate() {
+            for (rcode, rcode_name) in RCODE_NAMES.iter().enumerate() {
+                let series = upstream * RCODE_SLOTS + rcode;
+                let counts: Vec<u64> = (0..slots)
+                    .map(|b| sum(|m| &m.duration, series * slots + b))
+                    .collect();
+                if counts.iter().all(|&c| c == 0) {
+                    continue;
+                }
+                let total = sum(|m| &m.duration_sum_ns, series) as f64 / 1e9;
+                let labels = [
+                    ("proxy_name", "forward"),
+                    ("to", to.as_str()),
+                    ("rcode", rcode_name),
+                ];
+                histogram(&mut family, &labels, &bounds, &counts, total)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "coredns_proxy_healthcheck_failures",
+            "Counter of the number of failed healthchecks.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (upstream, to) in upstreams.iter().enumerate() {
+            let labels = [("proxy_name", "forward"), ("to", to.as_str())];
+            ConstCounter::new(sum(|m| &m.healthcheck_failures, upstream))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "coredns_proxy_conn_cache_misses",
+            "Counter of connection cache misses per upstream and protocol: kubewire opens a new socket per upstream query.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (upstream, to) in upstreams.iter().enumerate() {
+            for (proto, proto_name) in ["udp", "tcp"].iter().enumerate() {
+                let labels = [
+                    ("proxy_name", "forward"),
+                    ("to", to.as_str()),
+                    ("proto", proto_name),
+                ];
+                ConstCounter::new(sum(|m| &m.conn_misses, upstream * 2 + proto))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "coredns_forward_healthcheck_broken",
+                "Counter of the number of complete failures of the healthchecks.",
+                (|m| &m.broken) as fn(&ForwardMetrics) -> &AtomicU64,
+            ),
+            (
+                "coredns_forward_max_concurrent_rejects",
+                "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+                |m| &m.max_concurrent_rejects,
+            ),
+            (
+                "kubewire_forward_mismatched_replies",
+                "Datagrams dropped while waiting for an upstream reply: wrong source, ID or question.",
+                |m| &m.mismatched,
+            ),
+        ] {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            let total: u64 = cores.iter().map(|m| read(pick(m))).sum();
+            ConstCounter::new(total).encode(family)?;
+        }
+        Ok(())
+    }
+
     fn encode_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        self.encode_forward(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;
         let per_core: [(&str, &str, MetricType, PerCore); 4] = [
             (
@@ -676,7 +861,7 @@ mod tests {
             proto: Proto::Udp,
             qtype: 1,
             rcode: 3,
-            ours: true,
+            plugin: Plugin::Kubernetes,
             request_len: 50,
             response_len: 120,
         };
@@ -695,6 +880,7 @@ mod tests {
                 (1, b, Arc::new(CoreStatus::default())),
             ],
             Arc::new(ControlMetrics::new(false)),
+            (Vec::new(), Vec::new()),
         ));
         let text = scrape.render().unwrap();
         assert!(text.contains("coredns_dns_requests_total{server=\"dns://127.0.0.1:53\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"} 2\n"), "{text}");

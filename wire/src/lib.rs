@@ -39,6 +39,7 @@ pub mod name;
 pub mod prepared;
 pub mod query;
 pub mod reply;
+pub mod upstream;
 
 pub use addr::{address_from_dashed, address_from_reverse, dashed_label, reverse_name};
 pub use name::{NameBuf, NameError};
@@ -50,6 +51,10 @@ pub use query::{Edns, HEADER_LEN, Query, QueryError, parse_query};
 pub use reply::{
     BufferTooSmall, MIN_REPLY_BUF, OUR_UDP_PAYLOAD, ReplyError, Transport, assemble_reply,
     error_reply,
+};
+pub use upstream::{
+    MAX_UPSTREAM_QUERY, UpstreamError, UpstreamReply, check_upstream_reply, sent_question,
+    write_forwarded_reply, write_probe_query, write_upstream_query,
 };
 
 use core::fmt;
@@ -117,6 +122,8 @@ pub mod rtype {
     pub const SOA: u16 = 6;
     /// Domain name pointer.
     pub const PTR: u16 = 12;
+    /// Mail exchange.
+    pub const MX: u16 = 15;
     /// Text strings.
     pub const TXT: u16 = 16;
     /// IPv6 address.
@@ -141,7 +148,7 @@ pub mod rtype {
             "CNAME" => CNAME,
             "SOA" => SOA,
             "PTR" => PTR,
-            "MX" => 15,
+            "MX" => MX,
             "TXT" => TXT,
             "AAAA" => AAAA,
             "SRV" => SRV,

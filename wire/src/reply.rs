@@ -18,7 +18,7 @@ pub const OUR_UDP_PAYLOAD: u16 = 1232;
 /// truncated: header, the longest question, and an OPT record.
 pub const MIN_REPLY_BUF: usize = HEADER_LEN + 255 + 4 + OPT_LEN;
 /// Length of the OPT record we write: root, type, class, TTL, RDLEN 0.
-const OPT_LEN: usize = 11;
+pub(crate) const OPT_LEN: usize = 11;
 
 /// The transport a reply goes over, which sets its size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl fmt::Display for BufferTooSmall {
 impl std::error::Error for BufferTooSmall {}
 
 /// The most bytes a reply to this query may take.
-fn size_limit(edns: Option<Edns>, transport: Transport, buffer: usize) -> usize {
+pub(crate) fn size_limit(edns: Option<Edns>, transport: Transport, buffer: usize) -> usize {
     let limit = match (transport, edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, None) => 512,
@@ -207,7 +207,7 @@ fn write_header(
 }
 
 /// Writes our OPT record and returns its length.
-fn write_opt(out: &mut [u8], rcode: Rcode, dnssec_ok: bool) -> usize {
+pub(crate) fn write_opt(out: &mut [u8], rcode: Rcode, dnssec_ok: bool) -> usize {
     out[0] = 0;
     out[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
     out[3..5].copy_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());

@@ -9,6 +9,8 @@
     clippy::print_stderr
 )]
 
+pub mod upstream;
+
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,450 @@
+//! The per-core forwarder: sends a client's query to its zone's upstreams
+//! over UDP (TCP after TC=1, or always with `force_tcp`), on the core's own
+//! executor, and builds the client's reply from the first sound answer.
+//!
+//! - Every upstream query goes out from a new socket, so the kernel picks a
+//!   random source port, with an ID drawn from a keyed PRF (SipHash with
+//!   random keys). A reply counts only if it comes from the upstream's
+//!   address and its ID and question match; anything else is dropped,
+//!   counted, and the wait goes on until the attempt's timeout.
+//! - A timeout, a refused connection or a malformed reply is a failure of
+//!   that upstream; the next attempt takes the next upstream in policy order.
+//!   `max_fails` failures in a row mark an upstream down; a background task
+//!   sends it `. IN NS` every `health_check` until it answers.
+//! - At most `max_concurrent` queries are in flight per core; more get
+//!   REFUSED, so a flood of unique names keeps the state bounded.
+//!
+//! The client's reply comes from the pure functions in
+//! [`kubewire_wire::upstream`].
+
+use super::ForwardPlan;
+use crate::config::Policy;
+use crate::metrics::ForwardMetrics;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpStream, UdpSocket};
+use kubewire_wire::{
+    MAX_UPSTREAM_QUERY, PreparedAnswer, Query, Rcode, Transport, UpstreamError, assemble_reply,
+    check_upstream_reply, parse_query, sent_question, write_forwarded_reply, write_probe_query,
+    write_upstream_query,
+};
+use std::cell::Cell;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The largest DNS message; upstream replies are read into a buffer this big.
+const MAX_MESSAGE: usize = 65_535;
+
+/// An upstream's health as one core sees it.
+#[derive(Debug, Default)]
+struct Health {
+    fails: Cell<u32>,
+    down: Cell<bool>,
+}
+
+/// A forwarded query's result: the client's reply and its RCODE.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The reply, ready to send (no TCP length prefix).
+    pub reply: Vec<u8>,
+    /// Its RCODE.
+    pub rcode: Rcode,
+}
+
+/// One core's forwarder.
+#[derive(Debug)]
+pub struct Forwarder {
+    plan: Arc<ForwardPlan>,
+    health: Vec<Health>,
+    in_flight: Cell<usize>,
+    next: Cell<usize>,
+    ids: std::hash::RandomState,
+    counter: Cell<u64>,
+    metrics: Option<Arc<ForwardMetrics>>,
+    core: usize,
+    servfail: PreparedAnswer,
+    refused: PreparedAnswer,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Glommio(String),
+    #[error("malformed reply: {0}")]
+    Malformed(UpstreamError),
+}
+
+impl Forwarder {
+    /// A forwarder for core `core`.
+    pub fn new(
+        plan: Arc<ForwardPlan>,
+        metrics: Option<Arc<ForwardMetrics>>,
+        core: usize,
+    ) -> Forwarder {
+        let health = plan.upstreams.iter().map(|_| Health::default()).collect();
+        Forwarder {
+            plan,
+            health,
+            in_flight: Cell::new(0),
+            next: Cell::new(core),
+            ids: std::hash::RandomState::new(),
+            counter: Cell::new(0),
+            metrics,
+            core,
+            servfail: PreparedAnswer::empty(Rcode::SERVFAIL, false),
+            refused: PreparedAnswer::empty(Rcode::REFUSED, false),
+        }
+    }
+
+    /// Whether `packet`, a query that the table says is not ours, is to be
+    /// forwarded.
+    pub fn wants(&self, packet: &[u8]) -> bool {
+        parse_query(packet).is_ok_and(|q| self.plan.route(q.key()).is_some())
+    }
+
+    /// A fresh unpredictable 64-bit value.
+    fn random(&self) -> u64 {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        self.ids.hash_one(n)
+    }
+
+    /// The upstreams to try for `route`, in policy order, healthy first.
+    /// Empty when every one is down and `failfast` is set.
+    fn order(&self, upstreams: &[usize]) -> Vec<usize> {
+        let mut order: Vec<usize> = upstreams.to_vec();
+        match self.plan.policy {
+            Policy::Sequential => {}
+            Policy::RoundRobin => {
+                let start = self.next.get();
+                self.next.set(start.wrapping_add(1));
+                let len = order.len().max(1);
+                order.rotate_left(start % len);
+            }
+            Policy::Random => {
+                for i in (1..order.len()).rev() {
+                    let j = (self.random() % (i as u64 + 1)) as usize;
+                    order.swap(i, j);
+                }
+            }
+        }
+        let healthy: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&u| !self.health[u].down.get())
+            .collect();
+        if !healthy.is_empty() {
+            return healthy;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.broken();
+        }
+        if self.plan.failfast {
+            return Vec::new();
+        }
+        // Every upstream is down: try one anyway, as CoreDNS does.
+        order.truncate(1);
+        order
+    }
+
+    fn record(&self, upstream: usize, ok: bool) {
+        let health = &self.health[upstream];
+        if ok {
+            health.fails.set(0);
+            return;
+        }
+        let fails = health.fails.get().saturating_add(1);
+        health.fails.set(fails);
+        if self.plan.max_fails > 0 && fails >= self.plan.max_fails && !health.down.get() {
+            health.down.set(true);
+            tracing::warn!(
+                core = self.core,
+                upstream = %self.plan.upstreams[upstream],
+                fails,
+                health_check_ms = self.plan.health_check.as_millis() as u64,
+                "upstream marked down after failing in a row; health-checking it"
+            );
+        }
+    }
+
+    /// Forwards `packet` and returns the client's reply; `None` when the
+    /// packet is not a query (the table already dropped those).
+    pub async fn resolve(
+        self: &Rc<Self>,
+        packet: &[u8],
+        transport: Transport,
+    ) -> Option<Forwarded> {
+        let query = parse_query(packet).ok()?;
+        let Some(route) = self.plan.route(query.key()) else {
+            return self.fixed(&query, transport, Rcode::REFUSED);
+        };
+        if self.in_flight.get() >= self.plan.max_concurrent {
+            if let Some(metrics) = &self.metrics {
+                metrics.max_concurrent_reject();
+            }
+            return self.fixed(&query, transport, Rcode::REFUSED);
+        }
+        self.in_flight.set(self.in_flight.get() + 1);
+        let _in_flight = InFlight(Rc::clone(self));
+        let order = self.order(&route.upstreams);
+        let mut sent = [0u8; MAX_UPSTREAM_QUERY];
+        for attempt in 0..self.plan.max_attempts as usize {
+            let Some(&upstream) = order.get(attempt % order.len().max(1)) else {
+                break;
+            };
+            let id = self.random() as u16;
+            let Ok(len) = write_upstream_query(&query, id, &mut sent) else {
+                break;
+            };
+            let started = Instant::now();
+            match self
+                .exchange(upstream, &sent[..len], id, sent_question(&sent[..len]))
+                .await
+            {
+                Ok(reply) => {
+                    self.record(upstream, true);
+                    let question = sent_question(&sent[..len]);
+                    // Checked once already in `exchange`.
+                    let Ok(checked) = check_upstream_reply(&reply, id, question) else {
+                        continue;
+                    };
+                    if let Some(metrics) = &self.metrics {
+                        metrics.request(upstream, checked.rcode().0, started.elapsed());
+                    }
+                    let mut out = vec![0u8; reply_buffer(transport)];
+                    let Ok(len) = write_forwarded_reply(&query, &checked, transport, &mut out)
+                    else {
+                        break;
+                    };
+                    out.truncate(len);
+                    return Some(Forwarded {
+                        reply: out,
+                        rcode: checked.rcode(),
+                    });
+                }
+                Err(error) => {
+                    tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], %error, "upstream attempt failed");
+                    self.record(upstream, false);
+                }
+            }
+        }
+        self.fixed(&query, transport, Rcode::SERVFAIL)
+    }
+
+    /// A reply with no records and `rcode` (SERVFAIL or REFUSED).
+    fn fixed(&self, query: &Query<'_>, transport: Transport, rcode: Rcode) -> Option<Forwarded> {
+        let answer = if rcode == Rcode::SERVFAIL {
+            &self.servfail
+        } else {
+            &self.refused
+        };
+        let mut out = vec![0u8; kubewire_wire::MIN_REPLY_BUF.max(reply_buffer(Transport::Udp))];
+        let len = assemble_reply(query, answer.as_ref(), 0, transport, true, &mut out).ok()?;
+        out.truncate(len);
+        Some(Forwarded { reply: out, rcode })
+    }
+
+    /// One attempt at one upstream: UDP, then TCP if the reply is truncated
+    /// (unless `prefer_udp`), or TCP alone with `force_tcp`. Returns the
+    /// checked reply's bytes.
+    async fn exchange(
+        &self,
+        upstream: usize,
+        query: &[u8],
+        id: u16,
+        question: &[u8],
+    ) -> Result<Vec<u8>, AttemptError> {
+        let deadline = Instant::now() + self.plan.timeout;
+        if self.plan.force_tcp {
+            return self.over_tcp(upstream, query, id, question, deadline).await;
+        }
+        let reply = self
+            .over_udp(upstream, query, id, question, deadline)
+            .await?;
+        let truncated = reply.get(2).is_some_and(|flags| flags & 0x02 != 0);
+        if truncated && !self.plan.prefer_udp {
+            let deadline = Instant::now() + self.plan.timeout;
+            return self.over_tcp(upstream, query, id, question, deadline).await;
+        }
+        Ok(reply)
+    }
+
+    async fn over_udp(
+        &self,
+        upstream: usize,
+        query: &[u8],
+        id: u16,
+        question: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let address = self.plan.upstreams[upstream];
+        if let Some(metrics) = &self.metrics {
+            metrics.conn_miss(upstream, false);
+        }
+        let local: SocketAddr = if address.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        // A new socket per query: the kernel picks a random source port.
+        let socket = UdpSocket::bind(local).map_err(|e| AttemptError::Glommio(e.to_string()))?;
+        socket
+            .send_to(query, address)
+            .await
+            .map_err(|e| AttemptError::Glommio(e.to_string()))?;
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(AttemptError::Timeout(self.plan.timeout))?;
+            let received = glommio::timer::timeout(left, socket.recv_from(&mut buf)).await;
+            let (len, from) = match received {
+                Ok(received) => received,
+                Err(glommio::GlommioError::TimedOut(_)) => {
+                    return Err(AttemptError::Timeout(self.plan.timeout));
+                }
+                Err(error) => return Err(AttemptError::Glommio(error.to_string())),
+            };
+            if from != address {
+                self.mismatch();
+                continue;
+            }
+            match check_upstream_reply(&buf[..len], id, question) {
+                Ok(_) => {
+                    buf.truncate(len);
+                    return Ok(buf);
+                }
+                Err(error) if error.is_mismatch() => self.mismatch(),
+                Err(error) => return Err(AttemptError::Malformed(error)),
+            }
+        }
+    }
+
+    async fn over_tcp(
+        &self,
+        upstream: usize,
+        query: &[u8],
+        id: u16,
+        question: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let address = self.plan.upstreams[upstream];
+        if let Some(metrics) = &self.metrics {
+            metrics.conn_miss(upstream, true);
+        }
+        let left = |deadline: Instant| {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(AttemptError::Timeout(self.plan.timeout))
+        };
+        let mut stream = TcpStream::connect_timeout(address, left(deadline)?)
+            .await
+            .map_err(|e| match e {
+                glommio::GlommioError::TimedOut(_) => AttemptError::Timeout(self.plan.timeout),
+                other => AttemptError::Glommio(other.to_string()),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Vec::with_capacity(2 + query.len());
+        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        framed.extend_from_slice(query);
+        let io = async {
+            stream.write_all(&framed).await?;
+            let mut prefix = [0u8; 2];
+            stream.read_exact(&mut prefix).await?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+            stream.read_exact(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        };
+        let reply = glommio::timer::timeout(left(deadline)?, async {
+            io.await.map_err(glommio::GlommioError::from)
+        })
+        .await
+        .map_err(|e| match e {
+            glommio::GlommioError::TimedOut(_) => AttemptError::Timeout(self.plan.timeout),
+            other => AttemptError::Glommio(other.to_string()),
+        })?;
+        match check_upstream_reply(&reply, id, question) {
+            Ok(_) => Ok(reply),
+            Err(error) => {
+                if error.is_mismatch() {
+                    self.mismatch();
+                }
+                Err(AttemptError::Malformed(error))
+            }
+        }
+    }
+
+    fn mismatch(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.mismatched();
+        }
+    }
+
+    /// Health-checks the upstreams marked down, every `health_check`, until
+    /// the core stops. One task per core, started with the core.
+    pub async fn health_checks(self: Rc<Self>) {
+        let mut probe = [0u8; MAX_UPSTREAM_QUERY];
+        loop {
+            glommio::timer::sleep(self.plan.health_check).await;
+            for (upstream, health) in self.health.iter().enumerate() {
+                if !health.down.get() {
+                    continue;
+                }
+                let id = self.random() as u16;
+                let Ok(len) = write_probe_query(id, &mut probe) else {
+                    continue;
+                };
+                let question = sent_question(&probe[..len]);
+                let deadline = Instant::now() + self.plan.timeout.min(self.plan.health_check);
+                let address = self.plan.upstreams[upstream];
+                let result = if self.plan.force_tcp {
+                    self.over_tcp(upstream, &probe[..len], id, question, deadline)
+                        .await
+                } else {
+                    self.over_udp(upstream, &probe[..len], id, question, deadline)
+                        .await
+                };
+                match result {
+                    Ok(_) => {
+                        health.down.set(false);
+                        health.fails.set(0);
+                        tracing::info!(core = self.core, upstream = %address, "upstream answers its health check again; back in use");
+                    }
+                    Err(error) => {
+                        if let Some(metrics) = &self.metrics {
+                            metrics.healthcheck_failure(upstream);
+                        }
+                        tracing::debug!(core = self.core, upstream = %address, %error, "health check failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Releases an in-flight slot when a forwarded query ends, however it ends.
+struct InFlight(Rc<Forwarder>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+    }
+}
+
+fn reply_buffer(transport: Transport) -> usize {
+    match transport {
+        Transport::Udp => crate::batch::TX_BUF,
+        Transport::Tcp => MAX_MESSAGE,
+    }
+}

@@ -1,0 +1,291 @@
+//! Forwarding end to end: the real binary, a scripted upstream on loopback,
+//! and hickory-proto as the client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::upstream::{Behaviour, Upstream};
+use common::*;
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+fn forwarding(upstreams: &[&Upstream], extra: &[&str]) -> Server {
+    let list: Vec<String> = upstreams.iter().map(|u| u.addr.to_string()).collect();
+    let list = list.join(",");
+    let mut args = vec!["--demo", "--cores", "2", "--forward", list.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A config file with `[forward]` keys, for settings without flags.
+fn config_file(body: &str) -> String {
+    let dir = tempdir("forward-config");
+    let path = dir.join("kubewire.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn external_names_are_forwarded_with_the_clients_id_and_case() {
+    let upstream = Upstream::start();
+    let server = forwarding(&[&upstream], &[]);
+    let reply = server.udp("WWW.Example.COM", RecordType::A);
+    assert_eq!(rcode(&reply), 0);
+    assert!(
+        reply.metadata.recursion_available,
+        "RA on a forwarded reply"
+    );
+    assert_eq!(answers(&reply), ["WWW.Example.COM. A 192.0.2.1"]);
+    assert_eq!(reply.queries[0].name().to_ascii(), "WWW.Example.COM.");
+    // The upstream saw the client's question, case and all.
+    assert_eq!(upstream.names(), ["WWW.Example.COM."]);
+    // Over TCP too, and NXDOMAIN passes through.
+    let reply = server.tcp("nxhost.example.com", RecordType::A);
+    assert_eq!(rcode(&reply), 3);
+    // Cluster names are never forwarded, NXDOMAIN included; they carry RA.
+    let before = upstream.queries();
+    let reply = server.udp("nope.default.svc.cluster.local", RecordType::A);
+    assert_eq!(rcode(&reply), 3);
+    assert!(reply.metadata.recursion_available);
+    assert_eq!(
+        answers(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+        ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+    );
+    assert_eq!(upstream.queries(), before);
+    // A reverse name no cluster object owns is forwarded.
+    let reply = server.udp("55.2.0.192.in-addr.arpa", RecordType::PTR);
+    assert_eq!(rcode(&reply), 0);
+    assert_eq!(
+        answers(&reply),
+        ["55.2.0.192.in-addr.arpa. PTR host.example."]
+    );
+    // EDNS: our OPT goes back to a client that sent one.
+    let query = build_query("edns.example.com", RecordType::A, Some(1232));
+    let reply = udp_query(server.addr, &query);
+    assert!(reply.edns.is_some(), "OPT in the reply");
+}
+
+#[test]
+fn forged_and_broken_replies_are_dropped_and_the_client_gets_servfail_in_time() {
+    let upstream = Upstream::start();
+    let config = config_file("[forward]\ntimeout_ms = 300\nmax_attempts = 2\nmax_fails = 0\n");
+    let mut server = forwarding(&[&upstream], &["--config", config.as_str()]);
+    for behaviour in [
+        Behaviour::WrongId,
+        Behaviour::WrongQuestion,
+        Behaviour::OtherPort,
+        Behaviour::QrClear,
+        Behaviour::Garbage,
+        Behaviour::Drop,
+    ] {
+        upstream.set(behaviour);
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let query = build_query("forged.example.com", RecordType::A, None);
+        let started = Instant::now();
+        socket.send_to(&query, server.addr).unwrap();
+        let mut buf = [0u8; 1500];
+        let (len, _) = socket.recv_from(&mut buf).expect("a reply within 3 s");
+        let took = started.elapsed();
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(rcode(&reply), 2, "{behaviour:?}: SERVFAIL");
+        assert!(reply.answers.is_empty(), "{behaviour:?}");
+        // Two attempts of 300 ms, then SERVFAIL: not later.
+        assert!(
+            took < Duration::from_millis(1200),
+            "{behaviour:?} took {took:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(500) || behaviour == Behaviour::Garbage,
+            "{behaviour:?} took {took:?}"
+        );
+    }
+    // Cluster answers and good upstream answers go on.
+    upstream.set(Behaviour::Answer);
+    assert_eq!(rcode(&server.udp("ok.example.com", RecordType::A)), 0);
+    let metrics_addr = server.http_addr("metrics");
+    let (_, body) = http_get(metrics_addr, "/metrics");
+    let mismatched = metric(&body, "kubewire_forward_mismatched_replies_total");
+    assert!(
+        mismatched >= 4.0,
+        "mismatched replies counted: {mismatched}\n{body}"
+    );
+    let to = upstream.addr.to_string();
+    assert!(
+        body.contains(&format!("coredns_proxy_request_duration_seconds_count{{proxy_name=\"forward\",to=\"{to}\",rcode=\"NOERROR\"}}")),
+        "{body}"
+    );
+    assert!(
+        body.contains("rcode=\"SERVFAIL\",plugin=\"forward\"} 6"),
+        "{body}"
+    );
+}
+
+#[test]
+fn truncated_udp_is_retried_over_tcp_and_force_tcp_uses_tcp_only() {
+    let upstream = Upstream::start();
+    upstream.set(Behaviour::TruncateUdp);
+    let server = forwarding(&[&upstream], &[]);
+    let reply = server.udp("big.example.com", RecordType::A);
+    assert_eq!(answers(&reply), ["big.example.com. A 192.0.2.1"]);
+    assert!(!reply.metadata.truncation);
+    assert_eq!(
+        upstream.seen.udp.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        upstream.seen.tcp.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let upstream = Upstream::start();
+    let config = config_file("[forward]\nforce_tcp = true\n");
+    let server = forwarding(&[&upstream], &["--config", config.as_str()]);
+    for i in 0..3 {
+        let reply = server.udp(&format!("tcp{i}.example.com"), RecordType::A);
+        assert_eq!(rcode(&reply), 0);
+    }
+    assert_eq!(
+        upstream.seen.udp.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        upstream.seen.tcp.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}
+
+#[test]
+fn a_failing_upstream_is_marked_down_health_checked_and_taken_back() {
+    let first = Upstream::start();
+    let second = Upstream::start();
+    first.answer("who.example.com", Ipv4Addr::new(192, 0, 2, 11));
+    second.answer("who.example.com", Ipv4Addr::new(192, 0, 2, 22));
+    first.set(Behaviour::Drop);
+    let config = config_file(
+        "[forward]\npolicy = \"sequential\"\ntimeout_ms = 300\nmax_fails = 1\nhealth_check_ms = 100\n",
+    );
+    let mut server = forwarding(
+        &[&first, &second],
+        &["--config", config.as_str(), "--cores", "1"],
+    );
+    // The first times out; the second answers.
+    assert_eq!(
+        answers(&server.udp("who.example.com", RecordType::A)),
+        ["who.example.com. A 192.0.2.22"]
+    );
+    server.wait_for_log("upstream marked down", Duration::from_secs(5));
+    // While it is down, queries go straight to the second: no wait.
+    let started = Instant::now();
+    assert_eq!(
+        answers(&server.udp("who.example.com", RecordType::A)),
+        ["who.example.com. A 192.0.2.22"]
+    );
+    assert!(started.elapsed() < Duration::from_millis(250));
+    // It is health-checked with `. IN NS`, and comes back when it answers.
+    eventually("health checks", || {
+        first.seen.probes.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    });
+    first.set(Behaviour::Answer);
+    server.wait_for_log("back in use", Duration::from_secs(5));
+    assert_eq!(
+        answers(&server.udp("who.example.com", RecordType::A)),
+        ["who.example.com. A 192.0.2.11"]
+    );
+}
+
+#[test]
+fn stub_domains_take_the_longest_zone_and_except_refuses() {
+    let general = Upstream::start();
+    let corp = Upstream::start();
+    general.answer("www.corp.example", Ipv4Addr::new(192, 0, 2, 1));
+    corp.answer("www.corp.example", Ipv4Addr::new(192, 0, 2, 99));
+    let config = config_file(&format!(
+        "[forward]\nto = [\"{}\"]\nexcept = [\"private.example\"]\n\n[forward.stub_domains]\n\"corp.example\" = [\"{}\"]\n",
+        general.addr, corp.addr
+    ));
+    let server = Server::start(&["--demo", "--cores", "2", "--config", config.as_str()]);
+    assert_eq!(
+        answers(&server.udp("www.corp.example", RecordType::A)),
+        ["www.corp.example. A 192.0.2.99"]
+    );
+    assert_eq!(
+        answers(&server.udp("www.elsewhere.example", RecordType::A)),
+        ["www.elsewhere.example. A 192.0.2.1"]
+    );
+    assert_eq!(rcode(&server.udp("a.private.example", RecordType::A)), 5);
+    assert_eq!(corp.queries(), 1);
+    assert_eq!(general.queries(), 1);
+}
+
+#[test]
+fn queries_over_max_concurrent_are_refused() {
+    let upstream = Upstream::start();
+    upstream.set(Behaviour::Delay(800));
+    let config = config_file("[forward]\nmax_concurrent_per_core = 2\n");
+    let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
+    let sockets: Vec<UdpSocket> = (0..5)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (i, socket) in sockets.iter().enumerate() {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let query = build_query(&format!("slow{i}.example.com"), RecordType::A, None);
+        socket.send_to(&query, server.addr).unwrap();
+    }
+    let mut rcodes: Vec<u16> = sockets
+        .iter()
+        .map(|socket| {
+            let mut buf = [0u8; 1500];
+            let (len, _) = socket.recv_from(&mut buf).expect("a reply");
+            rcode(&Message::from_vec(&buf[..len]).unwrap())
+        })
+        .collect();
+    rcodes.sort();
+    assert_eq!(rcodes, [0, 0, 5, 5, 5]);
+    let (_, body) = http_get(server.http_addr("metrics"), "/metrics");
+    assert_eq!(
+        metric(&body, "coredns_forward_max_concurrent_rejects_total"),
+        3.0,
+        "{body}"
+    );
+}
+
+#[test]
+fn an_upstream_that_is_kubewire_itself_is_refused() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = listen.parse().unwrap();
+    let server = Server::spawn(&["--demo", "--forward", listen.as_str()], addr);
+    let (status, log) = server.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(log.contains("forwarding loop"), "{log}");
+    assert!(log.contains("refusing this upstream"), "{log}");
+}
+
+#[test]
+fn one_kubewire_forwards_to_another() {
+    // The second serves the demo cluster under another zone; the first
+    // forwards everything outside its own zone to it.
+    let back = Server::start(&["--demo", "--cores", "1", "--zone", "corp.internal"]);
+    let back_addr = back.addr.to_string();
+    let front = Server::start(&["--demo", "--cores", "2", "--forward", back_addr.as_str()]);
+    let reply = front.udp("Kubernetes.Default.svc.corp.internal", RecordType::A);
+    assert_eq!(
+        answers(&reply),
+        ["Kubernetes.Default.svc.corp.internal. A 10.96.0.1"]
+    );
+    assert!(reply.metadata.recursion_available);
+    let reply = front.tcp("nope.default.svc.corp.internal", RecordType::A);
+    assert_eq!(rcode(&reply), 3);
+    assert_eq!(
+        reply.authorities.len(),
+        1,
+        "the SOA of the NXDOMAIN comes through"
+    );
+}
