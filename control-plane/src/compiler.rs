@@ -1250,6 +1250,12 @@ impl Compiler {
             .iter()
             .map(|z| (z.to_lowercase(), true))
             .collect();
+        apexes.extend(
+            self.settings
+                .reverse_authoritative
+                .iter()
+                .map(|z| (z.to_lowercase(), false)),
+        );
         if self.settings.reverse_zones {
             for text in ["in-addr.arpa", "ip6.arpa"] {
                 if let Ok(zone) = NameBuf::from_text(text) {
@@ -1492,6 +1498,7 @@ fn zone_answers(
     Ok(ZoneAnswers {
         apex: *apex,
         cluster,
+        authoritative: cluster || settings.reverse_authoritative.contains(apex),
         apex_answers: vec![(rtype::SOA, soa_answer), (rtype::NS, ns_answer)],
         nodata: negative(Rcode::NOERROR)?,
         nxdomain: negative(Rcode::NXDOMAIN)?,
@@ -1499,6 +1506,7 @@ fn zone_answers(
         servfail: negative(Rcode::SERVFAIL)?,
         pod_templates,
         pods_verified: settings.pod_mode == PodMode::Verified,
+        fallthrough: settings.fallthrough.iter().any(|zone| apex.ends_with(zone)),
     })
 }
 

@@ -122,9 +122,11 @@ impl std::fmt::Debug for NameEntry {
 pub struct ZoneAnswers {
     /// The zone apex, lowercase.
     pub apex: NameBuf,
-    /// A cluster zone (true) or a reverse zone (false). Unknown names in a
-    /// reverse zone are not ours; in a cluster zone they are NXDOMAIN.
+    /// A cluster zone (true) or a reverse zone (false).
     pub cluster: bool,
+    /// Unknown names are NXDOMAIN (cluster zones, and reverse zones named
+    /// in the configuration); otherwise they are not ours.
+    pub authoritative: bool,
     /// Answers at the apex, per type (SOA, NS).
     pub apex_answers: Vec<(u16, PreparedAnswer)>,
     /// NOERROR with no records and the SOA in authority, for any name.
@@ -139,6 +141,9 @@ pub struct ZoneAnswers {
     /// Verified pod mode: a pod name answers only if its address is in the
     /// core's set of [`crate::delta::PodAddress`]es.
     pub pods_verified: bool,
+    /// A name that no object answers is not ours (it goes on to forwarding)
+    /// instead of NXDOMAIN: CoreDNS's `fallthrough`.
+    pub fallthrough: bool,
 }
 
 impl ZoneAnswers {

@@ -58,6 +58,14 @@ pub struct Settings {
     /// The Service whose cluster IPs answer for `ns.dns.<zone>` and are the
     /// glue of the apex NS record (default `kube-system/kube-dns`).
     pub dns_service: Option<ObjectKey>,
+    /// Zones whose names that no object answers are not ours (to be
+    /// forwarded) rather than NXDOMAIN, as CoreDNS's `fallthrough`. The
+    /// root means every zone.
+    pub fallthrough: Vec<NameBuf>,
+    /// Reverse zones (under `in-addr.arpa` or `ip6.arpa`) served with
+    /// authority: an address no object owns is NXDOMAIN with the zone's
+    /// SOA, not passed on (CoreDNS's `kubernetes cluster.local 0.10.in-addr.arpa`).
+    pub reverse_authoritative: Vec<NameBuf>,
 }
 
 impl Default for Settings {
@@ -69,6 +77,8 @@ impl Default for Settings {
             pod_mode: PodMode::Insecure,
             endpoint_pod_names: false,
             dns_service: Some(ObjectKey::new("kube-system", "kube-dns")),
+            fallthrough: Vec::new(),
+            reverse_authoritative: Vec::new(),
         }
     }
 }

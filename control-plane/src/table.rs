@@ -9,7 +9,8 @@
 //!    in `verified` mode if a pod holds that address in that namespace (the
 //!    core's set of pod addresses, kept by `UpsertPod`/`RemovePod`);
 //! 4. any other name in a cluster zone is NXDOMAIN (SERVFAIL before the
-//!    first sync, as CoreDNS); in a reverse zone it is not ours.
+//!    first sync, as CoreDNS), or not ours in a `fallthrough` zone; in a
+//!    reverse zone it is not ours.
 //!
 //! Every name that exists has an entry, empty non-terminals included (such
 //! as `<ns>.svc.<zone>` and `_tcp.<svc>.<ns>.svc.<zone>`), so NXDOMAIN never
@@ -36,6 +37,9 @@ pub enum Response {
         rcode: Rcode,
         /// The query type (0 if the query could not be parsed).
         qtype: u16,
+        /// An A or AAAA query answered by a CNAME alone (an ExternalName
+        /// Service): its target's records may be chased and appended.
+        chase: bool,
     },
     /// The name is in no zone we serve. A REFUSED reply of `len` bytes is in
     /// the buffer, for servers that do not forward.
@@ -253,6 +257,7 @@ impl AnswerTable {
                         len,
                         rcode,
                         qtype: 0,
+                        chase: false,
                     },
                     _ => Response::Drop,
                 };
@@ -269,6 +274,7 @@ impl AnswerTable {
                 len,
                 rcode: answer.rcode(),
                 qtype,
+                chase: false,
             },
             Err(_) => Response::Drop,
         };
@@ -283,7 +289,19 @@ impl AnswerTable {
             let Some(zone) = self.zones.zones.get(usize::from(entry.zone())) else {
                 return reply(entry.answer(qtype).unwrap_or(self.refused.as_ref()), out);
             };
-            return reply(entry.answer(qtype).unwrap_or(zone.nodata.as_ref()), out);
+            let answer = entry.answer(qtype).unwrap_or(zone.nodata.as_ref());
+            let chase = (qtype == rtype::A || qtype == rtype::AAAA) && answer.leads_with_cname();
+            return match reply(answer, out) {
+                Response::Reply {
+                    len, rcode, qtype, ..
+                } => Response::Reply {
+                    len,
+                    rcode,
+                    qtype,
+                    chase,
+                },
+                other => other,
+            };
         }
         let Some((zone_index, zone)) = self.zones.find(key) else {
             return not_ours(reply(self.refused.as_ref(), out));
@@ -294,7 +312,7 @@ impl AnswerTable {
                 out,
             );
         }
-        if !zone.cluster {
+        if !zone.authoritative {
             return not_ours(reply(self.refused.as_ref(), out));
         }
         match self.pod_address(key, zone.apex.wire_len(), zone_index) {
@@ -325,7 +343,9 @@ impl AnswerTable {
         let Some(zone) = self.zones.zones.get(usize::from(zone_index)) else {
             return Response::Drop;
         };
-        if self.synced {
+        if self.synced && zone.fallthrough {
+            not_ours(reply(self.refused.as_ref(), out))
+        } else if self.synced {
             reply(zone.nxdomain.as_ref(), out)
         } else {
             reply(zone.servfail.as_ref(), out)

@@ -88,6 +88,8 @@ pub struct Kubernetes {
     pub labels: String,
     /// How long to wait for the first sync before answering anyway.
     pub startup_timeout_ms: u64,
+    /// Zones whose unknown names go on to forwarding instead of NXDOMAIN.
+    pub fallthrough: Vec<String>,
 }
 
 impl Default for Kubernetes {
@@ -98,6 +100,7 @@ impl Default for Kubernetes {
             namespaces: Vec::new(),
             labels: String::new(),
             startup_timeout_ms: 5_000,
+            fallthrough: Vec::new(),
         }
     }
 }
@@ -426,6 +429,12 @@ pub const SETTINGS: &[Setting] = &[
         "After this long without a first sync, answer from what is known; /ready still waits (flag --startup-timeout-ms).",
     ),
     setting(
+        "kubernetes.fallthrough",
+        "a list of zones; \".\" means every zone; empty means none",
+        false,
+        "In these zones, a name that no object answers goes on to forwarding instead of NXDOMAIN, as CoreDNS's `fallthrough`. Reverse names no object owns are always forwarded.",
+    ),
+    setting(
         "source.kind",
         "\"cluster\", \"manifests\" or \"demo\"",
         false,
@@ -750,6 +759,14 @@ impl Config {
         for zone in &self.dns.zones {
             if let Err(error) = kubewire_wire::NameBuf::from_text(zone) {
                 return fail("dns.zones", &format!("{zone:?} is not a DNS name: {error}"));
+            }
+        }
+        for zone in &self.kubernetes.fallthrough {
+            if let Err(error) = kubewire_wire::NameBuf::from_text(zone) {
+                return fail(
+                    "kubernetes.fallthrough",
+                    &format!("{zone:?} is not a DNS name: {error}"),
+                );
             }
         }
         if self.dns.ttl_seconds > 3600 {

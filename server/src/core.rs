@@ -274,6 +274,9 @@ enum Answer {
     Reply(usize, u16),
     /// The name is forwarded: hand the query to the forwarder.
     Forward,
+    /// A CNAME of this length is in the buffer, whose target is to be
+    /// chased (an ExternalName Service).
+    Chase(usize),
     /// Send nothing.
     Drop,
 }
@@ -296,7 +299,12 @@ fn answer(
         Proto::Tcp => Transport::Tcp,
     };
     let (len, rcode, qtype, plugin) = match table.respond(query, transport, out) {
-        Response::Reply { len, rcode, qtype } => (len, rcode.0, qtype, Plugin::Kubernetes),
+        Response::Reply {
+            len, chase: true, ..
+        } => return Answer::Chase(len),
+        Response::Reply {
+            len, rcode, qtype, ..
+        } => (len, rcode.0, qtype, Plugin::Kubernetes),
         Response::NotOurs { len, qtype } => {
             if forwarder.is_some_and(|f| f.wants(query)) {
                 return Answer::Forward;
@@ -324,8 +332,16 @@ fn answer(
     Answer::Reply(len, rcode)
 }
 
-/// Counts a forwarded query's reply.
-fn count_forwarded(shared: &Shared, listen: usize, proto: Proto, query: &[u8], reply: &Forwarded) {
+/// Counts a reply that was forwarded (or chased) rather than answered
+/// from the table alone.
+fn count_slow(
+    shared: &Shared,
+    listen: usize,
+    proto: Proto,
+    query: &[u8],
+    reply: &Forwarded,
+    plugin: Plugin,
+) {
     if let Some(metrics) = &shared.metrics {
         let qtype = kubewire_wire::parse_query(query).map_or(0, |q| q.qtype());
         metrics.answered(&Answered {
@@ -333,11 +349,60 @@ fn count_forwarded(shared: &Shared, listen: usize, proto: Proto, query: &[u8], r
             proto,
             qtype,
             rcode: reply.rcode.0,
-            plugin: Plugin::Forward,
+            plugin,
             request_len: query.len(),
             response_len: reply.reply.len(),
         });
     }
+}
+
+/// Chases the CNAME in `reply` (the table's answer to `query`), then
+/// counts the joined reply.
+async fn chase_and_count(
+    shared: &Shared,
+    listen: usize,
+    proto: Proto,
+    query: &[u8],
+    reply: Vec<u8>,
+) -> Forwarded {
+    let transport = match proto {
+        Proto::Udp => Transport::Udp,
+        Proto::Tcp => Transport::Tcp,
+    };
+    let (reply, rcode) = crate::resolving::chase::chase(
+        &shared.table,
+        shared.forwarder.as_ref(),
+        query,
+        reply,
+        transport,
+    )
+    .await;
+    let chased = Forwarded {
+        reply,
+        rcode: kubewire_wire::Rcode(rcode),
+    };
+    count_slow(shared, listen, proto, query, &chased, Plugin::Kubernetes);
+    chased
+}
+
+/// Chases a UDP query's CNAME on its own task and sends the reply.
+fn spawn_udp_chase(
+    shared: &Shared,
+    socket: &Rc<UdpSocket>,
+    listen: usize,
+    query: Vec<u8>,
+    reply: Vec<u8>,
+    peer: std::net::SocketAddr,
+) {
+    let shared = shared.clone();
+    let socket = Rc::clone(socket);
+    glommio::spawn_local(async move {
+        let started = std::time::Instant::now();
+        let chased = chase_and_count(&shared, listen, Proto::Udp, &query, reply).await;
+        send_datagram(&socket, &chased.reply, peer);
+        finish_one(&shared, listen, started, Some(peer), &query, chased.rcode.0);
+    })
+    .detach();
 }
 
 /// Forwards a UDP query on its own task and sends the reply to `peer`
@@ -360,7 +425,14 @@ fn spawn_udp_forward(
             return;
         };
         send_datagram(&socket, &forwarded.reply, peer);
-        count_forwarded(&shared, listen, Proto::Udp, &query, &forwarded);
+        count_slow(
+            &shared,
+            listen,
+            Proto::Udp,
+            &query,
+            &forwarded,
+            Plugin::Forward,
+        );
         finish_one(
             &shared,
             listen,
@@ -408,8 +480,10 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, listen: usize) {
     let socket = Rc::new(socket);
     let fd = socket.as_raw_fd();
-    // Queries of this batch to forward, by index.
+    // Queries of this batch to forward, by index, and to chase, with the
+    // table's reply.
     let mut forwards: Vec<usize> = Vec::new();
+    let mut chases: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
     let mut flowing = false;
@@ -472,6 +546,10 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
                         forwards.push(i);
                         return None;
                     }
+                    Answer::Chase(len) => {
+                        chases.push((i, out[..len].to_vec()));
+                        return None;
+                    }
                     Answer::Drop => return None,
                 };
                 if let Some(interval) = log_interval
@@ -487,6 +565,18 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         for i in forwards.drain(..) {
             if let Some(peer) = batch.peer(i) {
                 spawn_udp_forward(&shared, &socket, listen, batch.query(i).to_vec(), peer);
+            }
+        }
+        for (i, reply) in chases.drain(..) {
+            if let Some(peer) = batch.peer(i) {
+                spawn_udp_chase(
+                    &shared,
+                    &socket,
+                    listen,
+                    batch.query(i).to_vec(),
+                    reply,
+                    peer,
+                );
             }
         }
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
@@ -572,6 +662,11 @@ async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
             Answer::Reply(reply, rcode) => (reply, rcode),
             Answer::Forward => {
                 spawn_udp_forward(&shared, &socket, listen, query[..len].to_vec(), peer);
+                continue;
+            }
+            Answer::Chase(reply) => {
+                let reply = out[..reply].to_vec();
+                spawn_udp_chase(&shared, &socket, listen, query[..len].to_vec(), reply, peer);
                 continue;
             }
             Answer::Drop => continue,
@@ -695,6 +790,7 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
         }
         let started = std::time::Instant::now();
         let mut rcode = 0;
+        let mut chase = None;
         let forward = {
             let mut scratch = tcp.scratch.borrow_mut();
             let answered = answer(
@@ -715,15 +811,34 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
                     None
                 }
                 Answer::Forward => tcp.shared.forwarder.clone(),
+                Answer::Chase(len) => {
+                    chase = Some(scratch[2..2 + len].to_vec());
+                    None
+                }
                 // Not a query at all: a DNS peer would not send this.
                 Answer::Drop => return,
             }
         };
+        if let Some(table_reply) = chase {
+            let chased =
+                chase_and_count(&tcp.shared, tcp.listen, Proto::Tcp, &query, table_reply).await;
+            rcode = chased.rcode.0;
+            reply.clear();
+            reply.extend_from_slice(&(chased.reply.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&chased.reply);
+        }
         if let Some(forwarder) = forward {
             let Some(forwarded) = forwarder.resolve(&query, Transport::Tcp).await else {
                 return;
             };
-            count_forwarded(&tcp.shared, tcp.listen, Proto::Tcp, &query, &forwarded);
+            count_slow(
+                &tcp.shared,
+                tcp.listen,
+                Proto::Tcp,
+                &query,
+                &forwarded,
+                Plugin::Forward,
+            );
             rcode = forwarded.rcode.0;
             reply.clear();
             reply.extend_from_slice(&(forwarded.reply.len() as u16).to_be_bytes());

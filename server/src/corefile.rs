@@ -1,12 +1,12 @@
 //! `kubewire config from-corefile`: a migration aid that reads a CoreDNS
 //! Corefile (the kubeadm one) and writes the equivalent kubewire TOML.
 //!
-//! It translates the `kubernetes`, `health`, `ready` and `prometheus`
-//! directives and the server block's port; it recognises `errors`,
-//! `reload` and `loadbalance`, which kubewire always does; and it lists
-//! every directive or option it cannot translate (`forward`, `cache` and
-//! `loop`, since kubewire does not forward yet, and anything unknown), with
-//! its line, on stderr and as comments in the output.
+//! It translates the `kubernetes`, `forward`, `health`, `ready` and
+//! `prometheus` directives and the server block's port; it recognises
+//! `errors`, `reload`, `loadbalance` and `loop`, which kubewire always does;
+//! and it lists every directive or option it cannot translate (`cache`,
+//! since kubewire has no cache for forwarded names yet, and anything
+//! unknown), with its line, on stderr and as comments in the output.
 
 use crate::config::{Config, SETTINGS};
 use std::collections::BTreeMap;
@@ -180,6 +180,8 @@ struct Builder {
     values: BTreeMap<&'static str, (toml::Value, String)>,
     notes: Vec<String>,
     untranslated: Vec<String>,
+    /// `forward ZONE …` blocks other than `.`, gathered into one table.
+    stub_domains: toml::Table,
 }
 
 impl Builder {
@@ -217,6 +219,7 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         values: BTreeMap::new(),
         notes: Vec::new(),
         untranslated: Vec::new(),
+        stub_domains: toml::Table::new(),
     };
     let Some((first, others)) = blocks.split_first() else {
         return Err(CorefileError(format!(
@@ -323,27 +326,31 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
                 b.set("http.metrics_addr", string(address(addr)), line, &text);
             }
             "kubernetes" => kubernetes(&mut b, directive),
-            "forward" => b.cannot(
-                line,
-                &text,
-                "kubewire does not forward yet; names outside the cluster zones get REFUSED, \
-                 so keep an upstream resolver (or NodeLocal DNSCache) in front for them",
-            ),
+            "forward" => forward(&mut b, directive),
             "cache" => b.cannot(
                 line,
                 &text,
-                "cluster answers are precomputed and need no cache; there is no cache for \
-                 forwarded names because kubewire does not forward yet",
+                "cluster answers are precomputed and need no cache; kubewire has no cache for \
+                 forwarded names yet, so each one is sent upstream",
             ),
-            "loop" => b.cannot(
+            "loop" => b.note(
                 line,
                 &text,
-                "kubewire does not forward, so it cannot loop; nothing to detect",
+                "kubewire refuses, at start, any upstream that is one of its own listen addresses",
             ),
             _ => b.cannot(line, &text, "unknown to kubewire"),
         }
     }
 
+    if !b.stub_domains.is_empty() {
+        let table = toml::Value::Table(std::mem::take(&mut b.stub_domains));
+        b.set(
+            "forward.stub_domains",
+            table,
+            first.line,
+            "forward ZONE blocks",
+        );
+    }
     let mut out = format!(
         "# kubewire configuration translated by `kubewire config from-corefile` from {origin}.\n"
     );
@@ -383,6 +390,76 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
     })
 }
 
+/// `forward FROM TO… { options }`.
+fn forward(b: &mut Builder, directive: &Directive) {
+    let line = directive.line;
+    let text = directive.text();
+    let Some((from, to)) = directive.args.split_first() else {
+        b.cannot(line, &text, "forward needs a zone and upstreams");
+        return;
+    };
+    let upstreams = toml::Value::Array(to.iter().map(|u| string(u.as_str())).collect());
+    let zone = from
+        .strip_prefix("dns://")
+        .unwrap_or(from)
+        .trim_end_matches('.');
+    if zone.is_empty() {
+        b.set("forward.to", upstreams, line, &text);
+    } else {
+        b.stub_domains.insert(zone.to_string(), upstreams);
+    }
+    let integer = |text: &str| text.parse::<i64>().ok().map(toml::Value::Integer);
+    for option in &directive.block {
+        let option_line = option.line;
+        let option_text = option.text();
+        let first = option.args.first().map(String::as_str);
+        let value = match (option.name.as_str(), first) {
+            ("except", Some(_)) => Some((
+                "forward.except",
+                toml::Value::Array(
+                    option
+                        .args
+                        .iter()
+                        .map(|z| string(z.trim_end_matches('.')))
+                        .collect(),
+                ),
+            )),
+            ("policy", Some(policy @ ("random" | "round_robin" | "sequential"))) => {
+                Some(("forward.policy", string(policy)))
+            }
+            ("max_fails", Some(n)) => integer(n).map(|v| ("forward.max_fails", v)),
+            ("max_concurrent", Some(n)) => {
+                integer(n).map(|v| ("forward.max_concurrent_per_core", v))
+            }
+            ("health_check", Some(duration)) if option.args.len() == 1 => go_duration_ms(duration)
+                .map(|ms| ("forward.health_check_ms", toml::Value::Integer(ms as i64))),
+            ("force_tcp", None) => Some(("forward.force_tcp", toml::Value::Boolean(true))),
+            ("prefer_udp", None) => Some(("forward.prefer_udp", toml::Value::Boolean(true))),
+            ("failfast_all_unhealthy_upstreams", None) => Some((
+                "forward.failfast_all_unhealthy_upstreams",
+                toml::Value::Boolean(true),
+            )),
+            ("expire", Some(_)) => {
+                b.note(
+                    option_line,
+                    &option_text,
+                    "kubewire opens a new socket per upstream query, so there is nothing to expire",
+                );
+                continue;
+            }
+            _ => None,
+        };
+        match value {
+            Some((key, value)) => b.set(key, value, option_line, &option_text),
+            None => b.cannot(
+                option_line,
+                &option_text,
+                "forward option not supported by kubewire",
+            ),
+        }
+    }
+}
+
 fn kubernetes(b: &mut Builder, directive: &Directive) {
     let line = directive.line;
     let text = directive.text();
@@ -390,7 +467,7 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
         .args
         .iter()
         .map(|z| z.trim_end_matches('.'))
-        .filter(|z| !z.ends_with("in-addr.arpa") && !z.ends_with("ip6.arpa"))
+        .filter(|z| *z != "in-addr.arpa" && *z != "ip6.arpa")
         .map(string)
         .collect();
     if !zones.is_empty() {
@@ -436,18 +513,41 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
                 option_line,
                 &option_text,
             ),
-            ("kubeconfig", Some(path)) => b.set(
-                "source.kubeconfig",
-                string(path),
-                option_line,
-                &option_text,
-            ),
-            ("fallthrough", _) => b.cannot(
-                option_line,
-                &option_text,
-                "kubewire does not forward yet; reverse names it does not own, and cluster \
-                 names that do not exist, are answered (REFUSED and NXDOMAIN) rather than passed on",
-            ),
+            ("kubeconfig", Some(path)) => {
+                b.set("source.kubeconfig", string(path), option_line, &option_text)
+            }
+            ("fallthrough", _)
+                if !option.args.is_empty()
+                    && option
+                        .args
+                        .iter()
+                        .all(|z| z.trim_end_matches('.').ends_with("arpa")) =>
+            {
+                b.note(
+                    option_line,
+                    &option_text,
+                    "kubewire forwards the reverse names no cluster object owns, when it forwards",
+                )
+            }
+            ("fallthrough", _) => {
+                let zones: Vec<toml::Value> = if option.args.is_empty() {
+                    vec![string(".")]
+                } else {
+                    option
+                        .args
+                        .iter()
+                        .map(|z| z.trim_end_matches('.'))
+                        .filter(|z| *z != "in-addr.arpa" && *z != "ip6.arpa")
+                        .map(|z| string(if z.is_empty() { "." } else { z }))
+                        .collect()
+                };
+                b.set(
+                    "kubernetes.fallthrough",
+                    toml::Value::Array(zones),
+                    option_line,
+                    &option_text,
+                );
+            }
             _ => b.cannot(
                 option_line,
                 &option_text,

@@ -60,13 +60,33 @@ pub fn fix_mmap_threshold() {
 /// Compiler settings from the configuration.
 pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     let mut zones = Vec::new();
+    let mut reverse_authoritative = Vec::new();
+    let reverse = [
+        NameBuf::from_text("in-addr.arpa").unwrap_or(NameBuf::ROOT),
+        NameBuf::from_text("ip6.arpa").unwrap_or(NameBuf::ROOT),
+    ];
     for zone in &config.dns.zones {
         let name = NameBuf::from_text(zone)
-            .map_err(|e| anyhow::anyhow!("dns.zones {zone:?} is not a valid DNS name: {e}"))?;
-        zones.push(name.to_lowercase());
+            .map_err(|e| anyhow::anyhow!("dns.zones {zone:?} is not a valid DNS name: {e}"))?
+            .to_lowercase();
+        // A reverse zone holds PTR records alone, served with authority.
+        if reverse.iter().any(|r| name.ends_with(r)) {
+            reverse_authoritative.push(name);
+        } else {
+            zones.push(name);
+        }
+    }
+    let mut fallthrough = Vec::new();
+    for zone in &config.kubernetes.fallthrough {
+        let name = NameBuf::from_text(zone).map_err(|e| {
+            anyhow::anyhow!("kubernetes.fallthrough {zone:?} is not a valid DNS name: {e}")
+        })?;
+        fallthrough.push(name.to_lowercase());
     }
     Ok(Settings {
         zones,
+        reverse_authoritative,
+        fallthrough,
         ttl: config.dns.ttl_seconds,
         pod_mode: config.kubernetes.pods,
         endpoint_pod_names: config.kubernetes.endpoint_pod_names,
@@ -222,6 +242,28 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
         wakers.push(waker);
+    }
+
+    if let Some(plan) = &forward_plan
+        && let Some(&first) = config.dns.listen.first()
+    {
+        // Loop detection through other resolvers: ask ourselves one random
+        // name per upstream, now that every core has its sockets.
+        let plan = Arc::clone(plan);
+        let to = if first.ip().is_unspecified() {
+            let loopback: std::net::IpAddr = if first.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(loopback, first.port())
+        } else {
+            first
+        };
+        std::thread::Builder::new()
+            .name("kubewire-loop-probe".into())
+            .spawn(move || plan.probes.send_all(to, std::time::Duration::from_secs(3)))
+            .context("starting the loop probe thread")?;
     }
 
     let control_metrics = Arc::new(metrics::ControlMetrics::new(matches!(

@@ -374,6 +374,8 @@ pub struct ForwardMetrics {
     healthcheck_failures: Box<[AtomicU64]>,
     /// `[upstream][proto]`: a new socket or connection for a query.
     conn_misses: Box<[AtomicU64]>,
+    /// `[upstream][proto]`: a kept connection reused for a query.
+    conn_hits: Box<[AtomicU64]>,
     broken: AtomicU64,
     max_concurrent_rejects: AtomicU64,
     mismatched: AtomicU64,
@@ -388,6 +390,7 @@ impl ForwardMetrics {
             duration_sum_ns: counters(upstreams * RCODE_SLOTS),
             healthcheck_failures: counters(upstreams),
             conn_misses: counters(upstreams * 2),
+            conn_hits: counters(upstreams * 2),
             broken: AtomicU64::new(0),
             max_concurrent_rejects: AtomicU64::new(0),
             mismatched: AtomicU64::new(0),
@@ -414,6 +417,13 @@ impl ForwardMetrics {
     /// A new UDP socket (`tcp` false) or TCP connection for one query.
     pub fn conn_miss(&self, upstream: usize, tcp: bool) {
         if let Some(c) = self.conn_misses.get(upstream * 2 + usize::from(tcp)) {
+            bump(c, 1);
+        }
+    }
+
+    /// A kept TCP connection reused for one query.
+    pub fn conn_hit(&self, upstream: usize, tcp: bool) {
+        if let Some(c) = self.conn_hits.get(upstream * 2 + usize::from(tcp)) {
             bump(c, 1);
         }
     }
@@ -706,21 +716,29 @@ impl Scrape {
             ConstCounter::new(sum(|m| &m.healthcheck_failures, upstream))
                 .encode(family.encode_family(&labels)?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "coredns_proxy_conn_cache_misses",
-            "Counter of connection cache misses per upstream and protocol: kubewire opens a new socket per upstream query.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (upstream, to) in upstreams.iter().enumerate() {
-            for (proto, proto_name) in ["udp", "tcp"].iter().enumerate() {
-                let labels = [
-                    ("proxy_name", "forward"),
-                    ("to", to.as_str()),
-                    ("proto", proto_name),
-                ];
-                ConstCounter::new(sum(|m| &m.conn_misses, upstream * 2 + proto))
-                    .encode(family.encode_family(&labels)?)?;
+        for (name, help, pick) in [
+            (
+                "coredns_proxy_conn_cache_hits",
+                "Counter of connection cache hits per upstream and protocol (kept TCP connections reused).",
+                (|m| &m.conn_hits) as fn(&ForwardMetrics) -> &[AtomicU64],
+            ),
+            (
+                "coredns_proxy_conn_cache_misses",
+                "Counter of connection cache misses per upstream and protocol (a new UDP socket per query, a new TCP connection when none is kept).",
+                |m| &m.conn_misses,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (upstream, to) in upstreams.iter().enumerate() {
+                for (proto, proto_name) in ["udp", "tcp"].iter().enumerate() {
+                    let labels = [
+                        ("proxy_name", "forward"),
+                        ("to", to.as_str()),
+                        ("proto", proto_name),
+                    ];
+                    ConstCounter::new(sum(pick, upstream * 2 + proto))
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         for (name, help, pick) in [

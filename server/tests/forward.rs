@@ -119,9 +119,24 @@ fn forged_and_broken_replies_are_dropped_and_the_client_gets_servfail_in_time() 
         body.contains(&format!("coredns_proxy_request_duration_seconds_count{{proxy_name=\"forward\",to=\"{to}\",rcode=\"NOERROR\"}}")),
         "{body}"
     );
+    let server_label = format!("dns://{}", server.addr);
+    let servfails = metric(
+        &body,
+        &format!(
+            "coredns_dns_responses_total{{server=\"{server_label}\",zone=\".\",view=\"\",rcode=\"SERVFAIL\",plugin=\"forward\"}}"
+        ),
+    );
+    // Six clients, and the start's loop probes (HINFO, type "other") that
+    // met the misbehaving upstream.
+    let probes = metric(
+        &body,
+        &format!(
+            "coredns_dns_requests_total{{server=\"{server_label}\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"other\"}}"
+        ),
+    );
     assert!(
-        body.contains("rcode=\"SERVFAIL\",plugin=\"forward\"} 6"),
-        "{body}"
+        (6.0..=6.0 + probes).contains(&servfails),
+        "{servfails}\n{body}"
     );
 }
 
@@ -142,21 +157,60 @@ fn truncated_udp_is_retried_over_tcp_and_force_tcp_uses_tcp_only() {
         1
     );
 
+    // force_tcp: one kept connection per core, reused, with queries
+    // pipelined on it.
     let upstream = Upstream::start();
     let config = config_file("[forward]\nforce_tcp = true\n");
-    let server = forwarding(&[&upstream], &["--config", config.as_str()]);
+    let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
     for i in 0..3 {
         let reply = server.udp(&format!("tcp{i}.example.com"), RecordType::A);
         assert_eq!(rcode(&reply), 0);
     }
+    // Ten at once, on the same connection.
+    upstream.set(Behaviour::Delay(200));
+    let sockets: Vec<UdpSocket> = (0..10)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (i, socket) in sockets.iter().enumerate() {
+        let query = build_query(&format!("pipelined{i}.example.com"), RecordType::A, None);
+        socket.send_to(&query, server.addr).unwrap();
+    }
+    for (i, socket) in sockets.iter().enumerate() {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (len, _) = socket.recv_from(&mut buf).expect("a reply");
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(
+            answers(&reply),
+            [format!("pipelined{i}.example.com. A 192.0.2.1")]
+        );
+    }
+    let seen = &upstream.seen;
+    assert_eq!(seen.udp.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(
-        upstream.seen.udp.load(std::sync::atomic::Ordering::Relaxed),
-        0
+        seen.tcp.load(std::sync::atomic::Ordering::Relaxed),
+        13,
+        "{:?}",
+        upstream.names()
     );
     assert_eq!(
-        upstream.seen.tcp.load(std::sync::atomic::Ordering::Relaxed),
-        3
+        seen.connections.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one kept connection"
     );
+    let (_, body) = http_get(server.http_addr("metrics"), "/metrics");
+    let to = upstream.addr.to_string();
+    let hits = format!(
+        "coredns_proxy_conn_cache_hits_total{{proxy_name=\"forward\",to=\"{to}\",proto=\"tcp\"}}"
+    );
+    let misses = format!(
+        "coredns_proxy_conn_cache_misses_total{{proxy_name=\"forward\",to=\"{to}\",proto=\"tcp\"}}"
+    );
+    // Thirteen queries and the start's loop probe, on one connection.
+    assert_eq!(metric(&body, &misses), 1.0, "{body}");
+    assert_eq!(metric(&body, &hits), 13.0, "{body}");
 }
 
 #[test]
@@ -287,5 +341,211 @@ fn one_kubewire_forwards_to_another() {
         reply.authorities.len(),
         1,
         "the SOA of the NXDOMAIN comes through"
+    );
+}
+
+#[test]
+fn a_loop_through_another_resolver_is_detected_by_the_probe() {
+    // Two kubewires, each the other's upstream: the static check cannot see
+    // it, the probe can.
+    let (port_a, port_b) = (free_port(), free_port());
+    let (a, b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
+    let config = config_file("[forward]\ntimeout_ms = 500\nmax_attempts = 1\n");
+    let mut first = Server::spawn(
+        &[
+            "--demo",
+            "--cores",
+            "1",
+            "--forward",
+            b.as_str(),
+            "--config",
+            config.as_str(),
+        ],
+        a.parse().unwrap(),
+    );
+    let mut second = Server::spawn(
+        &[
+            "--demo",
+            "--cores",
+            "1",
+            "--forward",
+            a.as_str(),
+            "--config",
+            config.as_str(),
+        ],
+        b.parse().unwrap(),
+    );
+    // The first to see its own probe come back stops forwarding to the
+    // other, which breaks the loop, so the other may never see its own.
+    let needle = "forwarding loop: a query kubewire sent";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut found = false;
+    while !found && Instant::now() < deadline {
+        found = first.logged(needle, Duration::from_millis(100))
+            || second.logged(needle, Duration::from_millis(100));
+    }
+    assert!(
+        found,
+        "no loop found:\n{}\n{}",
+        first.seen.join("\n"),
+        second.seen.join("\n")
+    );
+    // From then on an external name fails at once, through either, instead
+    // of going round until a timeout.
+    for server in [&first, &second] {
+        let started = Instant::now();
+        assert_eq!(rcode(&server.udp("www.example.com", RecordType::A)), 2);
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        // Cluster names are unaffected.
+        assert_eq!(
+            rcode(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+            0
+        );
+    }
+}
+
+#[test]
+fn fallthrough_zones_forward_unknown_names_and_reverse_zones_can_be_authoritative() {
+    let upstream = Upstream::start();
+    let config = config_file("[kubernetes]\nfallthrough = [\"cluster.local\"]\n");
+    let server = forwarding(&[&upstream], &["--config", config.as_str()]);
+    // An unknown cluster name goes upstream; known names stay local.
+    let reply = server.udp("nothere.default.svc.cluster.local", RecordType::A);
+    assert_eq!(
+        answers(&reply),
+        ["nothere.default.svc.cluster.local. A 192.0.2.1"]
+    );
+    assert_eq!(
+        answers(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+        ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+    );
+    assert_eq!(upstream.queries(), 1);
+
+    // A reverse zone named as a cluster zone is authoritative: an address
+    // no object owns is NXDOMAIN with that zone's SOA, not forwarded.
+    let upstream = Upstream::start();
+    let server = forwarding(
+        &[&upstream],
+        &["--zone", "cluster.local,96.10.in-addr.arpa"],
+    );
+    let reply = server.udp("99.99.96.10.in-addr.arpa", RecordType::PTR);
+    assert_eq!(rcode(&reply), 3);
+    assert_eq!(reply.authorities.len(), 1);
+    assert_eq!(reply.authorities[0].name.to_ascii(), "96.10.in-addr.arpa.");
+    let reply = server.udp("10.0.96.10.in-addr.arpa", RecordType::PTR);
+    assert_eq!(
+        answers(&reply),
+        ["10.0.96.10.in-addr.arpa. PTR kube-dns.kube-system.svc.cluster.local."]
+    );
+    assert_eq!(upstream.queries(), 0);
+}
+
+const EXTERNAL_NAMES: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default}
+spec: {clusterIP: 10.96.0.50, ports: [{name: http, port: 80, protocol: TCP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alias, namespace: default}
+spec: {type: ExternalName, externalName: api.default.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alias2, namespace: default}
+spec: {type: ExternalName, externalName: alias.default.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside, namespace: default}
+spec: {type: ExternalName, externalName: db.example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: loop1, namespace: default}
+spec: {type: ExternalName, externalName: loop2.default.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: loop2, namespace: default}
+spec: {type: ExternalName, externalName: loop1.default.svc.cluster.local}
+";
+
+#[test]
+fn external_names_are_chased_in_the_cluster_and_upstream() {
+    let dir = tempdir("external-names");
+    let path = dir.join("services.yaml");
+    std::fs::write(&path, EXTERNAL_NAMES).unwrap();
+    let manifests = path.display().to_string();
+
+    // Without forwarding, a target in the cluster is still chased.
+    let server = Server::start(&["--manifests", manifests.as_str(), "--cores", "2"]);
+    let reply = server.udp("Alias2.default.svc.cluster.local", RecordType::A);
+    assert_eq!(rcode(&reply), 0);
+    assert_eq!(
+        answers(&reply),
+        [
+            "Alias2.default.svc.cluster.local. CNAME alias.default.svc.cluster.local.",
+            "alias.default.svc.cluster.local. CNAME api.default.svc.cluster.local.",
+            "api.default.svc.cluster.local. A 10.96.0.50",
+        ]
+    );
+    // The CNAME type itself is not chased; a loop stops with what was found.
+    let reply = server.tcp("alias.default.svc.cluster.local", RecordType::CNAME);
+    assert_eq!(answers(&reply).len(), 1);
+    let reply = server.udp("loop1.default.svc.cluster.local", RecordType::A);
+    assert_eq!(rcode(&reply), 0);
+    assert_eq!(answers(&reply).len(), 2, "{:?}", answers(&reply));
+    // Outside the cluster without forwarding: the CNAME alone.
+    let reply = server.udp("outside.default.svc.cluster.local", RecordType::A);
+    assert_eq!(
+        answers(&reply),
+        ["outside.default.svc.cluster.local. CNAME db.example.com."]
+    );
+    drop(server);
+
+    // With forwarding, a target outside is resolved upstream.
+    let upstream = Upstream::start();
+    upstream.answer("db.example.com", Ipv4Addr::new(192, 0, 2, 77));
+    let upstream_addr = upstream.addr.to_string();
+    let server = Server::start(&[
+        "--manifests",
+        manifests.as_str(),
+        "--cores",
+        "2",
+        "--forward",
+        upstream_addr.as_str(),
+    ]);
+    for reply in [
+        server.udp("outside.default.svc.cluster.local", RecordType::A),
+        server.tcp("outside.default.svc.cluster.local", RecordType::A),
+        udp_query(
+            server.addr,
+            &build_query(
+                "outside.default.svc.cluster.local",
+                RecordType::A,
+                Some(1232),
+            ),
+        ),
+    ] {
+        assert_eq!(
+            answers(&reply),
+            [
+                "db.example.com. A 192.0.2.77",
+                "outside.default.svc.cluster.local. CNAME db.example.com.",
+            ]
+        );
+    }
+    assert_eq!(
+        upstream.names(),
+        ["db.example.com.", "db.example.com.", "db.example.com."]
     );
 }

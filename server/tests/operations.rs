@@ -510,25 +510,27 @@ metrics_addr = "0.0.0.0:9153"
 # from Corefile:4: lameduck 5s
 lameduck_ms = 5000
 
+[forward]
+# from Corefile:13: forward . /etc/resolv.conf
+to = ["/etc/resolv.conf"]
+# from Corefile:14: max_concurrent 1000
+max_concurrent_per_core = 1000
+
 # Always on in kubewire, nothing to set:
 # - Corefile:2: errors: kubewire always logs errors, once per cause
+# - Corefile:9: fallthrough in-addr.arpa ip6.arpa: kubewire forwards the reverse names no cluster object owns, when it forwards
+# - Corefile:17: loop: kubewire refuses, at start, any upstream that is one of its own listen addresses
 # - Corefile:18: reload: kubewire reloads its --config file on SIGHUP and when the file changes
 # - Corefile:19: loadbalance: kubewire always rotates A and AAAA answers round-robin
 
 # Not translated:
-# - Corefile:9: fallthrough in-addr.arpa ip6.arpa: kubewire does not forward yet; reverse names it does not own, and cluster names that do not exist, are answered (REFUSED and NXDOMAIN) rather than passed on
-# - Corefile:13: forward . /etc/resolv.conf: kubewire does not forward yet; names outside the cluster zones get REFUSED, so keep an upstream resolver (or NodeLocal DNSCache) in front for them
-# - Corefile:16: cache 30: cluster answers are precomputed and need no cache; there is no cache for forwarded names because kubewire does not forward yet
-# - Corefile:17: loop: kubewire does not forward, so it cannot loop; nothing to detect
+# - Corefile:16: cache 30: cluster answers are precomputed and need no cache; kubewire has no cache for forwarded names yet, so each one is sent upstream
 "#;
     assert_eq!(stdout, expected);
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         vec![
-            "not translated: Corefile:9: fallthrough in-addr.arpa ip6.arpa: kubewire does not forward yet; reverse names it does not own, and cluster names that do not exist, are answered (REFUSED and NXDOMAIN) rather than passed on",
-            "not translated: Corefile:13: forward . /etc/resolv.conf: kubewire does not forward yet; names outside the cluster zones get REFUSED, so keep an upstream resolver (or NodeLocal DNSCache) in front for them",
-            "not translated: Corefile:16: cache 30: cluster answers are precomputed and need no cache; there is no cache for forwarded names because kubewire does not forward yet",
-            "not translated: Corefile:17: loop: kubewire does not forward, so it cannot loop; nothing to detect",
+            "not translated: Corefile:16: cache 30: cluster answers are precomputed and need no cache; kubewire has no cache for forwarded names yet, so each one is sent upstream",
         ]
     );
     // The translation is a config kubewire accepts.

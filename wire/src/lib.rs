@@ -38,6 +38,7 @@ pub mod addr;
 pub mod name;
 pub mod prepared;
 pub mod query;
+pub mod records;
 pub mod reply;
 pub mod upstream;
 

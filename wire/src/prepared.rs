@@ -321,6 +321,13 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
                 suffix_len: f[2],
             })
     }
+    /// Whether the first answer record is a CNAME owned by the question: an
+    /// alias whose target may be chased.
+    pub fn leads_with_cname(&self) -> bool {
+        self.counts[0] > 0
+            && self.rotate_records == 0
+            && self.bytes.as_ref().get(..4) == Some(&[0xC0, 0x0C, 0, rtype::CNAME as u8][..])
+    }
     /// Number of records that rotate (0 when the answer does not rotate).
     pub fn rotating_records(&self) -> u16 {
         self.rotate_records

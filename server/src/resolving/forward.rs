@@ -18,10 +18,11 @@
 //! [`kubewire_wire::upstream`].
 
 use super::ForwardPlan;
+use super::probe::Probe;
+use super::tcp::{TcpError, TcpPool};
 use crate::config::Policy;
 use crate::metrics::ForwardMetrics;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpStream, UdpSocket};
+use glommio::net::UdpSocket;
 use kubewire_wire::{
     MAX_UPSTREAM_QUERY, PreparedAnswer, Query, Rcode, Transport, UpstreamError, assemble_reply,
     check_upstream_reply, parse_query, sent_question, write_forwarded_reply, write_probe_query,
@@ -36,6 +37,9 @@ use std::time::{Duration, Instant};
 
 /// The largest DNS message; upstream replies are read into a buffer this big.
 const MAX_MESSAGE: usize = 65_535;
+/// A kept upstream TCP connection idle this long is closed (CoreDNS's
+/// `expire` default).
+const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// An upstream's health as one core sees it.
 #[derive(Debug, Default)]
@@ -66,6 +70,7 @@ pub struct Forwarder {
     core: usize,
     servfail: PreparedAnswer,
     refused: PreparedAnswer,
+    tcp: TcpPool,
 }
 
 /// Why one attempt failed.
@@ -74,9 +79,9 @@ enum AttemptError {
     #[error("no reply within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
     Glommio(String),
+    #[error("over TCP: {0}")]
+    Tcp(#[from] TcpError),
     #[error("malformed reply: {0}")]
     Malformed(UpstreamError),
 }
@@ -89,7 +94,9 @@ impl Forwarder {
         core: usize,
     ) -> Forwarder {
         let health = plan.upstreams.iter().map(|_| Health::default()).collect();
+        let tcp = TcpPool::new(plan.upstreams.len(), TCP_IDLE);
         Forwarder {
+            tcp,
             plan,
             health,
             in_flight: Cell::new(0),
@@ -134,6 +141,10 @@ impl Forwarder {
                     order.swap(i, j);
                 }
             }
+        }
+        order.retain(|&u| !self.plan.probes.looped(u));
+        if order.is_empty() {
+            return order;
         }
         let healthy: Vec<usize> = order
             .iter()
@@ -185,15 +196,27 @@ impl Forwarder {
         let Some(route) = self.plan.route(query.key()) else {
             return self.fixed(&query, transport, Rcode::REFUSED);
         };
-        if self.in_flight.get() >= self.plan.max_concurrent {
+        let probe = self
+            .plan
+            .probes
+            .check(query.key(), |u| self.plan.upstreams[u].to_string());
+        // The start's loop probes (one per upstream) do not take a slot.
+        if probe == Probe::No && self.in_flight.get() >= self.plan.max_concurrent {
             if let Some(metrics) = &self.metrics {
                 metrics.max_concurrent_reject();
             }
             return self.fixed(&query, transport, Rcode::REFUSED);
         }
-        self.in_flight.set(self.in_flight.get() + 1);
-        let _in_flight = InFlight(Rc::clone(self));
-        let order = self.order(&route.upstreams);
+        let _in_flight = (probe == Probe::No).then(|| {
+            self.in_flight.set(self.in_flight.get() + 1);
+            InFlight(Rc::clone(self))
+        });
+        let order = match probe {
+            Probe::No => self.order(&route.upstreams),
+            Probe::Send(upstream) => vec![upstream],
+            // It came back: answering ends the loop.
+            Probe::Looped(_) => return self.fixed(&query, transport, Rcode::SERVFAIL),
+        };
         let mut sent = [0u8; MAX_UPSTREAM_QUERY];
         for attempt in 0..self.plan.max_attempts as usize {
             let Some(&upstream) = order.get(attempt % order.len().max(1)) else {
@@ -337,41 +360,24 @@ impl Forwarder {
         deadline: Instant,
     ) -> Result<Vec<u8>, AttemptError> {
         let address = self.plan.upstreams[upstream];
+        let exchanged = self
+            .tcp
+            .exchange(upstream, address, query, id, deadline)
+            .await;
+        let unmatched = self.tcp.unmatched.replace(0);
         if let Some(metrics) = &self.metrics {
-            metrics.conn_miss(upstream, true);
+            for _ in 0..unmatched {
+                metrics.mismatched();
+            }
         }
-        let left = |deadline: Instant| {
-            deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or(AttemptError::Timeout(self.plan.timeout))
-        };
-        let mut stream = TcpStream::connect_timeout(address, left(deadline)?)
-            .await
-            .map_err(|e| match e {
-                glommio::GlommioError::TimedOut(_) => AttemptError::Timeout(self.plan.timeout),
-                other => AttemptError::Glommio(other.to_string()),
-            })?;
-        let _ = stream.set_nodelay(true);
-        let mut framed = Vec::with_capacity(2 + query.len());
-        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-        framed.extend_from_slice(query);
-        let io = async {
-            stream.write_all(&framed).await?;
-            let mut prefix = [0u8; 2];
-            stream.read_exact(&mut prefix).await?;
-            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-            stream.read_exact(&mut reply).await?;
-            Ok::<_, std::io::Error>(reply)
-        };
-        let reply = glommio::timer::timeout(left(deadline)?, async {
-            io.await.map_err(glommio::GlommioError::from)
-        })
-        .await
-        .map_err(|e| match e {
-            glommio::GlommioError::TimedOut(_) => AttemptError::Timeout(self.plan.timeout),
-            other => AttemptError::Glommio(other.to_string()),
-        })?;
+        let (reply, reused) = exchanged?;
+        if let Some(metrics) = &self.metrics {
+            if reused {
+                metrics.conn_hit(upstream, true);
+            } else {
+                metrics.conn_miss(upstream, true);
+            }
+        }
         match check_upstream_reply(&reply, id, question) {
             Ok(_) => Ok(reply),
             Err(error) => {

@@ -2,7 +2,10 @@
 //! zone ([`ForwardPlan`], built once from the configuration), and the
 //! per-core forwarder that sends the queries ([`forward::Forwarder`]).
 
+pub mod chase;
 pub mod forward;
+pub mod probe;
+pub mod tcp;
 
 use crate::config::{Forward, Policy};
 use kubewire_wire::NameBuf;
@@ -109,8 +112,10 @@ pub struct Route {
 }
 
 /// What forwarding does, fixed at start: shared by every core.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ForwardPlan {
+    /// The loop probes, one per zone and upstream.
+    pub probes: probe::LoopProbes,
     /// Every distinct upstream.
     pub upstreams: Vec<SocketAddr>,
     /// Forward zones, longest first.
@@ -189,12 +194,17 @@ impl ForwardPlan {
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.zone.wire_len()));
+        let probe_routes: Vec<(NameBuf, Vec<usize>)> = routes
+            .iter()
+            .map(|r| (r.zone, r.upstreams.clone()))
+            .collect();
         let except = config
             .except
             .iter()
             .map(|z| parse_zone(z))
             .collect::<Result<_, _>>()?;
         Ok(Some(ForwardPlan {
+            probes: probe::LoopProbes::new(&probe_routes, upstreams.len()),
             upstreams,
             routes,
             except,

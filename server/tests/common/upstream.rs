@@ -45,6 +45,10 @@ pub struct Seen {
     pub tcp: AtomicU64,
     /// Health checks (`. IN NS`), over either transport.
     pub probes: AtomicU64,
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
+    /// kubewire's loop probes (not counted in `udp`, `tcp` or the names).
+    pub loop_probes: AtomicU64,
 }
 
 pub struct Upstream {
@@ -138,7 +142,13 @@ impl Script {
         if question.query_type() == RecordType::NS && question.name().is_root() {
             self.seen.probes.fetch_add(1, Ordering::Relaxed);
         }
-        self.names.lock().unwrap().push(name.clone());
+        if name.contains(".kubewire-loop-probe.") {
+            self.seen.loop_probes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let counter = if tcp { &self.seen.tcp } else { &self.seen.udp };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.names.lock().unwrap().push(name.clone());
+        }
         match behaviour {
             Behaviour::Drop => return None,
             Behaviour::Delay(ms) => std::thread::sleep(Duration::from_millis(ms)),
@@ -203,7 +213,6 @@ fn serve_udp(socket: UdpSocket, script: Script) {
         let Ok((len, from)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        script.seen.udp.fetch_add(1, Ordering::Relaxed);
         let query = buf[..len].to_vec();
         let script = script.clone();
         let socket = socket.try_clone().unwrap();
@@ -228,12 +237,16 @@ fn serve_tcp(listener: TcpListener, script: Script) {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
+        script.seen.connections.fetch_add(1, Ordering::Relaxed);
         let script = script.clone();
         std::thread::spawn(move || {
             stream.set_nonblocking(false).unwrap();
             stream
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
+            // Queries on one connection are answered concurrently, so a slow
+            // one does not hold up the rest (replies may come out of order).
+            let writer = Arc::new(Mutex::new(stream.try_clone().unwrap()));
             loop {
                 let mut prefix = [0u8; 2];
                 if stream.read_exact(&mut prefix).is_err() {
@@ -243,14 +256,15 @@ fn serve_tcp(listener: TcpListener, script: Script) {
                 if stream.read_exact(&mut query).is_err() {
                     return;
                 }
-                script.seen.tcp.fetch_add(1, Ordering::Relaxed);
-                if let Some(reply) = script.reply(&query, true) {
-                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                    framed.extend_from_slice(&reply);
-                    if stream.write_all(&framed).is_err() {
-                        return;
+                let script = script.clone();
+                let writer = Arc::clone(&writer);
+                std::thread::spawn(move || {
+                    if let Some(reply) = script.reply(&query, true) {
+                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&reply);
+                        let _ = writer.lock().unwrap().write_all(&framed);
                     }
-                }
+                });
             }
         });
     }

@@ -1,0 +1,161 @@
+//! ExternalName Services: an A or AAAA query that the table answers with a
+//! lone CNAME gets the target's records after it, as CoreDNS does.
+//!
+//! - A target in a cluster zone is looked up in the core's own table, and
+//!   followed through further CNAMEs (ExternalName to ExternalName).
+//! - A target outside is resolved through the forwarder, if there is one;
+//!   the upstream follows any further CNAMEs itself.
+//! - A chain that loops, or runs longer than [`MAX_CHAIN`], stops with what
+//!   was found.
+//!
+//! The joined records are written with their names whole (see
+//! [`kubewire_wire::records`]), and the client's size limit applies: a reply
+//! that does not fit goes back with TC set and no records.
+
+use super::forward::Forwarder;
+use kubewire_control_plane::{AnswerTable, Response};
+use kubewire_wire::records::{copy_record, first_record, write_plain_query};
+use kubewire_wire::{HEADER_LEN, NameBuf, OUR_UDP_PAYLOAD, Rcode, Transport, parse_query};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Most CNAMEs followed for one query, as CoreDNS.
+pub const MAX_CHAIN: usize = 8;
+/// Length of the OPT record our replies carry.
+const OPT_LEN: usize = 11;
+
+/// The client's reply and its RCODE, after chasing the CNAME in `reply`
+/// (the table's answer to `query`).
+pub async fn chase(
+    table: &RefCell<AnswerTable>,
+    forwarder: Option<&Rc<Forwarder>>,
+    query: &[u8],
+    mut reply: Vec<u8>,
+    transport: Transport,
+) -> (Vec<u8>, u16) {
+    let rcode_of = |reply: &[u8]| reply.get(3).map_or(0, |b| u16::from(b & 0x0F));
+    let Ok(parsed) = parse_query(query) else {
+        let rcode = rcode_of(&reply);
+        return (reply, rcode);
+    };
+    let qtype = parsed.qtype();
+    let edns = parsed.edns();
+    // Take our OPT off the end; it goes back on last.
+    let opt = if edns.is_some() && reply.len() >= HEADER_LEN + OPT_LEN {
+        let opt = reply.split_off(reply.len() - OPT_LEN);
+        let additional = count(&reply, 10).saturating_sub(1);
+        set_count(&mut reply, 10, additional);
+        Some(opt)
+    } else {
+        None
+    };
+    let Ok(first) = first_record(&reply) else {
+        return finish(reply, opt, transport, edns.map(|e| e.udp_payload_size));
+    };
+    // The table's CNAME: its target is where the chase starts.
+    let mut scratch = Vec::new();
+    let mut target = match copy_record(&reply, first, &mut scratch, usize::MAX) {
+        Ok((_, copied)) => copied.cname,
+        Err(_) => None,
+    };
+    let mut seen: Vec<NameBuf> = vec![*parsed.key()];
+    let mut answers = count(&reply, 6);
+    let mut rcode = Rcode::NOERROR;
+    let mut sub_reply = vec![0u8; usize::from(u16::MAX)];
+    let mut sub_query = Vec::new();
+    while let Some(name) = target.take() {
+        if seen.len() > MAX_CHAIN || seen.contains(&name) {
+            break;
+        }
+        seen.push(name);
+        write_plain_query(0, &name, qtype, &mut sub_query);
+        let in_cluster = table
+            .borrow()
+            .zones()
+            .find(&name)
+            .is_some_and(|(_, zone)| zone.authoritative);
+        let sub = if in_cluster {
+            let response = table
+                .borrow_mut()
+                .respond(&sub_query, Transport::Tcp, &mut sub_reply);
+            match response {
+                Response::Reply { len, .. } => sub_reply[..len].to_vec(),
+                _ => break,
+            }
+        } else if let Some(forwarder) = forwarder {
+            match forwarder.resolve(&sub_query, Transport::Tcp).await {
+                Some(forwarded) => forwarded.reply,
+                None => break,
+            }
+        } else {
+            break;
+        };
+        rcode = Rcode(rcode_of(&sub));
+        let Ok(mut pos) = first_record(&sub) else {
+            break;
+        };
+        for _ in 0..count(&sub, 6) {
+            match copy_record(&sub, pos, &mut reply, usize::from(u16::MAX) - OPT_LEN) {
+                Ok((next, copied)) => {
+                    pos = next;
+                    answers += 1;
+                    // Within the cluster, follow the next alias ourselves.
+                    if in_cluster && copied.cname.is_some() {
+                        target = copied.cname;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        set_count(&mut reply, 6, answers);
+    }
+    if let Some(byte) = reply.get_mut(3) {
+        *byte = (*byte & 0xF0) | rcode.header_bits();
+    }
+    finish(reply, opt, transport, edns.map(|e| e.udp_payload_size))
+}
+
+/// Puts the OPT back and applies the client's size limit.
+fn finish(
+    mut reply: Vec<u8>,
+    opt: Option<Vec<u8>>,
+    transport: Transport,
+    payload: Option<u16>,
+) -> (Vec<u8>, u16) {
+    let limit = match (transport, payload) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(size)) => usize::from(size.min(OUR_UDP_PAYLOAD)),
+    };
+    let opt_len = opt.as_ref().map_or(0, Vec::len);
+    if reply.len() + opt_len > limit
+        && let Ok(first) = first_record(&reply)
+    {
+        reply.truncate(first);
+        for at in [6, 8, 10] {
+            set_count(&mut reply, at, 0);
+        }
+        if let Some(flags) = reply.get_mut(2) {
+            *flags |= 0x02;
+        }
+    }
+    if let Some(opt) = opt {
+        reply.extend_from_slice(&opt);
+        let additional = count(&reply, 10) + 1;
+        set_count(&mut reply, 10, additional);
+    }
+    let rcode = reply.get(3).map_or(0, |b| u16::from(b & 0x0F));
+    (reply, rcode)
+}
+
+fn count(message: &[u8], at: usize) -> u16 {
+    message
+        .get(at..at + 2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn set_count(message: &mut [u8], at: usize, value: u16) {
+    if let Some(field) = message.get_mut(at..at + 2) {
+        field.copy_from_slice(&value.to_be_bytes());
+    }
+}

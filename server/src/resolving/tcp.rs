@@ -1,0 +1,248 @@
+//! Upstream TCP connections, kept and reused with queries pipelined on them
+//! (RFC 7766): one connection per upstream per core, opened on first use.
+//!
+//! A query registers its ID, writes its framed message (writers take turns
+//! through a one-permit semaphore), and waits for the reader task to hand
+//! it the reply with that ID. Replies may come in any order. A connection
+//! that fails, or the upstream closes, fails every query waiting on it and
+//! is replaced on next use; one left idle for `idle` is closed.
+
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Why a TCP exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    /// The deadline passed.
+    #[error("no reply in time")]
+    Timeout,
+    /// Connecting or writing failed.
+    #[error("{0}")]
+    Io(String),
+    /// The connection closed or failed while the query waited.
+    #[error("the connection closed before the reply")]
+    Closed,
+    /// Another query on this connection holds the same ID (1 in 65536).
+    #[error("query ID already in flight on the connection")]
+    IdInUse,
+}
+
+/// One kept connection.
+struct Conn {
+    writer: RefCell<Option<WriteHalf<TcpStream>>>,
+    turn: glommio::sync::Semaphore,
+    pending: RefCell<HashMap<u16, LocalSender<Vec<u8>>>>,
+    dead: Cell<bool>,
+}
+
+impl Conn {
+    fn fail_all(&self) {
+        self.dead.set(true);
+        // Dropping the senders ends every waiting receive with `None`.
+        self.pending.borrow_mut().clear();
+    }
+}
+
+/// A core's kept TCP connections, one slot per upstream.
+pub struct TcpPool {
+    conns: RefCell<Vec<Option<Rc<Conn>>>>,
+    /// Per upstream: one connect at a time, so queries that arrive together
+    /// share the connection the first one opens.
+    connecting: Vec<glommio::sync::Semaphore>,
+    idle: Duration,
+    /// Replies that matched no waiting query, for the mismatch counter.
+    pub unmatched: Rc<Cell<u64>>,
+}
+
+impl std::fmt::Debug for TcpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpPool")
+            .field("upstreams", &self.conns.borrow().len())
+            .finish()
+    }
+}
+
+impl TcpPool {
+    /// Slots for `upstreams` upstreams; idle connections close after `idle`.
+    pub fn new(upstreams: usize, idle: Duration) -> TcpPool {
+        TcpPool {
+            conns: RefCell::new((0..upstreams).map(|_| None).collect()),
+            connecting: (0..upstreams)
+                .map(|_| glommio::sync::Semaphore::new(1))
+                .collect(),
+            idle,
+            unmatched: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// Sends `query` (with ID `id`) to upstream `index` at `address` and
+    /// returns the reply with that ID, before `deadline`. The second value
+    /// says whether a kept connection was reused.
+    pub async fn exchange(
+        &self,
+        index: usize,
+        address: SocketAddr,
+        query: &[u8],
+        id: u16,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, bool), TcpError> {
+        let (conn, reused) = self.connection(index, address, deadline).await?;
+        let (sender, receiver) = local_channel::new_bounded(1);
+        {
+            let mut pending = conn.pending.borrow_mut();
+            if pending.contains_key(&id) {
+                return Err(TcpError::IdInUse);
+            }
+            pending.insert(id, sender);
+        }
+        let mut framed = Vec::with_capacity(2 + query.len());
+        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        framed.extend_from_slice(query);
+        let left = left(deadline)?;
+        let written = glommio::timer::timeout(left, async {
+            let _turn = conn.turn.acquire_permit(1).await?;
+            let Some(mut writer) = conn.writer.borrow_mut().take() else {
+                return Ok(Err(TcpError::Closed));
+            };
+            let result = writer.write_all(&framed).await;
+            *conn.writer.borrow_mut() = Some(writer);
+            Ok(result.map_err(|e| TcpError::Io(e.to_string())))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                conn.fail_all();
+                return Err(error);
+            }
+            Err(_) => {
+                conn.pending.borrow_mut().remove(&id);
+                return Err(TcpError::Timeout);
+            }
+        }
+        let left = left_or(deadline, &conn, id)?;
+        let reply = glommio::timer::timeout(left, async { Ok(receiver.recv().await) }).await;
+        match reply {
+            Ok(Some(reply)) => Ok((reply, reused)),
+            Ok(None) => Err(TcpError::Closed),
+            Err(_) => {
+                conn.pending.borrow_mut().remove(&id);
+                Err(TcpError::Timeout)
+            }
+        }
+    }
+
+    /// The kept connection to upstream `index`, or a new one.
+    async fn connection(
+        &self,
+        index: usize,
+        address: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(Rc<Conn>, bool), TcpError> {
+        if let Some(conn) = self.kept(index) {
+            return Ok((conn, true));
+        }
+        let Some(connecting) = self.connecting.get(index) else {
+            return Err(TcpError::Io(format!("no upstream {index}")));
+        };
+        let _turn = glommio::timer::timeout(left(deadline)?, connecting.acquire_permit(1))
+            .await
+            .map_err(|_| TcpError::Timeout)?;
+        // Another query may have connected while this one waited.
+        if let Some(conn) = self.kept(index) {
+            return Ok((conn, true));
+        }
+        let stream = TcpStream::connect_timeout(address, left(deadline)?)
+            .await
+            .map_err(|e| match e {
+                glommio::GlommioError::TimedOut(_) => TcpError::Timeout,
+                other => TcpError::Io(other.to_string()),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = futures_lite::io::split(stream);
+        let conn = Rc::new(Conn {
+            writer: RefCell::new(Some(writer)),
+            turn: glommio::sync::Semaphore::new(1),
+            pending: RefCell::new(HashMap::new()),
+            dead: Cell::new(false),
+        });
+        glommio::spawn_local(read_replies(
+            reader,
+            Rc::clone(&conn),
+            self.idle,
+            Rc::clone(&self.unmatched),
+        ))
+        .detach();
+        if let Some(slot) = self.conns.borrow_mut().get_mut(index) {
+            *slot = Some(Rc::clone(&conn));
+        }
+        Ok((conn, false))
+    }
+}
+
+impl TcpPool {
+    fn kept(&self, index: usize) -> Option<Rc<Conn>> {
+        match self.conns.borrow().get(index) {
+            Some(Some(conn)) if !conn.dead.get() => Some(Rc::clone(conn)),
+            _ => None,
+        }
+    }
+}
+
+/// Hands each reply to the query waiting for its ID, until the connection
+/// fails, the upstream closes it, or it stays idle for `idle`.
+async fn read_replies(
+    mut reader: ReadHalf<TcpStream>,
+    conn: Rc<Conn>,
+    idle: Duration,
+    unmatched: Rc<Cell<u64>>,
+) {
+    loop {
+        let mut prefix = [0u8; 2];
+        let read = glommio::timer::timeout(idle, async {
+            reader.read_exact(&mut prefix).await?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+            reader.read_exact(&mut reply).await?;
+            Ok(reply)
+        })
+        .await;
+        let reply = match read {
+            Ok(reply) => reply,
+            Err(glommio::GlommioError::TimedOut(_)) if conn.pending.borrow().is_empty() => break,
+            Err(glommio::GlommioError::TimedOut(_)) => continue,
+            Err(_) => break,
+        };
+        let Some(id) = reply.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            unmatched.set(unmatched.get() + 1);
+            continue;
+        };
+        let waiting = conn.pending.borrow_mut().remove(&id);
+        match waiting {
+            Some(sender) => {
+                let _ = sender.try_send(reply);
+            }
+            None => unmatched.set(unmatched.get() + 1),
+        }
+    }
+    conn.fail_all();
+}
+
+fn left(deadline: Instant) -> Result<Duration, TcpError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or(TcpError::Timeout)
+}
+
+fn left_or(deadline: Instant, conn: &Conn, id: u16) -> Result<Duration, TcpError> {
+    left(deadline).inspect_err(|_| {
+        conn.pending.borrow_mut().remove(&id);
+    })
+}
