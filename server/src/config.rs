@@ -286,6 +286,10 @@ pub struct Forward {
     pub force_tcp: bool,
     /// Retry a truncated UDP reply over TCP only if this is false.
     pub prefer_udp: bool,
+    /// The name `tls://` upstreams' certificates must be for.
+    pub tls_servername: String,
+    /// PEM file of the CAs trusted for `tls://` upstreams; empty: the system's.
+    pub tls_ca_file: String,
 }
 
 impl Default for Forward {
@@ -303,6 +307,8 @@ impl Default for Forward {
             max_concurrent_per_core: 1_000,
             force_tcp: false,
             prefer_udp: false,
+            tls_servername: String::new(),
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -514,7 +520,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting(
         "forward.to",
-        "a list of upstreams: IP, IP:PORT, [IPv6]:PORT, or a resolv.conf path such as \"/etc/resolv.conf\"; empty means no forwarding",
+        "a list of upstreams: IP, IP:PORT, [IPv6]:PORT, tls://IP[:PORT] (DNS over TLS, port 853), or a resolv.conf path such as \"/etc/resolv.conf\"; empty means no forwarding",
         false,
         "Upstream servers for every name outside the cluster zones, as CoreDNS's `forward .` (flag --forward). Empty: such names get REFUSED.",
     ),
@@ -583,6 +589,18 @@ pub const SETTINGS: &[Setting] = &[
         "true or false",
         false,
         "Do not retry a truncated UDP reply over TCP; pass it on with TC set, as CoreDNS's `prefer_udp`.",
+    ),
+    setting(
+        "forward.tls_servername",
+        "a DNS name; needed with tls:// upstreams",
+        false,
+        "The name tls:// upstreams' certificates must be for, as CoreDNS's `tls_servername`.",
+    ),
+    setting(
+        "forward.tls_ca_file",
+        "a PEM file path; empty means the system's root certificates",
+        false,
+        "The CAs trusted for tls:// upstreams.",
     ),
 ];
 
@@ -850,6 +868,16 @@ impl Config {
         }
         if f.max_concurrent_per_core == 0 {
             return fail("forward.max_concurrent_per_core", "must be at least 1");
+        }
+        let any_tls =
+            f.to.iter()
+                .chain(f.stub_domains.values().flatten())
+                .any(|u| u.trim().starts_with("tls://"));
+        if any_tls && f.tls_servername.is_empty() {
+            return fail(
+                "forward.tls_servername",
+                "tls:// upstreams need the name their certificate is for",
+            );
         }
         if f.force_tcp && f.prefer_udp {
             return fail(

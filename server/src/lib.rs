@@ -170,7 +170,8 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     let forward_plan =
         resolving::ForwardPlan::build(&config.forward, &config.dns.listen)?.map(Arc::new);
     if let Some(plan) = &forward_plan {
-        tracing::info!(upstreams = ?plan.upstreams, "forwarding names outside the cluster zones");
+        let upstreams: Vec<String> = plan.upstreams.iter().map(ToString::to_string).collect();
+        tracing::info!(?upstreams, "forwarding names outside the cluster zones");
     }
     let mut forward_cores = Vec::new();
 

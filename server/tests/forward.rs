@@ -549,3 +549,57 @@ fn external_names_are_chased_in_the_cluster_and_upstream() {
         ["db.example.com.", "db.example.com.", "db.example.com."]
     );
 }
+
+#[test]
+fn dns_over_tls_upstreams_are_verified_and_kept() {
+    let upstream = Upstream::start_tls();
+    let ca = upstream.ca_file.as_ref().unwrap().display().to_string();
+    let to = format!("tls://{}", upstream.addr);
+    let config = config_file(&format!(
+        "[forward]\nto = [\"{to}\"]\ntls_servername = \"dns.test\"\ntls_ca_file = \"{ca}\"\n"
+    ));
+    let server = Server::start(&["--demo", "--cores", "1", "--config", config.as_str()]);
+    for name in ["one.example.com", "two.example.com", "three.example.com"] {
+        let reply = server.udp(name, RecordType::A);
+        assert_eq!(answers(&reply), [format!("{name}. A 192.0.2.1")]);
+    }
+    assert_eq!(
+        upstream.seen.tcp.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        upstream
+            .seen
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one TLS session, kept"
+    );
+    drop(server);
+
+    // A certificate for another name: no answer from that upstream.
+    let config = config_file(&format!(
+        "[forward]\nto = [\"{to}\"]\ntls_servername = \"other.test\"\ntls_ca_file = \"{ca}\"\ntimeout_ms = 500\nmax_attempts = 1\n"
+    ));
+    let server = Server::start(&["--demo", "--cores", "1", "--config", config.as_str()]);
+    let before = upstream.queries();
+    assert_eq!(rcode(&server.udp("www.example.com", RecordType::A)), 2);
+    assert_eq!(upstream.queries(), before);
+    drop(server);
+
+    // tls:// without a server name is a configuration error.
+    let config = config_file(&format!("[forward]\nto = [\"{to}\"]\n"));
+    let (ok, _, stderr) = {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
+            .args(["config", "check", config.as_str()])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    assert!(!ok);
+    assert!(stderr.contains("forward.tls_servername"), "{stderr}");
+}

@@ -94,7 +94,7 @@ impl Forwarder {
         core: usize,
     ) -> Forwarder {
         let health = plan.upstreams.iter().map(|_| Health::default()).collect();
-        let tcp = TcpPool::new(plan.upstreams.len(), TCP_IDLE);
+        let tcp = TcpPool::new(&plan.upstreams, TCP_IDLE, plan.tls.clone());
         Forwarder {
             tcp,
             plan,
@@ -285,7 +285,7 @@ impl Forwarder {
         question: &[u8],
     ) -> Result<Vec<u8>, AttemptError> {
         let deadline = Instant::now() + self.plan.timeout;
-        if self.plan.force_tcp {
+        if self.plan.force_tcp || self.plan.upstreams[upstream].tls {
             return self.over_tcp(upstream, query, id, question, deadline).await;
         }
         let reply = self
@@ -307,7 +307,7 @@ impl Forwarder {
         question: &[u8],
         deadline: Instant,
     ) -> Result<Vec<u8>, AttemptError> {
-        let address = self.plan.upstreams[upstream];
+        let address = self.plan.upstreams[upstream].addr;
         if let Some(metrics) = &self.metrics {
             metrics.conn_miss(upstream, false);
         }
@@ -359,11 +359,7 @@ impl Forwarder {
         question: &[u8],
         deadline: Instant,
     ) -> Result<Vec<u8>, AttemptError> {
-        let address = self.plan.upstreams[upstream];
-        let exchanged = self
-            .tcp
-            .exchange(upstream, address, query, id, deadline)
-            .await;
+        let exchanged = self.tcp.exchange(upstream, query, id, deadline).await;
         let unmatched = self.tcp.unmatched.replace(0);
         if let Some(metrics) = &self.metrics {
             for _ in 0..unmatched {
@@ -412,7 +408,7 @@ impl Forwarder {
                 let question = sent_question(&probe[..len]);
                 let deadline = Instant::now() + self.plan.timeout.min(self.plan.health_check);
                 let address = self.plan.upstreams[upstream];
-                let result = if self.plan.force_tcp {
+                let result = if self.plan.force_tcp || address.tls {
                     self.over_tcp(upstream, &probe[..len], id, question, deadline)
                         .await
                 } else {

@@ -18,9 +18,9 @@ pub enum UpstreamSpecError {
     /// Neither an address nor a path.
     #[error("{0:?} is not an upstream: write IP, IP:PORT, [IPv6]:PORT or a resolv.conf path")]
     Syntax(String),
-    /// DNS over TLS is not built yet.
+    /// A `tls://` upstream whose address does not parse.
     #[error(
-        "{0:?}: DNS over TLS upstreams are not supported yet; name the upstream's plain DNS address"
+        "{0:?} is not a DNS over TLS upstream: write tls://IP or tls://IP:PORT (port 853 if none)"
     )]
     Tls(String),
     /// A resolv.conf that cannot be read.
@@ -37,16 +37,40 @@ pub enum UpstreamSpecError {
     NoNameservers(String),
 }
 
+/// An upstream server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// DNS over TLS (RFC 7858), on a kept TCP connection.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            write!(f, "tls://{}", self.addr)
+        } else {
+            write!(f, "{}", self.addr)
+        }
+    }
+}
+
+fn plain(addr: SocketAddr) -> Upstream {
+    Upstream { addr, tls: false }
+}
+
 /// Parses one upstream entry: an address (port 53 if none is given), a
-/// `dns://` address, or a resolv.conf path (every `nameserver` in it).
-pub fn parse_upstream(text: &str) -> Result<Vec<SocketAddr>, UpstreamSpecError> {
+/// `dns://` address, a `tls://` address (port 853 if none is given), or a
+/// resolv.conf path (every `nameserver` in it).
+pub fn parse_upstream(text: &str) -> Result<Vec<Upstream>, UpstreamSpecError> {
     let text = text.trim();
     if text.starts_with('/') {
         let contents = std::fs::read_to_string(text).map_err(|source| UpstreamSpecError::Read {
             path: text.to_string(),
             source,
         })?;
-        let servers: Vec<SocketAddr> = contents
+        let servers: Vec<Upstream> = contents
             .lines()
             .filter_map(|line| {
                 let mut words = line.split_whitespace();
@@ -56,23 +80,29 @@ pub fn parse_upstream(text: &str) -> Result<Vec<SocketAddr>, UpstreamSpecError> 
                 let address = words.next()?.split('%').next()?;
                 address.parse::<IpAddr>().ok()
             })
-            .map(|ip| SocketAddr::new(ip, 53))
+            .map(|ip| plain(SocketAddr::new(ip, 53)))
             .collect();
         if servers.is_empty() {
             return Err(UpstreamSpecError::NoNameservers(text.to_string()));
         }
         return Ok(servers);
     }
-    if text.starts_with("tls://") {
-        return Err(UpstreamSpecError::Tls(text.to_string()));
+    if let Some(address) = text.strip_prefix("tls://") {
+        let addr = match address.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 853),
+            Err(_) => address
+                .parse::<SocketAddr>()
+                .map_err(|_| UpstreamSpecError::Tls(text.to_string()))?,
+        };
+        return Ok(vec![Upstream { addr, tls: true }]);
     }
     let address = text.strip_prefix("dns://").unwrap_or(text);
     if let Ok(ip) = address.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, 53)]);
+        return Ok(vec![plain(SocketAddr::new(ip, 53))]);
     }
     address
         .parse::<SocketAddr>()
-        .map(|a| vec![a])
+        .map(|a| vec![plain(a)])
         .map_err(|_| UpstreamSpecError::Syntax(text.to_string()))
 }
 
@@ -91,6 +121,14 @@ pub enum PlanError {
         #[source]
         source: kubewire_wire::NameError,
     },
+    /// `tls://` upstreams, and no `forward.tls_servername`.
+    #[error(
+        "forward: tls:// upstreams need forward.tls_servername, the name their certificate is for (such as \"dns.quad9.net\")"
+    )]
+    NoServerName,
+    /// The TLS settings cannot be used.
+    #[error("forward: {0}")]
+    Tls(String),
     /// Every upstream of a zone is kubewire itself.
     #[error(
         "forward: every upstream of zone {zone:?} is one of kubewire's own listen addresses, a forwarding loop; \
@@ -117,7 +155,10 @@ pub struct ForwardPlan {
     /// The loop probes, one per zone and upstream.
     pub probes: probe::LoopProbes,
     /// Every distinct upstream.
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<Upstream>,
+    /// For `tls://` upstreams: the client configuration and the name the
+    /// certificates must be for.
+    pub tls: Option<TlsSettings>,
     /// Forward zones, longest first.
     routes: Vec<Route>,
     /// Zones never forwarded.
@@ -153,7 +194,7 @@ impl ForwardPlan {
         if !config.enabled() {
             return Ok(None);
         }
-        let mut upstreams: Vec<SocketAddr> = Vec::new();
+        let mut upstreams: Vec<Upstream> = Vec::new();
         let mut routes = Vec::new();
         let zones = (!config.to.is_empty())
             .then(|| (".".to_string(), config.to.clone()))
@@ -164,7 +205,7 @@ impl ForwardPlan {
             let mut indexes = Vec::new();
             for entry in &entries {
                 for address in parse_upstream(entry)? {
-                    if is_own_address(address, listen) {
+                    if is_own_address(address.addr, listen) {
                         tracing::error!(
                             upstream = %address,
                             zone = %zone_text,
@@ -198,6 +239,14 @@ impl ForwardPlan {
             .iter()
             .map(|r| (r.zone, r.upstreams.clone()))
             .collect();
+        let tls = if upstreams.iter().any(|u| u.tls) {
+            Some(TlsSettings::new(
+                &config.tls_servername,
+                &config.tls_ca_file,
+            )?)
+        } else {
+            None
+        };
         let except = config
             .except
             .iter()
@@ -206,6 +255,7 @@ impl ForwardPlan {
         Ok(Some(ForwardPlan {
             probes: probe::LoopProbes::new(&probe_routes, upstreams.len()),
             upstreams,
+            tls,
             routes,
             except,
             policy: config.policy,
@@ -227,6 +277,81 @@ impl ForwardPlan {
             return None;
         }
         self.routes.iter().find(|route| key.ends_with(&route.zone))
+    }
+}
+
+/// What DNS over TLS needs: shared by every core.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// The rustls client configuration (ring, TLS 1.2 and 1.3).
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name the upstreams' certificates must be for.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl TlsSettings {
+    /// Trusts the certificates in `ca_file` (PEM), or the system's roots
+    /// when it is empty.
+    pub fn new(server_name: &str, ca_file: &str) -> Result<TlsSettings, PlanError> {
+        if server_name.is_empty() {
+            return Err(PlanError::NoServerName);
+        }
+        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| {
+                PlanError::Tls(format!(
+                    "forward.tls_servername {server_name:?} is not a DNS name or IP: {e}"
+                ))
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        if ca_file.is_empty() {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(PlanError::Tls(
+                    "no system root certificates found for tls:// upstreams; install ca-certificates or set forward.tls_ca_file"
+                        .into(),
+                ));
+            }
+        } else {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_file).map_err(|e| {
+                PlanError::Tls(format!(
+                    "forward.tls_ca_file {ca_file:?} cannot be read: {e}"
+                ))
+            })?;
+            for cert in certs {
+                let cert = cert
+                    .map_err(|e| PlanError::Tls(format!("forward.tls_ca_file {ca_file:?}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| PlanError::Tls(format!("forward.tls_ca_file {ca_file:?}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(PlanError::Tls(format!(
+                    "forward.tls_ca_file {ca_file:?} holds no certificate"
+                )));
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PlanError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TlsSettings {
+            config: std::sync::Arc::new(config),
+            server_name,
+        })
     }
 }
 
@@ -261,20 +386,20 @@ mod tests {
 
     #[test]
     fn upstreams_parse_from_addresses_and_resolv_conf() {
-        assert_eq!(
-            parse_upstream("10.0.0.1").unwrap(),
-            vec!["10.0.0.1:53".parse().unwrap()]
-        );
-        assert_eq!(
-            parse_upstream("dns://127.0.0.1:5300").unwrap(),
-            vec!["127.0.0.1:5300".parse().unwrap()]
-        );
-        assert_eq!(
-            parse_upstream("[::1]:53").unwrap(),
-            vec!["[::1]:53".parse().unwrap()]
-        );
+        let addrs = |text: &str| -> Vec<String> {
+            parse_upstream(text)
+                .unwrap()
+                .iter()
+                .map(|u| u.to_string())
+                .collect()
+        };
+        assert_eq!(addrs("10.0.0.1"), ["10.0.0.1:53"]);
+        assert_eq!(addrs("dns://127.0.0.1:5300"), ["127.0.0.1:5300"]);
+        assert_eq!(addrs("[::1]:53"), ["[::1]:53"]);
+        assert_eq!(addrs("tls://192.0.2.9"), ["tls://192.0.2.9:853"]);
+        assert_eq!(addrs("tls://192.0.2.9:8853"), ["tls://192.0.2.9:8853"]);
         assert!(matches!(
-            parse_upstream("tls://1.1.1.1"),
+            parse_upstream("tls://dns.example"),
             Err(UpstreamSpecError::Tls(_))
         ));
         assert!(matches!(
@@ -290,11 +415,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            parse_upstream(path.to_str().unwrap()).unwrap(),
-            vec![
-                "192.0.2.1:53".parse().unwrap(),
-                "[fe80::1]:53".parse().unwrap()
-            ]
+            addrs(path.to_str().unwrap()),
+            ["192.0.2.1:53", "[fe80::1]:53"]
         );
         std::fs::write(&path, "search a.b\n").unwrap();
         assert!(matches!(
@@ -319,7 +441,7 @@ mod tests {
             plan.route(&NameBuf::from_text(name).unwrap()).map(|r| {
                 r.upstreams
                     .iter()
-                    .map(|&i| plan.upstreams[i])
+                    .map(|&i| plan.upstreams[i].addr)
                     .collect::<Vec<_>>()
             })
         };

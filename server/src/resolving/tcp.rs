@@ -1,5 +1,7 @@
 //! Upstream TCP connections, kept and reused with queries pipelined on them
 //! (RFC 7766): one connection per upstream per core, opened on first use.
+//! A `tls://` upstream's connection is DNS over TLS (RFC 7858): the same
+//! framing inside a TLS session (rustls, through `futures-rustls`).
 //!
 //! A query registers its ID, writes its framed message (writers take turns
 //! through a one-permit semaphore), and waits for the reader task to hand
@@ -7,13 +9,13 @@
 //! that fails, or the upstream closes, fails every query waiting on it and
 //! is replaced on next use; one left idle for `idle` is closed.
 
-use futures_lite::io::{ReadHalf, WriteHalf};
+use super::{TlsSettings, Upstream};
+use futures_lite::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -34,9 +36,14 @@ pub enum TcpError {
     IdInUse,
 }
 
+/// A connection's byte stream: plain TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
+type BoxedStream = Box<dyn Stream>;
+
 /// One kept connection.
 struct Conn {
-    writer: RefCell<Option<WriteHalf<TcpStream>>>,
+    writer: RefCell<Option<WriteHalf<BoxedStream>>>,
     turn: glommio::sync::Semaphore,
     pending: RefCell<HashMap<u16, LocalSender<Vec<u8>>>>,
     dead: Cell<bool>,
@@ -52,6 +59,8 @@ impl Conn {
 
 /// A core's kept TCP connections, one slot per upstream.
 pub struct TcpPool {
+    upstreams: Vec<Upstream>,
+    tls: Option<TlsSettings>,
     conns: RefCell<Vec<Option<Rc<Conn>>>>,
     /// Per upstream: one connect at a time, so queries that arrive together
     /// share the connection the first one opens.
@@ -70,11 +79,15 @@ impl std::fmt::Debug for TcpPool {
 }
 
 impl TcpPool {
-    /// Slots for `upstreams` upstreams; idle connections close after `idle`.
-    pub fn new(upstreams: usize, idle: Duration) -> TcpPool {
+    /// A slot per upstream; idle connections close after `idle`. `tls` is
+    /// needed for `tls://` upstreams.
+    pub fn new(upstreams: &[Upstream], idle: Duration, tls: Option<TlsSettings>) -> TcpPool {
         TcpPool {
-            conns: RefCell::new((0..upstreams).map(|_| None).collect()),
-            connecting: (0..upstreams)
+            upstreams: upstreams.to_vec(),
+            tls,
+            conns: RefCell::new(upstreams.iter().map(|_| None).collect()),
+            connecting: upstreams
+                .iter()
                 .map(|_| glommio::sync::Semaphore::new(1))
                 .collect(),
             idle,
@@ -82,18 +95,17 @@ impl TcpPool {
         }
     }
 
-    /// Sends `query` (with ID `id`) to upstream `index` at `address` and
-    /// returns the reply with that ID, before `deadline`. The second value
-    /// says whether a kept connection was reused.
+    /// Sends `query` (with ID `id`) to upstream `index` and returns the
+    /// reply with that ID, before `deadline`. The second value says whether
+    /// a kept connection was reused.
     pub async fn exchange(
         &self,
         index: usize,
-        address: SocketAddr,
         query: &[u8],
         id: u16,
         deadline: Instant,
     ) -> Result<(Vec<u8>, bool), TcpError> {
-        let (conn, reused) = self.connection(index, address, deadline).await?;
+        let (conn, reused) = self.connection(index, deadline).await?;
         let (sender, receiver) = local_channel::new_bounded(1);
         {
             let mut pending = conn.pending.borrow_mut();
@@ -143,9 +155,11 @@ impl TcpPool {
     async fn connection(
         &self,
         index: usize,
-        address: SocketAddr,
         deadline: Instant,
     ) -> Result<(Rc<Conn>, bool), TcpError> {
+        let Some(&upstream) = self.upstreams.get(index) else {
+            return Err(TcpError::Io(format!("no upstream {index}")));
+        };
         if let Some(conn) = self.kept(index) {
             return Ok((conn, true));
         }
@@ -159,13 +173,31 @@ impl TcpPool {
         if let Some(conn) = self.kept(index) {
             return Ok((conn, true));
         }
-        let stream = TcpStream::connect_timeout(address, left(deadline)?)
+        let stream = TcpStream::connect_timeout(upstream.addr, left(deadline)?)
             .await
             .map_err(|e| match e {
                 glommio::GlommioError::TimedOut(_) => TcpError::Timeout,
                 other => TcpError::Io(other.to_string()),
             })?;
         let _ = stream.set_nodelay(true);
+        let stream: BoxedStream = if upstream.tls {
+            let Some(tls) = &self.tls else {
+                return Err(TcpError::Io("no TLS settings for a tls:// upstream".into()));
+            };
+            let connector = futures_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config));
+            let handshake = connector.connect(tls.server_name.clone(), stream);
+            let tls_stream = glommio::timer::timeout(left(deadline)?, async {
+                handshake.await.map_err(glommio::GlommioError::from)
+            })
+            .await
+            .map_err(|e| match e {
+                glommio::GlommioError::TimedOut(_) => TcpError::Timeout,
+                other => TcpError::Io(format!("TLS handshake failed: {other}")),
+            })?;
+            Box::new(tls_stream)
+        } else {
+            Box::new(stream)
+        };
         let (reader, writer) = futures_lite::io::split(stream);
         let conn = Rc::new(Conn {
             writer: RefCell::new(Some(writer)),
@@ -199,7 +231,7 @@ impl TcpPool {
 /// Hands each reply to the query waiting for its ID, until the connection
 /// fails, the upstream closes it, or it stays idle for `idle`.
 async fn read_replies(
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<BoxedStream>,
     conn: Rc<Conn>,
     idle: Duration,
     unmatched: Rc<Cell<u64>>,

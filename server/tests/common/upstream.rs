@@ -53,6 +53,9 @@ pub struct Seen {
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// For a DNS over TLS upstream: the PEM file of its self-signed
+    /// certificate, for `dns.test`.
+    pub ca_file: Option<std::path::PathBuf>,
     behaviour: Arc<Mutex<Behaviour>>,
     answers: Arc<Mutex<Vec<(String, Ipv4Addr)>>>,
     pub seen: Arc<Seen>,
@@ -72,6 +75,7 @@ impl Upstream {
         let addr = udp.local_addr().unwrap();
         let upstream = Upstream {
             addr,
+            ca_file: None,
             behaviour: Arc::new(Mutex::new(Behaviour::Answer)),
             answers: Arc::new(Mutex::new(Vec::new())),
             seen: Arc::new(Seen::default()),
@@ -85,6 +89,76 @@ impl Upstream {
         tcp.set_nonblocking(true).unwrap();
         let script = upstream.script();
         std::thread::spawn(move || serve_tcp(tcp, script));
+        upstream
+    }
+
+    /// A DNS over TLS upstream (TCP only) with a self-signed certificate
+    /// for `dns.test`.
+    pub fn start_tls() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["dns.test".to_string()]).unwrap();
+        let ca_file = std::env::temp_dir().join(format!(
+            "kubewire-dot-{}-{}.pem",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let config = Arc::new(config);
+        let upstream = Upstream {
+            addr,
+            ca_file: Some(ca_file),
+            behaviour: Arc::new(Mutex::new(Behaviour::Answer)),
+            answers: Arc::new(Mutex::new(Vec::new())),
+            seen: Arc::new(Seen::default()),
+            names: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        listener.set_nonblocking(true).unwrap();
+        let script = upstream.script();
+        std::thread::spawn(move || {
+            while !script.stop.load(Ordering::Relaxed) {
+                let Ok((tcp, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                script.seen.connections.fetch_add(1, Ordering::Relaxed);
+                let script = script.clone();
+                let config = Arc::clone(&config);
+                std::thread::spawn(move || {
+                    tcp.set_nonblocking(false).unwrap();
+                    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let connection = rustls::ServerConnection::new(config).unwrap();
+                    let mut stream = rustls::StreamOwned::new(connection, tcp);
+                    loop {
+                        let mut prefix = [0u8; 2];
+                        if stream.read_exact(&mut prefix).is_err() {
+                            return;
+                        }
+                        let mut query = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+                        if stream.read_exact(&mut query).is_err() {
+                            return;
+                        }
+                        if let Some(reply) = script.reply(&query, true) {
+                            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                            framed.extend_from_slice(&reply);
+                            if stream.write_all(&framed).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
         upstream
     }
 
