@@ -156,6 +156,24 @@ struct Shared {
     query_log_settings: Arc<QueryLogSettings>,
     query_log: Rc<RefCell<QueryLog>>,
     forwarder: Option<Rc<Forwarder>>,
+    /// Forwarded and chased queries in progress on this core's reactor.
+    background: Rc<Cell<usize>>,
+}
+
+/// Counts a forwarded or chased query while its task lives.
+struct Background(Rc<Cell<usize>>);
+
+impl Background {
+    fn start(count: &Rc<Cell<usize>>) -> Background {
+        count.set(count.get() + 1);
+        Background(Rc::clone(count))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// Starts a core on its own pinned thread.
@@ -191,6 +209,7 @@ async fn run(setup: CoreSetup) {
         query_log_settings: setup.query_log,
         query_log: Rc::new(RefCell::new(QueryLog::default())),
         forwarder,
+        background: Rc::new(Cell::new(0)),
     };
     apply_updates(&shared);
     if let Some(forwarder) = &shared.forwarder {
@@ -396,7 +415,9 @@ fn spawn_udp_chase(
 ) {
     let shared = shared.clone();
     let socket = Rc::clone(socket);
+    let background = Background::start(&shared.background);
     glommio::spawn_local(async move {
+        let _background = background;
         let started = std::time::Instant::now();
         let chased = chase_and_count(&shared, listen, Proto::Udp, &query, reply).await;
         send_datagram(&socket, &chased.reply, peer);
@@ -419,7 +440,9 @@ fn spawn_udp_forward(
     };
     let shared = shared.clone();
     let socket = Rc::clone(socket);
+    let background = Background::start(&shared.background);
     glommio::spawn_local(async move {
+        let _background = background;
         let started = std::time::Instant::now();
         let Some(forwarded) = forwarder.resolve(&query, Transport::Udp).await else {
             return;
@@ -492,7 +515,10 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
     let mut picked: Vec<(usize, u16)> = Vec::with_capacity(crate::batch::BATCH);
     let mut failures = Failures::default();
     loop {
-        if !flowing {
+        // While forwarded or chased queries wait for upstream replies, the
+        // core waits on the reactor, which also reaps those replies; it
+        // does not sleep in the kernel, where they would wait for it.
+        if !flowing || shared.background.get() > 0 {
             // Wait on the reactor until a datagram is there, without taking it.
             if let Err(error) = socket.peek_from(&mut peek).await {
                 failures.record("UDP receive failed; retrying", &error);
@@ -501,8 +527,10 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
             }
         }
         // Sleeping in the kernel blocks the core's other tasks, so only a
-        // core's only UDP socket does it; others poll.
-        let received = if exclusive {
+        // core's only UDP socket does it, and only while no forwarded or
+        // chased query waits on the reactor for its upstream's reply;
+        // otherwise it takes what is there.
+        let received = if exclusive && shared.background.get() == 0 {
             batch.receive_waiting(fd)
         } else {
             batch.receive(fd)
