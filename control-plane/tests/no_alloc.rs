@@ -1,0 +1,107 @@
+//! `AnswerTable::respond`, the real serving function, allocates nothing:
+//! every name of the fixture, every type, NXDOMAIN, pod names and reverse
+//! names, in every pod mode, under a counting global allocator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
+
+mod common;
+
+use common::*;
+use kubewire_control_plane::{PodMode, Response, Settings};
+use kubewire_wire::{Transport, rtype};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn respond_allocates_nothing_in_any_pod_mode() {
+    for pod_mode in [PodMode::Disabled, PodMode::Insecure, PodMode::Verified] {
+        let settings = Settings {
+            pod_mode,
+            ..Settings::default()
+        };
+        let mut table = table_from(&compile(settings, fixture_objects(), true));
+        let mut names: Vec<String> = table
+            .entries()
+            .map(|entry| kubewire_wire::name::to_text(entry.key()))
+            .collect();
+        names.extend(
+            [
+                "nope.testns.svc.cluster.local.",
+                "cluster.local.",
+                "10-240-0-1.podns.pod.cluster.local.",
+                "10-240-0-9.podns.pod.cluster.local.",
+                "1-2-3-4.nons.pod.cluster.local.",
+                "1.0.0.10.in-addr.arpa.",
+                "9.9.9.9.in-addr.arpa.",
+                "www.example.com.",
+            ]
+            .map(String::from),
+        );
+        let types = [
+            rtype::A,
+            rtype::AAAA,
+            rtype::SRV,
+            rtype::PTR,
+            rtype::CNAME,
+            rtype::TXT,
+            rtype::SOA,
+            rtype::NS,
+            rtype::ANY,
+            rtype::AXFR,
+        ];
+        let queries: Vec<Vec<u8>> = names
+            .iter()
+            .flat_map(|name| types.map(|qtype| query(name.trim_end_matches('.'), qtype, 7)))
+            .collect();
+        let mut out = vec![0u8; 65535];
+        // Once to warm whatever is lazily set up, then counted.
+        for packet in &queries {
+            table.respond(packet, Transport::Udp, &mut out);
+        }
+        let before = allocations();
+        let mut replies = 0usize;
+        for packet in &queries {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                match table.respond(packet, transport, &mut out) {
+                    Response::Reply { len, .. } | Response::NotOurs { len, .. } => replies += len,
+                    Response::Drop => {}
+                }
+            }
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "{pod_mode:?}: respond allocated over {} queries",
+            queries.len() * 2
+        );
+        assert!(replies > 0);
+    }
+}
