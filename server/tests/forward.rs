@@ -603,3 +603,63 @@ fn dns_over_tls_upstreams_are_verified_and_kept() {
     assert!(!ok);
     assert!(stderr.contains("forward.tls_servername"), "{stderr}");
 }
+
+#[test]
+fn prefer_udp_dnssec_bits_and_the_clients_size_limit() {
+    // prefer_udp: a truncated UDP reply goes to the client as it is.
+    let upstream = Upstream::start();
+    upstream.set(Behaviour::TruncateUdp);
+    let config = config_file("[forward]\nprefer_udp = true\n");
+    let server = forwarding(&[&upstream], &["--config", config.as_str()]);
+    let reply = server.udp("big.example.com", RecordType::A);
+    assert!(reply.metadata.truncation, "TC passed on");
+    assert!(reply.answers.is_empty());
+    assert_eq!(
+        upstream.seen.tcp.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(server);
+
+    let upstream = Upstream::start();
+    let server = forwarding(&[&upstream], &[]);
+    // CD and DO go upstream as the client set them.
+    let mut message = hickory_proto::op::Message::query();
+    message.metadata.recursion_desired = true;
+    message.metadata.checking_disabled = true;
+    message.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("signed.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    message.set_edns(edns);
+    let reply = udp_query(server.addr, &message.to_vec().unwrap());
+    assert_eq!(rcode(&reply), 0);
+    assert!(reply.metadata.checking_disabled, "CD echoed");
+    assert!(reply.edns.as_ref().unwrap().flags().dnssec_ok, "DO echoed");
+    assert_eq!(
+        *upstream.seen.last_cd_do.lock().unwrap(),
+        Some((true, Some(true)))
+    );
+    let reply = server.udp("plain.example.com", RecordType::A);
+    assert_eq!(rcode(&reply), 0);
+    assert_eq!(
+        *upstream.seen.last_cd_do.lock().unwrap(),
+        Some((false, Some(false))),
+        "our OPT, DO clear"
+    );
+
+    // A reply larger than the client takes: TC over UDP, whole over TCP.
+    let reply = server.udp("many.example.com", RecordType::A);
+    assert!(reply.metadata.truncation, "TC at 512 bytes without EDNS");
+    assert!(reply.answers.is_empty());
+    let reply = udp_query(
+        server.addr,
+        &build_query("many.example.com", RecordType::A, Some(1232)),
+    );
+    assert!(!reply.metadata.truncation);
+    assert_eq!(reply.answers.len(), 60);
+    let reply = server.tcp("many.example.com", RecordType::A);
+    assert_eq!(reply.answers.len(), 60);
+}

@@ -49,6 +49,8 @@ pub struct Seen {
     pub connections: AtomicU64,
     /// kubewire's loop probes (not counted in `udp`, `tcp` or the names).
     pub loop_probes: AtomicU64,
+    /// The CD bit and the EDNS DO bit of the last query (None: no OPT).
+    pub last_cd_do: Mutex<Option<(bool, Option<bool>)>>,
 }
 
 pub struct Upstream {
@@ -219,6 +221,10 @@ impl Script {
         if name.contains(".kubewire-loop-probe.") {
             self.seen.loop_probes.fetch_add(1, Ordering::Relaxed);
         } else {
+            *self.seen.last_cd_do.lock().unwrap() = Some((
+                message.metadata.checking_disabled,
+                message.edns.as_ref().map(|e| e.flags().dnssec_ok),
+            ));
             let counter = if tcp { &self.seen.tcp } else { &self.seen.udp };
             counter.fetch_add(1, Ordering::Relaxed);
             self.names.lock().unwrap().push(name.clone());
@@ -242,6 +248,15 @@ impl Script {
             reply.metadata.truncation = true;
         } else if lower.starts_with("nx") {
             reply.metadata.response_code = ResponseCode::NXDomain;
+        } else if question.query_type() == RecordType::A && lower.starts_with("many") {
+            // Sixty records: about 1 KB, more than a client without EDNS takes.
+            for i in 0..60u8 {
+                reply.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    60,
+                    RData::A(A(Ipv4Addr::new(192, 0, 2, i))),
+                ));
+            }
         } else if question.query_type() == RecordType::A {
             let ip = self
                 .answers
