@@ -4,7 +4,7 @@
 //! hickory-proto and carry the query's question byte for byte.
 #![no_main]
 
-#[path = "../../control-plane/tests/common/fixture.rs"]
+#[path = "../../../control-plane/tests/common/fixture.rs"]
 mod fixture;
 
 use kubewire_control_plane::{
