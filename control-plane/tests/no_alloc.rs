@@ -2,43 +2,17 @@
 //! every name of the fixture, every type, NXDOMAIN, pod names and reverse
 //! names, in every pod mode, under a counting global allocator.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 
 mod common;
 
 use common::*;
 use kubewire_control_plane::{PodMode, Response, Settings};
 use kubewire_wire::{Transport, rtype};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
-struct Counting;
+#[path = "../../wire/tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
+use counting_alloc::allocations;
 
 #[test]
 fn respond_allocates_nothing_in_any_pod_mode() {

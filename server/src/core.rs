@@ -351,16 +351,46 @@ fn answer(
     Answer::Reply(len, rcode)
 }
 
-/// Counts a reply that was forwarded (or chased) rather than answered
-/// from the table alone.
-fn count_slow(
+/// A query the table could not finish alone.
+#[derive(Debug)]
+enum Slow {
+    /// Forward it.
+    Forward,
+    /// Chase the CNAME in the table's reply (an ExternalName Service).
+    Chase(Vec<u8>),
+}
+
+/// Answers a [`Slow`] query (forwarding or chasing, on this core's
+/// reactor) and counts the reply; `None` when there is nothing to send.
+async fn answer_slow(
     shared: &Shared,
     listen: usize,
     proto: Proto,
     query: &[u8],
-    reply: &Forwarded,
-    plugin: Plugin,
-) {
+    slow: Slow,
+) -> Option<Forwarded> {
+    let transport = match proto {
+        Proto::Udp => Transport::Udp,
+        Proto::Tcp => Transport::Tcp,
+    };
+    let (reply, plugin) = match slow {
+        Slow::Forward => {
+            let forwarder = shared.forwarder.as_ref()?;
+            (forwarder.resolve(query, transport).await?, Plugin::Forward)
+        }
+        Slow::Chase(table_reply) => {
+            let (reply, rcode) = crate::resolving::chase::chase(
+                &shared.table,
+                shared.forwarder.as_ref(),
+                query,
+                table_reply,
+                transport,
+            )
+            .await;
+            let rcode = kubewire_wire::Rcode(rcode);
+            (Forwarded { reply, rcode }, Plugin::Kubernetes)
+        }
+    };
     if let Some(metrics) = &shared.metrics {
         let qtype = kubewire_wire::parse_query(query).map_or(0, |q| q.qtype());
         metrics.answered(&Answered {
@@ -373,45 +403,18 @@ fn count_slow(
             response_len: reply.reply.len(),
         });
     }
+    Some(reply)
 }
 
-/// Chases the CNAME in `reply` (the table's answer to `query`), then
-/// counts the joined reply.
-async fn chase_and_count(
-    shared: &Shared,
-    listen: usize,
-    proto: Proto,
-    query: &[u8],
-    reply: Vec<u8>,
-) -> Forwarded {
-    let transport = match proto {
-        Proto::Udp => Transport::Udp,
-        Proto::Tcp => Transport::Tcp,
-    };
-    let (reply, rcode) = crate::resolving::chase::chase(
-        &shared.table,
-        shared.forwarder.as_ref(),
-        query,
-        reply,
-        transport,
-    )
-    .await;
-    let chased = Forwarded {
-        reply,
-        rcode: kubewire_wire::Rcode(rcode),
-    };
-    count_slow(shared, listen, proto, query, &chased, Plugin::Kubernetes);
-    chased
-}
-
-/// Chases a UDP query's CNAME on its own task and sends the reply.
-fn spawn_udp_chase(
+/// Answers a [`Slow`] UDP query on its own task and sends the reply to
+/// `peer` through the listen socket.
+fn spawn_udp_slow(
     shared: &Shared,
     socket: &Rc<UdpSocket>,
     listen: usize,
     query: Vec<u8>,
-    reply: Vec<u8>,
     peer: std::net::SocketAddr,
+    slow: Slow,
 ) {
     let shared = shared.clone();
     let socket = Rc::clone(socket);
@@ -419,50 +422,17 @@ fn spawn_udp_chase(
     glommio::spawn_local(async move {
         let _background = background;
         let started = std::time::Instant::now();
-        let chased = chase_and_count(&shared, listen, Proto::Udp, &query, reply).await;
-        send_datagram(&socket, &chased.reply, peer);
-        finish_one(&shared, listen, started, Some(peer), &query, chased.rcode.0);
-    })
-    .detach();
-}
-
-/// Forwards a UDP query on its own task and sends the reply to `peer`
-/// through the listen socket.
-fn spawn_udp_forward(
-    shared: &Shared,
-    socket: &Rc<UdpSocket>,
-    listen: usize,
-    query: Vec<u8>,
-    peer: std::net::SocketAddr,
-) {
-    let Some(forwarder) = shared.forwarder.clone() else {
-        return;
-    };
-    let shared = shared.clone();
-    let socket = Rc::clone(socket);
-    let background = Background::start(&shared.background);
-    glommio::spawn_local(async move {
-        let _background = background;
-        let started = std::time::Instant::now();
-        let Some(forwarded) = forwarder.resolve(&query, Transport::Udp).await else {
+        let Some(answered) = answer_slow(&shared, listen, Proto::Udp, &query, slow).await else {
             return;
         };
-        send_datagram(&socket, &forwarded.reply, peer);
-        count_slow(
-            &shared,
-            listen,
-            Proto::Udp,
-            &query,
-            &forwarded,
-            Plugin::Forward,
-        );
+        send_datagram(&socket, &answered.reply, peer);
         finish_one(
             &shared,
             listen,
             started,
             Some(peer),
             &query,
-            forwarded.rcode.0,
+            answered.rcode.0,
         );
     })
     .detach();
@@ -503,10 +473,8 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, listen: usize) {
     let socket = Rc::new(socket);
     let fd = socket.as_raw_fd();
-    // Queries of this batch to forward, by index, and to chase, with the
-    // table's reply.
-    let mut forwards: Vec<usize> = Vec::new();
-    let mut chases: Vec<(usize, Vec<u8>)> = Vec::new();
+    // Queries of this batch the table could not finish, by index.
+    let mut slow: Vec<(usize, Slow)> = Vec::new();
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
     let mut flowing = false;
@@ -571,11 +539,11 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
                 ) {
                     Answer::Reply(len, rcode) => (len, rcode),
                     Answer::Forward => {
-                        forwards.push(i);
+                        slow.push((i, Slow::Forward));
                         return None;
                     }
                     Answer::Chase(len) => {
-                        chases.push((i, out[..len].to_vec()));
+                        slow.push((i, Slow::Chase(out[..len].to_vec())));
                         return None;
                     }
                     Answer::Drop => return None,
@@ -590,21 +558,10 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         }
         let answered = batch.queued() as u64;
         send_all(&mut batch, fd).await;
-        for i in forwards.drain(..) {
+        for (i, slow) in slow.drain(..) {
             if let Some(peer) = batch.peer(i) {
-                spawn_udp_forward(&shared, &socket, listen, batch.query(i).to_vec(), peer);
-            }
-        }
-        for (i, reply) in chases.drain(..) {
-            if let Some(peer) = batch.peer(i) {
-                spawn_udp_chase(
-                    &shared,
-                    &socket,
-                    listen,
-                    batch.query(i).to_vec(),
-                    reply,
-                    peer,
-                );
+                let query = batch.query(i).to_vec();
+                spawn_udp_slow(&shared, &socket, listen, query, peer, slow);
             }
         }
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
@@ -689,12 +646,13 @@ async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
         let (reply, rcode) = match answered {
             Answer::Reply(reply, rcode) => (reply, rcode),
             Answer::Forward => {
-                spawn_udp_forward(&shared, &socket, listen, query[..len].to_vec(), peer);
+                let query = query[..len].to_vec();
+                spawn_udp_slow(&shared, &socket, listen, query, peer, Slow::Forward);
                 continue;
             }
             Answer::Chase(reply) => {
-                let reply = out[..reply].to_vec();
-                spawn_udp_chase(&shared, &socket, listen, query[..len].to_vec(), reply, peer);
+                let chase = Slow::Chase(out[..reply].to_vec());
+                spawn_udp_slow(&shared, &socket, listen, query[..len].to_vec(), peer, chase);
                 continue;
             }
             Answer::Drop => continue,
@@ -818,8 +776,7 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
         }
         let started = std::time::Instant::now();
         let mut rcode = 0;
-        let mut chase = None;
-        let forward = {
+        let slow = {
             let mut scratch = tcp.scratch.borrow_mut();
             let answered = answer(
                 &mut tcp.shared.table.borrow_mut(),
@@ -838,39 +795,22 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
                     reply.extend_from_slice(&scratch[..2 + reply_len]);
                     None
                 }
-                Answer::Forward => tcp.shared.forwarder.clone(),
-                Answer::Chase(len) => {
-                    chase = Some(scratch[2..2 + len].to_vec());
-                    None
-                }
+                Answer::Forward => Some(Slow::Forward),
+                Answer::Chase(len) => Some(Slow::Chase(scratch[2..2 + len].to_vec())),
                 // Not a query at all: a DNS peer would not send this.
                 Answer::Drop => return,
             }
         };
-        if let Some(table_reply) = chase {
-            let chased =
-                chase_and_count(&tcp.shared, tcp.listen, Proto::Tcp, &query, table_reply).await;
-            rcode = chased.rcode.0;
-            reply.clear();
-            reply.extend_from_slice(&(chased.reply.len() as u16).to_be_bytes());
-            reply.extend_from_slice(&chased.reply);
-        }
-        if let Some(forwarder) = forward {
-            let Some(forwarded) = forwarder.resolve(&query, Transport::Tcp).await else {
+        if let Some(slow) = slow {
+            let Some(answered) =
+                answer_slow(&tcp.shared, tcp.listen, Proto::Tcp, &query, slow).await
+            else {
                 return;
             };
-            count_slow(
-                &tcp.shared,
-                tcp.listen,
-                Proto::Tcp,
-                &query,
-                &forwarded,
-                Plugin::Forward,
-            );
-            rcode = forwarded.rcode.0;
+            rcode = answered.rcode.0;
             reply.clear();
-            reply.extend_from_slice(&(forwarded.reply.len() as u16).to_be_bytes());
-            reply.extend_from_slice(&forwarded.reply);
+            reply.extend_from_slice(&(answered.reply.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&answered.reply);
         }
         if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply))
             .await

@@ -358,12 +358,22 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
         };
         out[..window.len()].copy_from_slice(window);
         out[window.len()..].copy_from_slice(rest);
+        // Fixups mostly share one suffix (the zone): its label walk is done
+        // once per reply, not once per fixup.
+        let mut checked: Option<(u8, usize)> = None;
         for fixup in self.fixups() {
-            let suffix_start = qname
-                .len()
-                .checked_sub(usize::from(fixup.suffix_len))
-                .filter(|&start| is_label_start(qname, start))
-                .ok_or(QuestionOutsideZone)?;
+            let suffix_start = match checked {
+                Some((suffix_len, start)) if suffix_len == fixup.suffix_len => start,
+                _ => {
+                    let start = qname
+                        .len()
+                        .checked_sub(usize::from(fixup.suffix_len))
+                        .filter(|&start| is_label_start(qname, start))
+                        .ok_or(QuestionOutsideZone)?;
+                    checked = Some((fixup.suffix_len, start));
+                    start
+                }
+            };
             let target = (HEADER_LEN + suffix_start) as u16;
             let at = usize::from(fixup.at);
             out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());

@@ -339,10 +339,8 @@ impl Forwarder {
         // One byte more than we take, to see a reply that is too large.
         let mut buf = vec![0u8; MAX_UDP_REPLY + 1];
         loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or(AttemptError::Timeout(self.plan.timeout))?;
+            let left =
+                super::time_left(deadline).ok_or(AttemptError::Timeout(self.plan.timeout))?;
             let received = glommio::timer::timeout(left, socket.recv_from(&mut buf)).await;
             let (len, from) = match received {
                 Ok(received) => received,

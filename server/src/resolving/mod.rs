@@ -355,6 +355,13 @@ impl TlsSettings {
     }
 }
 
+/// Time until `deadline`, or `None` once it has passed.
+fn time_left(deadline: std::time::Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(std::time::Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
 fn parse_zone(text: &str) -> Result<NameBuf, PlanError> {
     NameBuf::from_text(text)
         .map(|n| n.to_lowercase())

@@ -267,10 +267,7 @@ async fn read_replies(
 }
 
 fn left(deadline: Instant) -> Result<Duration, TcpError> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .ok_or(TcpError::Timeout)
+    super::time_left(deadline).ok_or(TcpError::Timeout)
 }
 
 fn left_or(deadline: Instant, conn: &Conn, id: u16) -> Result<Duration, TcpError> {

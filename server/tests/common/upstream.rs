@@ -142,20 +142,13 @@ impl Upstream {
                     let connection = rustls::ServerConnection::new(config).unwrap();
                     let mut stream = rustls::StreamOwned::new(connection, tcp);
                     loop {
-                        let mut prefix = [0u8; 2];
-                        if stream.read_exact(&mut prefix).is_err() {
+                        let Some(query) = read_framed(&mut stream) else {
                             return;
-                        }
-                        let mut query = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-                        if stream.read_exact(&mut query).is_err() {
+                        };
+                        if let Some(reply) = script.reply(&query, true)
+                            && stream.write_all(&framed(&reply)).is_err()
+                        {
                             return;
-                        }
-                        if let Some(reply) = script.reply(&query, true) {
-                            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                            framed.extend_from_slice(&reply);
-                            if stream.write_all(&framed).is_err() {
-                                return;
-                            }
                         }
                     }
                 });
@@ -337,24 +330,33 @@ fn serve_tcp(listener: TcpListener, script: Script) {
             // one does not hold up the rest (replies may come out of order).
             let writer = Arc::new(Mutex::new(stream.try_clone().unwrap()));
             loop {
-                let mut prefix = [0u8; 2];
-                if stream.read_exact(&mut prefix).is_err() {
+                let Some(query) = read_framed(&mut stream) else {
                     return;
-                }
-                let mut query = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-                if stream.read_exact(&mut query).is_err() {
-                    return;
-                }
+                };
                 let script = script.clone();
                 let writer = Arc::clone(&writer);
                 std::thread::spawn(move || {
                     if let Some(reply) = script.reply(&query, true) {
-                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&reply);
-                        let _ = writer.lock().unwrap().write_all(&framed);
+                        let _ = writer.lock().unwrap().write_all(&framed(&reply));
                     }
                 });
             }
         });
     }
+}
+
+/// Reads one length-prefixed DNS message (RFC 7766); `None` at the end.
+fn read_framed(stream: &mut impl Read) -> Option<Vec<u8>> {
+    let mut prefix = [0u8; 2];
+    stream.read_exact(&mut prefix).ok()?;
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    stream.read_exact(&mut message).ok()?;
+    Some(message)
+}
+
+/// A message with its two-byte length prefix.
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    framed
 }
