@@ -43,6 +43,8 @@ pub struct Config {
     pub tcp: Tcp,
     /// Forwarding of names outside the cluster zones.
     pub forward: Forward,
+    /// The cache of forwarded answers.
+    pub cache: Cache,
 }
 
 /// `[dns]`
@@ -317,6 +319,75 @@ impl Forward {
     /// Whether any name is forwarded.
     pub fn enabled(&self) -> bool {
         !self.to.is_empty() || !self.stub_domains.is_empty()
+    }
+}
+
+/// How serve-stale refreshes an expired entry (CoreDNS's `REFRESH_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleMode {
+    /// Answer stale at once, and refresh behind.
+    #[default]
+    Immediate,
+    /// Ask the upstream first; answer stale only if it fails.
+    Verify,
+}
+
+/// `[cache]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Cache forwarded answers (when anything is forwarded).
+    pub enabled: bool,
+    /// Positive answers live at most this long.
+    pub max_ttl_s: u32,
+    /// Positive answers live at least this long.
+    pub min_ttl_s: u32,
+    /// Negative answers live at most this long.
+    pub denial_max_ttl_s: u32,
+    /// Negative answers live at least this long.
+    pub denial_min_ttl_s: u32,
+    /// SERVFAIL lives this long; 0 does not cache it.
+    pub servfail_ttl_s: u32,
+    /// Most entries; more evict the least recently used.
+    pub max_entries: usize,
+    /// Most bytes of entries; more evict the least recently used.
+    pub max_bytes: usize,
+    /// Hits that make an entry popular; 0 turns prefetch off.
+    pub prefetch_amount: u32,
+    /// Hits further apart than this start the count again.
+    pub prefetch_window_s: u32,
+    /// Refresh a popular entry when this share of its TTL is left.
+    pub prefetch_percent: u32,
+    /// Serve an expired entry this long when upstreams fail; 0: never.
+    pub serve_stale_s: u32,
+    /// How serve-stale refreshes.
+    pub serve_stale_mode: StaleMode,
+    /// The TTL of a stale answer.
+    pub stale_ttl_s: u32,
+    /// Answer with the stored TTLs, not aged.
+    pub keep_ttl: bool,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            enabled: true,
+            max_ttl_s: 30,
+            min_ttl_s: 5,
+            denial_max_ttl_s: 30,
+            denial_min_ttl_s: 5,
+            servfail_ttl_s: 5,
+            max_entries: 10_000,
+            max_bytes: 16 << 20,
+            prefetch_amount: 0,
+            prefetch_window_s: 60,
+            prefetch_percent: 10,
+            serve_stale_s: 0,
+            serve_stale_mode: StaleMode::Immediate,
+            stale_ttl_s: 30,
+            keep_ttl: false,
+        }
     }
 }
 
@@ -602,6 +673,96 @@ pub const SETTINGS: &[Setting] = &[
         false,
         "The CAs trusted for tls:// upstreams.",
     ),
+    setting(
+        "cache.enabled",
+        "true or false",
+        false,
+        "Cache forwarded answers, pre-encoded, node-wide: one upstream query per name per TTL. Cluster names are never cached; they are always live.",
+    ),
+    setting(
+        "cache.max_ttl_s",
+        "seconds, at least 1",
+        false,
+        "Positive answers are cached at most this long, as the TTL of CoreDNS's `cache 30` (kubeadm's) or `success`.",
+    ),
+    setting(
+        "cache.min_ttl_s",
+        "seconds, at most max_ttl_s",
+        false,
+        "Positive answers are cached at least this long (CoreDNS's MINTTL, 5 s).",
+    ),
+    setting(
+        "cache.denial_max_ttl_s",
+        "seconds, at least 1",
+        false,
+        "NXDOMAIN and NODATA are cached for the smaller of the SOA's TTL and MINIMUM (RFC 2308), at most this long (CoreDNS's `denial`; `cache 30` sets 30).",
+    ),
+    setting(
+        "cache.denial_min_ttl_s",
+        "seconds, at most denial_max_ttl_s",
+        false,
+        "Negative answers are cached at least this long. A negative answer without an SOA is never cached.",
+    ),
+    setting(
+        "cache.servfail_ttl_s",
+        "seconds, 0 to 300",
+        false,
+        "An upstream's SERVFAIL is cached this long; 0 turns it off (CoreDNS's `servfail`).",
+    ),
+    setting(
+        "cache.max_entries",
+        "at least 1",
+        false,
+        "Most cached answers; above it the least recently used are evicted. Every core holds the same entries.",
+    ),
+    setting(
+        "cache.max_bytes",
+        "bytes, at least 65536",
+        false,
+        "Most bytes of cached answers; above it the least recently used are evicted.",
+    ),
+    setting(
+        "cache.prefetch_amount",
+        "0 (off) or more",
+        false,
+        "An entry hit this many times, each within prefetch_window_s of the last, is refreshed before it expires (CoreDNS's `prefetch AMOUNT`).",
+    ),
+    setting(
+        "cache.prefetch_window_s",
+        "seconds, at least 1",
+        false,
+        "Hits further apart than this start the prefetch count again (CoreDNS's prefetch DURATION).",
+    ),
+    setting(
+        "cache.prefetch_percent",
+        "10 to 90",
+        false,
+        "A popular entry is refreshed when this share of its TTL is left (CoreDNS's prefetch PERCENTAGE).",
+    ),
+    setting(
+        "cache.serve_stale_s",
+        "seconds; 0 turns it off",
+        false,
+        "An expired entry may be served this long after it expired while its upstreams fail (RFC 8767; CoreDNS's `serve_stale`).",
+    ),
+    setting(
+        "cache.serve_stale_mode",
+        "\"immediate\" or \"verify\"",
+        false,
+        "immediate: an expired entry is answered at once and refreshed behind. verify: the upstream is asked first, and the stale entry answers only if it fails.",
+    ),
+    setting(
+        "cache.stale_ttl_s",
+        "seconds",
+        false,
+        "The TTL of a stale answer (RFC 8767 suggests 30).",
+    ),
+    setting(
+        "cache.keep_ttl",
+        "true or false",
+        false,
+        "Answer hits with the TTLs as stored, not lowered by the entry's age (CoreDNS's `keepttl`).",
+    ),
 ];
 
 /// The flag named in a setting's doc (`… (flag --ttl).`).
@@ -817,7 +978,46 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return fail("tcp.max_connections", "must be at least 1");
         }
-        self.validate_forward(&fail)
+        self.validate_forward(&fail)?;
+        self.validate_cache(&fail)
+    }
+
+    fn validate_cache(
+        &self,
+        fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let c = &self.cache;
+        if c.max_ttl_s == 0 {
+            return fail("cache.max_ttl_s", "must be at least 1");
+        }
+        if c.min_ttl_s > c.max_ttl_s {
+            return fail("cache.min_ttl_s", "must be at most cache.max_ttl_s");
+        }
+        if c.denial_max_ttl_s == 0 {
+            return fail("cache.denial_max_ttl_s", "must be at least 1");
+        }
+        if c.denial_min_ttl_s > c.denial_max_ttl_s {
+            return fail(
+                "cache.denial_min_ttl_s",
+                "must be at most cache.denial_max_ttl_s",
+            );
+        }
+        if c.servfail_ttl_s > 300 {
+            return fail("cache.servfail_ttl_s", "must be at most 300");
+        }
+        if c.max_entries == 0 {
+            return fail("cache.max_entries", "must be at least 1");
+        }
+        if c.max_bytes < 65_536 {
+            return fail("cache.max_bytes", "must be at least 65536");
+        }
+        if c.prefetch_window_s == 0 {
+            return fail("cache.prefetch_window_s", "must be at least 1");
+        }
+        if !(10..=90).contains(&c.prefetch_percent) {
+            return fail("cache.prefetch_percent", "must be from 10 to 90");
+        }
+        Ok(())
     }
 
     fn validate_forward(

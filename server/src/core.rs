@@ -11,7 +11,9 @@ use crate::batch::UdpBatch;
 use crate::cli::UdpIo;
 use crate::metrics::{Answered, CoreMetrics, Plugin, Proto};
 use crate::querylog::{QueryLog, QueryLogSettings};
+use crate::resolving::cache::{self, CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};
 use crate::resolving::forward::{Forwarded, Forwarder};
+use crate::resolving::probe::LoopProbes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -116,6 +118,22 @@ pub struct CoreSetup {
     pub forward: Option<Arc<crate::resolving::ForwardPlan>>,
     /// This core's forwarding counters; `None` when metrics or forwarding are off.
     pub forward_metrics: Option<Arc<crate::metrics::ForwardMetrics>>,
+    /// The cache: its plan, every core's mailbox, and this core's inbox;
+    /// `None` when nothing is cached.
+    pub cache: Option<CacheSetup>,
+}
+
+/// A core's part of the cache.
+#[derive(Debug)]
+pub struct CacheSetup {
+    /// What is cached, and how long.
+    pub plan: Arc<CachePlan>,
+    /// Every core's mailbox.
+    pub mailboxes: Arc<Mailboxes>,
+    /// This core's inbox.
+    pub inbox: crossbeam_channel::Receiver<CacheMessage>,
+    /// This core's cache counters; `None` when metrics are off.
+    pub metrics: Option<Arc<crate::metrics::CacheMetrics>>,
 }
 
 /// Logs an I/O failure once per cause: the first time, then again only when
@@ -156,15 +174,19 @@ struct Shared {
     query_log_settings: Arc<QueryLogSettings>,
     query_log: Rc<RefCell<QueryLog>>,
     forwarder: Option<Rc<Forwarder>>,
+    /// The cache of forwarded answers; `None` when off.
+    cache: Option<Rc<RefCell<CoreCache>>>,
     /// Forwarded and chased queries in progress on this core's reactor.
     background: Rc<Cell<usize>>,
 }
 
 /// Counts a forwarded or chased query while its task lives.
-struct Background(Rc<Cell<usize>>);
+#[derive(Debug)]
+pub struct Background(Rc<Cell<usize>>);
 
 impl Background {
-    fn start(count: &Rc<Cell<usize>>) -> Background {
+    /// Counts one more until dropped.
+    pub fn start(count: &Rc<Cell<usize>>) -> Background {
         count.set(count.get() + 1);
         Background(Rc::clone(count))
     }
@@ -202,7 +224,17 @@ async fn run(setup: CoreSetup) {
         .map(|plan| Rc::new(Forwarder::new(plan, setup.forward_metrics, setup.index)));
     let mut table = AnswerTable::new();
     table.set_recursion_available(forwarder.is_some());
+    let cache = setup.cache.map(|c| {
+        Rc::new(RefCell::new(CoreCache::new(
+            c.plan,
+            setup.index,
+            c.mailboxes,
+            c.inbox,
+            c.metrics,
+        )))
+    });
     let shared = Shared {
+        cache,
         table: Rc::new(RefCell::new(table)),
         updates: Rc::new(setup.updates),
         metrics: setup.metrics,
@@ -251,6 +283,9 @@ async fn run(setup: CoreSetup) {
     let mut buf = [0u8; 64];
     loop {
         apply_updates(&shared);
+        if let (Some(cache), Some(forwarder)) = (&shared.cache, &shared.forwarder) {
+            CoreCache::drain(cache, forwarder, &shared.background);
+        }
         if setup.shutdown.load(Ordering::Acquire) {
             break;
         }
@@ -304,7 +339,7 @@ enum Answer {
 #[inline]
 fn answer(
     table: &mut AnswerTable,
-    forwarder: Option<&Forwarder>,
+    outside: Outside<'_>,
     metrics: Option<&CoreMetrics>,
     listen: usize,
     proto: Proto,
@@ -325,10 +360,35 @@ fn answer(
             len, rcode, qtype, ..
         } => (len, rcode.0, qtype, Plugin::Kubernetes),
         Response::NotOurs { len, qtype } => {
-            if forwarder.is_some_and(|f| f.wants(query)) {
+            let forwarded = outside.forwarder.and_then(|forwarder| {
+                let parsed = kubewire_wire::parse_query(query).ok()?;
+                forwarder.wants_query(&parsed).then_some(parsed)
+            });
+            let Some(parsed) = forwarded else {
+                let refused = kubewire_wire::Rcode::REFUSED.0;
+                let len = count(
+                    metrics,
+                    listen,
+                    proto,
+                    query,
+                    len,
+                    qtype,
+                    refused,
+                    Plugin::None,
+                );
+                return Answer::Reply(len, refused);
+            };
+            let Some(cache) = outside.cache else {
+                return Answer::Forward;
+            };
+            if LoopProbes::is_probe(parsed.key()) {
                 return Answer::Forward;
             }
-            (len, kubewire_wire::Rcode::REFUSED.0, qtype, Plugin::None)
+            let now = std::time::Instant::now();
+            match cache.borrow_mut().answer(&parsed, now, transport, out) {
+                Lookup::Hit { len, rcode } => (len, rcode.0, qtype, Plugin::Cache),
+                Lookup::Miss => return Answer::Forward,
+            }
         }
         Response::Drop => {
             if let Some(metrics) = metrics {
@@ -337,6 +397,25 @@ fn answer(
             return Answer::Drop;
         }
     };
+    Answer::Reply(
+        count(metrics, listen, proto, query, len, qtype, rcode, plugin),
+        rcode,
+    )
+}
+
+/// Counts one reply of `len` bytes; returns `len`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn count(
+    metrics: Option<&CoreMetrics>,
+    listen: usize,
+    proto: Proto,
+    query: &[u8],
+    len: usize,
+    qtype: u16,
+    rcode: u16,
+    plugin: Plugin,
+) -> usize {
     if let Some(metrics) = metrics {
         metrics.answered(&Answered {
             listen,
@@ -348,7 +427,23 @@ fn answer(
             response_len: len,
         });
     }
-    Answer::Reply(len, rcode)
+    len
+}
+
+/// Where names outside the cluster zones go, for [`answer`].
+#[derive(Clone, Copy)]
+struct Outside<'a> {
+    forwarder: Option<&'a Forwarder>,
+    cache: Option<&'a RefCell<CoreCache>>,
+}
+
+impl Shared {
+    fn outside(&self) -> Outside<'_> {
+        Outside {
+            forwarder: self.forwarder.as_deref(),
+            cache: self.cache.as_deref(),
+        }
+    }
 }
 
 /// A query the table could not finish alone.
@@ -376,7 +471,15 @@ async fn answer_slow(
     let (reply, plugin) = match slow {
         Slow::Forward => {
             let forwarder = shared.forwarder.as_ref()?;
-            (forwarder.resolve(query, transport).await?, Plugin::Forward)
+            let probe =
+                kubewire_wire::parse_query(query).is_ok_and(|q| LoopProbes::is_probe(q.key()));
+            let reply = match &shared.cache {
+                Some(cache) if !probe => {
+                    cache::resolve(cache, forwarder, &shared.background, query, transport).await?
+                }
+                _ => forwarder.resolve(query, transport).await?,
+            };
+            (reply, Plugin::Forward)
         }
         Slow::Chase(table_reply) => {
             let (reply, rcode) = crate::resolving::chase::chase(
@@ -525,29 +628,22 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
         {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
-            let forwarder = shared.forwarder.as_deref();
+            let outside = shared.outside();
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out| {
-                let (len, rcode) = match answer(
-                    &mut table,
-                    forwarder,
-                    metrics,
-                    listen,
-                    Proto::Udp,
-                    query,
-                    out,
-                ) {
-                    Answer::Reply(len, rcode) => (len, rcode),
-                    Answer::Forward => {
-                        slow.push((i, Slow::Forward));
-                        return None;
-                    }
-                    Answer::Chase(len) => {
-                        slow.push((i, Slow::Chase(out[..len].to_vec())));
-                        return None;
-                    }
-                    Answer::Drop => return None,
-                };
+                let (len, rcode) =
+                    match answer(&mut table, outside, metrics, listen, Proto::Udp, query, out) {
+                        Answer::Reply(len, rcode) => (len, rcode),
+                        Answer::Forward => {
+                            slow.push((i, Slow::Forward));
+                            return None;
+                        }
+                        Answer::Chase(len) => {
+                            slow.push((i, Slow::Chase(out[..len].to_vec())));
+                            return None;
+                        }
+                        Answer::Drop => return None,
+                    };
                 if let Some(interval) = log_interval
                     && query_log.pick(interval)
                 {
@@ -636,7 +732,7 @@ async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
         let started = std::time::Instant::now();
         let answered = answer(
             &mut shared.table.borrow_mut(),
-            shared.forwarder.as_deref(),
+            shared.outside(),
             shared.metrics.as_deref(),
             listen,
             Proto::Udp,
@@ -780,7 +876,7 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
             let mut scratch = tcp.scratch.borrow_mut();
             let answered = answer(
                 &mut tcp.shared.table.borrow_mut(),
-                tcp.shared.forwarder.as_deref(),
+                tcp.shared.outside(),
                 tcp.shared.metrics.as_deref(),
                 tcp.listen,
                 Proto::Tcp,

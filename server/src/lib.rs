@@ -196,13 +196,36 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     let mut wakers = Vec::new();
     let mut handles = Vec::new();
     let mut scraped_cores = Vec::new();
-    for (index, &cpu) in cpus.iter().enumerate() {
-        let updates = hub.subscribe(&compiler);
+    let mut wake_ends = Vec::new();
+    for _ in &cpus {
         let (waker, wake_end) =
             UnixStream::pair().context("creating a core's wake-up socket pair")?;
         waker
             .set_nonblocking(true)
             .context("setting the wake-up socket non-blocking")?;
+        wakers.push(waker);
+        wake_ends.push(wake_end);
+    }
+    let cache_plan = forward_plan
+        .as_ref()
+        .and_then(|_| resolving::cache::CachePlan::build(&config.cache, &config.dns.zones))
+        .map(Arc::new);
+    let mut cache_inboxes = Vec::new();
+    let mut cache_mailboxes = None;
+    if cache_plan.is_some() {
+        let wakers = wakers
+            .iter()
+            .map(UnixStream::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .context("sharing the wake-up sockets with the cache")?;
+        let (mailboxes, inboxes) = resolving::cache::Mailboxes::new(wakers);
+        cache_mailboxes = Some(mailboxes);
+        cache_inboxes = inboxes;
+    }
+    let mut cache_inboxes = cache_inboxes.into_iter();
+    let mut cache_cores = Vec::new();
+    for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
+        let updates = hub.subscribe(&compiler);
         let mut udp_fds = Vec::new();
         let mut tcp_fds = Vec::new();
         for &addr in &config.dns.listen {
@@ -238,11 +261,23 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             query_log: Arc::clone(&query_log),
             forward: forward_plan.clone(),
             forward_metrics,
+            cache: match (&cache_plan, &cache_mailboxes, cache_inboxes.next()) {
+                (Some(plan), Some(mailboxes), Some(inbox)) => {
+                    let metrics = metrics_on.then(|| Arc::new(metrics::CacheMetrics::default()));
+                    cache_cores.extend(metrics.clone());
+                    Some(core::CacheSetup {
+                        plan: Arc::clone(plan),
+                        mailboxes: Arc::clone(mailboxes),
+                        inbox,
+                        metrics,
+                    })
+                }
+                _ => None,
+            },
         };
         let handle = core::spawn(setup)
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
-        wakers.push(waker);
     }
 
     if let Some(plan) = &forward_plan
@@ -283,6 +318,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
                     .collect(),
                 forward_cores,
             ),
+            cache_cores,
         ))
     });
     let startup = control::Startup {

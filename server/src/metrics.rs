@@ -73,7 +73,7 @@ const RCODE_NAMES: [&str; 24] = [
 const RCODE_SLOTS: usize = RCODE_NAMES.len();
 /// `plugin` label: the kubernetes plugin answered, the forward plugin
 /// answered, or the server itself refused a name outside every zone.
-const PLUGINS: [&str; 3] = ["kubernetes", "forward", ""];
+const PLUGINS: [&str; 4] = ["kubernetes", "forward", "", "cache"];
 
 /// Which part of kubewire answered a query: the `plugin` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +84,8 @@ pub enum Plugin {
     Forward = 1,
     /// Nothing: refused, outside every zone.
     None = 2,
+    /// The cache of forwarded answers (CoreDNS's `cache`).
+    Cache = 3,
 }
 /// CoreDNS's `plugin.TimeBuckets`: 0.25 ms doubling to 8.192 s, in ns.
 const DURATION_BOUNDS_NS: [u64; 16] = {
@@ -452,6 +454,60 @@ impl ForwardMetrics {
     }
 }
 
+/// One core's cache counters. Written only by that core.
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    requests: AtomicU64,
+    /// `[success, denial]`
+    hits: [AtomicU64; 2],
+    prefetches: AtomicU64,
+    served_stale: AtomicU64,
+    /// `[success, denial]`
+    evictions: [AtomicU64; 2],
+    drops: AtomicU64,
+    /// `[success, denial]`: this core's table; every core holds the same.
+    entries: [AtomicU64; 2],
+    bytes: AtomicU64,
+}
+
+/// The `type` label: SERVFAIL entries count as denial, as in CoreDNS.
+fn cache_type(kind: kubewire_wire::CacheKind) -> usize {
+    usize::from(kind != kubewire_wire::CacheKind::Success)
+}
+
+impl CacheMetrics {
+    /// A forwarded name looked up.
+    pub fn request(&self) {
+        bump(&self.requests, 1);
+    }
+    /// Answered from the cache.
+    pub fn hit(&self, kind: kubewire_wire::CacheKind) {
+        bump(&self.hits[cache_type(kind)], 1);
+    }
+    /// A refresh asked before expiry (or behind a stale answer).
+    pub fn prefetch(&self) {
+        bump(&self.prefetches, 1);
+    }
+    /// Answered from an expired entry.
+    pub fn served_stale(&self) {
+        bump(&self.served_stale, 1);
+    }
+    /// An entry evicted for room.
+    pub fn evicted(&self, kind: kubewire_wire::CacheKind) {
+        bump(&self.evictions[cache_type(kind)], 1);
+    }
+    /// An upstream reply not cached because it is malformed.
+    pub fn dropped(&self) {
+        bump(&self.drops, 1);
+    }
+    /// The table now holds this many entries and bytes.
+    pub fn set_entries(&self, success: usize, denial: usize, bytes: usize) {
+        self.entries[0].store(success as u64, Ordering::Relaxed);
+        self.entries[1].store(denial as u64, Ordering::Relaxed);
+        self.bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 /// Everything a scrape reads.
 #[derive(Debug)]
 pub struct Scrape {
@@ -466,6 +522,8 @@ pub struct Scrape {
     /// Upstream addresses (the `to` label) and each core's forwarding
     /// counters; empty when nothing is forwarded.
     pub forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
+    /// Each core's cache counters; empty when nothing is cached.
+    pub cache: Vec<Arc<CacheMetrics>>,
 }
 
 impl Scrape {
@@ -475,9 +533,11 @@ impl Scrape {
         cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
         control: Arc<ControlMetrics>,
         forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
+        cache: Vec<Arc<CacheMetrics>>,
     ) -> Scrape {
         Scrape {
             forward,
+            cache,
             servers: listen.iter().map(|a| format!("dns://{a}")).collect(),
             families: listen
                 .iter()
@@ -765,8 +825,95 @@ impl Scrape {
         Ok(())
     }
 
+    fn encode_cache(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        if self.cache.is_empty() {
+            return Ok(());
+        }
+        let server = self.servers.first().map_or("", String::as_str);
+        let base = [("server", server), ("zones", "."), ("view", "")];
+        let types = ["success", "denial"];
+        let sum = |pick: &dyn Fn(&CacheMetrics) -> &AtomicU64| -> u64 {
+            self.cache.iter().map(|m| read(pick(m))).sum()
+        };
+        // Every core holds the same entries: a table's size is the node's.
+        let most = |pick: &dyn Fn(&CacheMetrics) -> &AtomicU64| -> u64 {
+            self.cache.iter().map(|m| read(pick(m))).max().unwrap_or(0)
+        };
+        let mut family = encoder.encode_descriptor(
+            "coredns_cache_entries",
+            "The number of elements in the cache.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (index, name) in types.iter().enumerate() {
+            let labels = [base[0], ("type", name), base[1], base[2]];
+            ConstGauge::new(most(&|m| &m.entries[index]) as i64)
+                .encode(family.encode_family(&labels)?)?;
+        }
+        for (name, help, per_type) in [
+            ("coredns_cache_hits", "The count of cache hits.", 0usize),
+            (
+                "coredns_cache_evictions",
+                "The count of cache evictions.",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (index, type_name) in types.iter().enumerate() {
+                let labels = [base[0], ("type", type_name), base[1], base[2]];
+                let count = if per_type == 0 {
+                    sum(&|m| &m.hits[index])
+                } else {
+                    most(&|m| &m.evictions[index])
+                };
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let hits: u64 = sum(&|m| &m.hits[0]) + sum(&|m| &m.hits[1]);
+        let requests = sum(&|m| &m.requests);
+        for (name, help, count) in [
+            (
+                "coredns_cache_requests",
+                "The count of cache requests.",
+                requests,
+            ),
+            (
+                "coredns_cache_misses",
+                "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.",
+                requests.saturating_sub(hits),
+            ),
+            (
+                "coredns_cache_prefetch",
+                "The number of times the cache has prefetched a cached item.",
+                sum(&|m| &m.prefetches),
+            ),
+            (
+                "coredns_cache_served_stale",
+                "The number of requests served from stale cache entries.",
+                sum(&|m| &m.served_stale),
+            ),
+            (
+                "coredns_cache_drops",
+                "The number responses that are not cached, because the reply is malformed.",
+                sum(&|m| &m.drops),
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(count).encode(family.encode_family(&base)?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "kubewire_cache_bytes",
+            "Bytes held by one core's cache table (every core holds the same entries; their records are stored once).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(most(&|m| &m.bytes) as i64).encode(family)?;
+        Ok(())
+    }
+
     fn encode_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
         self.encode_forward(encoder)?;
+        self.encode_cache(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;
         let per_core: [(&str, &str, MetricType, PerCore); 4] = [
             (
@@ -899,6 +1046,7 @@ mod tests {
             ],
             Arc::new(ControlMetrics::new(false)),
             (Vec::new(), Vec::new()),
+            Vec::new(),
         ));
         let text = scrape.render().unwrap();
         assert!(text.contains("coredns_dns_requests_total{server=\"dns://127.0.0.1:53\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"} 2\n"), "{text}");

@@ -221,7 +221,7 @@ fn a_failing_upstream_is_marked_down_health_checked_and_taken_back() {
     second.answer("who.example.com", Ipv4Addr::new(192, 0, 2, 22));
     first.set(Behaviour::Drop);
     let config = config_file(
-        "[forward]\npolicy = \"sequential\"\ntimeout_ms = 300\nmax_fails = 1\nhealth_check_ms = 100\n",
+        "[forward]\npolicy = \"sequential\"\ntimeout_ms = 300\nmax_fails = 1\nhealth_check_ms = 100\n\n[cache]\nenabled = false\n",
     );
     let mut server = forwarding(
         &[&first, &second],

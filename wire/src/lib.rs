@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod cache;
 pub mod name;
 pub mod prepared;
 pub mod query;
@@ -43,6 +44,7 @@ pub mod reply;
 pub mod upstream;
 
 pub use addr::{address_from_dashed, address_from_reverse, dashed_label, reverse_name};
+pub use cache::{CacheKind, CachedAnswer, MAX_CACHE_KEY, NotCached, TtlPolicy, TtlView, cache_key};
 pub use name::{NameBuf, NameError};
 pub use prepared::{
     AnswerBuilder, AnswerRef, BuildError, Owner, PreparedAnswer, QuestionOutsideZone, Rdata,

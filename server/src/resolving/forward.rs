@@ -60,6 +60,23 @@ pub struct Forwarded {
     pub rcode: Rcode,
 }
 
+/// What [`Forwarder::fetch`] got.
+#[derive(Debug)]
+pub enum Fetched {
+    /// A sound upstream reply, with the ID and question it was checked
+    /// against.
+    Reply {
+        /// The reply's bytes.
+        reply: Vec<u8>,
+        /// The ID sent.
+        id: u16,
+        /// The question sent (name, type, class).
+        question: Vec<u8>,
+    },
+    /// No upstream reply to pass on: answer with this RCODE.
+    Failed(Rcode),
+}
+
 /// One core's forwarder.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -115,10 +132,10 @@ impl Forwarder {
         }
     }
 
-    /// Whether `packet`, a query that the table says is not ours, is to be
+    /// Whether `query`, which the table says is not ours, is to be
     /// forwarded.
-    pub fn wants(&self, packet: &[u8]) -> bool {
-        parse_query(packet).is_ok_and(|q| self.plan.route(q.key()).is_some())
+    pub fn wants_query(&self, query: &Query<'_>) -> bool {
+        self.plan.route(query.key()).is_some()
     }
 
     /// A fresh unpredictable 64-bit value.
@@ -198,8 +215,21 @@ impl Forwarder {
         transport: Transport,
     ) -> Option<Forwarded> {
         let query = parse_query(packet).ok()?;
+        match self.fetch(&query).await {
+            Fetched::Reply {
+                reply,
+                id,
+                question,
+            } => self.client_reply(&query, &reply, id, &question, transport),
+            Fetched::Failed(rcode) => self.fixed(&query, transport, rcode),
+        }
+    }
+
+    /// Sends `query` to its zone's upstreams, in policy order, until one
+    /// gives a sound reply.
+    pub async fn fetch(self: &Rc<Self>, query: &Query<'_>) -> Fetched {
         let Some(route) = self.plan.route(query.key()) else {
-            return self.fixed(&query, transport, Rcode::REFUSED);
+            return Fetched::Failed(Rcode::REFUSED);
         };
         let probe = self
             .plan
@@ -210,7 +240,7 @@ impl Forwarder {
             if let Some(metrics) = &self.metrics {
                 metrics.max_concurrent_reject();
             }
-            return self.fixed(&query, transport, Rcode::REFUSED);
+            return Fetched::Failed(Rcode::REFUSED);
         }
         let _in_flight = (probe == Probe::No).then(|| {
             self.in_flight.set(self.in_flight.get() + 1);
@@ -220,7 +250,7 @@ impl Forwarder {
             Probe::No => self.order(&route.upstreams),
             Probe::Send(upstream) => vec![upstream],
             // It came back: answering ends the loop.
-            Probe::Looped(_) => return self.fixed(&query, transport, Rcode::SERVFAIL),
+            Probe::Looped(_) => return Fetched::Failed(Rcode::SERVFAIL),
         };
         let mut sent = [0u8; MAX_UPSTREAM_QUERY];
         for attempt in 0..self.plan.max_attempts as usize {
@@ -228,38 +258,22 @@ impl Forwarder {
                 break;
             };
             let id = self.random() as u16;
-            let Ok(len) = write_upstream_query(&query, id, &mut sent) else {
+            let Ok(len) = write_upstream_query(query, id, &mut sent) else {
                 break;
             };
             let started = Instant::now();
-            match self
-                .exchange(upstream, &sent[..len], id, sent_question(&sent[..len]))
-                .await
-            {
-                Ok(reply) => {
+            let question = sent_question(&sent[..len]);
+            match self.exchange(upstream, &sent[..len], id, question).await {
+                Ok((reply, rcode)) => {
                     self.record(upstream, true);
-                    let question = sent_question(&sent[..len]);
-                    // Checked once already in `exchange`.
-                    let Ok(checked) = check_upstream_reply(&reply, id, question) else {
-                        continue;
-                    };
                     if let Some(metrics) = &self.metrics {
-                        metrics.request(upstream, checked.rcode().0, started.elapsed());
+                        metrics.request(upstream, rcode.0, started.elapsed());
                     }
-                    // Sized to the reply: zeroing 64 KiB per query showed
-                    // in profiles.
-                    let needed =
-                        HEADER_LEN + query.question_bytes().len() + checked.records().len() + 11;
-                    let mut out = vec![0u8; reply_buffer(transport, needed)];
-                    let Ok(len) = write_forwarded_reply(&query, &checked, transport, &mut out)
-                    else {
-                        break;
+                    return Fetched::Reply {
+                        reply,
+                        id,
+                        question: question.to_vec(),
                     };
-                    out.truncate(len);
-                    return Some(Forwarded {
-                        reply: out,
-                        rcode: checked.rcode(),
-                    });
                 }
                 Err(error) => {
                     tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], %error, "upstream attempt failed");
@@ -267,11 +281,59 @@ impl Forwarder {
                 }
             }
         }
-        self.fixed(&query, transport, Rcode::SERVFAIL)
+        Fetched::Failed(Rcode::SERVFAIL)
+    }
+
+    /// The client's reply to `query` from an upstream reply that
+    /// [`Forwarder::fetch`] accepted.
+    pub fn client_reply(
+        &self,
+        query: &Query<'_>,
+        reply: &[u8],
+        id: u16,
+        question: &[u8],
+        transport: Transport,
+    ) -> Option<Forwarded> {
+        let Ok(checked) = check_upstream_reply(reply, id, question) else {
+            return self.fixed(query, transport, Rcode::SERVFAIL);
+        };
+        // Sized to the reply: zeroing 64 KiB per query showed in profiles.
+        let needed = HEADER_LEN + query.question_bytes().len() + checked.records().len() + 11;
+        let mut out = vec![0u8; reply_buffer(transport, needed)];
+        let len = write_forwarded_reply(query, &checked, transport, &mut out).ok()?;
+        out.truncate(len);
+        Some(Forwarded {
+            reply: out,
+            rcode: checked.rcode(),
+        })
+    }
+
+    /// A query refused because `max_concurrent` were in flight or waiting.
+    pub fn reject_over_limit(&self, query: &Query<'_>, transport: Transport) -> Option<Forwarded> {
+        if let Some(metrics) = &self.metrics {
+            metrics.max_concurrent_reject();
+        }
+        self.fixed(query, transport, Rcode::REFUSED)
+    }
+
+    /// The most queries a core forwards at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.plan.max_concurrent
+    }
+
+    /// How long [`Forwarder::fetch`] can take at most.
+    pub fn longest_fetch(&self) -> Duration {
+        // A TCP retry after TC restarts an attempt's clock.
+        self.plan.timeout * 2 * self.plan.max_attempts
     }
 
     /// A reply with no records and `rcode` (SERVFAIL or REFUSED).
-    fn fixed(&self, query: &Query<'_>, transport: Transport, rcode: Rcode) -> Option<Forwarded> {
+    pub fn fixed(
+        &self,
+        query: &Query<'_>,
+        transport: Transport,
+        rcode: Rcode,
+    ) -> Option<Forwarded> {
         let answer = if rcode == Rcode::SERVFAIL {
             &self.servfail
         } else {
@@ -292,7 +354,7 @@ impl Forwarder {
         query: &[u8],
         id: u16,
         question: &[u8],
-    ) -> Result<Vec<u8>, AttemptError> {
+    ) -> Result<(Vec<u8>, Rcode), AttemptError> {
         let deadline = Instant::now() + self.plan.timeout;
         if self.plan.force_tcp || self.plan.upstreams[upstream].tls {
             return self.over_tcp(upstream, query, id, question, deadline).await;
@@ -305,7 +367,7 @@ impl Forwarder {
             }
             other => other?,
         };
-        let truncated = reply.get(2).is_some_and(|flags| flags & 0x02 != 0);
+        let truncated = reply.0.get(2).is_some_and(|flags| flags & 0x02 != 0);
         if truncated && !self.plan.prefer_udp {
             let deadline = Instant::now() + self.plan.timeout;
             return self.over_tcp(upstream, query, id, question, deadline).await;
@@ -320,7 +382,7 @@ impl Forwarder {
         id: u16,
         question: &[u8],
         deadline: Instant,
-    ) -> Result<Vec<u8>, AttemptError> {
+    ) -> Result<(Vec<u8>, Rcode), AttemptError> {
         let address = self.plan.upstreams[upstream].addr;
         if let Some(metrics) = &self.metrics {
             metrics.conn_miss(upstream, false);
@@ -357,9 +419,10 @@ impl Forwarder {
                 return Err(AttemptError::TooLarge);
             }
             match check_upstream_reply(&buf[..len], id, question) {
-                Ok(_) => {
+                Ok(checked) => {
+                    let rcode = checked.rcode();
                     buf.truncate(len);
-                    return Ok(buf);
+                    return Ok((buf, rcode));
                 }
                 Err(error) if error.is_mismatch() => self.mismatch(),
                 Err(error) => return Err(AttemptError::Malformed(error)),
@@ -374,7 +437,7 @@ impl Forwarder {
         id: u16,
         question: &[u8],
         deadline: Instant,
-    ) -> Result<Vec<u8>, AttemptError> {
+    ) -> Result<(Vec<u8>, Rcode), AttemptError> {
         let exchanged = self.tcp.exchange(upstream, query, id, deadline).await;
         let unmatched = self.tcp.unmatched.replace(0);
         if let Some(metrics) = &self.metrics {
@@ -390,8 +453,9 @@ impl Forwarder {
                 metrics.conn_miss(upstream, true);
             }
         }
-        match check_upstream_reply(&reply, id, question) {
-            Ok(_) => Ok(reply),
+        let checked = check_upstream_reply(&reply, id, question).map(|c| c.rcode());
+        match checked {
+            Ok(rcode) => Ok((reply, rcode)),
             Err(error) => {
                 if error.is_mismatch() {
                     self.mismatch();

@@ -74,6 +74,14 @@ impl LoopProbes {
     }
 
     /// Whether `key` is a probe, and what to do with it.
+    /// Whether `key` has the shape of a loop probe (any kubewire's): such
+    /// queries bypass the cache, whose coalescing would hide a loop.
+    pub fn is_probe(key: &NameBuf) -> bool {
+        let mut labels = kubewire_wire::name::labels(key.as_wire());
+        labels.nth(1) == Some(PROBE_LABEL.as_bytes())
+    }
+
+    /// Says whether `key` is one of our probes, and what to do with it.
     pub fn check(&self, key: &NameBuf, upstream_text: impl Fn(usize) -> String) -> Probe {
         let mut labels = kubewire_wire::name::labels(key.as_wire());
         let (Some(first), Some(second)) = (labels.next(), labels.next()) else {
