@@ -36,6 +36,8 @@ pub enum Behaviour {
     OtherPort,
     /// The answer, with QR clear.
     QrClear,
+    /// SERVFAIL.
+    ServFail,
 }
 
 /// Counters of what the upstream received.
@@ -171,9 +173,11 @@ impl Upstream {
         *self.behaviour.lock().unwrap() = behaviour;
     }
 
-    /// Answers `name` (lowercase, no trailing dot) with `ip`.
+    /// Answers `name` (lowercase, no trailing dot) with `ip`, from now on.
     pub fn answer(&self, name: &str, ip: Ipv4Addr) {
-        self.answers.lock().unwrap().push((name.to_string(), ip));
+        let mut answers = self.answers.lock().unwrap();
+        answers.retain(|(n, _)| n != name);
+        answers.push((name.to_string(), ip));
     }
 
     pub fn queries(&self) -> u64 {
@@ -239,8 +243,39 @@ impl Script {
         let lower = name.trim_end_matches('.').to_ascii_lowercase();
         if behaviour == Behaviour::TruncateUdp && !tcp {
             reply.metadata.truncation = true;
+        } else if behaviour == Behaviour::ServFail {
+            reply.metadata.response_code = ResponseCode::ServFail;
+        } else if lower.starts_with("nxsoa") {
+            // NXDOMAIN with the zone's SOA: TTL 3600, MINIMUM 10.
+            reply.metadata.response_code = ResponseCode::NXDomain;
+            let zone = Name::from_ascii("example.com.").unwrap();
+            reply.add_authority(Record::from_rdata(
+                zone.clone(),
+                3600,
+                RData::SOA(hickory_proto::rr::rdata::SOA::new(
+                    Name::from_ascii("ns.example.com.").unwrap(),
+                    Name::from_ascii("host.example.com.").unwrap(),
+                    1,
+                    3600,
+                    600,
+                    86400,
+                    10,
+                )),
+            ));
         } else if lower.starts_with("nx") {
             reply.metadata.response_code = ResponseCode::NXDomain;
+        } else if question.query_type() == RecordType::A && lower.starts_with("poison") {
+            // The answer, plus records for another name slipped into the
+            // answer and additional sections.
+            reply.add_answer(Record::from_rdata(
+                question.name().clone(),
+                60,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 7))),
+            ));
+            let victim = Name::from_ascii("victim.example.com.").unwrap();
+            let forged = Record::from_rdata(victim, 60, RData::A(A(Ipv4Addr::new(6, 6, 6, 6))));
+            reply.add_answer(forged.clone());
+            reply.add_additional(forged);
         } else if question.query_type() == RecordType::A && lower.starts_with("many") {
             // Sixty records: about 1 KB, more than a client without EDNS takes.
             for i in 0..60u8 {
