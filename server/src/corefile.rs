@@ -327,12 +327,7 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
             }
             "kubernetes" => kubernetes(&mut b, directive),
             "forward" => forward(&mut b, directive),
-            "cache" => b.cannot(
-                line,
-                &text,
-                "cluster answers are precomputed and need no cache; kubewire has no cache for \
-                 forwarded names yet, so each one is sent upstream",
-            ),
+            "cache" => cache(&mut b, directive),
             "loop" => b.note(
                 line,
                 &text,
@@ -460,6 +455,132 @@ fn forward(b: &mut Builder, directive: &Directive) {
     }
 }
 
+/// `cache [TTL] [ZONES…] { options }`. Cluster answers are never cached
+/// (they are live from the watch); the cache holds forwarded answers.
+fn cache(b: &mut Builder, directive: &Directive) {
+    let line = directive.line;
+    let text = directive.text();
+    let seconds = |n: u64| toml::Value::Integer(n as i64);
+    let whole = |text: &str| text.parse::<u64>().ok();
+    let mut args = directive.args.iter().map(String::as_str).peekable();
+    // CoreDNS's defaults without a TTL: 3600 s positive, 1800 s negative.
+    let (success_max, denial_max) = match args.peek().and_then(|a| whole(a)) {
+        Some(ttl) => {
+            args.next();
+            (ttl, ttl)
+        }
+        None => (3600, 1800),
+    };
+    b.set("cache.max_ttl_s", seconds(success_max), line, &text);
+    b.set("cache.denial_max_ttl_s", seconds(denial_max), line, &text);
+    let zones: Vec<&str> = args.filter(|z| z.trim_end_matches('.') != "").collect();
+    if !zones.is_empty() {
+        b.cannot(
+            line,
+            &zones.join(" "),
+            "cache zones: kubewire caches every forwarded name",
+        );
+    }
+    let mut capacities = [None, None];
+    for option in &directive.block {
+        let option_line = option.line;
+        let option_text = option.text();
+        let args: Vec<&str> = option.args.iter().map(String::as_str).collect();
+        let duration_s = |text: &str| go_duration_ms(text).map(|ms| ms.div_ceil(1000));
+        let mut set = |b: &mut Builder, key: &'static str, value: toml::Value| {
+            b.set(key, value, option_line, &option_text);
+        };
+        let ok = match (option.name.as_str(), args.as_slice()) {
+            (kind @ ("success" | "denial"), [capacity, rest @ ..]) if rest.len() <= 2 => {
+                let (max_key, min_key, slot) = if kind == "success" {
+                    ("cache.max_ttl_s", "cache.min_ttl_s", 0)
+                } else {
+                    ("cache.denial_max_ttl_s", "cache.denial_min_ttl_s", 1)
+                };
+                let parsed: Option<Vec<u64>> = std::iter::once(*capacity)
+                    .chain(rest.iter().copied())
+                    .map(whole)
+                    .collect();
+                match parsed.as_deref() {
+                    Some([capacity, ttls @ ..]) => {
+                        capacities[slot] = Some(*capacity);
+                        if let Some(&max) = ttls.first() {
+                            set(b, max_key, seconds(max));
+                        }
+                        if let Some(&min) = ttls.get(1) {
+                            set(b, min_key, seconds(min));
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            ("prefetch", [amount, rest @ ..]) if rest.len() <= 2 => {
+                let window = rest.first().map(|d| duration_s(d));
+                let percent = rest
+                    .get(1)
+                    .map(|p| p.strip_suffix('%').and_then(|p| p.parse::<u64>().ok()));
+                match (whole(amount), window, percent) {
+                    (Some(amount), window, percent)
+                        if window.is_none_or(|w| w.is_some())
+                            && percent.is_none_or(|p| p.is_some()) =>
+                    {
+                        set(b, "cache.prefetch_amount", seconds(amount));
+                        if let Some(Some(window)) = window {
+                            set(b, "cache.prefetch_window_s", seconds(window));
+                        }
+                        if let Some(Some(percent)) = percent {
+                            set(b, "cache.prefetch_percent", seconds(percent));
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            ("serve_stale", rest) if rest.len() <= 3 => {
+                let window = rest.first().map_or(Some(3600), |d| duration_s(d));
+                let mode = rest.get(1).copied().unwrap_or("immediate");
+                // CoreDNS answers stale with TTL 0 unless told otherwise.
+                let ttl = rest.get(2).map_or(Some(0), |t| duration_s(t));
+                match (window, mode, ttl) {
+                    (Some(window), "immediate" | "verify", Some(ttl)) => {
+                        set(b, "cache.serve_stale_s", seconds(window));
+                        set(b, "cache.serve_stale_mode", string(mode));
+                        set(b, "cache.stale_ttl_s", seconds(ttl));
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            ("servfail", [duration]) => match duration_s(duration) {
+                Some(ttl) => {
+                    set(b, "cache.servfail_ttl_s", seconds(ttl));
+                    true
+                }
+                None => false,
+            },
+            ("keepttl", []) => {
+                set(b, "cache.keep_ttl", toml::Value::Boolean(true));
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            b.cannot(
+                option_line,
+                &option_text,
+                "cache option not supported by kubewire",
+            );
+        }
+    }
+    if capacities.iter().any(Option::is_some) {
+        // One table for both kinds: room for both capacities (CoreDNS's
+        // default is 9984 each).
+        let total: u64 = capacities.iter().map(|c| c.unwrap_or(9984)).sum();
+        b.set("cache.max_entries", seconds(total), line, &text);
+    }
+}
+
 fn kubernetes(b: &mut Builder, directive: &Directive) {
     let line = directive.line;
     let text = directive.text();
@@ -577,6 +698,44 @@ mod tests {
             error.to_string(),
             "Corefile:1: this block is never closed with \"}\""
         );
+    }
+
+    #[test]
+    fn cache_and_its_options_translate() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  cache 300 {\n    success 5000 600 10\n    denial 2500 60\n    \
+             prefetch 10 1m 20%\n    serve_stale 1h verify\n    servfail 2s\n    keepttl\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        let c = &config.cache;
+        assert_eq!((c.max_ttl_s, c.min_ttl_s), (600, 10));
+        assert_eq!((c.denial_max_ttl_s, c.denial_min_ttl_s), (60, 5));
+        assert_eq!(c.max_entries, 7500);
+        assert_eq!(
+            (c.prefetch_amount, c.prefetch_window_s, c.prefetch_percent),
+            (10, 60, 20)
+        );
+        assert_eq!(c.serve_stale_s, 3600);
+        assert_eq!(c.serve_stale_mode, crate::config::StaleMode::Verify);
+        assert_eq!(c.stale_ttl_s, 0);
+        assert_eq!(c.servfail_ttl_s, 2);
+        assert!(c.keep_ttl);
+        // Without a TTL, CoreDNS's own maximums; zones and unknown options
+        // are listed.
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  cache example.org {\n    disable success\n  }\n}\n",
+        )
+        .unwrap();
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert_eq!(
+            (config.cache.max_ttl_s, config.cache.denial_max_ttl_s),
+            (3600, 1800)
+        );
+        assert_eq!(t.untranslated.len(), 2, "{:?}", t.untranslated);
     }
 
     #[test]
