@@ -473,7 +473,9 @@ fn cache(b: &mut Builder, directive: &Directive) {
     };
     b.set("cache.max_ttl_s", seconds(success_max), line, &text);
     b.set("cache.denial_max_ttl_s", seconds(denial_max), line, &text);
-    let zones: Vec<&str> = args.filter(|z| z.trim_end_matches('.') != "").collect();
+    let zones: Vec<&str> = args
+        .filter(|z| !z.trim_end_matches('.').is_empty())
+        .collect();
     if !zones.is_empty() {
         b.cannot(
             line,
@@ -487,7 +489,7 @@ fn cache(b: &mut Builder, directive: &Directive) {
         let option_text = option.text();
         let args: Vec<&str> = option.args.iter().map(String::as_str).collect();
         let duration_s = |text: &str| go_duration_ms(text).map(|ms| ms.div_ceil(1000));
-        let mut set = |b: &mut Builder, key: &'static str, value: toml::Value| {
+        let set = |b: &mut Builder, key: &'static str, value: toml::Value| {
             b.set(key, value, option_line, &option_text);
         };
         let ok = match (option.name.as_str(), args.as_slice()) {

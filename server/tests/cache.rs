@@ -151,7 +151,7 @@ fn a_unique_name_flood_is_held_to_the_entry_and_byte_caps() {
     }
     let body = metrics(&mut server);
     let entries = cache_series(&body, "coredns_cache_entries", Some("success"));
-    assert!(entries <= 50.0 && entries >= 40.0, "{entries}\n{body}");
+    assert!((40.0..=50.0).contains(&entries), "{entries}\n{body}");
     assert!(
         cache_series(&body, "coredns_cache_evictions_total", Some("success")) >= 250.0,
         "{body}"

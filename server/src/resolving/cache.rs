@@ -306,37 +306,45 @@ impl CoreCache {
     ) -> Lookup {
         let mut buf = [0u8; MAX_CACHE_KEY];
         let key = cache_key(query, &mut buf);
-        let hash = self.mail.hash(key);
-        if let Some(metrics) = &self.metrics {
+        // Fields borrowed apart: the slot is read in place, never cloned
+        // (an `Arc` clone per hit would bounce its count between cores).
+        let CoreCache {
+            plan,
+            core,
+            mail,
+            table,
+            metrics,
+            ..
+        } = self;
+        let hash = mail.hash(key);
+        if let Some(metrics) = metrics {
             metrics.request();
         }
-        let Some(slot) = self.table.find_mut(hash, |s| &*s.key == key) else {
+        let Some(slot) = table.find_mut(hash, |s| &*s.key == key) else {
             return Lookup::Miss;
         };
         let expires = slot.stored.expires();
-        let stored = Arc::clone(&slot.stored);
         let (view, refresh) = if now < expires {
             slot.used = true;
-            let refresh = self.plan.prefetch.is_some_and(|p| {
+            let refresh = plan.prefetch.is_some_and(|p| {
                 if now.saturating_duration_since(slot.last_hit) > p.window {
                     slot.hits = 0;
                 }
                 slot.hits = slot.hits.saturating_add(1);
                 slot.last_hit = now;
-                let ttl = u64::from(stored.answer.ttl_s());
+                let ttl = u64::from(slot.stored.answer.ttl_s());
                 // At least a second before expiry, as CoreDNS.
                 let threshold = Duration::from_secs((ttl * u64::from(p.percent)).div_ceil(100));
                 slot.hits >= p.amount && !slot.refreshing && expires - now <= threshold
             });
-            (ttl_view(self.plan.keep_ttl, &stored, now), refresh)
+            (ttl_view(plan.keep_ttl, &slot.stored, now), refresh)
         } else {
-            match self.plan.serve_stale {
+            match plan.serve_stale {
                 Some(stale) if !stale.verify && now < expires + stale.window => {
-                    let refresh = !slot.refreshing;
-                    if let Some(metrics) = &self.metrics {
+                    if let Some(metrics) = metrics {
                         metrics.served_stale();
                     }
-                    (TtlView::Fixed(stale.ttl_s), refresh)
+                    (TtlView::Fixed(stale.ttl_s), !slot.refreshing)
                 }
                 Some(stale) if now < expires + stale.window => return Lookup::Miss,
                 _ => {
@@ -345,38 +353,22 @@ impl CoreCache {
                 }
             }
         };
-        if refresh {
-            slot.refreshing = true;
-            if let Some(metrics) = &self.metrics {
+        let answer = &slot.stored.answer;
+        let Ok(len) = answer.write_reply(query, view, transport, out) else {
+            return Lookup::Miss;
+        };
+        if let Some(metrics) = metrics {
+            metrics.hit(answer.kind());
+            if refresh {
                 metrics.prefetch();
             }
         }
-        let Ok(len) = stored.answer.write_reply(query, view, transport, out) else {
-            return Lookup::Miss;
-        };
-        if let Some(metrics) = &self.metrics {
-            metrics.hit(stored.answer.kind());
-        }
+        let rcode = answer.rcode();
         if refresh {
-            self.ask(hash, query.packet().to_vec(), true);
+            slot.refreshing = true;
+            ask(mail, *core, hash, query.packet().to_vec(), true);
         }
-        Lookup::Hit {
-            len,
-            rcode: stored.answer.rcode(),
-        }
-    }
-
-    /// Asks the key's home core to resolve `query`.
-    fn ask(&mut self, hash: u64, query: Vec<u8>, refresh: bool) {
-        let home = self.mail.home(hash);
-        self.mail.send(
-            home,
-            CacheMessage::Ask {
-                from: self.core,
-                query,
-                refresh,
-            },
-        );
+        Lookup::Hit { len, rcode }
     }
 
     /// A stale entry for `key`, within the serve-stale window.
@@ -656,7 +648,7 @@ impl CoreCache {
             drop(cache);
             Self::on_ask(this, forwarder, background, core, query.to_vec(), false);
         } else {
-            cache.ask(hash, query.to_vec(), false);
+            ask(&cache.mail, cache.core, hash, query.to_vec(), false);
         }
         Some(receiver)
     }
@@ -676,6 +668,19 @@ impl From<NotCached> for BuildFailure {
     fn from(reason: NotCached) -> BuildFailure {
         BuildFailure::Not(reason)
     }
+}
+
+/// Asks the home core of the key hashed to `hash` to resolve `query`, for
+/// core `from`.
+fn ask(mail: &Mailboxes, from: usize, hash: u64, query: Vec<u8>, refresh: bool) {
+    mail.send(
+        mail.home(hash),
+        CacheMessage::Ask {
+            from,
+            query,
+            refresh,
+        },
+    );
 }
 
 /// How a fresh hit's TTLs are written.
