@@ -6,8 +6,8 @@ responder (the floor) and the upstream itself (to see the hop's latency).
 - The upstream is a kubewire serving the scenario cluster
   (`kubewire-bench scenario`) in `cluster.local`, pinned to CPU 1.
 - Each forwarder is pinned to CPU 0 and sends everything to the upstream:
-  kubewire with `--forward` (its own zone is another, so every query of the
-  scenario is forwarded), Unbound with a forward zone for "." and every
+  kubewire with `--forward` and its cache off (its own zone is another, so
+  every query of the scenario is forwarded), Unbound with a forward zone for "." and every
   cache TTL at 0, dnsdist with one backend and no packet cache.
 - The load (`kubewire-bench compare`) runs on CPU 1, in interleaved rounds.
 
@@ -92,6 +92,8 @@ forward-zone:
   name: "."
   forward-addr: 127.0.0.1@5400
 """)
+    # No cache anywhere: this measures a forwarded miss.
+    (work / "kubewire.toml").write_text("[cache]\nenabled = false\n")
     (work / "dnsdist.conf").write_text(f"""setLocal("127.0.0.1:5303")
 newServer({{address="{UPSTREAM}"}})
 setSecurityPollSuffix("")
@@ -107,7 +109,8 @@ setSecurityPollSuffix("")
         procs["kubewire"] = start("kubewire", "0", [str(release / "kubewire"), "--demo", "--zone",
                                   "kubewire.internal", "--cores", "0-0", "--listen", "127.0.0.1:5301",
                                   "--forward", UPSTREAM, "--health-addr", "", "--ready-addr", "",
-                                  "--metrics-addr", "127.0.0.1:0"], work)
+                                  "--metrics-addr", "127.0.0.1:0", "--config",
+                                  str(work / "kubewire.toml")], work)
         procs["unbound"] = start("unbound", "0", ["unbound", "-d", "-c", str(work / "unbound.conf")], work)
         procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised", "--disable-syslog", "-C",
                                  str(work / "dnsdist.conf")], work)
