@@ -93,7 +93,12 @@ fn a_hit_is_served_with_aged_ttls_in_the_clients_case() {
         cache_series(&body, "coredns_cache_entries", Some("success")),
         1.0
     );
-    assert!(cache_series(&body, "coredns_cache_requests_total", None) >= 4.0);
+    // Each lookup counted once: three misses and two hits.
+    assert_eq!(
+        cache_series(&body, "coredns_cache_requests_total", None),
+        5.0
+    );
+    assert_eq!(cache_series(&body, "coredns_cache_misses_total", None), 3.0);
     assert!(
         body.contains("coredns_dns_responses_total{")
             && body

@@ -663,3 +663,40 @@ fn prefer_udp_dnssec_bits_and_the_clients_size_limit() {
     let reply = server.tcp("many.example.com", RecordType::A);
     assert_eq!(reply.answers.len(), 60);
 }
+
+#[test]
+fn concurrent_upstream_queries_never_share_a_source_port() {
+    // Hundreds in flight at once, each from its own socket: if two shared a
+    // port (as with SO_REUSEPORT on port 0), one's reply would land on the
+    // other's socket and be dropped as mismatched.
+    let upstream = Upstream::start();
+    upstream.set(Behaviour::Delay(300));
+    let config = config_file("[cache]\nenabled = false\n");
+    let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let count = 600;
+    for i in 0..count {
+        let query = build_query(&format!("port{i}.example.com"), RecordType::A, None);
+        socket.send_to(&query, server.addr).unwrap();
+    }
+    let mut answered = 0;
+    let mut buf = [0u8; 1500];
+    while answered < count {
+        let Ok((len, _)) = socket.recv_from(&mut buf) else {
+            break;
+        };
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(rcode(&reply), 0);
+        answered += 1;
+    }
+    assert_eq!(answered, count);
+    let (_, body) = http_get(server.http_addr("metrics"), "/metrics");
+    assert_eq!(
+        metric(&body, "kubewire_forward_mismatched_replies_total"),
+        0.0,
+        "{body}"
+    );
+}

@@ -304,6 +304,22 @@ impl CoreCache {
         transport: Transport,
         out: &mut [u8],
     ) -> Lookup {
+        if let Some(metrics) = &self.metrics {
+            metrics.request();
+        }
+        self.lookup(query, now, transport, out)
+    }
+
+    /// [`CoreCache::answer`] without counting the request: for a second
+    /// look at a query already counted.
+    #[inline]
+    fn lookup(
+        &mut self,
+        query: &Query<'_>,
+        now: Instant,
+        transport: Transport,
+        out: &mut [u8],
+    ) -> Lookup {
         let mut buf = [0u8; MAX_CACHE_KEY];
         let key = cache_key(query, &mut buf);
         // Fields borrowed apart: the slot is read in place, never cloned
@@ -317,9 +333,6 @@ impl CoreCache {
             ..
         } = self;
         let hash = mail.hash(key);
-        if let Some(metrics) = metrics {
-            metrics.request();
-        }
         let Some(slot) = table.find_mut(hash, |s| &*s.key == key) else {
             return Lookup::Miss;
         };
@@ -707,7 +720,7 @@ pub async fn resolve(
     if let Lookup::Hit { len, rcode } =
         cache
             .borrow_mut()
-            .answer(&query, Instant::now(), transport, &mut buffer)
+            .lookup(&query, Instant::now(), transport, &mut buffer)
     {
         buffer.truncate(len);
         return Some(Forwarded {

@@ -16,6 +16,7 @@
 //!
 //! The client's reply comes from the pure functions in
 //! [`kubewire_wire::upstream`].
+#![allow(unsafe_code)] // handing our own UDP socket to glommio
 
 use super::ForwardPlan;
 use super::probe::Probe;
@@ -58,6 +59,27 @@ pub struct Forwarded {
     pub reply: Vec<u8>,
     /// Its RCODE.
     pub rcode: Rcode,
+}
+
+/// A UDP socket on a port of its own, for one upstream query.
+///
+/// Not glommio's `UdpSocket::bind`: that sets `SO_REUSEPORT`, with which
+/// the kernel may give two sockets bound to port 0 the same port, so that
+/// one query's reply lands on the other's socket and is lost.
+fn upstream_socket(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(upstream);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let local: SocketAddr = if upstream.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    socket.bind(&local.into())?;
+    socket.set_nonblocking(true)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
+    // SAFETY: `fd` is the UDP socket just created, whose ownership
+    // `into_raw_fd` gave up; glommio's socket takes it over and closes it.
+    Ok(unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// What [`Forwarder::fetch`] got.
@@ -387,13 +409,8 @@ impl Forwarder {
         if let Some(metrics) = &self.metrics {
             metrics.conn_miss(upstream, false);
         }
-        let local: SocketAddr = if address.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
         // A new socket per query: the kernel picks a random source port.
-        let socket = UdpSocket::bind(local).map_err(|e| AttemptError::Glommio(e.to_string()))?;
+        let socket = upstream_socket(address).map_err(|e| AttemptError::Glommio(e.to_string()))?;
         socket
             .send_to(query, address)
             .await
