@@ -9,6 +9,8 @@ responder (the floor) and the upstream itself (to see the hop's latency).
   kubewire with `--forward` and its cache off (its own zone is another, so
   every query of the scenario is forwarded), Unbound with a forward zone for "." and every
   cache TTL at 0, dnsdist with one backend and no packet cache.
+  kubewire serves an empty cluster, and Unbound's RFC 1918 reverse zones are
+  unblocked, so that every target forwards every query.
 - The load (`kubewire-bench compare`) runs on CPU 1, in interleaved rounds.
 
 The ruling figure is each forwarder's CPU per answered query, as a ratio to
@@ -84,6 +86,8 @@ def main():
   module-config: "iterator"
   qname-minimisation: no
   prefetch: no
+  unblock-lan-zones: yes
+  insecure-lan-zones: yes
   cache-max-ttl: 0
   cache-max-negative-ttl: 0
   num-queries-per-thread: 4096
@@ -98,6 +102,9 @@ forward-zone:
 newServer({{address="{UPSTREAM}"}})
 setSecurityPollSuffix("")
 """)
+    # kubewire serves no cluster of its own (the demo owns two of the
+    # scenario's reverse names), so every query is forwarded.
+    (work / "empty.json").write_text('{"apiVersion": "v1", "kind": "List", "items": []}\n')
     procs = {}
     try:
         procs["upstream"] = start("upstream", "1", [str(release / "kubewire"), "--manifests",
@@ -106,7 +113,8 @@ setSecurityPollSuffix("")
                                   "--metrics-addr", ""], work)
         procs["null"] = start("null", "0", [str(release / "kubewire-null-responder"),
                               "127.0.0.1:5300", "0"], work)
-        procs["kubewire"] = start("kubewire", "0", [str(release / "kubewire"), "--demo", "--zone",
+        procs["kubewire"] = start("kubewire", "0", [str(release / "kubewire"), "--manifests",
+                                  str(work / "empty.json"), "--zone",
                                   "kubewire.internal", "--cores", "0-0", "--listen", "127.0.0.1:5301",
                                   "--forward", UPSTREAM, "--health-addr", "", "--ready-addr", "",
                                   "--metrics-addr", "127.0.0.1:0", "--config",
