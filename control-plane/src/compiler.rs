@@ -30,7 +30,7 @@ use kubewire_wire::{
     AnswerBuilder, BuildError, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, dashed_label,
     reverse_name, rtype,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -381,6 +381,9 @@ pub struct Compiler {
     settings: Settings,
     services: ByKey<ServiceModel>,
     slices: ByKey<SliceModel>,
+    /// Slices with an endpoint at one of our own addresses, and their
+    /// Service: what answers for `ns.dns.<zone>`.
+    fronting: BTreeMap<ObjectKey, ObjectKey>,
     /// Slice names per service (namespace, service name).
     /// Slice names by service, sorted (nearly always one: a leaf of a
     /// B-tree set cost 280 bytes a service).
@@ -435,6 +438,7 @@ impl Compiler {
             settings,
             services: ByKey::default(),
             slices: ByKey::default(),
+            fronting: BTreeMap::new(),
             slices_by_service: Map::default(),
             services_per_namespace: Map::default(),
             namespaces: Set::default(),
@@ -474,6 +478,14 @@ impl Compiler {
         self.pods
             .set_verified(settings.pod_mode == PodMode::Verified);
         self.settings = settings;
+        // Which slices front us follows our own addresses.
+        let own = &self.settings.own_ips;
+        self.fronting = self
+            .slices
+            .table
+            .iter()
+            .filter_map(|slice| Some((slice.key.clone(), fronted_by(slice, own)?)))
+            .collect();
         // Every unit, those with names now and those that may get some.
         self.dirty_units.insert(Unit::Zone);
         self.dirty_units
@@ -570,8 +582,8 @@ impl Compiler {
                     if self.services.insert(service).is_none() {
                         self.count_service(&key.namespace, true);
                     }
-                    if self.settings.dns_service.as_ref() == Some(&key) {
-                        self.zones_dirty = true;
+                    if self.is_name_server(&key) {
+                        self.name_servers_changed();
                     }
                     self.dirty_units.insert(Unit::Service(key));
                 }
@@ -588,6 +600,7 @@ impl Compiler {
                 {
                     self.unlink_slice(&key, &old_service);
                 }
+                self.note_fronting(&slice);
                 if let Some(service) = &slice.service {
                     let service_key = ObjectKey::new(key.namespace.clone(), service.clone());
                     let names = self
@@ -615,13 +628,16 @@ impl Compiler {
             Kind::Service => {
                 if self.services.remove(key).is_some() {
                     self.count_service(&key.namespace, false);
-                    if self.settings.dns_service.as_ref() == Some(key) {
-                        self.zones_dirty = true;
+                    if self.is_name_server(key) {
+                        self.name_servers_changed();
                     }
                     self.dirty_units.insert(Unit::Service(key.clone()));
                 }
             }
             Kind::Slice => {
+                if self.fronting.remove(key).is_some() {
+                    self.name_servers_changed();
+                }
                 if let Some(slice) = self.slices.remove(key)
                     && let Some(service) = slice.service
                 {
@@ -635,6 +651,63 @@ impl Compiler {
                 }
             }
         }
+    }
+
+    /// Whether `service` answers for `ns.dns.<zone>`: it fronts our own
+    /// pods, or it is the configured DNS Service.
+    fn is_name_server(&self, service: &ObjectKey) -> bool {
+        self.settings.dns_service.as_ref() == Some(service)
+            || self.fronting.values().any(|s| s == service)
+    }
+
+    /// The name servers' addresses changed: the zone answers and
+    /// `ns.dns.<zone>` follow.
+    fn name_servers_changed(&mut self) {
+        self.zones_dirty = true;
+        self.dirty_units.insert(Unit::Zone);
+    }
+
+    /// Notes whether `slice` has an endpoint at one of our own addresses.
+    fn note_fronting(&mut self, slice: &SliceModel) {
+        let now = fronted_by(slice, &self.settings.own_ips);
+        if self.fronting.get(&slice.key) != now.as_ref() {
+            match now {
+                Some(service) => self.fronting.insert(slice.key.clone(), service),
+                None => self.fronting.remove(&slice.key),
+            };
+            self.name_servers_changed();
+        }
+    }
+
+    /// The addresses of `ns.dns.<zone>`, as CoreDNS finds them: the cluster
+    /// IPs of the Services that front our own pod addresses (our own
+    /// addresses, for a headless one); else the DNS Service's cluster IPs;
+    /// else our own addresses.
+    fn name_server_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for service in self.fronting.values() {
+            match self.services.get(service).map(|s| &s.kind) {
+                Some(ServiceKind::ClusterIp(cluster_ips)) => ips.extend(cluster_ips),
+                Some(ServiceKind::Headless) => ips.extend(&self.settings.own_ips),
+                _ => {}
+            }
+        }
+        if ips.is_empty()
+            && let Some(ServiceKind::ClusterIp(cluster_ips)) = self
+                .settings
+                .dns_service
+                .as_ref()
+                .and_then(|key| self.services.get(key))
+                .map(|s| &s.kind)
+        {
+            ips.extend(cluster_ips);
+        }
+        if ips.is_empty() {
+            ips.extend(&self.settings.own_ips);
+        }
+        ips.sort();
+        ips.dedup();
+        ips
     }
 
     /// Counts a service more or less in its namespace; the namespace's
@@ -1033,6 +1106,17 @@ impl Compiler {
             if let Ok(name) = zone.prepend_label(b"dns-version") {
                 out.at(&name).extra().txt = Some(DNS_SCHEMA_VERSION.as_bytes().into());
             }
+            let ns_ips = self.name_server_ips();
+            if !ns_ips.is_empty()
+                && let Ok(dns) = zone.prepend_label(b"dns")
+                && let Ok(ns) = dns.prepend_label(b"ns")
+            {
+                out.at(&dns);
+                let records = out.at(&ns);
+                for ip in ns_ips {
+                    records.add_ip(ip);
+                }
+            }
         }
     }
 
@@ -1072,17 +1156,6 @@ impl Compiler {
                     }
                 }
                 ServiceKind::Headless => {}
-            }
-            if self.settings.dns_service.as_ref() == Some(key)
-                && let ServiceKind::ClusterIp(ips) = &service.kind
-                && let Ok(dns) = zone.prepend_label(b"dns")
-                && let Ok(ns) = dns.prepend_label(b"ns")
-            {
-                out.at(&dns);
-                let ns_records = out.at(&ns);
-                for ip in ips {
-                    ns_records.add_ip(*ip);
-                }
             }
         }
     }
@@ -1264,16 +1337,7 @@ impl Compiler {
             }
         }
         apexes.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.wire_len()));
-        let dns_ips: Vec<IpAddr> = self
-            .settings
-            .dns_service
-            .as_ref()
-            .and_then(|key| self.services.get(key))
-            .map(|service| match &service.kind {
-                ServiceKind::ClusterIp(ips) => ips.clone(),
-                _ => Vec::new(),
-            })
-            .unwrap_or_default();
+        let dns_ips = self.name_server_ips();
         let zones = apexes
             .into_iter()
             .filter_map(|(apex, cluster)| {
@@ -1288,6 +1352,16 @@ impl Compiler {
             .collect();
         Zones { zones, serial }
     }
+}
+
+/// The Service of `slice`, if the slice has an endpoint at one of `own`.
+fn fronted_by(slice: &SliceModel, own: &[IpAddr]) -> Option<ObjectKey> {
+    let service = slice.service.as_ref()?;
+    let fronts = slice
+        .endpoints
+        .iter()
+        .any(|e| e.addresses.iter().any(|ip| own.contains(ip)));
+    fronts.then(|| ObjectKey::new(slice.key.namespace.clone(), service.clone()))
 }
 
 fn next_serial(previous: u32) -> u32 {

@@ -2,6 +2,7 @@
 
 use crate::model::ObjectKey;
 use kubewire_wire::NameBuf;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// How pod records (`a-b-c-d.<ns>.pod.<zone>`) are answered, as CoreDNS's
@@ -56,8 +57,14 @@ pub struct Settings {
     /// Name endpoints without a hostname after their pod, not their IP.
     pub endpoint_pod_names: bool,
     /// The Service whose cluster IPs answer for `ns.dns.<zone>` and are the
-    /// glue of the apex NS record (default `kube-system/kube-dns`).
+    /// glue of the apex NS record (default `kube-system/kube-dns`), when no
+    /// Service fronts [`Settings::own_ips`].
     pub dns_service: Option<ObjectKey>,
+    /// This server's own pod addresses. As CoreDNS, `ns.dns.<zone>` is
+    /// answered with the cluster IPs of the Services whose endpoints are
+    /// these addresses; without such a Service, with `dns_service`'s; without
+    /// that, with these addresses themselves.
+    pub own_ips: Vec<IpAddr>,
     /// Zones whose names that no object answers are not ours (to be
     /// forwarded) rather than NXDOMAIN, as CoreDNS's `fallthrough`. The
     /// root means every zone.
@@ -77,6 +84,7 @@ impl Default for Settings {
             pod_mode: PodMode::Insecure,
             endpoint_pod_names: false,
             dns_service: Some(ObjectKey::new("kube-system", "kube-dns")),
+            own_ips: Vec::new(),
             fallthrough: Vec::new(),
             reverse_authoritative: Vec::new(),
         }

@@ -176,6 +176,21 @@ fn settings_for(mode: PodMode, pod_names: bool) -> Settings {
     }
 }
 
+/// Settings with, or without, our own pod address among the endpoints'
+/// (so the Services fronting it answer for `ns.dns.<zone>`), and a DNS
+/// Service among the generated ones, or not.
+fn name_server_settings(mode: PodMode, pod_names: bool, own: bool, dns: bool) -> Settings {
+    Settings {
+        own_ips: if own {
+            common::ips(&["10.0.0.1"])
+        } else {
+            Vec::new()
+        },
+        dns_service: dns.then(|| ObjectKey::new("alpha", "web")),
+        ..settings_for(mode, pod_names)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -184,8 +199,10 @@ proptest! {
         ops in prop::collection::vec(op(), 1..40),
         mode in prop::sample::select(vec![PodMode::Insecure, PodMode::Verified]),
         pod_names in any::<bool>(),
+        own in any::<bool>(),
+        dns in any::<bool>(),
     ) {
-        let settings = settings_for(mode, pod_names);
+        let settings = name_server_settings(mode, pod_names, own, dns);
         let mut compiler = Compiler::new(settings.clone());
         let mut core = AnswerTable::new();
         for op in &ops {

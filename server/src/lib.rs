@@ -90,6 +90,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         ttl: config.dns.ttl_seconds,
         pod_mode: config.kubernetes.pods,
         endpoint_pod_names: config.kubernetes.endpoint_pod_names,
+        own_ips: preflight::own_addresses(),
         ..Settings::default()
     })
 }

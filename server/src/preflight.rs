@@ -256,6 +256,71 @@ pub fn tcp_listener(addr: SocketAddr) -> Result<RawFd, StartupError> {
     Ok(socket.into_raw_fd())
 }
 
+/// This server's own addresses, for `ns.dns.<zone>` (as CoreDNS): the
+/// `POD_IPS` or `POD_IP` environment variable (the downward API's
+/// `status.podIPs` / `status.podIP`), else every address of the host's
+/// interfaces but loopback and link-local.
+pub fn own_addresses() -> Vec<std::net::IpAddr> {
+    let from_env = std::env::var("POD_IPS")
+        .or_else(|_| std::env::var("POD_IP"))
+        .unwrap_or_default();
+    let mut ips: Vec<std::net::IpAddr> = from_env
+        .split(',')
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect();
+    if ips.is_empty() {
+        ips = interface_addresses();
+    }
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::IpAddr;
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that we free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut ips = Vec::new();
+    let mut node = list;
+    while !node.is_null() {
+        // SAFETY: `node` is an element of the list getifaddrs returned,
+        // not yet freed.
+        let entry = unsafe { &*node };
+        node = entry.ifa_next;
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: `ifa_addr` points at a sockaddr whose family says which
+        // sockaddr type it is.
+        let ip: Option<IpAddr> = unsafe {
+            match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let v4 = &*entry.ifa_addr.cast::<libc::sockaddr_in>();
+                    Some(std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).into())
+                }
+                libc::AF_INET6 => {
+                    let v6 = &*entry.ifa_addr.cast::<libc::sockaddr_in6>();
+                    Some(std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr).into())
+                }
+                _ => None,
+            }
+        };
+        let usable = |ip: &IpAddr| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+            IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+        };
+        if let Some(ip) = ip.filter(usable) {
+            ips.push(ip);
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    ips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

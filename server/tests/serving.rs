@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use hickory_proto::rr::RecordType;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 #[test]
 fn every_record_kind_of_the_demo_cluster() {
@@ -197,4 +198,69 @@ fn a_truncated_udp_answer_comes_whole_over_tcp() {
     );
     assert!(!full.metadata.truncation);
     assert_eq!(full.answers.len(), 120);
+}
+
+/// A Service and its one-endpoint slice, as YAML documents.
+fn service_yaml(name: &str, cluster_ip: &str, endpoint: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: kube-system}}\n\
+         spec:\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ports:\n  - {{name: dns, port: 53, protocol: UDP}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: {name}-x\n  namespace: kube-system\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+         addressType: IPv4\nports:\n- {{name: dns, port: 53, protocol: UDP}}\n\
+         endpoints:\n- addresses: [{endpoint}]\n  conditions: {{ready: true}}\n---\n"
+    )
+}
+
+#[test]
+fn the_name_server_address_is_the_service_fronting_our_own_pod_else_our_own_ip() {
+    let dir = tempdir("name-server");
+    let manifest = dir.join("cluster.yaml");
+    std::fs::write(
+        &manifest,
+        service_yaml("kube-dns", "10.96.0.10", "10.244.0.3")
+            + &service_yaml("kubewire", "10.96.0.53", "10.244.9.9"),
+    )
+    .unwrap();
+    let manifest = manifest.display().to_string();
+    let start = |pod_ip: &str| {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut server = Server::spawn_with_env(
+            &["--manifests", manifest.as_str(), "--cores", "1"],
+            addr,
+            &[("POD_IP", Some(pod_ip)), ("POD_IPS", None)],
+        );
+        server.wait_for_log(READY_LINE, Duration::from_secs(20));
+        server
+    };
+    // Our pod is the kubewire Service's endpoint: its cluster IP, not
+    // kube-dns's, answers for ns.dns, and is the NS record's glue.
+    let server = start("10.244.9.9");
+    assert_eq!(
+        answers(&server.udp("ns.dns.cluster.local", RecordType::A)),
+        ["ns.dns.cluster.local. A 10.96.0.53"]
+    );
+    let ns = server.udp("cluster.local", RecordType::NS);
+    let glue: Vec<String> = ns.additionals.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(glue, ["10.96.0.53"]);
+    drop(server);
+    // No Service fronts our pod: kube-dns's cluster IP, as before.
+    let server = start("10.244.7.7");
+    assert_eq!(
+        answers(&server.udp("ns.dns.cluster.local", RecordType::A)),
+        ["ns.dns.cluster.local. A 10.96.0.10"]
+    );
+    drop(server);
+    // No kube-dns either: our own address.
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        service_yaml("other", "10.96.0.99", "10.244.5.5"),
+    )
+    .unwrap();
+    let server = start("10.244.7.7");
+    assert_eq!(
+        answers(&server.udp("ns.dns.cluster.local", RecordType::A)),
+        ["ns.dns.cluster.local. A 10.244.7.7"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
