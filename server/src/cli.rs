@@ -6,10 +6,9 @@
 //! after it: `--ttl` is `KUBEWIRE_TTL`, `--metrics-addr` is
 //! `KUBEWIRE_METRICS_ADDR`.
 
-use crate::config::{Config, OptionalAddr, SourceKind};
-use clap::{Parser, Subcommand, ValueEnum};
+use crate::config::{Config, CoreSpec, LogFormat, OptionalAddr, SourceKind, UdpIo};
+use clap::{Parser, Subcommand};
 use kubewire_control_plane::PodMode;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -138,7 +137,7 @@ pub struct Flags {
 
     /// Serving cores: `all`, a count (`2`) or a CPU list (`0,2-3`) [default: all].
     #[arg(long, global = true, value_name = "N|LIST", env = "KUBEWIRE_CORES")]
-    pub cores: Option<String>,
+    pub cores: Option<CoreSpec>,
 
     /// Cluster zone; repeat for several [default: cluster.local].
     #[arg(
@@ -191,7 +190,7 @@ pub struct Flags {
     pub udp_io: Option<UdpIo>,
 
     /// Upstream servers for names outside the cluster zones (IP, IP:PORT or a
-    /// resolv.conf path), comma-separated [default: none: such names get REFUSED].
+    /// resolv.conf path), comma-separated [default: none]; without, such names get REFUSED.
     #[arg(
         long = "forward",
         global = true,
@@ -305,22 +304,127 @@ fn set<T: Clone>(target: &mut T, value: &Option<T>) {
     }
 }
 
-/// How the UDP path does its I/O.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UdpIo {
-    /// `recvmmsg`/`sendmmsg` on the raw socket, driven inside the executor.
-    Batched,
-    /// glommio's `recv_from`/`send_to`.
-    Glommio,
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::SETTINGS;
+    use clap::CommandFactory;
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+    /// One non-default value per flag (`None`: a switch). A new flag must be
+    /// added here, or the tests below fail.
+    const SAMPLES: &[(&str, Option<&str>)] = &[
+        ("--demo", None),
+        ("--manifests", Some("/tmp/manifests")),
+        ("--kubeconfig", Some("/tmp/kubeconfig")),
+        ("--namespaces", Some("a,b")),
+        ("--labels", Some("app=web")),
+        ("--startup-timeout-ms", Some("1")),
+        ("--health-addr", Some("")),
+        ("--ready-addr", Some("")),
+        ("--metrics-addr", Some("")),
+        ("--listen", Some("127.0.0.2:53")),
+        ("--cores", Some("1")),
+        ("--zone", Some("example.test")),
+        ("--ttl", Some("7")),
+        ("--pods", Some("verified")),
+        ("--endpoint-pod-names", Some("true")),
+        ("--tcp-idle-timeout-ms", Some("1")),
+        ("--tcp-max-connections", Some("1")),
+        ("--udp-io", Some("glommio")),
+        ("--forward", Some("192.0.2.1")),
+        ("--lameduck-ms", Some("1")),
+        ("--log-level", Some("debug")),
+        ("--log-format", Some("json")),
+        ("--query-log-sample", Some("3")),
+        ("--query-log-max-per-second", Some("4")),
+    ];
+
+    fn flags() -> Vec<String> {
+        Cli::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .filter(|&long| long != "config")
+            .map(|long| format!("--{long}"))
+            .collect()
+    }
+
+    /// A config value as a flag's help text writes its default.
+    fn as_help(value: &toml::Value) -> String {
+        match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Array(items) if items.is_empty() => "none".into(),
+            toml::Value::Array(items) => items.iter().map(as_help).collect::<Vec<_>>().join(","),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_flag_is_a_documented_setting_with_its_default_and_variable() {
+        let command = Cli::command();
+        let defaults = Config::default().flatten();
+        for flag in flags() {
+            let owners: Vec<_> = SETTINGS
+                .iter()
+                .filter(|s| s.flags.contains(&flag.as_str()))
+                .collect();
+            assert!(!owners.is_empty(), "{flag} sets no setting in SETTINGS");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .unwrap();
+            assert_eq!(
+                arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(crate::config::env_var(&flag)),
+                "{flag}"
+            );
+            assert!(crate::config::env_var(&flag).starts_with("KUBEWIRE_"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            if let Some(default) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+            {
+                let value = &defaults[owners[0].key];
+                assert_eq!(default, as_help(value), "{flag}'s help states its default");
+            }
+        }
+        for setting in SETTINGS {
+            for flag in setting.flags {
+                assert!(
+                    flags().iter().any(|f| f == flag),
+                    "{} names {flag}, which is not a flag",
+                    setting.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_flag_sets_exactly_its_settings() {
+        let sampled: Vec<&str> = SAMPLES.iter().map(|(flag, _)| *flag).collect();
+        for flag in flags() {
+            assert!(sampled.contains(&flag.as_str()), "no sample for {flag}");
+        }
+        for (flag, value) in SAMPLES {
+            let mut argv = vec!["kubewire", flag];
+            argv.extend(value);
+            let cli = Cli::try_parse_from(&argv).unwrap();
+            let mut config = Config::default();
+            cli.flags.apply(&mut config);
+            let changed = config.changed_keys(&Config::default());
+            let expected: Vec<&str> = SETTINGS
+                .iter()
+                .filter(|s| s.flags.contains(flag))
+                .map(|s| s.key)
+                .collect();
+            // It changes something, and only settings that name it
+            // (--kubeconfig leaves the default kind, cluster, as it is).
+            assert!(!changed.is_empty(), "{flag} changed nothing");
+            assert!(
+                changed.iter().all(|key| expected.contains(key)),
+                "{flag} changed {changed:?}; its settings are {expected:?}"
+            );
+        }
+    }
 }

@@ -14,7 +14,6 @@
 //! kubewire.toml:7: kubernetes.pods: pod mode "strict" is not one of: disabled, insecure, verified
 //! ```
 
-use crate::cli::{LogFormat, UdpIo};
 use kubewire_control_plane::PodMode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -54,7 +53,8 @@ pub struct Dns {
     /// Addresses served over UDP and TCP.
     pub listen: Vec<SocketAddr>,
     /// `all`, a count, or a CPU list.
-    pub cores: String,
+    #[serde(with = "as_text")]
+    pub cores: CoreSpec,
     /// Cluster zones.
     pub zones: Vec<String>,
     /// TTL of every record, in seconds.
@@ -67,7 +67,7 @@ impl Default for Dns {
     fn default() -> Dns {
         Dns {
             listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5353))],
-            cores: "all".into(),
+            cores: CoreSpec::All,
             zones: vec!["cluster.local".into()],
             ttl_seconds: 5,
             udp_io: UdpIo::Batched,
@@ -130,6 +130,87 @@ pub struct SourceConfig {
     pub kubeconfig: String,
     /// Manifest path for `manifests`.
     pub manifests: String,
+}
+
+/// `dns.cores`: which CPUs serve, one pinned core each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CoreSpec {
+    /// Every CPU in the affinity mask.
+    #[default]
+    All,
+    /// The first this many of them.
+    Count(usize),
+    /// Exactly these CPUs, in order, without repeats.
+    List(Vec<usize>),
+}
+
+impl FromStr for CoreSpec {
+    type Err = String;
+    fn from_str(text: &str) -> Result<CoreSpec, String> {
+        let text = text.trim();
+        if text == "all" {
+            return Ok(CoreSpec::All);
+        }
+        if !text.contains([',', '-'])
+            && let Ok(count) = text.parse::<usize>()
+        {
+            if count == 0 {
+                return Err("at least one core is needed".into());
+            }
+            return Ok(CoreSpec::Count(count));
+        }
+        let mut cpus = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            let (first, last) = part.split_once('-').unwrap_or((part, part));
+            let (Ok(first), Ok(last)) =
+                (first.trim().parse::<usize>(), last.trim().parse::<usize>())
+            else {
+                return Err(format!(
+                    "{part:?} is not a CPU number or range; write \"all\", a count such as \"2\", or a list such as \"0,2-3\""
+                ));
+            };
+            if first > last {
+                return Err(format!("range {part:?} runs backwards"));
+            }
+            for cpu in first..=last {
+                if !cpus.contains(&cpu) {
+                    cpus.push(cpu);
+                }
+            }
+        }
+        Ok(CoreSpec::List(cpus))
+    }
+}
+
+impl Display for CoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoreSpec::All => f.write_str("all"),
+            CoreSpec::Count(count) => write!(f, "{count}"),
+            CoreSpec::List(cpus) => {
+                // Runs as ranges; a lone CPU as "N-N", which a count is not.
+                let mut runs: Vec<(usize, usize)> = Vec::new();
+                for &cpu in cpus {
+                    match runs.last_mut() {
+                        Some((_, last)) if *last + 1 == cpu => *last = cpu,
+                        _ => runs.push((cpu, cpu)),
+                    }
+                }
+                let text: Vec<String> = runs
+                    .iter()
+                    .map(|&(a, b)| {
+                        if a == b && runs.len() > 1 {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        }
+                    })
+                    .collect();
+                f.write_str(&text.join(","))
+            }
+        }
+    }
 }
 
 /// An HTTP listen address, or none (`""`). `:PORT` means every interface,
@@ -322,6 +403,26 @@ impl Forward {
     }
 }
 
+/// How the UDP path does its I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpIo {
+    /// `recvmmsg`/`sendmmsg` on the raw socket, driven inside the executor.
+    Batched,
+    /// glommio's `recv_from`/`send_to`.
+    Glommio,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// How serve-stale refreshes an expired entry (CoreDNS's `REFRESH_MODE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -425,6 +526,9 @@ pub struct Setting {
     pub allowed: &'static str,
     /// Whether a reload applies it without a restart.
     pub live: bool,
+    /// The command-line flags that set it (each also a `KUBEWIRE_*`
+    /// variable); a test proves these and the clap flags agree.
+    pub flags: &'static [&'static str],
     /// What it does.
     pub doc: &'static str,
 }
@@ -433,12 +537,14 @@ const fn setting(
     key: &'static str,
     allowed: &'static str,
     live: bool,
+    flags: &'static [&'static str],
     doc: &'static str,
 ) -> Setting {
     Setting {
         key,
         allowed,
         live,
+        flags,
         doc,
     }
 }
@@ -449,330 +555,385 @@ pub const SETTINGS: &[Setting] = &[
         "dns.listen",
         "a list of IP:PORT",
         false,
-        "Addresses served over UDP and TCP (flag --listen, repeatable).",
+        &["--listen"],
+        "Addresses served over UDP and TCP.",
     ),
     setting(
         "dns.cores",
         "\"all\", a count such as \"2\", or a CPU list such as \"0,2-3\" (one CPU: \"1-1\")",
         false,
-        "Serving cores, one pinned executor each (flag --cores). \"all\" is every CPU in the affinity mask.",
+        &["--cores"],
+        "Serving cores, one pinned executor each. \"all\" is every CPU in the affinity mask.",
     ),
     setting(
         "dns.zones",
         "a non-empty list of DNS names",
         false,
-        "Cluster zones served (flag --zone, repeatable).",
+        &["--zone"],
+        "Cluster zones served.",
     ),
     setting(
         "dns.ttl_seconds",
         "0 to 3600",
         true,
-        "TTL of every record, and the SOA minimum (flag --ttl).",
+        &["--ttl"],
+        "TTL of every record, and the SOA minimum.",
     ),
     setting(
         "dns.udp_io",
         "\"batched\" or \"glommio\"",
         false,
-        "UDP I/O: recvmmsg/sendmmsg batches, or glommio's one-datagram calls (flag --udp-io).",
+        &["--udp-io"],
+        "UDP I/O: recvmmsg/sendmmsg batches, or glommio's one-datagram calls.",
     ),
     setting(
         "kubernetes.pods",
         "\"disabled\", \"insecure\" or \"verified\"",
         false,
-        "Pod records, as CoreDNS's `pods` option (flag --pods).",
+        &["--pods"],
+        "Pod records, as CoreDNS's `pods` option.",
     ),
     setting(
         "kubernetes.endpoint_pod_names",
         "true or false",
         true,
-        "Name endpoints without a hostname after their pod (flag --endpoint-pod-names).",
+        &["--endpoint-pod-names"],
+        "Name endpoints without a hostname after their pod.",
     ),
     setting(
         "kubernetes.namespaces",
         "a list of namespace names; empty means all",
         true,
-        "Serve only these namespaces, as CoreDNS's `namespaces` (cluster source; flag --namespaces).",
+        &["--namespaces"],
+        "Serve only these namespaces, as CoreDNS's `namespaces` (cluster source).",
     ),
     setting(
         "kubernetes.labels",
         "a label selector such as \"app=web,tier!=db\"; empty means all",
         true,
-        "Serve only Services (and their EndpointSlices) matching this, as CoreDNS's `labels` (cluster source; flag --labels).",
+        &["--labels"],
+        "Serve only Services (and their EndpointSlices) matching this, as CoreDNS's `labels` (cluster source).",
     ),
     setting(
         "kubernetes.startup_timeout_ms",
         "milliseconds",
         false,
-        "After this long without a first sync, answer from what is known; /ready still waits (flag --startup-timeout-ms).",
+        &["--startup-timeout-ms"],
+        "After this long without a first sync, answer from what is known; /ready still waits.",
     ),
     setting(
         "kubernetes.fallthrough",
         "a list of zones; \".\" means every zone; empty means none",
         false,
+        &[],
         "In these zones, a name that no object answers goes on to forwarding instead of NXDOMAIN, as CoreDNS's `fallthrough`. Reverse names no object owns are always forwarded.",
     ),
     setting(
         "source.kind",
         "\"cluster\", \"manifests\" or \"demo\"",
         false,
-        "Where objects come from (flags --demo, --manifests, --kubeconfig). A cluster that cannot be reached is an error, never demo data.",
+        &["--demo", "--manifests", "--kubeconfig"],
+        "Where objects come from. A cluster that cannot be reached is an error, never demo data.",
     ),
     setting(
         "source.kubeconfig",
         "a file path; empty means $KUBECONFIG, ~/.kube/config, then in-cluster",
         false,
-        "Kubeconfig for the cluster source (flag --kubeconfig).",
+        &["--kubeconfig"],
+        "Kubeconfig for the cluster source.",
     ),
     setting(
         "source.manifests",
         "a file or directory path",
         false,
-        "Manifests for the manifests source, watched for edits (flag --manifests).",
+        &["--manifests"],
+        "Manifests for the manifests source, watched for edits.",
     ),
     setting(
         "http.health_addr",
         "IP:PORT, :PORT, or \"\" for none",
         false,
-        "/health answers 200 while the process serves (flag --health-addr).",
+        &["--health-addr"],
+        "/health answers 200 while the process serves.",
     ),
     setting(
         "http.ready_addr",
         "IP:PORT, :PORT, or \"\" for none",
         false,
-        "/ready answers 200 once every core holds the first sync, 503 before and in lameduck (flag --ready-addr).",
+        &["--ready-addr"],
+        "/ready answers 200 once every core holds the first sync, 503 before and in lameduck.",
     ),
     setting(
         "http.metrics_addr",
         "IP:PORT, :PORT, or \"\" for none (no counting at all)",
         false,
-        "Prometheus /metrics, with CoreDNS's metric names (flag --metrics-addr).",
+        &["--metrics-addr"],
+        "Prometheus /metrics, with CoreDNS's metric names.",
     ),
     setting(
         "lifecycle.lameduck_ms",
         "milliseconds",
         false,
-        "After SIGTERM, keep serving this long with /ready at 503, then stop; SIGINT stops at once (flag --lameduck-ms).",
+        &["--lameduck-ms"],
+        "After SIGTERM, keep serving this long with /ready at 503, then stop; SIGINT stops at once.",
     ),
     setting(
         "log.level",
         "a tracing filter such as \"info\" or \"info,kubewire::control=debug\"",
         true,
-        "Log filter; RUST_LOG wins if set (flag --log-level).",
+        &["--log-level"],
+        "Log filter; RUST_LOG wins if set.",
     ),
     setting(
         "log.format",
         "\"text\" or \"json\"",
         false,
-        "Log line format (flag --log-format).",
+        &["--log-format"],
+        "Log line format.",
     ),
     setting(
         "log.query_log_sample",
         "0 (off) or N to log one query in N",
         true,
-        "Query log: client, name, type, RCODE and duration, at info under target kubewire::query (flag --query-log-sample).",
+        &["--query-log-sample"],
+        "Query log: client, name, type, RCODE and duration, at info under target kubewire::query.",
     ),
     setting(
         "log.query_log_max_per_second",
         "lines per second per core",
         true,
-        "Rate limit of the query log (flag --query-log-max-per-second).",
+        &["--query-log-max-per-second"],
+        "Rate limit of the query log.",
     ),
     setting(
         "tcp.idle_timeout_ms",
         "milliseconds, at least 1",
         false,
-        "Close a TCP connection idle this long (flag --tcp-idle-timeout-ms).",
+        &["--tcp-idle-timeout-ms"],
+        "Close a TCP connection idle this long.",
     ),
     setting(
         "tcp.max_connections",
         "at least 1",
         false,
-        "Most TCP connections per core; more are closed at once (flag --tcp-max-connections).",
+        &["--tcp-max-connections"],
+        "Most TCP connections per core; more are closed at once.",
     ),
     setting(
         "forward.to",
         "a list of upstreams: IP, IP:PORT, [IPv6]:PORT, tls://IP[:PORT] (DNS over TLS, port 853), or a resolv.conf path such as \"/etc/resolv.conf\"; empty means no forwarding",
         false,
-        "Upstream servers for every name outside the cluster zones, as CoreDNS's `forward .` (flag --forward). Empty: such names get REFUSED.",
+        &["--forward"],
+        "Upstream servers for every name outside the cluster zones, as CoreDNS's `forward .`. Empty: such names get REFUSED.",
     ),
     setting(
         "forward.stub_domains",
         "a table of zone = [upstreams], such as { \"corp.example\" = [\"10.0.0.1\"] }",
         false,
+        &[],
         "Upstreams per zone, as kube-dns's stubDomains or CoreDNS's `forward ZONE`; the longest matching zone wins over forward.to.",
     ),
     setting(
         "forward.except",
         "a list of DNS names",
         false,
+        &[],
         "Zones never forwarded; their names get REFUSED, as CoreDNS's `except`.",
     ),
     setting(
         "forward.policy",
         "\"random\", \"round_robin\" or \"sequential\"",
         false,
+        &[],
         "The order in which a query tries a zone's upstreams, as CoreDNS's `policy`.",
     ),
     setting(
         "forward.timeout_ms",
         "milliseconds, at least 1",
         false,
+        &[],
         "How long one attempt waits for an upstream's reply before the next upstream is tried.",
     ),
     setting(
         "forward.max_attempts",
         "at least 1",
         false,
+        &[],
         "Attempts per query, each on the next upstream; then SERVFAIL. A client waits at most timeout_ms times this.",
     ),
     setting(
         "forward.max_fails",
         "0 (never mark down) or more",
         false,
+        &[],
         "Consecutive failures that mark an upstream down, as CoreDNS's `max_fails`.",
     ),
     setting(
         "forward.health_check_ms",
         "milliseconds, at least 1",
         false,
+        &[],
         "How often an upstream marked down is sent `. IN NS`; it is up again when it answers, as CoreDNS's `health_check`.",
     ),
     setting(
         "forward.failfast_all_unhealthy_upstreams",
         "true or false",
         false,
+        &[],
         "With every upstream down, answer SERVFAIL at once instead of trying one anyway.",
     ),
     setting(
         "forward.max_concurrent_per_core",
         "at least 1",
         false,
+        &[],
         "Forwarded queries in flight per serving core; above it a query gets REFUSED and is counted, as CoreDNS's `max_concurrent`.",
     ),
     setting(
         "forward.force_tcp",
         "true or false",
         false,
+        &[],
         "Send every upstream query over TCP (NodeLocal DNSCache does, to keep DNS out of conntrack).",
     ),
     setting(
         "forward.prefer_udp",
         "true or false",
         false,
+        &[],
         "Do not retry a truncated UDP reply over TCP; pass it on with TC set, as CoreDNS's `prefer_udp`.",
     ),
     setting(
         "forward.tls_servername",
         "a DNS name; needed with tls:// upstreams",
         false,
+        &[],
         "The name tls:// upstreams' certificates must be for, as CoreDNS's `tls_servername`.",
     ),
     setting(
         "forward.tls_ca_file",
         "a PEM file path; empty means the system's root certificates",
         false,
+        &[],
         "The CAs trusted for tls:// upstreams.",
     ),
     setting(
         "cache.enabled",
         "true or false",
         false,
+        &[],
         "Cache forwarded answers, pre-encoded, node-wide: one upstream query per name per TTL. Cluster names are never cached; they are always live.",
     ),
     setting(
         "cache.max_ttl_s",
         "seconds, at least 1",
         false,
+        &[],
         "Positive answers are cached at most this long, as the TTL of CoreDNS's `cache 30` (kubeadm's) or `success`.",
     ),
     setting(
         "cache.min_ttl_s",
         "seconds, at most max_ttl_s",
         false,
+        &[],
         "Positive answers are cached at least this long (CoreDNS's MINTTL, 5 s).",
     ),
     setting(
         "cache.denial_max_ttl_s",
         "seconds, at least 1",
         false,
+        &[],
         "NXDOMAIN and NODATA are cached for the smaller of the SOA's TTL and MINIMUM (RFC 2308), at most this long (CoreDNS's `denial`; `cache 30` sets 30).",
     ),
     setting(
         "cache.denial_min_ttl_s",
         "seconds, at most denial_max_ttl_s",
         false,
+        &[],
         "Negative answers are cached at least this long. A negative answer without an SOA is never cached.",
     ),
     setting(
         "cache.servfail_ttl_s",
         "seconds, 0 to 300",
         false,
+        &[],
         "An upstream's SERVFAIL is cached this long; 0 turns it off (CoreDNS's `servfail`).",
     ),
     setting(
         "cache.max_entries",
         "at least 1",
         false,
+        &[],
         "Most cached answers; above it the least recently used are evicted. Every core holds the same entries.",
     ),
     setting(
         "cache.max_bytes",
         "bytes, at least 65536",
         false,
+        &[],
         "Most bytes of cached answers; above it the least recently used are evicted.",
     ),
     setting(
         "cache.prefetch_amount",
         "0 (off) or more",
         false,
+        &[],
         "An entry hit this many times, each within prefetch_window_s of the last, is refreshed before it expires (CoreDNS's `prefetch AMOUNT`).",
     ),
     setting(
         "cache.prefetch_window_s",
         "seconds, at least 1",
         false,
+        &[],
         "Hits further apart than this start the prefetch count again (CoreDNS's prefetch DURATION).",
     ),
     setting(
         "cache.prefetch_percent",
         "10 to 90",
         false,
+        &[],
         "A popular entry is refreshed when this share of its TTL is left (CoreDNS's prefetch PERCENTAGE).",
     ),
     setting(
         "cache.serve_stale_s",
         "seconds; 0 turns it off",
         false,
+        &[],
         "An expired entry may be served this long after it expired while its upstreams fail (RFC 8767; CoreDNS's `serve_stale`).",
     ),
     setting(
         "cache.serve_stale_mode",
         "\"immediate\" or \"verify\"",
         false,
+        &[],
         "immediate: an expired entry is answered at once and refreshed behind. verify: the upstream is asked first, and the stale entry answers only if it fails.",
     ),
     setting(
         "cache.stale_ttl_s",
         "seconds",
         false,
+        &[],
         "The TTL of a stale answer (RFC 8767 suggests 30).",
     ),
     setting(
         "cache.keep_ttl",
         "true or false",
         false,
+        &[],
         "Answer hits with the TTLs as stored, not lowered by the entry's age (CoreDNS's `keepttl`).",
     ),
 ];
 
-/// The flag named in a setting's doc (`… (flag --ttl).`).
-fn flag_of(doc: &'static str) -> Option<&'static str> {
-    let at = doc.find("flag --")? + "flag ".len();
-    let rest = &doc[at..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .unwrap_or(rest.len());
-    Some(&rest[..end])
+/// The environment variable of a flag (`--ttl`: `KUBEWIRE_TTL`), as clap
+/// declares it.
+pub fn env_var(flag: &str) -> String {
+    let command = <crate::cli::Cli as clap::CommandFactory>::command();
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == flag.strip_prefix("--"))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn find_setting(key: &str) -> Option<&'static Setting> {
@@ -842,7 +1003,7 @@ impl Spans {
     fn error(&self, key: &str, message: &str) -> ConfigError {
         let place = match self.keys.get(key) {
             Some(span) => self.at(span.start),
-            None => match find_setting(key).and_then(|s| flag_of(s.doc)) {
+            None => match find_setting(key).and_then(|s| s.flags.first()) {
                 Some(flag) => format!("{flag} (or its KUBEWIRE_ variable)"),
                 None => format!("{} (flags or environment)", self.origin),
             },
@@ -925,12 +1086,6 @@ impl Config {
         let fail = |key: &str, message: &str| Err(spans.error(key, message));
         if self.dns.listen.is_empty() {
             return fail("dns.listen", "at least one address is needed");
-        }
-        if self.dns.cores != "all" {
-            let any_cpu: Vec<usize> = (0..4096).collect();
-            if let Err(error) = crate::preflight::choose_cpus(Some(&self.dns.cores), &any_cpu) {
-                return fail("dns.cores", &error.to_string());
-            }
         }
         if self.dns.zones.is_empty() {
             return fail("dns.zones", "at least one zone is needed");
@@ -1132,6 +1287,14 @@ impl Config {
                 "# {}\n# Allowed: {}. ({live})\n",
                 s.doc, s.allowed
             ));
+            if !s.flags.is_empty() {
+                let variables: Vec<String> = s.flags.iter().map(|f| env_var(f)).collect();
+                out.push_str(&format!(
+                    "# Flag: {} (or {}).\n",
+                    s.flags.join(", "),
+                    variables.join(", ")
+                ));
+            }
             match values.get(s.key) {
                 Some(value) => out.push_str(&format!("{key} = {value}\n")),
                 None => out.push_str(&format!("# {key} is unset\n")),

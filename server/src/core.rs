@@ -8,7 +8,7 @@
 #![allow(unsafe_code)] // wrapping our own raw socket fds for glommio
 
 use crate::batch::UdpBatch;
-use crate::cli::UdpIo;
+use crate::config::UdpIo;
 use crate::metrics::{Answered, CoreMetrics, Plugin, Proto};
 use crate::querylog::{QueryLog, QueryLogSettings};
 use crate::resolving::cache::{self, CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};

@@ -160,8 +160,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     };
 
     let allowed = preflight::allowed_cpus();
-    let cores = (config.dns.cores != "all").then_some(config.dns.cores.as_str());
-    let cpus = preflight::choose_cpus(cores, &allowed)?;
+    let cpus = preflight::choose_cpus(&config.dns.cores, &allowed)?;
     preflight::check_memlock(cpus.len())?;
     preflight::check_io_uring()?;
     for &addr in &config.dns.listen {

@@ -2,6 +2,8 @@
 //! fix instead of surfacing as a panic inside an executor thread.
 #![allow(unsafe_code)] // raw syscalls: io_uring_setup, getrlimit, sched_getaffinity
 
+use crate::config::CoreSpec;
+
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -119,57 +121,31 @@ fn describe(cpus: &[usize]) -> String {
         .join(",")
 }
 
-/// Resolves `--cores`: none means every allowed CPU; a number means that many
-/// of them; a list (`0,2-3`) means exactly those, each of which must be allowed.
-pub fn choose_cpus(spec: Option<&str>, allowed: &[usize]) -> Result<Vec<usize>, StartupError> {
+/// Resolves `dns.cores` against the CPUs this process may use: `all`
+/// is every one; a count, that many of them; a list, exactly those, each of
+/// which must be allowed.
+pub fn choose_cpus(spec: &CoreSpec, allowed: &[usize]) -> Result<Vec<usize>, StartupError> {
     let error = |problem: String| StartupError::Cpu {
-        spec: spec.unwrap_or("").to_string(),
+        spec: spec.to_string(),
         problem,
         allowed: describe(allowed),
     };
-    let Some(spec) = spec else {
-        return Ok(allowed.to_vec());
-    };
-    let spec = spec.trim();
-    if !spec.contains([',', '-'])
-        && let Ok(count) = spec.parse::<usize>()
-    {
-        if count == 0 {
-            return Err(error("at least one core is needed".into()));
-        }
-        if count > allowed.len() {
-            return Err(error(format!(
-                "{count} cores asked for, but only {} CPUs are allowed",
-                allowed.len()
-            )));
-        }
-        return Ok(allowed[..count].to_vec());
-    }
-    let mut cpus = Vec::new();
-    for part in spec.split(',') {
-        let part = part.trim();
-        let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) else {
-            return Err(error(format!("{part:?} is not a CPU number or range")));
-        };
-        if first > last {
-            return Err(error(format!("range {part:?} runs backwards")));
-        }
-        for cpu in first..=last {
-            if !allowed.contains(&cpu) {
+    match spec {
+        CoreSpec::All => Ok(allowed.to_vec()),
+        CoreSpec::Count(count) if *count > allowed.len() => Err(error(format!(
+            "{count} cores asked for, but only {} CPUs are allowed",
+            allowed.len()
+        ))),
+        CoreSpec::Count(count) => Ok(allowed[..*count].to_vec()),
+        CoreSpec::List(cpus) => {
+            if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
                 return Err(error(format!(
                     "CPU {cpu} does not exist or is not in this process's affinity mask"
                 )));
             }
-            if !cpus.contains(&cpu) {
-                cpus.push(cpu);
-            }
+            Ok(cpus.clone())
         }
     }
-    Ok(cpus)
 }
 
 fn bind_problem(error: &std::io::Error, addr: SocketAddr) -> String {
@@ -328,26 +304,40 @@ mod tests {
     #[test]
     fn core_specs() {
         let allowed = [0, 1, 2, 3];
-        assert_eq!(choose_cpus(None, &allowed).unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(choose_cpus(Some("2"), &allowed).unwrap(), vec![0, 1]);
-        assert_eq!(choose_cpus(Some("0,2-3"), &allowed).unwrap(), vec![0, 2, 3]);
+        let spec = |text: &str| text.parse::<CoreSpec>().unwrap();
         assert_eq!(
-            choose_cpus(Some("3"), &[0, 1, 2, 3]).unwrap(),
-            vec![0, 1, 2]
+            choose_cpus(&spec("all"), &allowed).unwrap(),
+            vec![0, 1, 2, 3]
         );
-        let error = choose_cpus(Some("0,7"), &allowed).unwrap_err().to_string();
+        assert_eq!(choose_cpus(&spec("2"), &allowed).unwrap(), vec![0, 1]);
+        assert_eq!(
+            choose_cpus(&spec("0,2-3"), &allowed).unwrap(),
+            vec![0, 2, 3]
+        );
+        assert_eq!(choose_cpus(&spec("1-1"), &allowed).unwrap(), vec![1]);
+        let error = choose_cpus(&spec("0,7"), &allowed).unwrap_err().to_string();
         assert_eq!(
             error,
             "--cores \"0,7\": CPU 7 does not exist or is not in this process's affinity mask; this process may use CPUs 0,1,2,3"
         );
         assert!(
-            choose_cpus(Some("9"), &allowed)
+            choose_cpus(&spec("9"), &allowed)
                 .unwrap_err()
                 .to_string()
                 .contains("only 4 CPUs")
         );
-        assert!(choose_cpus(Some("x"), &allowed).is_err());
-        assert!(choose_cpus(Some("0"), &allowed).is_err());
+        assert!("x".parse::<CoreSpec>().is_err());
+        assert!("0".parse::<CoreSpec>().is_err());
+        assert!("3-1".parse::<CoreSpec>().is_err());
+        // What config print writes parses back.
+        for text in ["all", "2", "0,2-3", "1-1", "0-3", "5,1"] {
+            assert_eq!(
+                spec(text).to_string().parse::<CoreSpec>().unwrap(),
+                spec(text)
+            );
+        }
+        assert_eq!(spec("1-1").to_string(), "1-1");
+        assert_eq!(spec("0,1,2,5").to_string(), "0-2,5");
     }
 
     #[test]
