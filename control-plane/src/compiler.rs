@@ -1440,7 +1440,7 @@ fn srv_answer_that_fits(
     records: &[SrvRecord],
 ) -> Result<PreparedAnswer, BuildError> {
     // Room for the tail: 64 KiB less header, question and an OPT record.
-    let budget = usize::from(u16::MAX) - 12 - (name.wire_len() + 4) - 11;
+    let budget = kubewire_wire::max_records_len(name.wire_len() + 4);
     // Owner pointer (2) + fixed fields (10) + priority, weight, port (6) + target.
     let srv_len = |r: &SrvRecord| 18 + r.target.len();
     // Additional owners point at the literal targets: 2 + 10 + address.
@@ -1543,11 +1543,7 @@ fn zone_answers(
     if cluster {
         b.section(Section::Additional)?;
         for ip in dns_ips {
-            let rdata = match ip {
-                IpAddr::V4(v4) => Rdata::A(*v4),
-                IpAddr::V6(v6) => Rdata::Aaaa(*v6),
-            };
-            b.push(Owner::Name(&mname), ttl, rdata)?;
+            b.push(Owner::Name(&mname), ttl, address_rdata(*ip))?;
         }
     }
     let ns_answer = b.finish()?;

@@ -263,7 +263,7 @@ async fn run(setup: CoreSetup) {
         };
     }
     let connections = Rc::new(Cell::new(0usize));
-    let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + usize::from(u16::MAX)]));
+    let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + kubewire_wire::MAX_MESSAGE]));
     for (listen, &fd) in setup.tcp_fds.iter().enumerate() {
         // SAFETY: the fd is a listening TCP socket created for this core alone.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };

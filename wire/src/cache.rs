@@ -323,7 +323,7 @@ impl CachedAnswer {
             writer.record(packet, record, ttl_s)?;
             counts[usize::from(record.section)] += 1;
         }
-        if writer.base + writer.tail.len() + OPT_LEN > usize::from(u16::MAX) {
+        if writer.tail.len() > crate::reply::max_records_len(question.len()) {
             return Err(NotCached::Malformed);
         }
         Ok(CachedAnswer {

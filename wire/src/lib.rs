@@ -52,8 +52,8 @@ pub use prepared::{
 };
 pub use query::{Edns, HEADER_LEN, Query, QueryError, parse_query};
 pub use reply::{
-    BufferTooSmall, MIN_REPLY_BUF, OUR_UDP_PAYLOAD, ReplyError, Transport, assemble_reply,
-    error_reply,
+    BufferTooSmall, MAX_MESSAGE, MIN_REPLY_BUF, OPT_LEN, OUR_UDP_PAYLOAD, ReplyError, Transport,
+    assemble_reply, error_reply, max_records_len,
 };
 pub use upstream::{
     MAX_UPSTREAM_QUERY, UpstreamError, UpstreamReply, check_upstream_reply, sent_question,

@@ -634,7 +634,7 @@ impl AnswerBuilder {
         } else {
             self.question.wire_len()
         };
-        usize::from(u16::MAX) - HEADER_LEN - question - 4 - 11
+        crate::reply::max_records_len(question + 4)
     }
 
     /// Offset of the tail's start within a reply.

@@ -18,7 +18,15 @@ pub const OUR_UDP_PAYLOAD: u16 = 1232;
 /// truncated: header, the longest question, and an OPT record.
 pub const MIN_REPLY_BUF: usize = HEADER_LEN + 255 + 4 + OPT_LEN;
 /// Length of the OPT record we write: root, type, class, TTL, RDLEN 0.
-pub(crate) const OPT_LEN: usize = 11;
+pub const OPT_LEN: usize = 11;
+/// The largest DNS message: what a TCP length prefix can say.
+pub const MAX_MESSAGE: usize = 65_535;
+
+/// The most bytes of records a message can hold after a question of
+/// `question_len` bytes (name, type, class), leaving room for our OPT.
+pub const fn max_records_len(question_len: usize) -> usize {
+    MAX_MESSAGE - HEADER_LEN - question_len - OPT_LEN
+}
 
 /// The transport a reply goes over, which sets its size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +78,7 @@ impl std::error::Error for BufferTooSmall {}
 /// The most bytes a reply to this query may take.
 pub(crate) fn size_limit(edns: Option<Edns>, transport: Transport, buffer: usize) -> usize {
     let limit = match (transport, edns) {
-        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Tcp, _) => MAX_MESSAGE,
         (Transport::Udp, None) => 512,
         (Transport::Udp, Some(edns)) => usize::from(edns.udp_payload_size.min(OUR_UDP_PAYLOAD)),
     };

@@ -715,7 +715,7 @@ pub async fn resolve(
     transport: Transport,
 ) -> Option<Forwarded> {
     let query = parse_query(packet).ok()?;
-    let mut buffer = vec![0u8; reply_capacity(transport)];
+    let mut buffer = vec![0u8; super::forward::reply_buffer(transport, kubewire_wire::MAX_MESSAGE)];
     // Filled since the fast path missed?
     if let Lookup::Hit { len, rcode } =
         cache
@@ -777,13 +777,4 @@ pub async fn resolve(
         });
     }
     forwarder.fixed(&query, transport, failed)
-}
-
-fn reply_capacity(transport: Transport) -> usize {
-    match transport {
-        Transport::Udp => {
-            usize::from(kubewire_wire::OUR_UDP_PAYLOAD).max(kubewire_wire::MIN_REPLY_BUF)
-        }
-        Transport::Tcp => usize::from(u16::MAX),
-    }
 }

@@ -21,8 +21,6 @@ use std::rc::Rc;
 
 /// Most CNAMEs followed for one query, as CoreDNS.
 pub const MAX_CHAIN: usize = 8;
-/// Length of the OPT record our replies carry.
-const OPT_LEN: usize = 11;
 
 /// The client's reply and its RCODE, after chasing the CNAME in `reply`
 /// (the table's answer to `query`).
@@ -41,8 +39,8 @@ pub async fn chase(
     let qtype = parsed.qtype();
     let edns = parsed.edns();
     // Take our OPT off the end; it goes back on last.
-    let opt = if edns.is_some() && reply.len() >= HEADER_LEN + OPT_LEN {
-        let opt = reply.split_off(reply.len() - OPT_LEN);
+    let opt = if edns.is_some() && reply.len() >= HEADER_LEN + kubewire_wire::OPT_LEN {
+        let opt = reply.split_off(reply.len() - kubewire_wire::OPT_LEN);
         let additional = count(&reply, 10).saturating_sub(1);
         set_count(&mut reply, 10, additional);
         Some(opt)
@@ -61,7 +59,7 @@ pub async fn chase(
     let mut seen: Vec<NameBuf> = vec![*parsed.key()];
     let mut answers = count(&reply, 6);
     let mut rcode = Rcode::NOERROR;
-    let mut sub_reply = vec![0u8; usize::from(u16::MAX)];
+    let mut sub_reply = vec![0u8; kubewire_wire::MAX_MESSAGE];
     let mut sub_query = Vec::new();
     while let Some(name) = target.take() {
         if seen.len() > MAX_CHAIN || seen.contains(&name) {
@@ -95,7 +93,12 @@ pub async fn chase(
             break;
         };
         for _ in 0..count(&sub, 6) {
-            match copy_record(&sub, pos, &mut reply, usize::from(u16::MAX) - OPT_LEN) {
+            match copy_record(
+                &sub,
+                pos,
+                &mut reply,
+                kubewire_wire::MAX_MESSAGE - kubewire_wire::OPT_LEN,
+            ) {
                 Ok((next, copied)) => {
                     pos = next;
                     answers += 1;
@@ -123,7 +126,7 @@ fn finish(
     payload: Option<u16>,
 ) -> (Vec<u8>, u16) {
     let limit = match (transport, payload) {
-        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Tcp, _) => kubewire_wire::MAX_MESSAGE,
         (Transport::Udp, None) => 512,
         (Transport::Udp, Some(size)) => usize::from(size.min(OUR_UDP_PAYLOAD)),
     };

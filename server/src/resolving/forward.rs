@@ -36,8 +36,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The largest DNS message.
-const MAX_MESSAGE: usize = 65_535;
 /// The largest UDP reply taken from an upstream. We advertise 1232 bytes;
 /// a larger reply is read as truncated and asked again over TCP.
 const MAX_UDP_REPLY: usize = 4096;
@@ -543,10 +541,10 @@ impl Drop for InFlight {
 
 /// A client reply buffer for a reply of `needed` bytes: never less than
 /// the smallest a reply must fit in, never more than the transport allows.
-fn reply_buffer(transport: Transport, needed: usize) -> usize {
+pub(crate) fn reply_buffer(transport: Transport, needed: usize) -> usize {
     let most = match transport {
         Transport::Udp => crate::batch::TX_BUF,
-        Transport::Tcp => MAX_MESSAGE,
+        Transport::Tcp => kubewire_wire::MAX_MESSAGE,
     };
     needed.min(most).max(kubewire_wire::MIN_REPLY_BUF)
 }
