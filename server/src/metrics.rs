@@ -22,54 +22,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Query types CoreDNS counts by name; the rest are `other`.
-pub const MONITORED_TYPES: [(u16, &str); 19] = [
-    (1, "A"),
-    (28, "AAAA"),
-    (5, "CNAME"),
-    (48, "DNSKEY"),
-    (43, "DS"),
-    (15, "MX"),
-    (50, "NSEC3"),
-    (47, "NSEC"),
-    (2, "NS"),
-    (12, "PTR"),
-    (46, "RRSIG"),
-    (6, "SOA"),
-    (33, "SRV"),
-    (16, "TXT"),
-    (65, "HTTPS"),
-    (64, "SVCB"),
-    (251, "IXFR"),
-    (252, "AXFR"),
-    (255, "ANY"),
-];
+pub const MONITORED_TYPES: [u16; 19] = {
+    use kubewire_wire::rtype::*;
+    [
+        A, AAAA, CNAME, DNSKEY, DS, MX, NSEC3, NSEC, NS, PTR, RRSIG, SOA, SRV, TXT, HTTPS, SVCB,
+        IXFR, AXFR, ANY,
+    ]
+};
 const TYPE_SLOTS: usize = MONITORED_TYPES.len() + 1;
-const RCODE_NAMES: [&str; 24] = [
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-    "YXDOMAIN",
-    "YXRRSET",
-    "NXRRSET",
-    "NOTAUTH",
-    "NOTZONE",
-    "RCODE11",
-    "RCODE12",
-    "RCODE13",
-    "RCODE14",
-    "RCODE15",
-    "BADSIG",
-    "BADKEY",
-    "BADTIME",
-    "BADMODE",
-    "BADNAME",
-    "BADALG",
-    "BADTRUNC",
-    "BADCOOKIE",
-];
+use kubewire_wire::RCODE_NAMES;
 const RCODE_SLOTS: usize = RCODE_NAMES.len();
 /// `plugin` label: the kubernetes plugin answered, the forward plugin
 /// answered, or the server itself refused a name outside every zone.
@@ -124,7 +85,7 @@ pub enum Proto {
 fn type_slot(qtype: u16) -> usize {
     MONITORED_TYPES
         .iter()
-        .position(|&(t, _)| t == qtype)
+        .position(|&t| t == qtype)
         .unwrap_or(MONITORED_TYPES.len())
 }
 
@@ -605,7 +566,10 @@ impl Collector for Scrape {
                     if count == 0 {
                         continue;
                     }
-                    let type_name = MONITORED_TYPES.get(slot).map_or("other", |t| t.1);
+                    let type_name = MONITORED_TYPES
+                        .get(slot)
+                        .and_then(|&t| kubewire_wire::rtype::name(t))
+                        .unwrap_or("other");
                     let labels = [
                         ("server", server.as_str()),
                         ("zone", "."),

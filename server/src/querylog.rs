@@ -103,7 +103,7 @@ impl QueryLog {
             client = %client,
             name = %name,
             qtype = %qtype,
-            rcode = %rcode_name(rcode),
+            rcode = %kubewire_wire::Rcode(rcode),
             duration_us = duration.as_micros() as u64,
             "query"
         );
@@ -111,21 +111,5 @@ impl QueryLog {
 }
 
 fn rtype_name(qtype: u16) -> String {
-    crate::metrics::MONITORED_TYPES
-        .iter()
-        .find(|(t, _)| *t == qtype)
-        .map_or_else(|| format!("TYPE{qtype}"), |(_, name)| name.to_string())
-}
-
-fn rcode_name(rcode: u16) -> String {
-    match rcode {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        16 => "BADVERS".into(),
-        other => format!("RCODE{other}"),
-    }
+    kubewire_wire::rtype::name(qtype).map_or_else(|| format!("TYPE{qtype}"), str::to_string)
 }

@@ -35,11 +35,7 @@ use crate::reply::{OPT_LEN, ReplyError, size_limit, write_opt};
 use crate::upstream::UpstreamReply;
 use crate::{Rcode, Transport, rtype};
 
-/// RRSIG, kept beside the records it signs.
-const RRSIG: u16 = 46;
-/// NSEC and NSEC3, kept in a signed negative answer's authority.
-const NSEC: u16 = 47;
-const NSEC3: u16 = 50;
+use crate::rtype::{NSEC, NSEC3, RRSIG};
 /// The RFC 1035 types whose data may hold compressed names that this module
 /// does not rewrite (MD, MF, MB, MG, MR, MINFO): a reply with one is not
 /// cached, since moving it would break its pointers.

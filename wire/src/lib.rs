@@ -100,16 +100,47 @@ impl fmt::Debug for Rcode {
 
 impl fmt::Display for Rcode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Rcode::NOERROR => f.write_str("NOERROR"),
-            Rcode::FORMERR => f.write_str("FORMERR"),
-            Rcode::SERVFAIL => f.write_str("SERVFAIL"),
-            Rcode::NXDOMAIN => f.write_str("NXDOMAIN"),
-            Rcode::NOTIMP => f.write_str("NOTIMP"),
-            Rcode::REFUSED => f.write_str("REFUSED"),
-            Rcode::BADVERS => f.write_str("BADVERS"),
-            Rcode(other) => write!(f, "RCODE{other}"),
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "RCODE{}", self.0),
         }
+    }
+}
+
+/// RCODE mnemonics by value, as CoreDNS names them (miekg/dns's
+/// `RcodeToString`): 16 is BADSIG, which RFC 6891 also calls BADVERS;
+/// unassigned values are `RCODE<n>`. One table for logs and metrics.
+pub const RCODE_NAMES: [&str; 24] = [
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "RCODE11",
+    "RCODE12",
+    "RCODE13",
+    "RCODE14",
+    "RCODE15",
+    "BADSIG",
+    "BADKEY",
+    "BADTIME",
+    "BADMODE",
+    "BADNAME",
+    "BADALG",
+    "BADTRUNC",
+    "BADCOOKIE",
+];
+
+impl Rcode {
+    /// Its mnemonic, from [`RCODE_NAMES`].
+    pub fn name(self) -> Option<&'static str> {
+        RCODE_NAMES.get(usize::from(self.0)).copied()
     }
 }
 
@@ -141,25 +172,63 @@ pub mod rtype {
     pub const AXFR: u16 = 252;
     /// Any type.
     pub const ANY: u16 = 255;
+    /// Host information (loop probes ask for it).
+    pub const HINFO: u16 = 13;
+    /// Delegation signer.
+    pub const DS: u16 = 43;
+    /// DNSSEC signature.
+    pub const RRSIG: u16 = 46;
+    /// Next secure.
+    pub const NSEC: u16 = 47;
+    /// DNSSEC key.
+    pub const DNSKEY: u16 = 48;
+    /// Hashed next secure.
+    pub const NSEC3: u16 = 50;
+    /// Service binding.
+    pub const SVCB: u16 = 64;
+    /// Service binding for HTTPS.
+    pub const HTTPS: u16 = 65;
+
+    /// Mnemonics of the types kubewire names (in logs, metrics and
+    /// configuration): one table, the IANA registry's names.
+    pub const NAMES: [(u16, &str); 21] = [
+        (A, "A"),
+        (NS, "NS"),
+        (CNAME, "CNAME"),
+        (SOA, "SOA"),
+        (PTR, "PTR"),
+        (HINFO, "HINFO"),
+        (MX, "MX"),
+        (TXT, "TXT"),
+        (AAAA, "AAAA"),
+        (SRV, "SRV"),
+        (OPT, "OPT"),
+        (DS, "DS"),
+        (RRSIG, "RRSIG"),
+        (NSEC, "NSEC"),
+        (DNSKEY, "DNSKEY"),
+        (NSEC3, "NSEC3"),
+        (SVCB, "SVCB"),
+        (HTTPS, "HTTPS"),
+        (IXFR, "IXFR"),
+        (AXFR, "AXFR"),
+        (ANY, "ANY"),
+    ];
+
+    /// The mnemonic of a type in [`NAMES`].
+    pub fn name(rtype: u16) -> Option<&'static str> {
+        NAMES.iter().find(|(t, _)| *t == rtype).map(|(_, n)| *n)
+    }
 
     /// The number of a type by its mnemonic (`A`, `aaaa`, `SRV`, ...), or
     /// the RFC 3597 form `TYPE123`.
     pub fn from_name(name: &str) -> Option<u16> {
-        Some(match name.to_ascii_uppercase().as_str() {
-            "A" => A,
-            "NS" => NS,
-            "CNAME" => CNAME,
-            "SOA" => SOA,
-            "PTR" => PTR,
-            "MX" => MX,
-            "TXT" => TXT,
-            "AAAA" => AAAA,
-            "SRV" => SRV,
-            "IXFR" => IXFR,
-            "AXFR" => AXFR,
-            "ANY" => ANY,
-            other => return other.strip_prefix("TYPE").and_then(|n| n.parse().ok()),
-        })
+        let upper = name.to_ascii_uppercase();
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == upper)
+            .map(|(t, _)| *t)
+            .or_else(|| upper.strip_prefix("TYPE")?.parse().ok())
     }
 }
 
