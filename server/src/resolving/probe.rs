@@ -159,10 +159,15 @@ impl LoopProbes {
                     settled[n] = true;
                     continue;
                 };
-                let mut query = vec![0x4c, n as u8, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-                query.extend_from_slice(name.as_wire());
                 // HINFO, IN: as CoreDNS's probe.
-                query.extend_from_slice(&[0, 13, 0, 1]);
+                let mut query = Vec::new();
+                let id = u16::from_be_bytes([0x4c, n as u8]);
+                kubewire_wire::records::write_plain_query(
+                    id,
+                    &name,
+                    kubewire_wire::rtype::HINFO,
+                    &mut query,
+                );
                 if socket.send_to(&query, to).is_err() {
                     continue;
                 }
