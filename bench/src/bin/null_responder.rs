@@ -39,8 +39,10 @@ fn main() {
     // for the life of the loop.
     let mut peers: Vec<libc::sockaddr_storage> =
         (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // SAFETY: as above.
     let mut iovs: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
     let mut headers: Vec<libc::mmsghdr> =
+        // SAFETY: as above.
         (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
     loop {
         for i in 0..BATCH {
