@@ -1,19 +1,10 @@
 //! The kubewire server: serving cores, the control plane thread, and the
 //! sources of cluster objects. `main.rs` only parses flags and logs errors.
 
-pub mod batch;
-pub mod cli;
-pub mod cluster;
-pub mod config;
-pub mod control;
-pub mod core;
-pub mod corefile;
-pub mod logging;
-pub mod manifests;
-pub mod metrics;
-pub mod preflight;
-pub mod querylog;
+pub mod operations;
 pub mod resolving;
+pub mod serving;
+pub mod sources;
 
 use anyhow::{Context, bail};
 use cli::Flags;
@@ -23,6 +14,9 @@ use kubewire_control_plane::watch::WatchOptions;
 use kubewire_control_plane::{Compiler, DeltaHub, ObjectChange, PodMode, Settings};
 use kubewire_wire::NameBuf;
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
+use operations::{cli, config, corefile, logging, metrics, preflight};
+use serving::{core, querylog};
+use sources::{cluster, control, manifests};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

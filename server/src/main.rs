@@ -1,7 +1,7 @@
 //! The kubewire binary: flags, configuration, logging, and an exit code.
 
 use clap::Parser;
-use kubewire::cli::{Cli, Command};
+use kubewire::operations::cli::{Cli, Command};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log = kubewire::logging::init(config.log.format, &config.log.level);
+    let log = kubewire::operations::logging::init(config.log.format, &config.log.level);
     let reloading = kubewire::Reloading {
         path: cli.flags.config.clone(),
         flags: cli.flags,

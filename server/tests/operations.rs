@@ -418,7 +418,10 @@ fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
     // relist with the new filter, and team-a's answer never goes away.
     std::fs::write(
         &path,
-        config("[\"team-a\", \"team-b\"]", "info,kubewire::control=debug"),
+        config(
+            "[\"team-a\", \"team-b\"]",
+            "info,kubewire::sources::control=debug",
+        ),
     )
     .unwrap();
     eventually("team-b to be served", || {
@@ -430,8 +433,8 @@ fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
         line.contains("kubernetes.namespaces") && line.contains("log.level"),
         "{line}"
     );
-    // A debug line of kubewire::control now passes the filter.
-    server.wait_for_log("DEBUG kubewire::control", Duration::from_secs(5));
+    // A debug line of kubewire::sources::control now passes the filter.
+    server.wait_for_log("DEBUG kubewire::sources::control", Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(dir);
 }
 

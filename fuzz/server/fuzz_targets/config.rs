@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(error) = kubewire::config::Config::parse("fuzz.toml", text) {
+    if let Err(error) = kubewire::operations::config::Config::parse("fuzz.toml", text) {
         let message = error.to_string();
         assert!(
             message.contains(": "),

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         "fuzz.json"
     };
-    if let Err(error) = kubewire::manifests::parse_manifest(Path::new(path), text) {
+    if let Err(error) = kubewire::sources::manifests::parse_manifest(Path::new(path), text) {
         let message = error.to_string();
         assert!(message.starts_with(path), "{message}");
     }

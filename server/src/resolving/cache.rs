@@ -15,8 +15,8 @@
 //! the cores that asked, and are passed on once as they came.
 
 use super::forward::{Fetched, Forwarded, Forwarder};
-use crate::config::{self, StaleMode};
-use crate::metrics::CacheMetrics;
+use crate::operations::config::{self, StaleMode};
+use crate::operations::metrics::CacheMetrics;
 use crossbeam_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use kubewire_wire::{
@@ -522,7 +522,7 @@ impl CoreCache {
         drop(cache);
         let this = Rc::clone(this);
         let forwarder = Rc::clone(forwarder);
-        let background = crate::core::Background::start(background);
+        let background = crate::serving::core::Background::start(background);
         glommio::spawn_local(async move {
             let _background = background;
             let fetched = match parse_query(&query) {

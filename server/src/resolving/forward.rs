@@ -21,8 +21,8 @@
 use super::ForwardPlan;
 use super::probe::Probe;
 use super::tcp::{TcpError, TcpPool};
-use crate::config::Policy;
-use crate::metrics::ForwardMetrics;
+use crate::operations::config::Policy;
+use crate::operations::metrics::ForwardMetrics;
 use glommio::net::UdpSocket;
 use kubewire_wire::{
     HEADER_LEN, MAX_UPSTREAM_QUERY, PreparedAnswer, Query, Rcode, Transport, UpstreamError,
@@ -543,7 +543,7 @@ impl Drop for InFlight {
 /// the smallest a reply must fit in, never more than the transport allows.
 pub(crate) fn reply_buffer(transport: Transport, needed: usize) -> usize {
     let most = match transport {
-        Transport::Udp => crate::batch::TX_BUF,
+        Transport::Udp => crate::serving::batch::TX_BUF,
         Transport::Tcp => kubewire_wire::MAX_MESSAGE,
     };
     needed.min(most).max(kubewire_wire::MIN_REPLY_BUF)
@@ -553,7 +553,7 @@ pub(crate) fn reply_buffer(transport: Transport, needed: usize) -> usize {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::config::Forward;
+    use crate::operations::config::Forward;
 
     fn forwarder(policy: Policy) -> Forwarder {
         let config = Forward {

@@ -8,7 +8,7 @@ pub mod forward;
 pub mod probe;
 pub mod tcp;
 
-use crate::config::{Forward, Policy};
+use crate::operations::config::{Forward, Policy};
 use kubewire_wire::NameBuf;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! after it: `--ttl` is `KUBEWIRE_TTL`, `--metrics-addr` is
 //! `KUBEWIRE_METRICS_ADDR`.
 
-use crate::config::{Config, CoreSpec, LogFormat, OptionalAddr, SourceKind, UdpIo};
+use crate::operations::config::{Config, CoreSpec, LogFormat, OptionalAddr, SourceKind, UdpIo};
 use clap::{Parser, Subcommand};
 use kubewire_control_plane::PodMode;
 use std::net::SocketAddr;
@@ -287,7 +287,7 @@ impl Flags {
 
     /// The effective configuration: defaults, the `--config` file, then
     /// environment variables and flags.
-    pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
+    pub fn config(&self) -> Result<Config, crate::operations::config::ConfigError> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -308,7 +308,7 @@ fn set<T: Clone>(target: &mut T, value: &Option<T>) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::config::SETTINGS;
+    use crate::operations::config::SETTINGS;
     use clap::CommandFactory;
 
     /// One non-default value per flag (`None`: a switch). A new flag must be
@@ -375,10 +375,10 @@ mod tests {
                 .unwrap();
             assert_eq!(
                 arg.get_env().map(|e| e.to_string_lossy().into_owned()),
-                Some(crate::config::env_var(&flag)),
+                Some(crate::operations::config::env_var(&flag)),
                 "{flag}"
             );
-            assert!(crate::config::env_var(&flag).starts_with("KUBEWIRE_"));
+            assert!(crate::operations::config::env_var(&flag).starts_with("KUBEWIRE_"));
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
             if let Some(default) = help
                 .split("[default: ")

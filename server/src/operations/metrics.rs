@@ -321,7 +321,7 @@ pub fn count_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         PANICS.fetch_add(1, Ordering::Relaxed);
-        crate::core::note_panic();
+        crate::serving::core::note_panic();
         default(info);
     }));
 }

@@ -2,7 +2,7 @@
 //! fix instead of surfacing as a panic inside an executor thread.
 #![allow(unsafe_code)] // raw syscalls: io_uring_setup, getrlimit, sched_getaffinity
 
-use crate::config::CoreSpec;
+use crate::operations::config::CoreSpec;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -207,7 +207,7 @@ pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
     // Bounds how long a core sleeps in recvmmsg once traffic stops (see core.rs).
     socket
         .set_read_timeout(Some(std::time::Duration::from_millis(
-            crate::core::UDP_FLOWING_WAIT_MS,
+            crate::serving::core::UDP_FLOWING_WAIT_MS,
         )))
         .map_err(bind)?;
     socket.bind(&addr.into()).map_err(bind)?;

@@ -1,7 +1,7 @@
 //! tracing output, as text or JSON, with a filter that a config reload can
 //! change while the server runs.
 
-use crate::config::LogFormat;
+use crate::operations::config::LogFormat;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};

@@ -5,10 +5,10 @@
 //! `/metrics`, reloads the configuration, and handles signals: SIGTERM
 //! starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
 
-use crate::config::{Config, SETTINGS};
-use crate::manifests::ManifestSet;
-use crate::metrics::{ControlMetrics, Scrape};
-use crate::querylog::QueryLogSettings;
+use crate::operations::config::{Config, SETTINGS};
+use crate::operations::metrics::{ControlMetrics, Scrape};
+use crate::serving::querylog::QueryLogSettings;
+use crate::sources::manifests::ManifestSet;
 use kubewire_control_plane::watch::{WatchEvent, WatchOptions, Watchers, spawn_watchers};
 use kubewire_control_plane::{Compiler, DeltaHub, Kind, ObjectChange};
 use std::collections::{HashMap, HashSet};
@@ -176,7 +176,7 @@ impl Control {
                 config,
                 options,
                 startup_timeout,
-            } => match crate::cluster::client((**config).clone()) {
+            } => match crate::sources::cluster::client((**config).clone()) {
                 Ok(client) => {
                     let watchers = spawn_watchers(&client, options, &watch_tx);
                     sync = Sync {
@@ -261,7 +261,7 @@ impl Control {
                     }
                 }
                 _ = tick.tick() => {
-                    if crate::core::failed() {
+                    if crate::serving::core::failed() {
                         tracing::error!(
                             "a serving core panicked (see the panic above); stopping kubewire so that it is \
                              restarted, because the dead core's sockets would keep taking a share of the clients"
@@ -333,8 +333,8 @@ impl Control {
         self.config.log.format = old.format;
         if new.log.level != old.level {
             match self.reloading.log.set_level(&new.log.level) {
-                Ok(crate::logging::LevelChange::Applied) => {}
-                Ok(crate::logging::LevelChange::EnvWins) => {
+                Ok(crate::operations::logging::LevelChange::Applied) => {}
+                Ok(crate::operations::logging::LevelChange::EnvWins) => {
                     tracing::warn!("log.level changed, but RUST_LOG is set and stays in force");
                 }
                 Err(error) => tracing::error!(%error, "log.level not applied"),
@@ -505,7 +505,7 @@ fn health_router() -> axum::Router {
     axum::Router::new().route(
         "/health",
         axum::routing::get(|| async {
-            if crate::core::failed() {
+            if crate::serving::core::failed() {
                 (
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     "a serving core failed",

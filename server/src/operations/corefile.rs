@@ -8,7 +8,7 @@
 //! since kubewire has no cache for forwarded names yet, and anything
 //! unknown), with its line, on stderr and as comments in the output.
 
-use crate::config::{Config, SETTINGS};
+use crate::operations::config::{Config, SETTINGS};
 use std::collections::BTreeMap;
 
 /// The result of a translation.
@@ -721,7 +721,10 @@ mod tests {
             (10, 60, 20)
         );
         assert_eq!(c.serve_stale_s, 3600);
-        assert_eq!(c.serve_stale_mode, crate::config::StaleMode::Verify);
+        assert_eq!(
+            c.serve_stale_mode,
+            crate::operations::config::StaleMode::Verify
+        );
         assert_eq!(c.stale_ttl_s, 0);
         assert_eq!(c.servfail_ttl_s, 2);
         assert!(c.keep_ttl);

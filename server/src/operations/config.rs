@@ -679,7 +679,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting(
         "log.level",
-        "a tracing filter such as \"info\" or \"info,kubewire::control=debug\"",
+        "a tracing filter such as \"info\" or \"info,kubewire::sources::control=debug\"",
         true,
         &["--log-level"],
         "Log filter; RUST_LOG wins if set.",
@@ -927,7 +927,7 @@ pub const SETTINGS: &[Setting] = &[
 /// The environment variable of a flag (`--ttl`: `KUBEWIRE_TTL`), as clap
 /// declares it.
 pub fn env_var(flag: &str) -> String {
-    let command = <crate::cli::Cli as clap::CommandFactory>::command();
+    let command = <crate::operations::cli::Cli as clap::CommandFactory>::command();
     command
         .get_arguments()
         .find(|arg| arg.get_long() == flag.strip_prefix("--"))

@@ -7,13 +7,13 @@
 //! the middle of a batch.
 #![allow(unsafe_code)] // wrapping our own raw socket fds for glommio
 
-use crate::batch::UdpBatch;
-use crate::config::UdpIo;
-use crate::metrics::{Answered, CoreMetrics, Plugin, Proto};
-use crate::querylog::{QueryLog, QueryLogSettings};
+use crate::operations::config::UdpIo;
+use crate::operations::metrics::{Answered, CoreMetrics, Plugin, Proto};
 use crate::resolving::cache::{self, CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};
 use crate::resolving::forward::{Forwarded, Forwarder};
 use crate::resolving::probe::LoopProbes;
+use crate::serving::batch::UdpBatch;
+use crate::serving::querylog::{QueryLog, QueryLogSettings};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -117,7 +117,7 @@ pub struct CoreSetup {
     /// What is forwarded, and where; `None` when nothing is.
     pub forward: Option<Arc<crate::resolving::ForwardPlan>>,
     /// This core's forwarding counters; `None` when metrics or forwarding are off.
-    pub forward_metrics: Option<Arc<crate::metrics::ForwardMetrics>>,
+    pub forward_metrics: Option<Arc<crate::operations::metrics::ForwardMetrics>>,
     /// The cache: its plan, every core's mailbox, and this core's inbox;
     /// `None` when nothing is cached.
     pub cache: Option<CacheSetup>,
@@ -133,7 +133,7 @@ pub struct CacheSetup {
     /// This core's inbox.
     pub inbox: crossbeam_channel::Receiver<CacheMessage>,
     /// This core's cache counters; `None` when metrics are off.
-    pub metrics: Option<Arc<crate::metrics::CacheMetrics>>,
+    pub metrics: Option<Arc<crate::operations::metrics::CacheMetrics>>,
 }
 
 /// Logs an I/O failure once per cause: the first time, then again only when
@@ -583,7 +583,7 @@ async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, l
     let mut flowing = false;
     let mut last_yield = std::time::Instant::now();
     // Queries of this batch picked for the query log: index and RCODE.
-    let mut picked: Vec<(usize, u16)> = Vec::with_capacity(crate::batch::BATCH);
+    let mut picked: Vec<(usize, u16)> = Vec::with_capacity(crate::serving::batch::BATCH);
     let mut failures = Failures::default();
     loop {
         // While forwarded or chased queries wait for upstream replies, the
@@ -718,7 +718,7 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
 async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
     let socket = Rc::new(socket);
     let mut query = vec![0u8; 65_536];
-    let mut out = vec![0u8; crate::batch::TX_BUF];
+    let mut out = vec![0u8; crate::serving::batch::TX_BUF];
     let mut failures = Failures::default();
     loop {
         let (len, peer) = match socket.recv_from(&mut query).await {

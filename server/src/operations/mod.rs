@@ -1,0 +1,9 @@
+//! Running kubewire: flags and configuration, the Corefile translation,
+//! start-up checks, logging and metrics.
+
+pub mod cli;
+pub mod config;
+pub mod corefile;
+pub mod logging;
+pub mod metrics;
+pub mod preflight;

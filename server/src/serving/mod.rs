@@ -1,0 +1,5 @@
+//! Serving: the pinned cores, their UDP and TCP paths, and the query log.
+
+pub mod batch;
+pub mod core;
+pub mod querylog;

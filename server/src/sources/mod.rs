@@ -1,0 +1,7 @@
+//! Where cluster objects come from, and the control plane thread that
+//! follows them and ships their answers to the cores: the Kubernetes API,
+//! manifest files, or the embedded demo.
+
+pub mod cluster;
+pub mod control;
+pub mod manifests;
