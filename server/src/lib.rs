@@ -17,7 +17,6 @@ use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use operations::{cli, config, corefile, logging, metrics, preflight};
 use serving::{core, querylog};
 use sources::{cluster, control, manifests};
-use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -244,7 +243,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             udp_fds,
             tcp_fds,
             updates,
-            wake_fd: wake_end.into_raw_fd(),
+            wake_fd: wake_end.into(),
             shutdown: Arc::clone(&shutdown),
             udp_io: config.dns.udp_io,
             tcp: core::TcpLimits {

@@ -6,7 +6,7 @@ use crate::operations::config::CoreSpec;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 /// A startup failure, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +189,7 @@ pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
 }
 
 /// One core's UDP socket for `addr`, with `SO_REUSEPORT`.
-pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
+pub fn udp_socket(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
     let bind = |e: std::io::Error| StartupError::Bind {
         proto: "UDP",
         addr,
@@ -211,11 +211,11 @@ pub fn udp_socket(addr: SocketAddr) -> Result<RawFd, StartupError> {
         )))
         .map_err(bind)?;
     socket.bind(&addr.into()).map_err(bind)?;
-    Ok(socket.into_raw_fd())
+    Ok(socket.into())
 }
 
 /// One core's TCP listener for `addr`, with `SO_REUSEPORT`.
-pub fn tcp_listener(addr: SocketAddr) -> Result<RawFd, StartupError> {
+pub fn tcp_listener(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
     let bind = |e: std::io::Error| StartupError::Bind {
         proto: "TCP",
         addr,
@@ -230,7 +230,7 @@ pub fn tcp_listener(addr: SocketAddr) -> Result<RawFd, StartupError> {
     socket.set_reuse_port(true).map_err(bind)?;
     socket.bind(&addr.into()).map_err(bind)?;
     socket.listen(1024).map_err(bind)?;
-    Ok(socket.into_raw_fd())
+    Ok(socket.into())
 }
 
 /// This server's own addresses, for `ns.dns.<zone>` (as CoreDNS): the

@@ -20,7 +20,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use kubewire_control_plane::{AnswerTable, DeltaReceiver, Response};
 use kubewire_wire::Transport;
 use std::cell::{Cell, RefCell};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,13 +97,13 @@ pub struct CoreSetup {
     /// The CPU to pin to.
     pub cpu: usize,
     /// One UDP socket per listen address (SO_REUSEPORT).
-    pub udp_fds: Vec<RawFd>,
+    pub udp_fds: Vec<OwnedFd>,
     /// One TCP listener per listen address (SO_REUSEPORT).
-    pub tcp_fds: Vec<RawFd>,
+    pub tcp_fds: Vec<OwnedFd>,
     /// This core's end of the delta hub.
     pub updates: DeltaReceiver,
     /// Readable when updates are waiting or shutdown has begun.
-    pub wake_fd: RawFd,
+    pub wake_fd: OwnedFd,
     /// Set when the server stops.
     pub shutdown: Arc<AtomicBool>,
     /// UDP I/O mode.
@@ -218,7 +218,7 @@ type Table = Rc<RefCell<AnswerTable>>;
 /// without an await in between, so connections never hold it.
 type Scratch = Rc<RefCell<Vec<u8>>>;
 
-async fn run(setup: CoreSetup) {
+async fn run(mut setup: CoreSetup) {
     let forwarder = setup
         .forward
         .map(|plan| Rc::new(Forwarder::new(plan, setup.forward_metrics, setup.index)));
@@ -249,9 +249,10 @@ async fn run(setup: CoreSetup) {
     }
 
     let exclusive = setup.udp_fds.len() == 1;
-    for (listen, &fd) in setup.udp_fds.iter().enumerate() {
-        // SAFETY: the fd is a bound UDP socket created for this core alone.
-        let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    for (listen, fd) in std::mem::take(&mut setup.udp_fds).into_iter().enumerate() {
+        // SAFETY: a bound UDP socket created for this core alone, whose
+        // ownership passes from the OwnedFd to glommio's socket.
+        let socket = unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) };
         match setup.udp_io {
             UdpIo::Batched => {
                 glommio::spawn_local(serve_udp_batched(socket, shared.clone(), exclusive, listen))
@@ -264,9 +265,10 @@ async fn run(setup: CoreSetup) {
     }
     let connections = Rc::new(Cell::new(0usize));
     let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + kubewire_wire::MAX_MESSAGE]));
-    for (listen, &fd) in setup.tcp_fds.iter().enumerate() {
-        // SAFETY: the fd is a listening TCP socket created for this core alone.
-        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    for (listen, fd) in std::mem::take(&mut setup.tcp_fds).into_iter().enumerate() {
+        // SAFETY: a listening TCP socket created for this core alone, whose
+        // ownership passes from the OwnedFd to glommio's listener.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
         let tcp = Tcp {
             shared: shared.clone(),
             scratch: Rc::clone(&scratch),
@@ -278,8 +280,9 @@ async fn run(setup: CoreSetup) {
 
     // The root task: apply updates whenever woken, until shutdown. When it
     // returns, the executor stops and drops the serving tasks.
-    // SAFETY: the fd is one end of a socket pair created for this core alone.
-    let mut wake = unsafe { UnixStream::from_raw_fd(setup.wake_fd) };
+    // SAFETY: one end of a socket pair created for this core alone, whose
+    // ownership passes from the OwnedFd to glommio's stream.
+    let mut wake = unsafe { UnixStream::from_raw_fd(setup.wake_fd.into_raw_fd()) };
     let mut buf = [0u8; 64];
     loop {
         apply_updates(&shared);
