@@ -636,6 +636,17 @@ impl CoreCache {
         }
     }
 
+    /// Drops the waiters for `key` whose clients stopped waiting; the key
+    /// with them if none is left.
+    fn forget_abandoned(&mut self, key: &[u8]) {
+        if let Some(waiters) = self.waiting.get_mut(key) {
+            waiters.retain(|waiter| !waiter.is_canceled());
+            if waiters.is_empty() {
+                self.waiting.remove(key);
+            }
+        }
+    }
+
     /// Registers a client waiting for `key`; the first also asks the home
     /// core. `None` when too many keys are already waited for.
     fn wait(
@@ -739,6 +750,11 @@ pub async fn resolve(
         None
     })
     .await;
+    if resolution.is_none() {
+        // Nothing came: forget the clients that gave up, so that the next
+        // query for the key asks again instead of joining a dead wait.
+        cache.borrow_mut().forget_abandoned(key);
+    }
     let now = Instant::now();
     let failed = match resolution.as_deref() {
         Some(Resolution::Stored(stored)) => {
