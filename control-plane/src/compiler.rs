@@ -19,10 +19,10 @@
 //! that came out different. Work is batched: a relist of 10k objects is one
 //! pass.
 
-use crate::delta::{Change, Delta, Snapshot};
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
 use crate::model::{Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
 use crate::pods::PodIndex;
+use crate::update::{Change, Delta, Snapshot};
 
 use crate::settings::{PodMode, Settings};
 use hashbrown::HashTable;

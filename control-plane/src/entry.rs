@@ -139,7 +139,7 @@ pub struct ZoneAnswers {
     /// (insecure and verified pod modes), or `None`.
     pub pod_templates: Option<(PreparedAnswer, PreparedAnswer)>,
     /// Verified pod mode: a pod name answers only if its address is in the
-    /// core's set of [`crate::delta::PodAddress`]es.
+    /// core's set of [`crate::update::PodAddress`]es.
     pub pods_verified: bool,
     /// A name that no object answers is not ours (it goes on to forwarding)
     /// instead of NXDOMAIN: CoreDNS's `fallthrough`.

@@ -11,17 +11,19 @@
 #![forbid(unsafe_code)]
 
 pub mod compiler;
-pub mod delta;
 pub mod entry;
+pub mod hub;
 pub mod model;
 pub mod pods;
 pub mod settings;
 pub mod table;
+pub mod update;
 pub mod watch;
 
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
-pub use delta::{Change, CoreStatus, Delta, DeltaHub, DeltaReceiver, PodAddress, Snapshot, Update};
 pub use entry::{NameEntry, ZoneAnswers, Zones};
+pub use hub::{CoreStatus, DeltaHub, DeltaReceiver};
 pub use model::{Kind, ListedKeys, Object, ObjectKey};
 pub use settings::{PodMode, Settings};
 pub use table::{AnswerTable, Response};
+pub use update::{Change, Delta, PodAddress, Snapshot, Update};

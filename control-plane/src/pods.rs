@@ -6,8 +6,8 @@
 //! because host-network pods share their node's address; the cores hold
 //! the set and change it only when a count leaves or reaches zero.
 
-use crate::delta::{Change, PodAddress};
 use crate::model::{ObjectKey, PodModel};
+use crate::update::{Change, PodAddress};
 use hashbrown::{HashMap, HashTable};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;

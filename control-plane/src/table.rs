@@ -16,8 +16,8 @@
 //! as `<ns>.svc.<zone>` and `_tcp.<svc>.<ns>.svc.<zone>`), so NXDOMAIN never
 //! needs a walk up the tree.
 
-use crate::delta::{PodAddress, Update};
 use crate::entry::{NameEntry, Zones};
+use crate::update::{PodAddress, Update};
 use hashbrown::HashTable;
 use kubewire_wire::{
     AnswerRef, NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply,
@@ -175,15 +175,15 @@ impl AnswerTable {
                 }
                 for change in &delta.changes {
                     match change {
-                        crate::delta::Change::Upsert(entry) => self.upsert(entry),
-                        crate::delta::Change::Remove(key) => self.remove(key),
-                        crate::delta::Change::PodNamespace(id, label) => {
+                        crate::update::Change::Upsert(entry) => self.upsert(entry),
+                        crate::update::Change::Remove(key) => self.remove(key),
+                        crate::update::Change::PodNamespace(id, label) => {
                             self.pods.add_namespace(&self.hasher, *id, label);
                         }
-                        crate::delta::Change::UpsertPod(address) => {
+                        crate::update::Change::UpsertPod(address) => {
                             self.pods.upsert(&self.hasher, *address);
                         }
-                        crate::delta::Change::RemovePod(address) => {
+                        crate::update::Change::RemovePod(address) => {
                             self.pods.remove(&self.hasher, *address);
                         }
                     }

@@ -36,7 +36,9 @@ fn answers_a(table: &mut AnswerTable, name: &str) -> bool {
 fn every_core_follows_and_readiness_needs_all() {
     let mut compiler = Compiler::new(Settings::default());
     let mut hub = DeltaHub::new(4);
-    let cores: Vec<_> = (0..3).map(|_| hub.subscribe(&compiler)).collect();
+    let cores: Vec<_> = (0..3)
+        .map(|_| hub.subscribe(|| compiler.snapshot()))
+        .collect();
     let mut tables: Vec<AnswerTable> = (0..3).map(|_| AnswerTable::new()).collect();
 
     for object in fixture_objects() {
@@ -45,7 +47,7 @@ fn every_core_follows_and_readiness_needs_all() {
     compiler.mark_synced();
     let delta = compiler.take_delta().unwrap();
     let revision = delta.revision;
-    hub.publish(delta, &compiler);
+    hub.publish(delta, || compiler.snapshot());
     assert!(!hub.all_applied(revision), "nothing applied yet");
     for (core, table) in cores.iter().zip(&mut tables).take(2) {
         drain(core, table);
@@ -63,8 +65,8 @@ fn every_core_follows_and_readiness_needs_all() {
 fn a_core_that_falls_behind_gets_a_reset() {
     let mut compiler = Compiler::new(Settings::default());
     let mut hub = DeltaHub::new(2);
-    let fast = hub.subscribe(&compiler);
-    let slow = hub.subscribe(&compiler);
+    let fast = hub.subscribe(|| compiler.snapshot());
+    let slow = hub.subscribe(|| compiler.snapshot());
     let (mut fast_table, mut slow_table) = (AnswerTable::new(), AnswerTable::new());
     drain(&fast, &mut fast_table);
 
@@ -78,7 +80,7 @@ fn a_core_that_falls_behind_gets_a_reset() {
             vec![],
         )));
         let delta = compiler.take_delta().unwrap();
-        hub.publish(delta, &compiler);
+        hub.publish(delta, || compiler.snapshot());
         drain(&fast, &mut fast_table);
     }
     assert!(hub.resets_pending());
@@ -86,7 +88,7 @@ fn a_core_that_falls_behind_gets_a_reset() {
     drain(&slow, &mut slow_table);
     assert!(slow_table.revision() < compiler.revision());
     // Room again: the hub sends a Reset with the whole state.
-    hub.retry_resets(&compiler);
+    hub.retry_resets(|| compiler.snapshot());
     assert!(!hub.resets_pending());
     drain(&slow, &mut slow_table);
     assert_eq!(slow_table.revision(), compiler.revision());

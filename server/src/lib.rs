@@ -218,7 +218,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     let mut cache_inboxes = cache_inboxes.into_iter();
     let mut cache_cores = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
-        let updates = hub.subscribe(&compiler);
+        let updates = hub.subscribe(|| compiler.snapshot());
         let mut udp_fds = Vec::new();
         let mut tcp_fds = Vec::new();
         for &addr in &config.dns.listen {

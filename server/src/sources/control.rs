@@ -269,7 +269,7 @@ impl Control {
                         break;
                     }
                     if self.hub.resets_pending() {
-                        self.hub.retry_resets(&self.compiler);
+                        self.hub.retry_resets(|| self.compiler.snapshot());
                         wake_all(&self.wakers);
                     }
                     if !ready.load(Ordering::Relaxed)
@@ -448,7 +448,7 @@ impl Control {
             names_changed = shipped.1,
             "delta published"
         );
-        self.hub.publish(delta, &self.compiler);
+        self.hub.publish(delta, || self.compiler.snapshot());
         wake_all(&self.wakers);
         Some(shipped)
     }
