@@ -118,9 +118,11 @@ pub struct Forwarder {
 enum AttemptError {
     #[error("no reply within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
-    Glommio(String),
-    #[error("over TCP: {0}")]
+    #[error("UDP socket")]
+    Socket(#[source] std::io::Error),
+    #[error("UDP")]
+    Udp(#[source] glommio::GlommioError<()>),
+    #[error("over TCP")]
     Tcp(#[from] TcpError),
     #[error("malformed reply: {0}")]
     Malformed(UpstreamError),
@@ -296,7 +298,7 @@ impl Forwarder {
                     };
                 }
                 Err(error) => {
-                    tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], %error, "upstream attempt failed");
+                    tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], error = %super::Chain(&error), "upstream attempt failed");
                     self.record(upstream, false);
                 }
             }
@@ -408,11 +410,11 @@ impl Forwarder {
             metrics.conn_miss(upstream, false);
         }
         // A new socket per query: the kernel picks a random source port.
-        let socket = upstream_socket(address).map_err(|e| AttemptError::Glommio(e.to_string()))?;
+        let socket = upstream_socket(address).map_err(AttemptError::Socket)?;
         socket
             .send_to(query, address)
             .await
-            .map_err(|e| AttemptError::Glommio(e.to_string()))?;
+            .map_err(AttemptError::Udp)?;
         // One byte more than we take, to see a reply that is too large.
         let mut buf = vec![0u8; MAX_UDP_REPLY + 1];
         loop {
@@ -424,7 +426,7 @@ impl Forwarder {
                 Err(glommio::GlommioError::TimedOut(_)) => {
                     return Err(AttemptError::Timeout(self.plan.timeout));
                 }
-                Err(error) => return Err(AttemptError::Glommio(error.to_string())),
+                Err(error) => return Err(AttemptError::Udp(error)),
             };
             if from != address {
                 self.mismatch();
@@ -520,7 +522,7 @@ impl Forwarder {
                         if let Some(metrics) = &self.metrics {
                             metrics.healthcheck_failure(upstream);
                         }
-                        tracing::debug!(core = self.core, upstream = %address, %error, "health check failed");
+                        tracing::debug!(core = self.core, upstream = %address, error = %super::Chain(&error), "health check failed");
                     }
                 }
             }

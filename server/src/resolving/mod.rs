@@ -13,6 +13,21 @@ use kubewire_wire::NameBuf;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// An error and its causes, as one line: `outer: cause: cause`.
+pub(crate) struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// An upstream that the configuration names but that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSpecError {

@@ -25,9 +25,18 @@ pub enum TcpError {
     /// The deadline passed.
     #[error("no reply in time")]
     Timeout,
-    /// Connecting or writing failed.
-    #[error("{0}")]
-    Io(String),
+    /// Writing failed.
+    #[error("writing the query failed")]
+    Write(#[source] std::io::Error),
+    /// Connecting failed.
+    #[error("connecting failed")]
+    Connect(#[source] glommio::GlommioError<()>),
+    /// The TLS handshake failed.
+    #[error("the TLS handshake failed")]
+    Handshake(#[source] glommio::GlommioError<()>),
+    /// The pool has no such upstream, or no TLS settings for it: a bug.
+    #[error("no such upstream in the pool, or no TLS settings for it")]
+    NoUpstream,
     /// The connection closed or failed while the query waited.
     #[error("the connection closed before the reply")]
     Closed,
@@ -125,7 +134,7 @@ impl TcpPool {
             };
             let result = writer.write_all(&framed).await;
             *conn.writer.borrow_mut() = Some(writer);
-            Ok(result.map_err(|e| TcpError::Io(e.to_string())))
+            Ok(result.map_err(TcpError::Write))
         })
         .await;
         match written {
@@ -158,13 +167,13 @@ impl TcpPool {
         deadline: Instant,
     ) -> Result<(Rc<Conn>, bool), TcpError> {
         let Some(&upstream) = self.upstreams.get(index) else {
-            return Err(TcpError::Io(format!("no upstream {index}")));
+            return Err(TcpError::NoUpstream);
         };
         if let Some(conn) = self.kept(index) {
             return Ok((conn, true));
         }
         let Some(connecting) = self.connecting.get(index) else {
-            return Err(TcpError::Io(format!("no upstream {index}")));
+            return Err(TcpError::NoUpstream);
         };
         let _turn = glommio::timer::timeout(left(deadline)?, connecting.acquire_permit(1))
             .await
@@ -177,12 +186,12 @@ impl TcpPool {
             .await
             .map_err(|e| match e {
                 glommio::GlommioError::TimedOut(_) => TcpError::Timeout,
-                other => TcpError::Io(other.to_string()),
+                other => TcpError::Connect(other),
             })?;
         let _ = stream.set_nodelay(true);
         let stream: BoxedStream = if upstream.tls {
             let Some(tls) = &self.tls else {
-                return Err(TcpError::Io("no TLS settings for a tls:// upstream".into()));
+                return Err(TcpError::NoUpstream);
             };
             let connector = futures_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config));
             let handshake = connector.connect(tls.server_name.clone(), stream);
@@ -192,7 +201,7 @@ impl TcpPool {
             .await
             .map_err(|e| match e {
                 glommio::GlommioError::TimedOut(_) => TcpError::Timeout,
-                other => TcpError::Io(format!("TLS handshake failed: {other}")),
+                other => TcpError::Handshake(other),
             })?;
             Box::new(tls_stream)
         } else {
