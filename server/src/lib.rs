@@ -11,7 +11,7 @@ use cli::Flags;
 use config::{Config, SourceKind};
 use control::Source;
 use kubewire_control_plane::watch::WatchOptions;
-use kubewire_control_plane::{Compiler, DeltaHub, ObjectChange, PodMode, Settings};
+use kubewire_control_plane::{Compiler, DeltaHub, Object, ObjectChange, PodMode, Settings};
 use kubewire_wire::NameBuf;
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use operations::{cli, config, corefile, logging, metrics, preflight};
@@ -113,7 +113,77 @@ pub struct Reloading {
 pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     metrics::count_panics();
     // The source first: a bad manifest or no cluster stops us before anything starts.
-    let (objects, source, source_text) = match config.source.kind {
+    let (objects, source, source_text) = open_source(&config)?;
+    let cpus = check_host(&config)?;
+    let forward_plan = forward_plan(&config)?;
+    let compiler = first_compile(&config, objects, &source)?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let query_log = Arc::new(querylog::QueryLogSettings::default());
+    query_log.set(
+        config.log.query_log_sample,
+        config.log.query_log_max_per_second,
+    );
+    let mut hub = DeltaHub::new(CORE_CHANNEL_CAPACITY);
+    let cores = spawn_cores(
+        &config,
+        &cpus,
+        &mut hub,
+        &compiler,
+        forward_plan.as_ref(),
+        &shutdown,
+        &query_log,
+    )?;
+    if let Some(plan) = &forward_plan {
+        start_loop_probes(&config, plan)?;
+    }
+
+    let control_metrics = Arc::new(metrics::ControlMetrics::new(matches!(
+        source,
+        Source::Cluster { .. }
+    )));
+    let scrape = cores.counters.map(|counters| {
+        Arc::new(metrics::Scrape::new(
+            &config.dns.listen,
+            counters.cores,
+            Arc::clone(&control_metrics),
+            (
+                forward_plan
+                    .iter()
+                    .flat_map(|p| p.upstreams.iter().map(|u| u.to_string()))
+                    .collect(),
+                counters.forward,
+            ),
+            counters.cache,
+        ))
+    });
+    let startup = control::Startup {
+        cpus,
+        listen: config.dns.listen.clone(),
+        zones: config.dns.zones.clone(),
+        source: source_text,
+    };
+    let control = control::spawn(control::Control {
+        compiler,
+        hub,
+        wakers: cores.wakers,
+        source,
+        shutdown: Arc::clone(&shutdown),
+        startup,
+        config,
+        reloading,
+        query_log,
+        metrics: control_metrics,
+        scrape,
+    })
+    .context("starting the control plane thread")?;
+    wait_for(cores.handles, control)
+}
+
+/// Reads the source of objects: the demo, the manifests (every file must
+/// parse), or the cluster's client configuration (not yet contacted).
+fn open_source(config: &Config) -> anyhow::Result<(Vec<Object>, Source, String)> {
+    Ok(match config.source.kind {
         SourceKind::Demo => {
             let objects = parse_manifest(Path::new("<embedded demo>"), DEMO_MANIFEST)?;
             (objects, Source::Fixed, "embedded demo cluster".to_string())
@@ -143,15 +213,18 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             let text = format!("{} ({})", found.origin, found.config.cluster_url);
             let source = Source::Cluster {
                 config: Box::new(found.config),
-                options: watch_options(&config),
+                options: watch_options(config),
                 startup_timeout: std::time::Duration::from_millis(
                     config.kubernetes.startup_timeout_ms,
                 ),
             };
             (Vec::new(), source, text)
         }
-    };
+    })
+}
 
+/// Checks what the cores need of this host; returns their CPUs.
+fn check_host(config: &Config) -> anyhow::Result<Vec<usize>> {
     let allowed = preflight::allowed_cpus();
     let cpus = preflight::choose_cpus(&config.dns.cores, &allowed)?;
     preflight::check_memlock(cpus.len())?;
@@ -159,16 +232,26 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     for &addr in &config.dns.listen {
         preflight::check_free(addr)?;
     }
+    Ok(cpus)
+}
 
-    let forward_plan =
-        resolving::ForwardPlan::build(&config.forward, &config.dns.listen)?.map(Arc::new);
-    if let Some(plan) = &forward_plan {
+/// What is forwarded, and where; `None` when nothing is.
+fn forward_plan(config: &Config) -> anyhow::Result<Option<Arc<resolving::ForwardPlan>>> {
+    let plan = resolving::ForwardPlan::build(&config.forward, &config.dns.listen)?.map(Arc::new);
+    if let Some(plan) = &plan {
         let upstreams: Vec<String> = plan.upstreams.iter().map(ToString::to_string).collect();
         tracing::info!(?upstreams, "forwarding names outside the cluster zones");
     }
-    let mut forward_cores = Vec::new();
+    Ok(plan)
+}
 
-    let mut compiler = Compiler::new(settings(&config)?);
+/// The compiler, with the source's first objects compiled.
+fn first_compile(
+    config: &Config,
+    objects: Vec<Object>,
+    source: &Source,
+) -> anyhow::Result<Compiler> {
+    let mut compiler = Compiler::new(settings(config)?);
     for object in objects {
         compiler.apply(ObjectChange::Upsert(object));
     }
@@ -177,20 +260,47 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         compiler.mark_synced();
     }
     compiler.take_delta();
+    Ok(compiler)
+}
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let query_log = Arc::new(querylog::QueryLogSettings::default());
-    query_log.set(
-        config.log.query_log_sample,
-        config.log.query_log_max_per_second,
-    );
+/// The serving cores, started.
+struct Cores {
+    handles: Vec<(usize, usize, glommio::ExecutorJoinHandle<()>)>,
+    /// The control plane's end of each core's wake-up socket.
+    wakers: Vec<UnixStream>,
+    /// Every core's counters; `None` when metrics are off.
+    counters: Option<Counters>,
+}
+
+/// Every core's counters, for the scrape.
+#[derive(Default)]
+struct Counters {
+    cores: Vec<(
+        usize,
+        Arc<metrics::CoreMetrics>,
+        Arc<kubewire_control_plane::CoreStatus>,
+    )>,
+    forward: Vec<Arc<metrics::ForwardMetrics>>,
+    cache: Vec<Arc<metrics::CacheMetrics>>,
+}
+
+/// Opens every core's sockets and starts the cores, each with its end of
+/// the delta hub, its wake-up socket and, when names are cached, its
+/// mailbox.
+fn spawn_cores(
+    config: &Config,
+    cpus: &[usize],
+    hub: &mut DeltaHub,
+    compiler: &Compiler,
+    forward_plan: Option<&Arc<resolving::ForwardPlan>>,
+    shutdown: &Arc<AtomicBool>,
+    query_log: &Arc<querylog::QueryLogSettings>,
+) -> anyhow::Result<Cores> {
     let metrics_on = config.http.metrics_addr.0.is_some();
-    let mut hub = DeltaHub::new(CORE_CHANNEL_CAPACITY);
+    let mut counters = Counters::default();
     let mut wakers = Vec::new();
-    let mut handles = Vec::new();
-    let mut scraped_cores = Vec::new();
     let mut wake_ends = Vec::new();
-    for _ in &cpus {
+    for _ in cpus {
         let (waker, wake_end) =
             UnixStream::pair().context("creating a core's wake-up socket pair")?;
         waker
@@ -200,7 +310,6 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         wake_ends.push(wake_end);
     }
     let cache_plan = forward_plan
-        .as_ref()
         .and_then(|_| resolving::cache::CachePlan::build(&config.cache, &config.dns.zones))
         .map(Arc::new);
     let mut cache_inboxes = Vec::new();
@@ -216,7 +325,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         cache_inboxes = inboxes;
     }
     let mut cache_inboxes = cache_inboxes.into_iter();
-    let mut cache_cores = Vec::new();
+    let mut handles = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
         let updates = hub.subscribe(|| compiler.snapshot());
         let mut udp_fds = Vec::new();
@@ -228,15 +337,27 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         let core_metrics =
             metrics_on.then(|| Arc::new(metrics::CoreMetrics::new(config.dns.listen.len())));
         if let Some(core_metrics) = &core_metrics {
-            scraped_cores.push((cpu, Arc::clone(core_metrics), Arc::clone(updates.status())));
+            counters
+                .cores
+                .push((cpu, Arc::clone(core_metrics), Arc::clone(updates.status())));
         }
         let forward_metrics = forward_plan
-            .as_ref()
             .filter(|_| metrics_on)
             .map(|plan| Arc::new(metrics::ForwardMetrics::new(plan.upstreams.len())));
-        if let Some(forward_metrics) = &forward_metrics {
-            forward_cores.push(Arc::clone(forward_metrics));
-        }
+        counters.forward.extend(forward_metrics.clone());
+        let cache = match (&cache_plan, &cache_mailboxes, cache_inboxes.next()) {
+            (Some(plan), Some(mailboxes), Some(inbox)) => {
+                let metrics = metrics_on.then(|| Arc::new(metrics::CacheMetrics::default()));
+                counters.cache.extend(metrics.clone());
+                Some(core::CacheSetup {
+                    plan: Arc::clone(plan),
+                    mailboxes: Arc::clone(mailboxes),
+                    inbox,
+                    metrics,
+                })
+            }
+            _ => None,
+        };
         let setup = core::CoreSetup {
             index,
             cpu,
@@ -244,97 +365,59 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
             tcp_fds,
             updates,
             wake_fd: wake_end.into(),
-            shutdown: Arc::clone(&shutdown),
+            shutdown: Arc::clone(shutdown),
             udp_io: config.dns.udp_io,
             tcp: core::TcpLimits {
                 idle_timeout_ms: config.tcp.idle_timeout_ms,
                 max_connections: config.tcp.max_connections,
             },
             metrics: core_metrics,
-            query_log: Arc::clone(&query_log),
-            forward: forward_plan.clone(),
+            query_log: Arc::clone(query_log),
+            forward: forward_plan.cloned(),
             forward_metrics,
-            cache: match (&cache_plan, &cache_mailboxes, cache_inboxes.next()) {
-                (Some(plan), Some(mailboxes), Some(inbox)) => {
-                    let metrics = metrics_on.then(|| Arc::new(metrics::CacheMetrics::default()));
-                    cache_cores.extend(metrics.clone());
-                    Some(core::CacheSetup {
-                        plan: Arc::clone(plan),
-                        mailboxes: Arc::clone(mailboxes),
-                        inbox,
-                        metrics,
-                    })
-                }
-                _ => None,
-            },
+            cache,
         };
         let handle = core::spawn(setup)
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
     }
-
-    if let Some(plan) = &forward_plan
-        && let Some(&first) = config.dns.listen.first()
-    {
-        // Loop detection through other resolvers: ask ourselves one random
-        // name per upstream, now that every core has its sockets.
-        let plan = Arc::clone(plan);
-        let to = if first.ip().is_unspecified() {
-            let loopback: std::net::IpAddr = if first.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            };
-            std::net::SocketAddr::new(loopback, first.port())
-        } else {
-            first
-        };
-        std::thread::Builder::new()
-            .name("kubewire-loop-probe".into())
-            .spawn(move || plan.probes.send_all(to, std::time::Duration::from_secs(3)))
-            .context("starting the loop probe thread")?;
-    }
-
-    let control_metrics = Arc::new(metrics::ControlMetrics::new(matches!(
-        source,
-        Source::Cluster { .. }
-    )));
-    let scrape = metrics_on.then(|| {
-        Arc::new(metrics::Scrape::new(
-            &config.dns.listen,
-            scraped_cores,
-            Arc::clone(&control_metrics),
-            (
-                forward_plan
-                    .iter()
-                    .flat_map(|p| p.upstreams.iter().map(|u| u.to_string()))
-                    .collect(),
-                forward_cores,
-            ),
-            cache_cores,
-        ))
-    });
-    let startup = control::Startup {
-        cpus,
-        listen: config.dns.listen.clone(),
-        zones: config.dns.zones.clone(),
-        source: source_text,
-    };
-    let control = control::spawn(control::Control {
-        compiler,
-        hub,
+    Ok(Cores {
+        handles,
         wakers,
-        source,
-        shutdown: Arc::clone(&shutdown),
-        startup,
-        config,
-        reloading,
-        query_log,
-        metrics: control_metrics,
-        scrape,
+        counters: metrics_on.then_some(counters),
     })
-    .context("starting the control plane thread")?;
+}
 
+/// Loop detection through other resolvers: asks ourselves one random name
+/// per upstream, now that every core has its sockets.
+fn start_loop_probes(config: &Config, plan: &Arc<resolving::ForwardPlan>) -> anyhow::Result<()> {
+    let Some(&first) = config.dns.listen.first() else {
+        return Ok(());
+    };
+    let plan = Arc::clone(plan);
+    let to = if first.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if first.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        std::net::SocketAddr::new(loopback, first.port())
+    } else {
+        first
+    };
+    std::thread::Builder::new()
+        .name("kubewire-loop-probe".into())
+        .spawn(move || plan.probes.send_all(to, std::time::Duration::from_secs(3)))
+        .context("starting the loop probe thread")?;
+    Ok(())
+}
+
+/// Waits for the cores and the control plane to stop; an error if any
+/// failed.
+fn wait_for(
+    handles: Vec<(usize, usize, glommio::ExecutorJoinHandle<()>)>,
+    control: std::thread::JoinHandle<()>,
+) -> anyhow::Result<()> {
     let mut failed = false;
     for (index, cpu, handle) in handles {
         if let Err(error) = handle.join() {
