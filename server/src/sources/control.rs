@@ -125,74 +125,47 @@ struct Sync {
     skipped: HashSet<String>,
 }
 
+/// What the control plane follows, once started.
+struct Following {
+    sync: Sync,
+    /// When to stop waiting for the first sync (cluster source only).
+    startup_deadline: Option<tokio::time::Instant>,
+    /// The Kubernetes client and its watchers (cluster source only).
+    cluster: Option<(kube::Client, Watchers)>,
+    /// File watchers, kept alive while they are needed.
+    watchers: Vec<notify::RecommendedWatcher>,
+}
+
+/// What a tick found.
+enum Tick {
+    /// A core died: stop.
+    Stop,
+    /// Every core holds the first sync: `/ready` is now 200.
+    BecameReady,
+    /// Nothing to change.
+    Nothing,
+}
+
 impl Control {
     async fn run(mut self) {
         use tokio::signal::unix::{SignalKind, signal};
         let started = Instant::now();
         let ready = Arc::new(AtomicBool::new(false));
-        let http = &self.config.http;
-        if let Some(addr) = http.health_addr.0 {
-            tokio::spawn(serve_http(addr, "health", health_router()));
-        }
-        if let Some(addr) = http.ready_addr.0 {
-            tokio::spawn(serve_http(addr, "ready", ready_router(Arc::clone(&ready))));
-        }
-        if let (Some(addr), Some(scrape)) = (http.metrics_addr.0, &self.scrape) {
-            tokio::spawn(serve_http(
-                addr,
-                "metrics",
-                metrics_router(Arc::clone(scrape)),
-            ));
-        }
+        self.serve_endpoints(&ready);
 
         let (file_tx, mut file_events) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (config_tx, mut config_events) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (watch_tx, mut watch_events) = tokio::sync::mpsc::unbounded_channel::<WatchEvent>();
-        let mut sync = Sync {
-            done: true,
-            ..Sync::default()
+        let Some(following) = self.follow_source(config_tx, file_tx, &watch_tx) else {
+            self.stop();
+            return;
         };
-        let mut startup_deadline = None;
-        let mut _file_watcher = None;
-        let mut _config_watcher = None;
-        if let Some(path) = &self.reloading.path {
-            match watch_files(path, config_tx) {
-                Ok(watcher) => _config_watcher = Some(watcher),
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "cannot watch the config file; reload with SIGHUP");
-                }
-            }
-        }
-        let mut cluster = None;
-        match &self.source {
-            Source::Fixed => {}
-            Source::Manifests(path, _) => match watch_files(path, file_tx) {
-                Ok(watcher) => _file_watcher = Some(watcher),
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "cannot watch manifests; edits will not be picked up");
-                }
-            },
-            Source::Cluster {
-                config,
-                options,
-                startup_timeout,
-            } => match crate::sources::cluster::client((**config).clone()) {
-                Ok(client) => {
-                    let watchers = spawn_watchers(&client, options, &watch_tx);
-                    sync = Sync {
-                        pending: watchers.kinds.iter().copied().collect(),
-                        ..Sync::default()
-                    };
-                    startup_deadline = Some(tokio::time::Instant::now() + *startup_timeout);
-                    cluster = Some((client, watchers));
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot create the Kubernetes client; stopping");
-                    self.stop();
-                    return;
-                }
-            },
-        }
+        let Following {
+            mut sync,
+            mut startup_deadline,
+            mut cluster,
+            watchers: _watchers,
+        } = following;
         self.metrics.set_synced(sync.done);
 
         let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
@@ -250,38 +223,17 @@ impl Control {
                 }
                 _ = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } else { std::future::pending::<()>().await } } => {
                     startup_deadline = None;
-                    if !sync.done {
-                        tracing::warn!(
-                            waiting_for = ?sync.pending,
-                            "initial sync with the API server not complete after the startup timeout; \
-                             answering from what is known (names not yet seen get NXDOMAIN); /ready stays 503 until it completes"
-                        );
-                        self.compiler.mark_synced();
-                        self.publish();
-                    }
+                    self.on_startup_timeout(&sync);
                 }
                 _ = tick.tick() => {
-                    if crate::serving::core::failed() {
-                        tracing::error!(
-                            "a serving core panicked (see the panic above); stopping kubewire so that it is \
-                             restarted, because the dead core's sockets would keep taking a share of the clients"
-                        );
-                        break;
-                    }
-                    if self.hub.resets_pending() {
-                        self.hub.retry_resets(|| self.compiler.snapshot());
-                        wake_all(&self.wakers);
-                    }
-                    if !ready.load(Ordering::Relaxed)
-                        && lameduck_until.is_none()
-                        && sync.done
-                        && self.hub.all_applied(sync.revision)
-                    {
-                        ready.store(true, Ordering::Release);
-                        self.announce();
-                        // Ready: only retries of Resets are left for the tick.
-                        tick = tokio::time::interval(Duration::from_millis(100));
-                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    match self.on_tick(&ready, lameduck_until.is_some(), &sync) {
+                        Tick::Stop => break,
+                        Tick::BecameReady => {
+                            // Ready: only retries of Resets are left for the tick.
+                            tick = tokio::time::interval(Duration::from_millis(100));
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        }
+                        Tick::Nothing => {}
                     }
                 }
             }
@@ -289,6 +241,121 @@ impl Control {
         ready.store(false, Ordering::Release);
         drop(cluster);
         self.stop();
+    }
+
+    /// Serves `/health`, `/ready` and `/metrics`, each where configured.
+    fn serve_endpoints(&self, ready: &Arc<AtomicBool>) {
+        let http = &self.config.http;
+        if let Some(addr) = http.health_addr.0 {
+            tokio::spawn(serve_http(addr, "health", health_router()));
+        }
+        if let Some(addr) = http.ready_addr.0 {
+            tokio::spawn(serve_http(addr, "ready", ready_router(Arc::clone(ready))));
+        }
+        if let (Some(addr), Some(scrape)) = (http.metrics_addr.0, &self.scrape) {
+            tokio::spawn(serve_http(
+                addr,
+                "metrics",
+                metrics_router(Arc::clone(scrape)),
+            ));
+        }
+    }
+
+    /// Starts following the config file and the source: file watchers, or
+    /// the API's watchers. `None` when the Kubernetes client cannot be made.
+    fn follow_source(
+        &self,
+        config_tx: tokio::sync::mpsc::UnboundedSender<()>,
+        file_tx: tokio::sync::mpsc::UnboundedSender<()>,
+        watch_tx: &tokio::sync::mpsc::UnboundedSender<WatchEvent>,
+    ) -> Option<Following> {
+        let mut following = Following {
+            sync: Sync {
+                done: true,
+                ..Sync::default()
+            },
+            startup_deadline: None,
+            cluster: None,
+            watchers: Vec::new(),
+        };
+        if let Some(path) = &self.reloading.path {
+            match watch_files(path, config_tx) {
+                Ok(watcher) => following.watchers.push(watcher),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot watch the config file; reload with SIGHUP");
+                }
+            }
+        }
+        match &self.source {
+            Source::Fixed => {}
+            Source::Manifests(path, _) => match watch_files(path, file_tx) {
+                Ok(watcher) => following.watchers.push(watcher),
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "cannot watch manifests; edits will not be picked up");
+                }
+            },
+            Source::Cluster {
+                config,
+                options,
+                startup_timeout,
+            } => match crate::sources::cluster::client((**config).clone()) {
+                Ok(client) => {
+                    let watchers = spawn_watchers(&client, options, watch_tx);
+                    following.sync = Sync {
+                        pending: watchers.kinds.iter().copied().collect(),
+                        ..Sync::default()
+                    };
+                    following.startup_deadline =
+                        Some(tokio::time::Instant::now() + *startup_timeout);
+                    following.cluster = Some((client, watchers));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot create the Kubernetes client; stopping");
+                    return None;
+                }
+            },
+        }
+        Some(following)
+    }
+
+    /// The first sync did not come in time: answer from what is known.
+    fn on_startup_timeout(&mut self, sync: &Sync) {
+        if sync.done {
+            return;
+        }
+        tracing::warn!(
+            waiting_for = ?sync.pending,
+            "initial sync with the API server not complete after the startup timeout; \
+             answering from what is known (names not yet seen get NXDOMAIN); /ready stays 503 until it completes"
+        );
+        self.compiler.mark_synced();
+        self.publish();
+    }
+
+    /// The periodic check: a dead core stops the process; pending Resets
+    /// are retried; `/ready` turns 200 once every core holds the first sync.
+    fn on_tick(&mut self, ready: &AtomicBool, lameduck: bool, sync: &Sync) -> Tick {
+        if crate::serving::core::failed() {
+            tracing::error!(
+                "a serving core panicked (see the panic above); stopping kubewire so that it is \
+                 restarted, because the dead core's sockets would keep taking a share of the clients"
+            );
+            return Tick::Stop;
+        }
+        if self.hub.resets_pending() {
+            self.hub.retry_resets(|| self.compiler.snapshot());
+            wake_all(&self.wakers);
+        }
+        if !ready.load(Ordering::Relaxed)
+            && !lameduck
+            && sync.done
+            && self.hub.all_applied(sync.revision)
+        {
+            ready.store(true, Ordering::Release);
+            self.announce();
+            return Tick::BecameReady;
+        }
+        Tick::Nothing
     }
 
     /// Reloads the config file (with flags over it) and applies what can
