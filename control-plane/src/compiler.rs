@@ -24,6 +24,7 @@ use crate::model::{Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceMode
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 
+use crate::keyed::{HasKey, KeyedTable};
 use crate::settings::{PodMode, Settings};
 use hashbrown::HashTable;
 use kubewire_wire::{
@@ -76,77 +77,17 @@ fn unlisted<'a>(
         .collect()
 }
 
-/// A model object that carries its own key.
-trait Keyed {
-    fn key(&self) -> &ObjectKey;
-}
-
-impl Keyed for ServiceModel {
+impl HasKey for ServiceModel {
+    type Key = ObjectKey;
     fn key(&self) -> &ObjectKey {
         &self.key
     }
 }
 
-impl Keyed for SliceModel {
+impl HasKey for SliceModel {
+    type Key = ObjectKey;
     fn key(&self) -> &ObjectKey {
         &self.key
-    }
-}
-
-/// Objects by their own key: a map from `ObjectKey` would hold every key
-/// twice (48 bytes and two strings more per object).
-#[derive(Debug)]
-struct ByKey<T> {
-    table: HashTable<T>,
-    hasher: ahash::RandomState,
-}
-
-impl<T> Default for ByKey<T> {
-    fn default() -> Self {
-        ByKey {
-            table: HashTable::new(),
-            hasher: ahash::RandomState::new(),
-        }
-    }
-}
-
-impl<T: Keyed> ByKey<T> {
-    fn get(&self, key: &ObjectKey) -> Option<&T> {
-        self.table
-            .find(self.hasher.hash_one(key), |o| o.key() == key)
-    }
-
-    /// Inserts or replaces; returns what it replaced.
-    fn insert(&mut self, object: T) -> Option<T> {
-        let hasher = &self.hasher;
-        let hash = hasher.hash_one(object.key());
-        match self.table.entry(
-            hash,
-            |o| o.key() == object.key(),
-            |o| hasher.hash_one(o.key()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut held) => {
-                Some(std::mem::replace(held.get_mut(), object))
-            }
-            hashbrown::hash_table::Entry::Vacant(vacant) => {
-                vacant.insert(object);
-                None
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &ObjectKey) -> Option<T> {
-        let hash = self.hasher.hash_one(key);
-        let held = self.table.find_entry(hash, |o| o.key() == key).ok()?;
-        Some(held.remove().0)
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
-        self.table.iter().map(Keyed::key)
-    }
-
-    fn len(&self) -> usize {
-        self.table.len()
     }
 }
 
@@ -379,8 +320,8 @@ pub struct ObjectCounts {
 #[derive(Debug)]
 pub struct Compiler {
     settings: Settings,
-    services: ByKey<ServiceModel>,
-    slices: ByKey<SliceModel>,
+    services: KeyedTable<ServiceModel>,
+    slices: KeyedTable<SliceModel>,
     /// Slices with an endpoint at one of our own addresses, and their
     /// Service: what answers for `ns.dns.<zone>`.
     fronting: BTreeMap<ObjectKey, ObjectKey>,
@@ -406,7 +347,7 @@ pub struct Compiler {
     /// Every compiled name.
     /// Every compiled name, by its key; each entry names its owner (a unit
     /// id, or [`PTR_OWNER`]).
-    names: HashTable<NameEntry>,
+    names: KeyedTable<NameEntry>,
     name_hasher: ahash::RandomState,
     /// The units that point a PTR at each address.
     ptr_sources: PtrSources,
@@ -436,8 +377,8 @@ impl Compiler {
         let mut compiler = Compiler {
             pods: PodIndex::new(settings.pod_mode == PodMode::Verified),
             settings,
-            services: ByKey::default(),
-            slices: ByKey::default(),
+            services: KeyedTable::default(),
+            slices: KeyedTable::default(),
             fronting: BTreeMap::new(),
             slices_by_service: Map::default(),
             services_per_namespace: Map::default(),
@@ -446,7 +387,7 @@ impl Compiler {
             unit_hasher: ahash::RandomState::new(),
             units: Vec::new(),
             free_ids: Vec::new(),
-            names: HashTable::new(),
+            names: KeyedTable::default(),
             name_hasher: ahash::RandomState::new(),
             ptr_sources: PtrSources::default(),
             contested: Map::default(),
@@ -482,7 +423,6 @@ impl Compiler {
         let own = &self.settings.own_ips;
         self.fronting = self
             .slices
-            .table
             .iter()
             .filter_map(|slice| Some((slice.key.clone(), fronted_by(slice, own)?)))
             .collect();
@@ -1002,24 +942,12 @@ impl Compiler {
     }
 
     fn slot(&self, key: &[u8]) -> Option<&NameEntry> {
-        let hash = self.name_hasher.hash_one(key);
-        self.names.find(hash, |held| held.key() == key)
+        self.names.get(key)
     }
 
     /// Inserts or replaces the entry of a name.
     fn put(&mut self, entry: &NameEntry) {
-        let hasher = &self.name_hasher;
-        let hash = hasher.hash_one(entry.key());
-        match self.names.entry(
-            hash,
-            |held| held.key() == entry.key(),
-            |held| hasher.hash_one(held.key()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = entry.clone(),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(entry.clone());
-            }
-        }
+        self.names.insert(entry.clone());
     }
 
     /// Adds a name new to a unit, unless another unit owns it; then the
@@ -1041,9 +969,7 @@ impl Compiler {
 
     /// Removes a name, and wakes the units waiting for it.
     fn release(&mut self, key: &[u8], changes: &mut Vec<Change>) {
-        let hash = self.name_hasher.hash_one(key);
-        if let Ok(slot) = self.names.find_entry(hash, |held| held.key() == key) {
-            slot.remove();
+        if self.names.remove(key).is_some() {
             changes.push(Change::Remove(key.into()));
         }
         if let Some(waiting) = self.contested.remove(key) {

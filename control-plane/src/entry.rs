@@ -52,6 +52,7 @@ impl NameEntry {
         NameEntry(ThinArc::from_header_and_slice(header, &block))
     }
     /// The lowercase wire name.
+    #[inline]
     pub fn key(&self) -> &[u8] {
         &self.0.slice[..usize::from(self.0.header.header.key_len)]
     }
@@ -183,6 +184,14 @@ fn pick(answers: &[(u16, PreparedAnswer)], qtype: u16) -> Option<&PreparedAnswer
         .iter()
         .find(|(t, _)| *t == qtype)
         .map(|(_, answer)| answer)
+}
+
+impl crate::keyed::HasKey for NameEntry {
+    type Key = [u8];
+    #[inline]
+    fn key(&self) -> &[u8] {
+        NameEntry::key(self)
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 pub mod compiler;
 pub mod entry;
 pub mod hub;
+pub mod keyed;
 pub mod model;
 pub mod pods;
 pub mod settings;

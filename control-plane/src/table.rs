@@ -17,6 +17,7 @@
 //! needs a walk up the tree.
 
 use crate::entry::{NameEntry, Zones};
+use crate::keyed::KeyedTable;
 use crate::update::{PodAddress, Update};
 use hashbrown::HashTable;
 use kubewire_wire::{
@@ -56,7 +57,7 @@ pub enum Response {
 /// One core's table. Not shared: each core owns one and changes it only by
 /// applying [`Update`]s between batches of queries.
 pub struct AnswerTable {
-    names: HashTable<NameEntry>,
+    names: KeyedTable<NameEntry>,
     /// Verified pod mode: the pod addresses that answer.
     pods: PodSet,
     hasher: ahash::RandomState,
@@ -90,7 +91,7 @@ impl AnswerTable {
     /// An empty table: no zones, so every name is not ours.
     pub fn new() -> AnswerTable {
         AnswerTable {
-            names: HashTable::new(),
+            names: KeyedTable::default(),
             pods: PodSet::default(),
             hasher: ahash::RandomState::new(),
             zones: Arc::new(Zones::default()),
@@ -147,12 +148,9 @@ impl AnswerTable {
                 if snapshot.revision < self.revision {
                     return false;
                 }
-                let mut names = HashTable::with_capacity(snapshot.entries.len());
+                let mut names = KeyedTable::with_capacity(snapshot.entries.len());
                 for entry in &snapshot.entries {
-                    let hash = self.hasher.hash_one(entry.key());
-                    names.insert_unique(hash, entry.clone(), |e: &NameEntry| {
-                        self.hasher.hash_one(e.key())
-                    });
+                    names.insert(entry.clone());
                 }
                 self.names = names;
                 let mut pods = PodSet::default();
@@ -197,25 +195,11 @@ impl AnswerTable {
     }
 
     fn upsert(&mut self, entry: &NameEntry) {
-        let hasher = &self.hasher;
-        let hash = hasher.hash_one(entry.key());
-        match self.names.entry(
-            hash,
-            |e| e.key() == entry.key(),
-            |e| hasher.hash_one(e.key()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = entry.clone(),
-            hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(entry.clone());
-            }
-        }
+        self.names.insert(entry.clone());
     }
 
     fn remove(&mut self, key: &[u8]) {
-        let hash = self.hasher.hash_one(key);
-        if let Ok(slot) = self.names.find_entry(hash, |e| e.key() == key) {
-            slot.remove();
-        }
+        self.names.remove(key);
     }
 
     /// The verified pod addresses held, with their namespace labels, in no
@@ -240,9 +224,9 @@ impl AnswerTable {
         }
     }
 
+    #[inline]
     fn find(&self, key: &[u8]) -> Option<&NameEntry> {
-        let hash = self.hasher.hash_one(key);
-        self.names.find(hash, |e| e.key() == key)
+        self.names.get(key)
     }
 
     /// Answers one query into `out`: parse, look up, assemble. No lock, no

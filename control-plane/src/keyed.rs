@@ -1,0 +1,141 @@
+//! Values that carry their own key, in a hash table: a map from key to
+//! value would hold every key twice. Used for the model's objects and for
+//! name entries, in the compiler and on every core.
+
+use hashbrown::HashTable;
+use std::hash::Hash;
+
+/// A value that carries its own key.
+pub trait HasKey {
+    /// The key's type.
+    type Key: ?Sized + Hash + Eq;
+    /// Its key.
+    fn key(&self) -> &Self::Key;
+}
+
+/// Values by their own key.
+#[derive(Clone)]
+pub struct KeyedTable<T> {
+    table: HashTable<T>,
+    hasher: ahash::RandomState,
+}
+
+impl<T> Default for KeyedTable<T> {
+    fn default() -> Self {
+        KeyedTable {
+            table: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for KeyedTable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedTable")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl<T: HasKey> KeyedTable<T> {
+    /// An empty table with room for `capacity` values.
+    pub fn with_capacity(capacity: usize) -> Self {
+        KeyedTable {
+            table: HashTable::with_capacity(capacity),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    /// The value with this key.
+    #[inline]
+    pub fn get(&self, key: &T::Key) -> Option<&T> {
+        self.table
+            .find(self.hasher.hash_one(key), |value| value.key() == key)
+    }
+
+    /// Inserts or replaces; returns what it replaced.
+    pub fn insert(&mut self, value: T) -> Option<T> {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(value.key());
+        match self.table.entry(
+            hash,
+            |held| held.key() == value.key(),
+            |held| hasher.hash_one(held.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut held) => {
+                Some(std::mem::replace(held.get_mut(), value))
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(value);
+                None
+            }
+        }
+    }
+
+    /// Removes the value with this key, and returns it.
+    pub fn remove(&mut self, key: &T::Key) -> Option<T> {
+        let hash = self.hasher.hash_one(key);
+        let held = self
+            .table
+            .find_entry(hash, |value| value.key() == key)
+            .ok()?;
+        Some(held.remove().0)
+    }
+
+    /// Every value, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.table.iter()
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &T::Key> {
+        self.table.iter().map(HasKey::key)
+    }
+
+    /// How many values it holds.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Bytes of its own heap allocation.
+    pub fn allocation_size(&self) -> usize {
+        self.table.allocation_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Named(String, u32);
+
+    impl HasKey for Named {
+        type Key = str;
+        fn key(&self) -> &str {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn values_are_found_replaced_and_removed_by_their_own_key() {
+        let mut table = KeyedTable::default();
+        assert_eq!(table.insert(Named("a".into(), 1)), None);
+        assert_eq!(table.insert(Named("b".into(), 2)), None);
+        assert_eq!(
+            table.insert(Named("a".into(), 3)),
+            Some(Named("a".into(), 1))
+        );
+        assert_eq!(table.get("a"), Some(&Named("a".into(), 3)));
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.remove("b"), Some(Named("b".into(), 2)));
+        assert_eq!(table.remove("b"), None);
+        assert_eq!(table.get("b"), None);
+        assert_eq!(table.iter().count(), 1);
+    }
+}
