@@ -1,0 +1,350 @@
+//! What a unit contributes: the records of each of its names, computed
+//! fresh on every pass and compared with what it gave before.
+
+use super::*;
+
+/// One SRV record before weights are known.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct SrvRecord {
+    pub(super) port: u16,
+    pub(super) target: Box<[u8]>,
+    /// The target's addresses, for the additional section.
+    pub(super) addrs: Vec<IpAddr>,
+}
+
+/// What a unit says about one name. An empty set still makes the name exist.
+/// Most names carry only addresses; the rest is boxed to keep this small.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(super) struct Records {
+    pub(super) addrs: Vec<IpAddr>,
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(super) struct Extra {
+    pub(super) srv: Vec<SrvRecord>,
+    pub(super) ptr: Vec<Box<[u8]>>,
+    pub(super) cname: Option<Box<[u8]>>,
+    pub(super) txt: Option<Box<[u8]>>,
+}
+
+impl Records {
+    pub(super) fn add_ip(&mut self, ip: IpAddr) {
+        self.addrs.push(ip);
+    }
+
+    pub(super) fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Sorts and de-duplicates, so that equal sets encode to equal bytes.
+    pub(super) fn normalize(&mut self) {
+        self.addrs.sort_unstable();
+        self.addrs.dedup();
+        if let Some(extra) = &mut self.extra {
+            extra.ptr.sort_unstable();
+            extra.ptr.dedup();
+            // The same endpoint in two slices gives the same SRV record twice.
+            extra
+                .srv
+                .sort_unstable_by(|x, y| (x.port, &x.target).cmp(&(y.port, &y.target)));
+            extra.srv.dedup_by(|later, kept| {
+                if later.port == kept.port && later.target == kept.target {
+                    kept.addrs.extend_from_slice(&later.addrs);
+                    true
+                } else {
+                    false
+                }
+            });
+            for srv in &mut extra.srv {
+                srv.addrs.sort_unstable();
+                srv.addrs.dedup();
+            }
+        }
+    }
+}
+
+/// A unit's output while it is computed.
+#[derive(Default)]
+pub(super) struct UnitOutput {
+    /// Records per lowercase wire name.
+    pub(super) names: hashbrown::HashMap<Vec<u8>, Records>,
+    /// (address, PTR target) pairs.
+    pub(super) ptrs: Vec<(IpAddr, Box<[u8]>)>,
+}
+
+impl UnitOutput {
+    pub(super) fn at(&mut self, name: &NameBuf) -> &mut Records {
+        self.names.entry_ref(name.as_wire()).or_default()
+    }
+
+    pub(super) fn ptr(&mut self, ip: IpAddr, target: &NameBuf) {
+        self.ptrs.push((ip, target.as_wire().into()));
+    }
+
+    /// Names sorted, record sets normalized, PTR pairs sorted and unique.
+    pub(super) fn finish(self) -> Computed {
+        let mut names: Vec<(Vec<u8>, Records)> = self.names.into_iter().collect();
+        for (_, records) in &mut names {
+            records.normalize();
+        }
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut ptrs = self.ptrs;
+        ptrs.sort_unstable();
+        ptrs.dedup();
+        Computed { names, ptrs }
+    }
+}
+
+/// A unit's finished output.
+pub(super) struct Computed {
+    /// Sorted by name.
+    pub(super) names: Vec<(Vec<u8>, Records)>,
+    /// Sorted by address, then target.
+    pub(super) ptrs: Vec<(IpAddr, Box<[u8]>)>,
+}
+
+/// Adds an SRV record to the bare service name and, for a named port, to
+/// `_port._proto.<service>`.
+pub(super) fn add_srv(
+    out: &mut UnitOutput,
+    base: &NameBuf,
+    port: &str,
+    protocol: &str,
+    srv: SrvRecord,
+) {
+    if let Some(port_name) = srv_name(out, base, port, protocol) {
+        out.at(&port_name).extra().srv.push(srv.clone());
+    }
+    out.at(base).extra().srv.push(srv);
+}
+
+/// The `_port._proto.<service>` name of a named port (making
+/// `_proto.<service>` exist between), or `None` for an unnamed port.
+pub(super) fn srv_name(
+    out: &mut UnitOutput,
+    base: &NameBuf,
+    port: &str,
+    protocol: &str,
+) -> Option<NameBuf> {
+    if port.is_empty() {
+        return None;
+    }
+    let proto_label = format!("_{protocol}");
+    let port_label = format!("_{}", port.to_ascii_lowercase());
+    let proto_name = base.prepend_label(proto_label.as_bytes()).ok()?;
+    let port_name = proto_name.prepend_label(port_label.as_bytes()).ok()?;
+    out.at(&proto_name);
+    Some(port_name)
+}
+
+/// `<ns>.svc.<zone>` and `<ns>.pod.<zone>` exist once a namespace does.
+pub(super) fn namespace_names(namespace: &str, zone: &NameBuf, out: &mut UnitOutput) {
+    for label in [&b"svc"[..], b"pod"] {
+        if let Ok(name) = zone
+            .prepend_label(label)
+            .and_then(|n| n.prepend_label(namespace.as_bytes()))
+        {
+            out.at(&name.to_lowercase());
+        }
+    }
+}
+
+pub(super) fn service_name_in(key: &ObjectKey, zone: &NameBuf) -> Option<NameBuf> {
+    let name = zone
+        .prepend_label(b"svc")
+        .and_then(|n| n.prepend_label(key.namespace.as_bytes()))
+        .and_then(|n| n.prepend_label(key.name.as_bytes()))
+        .ok()?;
+    Some(name.to_lowercase())
+}
+
+pub(super) fn name_from_key(key: &[u8]) -> NameBuf {
+    NameBuf::from_wire(key)
+        .map(|(name, _)| name)
+        .unwrap_or(NameBuf::ROOT)
+}
+
+impl Compiler {
+    // ---- what each unit contributes -------------------------------------
+
+    pub(super) fn unit_output(&self, unit: &Unit) -> Computed {
+        let mut out = UnitOutput::default();
+        match unit {
+            Unit::Zone => self.zone_records(&mut out),
+            Unit::Service(key) => {
+                if let Some(service) = self.services.get(key) {
+                    let slices: Vec<&SliceModel> = self
+                        .slices_by_service
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|name| {
+                            self.slices
+                                .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
+                        })
+                        .collect();
+                    // Sized up front: a big service must not rehash as it grows.
+                    let endpoints: usize = slices.iter().map(|s| s.endpoints.len()).sum();
+                    let zones = self.settings.zones.len();
+                    out.names.reserve((endpoints + 8) * zones);
+                    out.ptrs.reserve((endpoints + 2) * zones);
+                    self.service_records(service, &mut out);
+                    for slice in slices {
+                        self.slice_records(service, slice, &mut out);
+                    }
+                }
+            }
+            Unit::Namespace(name) => {
+                if self.namespaces.contains(name) || self.services_per_namespace.contains_key(name)
+                {
+                    for zone in &self.settings.zones {
+                        namespace_names(name, zone, &mut out);
+                    }
+                }
+            }
+        }
+        out.finish()
+    }
+
+    pub(super) fn zone_records(&self, out: &mut UnitOutput) {
+        for zone in &self.settings.zones {
+            for label in [&b"svc"[..], b"pod"] {
+                if let Ok(name) = zone.prepend_label(label) {
+                    out.at(&name);
+                }
+            }
+            if let Ok(name) = zone.prepend_label(b"dns-version") {
+                out.at(&name).extra().txt = Some(DNS_SCHEMA_VERSION.as_bytes().into());
+            }
+            let ns_ips = self.name_server_ips();
+            if !ns_ips.is_empty()
+                && let Ok(dns) = zone.prepend_label(b"dns")
+                && let Ok(ns) = dns.prepend_label(b"ns")
+            {
+                out.at(&dns);
+                let records = out.at(&ns);
+                for ip in ns_ips {
+                    records.add_ip(ip);
+                }
+            }
+        }
+    }
+
+    pub(super) fn service_records(&self, service: &ServiceModel, out: &mut UnitOutput) {
+        let key = &service.key;
+        for zone in &self.settings.zones {
+            let Some(base) = service_name_in(key, zone) else {
+                tracing::debug!(service = %key, "service name is not a valid DNS name; skipped");
+                continue;
+            };
+            match &service.kind {
+                ServiceKind::ExternalName(target) => match NameBuf::from_text(target) {
+                    Ok(target) => {
+                        out.at(&base).extra().cname = Some(target.to_lowercase().as_wire().into());
+                    }
+                    Err(error) => {
+                        tracing::debug!(service = %key, %error, "externalName is not a valid DNS name; skipped");
+                    }
+                },
+                ServiceKind::ClusterIp(ips) => {
+                    let base_records = out.at(&base);
+                    for ip in ips {
+                        base_records.add_ip(*ip);
+                    }
+                    for port in &service.ports {
+                        let srv = SrvRecord {
+                            port: port.port,
+                            target: base.as_wire().into(),
+                            addrs: ips.clone(),
+                        };
+                        add_srv(out, &base, &port.name, &port.protocol, srv);
+                    }
+                    if self.settings.reverse_zones {
+                        for ip in ips {
+                            out.ptr(*ip, &base);
+                        }
+                    }
+                }
+                ServiceKind::Headless => {}
+            }
+        }
+    }
+
+    /// A slice's part of its service: endpoint names and PTRs for any
+    /// service, and for a headless one also the service's A/AAAA and SRV sets.
+    pub(super) fn slice_records(
+        &self,
+        service: &ServiceModel,
+        slice: &SliceModel,
+        out: &mut UnitOutput,
+    ) {
+        let headless = match service.kind {
+            ServiceKind::Headless => true,
+            ServiceKind::ClusterIp(_) => false,
+            ServiceKind::ExternalName(_) => return,
+        };
+        for zone in &self.settings.zones {
+            if let Some(base) = service_name_in(&service.key, zone) {
+                self.endpoint_records(service, slice, &base, headless, out);
+            }
+        }
+    }
+
+    pub(super) fn endpoint_records(
+        &self,
+        service: &ServiceModel,
+        slice: &SliceModel,
+        base: &NameBuf,
+        headless: bool,
+        out: &mut UnitOutput,
+    ) {
+        // `_port._proto.<svc>` names for this slice's ports, once per slice.
+        let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
+            slice
+                .ports
+                .iter()
+                .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for endpoint in &slice.endpoints {
+            if !endpoint.ready && !service.publish_not_ready_addresses {
+                continue;
+            }
+            for &ip in &endpoint.addresses {
+                let label = match (&endpoint.hostname, &endpoint.pod_name) {
+                    (Some(hostname), _) => hostname.to_ascii_lowercase(),
+                    (None, Some(pod)) if self.settings.endpoint_pod_names => {
+                        pod.to_ascii_lowercase()
+                    }
+                    _ => dashed_label(ip),
+                };
+                let Ok(endpoint_name) = base.prepend_label(label.as_bytes()) else {
+                    tracing::debug!(service = %service.key, %label, "endpoint name is not a valid DNS label; skipped");
+                    continue;
+                };
+                out.at(&endpoint_name).add_ip(ip);
+                if self.settings.reverse_zones {
+                    out.ptr(ip, &endpoint_name);
+                }
+                if headless {
+                    out.at(base).add_ip(ip);
+                    let target: Box<[u8]> = endpoint_name.as_wire().into();
+                    for (port, port_name) in &port_names {
+                        let srv = SrvRecord {
+                            port: *port,
+                            target: target.clone(),
+                            addrs: vec![ip],
+                        };
+                        if let Some(port_name) = port_name {
+                            out.at(port_name).extra().srv.push(srv.clone());
+                        }
+                        out.at(base).extra().srv.push(srv);
+                    }
+                }
+            }
+        }
+    }
+}
