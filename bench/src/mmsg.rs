@@ -39,8 +39,16 @@ impl Default for Mmsg {
     }
 }
 
-fn zeroed<T>(count: usize) -> Box<[T]> {
-    // SAFETY: only for libc iovec/mmsghdr, for which all-zero bytes are valid.
+/// Plain C structs whose all-zero bytes are a valid value (null pointers,
+/// zero lengths): the only types [`zeroed`] makes.
+trait ZeroValid {}
+impl ZeroValid for libc::iovec {}
+impl ZeroValid for libc::mmsghdr {}
+
+/// `count` all-zero values of a [`ZeroValid`] type.
+fn zeroed<T: ZeroValid>(count: usize) -> Box<[T]> {
+    // SAFETY: `ZeroValid` is implemented only for types whose all-zero bytes
+    // are a valid value.
     (0..count).map(|_| unsafe { std::mem::zeroed() }).collect()
 }
 

@@ -45,9 +45,17 @@ impl Default for UdpBatch {
     }
 }
 
-fn zeroed<T>(count: usize) -> Box<[T]> {
-    // SAFETY: used only for libc structs and byte arrays, for which all-zero
-    // bytes are a valid value.
+/// Plain C structs whose all-zero bytes are a valid value (null pointers,
+/// zero lengths): the only types [`zeroed`] makes.
+trait ZeroValid {}
+impl ZeroValid for libc::iovec {}
+impl ZeroValid for libc::mmsghdr {}
+impl ZeroValid for libc::sockaddr_storage {}
+
+/// `count` all-zero values of a [`ZeroValid`] type.
+fn zeroed<T: ZeroValid>(count: usize) -> Box<[T]> {
+    // SAFETY: `ZeroValid` is implemented only for types whose all-zero bytes
+    // are a valid value.
     (0..count).map(|_| unsafe { std::mem::zeroed() }).collect()
 }
 
