@@ -193,7 +193,7 @@ async fn run<K>(
                     listing.push(&key.namespace, &key.name);
                     WatchEvent::Skipped {
                         kind,
-                        error: error.to_string(),
+                        error: chain(&error),
                     }
                 }
             },
@@ -212,7 +212,7 @@ async fn run<K>(
                 Ok(object) => WatchEvent::Change(ObjectChange::Remove(kind, object.key())),
                 Err(error) => WatchEvent::Skipped {
                     kind,
-                    error: error.to_string(),
+                    error: chain(&error),
                 },
             },
             Ok(watcher::Event::Delete(object)) => {
@@ -220,11 +220,28 @@ async fn run<K>(
             }
             Err(error) => WatchEvent::Failed {
                 kind,
-                error: error.to_string(),
+                error: chain(&error),
             },
         };
         if events.send(event).is_err() {
             return;
         }
     }
+}
+
+/// An error and its causes as one line (`outer: cause: cause`), so that a
+/// watch failure's log line keeps the chain, not only its outer message.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }

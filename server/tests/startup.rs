@@ -44,10 +44,15 @@ fn startup_errors_name_the_cause_and_the_fix() {
     // A bad kubeconfig.
     let bad = home.join("bad-kubeconfig");
     std::fs::write(&bad, "this: [is not a kubeconfig\n").unwrap();
+    // The cause follows, as the error's source.
     fails_with(
         &["--kubeconfig", bad.to_str().unwrap()],
         addr(),
-        &format!("--kubeconfig {}:", bad.display()),
+        &format!(
+            "--kubeconfig {} cannot be used (fix the file or point --kubeconfig at a working one): \
+             failed to parse kubeconfig YAML",
+            bad.display()
+        ),
     );
     fails_with(
         &["--manifests", "/nonexistent/kubewire"],

@@ -19,12 +19,15 @@ pub struct Found {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// `--kubeconfig` was given but cannot be used.
-    #[error("--kubeconfig {path}: {message}; fix the file or point --kubeconfig at a working one")]
+    #[error(
+        "--kubeconfig {path} cannot be used (fix the file or point --kubeconfig at a working one)"
+    )]
     BadKubeconfig {
         /// The path given.
         path: String,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Nothing was found.
     #[error(
@@ -40,14 +43,14 @@ pub enum ClusterError {
 /// Finds the cluster's client configuration, without contacting it.
 pub async fn find(kubeconfig: Option<&Path>) -> Result<Found, ClusterError> {
     if let Some(path) = kubeconfig {
-        let bad = |message: String| ClusterError::BadKubeconfig {
+        let bad = |source: kube::config::KubeconfigError| ClusterError::BadKubeconfig {
             path: path.display().to_string(),
-            message,
+            source: Box::new(source),
         };
-        let file = Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+        let file = Kubeconfig::read_from(path).map_err(bad)?;
         let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
             .await
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(bad)?;
         return Ok(Found {
             config,
             origin: format!("kubeconfig {}", path.display()),
