@@ -1,12 +1,12 @@
 //! Checks before any core starts, so that a failure names its cause and its
 //! fix instead of surfacing as a panic inside an executor thread.
-#![allow(unsafe_code)] // raw syscalls: io_uring_setup, getrlimit, sched_getaffinity
+#![allow(unsafe_code)] // io_uring_setup and getifaddrs
 
 use crate::operations::config::CoreSpec;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 /// A startup failure, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -62,34 +62,27 @@ pub enum StartupError {
 const MEMLOCK_FLOOR_BYTES: u64 = 512 << 10;
 const MEMLOCK_PER_CORE_BYTES: u64 = 3 * (64 << 10);
 
-/// Checks that io_uring can be set up, by creating and closing a tiny ring.
+/// Checks that io_uring can be set up, by creating (and, on drop, closing)
+/// a tiny ring.
 pub fn check_io_uring() -> Result<(), StartupError> {
-    // struct io_uring_params is 120 bytes; zeroed means "no flags".
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes `params`, which is large enough.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        return Err(StartupError::IoUring(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just returned to us and is closed once.
-    unsafe { libc::close(fd as RawFd) };
-    Ok(())
+    let mut params = rustix::io_uring::io_uring_params::default();
+    // SAFETY: `params` is a valid, zero-flag io_uring_params; the ring is
+    // never mapped, and its fd is closed when the OwnedFd drops.
+    unsafe { rustix::io_uring::io_uring_setup(4, &mut params) }
+        .map(drop)
+        .map_err(|errno| StartupError::IoUring(errno.into()))
 }
 
 /// Checks the memlock limit against what `cores` executors register.
 pub fn check_memlock(cores: usize) -> Result<(), StartupError> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into `limit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return Ok(()); // cannot tell; glommio will report it
-    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock);
     let need = MEMLOCK_FLOOR_BYTES.max(MEMLOCK_PER_CORE_BYTES * cores as u64);
-    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < need {
+    // `None` is no limit.
+    if let Some(have) = limit.current
+        && have < need
+    {
         return Err(StartupError::MemLock {
-            have_kib: limit.rlim_cur / 1024,
+            have_kib: have / 1024,
             need_kib: need / 1024,
             need_bytes: need,
             cores,
@@ -100,18 +93,11 @@ pub fn check_memlock(cores: usize) -> Result<(), StartupError> {
 
 /// The CPUs in this process's affinity mask.
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a live cpu_set_t of the size passed.
-    let ok =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
-            == 0;
-    if !ok {
+    let Ok(set) = rustix::thread::sched_getaffinity(None) else {
         return vec![0];
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+    };
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
         .collect()
 }
 
