@@ -54,6 +54,9 @@ pub enum StartupError {
         addr: SocketAddr,
         /// What is wrong, and the fix.
         problem: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -147,7 +150,8 @@ fn bind_problem(error: &std::io::Error, addr: SocketAddr) -> String {
         std::io::ErrorKind::AddrNotAvailable => {
             "no interface has this address; use an address of this host, or 0.0.0.0".into()
         }
-        _ => error.to_string(),
+        // The system's error follows, as the source.
+        _ => "the system refused it".into(),
     }
 }
 
@@ -159,7 +163,8 @@ pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
             Socket::new(Domain::for_address(addr), kind, None).map_err(|e| StartupError::Bind {
                 proto,
                 addr,
-                problem: e.to_string(),
+                problem: "the socket cannot be created".into(),
+                source: e,
             })?;
         if kind == Type::STREAM {
             // TIME_WAIT leftovers of our own last run must not block a restart.
@@ -169,6 +174,7 @@ pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
             proto,
             addr,
             problem: bind_problem(&e, addr),
+            source: e,
         })?;
     }
     Ok(())
@@ -180,6 +186,7 @@ pub fn udp_socket(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
         proto: "UDP",
         addr,
         problem: bind_problem(&e, addr),
+        source: e,
     };
     let socket =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
@@ -206,6 +213,7 @@ pub fn tcp_listener(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
         proto: "TCP",
         addr,
         problem: bind_problem(&e, addr),
+        source: e,
     };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(bind)?;
