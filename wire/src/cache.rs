@@ -31,7 +31,7 @@
 use crate::name::{MAX_NAME_LEN, NameBuf};
 use crate::query::{HEADER_LEN, Query};
 use crate::records::{CopyError, read_name};
-use crate::reply::{OPT_LEN, ReplyError, size_limit, write_opt};
+use crate::reply::{CopiedRecords, ReplyError, write_copied_reply};
 use crate::upstream::UpstreamReply;
 use crate::{Rcode, Transport, rtype};
 
@@ -370,44 +370,30 @@ impl CachedAnswer {
         transport: Transport,
         out: &mut [u8],
     ) -> Result<usize, ReplyError> {
-        if out.len() < crate::MIN_REPLY_BUF {
-            return Err(ReplyError::BufferTooSmall);
-        }
-        let question = query.question_bytes();
-        if question.len() != self.question_len {
+        if query.question_bytes().len() != self.question_len {
             return Err(ReplyError::QuestionOutsideZone);
         }
         let packet = query.packet();
-        let edns = query.edns();
-        let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
-        let question_end = HEADER_LEN + question.len();
-        let full_len = question_end + self.tail.len() + opt_len;
-        let fits = full_len <= size_limit(edns, transport, out.len());
-
-        out[..2].copy_from_slice(&packet[..2]);
-        let tc = if fits { 0 } else { 0x02 };
-        out[2] = 0x80 | (packet[2] & 0x78) | self.flags[0] | tc | (packet[2] & 0x01);
         // AD only to a client that asked for it or for DNSSEC (RFC 6840).
-        let dnssec_ok = edns.is_some_and(|e| e.dnssec_ok);
+        let dnssec_ok = query.edns().is_some_and(|e| e.dnssec_ok);
         let ad = if dnssec_ok || packet[3] & 0x20 != 0 {
             self.flags[1]
         } else {
             0
         };
-        out[3] = 0x80 | ad | (packet[3] & 0x10) | self.rcode.header_bits();
-        let [an, ns, ar] = if fits { self.counts } else { [0; 3] };
-        let ar = ar + u16::from(edns.is_some());
-        for (i, count) in [1, an, ns, ar].iter().enumerate() {
-            out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
-        }
-        out[HEADER_LEN..question_end].copy_from_slice(question);
-        let mut len = question_end;
-        if fits {
-            let tail = &mut out[question_end..question_end + self.tail.len()];
-            tail.copy_from_slice(&self.tail);
-            for &at in self.ttl_offsets.iter() {
-                let at = usize::from(at);
-                let Some(field) = tail.get_mut(at..at + 4) else {
+        let copied = CopiedRecords {
+            records: &self.tail,
+            counts: self.counts,
+            rcode: self.rcode,
+            aa_tc: self.flags[0],
+            ad,
+        };
+        let (len, records_at) = write_copied_reply(query, &copied, transport, out)?;
+        if let Some(at) = records_at {
+            let tail = &mut out[at..at + self.tail.len()];
+            for &ttl_at in self.ttl_offsets.iter() {
+                let ttl_at = usize::from(ttl_at);
+                let Some(field) = tail.get_mut(ttl_at..ttl_at + 4) else {
                     continue;
                 };
                 let stored = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
@@ -417,10 +403,6 @@ impl CachedAnswer {
                 };
                 field.copy_from_slice(&shown.to_be_bytes());
             }
-            len += self.tail.len();
-        }
-        if let Some(edns) = edns {
-            len += write_opt(&mut out[len..], self.rcode, edns.dnssec_ok);
         }
         Ok(len)
     }

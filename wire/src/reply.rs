@@ -214,6 +214,65 @@ fn write_header(
     }
 }
 
+/// Records copied from another message (an upstream's reply, a cached
+/// answer), and what the reply's header takes from them.
+pub(crate) struct CopiedRecords<'a> {
+    /// The records, with no pointer into the message they came from (or
+    /// only to the question, which sits at the same offset).
+    pub(crate) records: &'a [u8],
+    /// Answer, authority and additional counts, the OPT not included.
+    pub(crate) counts: [u16; 3],
+    pub(crate) rcode: Rcode,
+    /// AA, and TC when the source was cut short (header byte 2 bits).
+    pub(crate) aa_tc: u8,
+    /// AD (header byte 3 bit), as the caller grants it.
+    pub(crate) ad: u8,
+}
+
+/// Writes a reply of copied records: the client's header (ID, opcode, RD,
+/// CD kept; QR and RA set), its question, the records if they fit the
+/// client's limit (else TC and none), and an OPT if the query had one.
+/// Returns the length, and where the records start if they were written.
+#[inline]
+pub(crate) fn write_copied_reply(
+    query: &Query<'_>,
+    copied: &CopiedRecords<'_>,
+    transport: Transport,
+    out: &mut [u8],
+) -> Result<(usize, Option<usize>), ReplyError> {
+    if out.len() < MIN_REPLY_BUF {
+        return Err(ReplyError::BufferTooSmall);
+    }
+    let packet = query.packet();
+    let question = query.question_bytes();
+    let edns = query.edns();
+    let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
+    let question_end = HEADER_LEN + question.len();
+    let full_len = question_end + copied.records.len() + opt_len;
+    let fits = full_len <= size_limit(edns, transport, out.len());
+
+    out[..2].copy_from_slice(&packet[..2]);
+    let tc = if fits { 0 } else { 0x02 };
+    out[2] = 0x80 | (packet[2] & 0x78) | copied.aa_tc | tc | (packet[2] & 0x01);
+    out[3] = 0x80 | copied.ad | (packet[3] & 0x10) | copied.rcode.header_bits();
+    let [an, ns, ar] = if fits { copied.counts } else { [0; 3] };
+    let ar = ar + u16::from(edns.is_some());
+    for (i, count) in [1, an, ns, ar].iter().enumerate() {
+        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+    out[HEADER_LEN..question_end].copy_from_slice(question);
+    let mut len = question_end;
+    let records_at = fits.then(|| {
+        out[len..len + copied.records.len()].copy_from_slice(copied.records);
+        len += copied.records.len();
+        question_end
+    });
+    if let Some(edns) = edns {
+        len += write_opt(&mut out[len..], copied.rcode, edns.dnssec_ok);
+    }
+    Ok((len, records_at))
+}
+
 /// Writes our OPT record and returns its length.
 pub(crate) fn write_opt(out: &mut [u8], rcode: Rcode, dnssec_ok: bool) -> usize {
     out[0] = 0;

@@ -18,7 +18,7 @@
 
 use crate::name::{MAX_NAME_LEN, NameError, validate_uncompressed};
 use crate::query::{HEADER_LEN, Query};
-use crate::reply::{OPT_LEN, ReplyError, size_limit, write_opt};
+use crate::reply::{CopiedRecords, OPT_LEN, ReplyError, write_copied_reply, write_opt};
 use crate::{Rcode, Transport, rtype};
 use core::fmt;
 
@@ -321,45 +321,17 @@ pub fn write_forwarded_reply(
     transport: Transport,
     out: &mut [u8],
 ) -> Result<usize, ReplyError> {
-    if out.len() < crate::MIN_REPLY_BUF {
-        return Err(ReplyError::BufferTooSmall);
-    }
-    let packet = query.packet();
-    let question = query.question_bytes();
-    let edns = query.edns();
-    let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
-    let question_end = HEADER_LEN + question.len();
-    let records = upstream.records();
-    let full_len = question_end + records.len() + opt_len;
-    let fits = full_len <= size_limit(edns, transport, out.len());
     let theirs = upstream.packet();
-
-    out[..2].copy_from_slice(&packet[..2]);
-    // QR, the client's opcode and RD; the upstream's AA; TC if the upstream
-    // set it or the reply does not fit.
-    let tc = if !fits || upstream.truncated() {
-        0x02
-    } else {
-        0
+    let copied = CopiedRecords {
+        records: upstream.records(),
+        counts: upstream.counts(),
+        rcode: upstream.rcode(),
+        // The upstream's AA, and TC if it set it.
+        aa_tc: theirs[2] & 0x06,
+        // The upstream's AD, as it gave it.
+        ad: theirs[3] & 0x20,
     };
-    out[2] = 0x80 | (packet[2] & 0x78) | (theirs[2] & 0x04) | tc | (packet[2] & 0x01);
-    // RA; the upstream's AD; the client's CD; the RCODE's low bits.
-    out[3] = 0x80 | (theirs[3] & 0x20) | (packet[3] & 0x10) | upstream.rcode().header_bits();
-    let [an, ns, ar] = if fits { upstream.counts() } else { [0; 3] };
-    let ar = ar + u16::from(edns.is_some());
-    for (i, count) in [1, an, ns, ar].iter().enumerate() {
-        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
-    }
-    out[HEADER_LEN..question_end].copy_from_slice(question);
-    let mut len = question_end;
-    if fits {
-        out[len..len + records.len()].copy_from_slice(records);
-        len += records.len();
-    }
-    if let Some(edns) = edns {
-        len += write_opt(&mut out[len..], upstream.rcode(), edns.dnssec_ok);
-    }
-    Ok(len)
+    write_copied_reply(query, &copied, transport, out).map(|(len, _)| len)
 }
 
 #[cfg(test)]
