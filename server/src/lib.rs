@@ -14,7 +14,7 @@ use kubewire_control_plane::watch::WatchOptions;
 use kubewire_control_plane::{Compiler, DeltaHub, Object, ObjectChange, PodMode, Settings};
 use kubewire_wire::NameBuf;
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
-use operations::{cli, config, corefile, logging, metrics, preflight};
+use operations::{cli, config, corefile, logging, metrics, nodelocal, preflight};
 use serving::{core, querylog};
 use sources::{cluster, control, manifests};
 use std::os::unix::net::UnixStream;
@@ -50,6 +50,16 @@ pub fn fix_mmap_threshold() {
     }
 }
 
+/// The zones answered from objects: `dns.zones`, or none when node-local
+/// mode forwards them to kube-dns.
+pub fn answered_zones(config: &Config) -> &[String] {
+    if config.node_local.forwards_cluster_names() {
+        &[]
+    } else {
+        &config.dns.zones
+    }
+}
+
 /// Compiler settings from the configuration.
 pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     let mut zones = Vec::new();
@@ -58,7 +68,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         NameBuf::from_text("in-addr.arpa").unwrap_or(NameBuf::ROOT),
         NameBuf::from_text("ip6.arpa").unwrap_or(NameBuf::ROOT),
     ];
-    for zone in &config.dns.zones {
+    for zone in answered_zones(config) {
         let name = NameBuf::from_text(zone)
             .map_err(|e| anyhow::anyhow!("dns.zones {zone:?} is not a valid DNS name: {e}"))?
             .to_lowercase();
@@ -114,6 +124,81 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     metrics::count_panics();
     // The source first: a bad manifest or no cluster stops us before anything starts.
     let (objects, source, source_text) = open_source(&config)?;
+    let node = set_up_node(&config)?;
+    let skip_teardown = config.node_local.skip_teardown;
+    let result = serve(
+        config,
+        reloading,
+        objects,
+        source,
+        source_text,
+        node.clone(),
+    );
+    if let Some(node) = node {
+        tear_down_node(&node, skip_teardown);
+    }
+    result
+}
+
+/// Node-local mode: the interface and rules, before anything binds.
+fn set_up_node(config: &Config) -> anyhow::Result<Option<nodelocal::NodeNetwork>> {
+    let Some(node) = nodelocal::NodeNetwork::from_config(config)? else {
+        return Ok(None);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let repaired = runtime.block_on(node.ensure())?;
+    tracing::info!(
+        interface = node.interface(),
+        addresses = ?config.node_local.addresses,
+        rules = ?node.rule_tool(),
+        created = repaired.interface,
+        rules_installed = repaired.rules,
+        "node-local: the interface holds the addresses, and DNS to them skips conntrack"
+    );
+    Ok(Some(node))
+}
+
+/// Node-local mode at exit: removes the interface and rules unless
+/// `node_local.skip_teardown` is set.
+fn tear_down_node(node: &nodelocal::NodeNetwork, skip: bool) {
+    if skip {
+        tracing::info!(
+            interface = node.interface(),
+            "node-local: leaving the interface and rules in place (skip_teardown)"
+        );
+        return;
+    }
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(node.teardown())
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        });
+    match result {
+        Ok(()) => tracing::info!(
+            interface = node.interface(),
+            "node-local: removed the interface and rules"
+        ),
+        Err(error) => {
+            tracing::error!(%error, "node-local: could not remove the interface and rules; remove them by hand or start kubewire again, which adopts them")
+        }
+    }
+}
+
+/// Everything after the source and the node's networking are ready.
+fn serve(
+    config: Config,
+    reloading: Reloading,
+    objects: Vec<Object>,
+    source: Source,
+    source_text: String,
+    node: Option<nodelocal::NodeNetwork>,
+) -> anyhow::Result<()> {
     let cpus = check_host(&config)?;
     let forward_plan = forward_plan(&config)?;
     let compiler = first_compile(&config, objects, &source)?;
@@ -138,10 +223,10 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         start_loop_probes(&config, plan)?;
     }
 
-    let control_metrics = Arc::new(metrics::ControlMetrics::new(matches!(
-        source,
-        Source::Cluster { .. }
-    )));
+    let control_metrics = Arc::new(
+        metrics::ControlMetrics::new(matches!(source, Source::Cluster { .. }))
+            .with_node_local(node.is_some()),
+    );
     let scrape = cores.counters.map(|counters| {
         Arc::new(metrics::Scrape::new(
             &config.dns.listen,
@@ -175,6 +260,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         query_log,
         metrics: control_metrics,
         scrape,
+        node,
     })
     .context("starting the control plane thread")?;
     wait_for(cores.handles, control)
@@ -183,6 +269,10 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
 /// Reads the source of objects: the demo, the manifests (every file must
 /// parse), or the cluster's client configuration (not yet contacted).
 fn open_source(config: &Config) -> anyhow::Result<(Vec<Object>, Source, String)> {
+    if config.node_local.forwards_cluster_names() {
+        let text = "none: node-local mode forwards the cluster zones".to_string();
+        return Ok((Vec::new(), Source::Fixed, text));
+    }
     Ok(match config.source.kind {
         SourceKind::Demo => {
             let objects = parse_manifest(Path::new("<embedded demo>"), DEMO_MANIFEST)?;
@@ -230,14 +320,33 @@ fn check_host(config: &Config) -> anyhow::Result<Vec<usize>> {
     preflight::check_memlock(cpus.len())?;
     preflight::check_io_uring()?;
     for &addr in &config.dns.listen {
-        preflight::check_free(addr)?;
+        if config.node_local.enabled {
+            // An HA pair shares the addresses on purpose.
+            if preflight::check_free(addr).is_err() {
+                tracing::info!(%addr, "node-local: sharing this address with another instance (SO_REUSEPORT), as an HA pair");
+            }
+        } else {
+            preflight::check_free(addr)?;
+        }
     }
     Ok(cpus)
 }
 
 /// What is forwarded, and where; `None` when nothing is.
 fn forward_plan(config: &Config) -> anyhow::Result<Option<Arc<resolving::ForwardPlan>>> {
-    let plan = resolving::ForwardPlan::build(&config.forward, &config.dns.listen)?.map(Arc::new);
+    let mut tcp_zones = Vec::new();
+    if config.node_local.forwards_cluster_names() {
+        let upstreams = config
+            .node_local
+            .cluster_upstreams()
+            .map_err(|e| anyhow::anyhow!("node_local.cluster_names: {e}"))?;
+        tracing::info!(?upstreams, zones = ?config.dns.zones, "node-local: forwarding the cluster zones over TCP");
+        for zone in &config.dns.zones {
+            tcp_zones.push((zone.clone(), upstreams.clone()));
+        }
+    }
+    let plan = resolving::ForwardPlan::build(&config.forward, &tcp_zones, &config.dns.listen)?
+        .map(Arc::new);
     if let Some(plan) = &plan {
         let upstreams: Vec<String> = plan.upstreams.iter().map(ToString::to_string).collect();
         tracing::info!(?upstreams, "forwarding names outside the cluster zones");
@@ -310,7 +419,7 @@ fn spawn_cores(
         wake_ends.push(wake_end);
     }
     let cache_plan = forward_plan
-        .and_then(|_| resolving::cache::CachePlan::build(&config.cache, &config.dns.zones))
+        .and_then(|_| resolving::cache::CachePlan::build(&config.cache, answered_zones(config)))
         .map(Arc::new);
     let mut cache_inboxes = Vec::new();
     let mut cache_mailboxes = None;

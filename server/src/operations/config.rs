@@ -44,6 +44,8 @@ pub struct Config {
     pub forward: Forward,
     /// The cache of forwarded answers.
     pub cache: Cache,
+    /// Node-local mode: the per-node cache on a link-local address.
+    pub node_local: NodeLocal,
 }
 
 /// `[dns]`
@@ -492,6 +494,120 @@ impl Default for Cache {
     }
 }
 
+/// Which tool manages node-local's NOTRACK rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Notrack {
+    /// nftables if `nft` works on this node, else iptables.
+    #[default]
+    Auto,
+    /// A table of kubewire's own, through `nft`.
+    Nftables,
+    /// Rules in the raw table, through `iptables` and `ip6tables`.
+    Iptables,
+    /// No rules: DNS to the node-local addresses stays in conntrack.
+    Off,
+}
+
+/// The kind of interface that holds node-local's addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceKind {
+    /// A dummy interface, as node-cache makes (needs the kernel's dummy driver).
+    #[default]
+    Dummy,
+    /// A bridge with no ports: holds local addresses just as well, on
+    /// kernels built without the dummy driver.
+    Bridge,
+}
+
+/// Where node-local mode gets cluster names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterNames {
+    /// From its own watch of the API (or the configured source), live.
+    #[default]
+    Watch,
+    /// Forwarded to the kube-dns Service over TCP, and cached.
+    Forward,
+}
+
+/// `[node_local]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeLocal {
+    /// Run as the node's DNS cache, on the addresses below.
+    pub enabled: bool,
+    /// Addresses put on the interface.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The interface that holds them.
+    pub interface: String,
+    /// Its kind.
+    pub interface_kind: InterfaceKind,
+    /// How DNS to those addresses skips conntrack.
+    pub notrack: Notrack,
+    /// Leave the interface and rules in place at exit.
+    pub skip_teardown: bool,
+    /// How often the interface and rules are checked and repaired.
+    pub check_interval_s: u64,
+    /// Where cluster names come from.
+    pub cluster_names: ClusterNames,
+    /// Upstreams of the cluster zones in forward mode; empty: the Service below.
+    pub cluster_upstreams: Vec<String>,
+    /// The Service whose `*_SERVICE_HOST` variable names the cluster upstream.
+    pub upstream_service: String,
+}
+
+impl Default for NodeLocal {
+    fn default() -> NodeLocal {
+        NodeLocal {
+            enabled: false,
+            addresses: vec![std::net::IpAddr::V4(Ipv4Addr::new(169, 254, 20, 10))],
+            interface: "nodelocaldns".into(),
+            interface_kind: InterfaceKind::Dummy,
+            notrack: Notrack::Auto,
+            skip_teardown: false,
+            check_interval_s: 60,
+            cluster_names: ClusterNames::Watch,
+            cluster_upstreams: Vec::new(),
+            upstream_service: "kube-dns-upstream".into(),
+        }
+    }
+}
+
+impl NodeLocal {
+    /// The environment variable that holds `upstream_service`'s ClusterIP,
+    /// as kubelet sets it for Services of the pod's namespace.
+    pub fn service_host_variable(&self) -> String {
+        format!(
+            "{}_SERVICE_HOST",
+            self.upstream_service.to_uppercase().replace('-', "_")
+        )
+    }
+
+    /// The cluster zones' upstreams in forward mode: `cluster_upstreams`,
+    /// or the address in `upstream_service`'s variable.
+    pub fn cluster_upstreams(&self) -> Result<Vec<String>, String> {
+        if !self.cluster_upstreams.is_empty() {
+            return Ok(self.cluster_upstreams.clone());
+        }
+        let variable = self.service_host_variable();
+        match std::env::var(&variable) {
+            Ok(host) if !host.trim().is_empty() => Ok(vec![host.trim().to_string()]),
+            _ => Err(format!(
+                "cluster_names = \"forward\" needs an upstream: ${variable} is not set (is the {:?} Service in the pod's namespace?); \
+                 create that Service, or list the kube-dns address in node_local.cluster_upstreams",
+                self.upstream_service
+            )),
+        }
+    }
+
+    /// Whether cluster names are forwarded rather than watched.
+    pub fn forwards_cluster_names(&self) -> bool {
+        self.enabled && self.cluster_names == ClusterNames::Forward
+    }
+}
+
 /// Serde through `FromStr` and `Display`, so a value's error message is the
 /// type's own (which lists what is allowed).
 mod as_text {
@@ -922,6 +1038,76 @@ pub const SETTINGS: &[Setting] = &[
         &[],
         "Answer hits with the TTLs as stored, not lowered by the entry's age (CoreDNS's `keepttl`).",
     ),
+    setting(
+        "node_local.enabled",
+        "true or false",
+        false,
+        &[],
+        "Run as the node's DNS cache (NodeLocal DNSCache's job): put node_local.addresses on a dummy interface, keep DNS to them out of conntrack, and serve them (list them in dns.listen). Needs CAP_NET_ADMIN. dns.listen may then be shared with a second instance (SO_REUSEPORT), as an HA pair.",
+    ),
+    setting(
+        "node_local.addresses",
+        "a list of IPs; default [\"169.254.20.10\"], plus the kube-dns ClusterIP to take over its address",
+        false,
+        &[],
+        "Addresses put on the interface, as node-cache's -localip.",
+    ),
+    setting(
+        "node_local.interface",
+        "an interface name of 1 to 15 characters",
+        false,
+        &[],
+        "The interface created to hold the addresses (node-cache's -interfacename).",
+    ),
+    setting(
+        "node_local.interface_kind",
+        "\"dummy\" or \"bridge\"",
+        false,
+        &[],
+        "dummy, as node-cache; bridge (with no ports) where the kernel has no dummy driver.",
+    ),
+    setting(
+        "node_local.notrack",
+        "\"auto\", \"nftables\", \"iptables\" or \"off\"",
+        false,
+        &[],
+        "Rules in the raw table that keep DNS to and from the addresses out of conntrack. auto: nftables where `nft` works, else iptables.",
+    ),
+    setting(
+        "node_local.skip_teardown",
+        "true or false",
+        false,
+        &[],
+        "Leave the interface and rules at exit, for the second instance of an HA pair (node-cache's -skipteardown).",
+    ),
+    setting(
+        "node_local.check_interval_s",
+        "seconds, at least 1",
+        false,
+        &[],
+        "How often the interface and rules are checked and repaired (node-cache's -syncinterval); failures count in coredns_nodecache_setup_errors_total.",
+    ),
+    setting(
+        "node_local.cluster_names",
+        "\"watch\" or \"forward\"",
+        false,
+        &[],
+        "watch: answer cluster names from this instance's own source, live. forward: send the cluster zones to kube-dns over TCP and cache them, as NodeLocal DNSCache does (no API access needed).",
+    ),
+    setting(
+        "node_local.cluster_upstreams",
+        "a list of upstreams (IP or IP:PORT); empty means node_local.upstream_service",
+        false,
+        &[],
+        "Where forward mode sends the cluster zones, always over TCP.",
+    ),
+    setting(
+        "node_local.upstream_service",
+        "a Service name",
+        false,
+        &[],
+        "In forward mode without cluster_upstreams, the Service whose <NAME>_SERVICE_HOST variable gives the address (node-cache's -upstreamsvc).",
+    ),
 ];
 
 /// The environment variable of a flag (`--ttl`: `KUBEWIRE_TTL`), as clap
@@ -1134,7 +1320,51 @@ impl Config {
             return fail("tcp.max_connections", "must be at least 1");
         }
         self.validate_forward(&fail)?;
-        self.validate_cache(&fail)
+        self.validate_cache(&fail)?;
+        self.validate_node_local(&fail)
+    }
+
+    fn validate_node_local(
+        &self,
+        fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let n = &self.node_local;
+        if !n.enabled {
+            return Ok(());
+        }
+        if n.addresses.is_empty() {
+            return fail("node_local.addresses", "at least one address is needed");
+        }
+        if n.interface.is_empty() || n.interface.len() > 15 || n.interface.contains(['/', ' ', ':'])
+        {
+            return fail(
+                "node_local.interface",
+                &format!("{:?} is not an interface name", n.interface),
+            );
+        }
+        if n.check_interval_s == 0 {
+            return fail("node_local.check_interval_s", "must be at least 1");
+        }
+        for address in &n.addresses {
+            let served = self.dns.listen.iter().any(|l| {
+                l.ip() == *address || (l.ip().is_unspecified() && l.is_ipv4() == address.is_ipv4())
+            });
+            if !served {
+                return fail(
+                    "node_local.addresses",
+                    &format!(
+                        "{address} is not served: add \"{}\" to dns.listen",
+                        std::net::SocketAddr::new(*address, 53)
+                    ),
+                );
+            }
+        }
+        for entry in &n.cluster_upstreams {
+            if let Err(error) = crate::resolving::parse_upstream(entry) {
+                return fail("node_local.cluster_upstreams", &error.to_string());
+            }
+        }
+        Ok(())
     }
 
     fn validate_cache(

@@ -259,7 +259,14 @@ pub struct ControlMetrics {
     /// server; `u64::MAX` before the first.
     last_api_contact_ns: AtomicU64,
     cluster: bool,
+    /// Node-local setup failures, by [`SETUP_ERROR_TYPES`]; reported only
+    /// in node-local mode.
+    setup_errors: [AtomicU64; 3],
+    node_local: bool,
 }
+
+/// The `errortype` labels of `coredns_nodecache_setup_errors_total`.
+pub const SETUP_ERROR_TYPES: [&str; 3] = ["interface_add", "interface_check", "iptables"];
 
 const KINDS: [Kind; 4] = [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace];
 
@@ -287,7 +294,22 @@ impl ControlMetrics {
             synced: AtomicBool::new(false),
             last_api_contact_ns: AtomicU64::new(u64::MAX),
             cluster,
+            setup_errors: Default::default(),
+            node_local: false,
         }
+    }
+    /// Reports node-local setup errors too.
+    pub fn with_node_local(mut self, node_local: bool) -> ControlMetrics {
+        self.node_local = node_local;
+        self
+    }
+    /// A node-local setup or check failed.
+    pub fn setup_error(&self, errortype: &str) {
+        let slot = SETUP_ERROR_TYPES
+            .iter()
+            .position(|&t| t == errortype)
+            .unwrap_or(2);
+        self.setup_errors[slot].fetch_add(1, Ordering::Relaxed);
     }
     /// A watch event of `kind` arrived (the API answered).
     pub fn watch_event(&self, kind: Kind) {
@@ -971,6 +993,18 @@ impl Scrape {
                 (control.started.elapsed().as_nanos() as f64 - at as f64).max(0.0) / 1e9
             };
             ConstGauge::new(age).encode(family)?;
+        }
+        if control.node_local {
+            let mut family = encoder.encode_descriptor(
+                "coredns_nodecache_setup_errors",
+                "Node-local setup and check failures, by type (node-cache's metric; nftables failures count as iptables).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (slot, errortype) in SETUP_ERROR_TYPES.iter().enumerate() {
+                ConstCounter::new(read(&control.setup_errors[slot]))
+                    .encode(family.encode_family(&[("errortype", *errortype)])?)?;
+            }
         }
         Ok(())
     }

@@ -6,4 +6,5 @@ pub mod config;
 pub mod corefile;
 pub mod logging;
 pub mod metrics;
+pub mod nodelocal;
 pub mod preflight;

@@ -378,7 +378,10 @@ impl Forwarder {
         question: &[u8],
     ) -> Result<(Vec<u8>, Rcode), AttemptError> {
         let deadline = Instant::now() + self.plan.timeout;
-        if self.plan.force_tcp || self.plan.upstreams[upstream].tls {
+        if self.plan.force_tcp
+            || self.plan.upstreams[upstream].tls
+            || self.plan.upstreams[upstream].tcp
+        {
             return self.over_tcp(upstream, query, id, question, deadline).await;
         }
         let reply = match self.over_udp(upstream, query, id, question, deadline).await {
@@ -505,7 +508,7 @@ impl Forwarder {
                 let question = sent_question(&probe[..len]);
                 let deadline = Instant::now() + self.plan.timeout.min(self.plan.health_check);
                 let address = self.plan.upstreams[upstream];
-                let result = if self.plan.force_tcp || address.tls {
+                let result = if self.plan.force_tcp || address.tls || address.tcp {
                     self.over_tcp(upstream, &probe[..len], id, question, deadline)
                         .await
                 } else {
@@ -563,7 +566,7 @@ mod tests {
             policy,
             ..Forward::default()
         };
-        let plan = ForwardPlan::build(&config, &[]).unwrap().unwrap();
+        let plan = ForwardPlan::build(&config, &[], &[]).unwrap().unwrap();
         Forwarder::new(Arc::new(plan), None, 0)
     }
 

@@ -60,12 +60,17 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// DNS over TLS (RFC 7858), on a kept TCP connection.
     pub tls: bool,
+    /// Plain DNS over TCP only (node-local's cluster upstream, as
+    /// NodeLocal DNSCache's `force_tcp`, to keep DNS out of conntrack).
+    pub tcp: bool,
 }
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.tls {
             write!(f, "tls://{}", self.addr)
+        } else if self.tcp {
+            write!(f, "tcp://{}", self.addr)
         } else {
             write!(f, "{}", self.addr)
         }
@@ -73,7 +78,11 @@ impl std::fmt::Display for Upstream {
 }
 
 fn plain(addr: SocketAddr) -> Upstream {
-    Upstream { addr, tls: false }
+    Upstream {
+        addr,
+        tls: false,
+        tcp: false,
+    }
 }
 
 /// Parses one upstream entry: an address (port 53 if none is given), a
@@ -110,7 +119,11 @@ pub fn parse_upstream(text: &str) -> Result<Vec<Upstream>, UpstreamSpecError> {
                 .parse::<SocketAddr>()
                 .map_err(|_| UpstreamSpecError::Tls(text.to_string()))?,
         };
-        return Ok(vec![Upstream { addr, tls: true }]);
+        return Ok(vec![Upstream {
+            addr,
+            tls: true,
+            tcp: false,
+        }]);
     }
     let address = text.strip_prefix("dns://").unwrap_or(text);
     if let Ok(ip) = address.parse::<IpAddr>() {
@@ -201,26 +214,36 @@ pub struct ForwardPlan {
 
 impl ForwardPlan {
     /// Builds the plan from `[forward]`, or `None` when nothing is
-    /// forwarded. An upstream that is one of `listen` is refused with an
-    /// error line; a zone left with no upstream stops the start.
+    /// forwarded. `tcp_zones` are zones whose upstreams are asked over TCP
+    /// only (node-local's forwarded cluster zones). An upstream that is one
+    /// of `listen` is refused with an error line; a zone left with no
+    /// upstream stops the start.
     pub fn build(
         config: &Forward,
+        tcp_zones: &[(String, Vec<String>)],
         listen: &[SocketAddr],
     ) -> Result<Option<ForwardPlan>, PlanError> {
-        if !config.enabled() {
+        if !config.enabled() && tcp_zones.is_empty() {
             return Ok(None);
         }
         let mut upstreams: Vec<Upstream> = Vec::new();
         let mut routes = Vec::new();
         let zones = (!config.to.is_empty())
-            .then(|| (".".to_string(), config.to.clone()))
+            .then(|| (".".to_string(), config.to.clone(), false))
             .into_iter()
-            .chain(config.stub_domains.clone());
-        for (zone_text, entries) in zones {
+            .chain(
+                config
+                    .stub_domains
+                    .iter()
+                    .map(|(z, u)| (z.clone(), u.clone(), false)),
+            )
+            .chain(tcp_zones.iter().map(|(z, u)| (z.clone(), u.clone(), true)));
+        for (zone_text, entries, tcp_only) in zones {
             let zone = parse_zone(&zone_text)?;
             let mut indexes = Vec::new();
             for entry in &entries {
-                for address in parse_upstream(entry)? {
+                for mut address in parse_upstream(entry)? {
+                    address.tcp = tcp_only && !address.tls;
                     if is_own_address(address.addr, listen) {
                         tracing::error!(
                             upstream = %address,
@@ -459,7 +482,7 @@ mod tests {
             .stub_domains
             .insert("corp.example".into(), vec!["192.0.2.2:5300".into()]);
         let listen = ["127.0.0.1:5353".parse().unwrap()];
-        let plan = ForwardPlan::build(&config, &listen).unwrap().unwrap();
+        let plan = ForwardPlan::build(&config, &[], &listen).unwrap().unwrap();
         let route = |name: &str| {
             plan.route(&NameBuf::from_text(name).unwrap()).map(|r| {
                 r.upstreams
@@ -479,11 +502,11 @@ mod tests {
         assert_eq!(route("a.private.example"), None);
         config.to = vec!["127.0.0.1:5353".into()];
         assert!(matches!(
-            ForwardPlan::build(&config, &listen),
+            ForwardPlan::build(&config, &[], &listen),
             Err(PlanError::OnlyLoops { .. })
         ));
         assert!(
-            ForwardPlan::build(&Forward::default(), &listen)
+            ForwardPlan::build(&Forward::default(), &[], &listen)
                 .unwrap()
                 .is_none()
         );

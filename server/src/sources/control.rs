@@ -67,6 +67,8 @@ pub struct Control {
     pub metrics: Arc<ControlMetrics>,
     /// What `/metrics` reads; `None` when metrics are off.
     pub scrape: Option<Arc<Scrape>>,
+    /// Node-local mode's interface and rules, checked and repaired.
+    pub node: Option<crate::operations::nodelocal::NodeNetwork>,
 }
 
 /// What the startup line reports besides object counts.
@@ -101,6 +103,36 @@ pub fn spawn(control: Control) -> std::io::Result<std::thread::JoinHandle<()>> {
             };
             runtime.block_on(control.run());
         })
+}
+
+/// Checks node-local's interface and rules every `every`, and repairs
+/// them; failures are logged and counted, as node-cache does.
+async fn keep_node(
+    node: crate::operations::nodelocal::NodeNetwork,
+    every: Duration,
+    metrics: Arc<ControlMetrics>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match node.ensure().await {
+            Ok(repaired) if repaired.interface || repaired.rules => {
+                tracing::warn!(
+                    interface = node.interface(),
+                    interface_repaired = repaired.interface,
+                    rules_repaired = repaired.rules,
+                    "node-local: the interface or rules had drifted; repaired"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                metrics.setup_error(error.errortype(false));
+                tracing::error!(error = %crate::resolving::Chain(&error), "node-local: checking the interface and rules failed; retrying at the next check");
+            }
+        }
+    }
 }
 
 fn wake_all(wakers: &[UnixStream]) {
@@ -152,6 +184,10 @@ impl Control {
         let started = Instant::now();
         let ready = Arc::new(AtomicBool::new(false));
         self.serve_endpoints(&ready);
+        if let Some(node) = self.node.clone() {
+            let every = Duration::from_secs(self.config.node_local.check_interval_s);
+            tokio::spawn(keep_node(node, every, Arc::clone(&self.metrics)));
+        }
 
         let (file_tx, mut file_events) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (config_tx, mut config_events) = tokio::sync::mpsc::unbounded_channel::<()>();
