@@ -126,6 +126,7 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
     let (objects, source, source_text) = open_source(&config)?;
     let node = set_up_node(&config)?;
     let skip_teardown = config.node_local.skip_teardown;
+    let config_listen = config.dns.listen.clone();
     let result = serve(
         config,
         reloading,
@@ -135,7 +136,17 @@ pub fn run(config: Config, reloading: Reloading) -> anyhow::Result<()> {
         node.clone(),
     );
     if let Some(node) = node {
-        tear_down_node(&node, skip_teardown);
+        // The other instance of an HA pair still serves: leave it what it needs.
+        let shared_with = config_listen
+            .iter()
+            .find(|&&addr| preflight::udp_served_by_others(addr));
+        match shared_with {
+            Some(addr) if !skip_teardown => tracing::info!(
+                %addr,
+                "node-local: another instance still serves this address; leaving the interface and rules to it"
+            ),
+            _ => tear_down_node(&node, skip_teardown),
+        }
     }
     result
 }
@@ -320,11 +331,10 @@ fn check_host(config: &Config) -> anyhow::Result<Vec<usize>> {
     preflight::check_memlock(cpus.len())?;
     preflight::check_io_uring()?;
     for &addr in &config.dns.listen {
-        if config.node_local.enabled {
-            // An HA pair shares the addresses on purpose.
-            if preflight::check_free(addr).is_err() {
-                tracing::info!(%addr, "node-local: sharing this address with another instance (SO_REUSEPORT), as an HA pair");
-            }
+        // An HA pair shares the node-local addresses on purpose (if the
+        // holder is no kubewire, binding later fails and says so).
+        if config.node_local.enabled && preflight::udp_in_use(addr) {
+            tracing::info!(%addr, "node-local: sharing this address with another instance (SO_REUSEPORT), as an HA pair");
         } else {
             preflight::check_free(addr)?;
         }
@@ -434,14 +444,18 @@ fn spawn_cores(
         cache_inboxes = inboxes;
     }
     let mut cache_inboxes = cache_inboxes.into_iter();
+    // An HA pair's new instance joins the shared addresses only once it
+    // answers fully: bound earlier, it would take its share of the queries
+    // and answer cluster names SERVFAIL until the first sync.
+    let join_when_synced = config.node_local.enabled;
     let mut handles = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
         let updates = hub.subscribe(|| compiler.snapshot());
         let mut udp_fds = Vec::new();
         let mut tcp_fds = Vec::new();
         for &addr in &config.dns.listen {
-            udp_fds.push(preflight::udp_socket(addr)?);
-            tcp_fds.push(preflight::tcp_listener(addr)?);
+            udp_fds.push(preflight::udp_socket(addr, !join_when_synced)?);
+            tcp_fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
         }
         let core_metrics =
             metrics_on.then(|| Arc::new(metrics::CoreMetrics::new(config.dns.listen.len())));
@@ -472,6 +486,7 @@ fn spawn_cores(
             cpu,
             udp_fds,
             tcp_fds,
+            bind_when_synced: join_when_synced.then(|| config.dns.listen.clone()),
             updates,
             wake_fd: wake_end.into(),
             shutdown: Arc::clone(shutdown),

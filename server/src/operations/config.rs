@@ -586,20 +586,30 @@ impl NodeLocal {
     }
 
     /// The cluster zones' upstreams in forward mode: `cluster_upstreams`,
-    /// or the address in `upstream_service`'s variable.
+    /// or the address in `upstream_service`'s variables (`*_SERVICE_HOST`,
+    /// and `*_SERVICE_PORT` when set).
     pub fn cluster_upstreams(&self) -> Result<Vec<String>, String> {
         if !self.cluster_upstreams.is_empty() {
             return Ok(self.cluster_upstreams.clone());
         }
         let variable = self.service_host_variable();
-        match std::env::var(&variable) {
-            Ok(host) if !host.trim().is_empty() => Ok(vec![host.trim().to_string()]),
-            _ => Err(format!(
+        let host = std::env::var(&variable).unwrap_or_default();
+        let host = host.trim();
+        if host.is_empty() {
+            return Err(format!(
                 "cluster_names = \"forward\" needs an upstream: ${variable} is not set (is the {:?} Service in the pod's namespace?); \
                  create that Service, or list the kube-dns address in node_local.cluster_upstreams",
                 self.upstream_service
-            )),
+            ));
         }
+        let port_variable = variable.replace("_HOST", "_PORT");
+        Ok(vec![match std::env::var(&port_variable) {
+            Ok(port) if !port.trim().is_empty() => match host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", port.trim()),
+                _ => format!("{host}:{}", port.trim()),
+            },
+            _ => host.to_string(),
+        }])
     }
 
     /// Whether cluster names are forwarded rather than watched.

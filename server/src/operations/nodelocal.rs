@@ -36,7 +36,7 @@ pub enum SetupError {
     },
     /// The kernel cannot make dummy interfaces.
     #[error(
-        "the kernel cannot create dummy interface {name:?} ({source}); load the dummy module (modprobe dummy), or set node_local.interface_kind = \"bridge\""
+        "the kernel cannot create dummy interface {name:?}; load the dummy module (modprobe dummy), or set node_local.interface_kind = \"bridge\""
     )]
     NoDummy {
         /// The interface.

@@ -15,7 +15,8 @@ pub enum StartupError {
     #[error(
         "io_uring is not available ({0}): kubewire's cores run on io_uring. \
          Allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile \
-         (for example `securityContext.seccompProfile.type: Unconfined`, or a custom profile), \
+         (the Localhost profile deploy/seccomp/kubewire-io-uring.json is RuntimeDefault plus those three; \
+         or `securityContext.seccompProfile.type: Unconfined`), \
          and check that sysctl kernel.io_uring_disabled is 0"
     )]
     IoUring(std::io::Error),
@@ -155,6 +156,74 @@ fn bind_problem(error: &std::io::Error, addr: SocketAddr) -> String {
     }
 }
 
+/// Whether another socket holds the UDP address (a plain bind fails with
+/// `EADDRINUSE`); a missing address is not "in use".
+pub fn udp_in_use(addr: SocketAddr) -> bool {
+    Socket::new(Domain::for_address(addr), Type::DGRAM, None)
+        .and_then(|socket| socket.bind(&addr.into()))
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+/// Whether a UDP socket of another process serves `addr` (bound to it, or
+/// to the wildcard on its port), from `/proc/net/udp{,6}` less this
+/// process's own sockets. At exit, an HA pair's instance uses it to see
+/// whether the other still serves.
+pub fn udp_served_by_others(addr: SocketAddr) -> bool {
+    let ours = own_socket_inodes();
+    let (table, wanted) = match addr.ip() {
+        std::net::IpAddr::V4(ip) => (
+            "/proc/net/udp",
+            [ip.octets().to_vec(), vec![0; 4]].map(|octets| proc_net_address(&octets, addr.port())),
+        ),
+        std::net::IpAddr::V6(ip) => (
+            "/proc/net/udp6",
+            [ip.octets().to_vec(), vec![0; 16]]
+                .map(|octets| proc_net_address(&octets, addr.port())),
+        ),
+    };
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return false;
+    };
+    text.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+            return false;
+        };
+        wanted.iter().any(|w| w.eq_ignore_ascii_case(local))
+            && inode
+                .parse::<u64>()
+                .is_ok_and(|i| i != 0 && !ours.contains(&i))
+    })
+}
+
+/// An address as `/proc/net/udp` writes it: each 32-bit word of the
+/// address in host order, in hex, then the port.
+fn proc_net_address(octets: &[u8], port: u16) -> String {
+    let mut text = String::new();
+    for word in octets.chunks(4) {
+        let bytes: [u8; 4] = [word[0], word[1], word[2], word[3]];
+        text.push_str(&format!("{:08X}", u32::from_ne_bytes(bytes)));
+    }
+    format!("{text}:{port:04X}")
+}
+
+/// Inodes of this process's sockets, from `/proc/self/fd`.
+fn own_socket_inodes() -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let text = target.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// Checks that nobody else holds the address: a plain bind, without
 /// `SO_REUSEPORT`, which would otherwise let a second server silently share it.
 pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
@@ -180,8 +249,9 @@ pub fn check_free(addr: SocketAddr) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// One core's UDP socket for `addr`, with `SO_REUSEPORT`.
-pub fn udp_socket(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
+/// One core's UDP socket for `addr`, with `SO_REUSEPORT`; bound at once,
+/// or left for [`bind_late`] when `bind_now` is false.
+pub fn udp_socket(addr: SocketAddr, bind_now: bool) -> Result<OwnedFd, StartupError> {
     let bind = |e: std::io::Error| StartupError::Bind {
         proto: "UDP",
         addr,
@@ -203,12 +273,15 @@ pub fn udp_socket(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
             crate::serving::core::UDP_FLOWING_WAIT_MS,
         )))
         .map_err(bind)?;
-    socket.bind(&addr.into()).map_err(bind)?;
+    if bind_now {
+        socket.bind(&addr.into()).map_err(bind)?;
+    }
     Ok(socket.into())
 }
 
-/// One core's TCP listener for `addr`, with `SO_REUSEPORT`.
-pub fn tcp_listener(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
+/// One core's TCP listener for `addr`, with `SO_REUSEPORT`; bound and
+/// listening at once, or left for [`bind_late`] when `bind_now` is false.
+pub fn tcp_listener(addr: SocketAddr, bind_now: bool) -> Result<OwnedFd, StartupError> {
     let bind = |e: std::io::Error| StartupError::Bind {
         proto: "TCP",
         addr,
@@ -222,9 +295,28 @@ pub fn tcp_listener(addr: SocketAddr) -> Result<OwnedFd, StartupError> {
     }
     socket.set_reuse_address(true).map_err(bind)?;
     socket.set_reuse_port(true).map_err(bind)?;
-    socket.bind(&addr.into()).map_err(bind)?;
-    socket.listen(1024).map_err(bind)?;
+    if bind_now {
+        socket.bind(&addr.into()).map_err(bind)?;
+        socket.listen(1024).map_err(bind)?;
+    }
     Ok(socket.into())
+}
+
+/// Binds a socket [`udp_socket`] or [`tcp_listener`] left unbound (and
+/// listens, for TCP).
+pub fn bind_late(fd: &OwnedFd, addr: SocketAddr, tcp: bool) -> Result<(), StartupError> {
+    let bind = |e: std::io::Error| StartupError::Bind {
+        proto: if tcp { "TCP" } else { "UDP" },
+        addr,
+        problem: bind_problem(&e, addr),
+        source: e,
+    };
+    let socket = socket2::SockRef::from(fd);
+    socket.bind(&addr.into()).map_err(bind)?;
+    if tcp {
+        socket.listen(1024).map_err(bind)?;
+    }
+    Ok(())
 }
 
 /// This server's own addresses, for `ns.dns.<zone>` (as CoreDNS): the
@@ -333,6 +425,19 @@ mod tests {
         }
         assert_eq!(spec("1-1").to_string(), "1-1");
         assert_eq!(spec("0,1,2,5").to_string(), "0-2,5");
+    }
+
+    #[test]
+    fn proc_net_addresses_are_written_as_the_kernel_writes_them() {
+        // 169.254.20.10:53, as /proc/net/udp shows it on x86-64.
+        assert_eq!(proc_net_address(&[169, 254, 20, 10], 53), "0A14FEA9:0035");
+    }
+
+    #[test]
+    fn a_socket_of_this_process_is_not_another_instances() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        assert!(!udp_served_by_others(addr));
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct CoreSetup {
     pub udp_fds: Vec<OwnedFd>,
     /// One TCP listener per listen address (SO_REUSEPORT).
     pub tcp_fds: Vec<OwnedFd>,
+    /// When set, the sockets above are unbound: the core binds them to
+    /// these addresses once its table holds the first sync.
+    pub bind_when_synced: Option<Vec<std::net::SocketAddr>>,
     /// This core's end of the delta hub.
     pub updates: DeltaReceiver,
     /// Readable when updates are waiting or shutdown has begun.
@@ -248,34 +251,17 @@ async fn run(mut setup: CoreSetup) {
         glommio::spawn_local(Rc::clone(forwarder).health_checks()).detach();
     }
 
-    let exclusive = setup.udp_fds.len() == 1;
-    for (listen, fd) in std::mem::take(&mut setup.udp_fds).into_iter().enumerate() {
-        // SAFETY: a bound UDP socket created for this core alone, whose
-        // ownership passes from the OwnedFd to glommio's socket.
-        let socket = unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) };
-        match setup.udp_io {
-            UdpIo::Batched => {
-                glommio::spawn_local(serve_udp_batched(socket, shared.clone(), exclusive, listen))
-                    .detach()
-            }
-            UdpIo::Glommio => {
-                glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach()
-            }
-        };
-    }
-    let connections = Rc::new(Cell::new(0usize));
-    let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + kubewire_wire::MAX_MESSAGE]));
-    for (listen, fd) in std::mem::take(&mut setup.tcp_fds).into_iter().enumerate() {
-        // SAFETY: a listening TCP socket created for this core alone, whose
-        // ownership passes from the OwnedFd to glommio's listener.
-        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
-        let tcp = Tcp {
-            shared: shared.clone(),
-            scratch: Rc::clone(&scratch),
-            limits: setup.tcp,
-            listen,
-        };
-        glommio::spawn_local(accept_tcp(listener, tcp, Rc::clone(&connections))).detach();
+    let listeners = Listeners {
+        udp: std::mem::take(&mut setup.udp_fds),
+        tcp: std::mem::take(&mut setup.tcp_fds),
+    };
+    let late = setup.bind_when_synced.take();
+    let mut waiting = Some(listeners);
+    let mut udp_sockets = Vec::new();
+    if late.is_none()
+        && let Some(listeners) = waiting.take()
+    {
+        udp_sockets = start_serving(listeners, setup.udp_io, setup.tcp, &shared);
     }
 
     // The root task: apply updates whenever woken, until shutdown. When it
@@ -286,10 +272,30 @@ async fn run(mut setup: CoreSetup) {
     let mut buf = [0u8; 64];
     loop {
         apply_updates(&shared);
+        if let Some(addrs) = &late
+            && waiting.is_some()
+            && shared.table.borrow().synced()
+            && let Some(listeners) = waiting.take()
+        {
+            match listeners.bind(addrs) {
+                Ok(()) => {
+                    tracing::info!(
+                        core = setup.index,
+                        "first sync in hand: joining the listen addresses"
+                    );
+                    udp_sockets = start_serving(listeners, setup.udp_io, setup.tcp, &shared);
+                }
+                Err(error) => {
+                    tracing::error!(core = setup.index, error = %crate::resolving::Chain(&error), "cannot bind the listen addresses; stopping");
+                    setup.shutdown.store(true, Ordering::Release);
+                }
+            }
+        }
         if let (Some(cache), Some(forwarder)) = (&shared.cache, &shared.forwarder) {
             CoreCache::drain(cache, forwarder, &shared.background);
         }
         if setup.shutdown.load(Ordering::Acquire) {
+            hand_over(&udp_sockets, &shared).await;
             break;
         }
         match wake.read(&mut buf).await {
@@ -302,6 +308,116 @@ async fn run(mut setup: CoreSetup) {
         }
     }
     tracing::debug!(core = setup.index, "core stopped");
+}
+
+/// A core's sockets, not yet serving.
+struct Listeners {
+    udp: Vec<OwnedFd>,
+    tcp: Vec<OwnedFd>,
+}
+
+impl Listeners {
+    /// Binds sockets created unbound, in listen-address order.
+    fn bind(
+        &self,
+        addrs: &[std::net::SocketAddr],
+    ) -> Result<(), crate::operations::preflight::StartupError> {
+        for (fd, &addr) in self.udp.iter().zip(addrs) {
+            crate::operations::preflight::bind_late(fd, addr, false)?;
+        }
+        for (fd, &addr) in self.tcp.iter().zip(addrs) {
+            crate::operations::preflight::bind_late(fd, addr, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the UDP and TCP serving tasks; returns the UDP sockets, for the
+/// handover at shutdown.
+fn start_serving(
+    listeners: Listeners,
+    udp_io: UdpIo,
+    limits: TcpLimits,
+    shared: &Shared,
+) -> Vec<Rc<UdpSocket>> {
+    let exclusive = listeners.udp.len() == 1;
+    let mut udp_sockets = Vec::new();
+    for (listen, fd) in listeners.udp.into_iter().enumerate() {
+        // SAFETY: a bound UDP socket created for this core alone, whose
+        // ownership passes from the OwnedFd to glommio's socket.
+        let socket = Rc::new(unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) });
+        udp_sockets.push(Rc::clone(&socket));
+        match udp_io {
+            UdpIo::Batched => {
+                glommio::spawn_local(serve_udp_batched(socket, shared.clone(), exclusive, listen))
+                    .detach()
+            }
+            UdpIo::Glommio => {
+                glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach()
+            }
+        };
+    }
+    let connections = Rc::new(Cell::new(0usize));
+    let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + kubewire_wire::MAX_MESSAGE]));
+    for (listen, fd) in listeners.tcp.into_iter().enumerate() {
+        // SAFETY: a listening TCP socket created for this core alone, whose
+        // ownership passes from the OwnedFd to glommio's listener.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let tcp = Tcp {
+            shared: shared.clone(),
+            scratch: Rc::clone(&scratch),
+            limits,
+            listen,
+        };
+        glommio::spawn_local(accept_tcp(listener, tcp, Rc::clone(&connections))).detach();
+    }
+    udp_sockets
+}
+
+/// Longest a stopping core keeps answering what its sockets already hold.
+const HANDOVER_DRAIN: Duration = Duration::from_millis(500);
+
+/// At shutdown, takes this core's UDP sockets out of their `SO_REUSEPORT`
+/// groups, then answers what they already hold, so that closing them loses
+/// nothing. A connected UDP socket is never picked for a new flow (Linux
+/// 5.7 and later), so connecting each to its own address sends new
+/// datagrams to the sockets that stay: another core's, or the other
+/// instance's of an HA pair. Forwarded queries in flight finish too.
+async fn hand_over(sockets: &[Rc<UdpSocket>], shared: &Shared) {
+    for socket in sockets {
+        let Ok(local) = socket.local_addr() else {
+            continue;
+        };
+        let to = match local.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, local.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+            }
+            _ => local,
+        };
+        if let Err(error) = socket.connect(to).await {
+            tracing::debug!(%local, %error, "could not leave the SO_REUSEPORT group; closing as is");
+        }
+    }
+    let deadline = std::time::Instant::now() + HANDOVER_DRAIN;
+    while std::time::Instant::now() < deadline {
+        let queued = sockets.iter().any(|s| bytes_queued(s.as_raw_fd()) > 0);
+        if !queued && shared.background.get() == 0 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Bytes of the next datagram waiting on a UDP socket (0: none).
+fn bytes_queued(fd: RawFd) -> libc::c_int {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at
+    // a live local; `fd` is a socket this core holds open.
+    let status = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut bytes) };
+    if status == 0 { bytes } else { 0 }
 }
 
 fn apply_updates(shared: &Shared) {
@@ -576,8 +692,7 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 /// receive and one send system call per batch. When the socket has been
 /// quiet for [`UDP_FLOWING_WAIT_MS`], it parks on glommio's reactor instead,
 /// so an idle core costs nothing and its other tasks run at once.
-async fn serve_udp_batched(socket: UdpSocket, shared: Shared, exclusive: bool, listen: usize) {
-    let socket = Rc::new(socket);
+async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: bool, listen: usize) {
     let fd = socket.as_raw_fd();
     // Queries of this batch the table could not finish, by index.
     let mut slow: Vec<(usize, Slow)> = Vec::new();
@@ -718,8 +833,7 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
     }
 }
 
-async fn serve_udp_glommio(socket: UdpSocket, shared: Shared, listen: usize) {
-    let socket = Rc::new(socket);
+async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, listen: usize) {
     let mut query = vec![0u8; 65_536];
     let mut out = vec![0u8; crate::serving::batch::TX_BUF];
     let mut failures = Failures::default();
