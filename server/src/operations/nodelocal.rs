@@ -508,9 +508,8 @@ fn require(tool: RuleTool, mode: &'static str) -> Result<RuleTool, SetupError> {
         }
     };
     let missing = if mode == "auto" {
-        format!(
-            "neither `nft list tables` nor `iptables -t raw -S` works here (no binary on PATH, or no kernel support)"
-        )
+        "neither `nft list tables` nor `iptables -t raw -S` works here (no binary on PATH, or no kernel support)"
+            .to_string()
     } else {
         missing.to_string()
     };
