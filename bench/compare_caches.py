@@ -38,10 +38,14 @@ lives an hour, so nothing a cache holds expires during a run.
 3. rss: kubewire (default `[cache]`: 10000 entries, 16 MiB) on two cores,
    flooded with unique names the upstream answers NXDOMAIN with an SOA
    (`<random>.svc.cluster.local`, an unknown namespace) at a bounded rate;
-   VmRSS of kubewire and its cache gauges as names go by.
+   VmRSS of kubewire and its cache gauges as names go by. With
+   `--node-local`, kubewire runs in node-local mode (`[node_local]`: its
+   interface and NOTRACK rules, created in this host's network namespace
+   and removed at the end) and is flooded on 169.254.20.10.
 
 Usage: python3 bench/compare_caches.py [--part hits|upstream|rss|all] [--rate 50000]
-           [--seconds 5] [--rounds 3] [--names 1000000] [--flood-rate 20000] [--no-build]
+           [--seconds 5] [--rounds 3] [--names 1000000] [--flood-rate 20000] [--node-local]
+           [--no-build]
 Needs root on first run: installs unbound, dnsdist and dnsperf from Debian.
 """
 
@@ -165,9 +169,9 @@ def total(rows, name, **want):
                    and all(labels.get(k) == v for k, v in want.items())))
 
 
-def dnsperf(port, queries, *extra):
+def dnsperf(port, queries, *extra, server="127.0.0.1"):
     """Runs dnsperf on CPU 1 once through `queries`; its summary as a dict."""
-    out = subprocess.run(["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+    out = subprocess.run(["taskset", "-c", "1", "dnsperf", "-s", server, "-p", str(port),
                           "-d", str(queries), "-n", "1", *extra],
                          capture_output=True, text=True, check=True).stdout
     stats = {}
@@ -423,8 +427,33 @@ def part_upstream(args, release, work):
         stop(procs)
 
 
+NODE_LOCAL_ADDRESS = "169.254.20.10"
+
+
+def node_local_config(work):
+    """A `[node_local]` config serving NODE_LOCAL_ADDRESS on RSS_PORT: a
+    dummy interface where the kernel has the driver, else a bridge."""
+    probe = subprocess.run(["ip", "link", "add", "kwprobe", "type", "dummy"], capture_output=True)
+    kind = "dummy" if probe.returncode == 0 else "bridge"
+    if kind == "dummy":
+        subprocess.run(["ip", "link", "del", "kwprobe"], check=True)
+    path = work / "node-local.toml"
+    path.write_text(f"""[dns]
+listen = ["{NODE_LOCAL_ADDRESS}:{RSS_PORT}"]
+[node_local]
+enabled = true
+addresses = ["{NODE_LOCAL_ADDRESS}"]
+interface = "kwbench0"
+interface_kind = "{kind}"
+[lifecycle]
+lameduck_ms = 0
+""")
+    return path, kind
+
+
 def part_rss(args, release, work):
-    print("\n# 3. RSS under a unique-name flood (default [cache], kubewire on 2 cores)\n",
+    mode = "node-local mode, " if args.node_local else ""
+    print(f"\n# 3. RSS under a unique-name flood ({mode}default [cache], kubewire on 2 cores)\n",
           flush=True)
     rng = random.Random(7)
     names = [f"u{i:x}-{rng.getrandbits(32):08x}.svc.cluster.local A" for i in range(args.names)]
@@ -438,10 +467,21 @@ def part_rss(args, release, work):
     procs = {}
     try:
         procs["upstream"] = start_upstream(work, release)
-        procs["kubewire"] = start("kubewire", "0-1", forwarding_kubewire(
-            release, work, RSS_PORT, RSS_METRICS, "0-1"), work)
+        argv = forwarding_kubewire(release, work, RSS_PORT, RSS_METRICS, "0-1")
+        server = "127.0.0.1"
+        if args.node_local:
+            config, kind = node_local_config(work)
+            argv = [a for a in argv if a != f"127.0.0.1:{RSS_PORT}" and a != "--listen"]
+            argv += ["--config", str(config)]
+            server = NODE_LOCAL_ADDRESS
+            print(f"kubewire in node-local mode on {server}:{RSS_PORT}, interface kind {kind}",
+                  flush=True)
+        procs["kubewire"] = start("kubewire", "0-1", argv, work)
         wait_up(procs, {"upstream": int(UPSTREAM.rsplit(":", 1)[1])}, work)
-        wait_up(procs, {"kubewire": RSS_PORT}, work, "kubewire-rss-ready.kubewire.internal")
+        if args.node_local:
+            time.sleep(2)
+        else:
+            wait_up(procs, {"kubewire": RSS_PORT}, work, "kubewire-rss-ready.kubewire.internal")
         time.sleep(1)
         pid = procs["kubewire"].pid
 
@@ -451,7 +491,7 @@ def part_rss(args, release, work):
                     return int(line.split()[1]) / 1024
             return 0.0
 
-        print(f"$ dnsperf -p {RSS_PORT} -n 1 -c 16 -q 500 -Q {args.flood_rate}   "
+        print(f"$ dnsperf -s {server} -p {RSS_PORT} -n 1 -c 16 -q 500 -Q {args.flood_rate}   "
               f"# {args.names} unique names, in {len(chunks)} pieces", flush=True)
         print("\n| names sent | seconds | VmRSS MiB | VmHWM MiB | cache entries | cache bytes "
               "| evictions | lost (so far) | RCODEs (last piece) |")
@@ -474,7 +514,7 @@ def part_rss(args, release, work):
             limit = 2 * (end - begin) // args.flood_rate + 5
             begin = end
             stats = dnsperf(RSS_PORT, path, "-c", "16", "-q", "500", "-Q", str(args.flood_rate),
-                            "-t", "3", "-l", str(limit))
+                            "-t", "3", "-l", str(limit), server=server)
             sent += stats["sent"]
             lost += stats["lost"]
             rows = row(sent, stats["rcodes"])
@@ -484,6 +524,13 @@ def part_rss(args, release, work):
               f"kubewire_forward_mismatched_replies_total "
               f"{total(rows, 'kubewire_forward_mismatched_replies_total')}.")
     finally:
+        if args.node_local and "kubewire" in procs:
+            # SIGTERM, so that it removes its interface and rules.
+            procs["kubewire"].send_signal(signal.SIGTERM)
+            try:
+                procs["kubewire"].wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         stop(procs)
 
 
@@ -497,6 +544,8 @@ def main():
     ap.add_argument("--flood-rate", type=int, default=20000,
                     help="qps of warming (part 1), of part 2 and of part 3")
     ap.add_argument("--out-dir", default="", help="part 1's compare reports")
+    ap.add_argument("--node-local", action="store_true",
+                    help="part 3 with kubewire in node-local mode (needs root)")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     ensure_tools()

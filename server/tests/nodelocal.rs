@@ -392,3 +392,43 @@ fn an_ha_pair_restarts_one_instance_under_load_without_losing_queries() {
         assert_eq!(report.rcodes.get("NOERROR"), Some(&report.answered));
     });
 }
+
+/// Without CAP_NET_ADMIN kubewire does not start, and says which
+/// capability to add.
+#[test]
+fn without_cap_net_admin_the_error_names_the_capability() {
+    in_new_netns(|| {
+        let upstream = Upstream::start();
+        let kind = if kernel_has_dummy() {
+            "dummy"
+        } else {
+            "bridge"
+        };
+        let path = write_config(
+            "nodelocal-nocap",
+            &node_local_config(kind, "", upstream.addr),
+        );
+        // As root, but with NET_ADMIN gone from the bounding and inheritable
+        // sets, so the exec'd kubewire does not have it.
+        let output = Command::new("setpriv")
+            .args([
+                "--bounding-set=-net_admin",
+                "--inh-caps=-net_admin",
+                env!("CARGO_BIN_EXE_kubewire"),
+                "--config",
+                &path,
+            ])
+            .output()
+            .expect("setpriv (util-linux)");
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "started without NET_ADMIN:\n{log}"
+        );
+        assert!(
+            log.contains("needs CAP_NET_ADMIN") && log.contains("NET_ADMIN to the container"),
+            "{log}"
+        );
+        assert!(interface_addresses("nodelocaldns").is_none());
+    });
+}

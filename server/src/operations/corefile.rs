@@ -182,6 +182,9 @@ struct Builder {
     untranslated: Vec<String>,
     /// `forward ZONE …` blocks other than `.`, gathered into one table.
     stub_domains: toml::Table,
+    /// `cache { disable success|denial ZONES }`: line, text and zones,
+    /// judged once the cluster zones are known.
+    cache_disables: Vec<(usize, String, Vec<String>)>,
 }
 
 impl Builder {
@@ -220,6 +223,7 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         notes: Vec::new(),
         untranslated: Vec::new(),
         stub_domains: toml::Table::new(),
+        cache_disables: Vec::new(),
     };
     let Some((first, others)) = blocks.split_first() else {
         return Err(CorefileError(format!(
@@ -337,6 +341,34 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         }
     }
 
+    let cluster_zones: Vec<String> = match b.values.get("dns.zones") {
+        Some((toml::Value::Array(zones), _)) => zones
+            .iter()
+            .filter_map(|z| z.as_str().map(str::to_ascii_lowercase))
+            .collect(),
+        _ => vec!["cluster.local".to_string()],
+    };
+    for (line, text, zones) in std::mem::take(&mut b.cache_disables) {
+        let in_cluster = |zone: &String| {
+            let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+            cluster_zones
+                .iter()
+                .any(|c| zone == *c || zone.ends_with(&format!(".{c}")))
+        };
+        if !zones.is_empty() && zones.iter().all(in_cluster) {
+            b.note(
+                line,
+                &text,
+                "kubewire never caches names in its cluster zones; they are answered live",
+            );
+        } else {
+            b.cannot(
+                line,
+                &text,
+                "kubewire caches every forwarded name; it cannot leave out a kind of answer for other zones",
+            );
+        }
+    }
     if !b.stub_domains.is_empty() {
         let table = toml::Value::Table(std::mem::take(&mut b.stub_domains));
         b.set(
@@ -565,6 +597,12 @@ fn cache(b: &mut Builder, directive: &Directive) {
                 set(b, "cache.keep_ttl", toml::Value::Boolean(true));
                 true
             }
+            ("disable", ["success" | "denial", zones @ ..]) => {
+                let zones = zones.iter().map(|z| z.to_string()).collect();
+                b.cache_disables
+                    .push((option_line, option_text.clone(), zones));
+                true
+            }
             _ => false,
         };
         if !ok {
@@ -700,6 +738,33 @@ mod tests {
             error.to_string(),
             "Corefile:1: this block is never closed with \"}\""
         );
+    }
+
+    #[test]
+    fn newer_kubeadms_cache_disables_for_the_cluster_zone_need_nothing() {
+        // kubeadm's Corefile since 1.31 keeps cluster.local out of the cache,
+        // which kubewire always does.
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local in-addr.arpa ip6.arpa\n  cache 30 {\n    \
+             disable success cluster.local\n    disable denial cluster.local\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        assert!(
+            t.toml.contains(
+                "disable success cluster.local: kubewire never caches names in its cluster zones"
+            ),
+            "{}",
+            t.toml
+        );
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  cache 30 {\n    disable denial example.org\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+        assert!(t.untranslated[0].contains("disable denial example.org"));
     }
 
     #[test]

@@ -158,10 +158,10 @@ impl NodeNetwork {
             Notrack::Off => None,
             Notrack::Nftables => Some(require(RuleTool::Nftables, "nftables")?),
             Notrack::Iptables => Some(require(RuleTool::Iptables, "iptables")?),
-            Notrack::Auto => Some(if works(RuleTool::Nftables) {
-                RuleTool::Nftables
-            } else {
-                require(RuleTool::Iptables, "auto")?
+            Notrack::Auto => Some(match probe(RuleTool::Nftables) {
+                Ok(()) => RuleTool::Nftables,
+                Err(error @ SetupError::NoNetAdmin { .. }) => return Err(error),
+                Err(_) => require(RuleTool::Iptables, "auto")?,
             }),
         };
         Ok(Some(NodeNetwork {
@@ -496,10 +496,15 @@ async fn find_link(
 }
 
 fn require(tool: RuleTool, mode: &'static str) -> Result<RuleTool, SetupError> {
-    if works(tool) {
-        return Ok(tool);
+    match probe(tool) {
+        Ok(()) => return Ok(tool),
+        Err(error @ SetupError::NoNetAdmin { .. }) => return Err(error),
+        Err(_) => {}
     }
     let missing = match tool {
+        _ if mode == "auto" => {
+            "neither `nft list tables` nor `iptables -t raw -S` works here (no binary on PATH, or no kernel support)"
+        }
         RuleTool::Nftables => {
             "`nft list tables` does not work here (no nft binary on PATH, or no nf_tables in the kernel)"
         }
@@ -507,19 +512,17 @@ fn require(tool: RuleTool, mode: &'static str) -> Result<RuleTool, SetupError> {
             "`iptables -t raw -S` does not work here (no iptables binary on PATH, or no raw table in the kernel)"
         }
     };
-    let missing = if mode == "auto" {
-        "neither `nft list tables` nor `iptables -t raw -S` works here (no binary on PATH, or no kernel support)"
-            .to_string()
-    } else {
-        missing.to_string()
-    };
-    Err(SetupError::NoRuleTool { mode, missing })
+    Err(SetupError::NoRuleTool {
+        mode,
+        missing: missing.to_string(),
+    })
 }
 
-fn works(tool: RuleTool) -> bool {
+/// Whether the tool works here; a missing capability is its own error.
+fn probe(tool: RuleTool) -> Result<(), SetupError> {
     match tool {
-        RuleTool::Nftables => run("nft", &["list", "tables"], None).is_ok(),
-        RuleTool::Iptables => run("iptables", &["-w", "5", "-t", "raw", "-S"], None).is_ok(),
+        RuleTool::Nftables => run("nft", &["list", "tables"], None).map(drop),
+        RuleTool::Iptables => run("iptables", &["-w", "5", "-t", "raw", "-S"], None).map(drop),
     }
 }
 
@@ -553,9 +556,9 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Setu
     }
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
-        return Err(failed(format!(
-            "{stderr} (needs CAP_NET_ADMIN: add NET_ADMIN to the container's capabilities)"
-        )));
+        return Err(SetupError::NoNetAdmin {
+            what: format!("`{command}` ({stderr})"),
+        });
     }
     Err(failed(format!("{} {stderr}", output.status)))
 }
