@@ -432,3 +432,33 @@ fn without_cap_net_admin_the_error_names_the_capability() {
         assert!(interface_addresses("nodelocaldns").is_none());
     });
 }
+
+/// With neither `nft` nor `iptables` on PATH, kubewire does not start, and
+/// says what to install or set.
+#[test]
+fn without_nft_or_iptables_the_error_says_what_to_install() {
+    in_new_netns(|| {
+        let upstream = Upstream::start();
+        let kind = if kernel_has_dummy() {
+            "dummy"
+        } else {
+            "bridge"
+        };
+        let path = write_config(
+            "nodelocal-notools",
+            &node_local_config(kind, "", upstream.addr),
+        );
+        let server = Server::spawn_with_env(
+            &["--config", &path],
+            local_addr(),
+            &[("PATH", Some("/nonexistent"))],
+        );
+        let (status, log) = server.wait_exit(Duration::from_secs(10));
+        assert!(!status.success(), "{log}");
+        assert!(
+            log.contains("install nftables or iptables")
+                && log.contains("node_local.notrack = \"off\""),
+            "{log}"
+        );
+    });
+}
