@@ -1,8 +1,9 @@
 //! Batched UDP for the load generator: `sendmmsg` and `recvmmsg` on a
 //! connected, non-blocking socket, so one thread moves up to [`BATCH`]
 //! datagrams per system call (dnsperf does one per call).
-#![allow(unsafe_code)] // two libc calls over buffers this struct owns
+#![allow(unsafe_code)] // batched calls over buffers this struct owns
 
+use kubewire_mmsg::Headers;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -19,10 +20,8 @@ pub struct Mmsg {
     tx_len: [usize; BATCH],
     queued: usize,
     rx: Box<[[u8; RX_BUF]]>,
-    tx_iov: Box<[libc::iovec]>,
-    tx_hdr: Box<[libc::mmsghdr]>,
-    rx_iov: Box<[libc::iovec]>,
-    rx_hdr: Box<[libc::mmsghdr]>,
+    tx_headers: Headers,
+    rx_headers: Headers,
 }
 
 impl std::fmt::Debug for Mmsg {
@@ -39,19 +38,6 @@ impl Default for Mmsg {
     }
 }
 
-/// Plain C structs whose all-zero bytes are a valid value (null pointers,
-/// zero lengths): the only types [`zeroed`] makes.
-trait ZeroValid {}
-impl ZeroValid for libc::iovec {}
-impl ZeroValid for libc::mmsghdr {}
-
-/// `count` all-zero values of a [`ZeroValid`] type.
-fn zeroed<T: ZeroValid>(count: usize) -> Box<[T]> {
-    // SAFETY: `ZeroValid` is implemented only for types whose all-zero bytes
-    // are a valid value.
-    (0..count).map(|_| unsafe { std::mem::zeroed() }).collect()
-}
-
 impl Mmsg {
     /// Allocates the buffers.
     pub fn new() -> Mmsg {
@@ -60,10 +46,8 @@ impl Mmsg {
             tx_len: [0; BATCH],
             queued: 0,
             rx: vec![[0u8; RX_BUF]; BATCH].into_boxed_slice(),
-            tx_iov: zeroed(BATCH),
-            tx_hdr: zeroed(BATCH),
-            rx_iov: zeroed(BATCH),
-            rx_hdr: zeroed(BATCH),
+            tx_headers: Headers::new(BATCH),
+            rx_headers: Headers::new(BATCH),
         }
     }
 
@@ -88,86 +72,33 @@ impl Mmsg {
     /// buffer and count as lost by the caller.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<usize> {
         let count = self.queued;
-        if count == 0 {
-            return Ok(0);
-        }
         for i in 0..count {
-            self.tx_iov[i] = libc::iovec {
-                iov_base: self.tx[i].as_mut_ptr().cast(),
-                iov_len: self.tx_len[i],
-            };
-            let header = &mut self.tx_hdr[i].msg_hdr;
-            header.msg_name = std::ptr::null_mut();
-            header.msg_namelen = 0;
-            header.msg_iov = &mut self.tx_iov[i];
-            header.msg_iovlen = 1;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
+            let buffer = self.tx[i].as_mut_ptr();
+            self.tx_headers
+                .point(i, buffer, self.tx_len[i], std::ptr::null_mut(), 0);
         }
+        self.queued = 0;
         // SAFETY: headers 0..count point at buffers in `self.tx`, which live
         // until after the call.
-        let sent = unsafe {
-            libc::sendmmsg(
-                fd,
-                self.tx_hdr.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        self.queued = 0;
-        if sent < 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(error),
-            };
-        }
-        Ok(sent as usize)
+        unsafe { self.tx_headers.send(fd, 0..count, libc::MSG_DONTWAIT) }
     }
 
     /// Receives waiting datagrams without blocking; returns how many.
     pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
         for i in 0..BATCH {
-            self.rx_iov[i] = libc::iovec {
-                iov_base: self.rx[i].as_mut_ptr().cast(),
-                iov_len: RX_BUF,
-            };
-            let header = &mut self.rx_hdr[i].msg_hdr;
-            header.msg_name = std::ptr::null_mut();
-            header.msg_namelen = 0;
-            header.msg_iov = &mut self.rx_iov[i];
-            header.msg_iovlen = 1;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
-            self.rx_hdr[i].msg_len = 0;
+            let buffer = self.rx[i].as_mut_ptr();
+            self.rx_headers
+                .point(i, buffer, RX_BUF, std::ptr::null_mut(), 0);
         }
         // SAFETY: every header points at a buffer owned by `self`.
-        let count = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.rx_hdr.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if count < 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(error),
-            };
-        }
-        Ok(count as usize)
+        unsafe { self.rx_headers.receive(fd, BATCH, libc::MSG_DONTWAIT) }
     }
 
     /// Received datagram `i`.
     pub fn received(&self, i: usize) -> &[u8] {
-        match (self.rx.get(i), self.rx_hdr.get(i)) {
-            (Some(buf), Some(header)) => &buf[..(header.msg_len as usize).min(RX_BUF)],
-            _ => &[],
+        match self.rx.get(i) {
+            Some(buf) => &buf[..self.rx_headers.received_len(i).min(RX_BUF)],
+            None => &[],
         }
     }
 }

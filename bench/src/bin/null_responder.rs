@@ -35,58 +35,33 @@ fn main() {
     };
     let fd = socket.as_raw_fd();
     let mut bufs = vec![[0u8; BUF]; BATCH];
-    // SAFETY: zeroed libc structs are valid; pointers set below stay valid
-    // for the life of the loop.
-    let mut peers: Vec<libc::sockaddr_storage> =
-        (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    // SAFETY: as above.
-    let mut iovs: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    let mut headers: Vec<libc::mmsghdr> =
-        // SAFETY: as above.
-        (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut peers: Box<[libc::sockaddr_storage]> = kubewire_mmsg::zeroed(BATCH);
+    let mut headers = kubewire_mmsg::Headers::new(BATCH);
+    let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     loop {
         for i in 0..BATCH {
-            iovs[i] = libc::iovec {
-                iov_base: bufs[i].as_mut_ptr().cast(),
-                iov_len: BUF,
-            };
-            let h = &mut headers[i].msg_hdr;
-            h.msg_name = (&mut peers[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iovs[i];
-            h.msg_iovlen = 1;
+            headers.point(i, bufs[i].as_mut_ptr(), BUF, &mut peers[i], name_len);
         }
-        // SAFETY: headers point at buffers owned above.
-        let count = unsafe {
-            libc::recvmmsg(
-                fd,
-                headers.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        // SAFETY: headers point at buffers and addresses owned above.
+        let count = match unsafe { headers.receive(fd, BATCH, libc::MSG_WAITFORONE) } {
+            Ok(count) if count > 0 => count,
+            _ => continue,
         };
-        if count <= 0 {
-            continue;
-        }
-        let count = count as usize;
         for i in 0..count {
-            let len = headers[i].msg_len as usize;
+            let len = headers.received_len(i).min(BUF);
             if len > 2 {
                 bufs[i][2] |= 0x80;
             }
-            iovs[i].iov_len = len;
+            let peer_len = headers.name_len(i);
+            headers.point(i, bufs[i].as_mut_ptr(), len, &mut peers[i], peer_len);
         }
         let mut sent = 0;
         while sent < count {
             // SAFETY: as above; the headers now describe the replies.
-            let n = unsafe {
-                libc::sendmmsg(fd, headers[sent..].as_mut_ptr(), (count - sent) as u32, 0)
-            };
-            if n <= 0 {
-                break;
+            match unsafe { headers.send(fd, sent..count, 0) } {
+                Ok(n) if n > 0 => sent += n,
+                _ => break,
             }
-            sent += n as usize;
         }
     }
 }

@@ -6,6 +6,7 @@
 //! [`BATCH`] datagrams per system call instead, and never uses that fallback.
 #![allow(unsafe_code)] // recvmmsg/sendmmsg over buffers this struct owns
 
+use kubewire_mmsg::{Headers, zeroed};
 use std::io;
 use std::os::fd::RawFd;
 
@@ -23,10 +24,8 @@ pub struct UdpBatch {
     rx: Box<[[u8; RX_BUF]]>,
     tx: Box<[[u8; TX_BUF]]>,
     peers: Box<[libc::sockaddr_storage]>,
-    rx_iov: Box<[libc::iovec]>,
-    rx_hdr: Box<[libc::mmsghdr]>,
-    tx_iov: Box<[libc::iovec]>,
-    tx_hdr: Box<[libc::mmsghdr]>,
+    rx_headers: Headers,
+    tx_headers: Headers,
     /// Replies queued by [`UdpBatch::answer`], not yet sent.
     queued: usize,
 }
@@ -45,20 +44,6 @@ impl Default for UdpBatch {
     }
 }
 
-/// Plain C structs whose all-zero bytes are a valid value (null pointers,
-/// zero lengths): the only types [`zeroed`] makes.
-trait ZeroValid {}
-impl ZeroValid for libc::iovec {}
-impl ZeroValid for libc::mmsghdr {}
-impl ZeroValid for libc::sockaddr_storage {}
-
-/// `count` all-zero values of a [`ZeroValid`] type.
-fn zeroed<T: ZeroValid>(count: usize) -> Box<[T]> {
-    // SAFETY: `ZeroValid` is implemented only for types whose all-zero bytes
-    // are a valid value.
-    (0..count).map(|_| unsafe { std::mem::zeroed() }).collect()
-}
-
 impl UdpBatch {
     /// Allocates the buffers.
     pub fn new() -> UdpBatch {
@@ -66,10 +51,8 @@ impl UdpBatch {
             rx: vec![[0u8; RX_BUF]; BATCH].into_boxed_slice(),
             tx: vec![[0u8; TX_BUF]; BATCH].into_boxed_slice(),
             peers: zeroed(BATCH),
-            rx_iov: zeroed(BATCH),
-            rx_hdr: zeroed(BATCH),
-            tx_iov: zeroed(BATCH),
-            tx_hdr: zeroed(BATCH),
+            rx_headers: Headers::new(BATCH),
+            tx_headers: Headers::new(BATCH),
             queued: 0,
         }
     }
@@ -88,41 +71,16 @@ impl UdpBatch {
     }
 
     fn receive_with(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
+        let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for i in 0..BATCH {
-            self.rx_iov[i] = libc::iovec {
-                iov_base: self.rx[i].as_mut_ptr().cast(),
-                iov_len: RX_BUF,
-            };
-            let header = &mut self.rx_hdr[i].msg_hdr;
-            header.msg_name = (&mut self.peers[i] as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_iov = &mut self.rx_iov[i];
-            header.msg_iovlen = 1;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
-            self.rx_hdr[i].msg_len = 0;
+            let (buffer, peer) = (self.rx[i].as_mut_ptr(), &mut self.peers[i]);
+            self.rx_headers.point(i, buffer, RX_BUF, peer, name_len);
         }
         // SAFETY: every header points at buffers owned by `self`, which
-        // outlive the call; BATCH headers are valid.
-        let count = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.rx_hdr.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        if count < 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(error),
-            };
-        }
+        // outlive the call and are not borrowed during it.
+        let count = unsafe { self.rx_headers.receive(fd, BATCH, flags)? };
         self.queued = 0;
-        Ok(count as usize)
+        Ok(count)
     }
 
     /// Calls `answer` for each received datagram `0..count` with its index,
@@ -134,44 +92,33 @@ impl UdpBatch {
         mut answer: impl FnMut(usize, &[u8], &mut [u8]) -> Option<usize>,
     ) {
         for i in 0..count.min(BATCH) {
-            let header = &self.rx_hdr[i];
-            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            if self.rx_headers.truncated(i) {
                 continue;
             }
-            let len = (header.msg_len as usize).min(RX_BUF);
-            let namelen = header.msg_hdr.msg_namelen;
+            let len = self.rx_headers.received_len(i).min(RX_BUF);
             let Some(reply_len) = answer(i, &self.rx[i][..len], &mut self.tx[i]) else {
                 continue;
             };
-            let j = self.queued;
-            self.tx_iov[j] = libc::iovec {
-                iov_base: self.tx[i].as_mut_ptr().cast(),
-                iov_len: reply_len.min(TX_BUF),
-            };
-            let out = &mut self.tx_hdr[j].msg_hdr;
-            out.msg_name = (&mut self.peers[i] as *mut libc::sockaddr_storage).cast();
-            out.msg_namelen = namelen;
-            out.msg_iov = &mut self.tx_iov[j];
-            out.msg_iovlen = 1;
-            out.msg_control = std::ptr::null_mut();
-            out.msg_controllen = 0;
-            out.msg_flags = 0;
+            let name_len = self.rx_headers.name_len(i);
+            let (buffer, peer) = (self.tx[i].as_mut_ptr(), &mut self.peers[i]);
+            self.tx_headers
+                .point(self.queued, buffer, reply_len.min(TX_BUF), peer, name_len);
             self.queued += 1;
         }
     }
 
     /// Received datagram `i` (valid until the next receive).
     pub fn query(&self, i: usize) -> &[u8] {
-        match (self.rx.get(i), self.rx_hdr.get(i)) {
-            (Some(buf), Some(header)) => &buf[..(header.msg_len as usize).min(RX_BUF)],
-            _ => &[],
+        match self.rx.get(i) {
+            Some(buf) => &buf[..self.rx_headers.received_len(i).min(RX_BUF)],
+            None => &[],
         }
     }
 
     /// The sender of received datagram `i`.
     pub fn peer(&self, i: usize) -> Option<std::net::SocketAddr> {
         let written = self.peers.get(i)?;
-        let len = self.rx_hdr.get(i)?.msg_hdr.msg_namelen;
+        let len = self.rx_headers.name_len(i);
         let mut storage = socket2::SockAddrStorage::zeroed();
         // SAFETY: SockAddrStorage is a sockaddr_storage; the kernel wrote a
         // socket address of `len` bytes into `written`.
@@ -193,23 +140,11 @@ impl UdpBatch {
         if first >= self.queued {
             return Ok(0);
         }
-        // SAFETY: headers `first..queued` were set by `answer` and point at
-        // buffers owned by `self`.
-        let sent = unsafe {
-            libc::sendmmsg(
-                fd,
-                self.tx_hdr[first..].as_mut_ptr(),
-                (self.queued - first) as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if sent < 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(error),
-            };
+        // SAFETY: headers `first..queued` were pointed by `answer` at
+        // buffers and addresses owned by `self`.
+        unsafe {
+            self.tx_headers
+                .send(fd, first..self.queued, libc::MSG_DONTWAIT)
         }
-        Ok(sent as usize)
     }
 }
