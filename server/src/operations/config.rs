@@ -1161,10 +1161,44 @@ fn keys_of(section: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// A configuration error, ready to print.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A configuration error. Its text is whole and ready to print (place,
+/// key, problem and what is allowed, with the cause's own words where there
+/// is one); the cause itself stays reachable as its `source`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    message: String,
+    #[source]
+    cause: Option<ConfigCause>,
+}
+
+/// What lies under a [`ConfigError`], where something does.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigCause {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// The text is not valid TOML, or a value has the wrong type.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+}
+
+impl ConfigError {
+    /// An error that is only its text.
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    fn caused(message: impl Into<String>, cause: impl Into<ConfigCause>) -> ConfigError {
+        ConfigError {
+            message: message.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}
 
 /// Where each key sits in the file.
 #[derive(Debug, Default)]
@@ -1207,7 +1241,7 @@ impl Spans {
         let allowed = find_setting(key)
             .map(|s| format!(" (allowed: {})", s.allowed))
             .unwrap_or_default();
-        ConfigError(format!("{place}: {key}: {message}{allowed}"))
+        ConfigError::new(format!("{place}: {key}: {message}{allowed}"))
     }
 }
 
@@ -1215,10 +1249,11 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
+            let message = format!(
                 "{}: cannot read the config file: {e}; check the path given to --config",
                 path.display()
-            ))
+            );
+            ConfigError::caused(message, e)
         })?;
         Config::parse(&path.display().to_string(), &text)
     }
@@ -1232,10 +1267,8 @@ impl Config {
         };
         let document = toml::de::DeTable::parse(text).map_err(|e| {
             let place = e.span().map_or(origin.to_string(), |s| spans.at(s.start));
-            ConfigError(format!(
-                "{place}: not valid TOML: {}",
-                e.message().trim_end()
-            ))
+            let message = format!("{place}: not valid TOML: {}", e.message().trim_end());
+            ConfigError::caused(message, e)
         })?;
         for (section_key, section_value) in document.get_ref() {
             let section = section_key.get_ref().as_ref();
@@ -1243,7 +1276,7 @@ impl Config {
                 return Err(unknown_key(&spans, section_key.span().start, section, None));
             }
             let Some(table) = section_value.get_ref().as_table() else {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::new(format!(
                     "{}: \"{section}\" must be a table: write [{section}] and its keys below it",
                     spans.at(section_key.span().start)
                 )));
@@ -1261,10 +1294,11 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             let message = e.message().trim_end().to_string();
-            match spans.key_at(offset) {
-                Some(key) => spans.error(key, &message),
-                None => ConfigError(format!("{}: {message}", spans.at(offset))),
-            }
+            let located = match spans.key_at(offset) {
+                Some(key) => spans.error(key, &message).message,
+                None => format!("{}: {message}", spans.at(offset)),
+            };
+            ConfigError::caused(located, e)
         })?;
         config.validate_with(&spans)?;
         Ok(config)
@@ -1572,7 +1606,7 @@ fn unknown_key(spans: &Spans, offset: usize, key: &str, section: Option<&str>) -
         None => format!(" The sections are: {}", sections().join(", ")),
     };
     let what = if section.is_some() { "key" } else { "section" };
-    ConfigError(format!(
+    ConfigError::new(format!(
         "{}: unknown {what} \"{key}\"{suggestion}{}",
         spans.at(offset),
         if suggestion.is_empty() {
@@ -1601,6 +1635,36 @@ mod tests {
     fn the_printed_default_parses_back_to_the_default() {
         let text = Config::default().to_documented_toml();
         assert_eq!(Config::parse("printed", &text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_keep_their_causes() {
+        use std::error::Error;
+        let missing = Config::load(std::path::Path::new("/nonexistent/kubewire.toml")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("check the path given to --config")
+        );
+        let cause = missing.source().expect("the read error is kept");
+        let io = cause.downcast_ref::<ConfigCause>().unwrap();
+        assert!(matches!(io, ConfigCause::Read(e) if e.kind() == std::io::ErrorKind::NotFound));
+        let syntax = Config::parse("k.toml", "[dns\n").unwrap_err();
+        assert!(matches!(
+            syntax
+                .source()
+                .and_then(|c| c.downcast_ref::<ConfigCause>()),
+            Some(ConfigCause::Toml(_))
+        ));
+        let typed = Config::parse("k.toml", "[dns]\nttl_seconds = \"x\"\n").unwrap_err();
+        assert!(
+            typed.to_string().starts_with("k.toml:2: dns.ttl_seconds:"),
+            "{typed}"
+        );
+        assert!(typed.source().is_some());
+        // A rule of kubewire's own has no cause below it.
+        let rule = Config::parse("k.toml", "[dns]\nttl_seconds = 4000\n").unwrap_err();
+        assert!(rule.source().is_none());
     }
 
     #[test]
