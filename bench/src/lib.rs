@@ -4,7 +4,9 @@
 pub mod fake_api;
 pub mod load;
 pub mod mmsg;
+#[cfg(feature = "report")]
 pub mod plot;
 pub mod probe;
+#[cfg(feature = "report")]
 pub mod profile;
 pub mod scenario;

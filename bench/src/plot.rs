@@ -91,3 +91,31 @@ pub fn write_svg(path: &Path, title: &str, curves: &[Curve]) -> Result<(), Strin
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_reports_curve_becomes_an_svg_with_one_line() {
+        let points: Vec<serde_json::Value> = (0..51)
+            .map(|i| {
+                let quantile = 1.0 - 0.5f64.powi(i);
+                serde_json::json!([quantile, 100 + 10 * i])
+            })
+            .collect();
+        let report = serde_json::json!({ "percentile_curve_us": points });
+        let curve = Curve::from_report("kubewire", &report).unwrap();
+        assert_eq!(curve.points.len(), 51);
+        let dir = std::env::temp_dir().join(format!("kubewire-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg = dir.join("latency.svg");
+        write_svg(&svg, "test", &[curve]).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            text.starts_with("<svg") && text.contains("<polyline") && text.contains("kubewire")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -56,6 +56,10 @@ pub struct Settings {
     pub pod_mode: PodMode,
     /// Name endpoints without a hostname after their pod, not their IP.
     pub endpoint_pod_names: bool,
+    /// A ClusterIP Service without a ready endpoint does not exist
+    /// (NXDOMAIN), as CoreDNS's `ignore_empty_service`; its cluster IPs'
+    /// PTR records stay.
+    pub ignore_empty_service: bool,
     /// The Service whose cluster IPs answer for `ns.dns.<zone>` and are the
     /// glue of the apex NS record (default `kube-system/kube-dns`), when no
     /// Service fronts [`Settings::own_ips`].
@@ -83,6 +87,7 @@ impl Default for Settings {
             ttl: 5,
             pod_mode: PodMode::Insecure,
             endpoint_pod_names: false,
+            ignore_empty_service: false,
             dns_service: Some(ObjectKey::new("kube-system", "kube-dns")),
             own_ips: Vec::new(),
             fallthrough: Vec::new(),

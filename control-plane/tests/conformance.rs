@@ -76,6 +76,59 @@ fn service_records() {
 }
 
 #[test]
+fn ignore_empty_service_hides_clusterip_services_without_ready_endpoints() {
+    let mut t = fixture(Settings {
+        ignore_empty_service: true,
+        ..Settings::default()
+    });
+    // An endpoint-less ClusterIP service, and one without slices: NXDOMAIN,
+    // names below them too.
+    for name in [
+        "svcempty.testns.svc.cluster.local",
+        "svc6.testns.svc.cluster.local",
+        "_http._tcp.svcempty.testns.svc.cluster.local",
+    ] {
+        t.check(name, "A", "NXDOMAIN", &[], &[SOA], &[]);
+    }
+    // With a ready endpoint: answered as always.
+    t.check(
+        "svc1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["svc1.testns.svc.cluster.local. 5 A 10.0.0.1"],
+        &[],
+        &[],
+    );
+    // Its cluster IP's PTR stays (CoreDNS's reverse lookup does not look
+    // at endpoints).
+    t.check(
+        "1.0.0.10.in-addr.arpa",
+        "PTR",
+        "NOERROR",
+        &[
+            "1.0.0.10.in-addr.arpa. 5 PTR svc1.testns.svc.cluster.local.",
+            "1.0.0.10.in-addr.arpa. 5 PTR svcempty.testns.svc.cluster.local.",
+        ],
+        &[],
+        &[],
+    );
+    // Headless and ExternalName services are not touched.
+    t.check(
+        "hdls1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &[
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.2",
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.3",
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.4",
+            "hdls1.testns.svc.cluster.local. 5 A 172.0.0.5",
+        ],
+        &[],
+        &[],
+    );
+}
+
+#[test]
 fn headless_services() {
     let mut t = fixture(Settings::default());
     t.check(

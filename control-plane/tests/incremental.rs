@@ -172,6 +172,9 @@ fn settings_for(mode: PodMode, pod_names: bool) -> Settings {
     Settings {
         pod_mode: mode,
         endpoint_pod_names: pod_names,
+        // Rides on the same coin: both settings change which names a
+        // slice's edits add or take away.
+        ignore_empty_service: pod_names,
         ..Settings::default()
     }
 }

@@ -10,10 +10,16 @@ use std::os::fd::RawFd;
 
 /// Plain C structs whose all-zero bytes are a valid value (null pointers,
 /// zero lengths): the only types [`zeroed`] makes.
-pub trait ZeroValid {}
-impl ZeroValid for libc::iovec {}
-impl ZeroValid for libc::mmsghdr {}
-impl ZeroValid for libc::sockaddr_storage {}
+///
+/// # Safety
+/// An implementing type's all-zero bit pattern must be a valid value.
+pub unsafe trait ZeroValid {}
+// SAFETY: plain C structs of integers and raw pointers: zero is valid.
+unsafe impl ZeroValid for libc::iovec {}
+// SAFETY: as above.
+unsafe impl ZeroValid for libc::mmsghdr {}
+// SAFETY: as above (an AF_UNSPEC address).
+unsafe impl ZeroValid for libc::sockaddr_storage {}
 
 /// `count` all-zero values of a [`ZeroValid`] type.
 pub fn zeroed<T: ZeroValid>(count: usize) -> Box<[T]> {

@@ -93,6 +93,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         ttl: config.dns.ttl_seconds,
         pod_mode: config.kubernetes.pods,
         endpoint_pod_names: config.kubernetes.endpoint_pod_names,
+        ignore_empty_service: config.kubernetes.ignore_empty_service,
         own_ips: preflight::own_addresses(),
         ..Settings::default()
     })

@@ -114,3 +114,42 @@ fn a_single_watched_file_and_unknown_kinds() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `kubernetes.ignore_empty_service`: a ClusterIP Service without a ready
+/// endpoint is NXDOMAIN, and answers again once an endpoint is ready.
+#[test]
+fn ignore_empty_service_follows_endpoint_readiness() {
+    let dir = tempdir("ignore-empty");
+    let slice = |ready: bool| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-a\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n- {{name: http, port: 80, protocol: TCP}}\nendpoints:\n- addresses: [10.244.0.9]\n  conditions: {{ready: {ready}}}\n"
+        )
+    };
+    std::fs::write(dir.join("svc.yaml"), service("web", "10.96.1.1")).unwrap();
+    std::fs::write(dir.join("slice.yaml"), slice(false)).unwrap();
+    let config = dir.join("kubewire.toml");
+    std::fs::write(&config, "[kubernetes]\nignore_empty_service = true\n").unwrap();
+    let manifests = dir.to_str().unwrap();
+    let server = Server::start(&[
+        "--manifests",
+        manifests,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let name = "web.default.svc.cluster.local";
+    assert_eq!(
+        rcode(&server.udp(name, RecordType::A)),
+        3,
+        "NXDOMAIN while nothing is ready"
+    );
+    std::fs::write(dir.join("slice.yaml"), slice(true)).unwrap();
+    wait_for_answer(
+        &server,
+        name,
+        &["web.default.svc.cluster.local. A 10.96.1.1"],
+    );
+    std::fs::write(dir.join("slice.yaml"), slice(false)).unwrap();
+    eventually("NXDOMAIN again once no endpoint is ready", || {
+        rcode(&server.udp(name, RecordType::A)) == 3
+    });
+}

@@ -189,8 +189,16 @@ impl Compiler {
                     let zones = self.settings.zones.len();
                     out.names.reserve((endpoints + 8) * zones);
                     out.ptrs.reserve((endpoints + 2) * zones);
-                    self.service_records(service, &mut out);
-                    for slice in slices {
+                    // CoreDNS counts ready addresses alone here.
+                    let empty = self.settings.ignore_empty_service
+                        && !slices
+                            .iter()
+                            .flat_map(|s| s.endpoints.iter())
+                            .any(|e| e.ready && !e.addresses.is_empty());
+                    self.service_records(service, empty, &mut out);
+                    // A hidden service has no endpoint names either (a
+                    // not-ready one published would make it a non-terminal).
+                    for slice in slices.into_iter().filter(|_| !empty) {
                         self.slice_records(service, slice, &mut out);
                     }
                 }
@@ -231,7 +239,14 @@ impl Compiler {
         }
     }
 
-    pub(super) fn service_records(&self, service: &ServiceModel, out: &mut UnitOutput) {
+    /// The service's own names; with `empty` (a ClusterIP Service that
+    /// `ignore_empty_service` hides), only its cluster IPs' PTR records.
+    pub(super) fn service_records(
+        &self,
+        service: &ServiceModel,
+        empty: bool,
+        out: &mut UnitOutput,
+    ) {
         let key = &service.key;
         for zone in &self.settings.zones {
             let Some(base) = service_name_in(key, zone) else {
@@ -247,6 +262,13 @@ impl Compiler {
                         tracing::debug!(service = %key, %error, "externalName is not a valid DNS name; skipped");
                     }
                 },
+                ServiceKind::ClusterIp(ips) if empty => {
+                    if self.settings.reverse_zones {
+                        for ip in ips {
+                            out.ptr(*ip, &base);
+                        }
+                    }
+                }
                 ServiceKind::ClusterIp(ips) => {
                     let base_records = out.at(&base);
                     for ip in ips {

@@ -86,6 +86,8 @@ pub struct Kubernetes {
     pub pods: PodMode,
     /// Name endpoints without a hostname after their pod.
     pub endpoint_pod_names: bool,
+    /// ClusterIP Services without a ready endpoint are NXDOMAIN.
+    pub ignore_empty_service: bool,
     /// Namespaces served; empty means all.
     pub namespaces: Vec<String>,
     /// Label selector for Services; empty means all.
@@ -101,6 +103,7 @@ impl Default for Kubernetes {
         Kubernetes {
             pods: PodMode::Insecure,
             endpoint_pod_names: false,
+            ignore_empty_service: false,
             namespaces: Vec::new(),
             labels: String::new(),
             startup_timeout_ms: 5_000,
@@ -725,6 +728,13 @@ pub const SETTINGS: &[Setting] = &[
         true,
         &["--endpoint-pod-names"],
         "Name endpoints without a hostname after their pod.",
+    ),
+    setting(
+        "kubernetes.ignore_empty_service",
+        "true or false",
+        true,
+        &[],
+        "A ClusterIP Service with no ready endpoint is NXDOMAIN, as if it did not exist (CoreDNS's `ignore_empty_service`), so a client's search list goes on; its cluster IPs' PTR records stay.",
     ),
     setting(
         "kubernetes.namespaces",

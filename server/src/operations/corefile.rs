@@ -674,6 +674,12 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
                 option_line,
                 &option_text,
             ),
+            ("ignore_empty_service", None) => b.set(
+                "kubernetes.ignore_empty_service",
+                toml::Value::Boolean(true),
+                option_line,
+                &option_text,
+            ),
             ("kubeconfig", Some(path)) => {
                 b.set("source.kubeconfig", string(path), option_line, &option_text)
             }
@@ -738,6 +744,18 @@ mod tests {
             error.to_string(),
             "Corefile:1: this block is never closed with \"}\""
         );
+    }
+
+    #[test]
+    fn ignore_empty_service_translates() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local {\n    ignore_empty_service\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert!(config.kubernetes.ignore_empty_service);
     }
 
     #[test]
