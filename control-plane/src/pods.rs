@@ -23,6 +23,9 @@ struct PodSlot {
     namespace: u32,
     name_at: u32,
     name_len: u32,
+    /// Uses the node's network: its address is the node's, never a client
+    /// autopath may answer for.
+    host_network: bool,
     ips: PodIps,
 }
 
@@ -144,6 +147,14 @@ impl PodCounts {
     }
 }
 
+/// The one label among `holders`, if there is exactly one.
+fn sole_holder(holders: &[(u32, u32)]) -> Option<u32> {
+    match holders {
+        [(label, _)] => Some(*label),
+        _ => None,
+    }
+}
+
 /// A namespace as written, and the id of its lowercase label (namespaces
 /// that differ only in case share a label, as DNS names do).
 #[derive(Debug)]
@@ -169,6 +180,11 @@ pub struct PodIndex {
     counts: PodCounts,
     /// Whether the set is shipped (`verified` pod mode).
     verified: bool,
+    /// Autopath: which namespace labels' non-hostNetwork pods hold each
+    /// address, and how many of each (kept only while `autopath` is on).
+    holders: Map<IpAddr, Vec<(u32, u32)>>,
+    /// Whether autopath's clients are kept and shipped.
+    autopath: bool,
     /// Changes not yet taken into a delta.
     changes: Vec<Change>,
 }
@@ -207,6 +223,72 @@ impl PodIndex {
         }
     }
 
+    /// Keeps and ships autopath's clients, or drops them, when autopath is
+    /// turned on or off.
+    pub fn set_autopath(&mut self, autopath: bool) {
+        if autopath == self.autopath {
+            return;
+        }
+        if !autopath {
+            for ip in std::mem::take(&mut self.holders).into_keys() {
+                self.changes.push(Change::Client(ip, None));
+            }
+            self.autopath = false;
+            return;
+        }
+        self.autopath = true;
+        let held: Vec<(u32, IpAddr)> = self
+            .pods
+            .iter()
+            .filter(|slot| !slot.host_network)
+            .flat_map(|slot| {
+                let label = self.namespaces[slot.namespace as usize].label;
+                slot.ips.iter().map(move |ip| (label, ip))
+            })
+            .collect();
+        for (label, ip) in held {
+            self.hold(label, ip, true);
+        }
+    }
+
+    /// Autopath's clients with their labels.
+    pub fn labelled_clients(&self) -> impl Iterator<Item = (IpAddr, &[u8])> {
+        self.clients()
+            .map(|(ip, label)| (ip, &self.labels[label as usize][..]))
+    }
+
+    /// Autopath's clients: each address one namespace alone holds.
+    pub fn clients(&self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        self.holders
+            .iter()
+            .filter_map(|(&ip, holders)| Some((ip, sole_holder(holders)?)))
+    }
+
+    /// Counts one client pod more or less at an address, and ships the
+    /// address's owner when it changes.
+    fn hold(&mut self, label: u32, ip: IpAddr, add: bool) {
+        let holders = self.holders.entry(ip).or_default();
+        let before = sole_holder(holders);
+        match holders.iter().position(|&(l, _)| l == label) {
+            Some(at) if add => holders[at].1 += 1,
+            None if add => holders.push((label, 1)),
+            Some(at) => {
+                holders[at].1 -= 1;
+                if holders[at].1 == 0 {
+                    holders.swap_remove(at);
+                }
+            }
+            None => {}
+        }
+        let after = sole_holder(holders);
+        if holders.is_empty() {
+            self.holders.remove(&ip);
+        }
+        if before != after {
+            self.changes.push(Change::Client(ip, after));
+        }
+    }
+
     fn pod_hash(&self, namespace: u32, name: &[u8]) -> u64 {
         self.hasher.hash_one((namespace, name))
     }
@@ -231,8 +313,11 @@ impl PodIndex {
             .pods
             .find_mut(hash, |s| s.namespace == namespace && names.get(s) == name);
         let old = match found {
-            Some(slot) if slot.ips == live => return,
-            Some(slot) => Some(std::mem::replace(&mut slot.ips, live.clone())),
+            Some(slot) if slot.ips == live && slot.host_network == pod.host_network => return,
+            Some(slot) => {
+                let was_host = std::mem::replace(&mut slot.host_network, pod.host_network);
+                Some((std::mem::replace(&mut slot.ips, live.clone()), was_host))
+            }
             None => {
                 let Ok(name_len) = u32::try_from(name.len()) else {
                     return;
@@ -248,6 +333,7 @@ impl PodIndex {
                     namespace,
                     name_at: self.names.bytes.len() as u32,
                     name_len,
+                    host_network: pod.host_network,
                     ips: live.clone(),
                 };
                 self.names.bytes.extend_from_slice(name);
@@ -257,11 +343,19 @@ impl PodIndex {
                 None
             }
         };
-        for ip in old.iter().flat_map(PodIps::iter) {
-            self.count(label, ip, false);
+        if let Some((old_ips, was_host)) = &old {
+            for ip in old_ips.iter() {
+                self.count(label, ip, false);
+                if self.autopath && !was_host {
+                    self.hold(label, ip, false);
+                }
+            }
         }
         for ip in live.iter() {
             self.count(label, ip, true);
+            if self.autopath && !pod.host_network {
+                self.hold(label, ip, true);
+            }
         }
     }
 
@@ -287,6 +381,9 @@ impl PodIndex {
         let label = self.namespaces[namespace as usize].label;
         for ip in old.ips.iter() {
             self.count(label, ip, false);
+            if self.autopath && !old.host_network {
+                self.hold(label, ip, false);
+            }
         }
     }
 
@@ -437,5 +534,53 @@ mod tests {
         assert!(index.is_empty());
         assert_eq!(index.addresses().count(), 0);
         assert_eq!(index.take_changes().len(), 2_500, "one RemovePod each");
+    }
+
+    /// Autopath's clients follow pods that move, share an address, run on
+    /// the host's network, and autopath being turned on late and off.
+    #[test]
+    fn clients_follow_moves_sharing_and_host_network() {
+        let mut index = PodIndex::new(false);
+        let ip = |n: u32| IpAddr::V4(n.into());
+        let clients = |index: &PodIndex| -> Vec<(IpAddr, Vec<u8>)> {
+            let mut list: Vec<_> = index
+                .labelled_clients()
+                .map(|(ip, label)| (ip, label.to_vec()))
+                .collect();
+            list.sort();
+            list
+        };
+        index.upsert(&pod("Team", "a", 1));
+        let mut host = pod("kube-system", "proxy", 2);
+        host.host_network = true;
+        index.upsert(&host);
+        assert!(clients(&index).is_empty(), "off: nothing kept");
+        index.set_autopath(true);
+        assert_eq!(
+            clients(&index),
+            [(ip(1), b"team".to_vec())],
+            "turned on late"
+        );
+        // The address is reused in another namespace while the old pod
+        // lingers: nobody's.
+        index.upsert(&pod("other", "b", 1));
+        assert!(clients(&index).is_empty());
+        // The old pod goes: the address is the new namespace's.
+        index.remove(&ObjectKey::new("Team", "a"));
+        assert_eq!(clients(&index), [(ip(1), b"other".to_vec())]);
+        // A finished pod holds no address.
+        let mut done = pod("other", "b", 1);
+        done.phase = "Succeeded".into();
+        index.upsert(&done);
+        assert!(clients(&index).is_empty());
+        index.upsert(&pod("other", "b", 1));
+        index.take_changes();
+        index.set_autopath(false);
+        assert!(clients(&index).is_empty());
+        let changes = index.take_changes();
+        assert!(
+            matches!(changes[..], [Change::Client(_, None)]),
+            "{changes:?}"
+        );
     }
 }

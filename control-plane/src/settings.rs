@@ -60,6 +60,9 @@ pub struct Settings {
     /// (NXDOMAIN), as CoreDNS's `ignore_empty_service`; its cluster IPs'
     /// PTR records stay.
     pub ignore_empty_service: bool,
+    /// Keep autopath's clients (pod address to namespace) and ship them to
+    /// the cores, which complete a pod's search path on the server.
+    pub autopath: bool,
     /// The Service whose cluster IPs answer for `ns.dns.<zone>` and are the
     /// glue of the apex NS record (default `kube-system/kube-dns`), when no
     /// Service fronts [`Settings::own_ips`].
@@ -88,6 +91,7 @@ impl Default for Settings {
             pod_mode: PodMode::Insecure,
             endpoint_pod_names: false,
             ignore_empty_service: false,
+            autopath: false,
             dns_service: Some(ObjectKey::new("kube-system", "kube-dns")),
             own_ips: Vec::new(),
             fallthrough: Vec::new(),

@@ -60,6 +60,8 @@ pub struct AnswerTable {
     names: KeyedTable<NameEntry>,
     /// Verified pod mode: the pod addresses that answer.
     pods: PodSet,
+    /// Autopath: pod address to its namespace's label id.
+    clients: hashbrown::HashMap<IpAddr, u32, ahash::RandomState>,
     hasher: ahash::RandomState,
     zones: Arc<Zones>,
     /// Per zone: pod answer templates that get the address patched in.
@@ -93,6 +95,7 @@ impl AnswerTable {
         AnswerTable {
             names: KeyedTable::default(),
             pods: PodSet::default(),
+            clients: hashbrown::HashMap::default(),
             hasher: ahash::RandomState::new(),
             zones: Arc::new(Zones::default()),
             pod_scratch: Vec::new(),
@@ -139,6 +142,20 @@ impl AnswerTable {
         self.names.allocation_size()
     }
 
+    /// Autopath: the namespace (its lowercase label) of the pod that holds
+    /// `ip`, if one namespace's pods alone hold it.
+    pub fn client_namespace(&self, ip: IpAddr) -> Option<&[u8]> {
+        let label = *self.clients.get(&ip)?;
+        self.pods.label(label)
+    }
+
+    /// Autopath's clients, for tests that compare tables.
+    pub fn clients(&self) -> impl Iterator<Item = (IpAddr, &[u8])> {
+        self.clients
+            .iter()
+            .filter_map(|(&ip, &label)| Some((ip, self.pods.label(label)?)))
+    }
+
     /// Applies an update. Returns false, changing nothing, if it is not
     /// newer than what the table holds, or is a delta that does not follow
     /// on from it (the hub then sends a Reset).
@@ -162,6 +179,7 @@ impl AnswerTable {
                     pods.upsert(&self.hasher, *address);
                 }
                 self.pods = pods;
+                self.clients = snapshot.clients.iter().copied().collect();
                 self.set_zones(&snapshot.zones);
                 self.revision = snapshot.revision;
                 self.synced = snapshot.synced;
@@ -183,6 +201,12 @@ impl AnswerTable {
                         }
                         crate::update::Change::RemovePod(address) => {
                             self.pods.remove(&self.hasher, *address);
+                        }
+                        crate::update::Change::Client(ip, Some(label)) => {
+                            self.clients.insert(*ip, *label);
+                        }
+                        crate::update::Change::Client(ip, None) => {
+                            self.clients.remove(ip);
                         }
                     }
                 }
@@ -391,6 +415,10 @@ struct PodSet {
 }
 
 impl PodSet {
+    fn label(&self, id: u32) -> Option<&[u8]> {
+        self.labels.get(id as usize)?.as_deref()
+    }
+
     fn add_namespace(&mut self, hasher: &ahash::RandomState, id: u32, label: &Arc<[u8]>) {
         let hash = hasher.hash_one(&label[..]);
         if self.label_ids.find(hash, |(l, _)| l == label).is_none() {

@@ -32,6 +32,10 @@ pub enum Change {
     UpsertPod(PodAddress),
     /// A pod address no longer answers.
     RemovePod(PodAddress),
+    /// Autopath: the namespace label id whose pods alone hold this address
+    /// now (non-hostNetwork, not finished), or `None`: no namespace's, or
+    /// more than one's (an address reused while an old pod lingers).
+    Client(std::net::IpAddr, Option<u32>),
 }
 
 /// The changes between revision `revision - 1` and `revision`.
@@ -60,6 +64,9 @@ pub struct Snapshot {
     pub pod_namespaces: Vec<(u32, Arc<[u8]>)>,
     /// Every verified pod address (empty unless pod mode is `verified`).
     pub pods: Vec<PodAddress>,
+    /// Autopath's clients: each pod address held by one namespace alone,
+    /// with that namespace's label id (empty unless autopath is on).
+    pub clients: Vec<(std::net::IpAddr, u32)>,
     /// The zone answers.
     pub zones: Arc<Zones>,
     /// Whether the first full sync is in this state.

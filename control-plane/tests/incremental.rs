@@ -102,8 +102,40 @@ fn pod_object() -> impl Strategy<Value = Object> {
         prop::sample::select(vec!["p1", "p2"]),
         ip_pool(),
         prop::sample::select(vec!["Running", "Pending", "Succeeded"]),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(|(ns, name, ip, phase)| pod(ns, name, &ip, phase))
+        .prop_map(|(ns, name, ip, phase, host_network)| {
+            let mut object = pod(ns, name, &ip, phase);
+            if let Object::Pod(pod) = &mut object {
+                pod.host_network = host_network;
+            }
+            object
+        })
+}
+
+/// Autopath's clients as they must be, straight from the objects: each
+/// address that live, non-hostNetwork pods of one namespace alone hold.
+fn expected_clients(objects: &[Object]) -> std::collections::BTreeSet<(std::net::IpAddr, Vec<u8>)> {
+    let mut holders: BTreeMap<std::net::IpAddr, std::collections::BTreeSet<Vec<u8>>> =
+        BTreeMap::new();
+    for object in objects {
+        if let Object::Pod(pod) = object
+            && !pod.host_network
+            && !matches!(pod.phase.as_str(), "Succeeded" | "Failed" | "Unknown")
+        {
+            for ip in &pod.ips {
+                holders
+                    .entry(*ip)
+                    .or_default()
+                    .insert(pod.key.namespace.to_ascii_lowercase().into_bytes());
+            }
+        }
+    }
+    holders
+        .into_iter()
+        .filter(|(_, namespaces)| namespaces.len() == 1)
+        .filter_map(|(ip, namespaces)| Some((ip, namespaces.into_iter().next()?)))
+        .collect()
 }
 
 fn object() -> impl Strategy<Value = Object> {
@@ -204,8 +236,12 @@ proptest! {
         pod_names in any::<bool>(),
         own in any::<bool>(),
         dns in any::<bool>(),
+        autopath in any::<bool>(),
     ) {
-        let settings = name_server_settings(mode, pod_names, own, dns);
+        let settings = Settings {
+            autopath,
+            ..name_server_settings(mode, pod_names, own, dns)
+        };
         let mut compiler = Compiler::new(settings.clone());
         let mut core = AnswerTable::new();
         for op in &ops {
@@ -240,6 +276,20 @@ proptest! {
         if mode == PodMode::Insecure {
             prop_assert!(fresh_pods.is_empty());
         }
+        // Autopath's clients: what the objects say, in the compiler and on
+        // the core fed only deltas, however pods came, moved and went (a
+        // reused address never keeps its old namespace).
+        let clients = |iter: &mut dyn Iterator<Item = (std::net::IpAddr, &[u8])>| {
+            iter.map(|(ip, label)| (ip, label.to_vec())).collect::<std::collections::BTreeSet<_>>()
+        };
+        let expected = if autopath {
+            expected_clients(&final_objects(&ops))
+        } else {
+            Default::default()
+        };
+        prop_assert_eq!(&clients(&mut scratch.clients()), &expected);
+        prop_assert_eq!(&clients(&mut compiler.clients()), &expected);
+        prop_assert_eq!(&clients(&mut core.clients()), &expected);
     }
 }
 

@@ -201,7 +201,11 @@ impl Compiler {
     /// `svc`, `pod`) are compiled on the first [`Compiler::take_delta`].
     pub fn new(settings: Settings) -> Compiler {
         let mut compiler = Compiler {
-            pods: PodIndex::new(settings.pod_mode == PodMode::Verified),
+            pods: {
+                let mut pods = PodIndex::new(settings.pod_mode == PodMode::Verified);
+                pods.set_autopath(settings.autopath);
+                pods
+            },
             settings,
             services: KeyedTable::default(),
             slices: KeyedTable::default(),
@@ -244,6 +248,7 @@ impl Compiler {
         // The cores' pod set appears or goes whole.
         self.pods
             .set_verified(settings.pod_mode == PodMode::Verified);
+        self.pods.set_autopath(settings.autopath);
         self.settings = settings;
         // Which slices front us follows our own addresses.
         let own = &self.settings.own_ips;
@@ -505,6 +510,11 @@ impl Compiler {
         self.pods.labelled_addresses()
     }
 
+    /// Autopath's clients with their namespace labels (none unless on).
+    pub fn clients(&self) -> impl Iterator<Item = (IpAddr, &[u8])> {
+        self.pods.labelled_clients()
+    }
+
     /// Takes a slice from its service's list; the service's names change.
     fn unlink_slice(&mut self, slice: &ObjectKey, service: &str) {
         let service_key = ObjectKey::new(slice.namespace.clone(), service);
@@ -576,6 +586,7 @@ impl Compiler {
                 .map(|(id, label)| (id, Arc::clone(label)))
                 .collect(),
             pods: self.pods.addresses().collect(),
+            clients: self.pods.clients().collect(),
             zones: Arc::clone(&self.zones),
             synced: self.synced_announced,
             created: std::time::Instant::now(),
