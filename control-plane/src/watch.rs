@@ -31,8 +31,11 @@ pub const POD_FIELD_SELECTOR: &str =
 /// What to watch.
 #[derive(Clone, Debug, Default)]
 pub struct WatchOptions {
-    /// Watch Pods (only `verified` pod mode needs them).
+    /// Watch Pods (`verified` pod mode and autopath need them).
     pub pods: bool,
+    /// Watch only the Pods of this node (`spec.nodeName`): node-local
+    /// autopath needs no other, when pod records are not verified.
+    pub pods_of_node: Option<String>,
     /// Serve only these namespaces (`None`: all), as CoreDNS's `namespaces`.
     pub namespaces: Option<Vec<String>>,
     /// Serve only Services (and their EndpointSlices) matching this label
@@ -127,7 +130,10 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
         kinds.push(Kind::Pod);
         tasks.push(tokio::spawn(run(
             Api::<Pod>::all(client.clone()),
-            watcher::Config::default().fields(POD_FIELD_SELECTOR),
+            watcher::Config::default().fields(&match &options.pods_of_node {
+                Some(node) => format!("{POD_FIELD_SELECTOR},spec.nodeName={node}"),
+                None => POD_FIELD_SELECTOR.to_string(),
+            }),
             Kind::Pod,
             |p| PodModel::from_api(p).map(Object::Pod),
             namespaces,

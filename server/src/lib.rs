@@ -94,6 +94,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         pod_mode: config.kubernetes.pods,
         endpoint_pod_names: config.kubernetes.endpoint_pod_names,
         ignore_empty_service: config.kubernetes.ignore_empty_service,
+        autopath: config.kubernetes.autopath,
         own_ips: preflight::own_addresses(),
         ..Settings::default()
     })
@@ -102,8 +103,15 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
 /// What the cluster source watches, from the configuration.
 pub fn watch_options(config: &Config) -> WatchOptions {
     let k = &config.kubernetes;
+    // A node-local instance's autopath serves only its own node's pods;
+    // verified pod records need every pod.
+    let pods_of_node = (config.node_local.enabled && k.autopath && k.pods != PodMode::Verified)
+        .then(|| std::env::var("NODE_NAME").ok())
+        .flatten()
+        .filter(|node| !node.is_empty());
     WatchOptions {
-        pods: k.pods == PodMode::Verified,
+        pods: k.pods == PodMode::Verified || k.autopath,
+        pods_of_node,
         namespaces: (!k.namespaces.is_empty()).then(|| k.namespaces.clone()),
         labels: (!k.labels.is_empty()).then(|| k.labels.clone()),
     }
@@ -449,6 +457,18 @@ fn spawn_cores(
     // answers fully: bound earlier, it would take its share of the queries
     // and answer cluster names SERVFAIL until the first sync.
     let join_when_synced = config.node_local.enabled;
+    let autopath = if config.kubernetes.autopath {
+        let plan = resolving::autopath::AutopathPlan::from_resolv_conf(
+            &config.kubernetes.autopath_resolv_conf,
+        )?;
+        tracing::info!(
+            host_search = ?plan.host_search.iter().map(|d| kubewire_wire::name::to_text(d.as_wire())).collect::<Vec<_>>(),
+            "autopath: completing pods' search paths"
+        );
+        Some(Arc::new(plan))
+    } else {
+        None
+    };
     let mut handles = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
         let updates = hub.subscribe(|| compiler.snapshot());
@@ -501,6 +521,7 @@ fn spawn_cores(
             forward: forward_plan.cloned(),
             forward_metrics,
             cache,
+            autopath: autopath.clone(),
         };
         let handle = core::spawn(setup)
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;

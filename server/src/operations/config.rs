@@ -88,6 +88,10 @@ pub struct Kubernetes {
     pub endpoint_pod_names: bool,
     /// ClusterIP Services without a ready endpoint are NXDOMAIN.
     pub ignore_empty_service: bool,
+    /// Complete pods' search paths on the server.
+    pub autopath: bool,
+    /// Where autopath reads the host's search domains; empty: none.
+    pub autopath_resolv_conf: String,
     /// Namespaces served; empty means all.
     pub namespaces: Vec<String>,
     /// Label selector for Services; empty means all.
@@ -104,6 +108,8 @@ impl Default for Kubernetes {
             pods: PodMode::Insecure,
             endpoint_pod_names: false,
             ignore_empty_service: false,
+            autopath: false,
+            autopath_resolv_conf: "/etc/resolv.conf".into(),
             namespaces: Vec::new(),
             labels: String::new(),
             startup_timeout_ms: 5_000,
@@ -735,6 +741,20 @@ pub const SETTINGS: &[Setting] = &[
         true,
         &[],
         "A ClusterIP Service with no ready endpoint is NXDOMAIN, as if it did not exist (CoreDNS's `ignore_empty_service`), so a client's search list goes on; its cluster IPs' PTR records stay.",
+    ),
+    setting(
+        "kubernetes.autopath",
+        "true or false",
+        false,
+        &[],
+        "Complete a pod's search path on the server, as CoreDNS's `autopath @kubernetes`: a query for the first search candidate of the namespace whose pod sent it is answered from the first candidate that is not NXDOMAIN, behind a CNAME. Watches Pods (in node-local mode, only this node's, by $NODE_NAME).",
+    ),
+    setting(
+        "kubernetes.autopath_resolv_conf",
+        "a resolv.conf path; empty means none",
+        false,
+        &[],
+        "Autopath tries this file's search domains after the cluster's, as CoreDNS reads its own pod's resolv.conf.",
     ),
     setting(
         "kubernetes.namespaces",
@@ -1383,6 +1403,12 @@ impl Config {
         fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         let n = &self.node_local;
+        if self.kubernetes.autopath && n.forwards_cluster_names() {
+            return fail(
+                "kubernetes.autopath",
+                "autopath needs this instance's own pod watch, and node_local.cluster_names = \"forward\" has none; use \"watch\"",
+            );
+        }
         if !n.enabled {
             return Ok(());
         }

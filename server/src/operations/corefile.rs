@@ -332,6 +332,16 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
             "kubernetes" => kubernetes(&mut b, directive),
             "forward" => forward(&mut b, directive),
             "cache" => cache(&mut b, directive),
+            "autopath" => match directive.args.as_slice() {
+                [only] if only == "@kubernetes" => {
+                    b.set("kubernetes.autopath", toml::Value::Boolean(true), line, &text)
+                }
+                _ => b.cannot(
+                    line,
+                    &text,
+                    "kubewire's autopath is `autopath @kubernetes` (the cluster's search path, then /etc/resolv.conf's); zones and other resolv.conf files are not supported",
+                ),
+            },
             "loop" => b.note(
                 line,
                 &text,
@@ -744,6 +754,20 @@ mod tests {
             error.to_string(),
             "Corefile:1: this block is never closed with \"}\""
         );
+    }
+
+    #[test]
+    fn autopath_at_kubernetes_translates() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local {\n    pods verified\n  }\n  autopath @kubernetes\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert!(config.kubernetes.autopath);
+        let t = translate("Corefile", ".:53 {\n  autopath /etc/other.conf\n}\n").unwrap();
+        assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use kubewire_wire::RCODE_NAMES;
 const RCODE_SLOTS: usize = RCODE_NAMES.len();
 /// `plugin` label: the kubernetes plugin answered, the forward plugin
 /// answered, or the server itself refused a name outside every zone.
-const PLUGINS: [&str; 4] = ["kubernetes", "forward", "", "cache"];
+const PLUGINS: [&str; 5] = ["kubernetes", "forward", "", "cache", "autopath"];
 
 /// Which part of kubewire answered a query: the `plugin` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub enum Plugin {
     None = 2,
     /// The cache of forwarded answers (CoreDNS's `cache`).
     Cache = 3,
+    /// A pod's search path, completed on the server (CoreDNS's `autopath`).
+    Autopath = 4,
 }
 /// CoreDNS's `plugin.TimeBuckets`: 0.25 ms doubling to 8.192 s, in ns.
 const DURATION_BOUNDS_NS: [u64; 16] = {
@@ -150,6 +152,8 @@ pub struct CoreMetrics {
     response_size_sum: Box<[AtomicU64]>,
     /// Datagrams that were not DNS queries and got no reply.
     dropped: AtomicU64,
+    /// `[listen]`: queries autopath answered from a later search candidate.
+    autopath_success: Box<[AtomicU64]>,
     delta_latency: Box<[AtomicU64]>,
     delta_latency_sum_ns: AtomicU64,
 }
@@ -169,6 +173,7 @@ impl CoreMetrics {
             response_size: counters(listens * 2 * size_slots),
             response_size_sum: counters(listens * 2),
             dropped: AtomicU64::new(0),
+            autopath_success: counters(listens),
             delta_latency: counters(DELTA_BOUNDS_NS.len() + 1),
             delta_latency_sum_ns: AtomicU64::new(0),
         }
@@ -230,7 +235,14 @@ impl CoreMetrics {
         }
     }
 
-    /// Counts a datagram that got no reply.
+    /// Autopath answered a query from a later search candidate.
+    pub fn autopath_success(&self, listen: usize) {
+        if let Some(counter) = self.autopath_success.get(listen) {
+            bump(counter, 1);
+        }
+    }
+
+    /// A datagram that was not a DNS query got no reply.
     pub fn dropped(&self) {
         bump(&self.dropped, 1);
     }
@@ -575,6 +587,17 @@ impl Collector for Scrape {
         let size_slots = SIZE_BOUNDS.len() + 1;
         let size_bounds: Vec<f64> = SIZE_BOUNDS.iter().map(|&b| b as f64).collect();
 
+        let mut family = encoder.encode_descriptor(
+            "coredns_autopath_success",
+            "Counter of requests that did autopath.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listen, server) in self.servers.iter().enumerate() {
+            let count = self.sum(|m| &m.autopath_success, listen);
+            ConstCounter::new(count)
+                .encode(family.encode_family(&[("server", server.as_str())])?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "coredns_dns_requests",
             "Counter of DNS requests made per zone, protocol and family.",

@@ -119,7 +119,7 @@ pub async fn chase(
 }
 
 /// Puts the OPT back and applies the client's size limit.
-fn finish(
+pub(super) fn finish(
     mut reply: Vec<u8>,
     opt: Option<Vec<u8>>,
     transport: Transport,
@@ -151,13 +151,13 @@ fn finish(
     (reply, rcode)
 }
 
-fn count(message: &[u8], at: usize) -> u16 {
+pub(super) fn count(message: &[u8], at: usize) -> u16 {
     message
         .get(at..at + 2)
         .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
-fn set_count(message: &mut [u8], at: usize, value: u16) {
+pub(super) fn set_count(message: &mut [u8], at: usize, value: u16) {
     if let Some(field) = message.get_mut(at..at + 2) {
         field.copy_from_slice(&value.to_be_bytes());
     }

@@ -2,6 +2,7 @@
 //! zone ([`ForwardPlan`], built once from the configuration), and the
 //! per-core forwarder that sends the queries ([`forward::Forwarder`]).
 
+pub mod autopath;
 pub mod cache;
 pub mod chase;
 pub mod forward;

@@ -44,6 +44,38 @@ impl Default for UdpBatch {
     }
 }
 
+/// The sender of a received datagram, read only when asked for.
+#[derive(Clone, Copy)]
+pub struct Peer<'a> {
+    storage: &'a libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Peer").field(&self.address()).finish()
+    }
+}
+
+impl Peer<'_> {
+    /// The sender's address.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        let mut storage = socket2::SockAddrStorage::zeroed();
+        // SAFETY: SockAddrStorage is a sockaddr_storage; the kernel wrote a
+        // socket address of `len` bytes into `storage`.
+        let address = unsafe {
+            *storage.view_as::<libc::sockaddr_storage>() = *self.storage;
+            socket2::SockAddr::new(storage, self.len)
+        };
+        address.as_socket()
+    }
+
+    /// The sender's IP.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.address().map(|a| a.ip())
+    }
+}
+
 impl UdpBatch {
     /// Allocates the buffers.
     pub fn new() -> UdpBatch {
@@ -84,22 +116,26 @@ impl UdpBatch {
     }
 
     /// Calls `answer` for each received datagram `0..count` with its index,
-    /// the query and a reply buffer; a `Some(len)` queues that reply to the
-    /// sender. Datagrams cut short by the buffer are dropped.
+    /// the query, a reply buffer and its sender; a `Some(len)` queues that
+    /// reply to the sender. Datagrams cut short by the buffer are dropped.
     pub fn answer(
         &mut self,
         count: usize,
-        mut answer: impl FnMut(usize, &[u8], &mut [u8]) -> Option<usize>,
+        mut answer: impl FnMut(usize, &[u8], &mut [u8], Peer<'_>) -> Option<usize>,
     ) {
         for i in 0..count.min(BATCH) {
             if self.rx_headers.truncated(i) {
                 continue;
             }
             let len = self.rx_headers.received_len(i).min(RX_BUF);
-            let Some(reply_len) = answer(i, &self.rx[i][..len], &mut self.tx[i]) else {
+            let name_len = self.rx_headers.name_len(i);
+            let peer = Peer {
+                storage: &self.peers[i],
+                len: name_len,
+            };
+            let Some(reply_len) = answer(i, &self.rx[i][..len], &mut self.tx[i], peer) else {
                 continue;
             };
-            let name_len = self.rx_headers.name_len(i);
             let (buffer, peer) = (self.tx[i].as_mut_ptr(), &mut self.peers[i]);
             self.tx_headers
                 .point(self.queued, buffer, reply_len.min(TX_BUF), peer, name_len);
@@ -117,16 +153,11 @@ impl UdpBatch {
 
     /// The sender of received datagram `i`.
     pub fn peer(&self, i: usize) -> Option<std::net::SocketAddr> {
-        let written = self.peers.get(i)?;
-        let len = self.rx_headers.name_len(i);
-        let mut storage = socket2::SockAddrStorage::zeroed();
-        // SAFETY: SockAddrStorage is a sockaddr_storage; the kernel wrote a
-        // socket address of `len` bytes into `written`.
-        let address = unsafe {
-            *storage.view_as::<libc::sockaddr_storage>() = *written;
-            socket2::SockAddr::new(storage, len)
-        };
-        address.as_socket()
+        Peer {
+            storage: self.peers.get(i)?,
+            len: self.rx_headers.name_len(i),
+        }
+        .address()
     }
 
     /// Replies queued and not yet sent.

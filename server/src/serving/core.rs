@@ -9,6 +9,7 @@
 
 use crate::operations::config::UdpIo;
 use crate::operations::metrics::{Answered, CoreMetrics, Plugin, Proto};
+use crate::resolving::autopath::{self, AutopathPlan, Candidate};
 use crate::resolving::cache::{self, CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};
 use crate::resolving::forward::{Forwarded, Forwarder};
 use crate::resolving::probe::LoopProbes;
@@ -124,6 +125,8 @@ pub struct CoreSetup {
     /// The cache: its plan, every core's mailbox, and this core's inbox;
     /// `None` when nothing is cached.
     pub cache: Option<CacheSetup>,
+    /// Autopath's plan; `None` when autopath is off.
+    pub autopath: Option<Arc<AutopathPlan>>,
 }
 
 /// A core's part of the cache.
@@ -179,6 +182,8 @@ struct Shared {
     forwarder: Option<Rc<Forwarder>>,
     /// The cache of forwarded answers; `None` when off.
     cache: Option<Rc<RefCell<CoreCache>>>,
+    /// Autopath's search domains; `None` when autopath is off.
+    autopath: Option<Arc<AutopathPlan>>,
     /// Forwarded and chased queries in progress on this core's reactor.
     background: Rc<Cell<usize>>,
 }
@@ -245,6 +250,7 @@ async fn run(mut setup: CoreSetup) {
         query_log: Rc::new(RefCell::new(QueryLog::default())),
         forwarder,
         background: Rc::new(Cell::new(0)),
+        autopath: setup.autopath.take(),
     };
     apply_updates(&shared);
     if let Some(forwarder) = &shared.forwarder {
@@ -441,8 +447,11 @@ fn apply_updates(shared: &Shared) {
 }
 
 /// What [`answer`] did with a query.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 enum Answer {
+    /// An NXDOMAIN of this length is in the buffer, for a pod's first
+    /// search candidate: autopath walks the rest of its search list.
+    Autopath(usize, Box<Candidate>),
     /// A reply of this length and RCODE is in the buffer.
     Reply(usize, u16),
     /// The name is forwarded: hand the query to the forwarder.
@@ -456,6 +465,7 @@ enum Answer {
 
 /// Answers one query into `out` and counts it, or says to forward it.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn answer(
     table: &mut AnswerTable,
     outside: Outside<'_>,
@@ -464,6 +474,7 @@ fn answer(
     proto: Proto,
     query: &[u8],
     out: &mut [u8],
+    client: impl FnOnce() -> Option<std::net::IpAddr>,
 ) -> Answer {
     #[cfg(debug_assertions)]
     injected_panic(query);
@@ -477,7 +488,15 @@ fn answer(
         } => return Answer::Chase(len),
         Response::Reply {
             len, rcode, qtype, ..
-        } => (len, rcode.0, qtype, Plugin::Kubernetes),
+        } => {
+            if rcode == kubewire_wire::Rcode::NXDOMAIN
+                && outside.autopath.is_some()
+                && let Some(candidate) = autopath_candidate(table, query, client)
+            {
+                return Answer::Autopath(len, Box::new(candidate));
+            }
+            (len, rcode.0, qtype, Plugin::Kubernetes)
+        }
         Response::NotOurs { len, qtype } => {
             let forwarded = outside.forwarder.and_then(|forwarder| {
                 let parsed = kubewire_wire::parse_query(query).ok()?;
@@ -522,6 +541,19 @@ fn answer(
     )
 }
 
+/// Whether an NXDOMAIN'd query is the first search candidate of the pod
+/// that sent it (the client's address is only looked at here).
+#[cold]
+fn autopath_candidate(
+    table: &AnswerTable,
+    query: &[u8],
+    client: impl FnOnce() -> Option<std::net::IpAddr>,
+) -> Option<Candidate> {
+    let namespace = table.client_namespace(client()?)?;
+    let parsed = kubewire_wire::parse_query(query).ok()?;
+    autopath::first_candidate(table, parsed.key(), namespace)
+}
+
 /// Counts one reply of `len` bytes; returns `len`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -554,6 +586,7 @@ fn count(
 struct Outside<'a> {
     forwarder: Option<&'a Forwarder>,
     cache: Option<&'a RefCell<CoreCache>>,
+    autopath: Option<&'a AutopathPlan>,
 }
 
 impl Shared {
@@ -561,6 +594,7 @@ impl Shared {
         Outside {
             forwarder: self.forwarder.as_deref(),
             cache: self.cache.as_deref(),
+            autopath: self.autopath.as_deref(),
         }
     }
 }
@@ -572,6 +606,9 @@ enum Slow {
     Forward,
     /// Chase the CNAME in the table's reply (an ExternalName Service).
     Chase(Vec<u8>),
+    /// Walk a pod's search list after the table's NXDOMAIN for its first
+    /// candidate.
+    Autopath(Vec<u8>, Box<Candidate>),
 }
 
 /// Answers a [`Slow`] query (forwarding or chasing, on this core's
@@ -611,6 +648,37 @@ async fn answer_slow(
             .await;
             let rcode = kubewire_wire::Rcode(rcode);
             (Forwarded { reply, rcode }, Plugin::Kubernetes)
+        }
+        Slow::Autopath(nxdomain, candidate) => {
+            let plan = shared.autopath.as_deref()?;
+            let completed = autopath::complete(
+                &shared.table,
+                shared.forwarder.as_ref(),
+                plan,
+                &candidate,
+                query,
+                nxdomain,
+                transport,
+            )
+            .await;
+            if completed.found
+                && let Some(metrics) = &shared.metrics
+            {
+                metrics.autopath_success(listen);
+            }
+            let rcode = kubewire_wire::Rcode(completed.rcode);
+            let plugin = if completed.found {
+                Plugin::Autopath
+            } else {
+                Plugin::Kubernetes
+            };
+            (
+                Forwarded {
+                    reply: completed.reply,
+                    rcode,
+                },
+                plugin,
+            )
         }
     };
     if let Some(metrics) = &shared.metrics {
@@ -748,20 +816,33 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             let metrics = shared.metrics.as_deref();
             let outside = shared.outside();
             let mut query_log = shared.query_log.borrow_mut();
-            batch.answer(count, |i, query, out| {
-                let (len, rcode) =
-                    match answer(&mut table, outside, metrics, listen, Proto::Udp, query, out) {
-                        Answer::Reply(len, rcode) => (len, rcode),
-                        Answer::Forward => {
-                            slow.push((i, Slow::Forward));
-                            return None;
-                        }
-                        Answer::Chase(len) => {
-                            slow.push((i, Slow::Chase(out[..len].to_vec())));
-                            return None;
-                        }
-                        Answer::Drop => return None,
-                    };
+            batch.answer(count, |i, query, out, peer| {
+                let answered = answer(
+                    &mut table,
+                    outside,
+                    metrics,
+                    listen,
+                    Proto::Udp,
+                    query,
+                    out,
+                    || peer.ip(),
+                );
+                let (len, rcode) = match answered {
+                    Answer::Reply(len, rcode) => (len, rcode),
+                    Answer::Autopath(len, candidate) => {
+                        slow.push((i, Slow::Autopath(out[..len].to_vec(), candidate)));
+                        return None;
+                    }
+                    Answer::Forward => {
+                        slow.push((i, Slow::Forward));
+                        return None;
+                    }
+                    Answer::Chase(len) => {
+                        slow.push((i, Slow::Chase(out[..len].to_vec())));
+                        return None;
+                    }
+                    Answer::Drop => return None,
+                };
                 if let Some(interval) = log_interval
                     && query_log.pick(interval)
                 {
@@ -855,9 +936,15 @@ async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, listen: usize)
             Proto::Udp,
             &query[..len],
             &mut out,
+            || Some(peer.ip()),
         );
         let (reply, rcode) = match answered {
             Answer::Reply(reply, rcode) => (reply, rcode),
+            Answer::Autopath(reply, candidate) => {
+                let walk = Slow::Autopath(out[..reply].to_vec(), candidate);
+                spawn_udp_slow(&shared, &socket, listen, query[..len].to_vec(), peer, walk);
+                continue;
+            }
             Answer::Forward => {
                 let query = query[..len].to_vec();
                 spawn_udp_slow(&shared, &socket, listen, query, peer, Slow::Forward);
@@ -999,8 +1086,12 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
                 Proto::Tcp,
                 &query,
                 &mut scratch[2..],
+                || client.map(|c| c.ip()),
             );
             match answered {
+                Answer::Autopath(len, candidate) => {
+                    Some(Slow::Autopath(scratch[2..2 + len].to_vec(), candidate))
+                }
                 Answer::Reply(reply_len, reply_rcode) => {
                     rcode = reply_rcode;
                     scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
