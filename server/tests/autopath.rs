@@ -133,6 +133,19 @@ fn a_pods_search_path_is_completed_in_one_query() {
         1,
         "only the bare name went upstream"
     );
+    // Again, from the pod: the bare name's answer comes from the cache.
+    let again = ask(
+        &server,
+        "127.0.0.2",
+        "api.github.com.team.svc.cluster.local",
+        RecordType::A,
+    );
+    assert_eq!(answers(&again).len(), 2);
+    assert_eq!(
+        upstream.queries() - before,
+        1,
+        "one upstream query per name"
+    );
     assert!(
         upstream
             .names()

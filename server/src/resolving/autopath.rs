@@ -16,12 +16,13 @@
 //! pure and cheap, and is only asked for NXDOMAIN replies; the walk
 //! ([`complete`]) runs on the core's reactor, like forwarding.
 
+use super::cache::CoreCache;
 use super::chase::{count, finish, set_count};
 use super::forward::Forwarder;
 use kubewire_control_plane::{AnswerTable, Response};
 use kubewire_wire::records::{copy_record, first_record, read_name, write_plain_query};
 use kubewire_wire::{NameBuf, Rcode, Transport, parse_query};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// What autopath needs besides the table: fixed at start.
@@ -141,9 +142,12 @@ pub struct Completed {
 
 /// Walks the search list after the first candidate, whose NXDOMAIN reply
 /// (the table's, for `query`) is `nxdomain`.
+#[allow(clippy::too_many_arguments)]
 pub async fn complete(
     table: &RefCell<AnswerTable>,
     forwarder: Option<&Rc<Forwarder>>,
+    cache: Option<&Rc<RefCell<CoreCache>>>,
+    background: &Rc<Cell<usize>>,
     plan: &AutopathPlan,
     candidate: &Candidate,
     query: &[u8],
@@ -187,7 +191,21 @@ pub async fn complete(
         let found = match local {
             Some(reply) => reply,
             None => match forwarder {
-                Some(forwarder) => match forwarder.resolve(&sub_query, Transport::Tcp).await {
+                // Through the cache, so that the node asks upstream once
+                // per name however many pods walk their lists.
+                Some(forwarder) => match match cache {
+                    Some(cache) => {
+                        super::cache::resolve(
+                            cache,
+                            forwarder,
+                            background,
+                            &sub_query,
+                            Transport::Tcp,
+                        )
+                        .await
+                    }
+                    None => forwarder.resolve(&sub_query, Transport::Tcp).await,
+                } {
                     Some(forwarded) => forwarded.reply,
                     // The upstreams failed: SERVFAIL, as CoreDNS does when
                     // a plugin behind autopath fails.

@@ -654,6 +654,8 @@ async fn answer_slow(
             let completed = autopath::complete(
                 &shared.table,
                 shared.forwarder.as_ref(),
+                shared.cache.as_ref(),
+                &shared.background,
                 plan,
                 &candidate,
                 query,
