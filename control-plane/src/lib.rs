@@ -16,6 +16,7 @@ pub mod hub;
 pub mod keyed;
 pub mod model;
 pub mod pods;
+pub mod selector;
 pub mod settings;
 pub mod table;
 pub mod update;

@@ -28,6 +28,15 @@ use std::sync::Arc;
 pub const POD_FIELD_SELECTOR: &str =
     "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
 
+/// The Pod watch's field selector: pods that hold their addresses, and
+/// only those of `node` when given.
+pub fn pod_field_selector(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("{POD_FIELD_SELECTOR},spec.nodeName={node}"),
+        None => POD_FIELD_SELECTOR.to_string(),
+    }
+}
+
 /// What to watch.
 #[derive(Clone, Debug, Default)]
 pub struct WatchOptions {
@@ -130,10 +139,7 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
         kinds.push(Kind::Pod);
         tasks.push(tokio::spawn(run(
             Api::<Pod>::all(client.clone()),
-            watcher::Config::default().fields(&match &options.pods_of_node {
-                Some(node) => format!("{POD_FIELD_SELECTOR},spec.nodeName={node}"),
-                None => POD_FIELD_SELECTOR.to_string(),
-            }),
+            watcher::Config::default().fields(&pod_field_selector(options.pods_of_node.as_deref())),
             Kind::Pod,
             |p| PodModel::from_api(p).map(Object::Pod),
             namespaces,
@@ -143,8 +149,8 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
     Watchers { kinds, tasks }
 }
 
-/// Whether an object is in a served namespace.
-fn served(object: &Object, namespaces: Option<&HashSet<String>>) -> bool {
+/// Whether an object is in a served namespace (`None`: all are).
+pub fn served(object: &Object, namespaces: Option<&HashSet<String>>) -> bool {
     let Some(namespaces) = namespaces else {
         return true;
     };
@@ -250,4 +256,18 @@ fn chain(error: &dyn std::error::Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_selector_adds_the_node_when_given() {
+        assert_eq!(pod_field_selector(None), POD_FIELD_SELECTOR);
+        assert_eq!(
+            pod_field_selector(Some("node-1")),
+            format!("{POD_FIELD_SELECTOR},spec.nodeName=node-1")
+        );
+    }
 }

@@ -100,13 +100,19 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
     })
 }
 
-/// What the cluster source watches, from the configuration.
+/// What the cluster source watches, from the configuration (and, in
+/// node-local mode, `$NODE_NAME`).
 pub fn watch_options(config: &Config) -> WatchOptions {
+    watch_options_on(config, std::env::var("NODE_NAME").ok())
+}
+
+/// [`watch_options`] on the node named `node`.
+pub fn watch_options_on(config: &Config, node: Option<String>) -> WatchOptions {
     let k = &config.kubernetes;
     // A node-local instance's autopath serves only its own node's pods;
     // verified pod records need every pod.
     let pods_of_node = (config.node_local.enabled && k.autopath && k.pods != PodMode::Verified)
-        .then(|| std::env::var("NODE_NAME").ok())
+        .then_some(node)
         .flatten()
         .filter(|node| !node.is_empty());
     WatchOptions {
@@ -305,8 +311,11 @@ fn open_source(config: &Config) -> anyhow::Result<(Vec<Object>, Source, String)>
             if let Some(first) = errors.into_iter().next() {
                 bail!("{first}; fix the manifest and start again");
             }
+            let filter =
+                manifests::Filter::new(&config.kubernetes.namespaces, &config.kubernetes.labels)
+                    .map_err(|e| anyhow::anyhow!(e))?;
             let objects = set
-                .by_kind()
+                .by_kind(&filter)
                 .into_iter()
                 .flat_map(|(_, list)| list)
                 .collect();
@@ -634,5 +643,38 @@ pub fn config_command(action: &cli::ConfigAction, flags: &Flags) -> std::process
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Node-local autopath watches only its node's pods; verified pod
+    /// records, or no node name, keep the whole cluster's.
+    #[test]
+    fn node_local_autopath_narrows_the_pod_watch_to_its_node() {
+        let mut config = Config::default();
+        config.kubernetes.autopath = true;
+        let cluster_dns = watch_options_on(&config, Some("node-1".into()));
+        assert!(cluster_dns.pods);
+        assert_eq!(
+            cluster_dns.pods_of_node, None,
+            "cluster DNS needs every pod"
+        );
+        config.node_local.enabled = true;
+        let node_local = watch_options_on(&config, Some("node-1".into()));
+        assert_eq!(node_local.pods_of_node.as_deref(), Some("node-1"));
+        assert_eq!(watch_options_on(&config, None).pods_of_node, None);
+        config.kubernetes.pods = PodMode::Verified;
+        assert_eq!(
+            watch_options_on(&config, Some("node-1".into())).pods_of_node,
+            None,
+            "verified pod records need every pod"
+        );
+        config.kubernetes.autopath = false;
+        config.kubernetes.pods = PodMode::Insecure;
+        assert!(!watch_options_on(&config, Some("node-1".into())).pods);
     }
 }

@@ -153,3 +153,50 @@ fn ignore_empty_service_follows_endpoint_readiness() {
         rcode(&server.udp(name, RecordType::A)) == 3
     });
 }
+
+/// `kubernetes.namespaces` and `kubernetes.labels` filter manifests as they
+/// filter the cluster source, and a reload of the config re-filters.
+#[test]
+fn namespaces_and_labels_filter_manifests_and_follow_reloads() {
+    let dir = tempdir("filter");
+    let svc = |namespace: &str, name: &str, ip: &str, app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{app: {app}}}\nspec:\n  clusterIP: {ip}\n---\n"
+        )
+    };
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("svc.yaml"),
+        svc("a", "web", "10.96.2.1", "web")
+            + &svc("a", "db", "10.96.2.2", "db")
+            + &svc("b", "web", "10.96.2.3", "web"),
+    )
+    .unwrap();
+    let config = dir.join("kubewire.toml");
+    std::fs::write(
+        &config,
+        "[kubernetes]\nnamespaces = [\"a\"]\nlabels = \"app in (web)\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let a = |name: &str| rcode(&server.udp(name, RecordType::A));
+    assert_eq!(a("web.a.svc.cluster.local"), 0);
+    assert_eq!(a("db.a.svc.cluster.local"), 3, "filtered out by its label");
+    assert_eq!(
+        a("web.b.svc.cluster.local"),
+        3,
+        "filtered out by its namespace"
+    );
+    // A reload with other filters: the manifests are filtered anew.
+    std::fs::write(&config, "[kubernetes]\nlabels = \"app!=web\"\n").unwrap();
+    eventually("the new filters apply", || {
+        a("db.a.svc.cluster.local") == 0 && a("web.a.svc.cluster.local") == 3
+    });
+    assert_eq!(a("web.b.svc.cluster.local"), 3);
+}

@@ -761,14 +761,14 @@ pub const SETTINGS: &[Setting] = &[
         "a list of namespace names; empty means all",
         true,
         &["--namespaces"],
-        "Serve only these namespaces, as CoreDNS's `namespaces` (cluster source).",
+        "Serve only these namespaces, as CoreDNS's `namespaces` (cluster and manifests sources).",
     ),
     setting(
         "kubernetes.labels",
         "a label selector such as \"app=web,tier!=db\"; empty means all",
         true,
         &["--labels"],
-        "Serve only Services (and their EndpointSlices) matching this, as CoreDNS's `labels` (cluster source).",
+        "Serve only Services (and their EndpointSlices) matching this, as CoreDNS's `labels` (cluster and manifests sources).",
     ),
     setting(
         "kubernetes.startup_timeout_ms",
@@ -1362,6 +1362,11 @@ impl Config {
                     &format!("{zone:?} is not a DNS name: {error}"),
                 );
             }
+        }
+        if let Err(error) =
+            kubewire_control_plane::selector::LabelSelector::parse(&self.kubernetes.labels)
+        {
+            return fail("kubernetes.labels", &error);
         }
         if self.dns.ttl_seconds > 3600 {
             return fail(

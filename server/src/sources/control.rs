@@ -468,8 +468,10 @@ impl Control {
                     // applied as a diff, so unchanged names never flap.
                     *watchers = spawn_watchers(client, options, watch_tx);
                 }
+                // Manifests are filtered here: read them again, filtered anew.
+                (_, Source::Manifests(..)) => self.reload_manifests(),
                 _ => tracing::warn!(
-                    "kubernetes.namespaces and kubernetes.labels apply to the cluster source only"
+                    "kubernetes.namespaces and kubernetes.labels apply to the cluster and manifests sources, not the demo"
                 ),
             }
         }
@@ -595,7 +597,17 @@ impl Control {
                 return;
             }
         }
-        for (kind, objects) in set.by_kind() {
+        let filter = match crate::sources::manifests::Filter::new(
+            &self.config.kubernetes.namespaces,
+            &self.config.kubernetes.labels,
+        ) {
+            Ok(filter) => filter,
+            Err(error) => {
+                tracing::error!(%error, "keeping the last good state");
+                return;
+            }
+        };
+        for (kind, objects) in set.by_kind(&filter) {
             for change in ObjectChange::relist(kind, objects) {
                 self.compiler.apply(change);
             }

@@ -5,6 +5,7 @@
 //! Namespace; any other kind is skipped with a debug log.
 
 use kubewire_control_plane::model::{PodModel, ServiceModel, SliceModel, namespace_from_api};
+use kubewire_control_plane::selector::LabelSelector;
 use kubewire_control_plane::{Kind, Object};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -83,16 +84,28 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 }
 
 /// Reads and parses one manifest file.
-pub fn load_file(path: &Path) -> Result<Vec<Object>, ManifestError> {
+pub fn load_file(path: &Path) -> Result<Vec<Labelled>, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_manifest(path, &text)
+    parse_labelled(path, &text)
 }
+
+/// An object and its `metadata.labels`, which the filters of
+/// `kubernetes.labels` read.
+pub type Labelled = (Object, BTreeMap<String, String>);
 
 /// Parses manifest text. `path` is only used in error messages.
 pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ManifestError> {
+    Ok(parse_labelled(path, text)?
+        .into_iter()
+        .map(|(object, _)| object)
+        .collect())
+}
+
+/// Parses manifest text, keeping each object's labels.
+pub fn parse_labelled(path: &Path, text: &str) -> Result<Vec<Labelled>, ManifestError> {
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
     let documents: Vec<Value> = if is_json {
         let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
@@ -166,7 +179,7 @@ fn read_document(
     path: &Path,
     line: u64,
     document: Value,
-    out: &mut Vec<Object>,
+    out: &mut Vec<Labelled>,
 ) -> Result<(), ManifestError> {
     if document.is_null() {
         return Ok(());
@@ -188,33 +201,45 @@ fn read_document(
         name: name.clone(),
         message,
     };
-    match kind.as_str() {
-        "List" => {
-            let items = document
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for item in items {
-                read_document(path, line, item, out)?;
-            }
+    if kind == "List" {
+        let items = document
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for item in items {
+            read_document(path, line, item, out)?;
         }
-        "Service" => out.push(
+        return Ok(());
+    }
+    let labels: BTreeMap<String, String> = document
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut push = |object: Object| out.push((object, labels.clone()));
+    match kind.as_str() {
+        "Service" => push(
             decode(document, &kind, |s| {
                 ServiceModel::from_api(s).map(Object::Service)
             })
             .map_err(error)?,
         ),
-        "EndpointSlice" => out.push(
+        "EndpointSlice" => push(
             decode(document, &kind, |s| {
                 SliceModel::from_api(s).map(Object::Slice)
             })
             .map_err(error)?,
         ),
-        "Pod" => out.push(
+        "Pod" => push(
             decode(document, &kind, |p| PodModel::from_api(p).map(Object::Pod)).map_err(error)?,
         ),
-        "Namespace" => out.push(
+        "Namespace" => push(
             decode(document, &kind, |n| {
                 namespace_from_api(n).map(Object::Namespace)
             })
@@ -254,11 +279,46 @@ fn object_name(document: &Value) -> String {
     }
 }
 
+/// `kubernetes.namespaces` and `kubernetes.labels` for manifests, as the
+/// cluster source asks the API server for them: namespaces filter every
+/// kind, the label selector Services and EndpointSlices.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    namespaces: Option<std::collections::HashSet<String>>,
+    labels: Option<LabelSelector>,
+}
+
+impl Filter {
+    /// From the `[kubernetes]` settings; a selector that does not parse is
+    /// an error that says what a selector may hold.
+    pub fn new(namespaces: &[String], labels: &str) -> Result<Filter, String> {
+        let labels = if labels.trim().is_empty() {
+            None
+        } else {
+            Some(LabelSelector::parse(labels).map_err(|e| format!("kubernetes.labels: {e}"))?)
+        };
+        Ok(Filter {
+            namespaces: (!namespaces.is_empty()).then(|| namespaces.iter().cloned().collect()),
+            labels,
+        })
+    }
+
+    fn admits(&self, object: &Object, labels: &BTreeMap<String, String>) -> bool {
+        if !kubewire_control_plane::watch::served(object, self.namespaces.as_ref()) {
+            return false;
+        }
+        match (&self.labels, object) {
+            (Some(selector), Object::Service(_) | Object::Slice(_)) => selector.matches(labels),
+            _ => true,
+        }
+    }
+}
+
 /// The objects of a set of files, kept per file so that a file that breaks
 /// keeps its last good objects while the others move on.
 #[derive(Debug, Default)]
 pub struct ManifestSet {
-    files: BTreeMap<PathBuf, Vec<Object>>,
+    files: BTreeMap<PathBuf, Vec<Labelled>>,
 }
 
 impl ManifestSet {
@@ -280,14 +340,21 @@ impl ManifestSet {
         Ok(errors)
     }
 
-    /// All objects, grouped by kind, for one relist per kind.
-    pub fn by_kind(&self) -> Vec<(Kind, Vec<Object>)> {
+    /// The objects `filter` admits, grouped by kind, for one relist per
+    /// kind.
+    pub fn by_kind(&self, filter: &Filter) -> Vec<(Kind, Vec<Object>)> {
         let mut groups: Vec<(Kind, Vec<Object>)> =
             [Kind::Namespace, Kind::Service, Kind::Slice, Kind::Pod]
                 .into_iter()
                 .map(|k| (k, Vec::new()))
                 .collect();
-        for object in self.files.values().flatten() {
+        let admitted = self
+            .files
+            .values()
+            .flatten()
+            .filter(|(object, labels)| filter.admits(object, labels))
+            .map(|(object, _)| object);
+        for object in admitted {
             if let Some((_, list)) = groups.iter_mut().find(|(k, _)| *k == object.kind()) {
                 list.push(object.clone());
             }
