@@ -17,9 +17,9 @@
 //! ([`complete`]) runs on the core's reactor, like forwarding.
 
 use super::cache::CoreCache;
-use super::chase::{count, finish, set_count};
+use super::chase::{Local, count, finish, from_table, set_count};
 use super::forward::Forwarder;
-use kubewire_control_plane::{AnswerTable, Response};
+use kubewire_control_plane::AnswerTable;
 use kubewire_wire::records::{copy_record, first_record, read_name, write_plain_query};
 use kubewire_wire::{NameBuf, Rcode, Transport, parse_query};
 use std::cell::{Cell, RefCell};
@@ -172,25 +172,10 @@ pub async fn complete(
     let mut sub_reply = vec![0u8; kubewire_wire::MAX_MESSAGE];
     for name in rest_of_search(candidate, plan) {
         write_plain_query(0, &name, qtype, &mut sub_query);
-        let in_cluster = table
-            .borrow()
-            .zones()
-            .find(&name)
-            .is_some_and(|(_, zone)| zone.authoritative);
-        let local = if in_cluster {
-            let response = table
-                .borrow_mut()
-                .respond(&sub_query, Transport::Tcp, &mut sub_reply);
-            match response {
-                Response::Reply { len, .. } => Some(sub_reply[..len].to_vec()),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let found = match local {
-            Some(reply) => reply,
-            None => match forwarder {
+        let found = match from_table(table, &name, &sub_query, &mut sub_reply) {
+            Local::Reply(reply) => reply,
+            // Outside the cluster zones, or a fallthrough zone's: forwarded.
+            Local::Unanswered | Local::Outside => match forwarder {
                 // Through the cache, so that the node asks upstream once
                 // per name however many pods walk their lists.
                 Some(forwarder) => match match cache {

@@ -67,19 +67,12 @@ pub async fn chase(
         }
         seen.push(name);
         write_plain_query(0, &name, qtype, &mut sub_query);
-        let in_cluster = table
-            .borrow()
-            .zones()
-            .find(&name)
-            .is_some_and(|(_, zone)| zone.authoritative);
-        let sub = if in_cluster {
-            let response = table
-                .borrow_mut()
-                .respond(&sub_query, Transport::Tcp, &mut sub_reply);
-            match response {
-                Response::Reply { len, .. } => sub_reply[..len].to_vec(),
-                _ => break,
-            }
+        let local = from_table(table, &name, &sub_query, &mut sub_reply);
+        let in_cluster = !matches!(local, Local::Outside);
+        let sub = if let Local::Reply(reply) = local {
+            reply
+        } else if in_cluster {
+            break;
         } else if let Some(forwarder) = forwarder {
             match forwarder.resolve(&sub_query, Transport::Tcp).await {
                 Some(forwarded) => forwarded.reply,
@@ -116,6 +109,39 @@ pub async fn chase(
         *byte = (*byte & 0xF0) | rcode.header_bits();
     }
     finish(reply, opt, transport, edns.map(|e| e.udp_payload_size))
+}
+
+/// What the table says of a name looked up on a client's behalf.
+pub(super) enum Local {
+    /// The table's reply.
+    Reply(Vec<u8>),
+    /// The name is in a cluster zone, but the table has no reply for it
+    /// (a `fallthrough` zone's unknown name, say).
+    Unanswered,
+    /// The name is outside every authoritative zone.
+    Outside,
+}
+
+/// Looks `name` up in the core's own table when it is in an authoritative
+/// zone; `query` is a plain query for it, `scratch` a reply buffer.
+pub(super) fn from_table(
+    table: &RefCell<AnswerTable>,
+    name: &NameBuf,
+    query: &[u8],
+    scratch: &mut [u8],
+) -> Local {
+    let in_cluster = table
+        .borrow()
+        .zones()
+        .find(name)
+        .is_some_and(|(_, zone)| zone.authoritative);
+    if !in_cluster {
+        return Local::Outside;
+    }
+    match table.borrow_mut().respond(query, Transport::Tcp, scratch) {
+        Response::Reply { len, .. } => Local::Reply(scratch[..len].to_vec()),
+        _ => Local::Unanswered,
+    }
 }
 
 /// Puts the OPT back and applies the client's size limit.
