@@ -385,8 +385,8 @@ const HANDOVER_DRAIN: Duration = Duration::from_millis(500);
 
 /// At shutdown, takes this core's UDP sockets out of their `SO_REUSEPORT`
 /// groups, then answers what they already hold, so that closing them loses
-/// nothing. A connected UDP socket is never picked for a new flow (Linux
-/// 5.7 and later), so connecting each to its own address sends new
+/// nothing. Linux never picks a connected UDP socket of a reuseport group
+/// for a new flow (checked on 6.18), so connecting each to its own address sends new
 /// datagrams to the sockets that stay: another core's, or the other
 /// instance's of an HA pair. Forwarded queries in flight finish too.
 async fn hand_over(sockets: &[Rc<UdpSocket>], shared: &Shared) {
