@@ -303,3 +303,39 @@ fn the_hosts_search_domains_come_before_the_bare_name() {
         "the CNAME first"
     );
 }
+
+#[test]
+fn autopath_answers_over_tcp_too() {
+    let dir = tempdir("autopath-tcp");
+    let upstream = Upstream::start();
+    let server = start(&dir, &upstream, "");
+    std::fs::write(
+        dir.join("manifests").join("pod.yaml"),
+        pod("team", "client", "127.0.0.5"),
+    )
+    .unwrap();
+    eventually("the pod is known", || {
+        rcode(&ask(
+            &server,
+            "127.0.0.5",
+            "web.default.team.svc.cluster.local",
+            RecordType::A,
+        )) == 0
+    });
+    // A TCP connection from the pod's address.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new("127.0.0.5".parse().unwrap(), 0).into())
+        .unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    let query = build_query("api.github.com.team.svc.cluster.local", RecordType::A, None);
+    let reply = tcp_exchange(&mut stream, &query);
+    assert_eq!(
+        answers(&reply),
+        [
+            "api.github.com. A 192.0.2.1",
+            "api.github.com.team.svc.cluster.local. CNAME api.github.com.",
+        ]
+    );
+}
