@@ -76,6 +76,14 @@ fn start(dir: &Path, upstream: &Upstream, search: &str) -> Server {
     ])
 }
 
+/// Waits until the pod at `source` (in namespace `team`) is known.
+fn wait_for_pod(server: &Server, source: &str) {
+    eventually("the pod is known", || {
+        let name = "web.default.team.svc.cluster.local";
+        rcode(&ask(server, source, name, RecordType::A)) == 0
+    });
+}
+
 /// One query from `source` (an address in 127.0.0.0/8).
 fn ask(server: &Server, source: &str, name: &str, qtype: RecordType) -> Message {
     let socket = UdpSocket::bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
@@ -93,14 +101,7 @@ fn a_pods_search_path_is_completed_in_one_query() {
         pod("team", "client", "127.0.0.2"),
     )
     .unwrap();
-    eventually("the pod is known", || {
-        rcode(&ask(
-            &server,
-            "127.0.0.2",
-            "web.default.team.svc.cluster.local",
-            RecordType::A,
-        )) == 0
-    });
+    wait_for_pod(&server, "127.0.0.2");
 
     // An external name: the CNAME from the asked name and the answer, in
     // one query, with the client's letter case on the question.
@@ -276,14 +277,7 @@ fn the_hosts_search_domains_come_before_the_bare_name() {
         pod("team", "client", "127.0.0.3"),
     )
     .unwrap();
-    eventually("the pod is known", || {
-        rcode(&ask(
-            &server,
-            "127.0.0.3",
-            "web.default.team.svc.cluster.local",
-            RecordType::A,
-        )) == 0
-    });
+    wait_for_pod(&server, "127.0.0.3");
     let reply = ask(
         &server,
         "127.0.0.3",
@@ -314,14 +308,7 @@ fn autopath_answers_over_tcp_too() {
         pod("team", "client", "127.0.0.5"),
     )
     .unwrap();
-    eventually("the pod is known", || {
-        rcode(&ask(
-            &server,
-            "127.0.0.5",
-            "web.default.team.svc.cluster.local",
-            RecordType::A,
-        )) == 0
-    });
+    wait_for_pod(&server, "127.0.0.5");
     // A TCP connection from the pod's address.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket

@@ -68,6 +68,16 @@ fn kernel_has_dummy() -> bool {
     made
 }
 
+/// The interface kind to test with: dummy where the kernel has the
+/// driver, else a bridge.
+fn interface_kind() -> &'static str {
+    if kernel_has_dummy() {
+        "dummy"
+    } else {
+        "bridge"
+    }
+}
+
 fn interface_addresses(name: &str) -> Option<String> {
     try_run("ip", &["-o", "addr", "show", "dev", name])
 }
@@ -213,11 +223,7 @@ fn node_local_sets_up_serves_repairs_and_tears_down() {
 fn iptables_mode_adds_and_removes_raw_rules() {
     in_new_netns(|| {
         let upstream = Upstream::start();
-        let kind = if kernel_has_dummy() {
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = interface_kind();
         let path = write_config(
             "nodelocal-iptables",
             &node_local_config(kind, "notrack = \"iptables\"", upstream.addr),
@@ -251,11 +257,7 @@ fn forward_mode_sends_cluster_names_to_kube_dns_over_tcp() {
     in_new_netns(|| {
         let kube_dns = Upstream::start();
         let resolver = Upstream::start();
-        let kind = if kernel_has_dummy() {
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = interface_kind();
         let path = write_config(
             "nodelocal-forward",
             &node_local_config(
@@ -302,11 +304,7 @@ fn forward_mode_sends_cluster_names_to_kube_dns_over_tcp() {
 fn forward_mode_without_an_upstream_says_what_to_set() {
     in_new_netns(|| {
         let resolver = Upstream::start();
-        let kind = if kernel_has_dummy() {
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = interface_kind();
         let path = write_config(
             "nodelocal-noupstream",
             &node_local_config(kind, "cluster_names = \"forward\"", resolver.addr),
@@ -336,11 +334,7 @@ fn forward_mode_without_an_upstream_says_what_to_set() {
 fn an_ha_pair_restarts_one_instance_under_load_without_losing_queries() {
     in_new_netns(|| {
         let upstream = Upstream::start();
-        let kind = if kernel_has_dummy() {
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = interface_kind();
         let first = write_config(
             "nodelocal-ha-a",
             &node_local_config(kind, "skip_teardown = true", upstream.addr),
@@ -399,11 +393,7 @@ fn an_ha_pair_restarts_one_instance_under_load_without_losing_queries() {
 fn without_cap_net_admin_the_error_names_the_capability() {
     in_new_netns(|| {
         let upstream = Upstream::start();
-        let kind = if kernel_has_dummy() {
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = interface_kind();
         let path = write_config(
             "nodelocal-nocap",
             &node_local_config(kind, "", upstream.addr),
@@ -439,11 +429,7 @@ fn without_cap_net_admin_the_error_names_the_capability() {
 fn without_nft_or_iptables_the_error_says_what_to_install() {
     in_new_netns(|| {
         let upstream = Upstream::start();
-        let kind = if kernel_has_dummy() {
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = interface_kind();
         let path = write_config(
             "nodelocal-notools",
             &node_local_config(kind, "", upstream.addr),
