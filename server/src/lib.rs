@@ -351,7 +351,7 @@ fn check_host(config: &Config) -> anyhow::Result<Vec<usize>> {
     for &addr in &config.dns.listen {
         // An HA pair shares the node-local addresses on purpose (if the
         // holder is no kubewire, binding later fails and says so).
-        if config.node_local.enabled && preflight::udp_in_use(addr) {
+        if config.node_local.enabled && preflight::udp_served_by_others(addr) {
             tracing::info!(%addr, "node-local: sharing this address with another instance (SO_REUSEPORT), as an HA pair");
         } else {
             preflight::check_free(addr)?;

@@ -156,18 +156,12 @@ fn bind_problem(error: &std::io::Error, addr: SocketAddr) -> String {
     }
 }
 
-/// Whether another socket holds the UDP address (a plain bind fails with
-/// `EADDRINUSE`); a missing address is not "in use".
-pub fn udp_in_use(addr: SocketAddr) -> bool {
-    Socket::new(Domain::for_address(addr), Type::DGRAM, None)
-        .and_then(|socket| socket.bind(&addr.into()))
-        .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-}
-
 /// Whether a UDP socket of another process serves `addr` (bound to it, or
 /// to the wildcard on its port), from `/proc/net/udp{,6}` less this
-/// process's own sockets. At exit, an HA pair's instance uses it to see
-/// whether the other still serves.
+/// process's own sockets. An HA pair's instance asks it at start (the
+/// other serves: share the address) and at exit (the other still serves:
+/// leave it the interface); a bind cannot tell at exit, as this process's
+/// own sockets stay open until it ends.
 pub fn udp_served_by_others(addr: SocketAddr) -> bool {
     let ours = own_socket_inodes();
     let (table, wanted) = match addr.ip() {

@@ -261,13 +261,12 @@ async fn run(mut setup: CoreSetup) {
         udp: std::mem::take(&mut setup.udp_fds),
         tcp: std::mem::take(&mut setup.tcp_fds),
     };
-    let late = setup.bind_when_synced.take();
-    let mut waiting = Some(listeners);
+    // Sockets left to bind once the first sync is in, and where.
+    let mut waiting = None;
     let mut udp_sockets = Vec::new();
-    if late.is_none()
-        && let Some(listeners) = waiting.take()
-    {
-        udp_sockets = start_serving(listeners, setup.udp_io, setup.tcp, &shared);
+    match setup.bind_when_synced.take() {
+        Some(addrs) => waiting = Some((listeners, addrs)),
+        None => udp_sockets = start_serving(listeners, setup.udp_io, setup.tcp, &shared),
     }
 
     // The root task: apply updates whenever woken, until shutdown. When it
@@ -278,12 +277,11 @@ async fn run(mut setup: CoreSetup) {
     let mut buf = [0u8; 64];
     loop {
         apply_updates(&shared);
-        if let Some(addrs) = &late
-            && waiting.is_some()
+        if waiting.is_some()
             && shared.table.borrow().synced()
-            && let Some(listeners) = waiting.take()
+            && let Some((listeners, addrs)) = waiting.take()
         {
-            match listeners.bind(addrs) {
+            match listeners.bind(&addrs) {
                 Ok(()) => {
                     tracing::info!(
                         core = setup.index,
