@@ -3,7 +3,7 @@
 //! datagrams per system call (dnsperf does one per call).
 #![allow(unsafe_code)] // batched calls over buffers this struct owns
 
-use kubewire_mmsg::Headers;
+use kubewire_udp::mmsg::Headers;
 use std::io;
 use std::os::fd::RawFd;
 

@@ -179,7 +179,7 @@ pub struct Flags {
     )]
     pub tcp_max_connections: Option<usize>,
 
-    /// UDP I/O: `batched` (recvmmsg/sendmmsg) or `glommio` [default: batched].
+    /// UDP I/O: `batched` (recvmmsg/sendmmsg), `io_uring` or `glommio` [default: batched].
     #[arg(
         long,
         global = true,

@@ -422,6 +422,12 @@ pub enum UdpIo {
     Batched,
     /// glommio's `recv_from`/`send_to`.
     Glommio,
+    /// An io_uring per socket: a multishot `recvmsg` over provided buffers,
+    /// and `sendmsg` replies. Where the kernel refuses io_uring, kubewire
+    /// logs why once and serves with `batched`.
+    #[value(name = "io_uring")]
+    #[serde(rename = "io_uring")]
+    IoUring,
 }
 
 /// Log output format.
@@ -716,10 +722,10 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting(
         "dns.udp_io",
-        "\"batched\" or \"glommio\"",
+        "\"batched\", \"io_uring\" or \"glommio\"",
         false,
         &["--udp-io"],
-        "UDP I/O: recvmmsg/sendmmsg batches, or glommio's one-datagram calls.",
+        "UDP I/O: recvmmsg/sendmmsg batches, an io_uring per socket, or glommio's one-datagram calls.",
     ),
     setting(
         "kubernetes.pods",

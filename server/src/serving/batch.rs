@@ -6,7 +6,8 @@
 //! [`BATCH`] datagrams per system call instead, and never uses that fallback.
 #![allow(unsafe_code)] // recvmmsg/sendmmsg over buffers this struct owns
 
-use kubewire_mmsg::{Headers, zeroed};
+pub use kubewire_udp::Peer;
+use kubewire_udp::mmsg::{Headers, zeroed};
 use std::io;
 use std::os::fd::RawFd;
 
@@ -41,38 +42,6 @@ impl std::fmt::Debug for UdpBatch {
 impl Default for UdpBatch {
     fn default() -> UdpBatch {
         UdpBatch::new()
-    }
-}
-
-/// The sender of a received datagram, read only when asked for.
-#[derive(Clone, Copy)]
-pub struct Peer<'a> {
-    storage: &'a libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl std::fmt::Debug for Peer<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Peer").field(&self.address()).finish()
-    }
-}
-
-impl Peer<'_> {
-    /// The sender's address.
-    pub fn address(&self) -> Option<std::net::SocketAddr> {
-        let mut storage = socket2::SockAddrStorage::zeroed();
-        // SAFETY: SockAddrStorage is a sockaddr_storage; the kernel wrote a
-        // socket address of `len` bytes into `storage`.
-        let address = unsafe {
-            *storage.view_as::<libc::sockaddr_storage>() = *self.storage;
-            socket2::SockAddr::new(storage, self.len)
-        };
-        address.as_socket()
-    }
-
-    /// The sender's IP.
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
-        self.address().map(|a| a.ip())
     }
 }
 
@@ -129,10 +98,7 @@ impl UdpBatch {
             }
             let len = self.rx_headers.received_len(i).min(RX_BUF);
             let name_len = self.rx_headers.name_len(i);
-            let peer = Peer {
-                storage: &self.peers[i],
-                len: name_len,
-            };
+            let peer = Peer::new(&self.peers[i], name_len);
             let Some(reply_len) = answer(i, &self.rx[i][..len], &mut self.tx[i], peer) else {
                 continue;
             };
@@ -153,11 +119,7 @@ impl UdpBatch {
 
     /// The sender of received datagram `i`.
     pub fn peer(&self, i: usize) -> Option<std::net::SocketAddr> {
-        Peer {
-            storage: self.peers.get(i)?,
-            len: self.rx_headers.name_len(i),
-        }
-        .address()
+        Peer::new(self.peers.get(i)?, self.rx_headers.name_len(i)).address()
     }
 
     /// Replies queued and not yet sent.

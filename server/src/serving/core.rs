@@ -15,6 +15,8 @@ use crate::resolving::forward::{Forwarded, Forwarder};
 use crate::resolving::probe::LoopProbes;
 use crate::serving::batch::UdpBatch;
 use crate::serving::querylog::{QueryLog, QueryLogSettings};
+
+mod uring;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -359,6 +361,23 @@ fn start_serving(
             UdpIo::Glommio => {
                 glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach()
             }
+            UdpIo::IoUring => match uring::ring_for(&socket) {
+                Some(ring) => glommio::spawn_local(uring::serve_udp_uring(
+                    socket,
+                    shared.clone(),
+                    exclusive,
+                    listen,
+                    ring,
+                ))
+                .detach(),
+                None => glommio::spawn_local(serve_udp_batched(
+                    socket,
+                    shared.clone(),
+                    exclusive,
+                    listen,
+                ))
+                .detach(),
+            },
         };
     }
     let connections = Rc::new(Cell::new(0usize));
@@ -406,6 +425,10 @@ async fn hand_over(sockets: &[Rc<UdpSocket>], shared: &Shared) {
         }
     }
     let deadline = std::time::Instant::now() + HANDOVER_DRAIN;
+    // An io_uring path has taken datagrams off its sockets (FIONREAD no
+    // longer sees them) that it may not have answered yet; it does within
+    // its turn, at most UDP_FLOWING_WAIT_MS.
+    glommio::timer::sleep(Duration::from_millis(2 * UDP_FLOWING_WAIT_MS)).await;
     while std::time::Instant::now() < deadline {
         let queued = sockets.iter().any(|s| bytes_queued(s.as_raw_fd()) > 0);
         if !queued && shared.background.get() == 0 {
@@ -607,6 +630,31 @@ enum Slow {
     /// Walk a pod's search list after the table's NXDOMAIN for its first
     /// candidate.
     Autopath(Vec<u8>, Box<Candidate>),
+}
+
+/// What a UDP path does with a query, from [`answer`]'s verdict.
+enum UdpVerdict {
+    /// Send the reply of this length and RCODE that is in the buffer.
+    Send(usize, u16),
+    /// Spawn this slow work, which replies later.
+    Slow(Slow),
+    /// Send nothing.
+    Drop,
+}
+
+impl UdpVerdict {
+    /// The verdict on `answered`, whose reply (if any) is in `out`.
+    fn of(answered: Answer, out: &[u8]) -> UdpVerdict {
+        match answered {
+            Answer::Reply(len, rcode) => UdpVerdict::Send(len, rcode),
+            Answer::Autopath(len, candidate) => {
+                UdpVerdict::Slow(Slow::Autopath(out[..len].to_vec(), candidate))
+            }
+            Answer::Forward => UdpVerdict::Slow(Slow::Forward),
+            Answer::Chase(len) => UdpVerdict::Slow(Slow::Chase(out[..len].to_vec())),
+            Answer::Drop => UdpVerdict::Drop,
+        }
+    }
 }
 
 /// Answers a [`Slow`] query (forwarding or chasing, on this core's
@@ -827,21 +875,13 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
                     out,
                     || peer.ip(),
                 );
-                let (len, rcode) = match answered {
-                    Answer::Reply(len, rcode) => (len, rcode),
-                    Answer::Autopath(len, candidate) => {
-                        slow.push((i, Slow::Autopath(out[..len].to_vec(), candidate)));
+                let (len, rcode) = match UdpVerdict::of(answered, out) {
+                    UdpVerdict::Send(len, rcode) => (len, rcode),
+                    UdpVerdict::Slow(work) => {
+                        slow.push((i, work));
                         return None;
                     }
-                    Answer::Forward => {
-                        slow.push((i, Slow::Forward));
-                        return None;
-                    }
-                    Answer::Chase(len) => {
-                        slow.push((i, Slow::Chase(out[..len].to_vec())));
-                        return None;
-                    }
-                    Answer::Drop => return None,
+                    UdpVerdict::Drop => return None,
                 };
                 if let Some(interval) = log_interval
                     && query_log.pick(interval)
@@ -938,24 +978,13 @@ async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, listen: usize)
             &mut out,
             || Some(peer.ip()),
         );
-        let (reply, rcode) = match answered {
-            Answer::Reply(reply, rcode) => (reply, rcode),
-            Answer::Autopath(reply, candidate) => {
-                let walk = Slow::Autopath(out[..reply].to_vec(), candidate);
-                spawn_udp_slow(&shared, &socket, listen, query[..len].to_vec(), peer, walk);
+        let (reply, rcode) = match UdpVerdict::of(answered, &out) {
+            UdpVerdict::Send(reply, rcode) => (reply, rcode),
+            UdpVerdict::Slow(work) => {
+                spawn_udp_slow(&shared, &socket, listen, query[..len].to_vec(), peer, work);
                 continue;
             }
-            Answer::Forward => {
-                let query = query[..len].to_vec();
-                spawn_udp_slow(&shared, &socket, listen, query, peer, Slow::Forward);
-                continue;
-            }
-            Answer::Chase(reply) => {
-                let chase = Slow::Chase(out[..reply].to_vec());
-                spawn_udp_slow(&shared, &socket, listen, query[..len].to_vec(), peer, chase);
-                continue;
-            }
-            Answer::Drop => continue,
+            UdpVerdict::Drop => continue,
         };
         if let Err(error) = socket.send_to(&out[..reply], peer).await {
             tracing::debug!(%error, "UDP reply not sent");

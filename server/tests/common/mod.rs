@@ -58,15 +58,27 @@ impl Server {
 
     /// Starts kubewire with extra environment variables (`None` removes one).
     pub fn spawn_with_env(args: &[&str], addr: SocketAddr, env: &[(&str, Option<&str>)]) -> Server {
+        Server::spawn_with(args, addr, |command| {
+            for (key, value) in env {
+                match value {
+                    Some(value) => command.env(key, value),
+                    None => command.env_remove(key),
+                };
+            }
+        })
+    }
+
+    /// Starts kubewire with the command adjusted by `configure` (its
+    /// environment, say) before the arguments are added.
+    pub fn spawn_with(
+        args: &[&str],
+        addr: SocketAddr,
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kubewire"));
         // The test's own variables come after this default, and win.
         command.env("RUST_LOG", "info");
-        for (key, value) in env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
+        configure(&mut command);
         let mut child = command
             .args(args)
             .arg("--listen")

@@ -2,8 +2,7 @@
 //! places that move datagrams in batches: the server's UDP path
 //! (`server/src/serving/batch.rs`), the load generator
 //! (`bench/src/mmsg.rs`) and the null responder. Each owns its buffers; this
-//! crate owns the message headers that point at them, and the two calls.
-#![allow(unsafe_code)] // two libc calls, and zeroed plain C structs
+//! module owns the message headers that point at them, and the two calls.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -18,6 +17,8 @@ pub unsafe trait ZeroValid {}
 unsafe impl ZeroValid for libc::iovec {}
 // SAFETY: as above.
 unsafe impl ZeroValid for libc::mmsghdr {}
+// SAFETY: as above.
+unsafe impl ZeroValid for libc::msghdr {}
 // SAFETY: as above (an AF_UNSPEC address).
 unsafe impl ZeroValid for libc::sockaddr_storage {}
 

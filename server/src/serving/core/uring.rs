@@ -1,0 +1,208 @@
+//! The io_uring UDP path (`dns.udp_io = "io_uring"`): one ring per socket,
+//! beside glommio's own, driven from this core's executor.
+//!
+//! - While datagrams keep coming, each turn is one `io_uring_enter` that
+//!   sends the last turn's replies and sleeps until the next datagrams (at
+//!   most [`UDP_FLOWING_WAIT_MS`]), as the batched path sleeps in
+//!   `recvmmsg`; then every completion is reaped and answered.
+//! - When the socket has been quiet that long, the task parks on an eventfd
+//!   the ring signals, read through glommio's reactor, so an idle core costs
+//!   nothing and its other tasks (TCP, updates, forwarded replies) run.
+//! - Where the kernel refuses the ring, one log line says why and the
+//!   socket is served by the batched path.
+
+use super::{
+    Failures, Proto, QueryLog, Shared, Slow, UDP_FLOWING_WAIT_MS, UdpSocket, UdpVerdict,
+    YIELD_EVERY, answer, apply_updates, elapsed_ns, serve_udp_batched, spawn_udp_slow,
+};
+use kubewire_udp::uring::{Options, RingError, UdpRing};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Whether the fallback has been logged: once per process, not per socket.
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// A ring for `socket`, or `None` (logged) where the kernel refuses it.
+pub(super) fn ring_for(socket: &UdpSocket) -> Option<UdpRing> {
+    match UdpRing::new(socket, Options::default()) {
+        Ok(ring) => Some(ring),
+        Err(error) => {
+            log_fallback(&error);
+            None
+        }
+    }
+}
+
+/// The one log line for a refused ring, with what to do about it.
+fn log_fallback(error: &RingError) {
+    if FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let why = match error.source.raw_os_error() {
+        Some(libc::EPERM | libc::ENOSYS | libc::EACCES) => {
+            "io_uring is blocked here: a seccomp profile without the io_uring calls (deploy/seccomp/kubewire-io-uring.json allows them) or kernel.io_uring_disabled"
+        }
+        Some(libc::EINVAL) => {
+            "this kernel lacks a feature the path needs: provided-buffer rings (Linux 5.19) or multishot recvmsg (Linux 6.0)"
+        }
+        Some(libc::ENOMEM) => {
+            "the kernel refused the ring's memory: raise RLIMIT_MEMLOCK (kernels before 5.12 charge rings to it)"
+        }
+        _ => "the kernel refused the ring",
+    };
+    tracing::warn!(
+        error = %error,
+        "dns.udp_io = \"io_uring\" is unavailable, so UDP is served with recvmmsg batches: {why}; set dns.udp_io = \"batched\" to choose that outright"
+    );
+}
+
+/// The eventfd a parked ring signals, as a file glommio's reactor can read.
+fn notifier(ring: &mut UdpRing) -> Result<glommio::io::BufferedFile, RingError> {
+    let raw = ring.notifier()?;
+    // SAFETY: `raw` is the ring's open eventfd, borrowed for the dup.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    let own = borrowed.try_clone_to_owned().map_err(|source| RingError {
+        step: "duplicating the ring's eventfd",
+        source,
+    })?;
+    // SAFETY: a descriptor of our own whose ownership passes to glommio.
+    Ok(unsafe { glommio::io::BufferedFile::from_raw_fd(OwnedFd::into_raw_fd(own)) })
+}
+
+/// Serves one UDP socket through `ring`; see the module's description.
+pub(super) async fn serve_udp_uring(
+    socket: Rc<UdpSocket>,
+    shared: Shared,
+    exclusive: bool,
+    listen: usize,
+    mut ring: UdpRing,
+) {
+    let notifier = match notifier(&mut ring) {
+        Ok(file) => file,
+        Err(error) => {
+            log_fallback(&error);
+            drop(ring);
+            return serve_udp_batched(socket, shared, exclusive, listen).await;
+        }
+    };
+    // Queries of this turn the table could not finish, with their senders.
+    let mut slow: Vec<(Vec<u8>, std::net::SocketAddr, Slow)> = Vec::new();
+    // Queries of this turn picked for the query log.
+    let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, u16)> = Vec::new();
+    let mut failures = Failures::default();
+    let mut flowing = false;
+    let mut last_yield = std::time::Instant::now();
+    let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
+    loop {
+        // Sleeping in the kernel blocks the core's other tasks, so only a
+        // core's only UDP socket does it, and only while no forwarded or
+        // chased query waits on the reactor for its upstream's reply.
+        let entered = if flowing && exclusive && shared.background.get() == 0 {
+            ring.submit_and_wait(Some(flowing_wait))
+        } else {
+            ring.flush()
+        };
+        if let Err(error) = entered {
+            failures.record("io_uring_enter failed; retrying", &error);
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let log_interval = QueryLog::interval(&shared.query_log_settings);
+        let started =
+            (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
+        let turn = {
+            let mut table = shared.table.borrow_mut();
+            let metrics = shared.metrics.as_deref();
+            let outside = shared.outside();
+            let mut query_log = shared.query_log.borrow_mut();
+            ring.process(|query, out, peer| {
+                let answered = answer(
+                    &mut table,
+                    outside,
+                    metrics,
+                    listen,
+                    Proto::Udp,
+                    query,
+                    out,
+                    || peer.ip(),
+                );
+                match UdpVerdict::of(answered, out) {
+                    UdpVerdict::Send(len, rcode) => {
+                        if let Some(interval) = log_interval
+                            && query_log.pick(interval)
+                        {
+                            picked.push((peer.address(), query.to_vec(), rcode));
+                        }
+                        Some(len)
+                    }
+                    UdpVerdict::Slow(work) => {
+                        if let Some(address) = peer.address() {
+                            slow.push((query.to_vec(), address, work));
+                        }
+                        None
+                    }
+                    UdpVerdict::Drop => None,
+                }
+            })
+        };
+        let turn = match turn {
+            Ok(turn) => turn,
+            Err(error) => {
+                // The kernel cannot run the receive at all (an old kernel):
+                // serve this socket the other way.
+                log_fallback(&error);
+                drop(ring);
+                return serve_udp_batched(socket, shared, exclusive, listen).await;
+            }
+        };
+        if let Some(error) = ring.take_send_error() {
+            failures.record("UDP reply not sent", &error);
+        }
+        if turn.received == 0 {
+            if flowing {
+                // The wait timed out: one more look, then park.
+                flowing = false;
+                continue;
+            }
+            match ring.park() {
+                Ok(true) => {
+                    if let Err(error) = notifier.read_at(0, 8).await {
+                        failures.record("reading the io_uring eventfd failed; retrying", &error);
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    ring.unpark();
+                }
+                Ok(false) => {}
+                Err(error) => failures.record("io_uring_enter failed; retrying", &error),
+            }
+            continue;
+        }
+        flowing = true;
+        for (query, peer, work) in slow.drain(..) {
+            spawn_udp_slow(&shared, &socket, listen, query, peer, work);
+        }
+        // A turn's queries are charged the time from taking them in to
+        // queuing their replies, which leave in the next io_uring_enter.
+        if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
+            metrics.took(listen, turn.replied as u64, elapsed_ns(started));
+        }
+        if !picked.is_empty() {
+            let mut query_log = shared.query_log.borrow_mut();
+            let took = started.map(|s| s.elapsed()).unwrap_or_default();
+            for (client, query, rcode) in picked.drain(..) {
+                query_log.write(&shared.query_log_settings, client, &query, rcode, took);
+            }
+        }
+        if last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
+            // Replies go out before other tasks run, not after.
+            if let Err(error) = ring.flush() {
+                failures.record("io_uring_enter failed; retrying", &error);
+            }
+            apply_updates(&shared);
+            glommio::executor().yield_now().await;
+            last_yield = std::time::Instant::now();
+        }
+    }
+}

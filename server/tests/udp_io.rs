@@ -1,0 +1,193 @@
+//! The io_uring UDP path (`dns.udp_io = "io_uring"`) end to end: the real
+//! binary on two cores, real sockets, hickory-proto as the client, a
+//! scripted upstream for forwarded and cached names, and a seccomp filter
+//! that refuses the ring, for the fallback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::upstream::Upstream;
+use common::*;
+use hickory_proto::rr::RecordType;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
+
+/// The warning logged once when the ring is refused.
+const FALLBACK_LINE: &str = "dns.udp_io = \"io_uring\" is unavailable";
+
+fn config_file(body: &str) -> String {
+    let dir = tempdir("udp-io-config");
+    let path = dir.join("kubewire.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+/// The server's user and system CPU time so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 12th, stime the 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn the_io_uring_path_answers_cluster_forwarded_and_cached_names_and_idles_at_no_cpu() {
+    let upstream = Upstream::start();
+    upstream.answer("www.example.com", Ipv4Addr::new(192, 0, 2, 80));
+    let config = config_file("[dns]\nudp_io = \"io_uring\"\n");
+    let to = upstream.addr.to_string();
+    let mut server = Server::start(&[
+        "--demo",
+        "--cores",
+        "2",
+        "--forward",
+        to.as_str(),
+        "--config",
+        config.as_str(),
+    ]);
+    // Many source ports, so that both cores' sockets get queries.
+    let clients: Vec<UdpSocket> = (0..16)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (i, client) in clients.iter().enumerate() {
+        let name = if i % 2 == 0 {
+            "KuBeRnEtEs.default.svc.cluster.local"
+        } else {
+            "kubernetes.default.svc.cluster.local"
+        };
+        let reply = udp_query_from(client, server.addr, &build_query(name, RecordType::A, None));
+        assert_eq!(rcode(&reply), 0);
+        // The client's case comes back in the question and the answer owner.
+        assert_eq!(reply.queries[0].name().to_ascii(), format!("{name}."));
+        assert_eq!(answers(&reply), [format!("{name}. A 10.96.0.1")]);
+    }
+    // NXDOMAIN from the table, and a name the table hands to the forwarder.
+    assert_eq!(
+        rcode(&server.udp("nope.default.svc.cluster.local", RecordType::A)),
+        3
+    );
+    let reply = server.udp("www.example.com", RecordType::A);
+    assert_eq!(answers(&reply), ["www.example.com. A 192.0.2.80"]);
+    assert_eq!(upstream.names(), ["www.example.com."]);
+    // The cache hit rides the same path, from every source port (whichever
+    // core it lands on), without another upstream query.
+    for client in &clients {
+        let query = build_query("WWW.example.com", RecordType::A, None);
+        let reply = udp_query_from(client, server.addr, &query);
+        assert_eq!(answers(&reply), ["WWW.example.com. A 192.0.2.80"]);
+    }
+    assert_eq!(upstream.names(), ["www.example.com."]);
+    // TCP is unchanged.
+    assert_eq!(
+        answers(&server.tcp("kubernetes.default.svc.cluster.local", RecordType::A)),
+        ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+    );
+    assert!(
+        !server.logged(FALLBACK_LINE, Duration::from_millis(200)),
+        "the ring was refused: {:?}",
+        server.seen
+    );
+    // Idle, the cores park on the ring's eventfd: a core polling its ring
+    // would burn a whole CPU (100 ticks a second).
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(server.pid()) - before;
+    assert!(spent < 20, "{spent} ticks of CPU in 2 s idle");
+    // And it wakes again.
+    assert_eq!(
+        rcode(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+        0
+    );
+}
+
+/// A classic BPF seccomp filter: `io_uring_register(fd, IORING_REGISTER_PBUF_RING, …)`
+/// fails with EPERM, as under a profile that refuses the call; every other
+/// call, glommio's own rings included, is allowed.
+#[cfg(target_arch = "x86_64")]
+fn refuse_buffer_rings() -> std::io::Result<()> {
+    const LOAD_WORD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const IO_URING_REGISTER: u32 = 427;
+    const REGISTER_PBUF_RING: u32 = 22;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let program = [
+        op(LOAD_WORD, 0, 0, 0), // the syscall number
+        op(JUMP_IF_EQUAL, 0, 3, IO_URING_REGISTER),
+        op(LOAD_WORD, 0, 0, 24), // the low half of its second argument
+        op(JUMP_IF_EQUAL, 0, 1, REGISTER_PBUF_RING),
+        op(RETURN, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        op(RETURN, 0, 0, SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: prctl with plain integers, and a filter program that lives
+    // across the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const fprog,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_kernel_refusing_the_ring_falls_back_to_recvmmsg_with_one_log_line() {
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = Server::spawn_with(
+        &["--demo", "--cores", "2", "--udp-io", "io_uring"],
+        addr,
+        |command| {
+            use std::os::unix::process::CommandExt;
+            #[allow(unsafe_code)]
+            // SAFETY: the closure only makes two prctl calls, which are
+            // async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(refuse_buffer_rings)
+            };
+        },
+    );
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    let line = server.wait_for_log(FALLBACK_LINE, Duration::from_secs(5));
+    assert!(line.contains("seccomp"), "says why: {line}");
+    assert!(line.contains("Operation not permitted"), "{line}");
+    assert!(
+        line.contains("dns.udp_io = \"batched\""),
+        "says what to do: {line}"
+    );
+    // Both cores' sockets fell back; the line was logged once.
+    let clients: Vec<UdpSocket> = (0..16)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for client in &clients {
+        let query = build_query("kubernetes.default.svc.cluster.local", RecordType::A, None);
+        let reply = udp_query_from(client, server.addr, &query);
+        assert_eq!(
+            answers(&reply),
+            ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+        );
+    }
+    // Take in every line logged so far.
+    assert!(!server.logged("no such line", Duration::from_millis(300)));
+    let fallbacks = server
+        .seen
+        .iter()
+        .filter(|l| l.contains(FALLBACK_LINE))
+        .count();
+    assert_eq!(fallbacks, 1, "{:?}", server.seen);
+}

@@ -1,0 +1,96 @@
+//! kubewire's datagram I/O, below the DNS: no parsing, no async.
+//!
+//! Two ways to move UDP datagrams, each owning its buffers and the kernel
+//! structures that point at them:
+//! - [`mmsg`]: `recvmmsg`/`sendmmsg` batches on a non-blocking socket, used by
+//!   the server's `batched` path, the load generator and the `recvmmsg` null
+//!   responder;
+//! - [`uring`]: one io_uring per socket with a multishot `recvmsg` over a
+//!   provided-buffer ring and `sendmsg` replies, used by the server's
+//!   `io_uring` path and the io_uring null responder.
+#![allow(unsafe_code)] // system calls and kernel-shared memory, each one explained
+
+pub mod mmsg;
+pub mod uring;
+
+/// The sender of a received datagram, as the kernel wrote it, read only
+/// when asked for.
+#[derive(Clone, Copy)]
+pub struct Peer<'a> {
+    storage: &'a libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Peer").field(&self.address()).finish()
+    }
+}
+
+impl<'a> Peer<'a> {
+    /// A sender the kernel wrote into `storage`, `len` bytes long.
+    pub fn new(storage: &'a libc::sockaddr_storage, len: libc::socklen_t) -> Peer<'a> {
+        Peer { storage, len }
+    }
+
+    /// The sender's address (`None` for a family other than IPv4 or IPv6, or
+    /// an address cut short).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        let len = self.len as usize;
+        match libc::c_int::from(self.storage.ss_family) {
+            libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the family says the storage holds a sockaddr_in,
+                // which is smaller than and aligned within sockaddr_storage.
+                let v4 = unsafe {
+                    &*(self.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                Some((ip, u16::from_be(v4.sin_port)).into())
+            }
+            libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for sockaddr_in6.
+                let v6 = unsafe {
+                    &*(self.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
+                Some(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                    ip,
+                    u16::from_be(v6.sin6_port),
+                    v6.sin6_flowinfo,
+                    v6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// The sender's IP.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.address().map(|a| a.ip())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_reads_back_the_address_a_socket_received_from() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"x", server.local_addr().unwrap()).unwrap();
+        let mut storage: Box<[libc::sockaddr_storage]> = mmsg::zeroed(1);
+        let mut headers = mmsg::Headers::new(1);
+        let mut buf = [0u8; 16];
+        let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        headers.point(0, buf.as_mut_ptr(), buf.len(), &mut storage[0], name_len);
+        use std::os::fd::AsRawFd;
+        // SAFETY: the header points at `buf` and `storage`, alive across the call.
+        let count = unsafe { headers.receive(server.as_raw_fd(), 1, 0) }.unwrap();
+        assert_eq!(count, 1);
+        let peer = Peer::new(&storage[0], headers.name_len(0));
+        assert_eq!(peer.address(), Some(client.local_addr().unwrap()));
+        // A length shorter than the family's address is not an address.
+        assert_eq!(Peer::new(&storage[0], 4).address(), None);
+    }
+}
