@@ -58,8 +58,12 @@ pub struct Options {
 /// How a ring's replies leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendPath {
-    /// One `sendmsg` request per reply, in the same `io_uring_enter` as the wait.
+    /// One `send` request with a destination address per reply, in the same
+    /// `io_uring_enter` as the wait.
     Ring,
+    /// As `Ring`, with `sendmsg` requests (the kernel copies a message
+    /// header and an iovec for each).
+    RingSendmsg,
     /// One `sendmmsg` call per turn, before the `io_uring_enter`.
     Sendmmsg,
 }
@@ -368,22 +372,30 @@ impl UdpRing {
                 name.len(),
             );
         }
-        let reply_len = self.sends.reply_len;
-        let reply = &mut self.sends.replies[slot * reply_len..(slot + 1) * reply_len];
+        let capacity = self.sends.reply_len;
+        let reply = &mut self.sends.replies[slot * capacity..(slot + 1) * capacity];
         let peer = Peer::new(&self.sends.names[slot], name_len);
         let Some(reply_len) = answer(message.payload_data(), reply, peer) else {
             self.sends.free.push(slot);
             return false;
         };
+        let reply_len = reply_len.min(capacity);
         let entry = self.sends.point(slot, reply_len, name_len);
         if self.send_path == SendPath::Sendmmsg {
             self.sends.batch.push(slot);
             self.stats.replied += 1;
             return true;
         }
-        let send = opcode::SendMsg::new(types::Fd(self.socket), entry)
-            .build()
-            .user_data(slot as u64);
+        let send = if self.send_path == SendPath::RingSendmsg {
+            opcode::SendMsg::new(types::Fd(self.socket), entry).build()
+        } else {
+            let reply = self.sends.replies[slot * capacity..].as_ptr();
+            opcode::Send::new(types::Fd(self.socket), reply, reply_len as u32)
+                .dest_addr((&raw const self.sends.names[slot]).cast())
+                .dest_addr_len(name_len)
+                .build()
+        }
+        .user_data(slot as u64);
         self.push(&send);
         self.stats.replied += 1;
         true

@@ -48,6 +48,9 @@ fn main() {
         "recvmmsg" => serve_recvmmsg(&socket),
         "io_uring" => serve_io_uring(&socket, true),
         "io_uring-plain" => serve_io_uring(&socket, false),
+        "io_uring-sendmsg" => {
+            serve_io_uring_with(&socket, true, kubewire_udp::uring::SendPath::RingSendmsg)
+        }
         "io_uring-sendmmsg" => {
             serve_io_uring_with(&socket, true, kubewire_udp::uring::SendPath::Sendmmsg)
         }
@@ -80,7 +83,13 @@ fn serve_io_uring_with(
             std::process::exit(1);
         }
     };
+    let mut reported = std::time::Instant::now();
     loop {
+        if reported.elapsed() > std::time::Duration::from_secs(5) {
+            // What the ring did, for a run that lost queries.
+            eprintln!("{:?}", ring.stats());
+            reported = std::time::Instant::now();
+        }
         let turn = ring.process(|query, out, _peer| {
             out[..query.len()].copy_from_slice(query);
             if query.len() > 2 {
