@@ -227,10 +227,13 @@ zone:
 
     servers = [
         Server("null", 5300, [str(release / "kubewire-null-responder"), "127.0.0.1:5300"], work),
+        # The other floor: the same responder on io_uring (kubewire's own ring).
+        Server("null-io_uring", 5306, [str(release / "kubewire-null-responder"), "127.0.0.1:5306", SERVER_CPU, "io_uring"], work),
         Server("nsd", 5301, ["nsd", "-d", "-c", str(work / "nsd.conf")], work),
         Server("knot", 5302, ["knotd", "-c", str(work / "knot.conf")], work),
         Server("kubewire", 5303, kubewire(5303), work),
         Server("kubewire-glommio-io", 5304, kubewire(5304, "--udp-io", "glommio"), work),
+        Server("kubewire-io_uring", 5307, kubewire(5307, "--udp-io", "io_uring"), work),
         # The same server with metrics off: the cost of counting.
         Server("kubewire-no-metrics", 5305, kubewire(5305, "--metrics-addr", ""), work),
     ]
@@ -253,7 +256,7 @@ zone:
                     print(f"round {rnd + 1} load {load or 'max'} {s.name}: {r['qps']:.0f} qps, "
                           f"{r['cpu_us_per_q']:.2f} µs CPU/query, lost {r['lost']}", flush=True)
         latency = {}
-        plots = Path(args.out).parent / "results"
+        plots = plot_dir(args.out)
         plots.mkdir(exist_ok=True)
         for load in loads:
             out_dir = work / f"compare-{load}"
@@ -261,12 +264,25 @@ zone:
             print(latency[load], flush=True)
             svg = out_dir / "latency.svg"
             if svg.exists():
-                shutil.copy(svg, plots / f"latency-{load or 'closed'}.svg")
+                shutil.copy(svg, plots / plot_name(args.out, load))
     finally:
         for s in servers:
             s.stop()
 
     write_report(args, servers, loads, results, latency)
+
+
+def plot_dir(out):
+    """Where a report's latency plots go: bench/results beside it."""
+    out = Path(out).resolve()
+    return out.parent if out.parent.name == "results" else out.parent / "results"
+
+
+def plot_name(out, load):
+    """A report's plot for one load; reports other than RESULTS.md prefix their own name."""
+    stem = Path(out).stem
+    name = f"latency-{load or 'closed'}.svg"
+    return name if stem == "RESULTS" else f"{stem}-{name}"
 
 
 def write_report(args, servers, loads, results, latency):
@@ -300,15 +316,19 @@ def write_report(args, servers, loads, results, latency):
     ]
     for load in loads:
         title = f"Offered load {load:,} qps" if load else "Closed loop (maximum throughput; dnsperf saturates its own core first)"
+        floors = [f for f in ("null", "null-io_uring") if (load, f) in results]
         lines += [f"## {title}", "",
-                  "| server | CPU µs/query | ratio to floor | answered qps | lost | avg latency ms |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| server | CPU µs/query | " + " | ".join(f"ratio to {f}" for f in floors)
+                  + " | answered qps | lost | avg latency ms |",
+                  "| --- | --- | " + " | ".join("---" for _ in floors) + " | --- | --- | --- |"]
         for s in servers:
             runs = results[(load, s.name)]
-            ratios = [r["cpu_us_per_q"] / max(n["cpu_us_per_q"], 1e-9) for r, n in zip(runs, results[(load, "null")])]
+            ratios = [statistics.median(r["cpu_us_per_q"] / max(n["cpu_us_per_q"], 1e-9)
+                                        for r, n in zip(runs, results[(load, f)])) for f in floors]
             lines.append(
                 f"| {s.name} | {statistics.median(r['cpu_us_per_q'] for r in runs):.2f} | "
-                f"{statistics.median(ratios):.3f} | {statistics.median(r['qps'] or 0 for r in runs):,.0f} | "
+                + " | ".join(f"{r:.3f}" for r in ratios)
+                + f" | {statistics.median(r['qps'] or 0 for r in runs):,.0f} | "
                 f"{sum(r['lost'] or 0 for r in runs)} | {statistics.median(r['avg_ms'] for r in runs):.3f} |")
         lines.append("")
     lines += ["# The same runs with `kubewire-bench compare`", "",
@@ -323,7 +343,7 @@ def write_report(args, servers, loads, results, latency):
         table = latency.get(load, "").replace("\n## ", "\n### ")
         if table.startswith("## "):
             table = "#" + table
-        lines += [table, f"![latency percentiles, {load or 'closed loop'}](results/latency-{load or 'closed'}.svg)", ""]
+        lines += [table, f"![latency percentiles, {load or 'closed loop'}]({os.path.relpath(plot_dir(args.out) / plot_name(args.out, load), Path(args.out).resolve().parent)})", ""]
     lines.append("")
     lines += NOTES.splitlines()
     Path(args.out).write_text("\n".join(lines) + "\n")

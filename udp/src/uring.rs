@@ -425,16 +425,20 @@ impl UdpRing {
         }
     }
 
-    /// Sends the queued replies and sleeps until a completion arrives or
+    /// Sends the queued replies and sleeps until a datagram arrives or
     /// `timeout` passes, in one `io_uring_enter`.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> Result<(), RingError> {
         self.send_batch();
+        // Every send in flight posts one completion (most at once, as the
+        // enter issues them), so waiting for one more than those is waiting
+        // for the next receive.
+        let want = self.sends.count - self.sends.free.len() + 1;
         let waited = match timeout {
-            None => self.ring.submit_and_wait(1),
+            None => self.ring.submit_and_wait(want),
             Some(timeout) => {
                 let timespec = types::Timespec::from(timeout);
                 let args = types::SubmitArgs::new().timespec(&timespec);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submitter().submit_with_args(want, &args)
             }
         };
         match waited {
