@@ -36,6 +36,8 @@ const BUFFER_GROUP: u16 = 0;
 const RECEIVE: u64 = u64::MAX;
 /// `user_data` of the cancellation submitted when a ring is dropped.
 const CANCEL: u64 = u64::MAX - 1;
+/// `user_data` of the tick ([`UdpRing::arm_tick`]).
+const TICK: u64 = u64::MAX - 2;
 
 /// How a ring is sized and set up.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +130,8 @@ pub struct Turn {
     pub received: usize,
     /// Replies queued for sending.
     pub replied: usize,
+    /// Whether the tick ([`UdpRing::arm_tick`]) fired.
+    pub ticked: bool,
 }
 
 /// A UDP socket's io_uring. The socket must outlive it.
@@ -146,6 +150,9 @@ pub struct UdpRing {
     /// Being dropped: the receive is cancelled, not re-armed.
     closing: bool,
     notifier: Option<OwnedFd>,
+    /// The tick's period, read by the kernel when the tick is submitted.
+    tick: Box<types::Timespec>,
+    tick_armed: bool,
     send_path: SendPath,
     stats: Stats,
     /// The last send error, for the caller's log.
@@ -211,6 +218,8 @@ impl UdpRing {
             receive_worked: false,
             closing: false,
             notifier: None,
+            tick: Box::new(types::Timespec::new()),
+            tick_armed: false,
             send_path: options.send,
             stats: Stats::default(),
             last_send_error: None,
@@ -329,6 +338,10 @@ impl UdpRing {
                 self.buffers.provide(bid);
             }
             CANCEL => {}
+            TICK => {
+                self.tick_armed = false;
+                turn.ticked = true;
+            }
             slot => {
                 let slot = slot as usize;
                 if result < 0 {
@@ -399,6 +412,24 @@ impl UdpRing {
         self.push(&send);
         self.stats.replied += 1;
         true
+    }
+
+    /// Makes the next [`UdpRing::submit_and_wait`] return within `every`
+    /// even if no datagram comes, by a one-shot timeout request (a no-op if
+    /// one is pending). A caller that waits on the ring while other work
+    /// waits elsewhere arms it before each wait: a timeout request costs the
+    /// kernel a timer once per period, where a timeout argument to each
+    /// `io_uring_enter` costs one per enter.
+    pub fn arm_tick(&mut self, every: Duration) {
+        if self.tick_armed {
+            return;
+        }
+        *self.tick = types::Timespec::from(every);
+        let tick = opcode::Timeout::new(&raw const *self.tick)
+            .build()
+            .user_data(TICK);
+        self.push(&tick);
+        self.tick_armed = true;
     }
 
     /// Hands queued replies (and a re-armed receive) to the kernel, and
@@ -567,7 +598,7 @@ impl Drop for UdpRing {
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         // The receive is armed until its last completion (no MORE flag) is
         // reaped; each send until its completion.
-        while self.armed || self.sends.free.len() < self.sends.count {
+        while self.armed || self.tick_armed || self.sends.free.len() < self.sends.count {
             if std::time::Instant::now() > deadline {
                 self.buffers.leak();
                 self.sends.leak();

@@ -100,7 +100,8 @@ pub(super) async fn serve_udp_uring(
         // core's only UDP socket does it, and only while no forwarded or
         // chased query waits on the reactor for its upstream's reply.
         let entered = if flowing && exclusive && shared.background.get() == 0 {
-            ring.submit_and_wait(Some(flowing_wait))
+            ring.arm_tick(flowing_wait);
+            ring.submit_and_wait(None)
         } else {
             ring.flush()
         };
@@ -162,8 +163,9 @@ pub(super) async fn serve_udp_uring(
         }
         if turn.received == 0 {
             if flowing {
-                // The wait timed out: one more look, then park.
-                flowing = false;
+                // Quiet for up to a tick: one more look, then park. (A
+                // turn of send completions alone is not quiet.)
+                flowing = !turn.ticked;
                 continue;
             }
             match ring.park() {
