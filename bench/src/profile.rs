@@ -18,7 +18,8 @@ pub struct Recording {
     data: PathBuf,
 }
 
-/// Starts `perf record -g` on `pid`, writing to a file beside `svg`.
+/// Starts `perf record -g` on `pid`, writing to a file beside `svg`
+/// (`NAME.perf.data` for `NAME.svg`), which is kept.
 pub fn start(pid: u32, svg: &Path) -> io::Result<Recording> {
     let data = svg.with_extension("perf.data");
     let child = Command::new("perf")
@@ -59,7 +60,7 @@ impl Recording {
         options.title = title.to_string();
         let file = std::fs::File::create(svg)?;
         inferno::flamegraph::from_reader(&mut options, &folded[..], io::BufWriter::new(file))?;
-        let _ = std::fs::remove_file(&self.data);
+        // The recording stays beside the flamegraph, for `perf report`.
         Ok(samples)
     }
 }

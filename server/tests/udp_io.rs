@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::upstream::Upstream;
+use common::upstream::{Behaviour, Upstream};
 use common::*;
 use hickory_proto::rr::RecordType;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -101,6 +101,39 @@ fn the_io_uring_path_answers_cluster_forwarded_and_cached_names_and_idles_at_no_
         rcode(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
         0
     );
+}
+
+#[test]
+fn a_slow_upstream_reply_is_relayed_while_the_io_uring_path_keeps_answering() {
+    // One core: the forwarded query's reply and the cluster answers share
+    // its reactor, which the UDP task must not starve while it waits.
+    let upstream = Upstream::start();
+    upstream.set(Behaviour::Delay(300));
+    let to = upstream.addr.to_string();
+    let server = Server::start(&[
+        "--demo",
+        "--cores",
+        "1",
+        "--forward",
+        to.as_str(),
+        "--udp-io",
+        "io_uring",
+    ]);
+    let slow = UdpSocket::bind("127.0.0.1:0").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let query = build_query("slow.example.com", RecordType::A, None);
+    slow.send_to(&query, server.addr).unwrap();
+    // Cluster names are answered while the upstream takes its time.
+    for _ in 0..20 {
+        assert_eq!(
+            rcode(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+            0
+        );
+    }
+    let mut buf = [0u8; 1232];
+    let len = slow.recv(&mut buf).expect("the forwarded reply within 3 s");
+    let reply = hickory_proto::op::Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(answers(&reply), ["slow.example.com. A 192.0.2.1"]);
 }
 
 /// A classic BPF seccomp filter: `io_uring_register(fd, IORING_REGISTER_PBUF_RING, …)`

@@ -92,14 +92,19 @@ pub(super) async fn serve_udp_uring(
     // Queries of this turn picked for the query log.
     let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, u16)> = Vec::new();
     let mut failures = Failures::default();
+    // Datagrams keep coming: the core waits for them in the ring.
     let mut flowing = false;
+    // A datagram came since the tick last fired: a tick ends the flow only
+    // after a whole period without one.
+    let mut received_since_tick = false;
     let mut last_yield = std::time::Instant::now();
     let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
     loop {
         // Sleeping in the kernel blocks the core's other tasks, so only a
         // core's only UDP socket does it, and only while no forwarded or
         // chased query waits on the reactor for its upstream's reply.
-        let entered = if flowing && exclusive && shared.background.get() == 0 {
+        let sleep_in_ring = exclusive && shared.background.get() == 0;
+        let entered = if flowing && sleep_in_ring {
             ring.arm_tick(flowing_wait);
             ring.submit_and_wait(None)
         } else {
@@ -161,13 +166,20 @@ pub(super) async fn serve_udp_uring(
         if let Some(error) = ring.take_send_error() {
             failures.record("UDP reply not sent", &error);
         }
+        if turn.ticked {
+            if !received_since_tick && turn.received == 0 {
+                flowing = false;
+            }
+            received_since_tick = false;
+        }
         if turn.received == 0 {
-            if flowing {
-                // Quiet for up to a tick: one more look, then park. (A
-                // turn of send completions alone is not quiet.)
-                flowing = !turn.ticked;
+            if flowing && sleep_in_ring {
+                // Only send completions, or a tick within the flow: wait
+                // in the ring again.
                 continue;
             }
+            // Quiet, or the reactor has other work waiting (a forwarded
+            // query's reply, say): park until the ring signals.
             match ring.park() {
                 Ok(true) => {
                     if let Err(error) = notifier.read_at(0, 8).await {
@@ -181,6 +193,7 @@ pub(super) async fn serve_udp_uring(
             }
             continue;
         }
+        received_since_tick = true;
         flowing = true;
         for (query, peer, work) in slow.drain(..) {
             spawn_udp_slow(&shared, &socket, listen, query, peer, work);
