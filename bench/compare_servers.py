@@ -174,6 +174,7 @@ def main():
     ap.add_argument("--loads", default="50000,100000,0", help="offered qps; 0 = closed loop (max)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--servers", default="", help="comma-separated subset (null is always run)")
+    ap.add_argument("--notes", default="", help="a markdown file appended in place of the default notes")
     args = ap.parse_args()
     ensure_tools()
 
@@ -301,7 +302,9 @@ def write_report(args, servers, loads, results, latency):
         "",
         "```sh",
         f"python3 bench/compare_servers.py --seconds {args.seconds} --rounds {args.rounds} --loads {args.loads}"
-        + (f" --servers {args.servers}" if args.servers else ""),
+        + (f" --servers {args.servers}" if args.servers else "")
+        + (f" --out {args.out}" if Path(args.out).resolve() != ROOT / "bench" / "RESULTS.md" else "")
+        + (f" --notes {args.notes}" if args.notes else ""),
         "```",
         "",
         f"Each server ran in turn within each round ({', '.join(s.name for s in servers)}), "
@@ -345,7 +348,7 @@ def write_report(args, servers, loads, results, latency):
             table = "#" + table
         lines += [table, f"![latency percentiles, {load or 'closed loop'}]({os.path.relpath(plot_dir(args.out) / plot_name(args.out, load), Path(args.out).resolve().parent)})", ""]
     lines.append("")
-    lines += NOTES.splitlines()
+    lines += (Path(args.notes).read_text() if args.notes else NOTES).splitlines()
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
