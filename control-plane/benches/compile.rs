@@ -94,6 +94,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
                     ready: true,
                     hostname: (s % 5 == 0).then(|| format!("{name}-{e}").into()),
                     pod_name: Some(format!("{name}-{e}").into()),
+                    zone: None,
                 }
             })
             .collect();
@@ -190,6 +191,7 @@ fn endpoint_flip() {
             ready: true,
             hostname: None,
             pod_name: None,
+            zone: None,
         })
         .collect();
     let key = ObjectKey::new("default", "big");

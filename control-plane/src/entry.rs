@@ -145,6 +145,9 @@ pub struct ZoneAnswers {
     /// A name that no object answers is not ours (it goes on to forwarding)
     /// instead of NXDOMAIN: CoreDNS's `fallthrough`.
     pub fallthrough: bool,
+    /// `zonal`: a name `<zone>.<pin|prefer>._zone.<svc>…` that no endpoint's
+    /// zone made is answered from `*.<pin|prefer>._zone.<svc>…`.
+    pub zonal: bool,
 }
 
 impl ZoneAnswers {

@@ -85,6 +85,64 @@ pub struct EndpointModel {
     pub hostname: Option<Box<str>>,
     /// The name of the pod in `targetRef`, if it refers to a pod.
     pub pod_name: Option<Box<str>>,
+    /// The endpoint's topology zone (`zone`), for `zonal` names.
+    pub zone: Option<TopologyZone>,
+}
+
+/// A topology zone, interned: an endpoint holds two bytes, not a string (a
+/// cluster has a handful of zones and tens of thousands of endpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopologyZone(std::num::NonZeroU16);
+
+/// Every zone name seen, lowercased; a [`TopologyZone`] is an index into it
+/// (plus one). Only grows: zones are few and long-lived.
+static TOPOLOGY_ZONES: std::sync::RwLock<Vec<std::sync::Arc<str>>> =
+    std::sync::RwLock::new(Vec::new());
+
+impl TopologyZone {
+    /// The zone named `name` (lowercased). `None` for an empty name, or once
+    /// 65535 distinct zones have been seen (the endpoint is then zoneless).
+    pub fn intern(name: &str) -> Option<TopologyZone> {
+        if name.is_empty() {
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
+        let position = |zones: &[std::sync::Arc<str>]| zones.iter().position(|z| **z == *name);
+        let found = match TOPOLOGY_ZONES.read() {
+            Ok(zones) => position(&zones),
+            Err(poisoned) => position(&poisoned.into_inner()),
+        };
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let mut zones = TOPOLOGY_ZONES
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match position(&zones) {
+                    Some(index) => index,
+                    None => {
+                        zones.push(name.into());
+                        zones.len() - 1
+                    }
+                }
+            }
+        };
+        u16::try_from(index + 1)
+            .ok()
+            .and_then(std::num::NonZeroU16::new)
+            .map(TopologyZone)
+    }
+
+    /// The zone's name, lowercase.
+    pub fn name(self) -> std::sync::Arc<str> {
+        let zones = TOPOLOGY_ZONES
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        zones
+            .get(usize::from(self.0.get()) - 1)
+            .cloned()
+            .unwrap_or_else(|| "".into())
+    }
 }
 
 /// An endpoint's addresses: one kept inline, with no allocation of its own
@@ -435,6 +493,7 @@ impl SliceModel {
                     .unwrap_or(true),
                 hostname: endpoint.hostname.as_deref().map(Box::from),
                 pod_name,
+                zone: endpoint.zone.as_deref().and_then(TopologyZone::intern),
             });
         }
         let mut ports = ports;

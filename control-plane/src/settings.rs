@@ -60,6 +60,11 @@ pub struct Settings {
     /// (NXDOMAIN), as CoreDNS's `ignore_empty_service`; its cluster IPs'
     /// PTR records stay.
     pub ignore_empty_service: bool,
+    /// Answer `<zone>.pin._zone.<svc>.<ns>.svc.<cluster-zone>` (the
+    /// headless service's endpoints in that topology zone) and
+    /// `<zone>.prefer._zone.…` (those, or all when the zone has none), as
+    /// CoreDNS's `zonal`.
+    pub zonal: bool,
     /// Keep autopath's clients (pod address to namespace) and ship them to
     /// the cores, which complete a pod's search path on the server.
     pub autopath: bool,
@@ -91,6 +96,7 @@ impl Default for Settings {
             pod_mode: PodMode::Insecure,
             endpoint_pod_names: false,
             ignore_empty_service: false,
+            zonal: false,
             autopath: false,
             dns_service: Some(ObjectKey::new("kube-system", "kube-dns")),
             own_ips: Vec::new(),

@@ -323,6 +323,11 @@ impl AnswerTable {
         if !zone.authoritative {
             return not_ours(reply(self.refused.as_ref(), out));
         }
+        if zone.zonal
+            && let Some(entry) = self.zonal_fallback(key, zone.apex.wire_len())
+        {
+            return reply(entry.answer(qtype).unwrap_or(zone.nodata.as_ref()), out);
+        }
         match self.pod_address(key, zone.apex.wire_len(), zone_index) {
             PodLookup::NotPod => {}
             PodLookup::Address(ip) => {
@@ -358,6 +363,37 @@ impl AnswerTable {
         } else {
             reply(zone.servfail.as_ref(), out)
         }
+    }
+
+    /// `zonal`: for `<zone>.<pin|prefer>._zone.<svc>.<ns>.svc.<cluster-zone>`
+    /// where no endpoint is in `<zone>` (so no entry has that name), the
+    /// service's `*.<pin|prefer>._zone.…` entry: NODATA for `pin`, every
+    /// endpoint for `prefer`. `<zone>` may be several labels.
+    fn zonal_fallback(&self, key: &NameBuf, apex_len: usize) -> Option<&NameEntry> {
+        let wire = key.as_wire();
+        let relative = &wire[..wire.len().saturating_sub(apex_len)];
+        let mut at = 0;
+        let mut previous: Option<(usize, &[u8])> = None;
+        while let Some(&len) = relative.get(at) {
+            let label = relative.get(at + 1..at + 1 + usize::from(len))?;
+            if label == b"_zone"
+                && let Some((directive_at, directive)) = previous
+                && directive_at > 0
+                && (directive == b"pin" || directive == b"prefer")
+            {
+                // `*` in place of the zone's labels: 2 bytes for at least 2.
+                let mut any = [0u8; kubewire_wire::name::MAX_NAME_LEN];
+                let rest = &wire[directive_at..];
+                any[..2].copy_from_slice(b"\x01*");
+                any.get_mut(2..2 + rest.len())?.copy_from_slice(rest);
+                if let Some(entry) = self.find(&any[..2 + rest.len()]) {
+                    return Some(entry);
+                }
+            }
+            previous = Some((at, label));
+            at += 1 + usize::from(len);
+        }
+        None
     }
 
     /// Whether `key` is `<dashed-ip>.<ns>.pod.<zone>` answered from a

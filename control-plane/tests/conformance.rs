@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::{PodMode, Settings};
+use kubewire_control_plane::model::{EndpointModel, TopologyZone};
+use kubewire_control_plane::{Object, PodMode, Settings};
 
 #[test]
 fn service_records() {
@@ -126,6 +127,123 @@ fn ignore_empty_service_hides_clusterip_services_without_ready_endpoints() {
         &[],
         &[],
     );
+}
+
+/// A headless service with endpoints in two zones and one without a zone,
+/// and a ClusterIP service, for `zonal`.
+fn zonal_tester(zonal: bool) -> Tester {
+    let zoned = |ip: &str, host: &str, zone: Option<&str>| EndpointModel {
+        zone: zone.and_then(TopologyZone::intern),
+        ..endpoint(ip, Some(host), true)
+    };
+    let objects = vec![
+        Object::Namespace("z".into()),
+        headless("z", "web", vec![port("http", "tcp", 80)], false),
+        slice(
+            "z",
+            "web-1",
+            "web",
+            vec![port("http", "tcp", 80)],
+            vec![
+                zoned("10.1.0.1", "a1", Some("Zone-A")),
+                zoned("10.1.0.2", "a2", Some("zone-a")),
+                zoned("10.1.0.3", "b1", Some("corp.zone-b")),
+                zoned("10.1.0.4", "none", None),
+                EndpointModel {
+                    zone: TopologyZone::intern("zone-a"),
+                    ..endpoint("10.1.0.5", Some("down"), false)
+                },
+            ],
+        ),
+        headless("z", "empty", vec![], false),
+        cluster_ip("z", "api", &["10.96.1.1"], vec![]),
+        slice(
+            "z",
+            "api-1",
+            "api",
+            vec![],
+            vec![zoned("10.1.1.1", "api", Some("zone-a"))],
+        ),
+    ];
+    let settings = Settings {
+        zonal,
+        ..Settings::default()
+    };
+    Tester {
+        table: table_from(&compile(settings, objects, true)),
+    }
+}
+
+#[test]
+fn zonal_names_answer_a_headless_services_endpoints_in_one_topology_zone() {
+    let mut t = zonal_tester(true);
+    let web = "web.z.svc.cluster.local";
+    // pin: the ready endpoints in the zone (zones match without case).
+    t.check(
+        &format!("ZONE-a.pin._zone.{web}"),
+        "A",
+        "NOERROR",
+        &[
+            &format!("ZONE-a.pin._zone.{web}. 5 A 10.1.0.1"),
+            &format!("ZONE-a.pin._zone.{web}. 5 A 10.1.0.2"),
+        ],
+        &[],
+        &[],
+    );
+    // A zone of several labels.
+    t.check(
+        &format!("corp.zone-b.prefer._zone.{web}"),
+        "A",
+        "NOERROR",
+        &[&format!("corp.zone-b.prefer._zone.{web}. 5 A 10.1.0.3")],
+        &[],
+        &[],
+    );
+    // SRV: the zone's endpoints, by their ordinary names, with glue.
+    t.check(
+        &format!("zone-a.pin._zone.{web}"),
+        "SRV",
+        "NOERROR",
+        &[
+            &format!("zone-a.pin._zone.{web}. 5 SRV 0 50 80 a1.{web}."),
+            &format!("zone-a.pin._zone.{web}. 5 SRV 0 50 80 a2.{web}."),
+        ],
+        &[],
+        &[&format!("a1.{web}. 5 A 10.1.0.1"), &format!("a2.{web}. 5 A 10.1.0.2")],
+    );
+    // No endpoint in the zone: pin is NODATA, prefer is every endpoint.
+    t.check(&format!("zone-c.pin._zone.{web}"), "A", "NOERROR", &[], &[SOA], &[]);
+    let all: Vec<String> = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"]
+        .iter()
+        .map(|ip| format!("zone-c.prefer._zone.{web}. 5 A {ip}"))
+        .collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    t.check(&format!("zone-c.prefer._zone.{web}"), "A", "NOERROR", &all, &[], &[]);
+    // A headless service without endpoints: the names exist, with nothing.
+    t.check("zone-a.pin._zone.empty.z.svc.cluster.local", "A", "NOERROR", &[], &[SOA], &[]);
+    t.check("zone-a.prefer._zone.empty.z.svc.cluster.local", "A", "NOERROR", &[], &[SOA], &[]);
+    // Not for ClusterIP services, unknown directives, or no zone label.
+    for name in [
+        "zone-a.pin._zone.api.z.svc.cluster.local",
+        "zone-a.near._zone.web.z.svc.cluster.local",
+        "pin._zone.web.z.svc.cluster.local",
+        "zone-a.pin._zone.nosuch.z.svc.cluster.local",
+    ] {
+        t.check(name, "A", "NXDOMAIN", &[], &[SOA], &[]);
+    }
+}
+
+#[test]
+fn zonal_names_are_nxdomain_without_the_option() {
+    let mut t = zonal_tester(false);
+    for name in [
+        "zone-a.pin._zone.web.z.svc.cluster.local",
+        "zone-c.prefer._zone.web.z.svc.cluster.local",
+    ] {
+        t.check(name, "A", "NXDOMAIN", &[], &[SOA], &[]);
+    }
+    // The service itself is unchanged.
+    assert_eq!(t.outcome("web.z.svc.cluster.local", "A"), Outcome::Rcode("NOERROR".into()));
 }
 
 #[test]

@@ -94,6 +94,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         pod_mode: config.kubernetes.pods,
         endpoint_pod_names: config.kubernetes.endpoint_pod_names,
         ignore_empty_service: config.kubernetes.ignore_empty_service,
+        zonal: config.kubernetes.zonal,
         autopath: config.kubernetes.autopath,
         own_ips: preflight::own_addresses(),
         ..Settings::default()

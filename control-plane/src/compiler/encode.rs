@@ -158,6 +158,7 @@ pub(super) fn zone_answers(
         pod_templates,
         pods_verified: settings.pod_mode == PodMode::Verified,
         fallthrough: settings.fallthrough.iter().any(|zone| apex.ends_with(zone)),
+        zonal: cluster && settings.zonal,
     })
 }
 

@@ -20,7 +20,9 @@
 //! pass.
 
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
-use crate::model::{Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
+use crate::model::{
+    Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel, TopologyZone,
+};
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 

@@ -138,6 +138,28 @@ pub(super) fn srv_name(
     Some(port_name)
 }
 
+/// The two `zonal` directives, as name labels.
+pub(super) const ZONAL_DIRECTIVES: [&[u8]; 2] = [b"pin", b"prefer"];
+/// The label that stands for every topology zone no endpoint is in: the
+/// table answers `<zone>.<directive>._zone.<svc>…` from
+/// `*.<directive>._zone.<svc>…` when no endpoint is in `<zone>`.
+pub(super) const ANY_TOPOLOGY_ZONE: &[u8] = b"*";
+
+/// `<zone>.<directive>._zone.<service>`, with the zone's labels (a zone
+/// may hold dots), or `*` for `None`.
+pub(super) fn zonal_name(base: &NameBuf, directive: &[u8], zone: Option<&str>) -> Option<NameBuf> {
+    let mut name = base.prepend_label(b"_zone").ok()?.prepend_label(directive).ok()?;
+    match zone {
+        Some(zone) => {
+            for label in zone.split('.').rev() {
+                name = name.prepend_label(label.as_bytes()).ok()?;
+            }
+        }
+        None => name = name.prepend_label(ANY_TOPOLOGY_ZONE).ok()?,
+    }
+    Some(name)
+}
+
 /// `<ns>.svc.<zone>` and `<ns>.pod.<zone>` exist once a namespace does.
 pub(super) fn namespace_names(namespace: &str, zone: &NameBuf, out: &mut UnitOutput) {
     for label in [&b"svc"[..], b"pod"] {
@@ -288,6 +310,15 @@ impl Compiler {
                         }
                     }
                 }
+                // Zonal names exist for every zone (NODATA when empty);
+                // the endpoints fill them in.
+                ServiceKind::Headless if self.settings.zonal => {
+                    for directive in ZONAL_DIRECTIVES {
+                        if let Some(name) = zonal_name(&base, directive, None) {
+                            out.at(&name);
+                        }
+                    }
+                }
                 ServiceKind::Headless => {}
             }
         }
@@ -331,10 +362,28 @@ impl Compiler {
         } else {
             Vec::new()
         };
+        // `zonal`: names per topology zone, and `prefer`'s fallback to all.
+        let zonal = headless && self.settings.zonal;
+        let prefer_any = zonal
+            .then(|| zonal_name(base, ZONAL_DIRECTIVES[1], None))
+            .flatten();
+        let mut zone_names: Vec<(TopologyZone, [Option<NameBuf>; 2])> = Vec::new();
         for endpoint in &slice.endpoints {
             if !endpoint.ready && !service.publish_not_ready_addresses {
                 continue;
             }
+            let in_zone = match endpoint.zone.filter(|_| zonal) {
+                Some(zone) => match zone_names.iter().position(|(z, _)| *z == zone) {
+                    Some(i) => Some(i),
+                    None => {
+                        let name = zone.name();
+                        let names = ZONAL_DIRECTIVES.map(|d| zonal_name(base, d, Some(&name)));
+                        zone_names.push((zone, names));
+                        Some(zone_names.len() - 1)
+                    }
+                },
+                None => None,
+            };
             for &ip in &endpoint.addresses {
                 let label = match (&endpoint.hostname, &endpoint.pod_name) {
                     (Some(hostname), _) => hostname.to_ascii_lowercase(),
@@ -352,18 +401,30 @@ impl Compiler {
                     out.ptr(ip, &endpoint_name);
                 }
                 if headless {
-                    out.at(base).add_ip(ip);
+                    // The service name, then any zonal names, each with
+                    // the address and an SRV record per port.
+                    let zonal_names = in_zone
+                        .map(|i| zone_names[i].1.iter().flatten().cloned().collect())
+                        .unwrap_or_else(Vec::new);
                     let target: Box<[u8]> = endpoint_name.as_wire().into();
-                    for (port, port_name) in &port_names {
-                        let srv = SrvRecord {
-                            port: *port,
-                            target: target.clone(),
-                            addrs: vec![ip],
-                        };
-                        if let Some(port_name) = port_name {
-                            out.at(port_name).extra().srv.push(srv.clone());
+                    for name in std::iter::once(base).chain(prefer_any.as_ref()).chain(&zonal_names) {
+                        out.at(name).add_ip(ip);
+                        for (port, _) in &port_names {
+                            out.at(name).extra().srv.push(SrvRecord {
+                                port: *port,
+                                target: target.clone(),
+                                addrs: vec![ip],
+                            });
                         }
-                        out.at(base).extra().srv.push(srv);
+                    }
+                    for (port, port_name) in &port_names {
+                        if let Some(port_name) = port_name {
+                            out.at(port_name).extra().srv.push(SrvRecord {
+                                port: *port,
+                                target: target.clone(),
+                                addrs: vec![ip],
+                            });
+                        }
                     }
                 }
             }

@@ -88,6 +88,8 @@ pub struct Kubernetes {
     pub endpoint_pod_names: bool,
     /// ClusterIP Services without a ready endpoint are NXDOMAIN.
     pub ignore_empty_service: bool,
+    /// Answer `<zone>.pin._zone.…` and `<zone>.prefer._zone.…` names.
+    pub zonal: bool,
     /// Complete pods' search paths on the server.
     pub autopath: bool,
     /// Where autopath reads the host's search domains; empty: none.
@@ -108,6 +110,7 @@ impl Default for Kubernetes {
             pods: PodMode::Insecure,
             endpoint_pod_names: false,
             ignore_empty_service: false,
+            zonal: false,
             autopath: false,
             autopath_resolv_conf: "/etc/resolv.conf".into(),
             namespaces: Vec::new(),
@@ -747,6 +750,13 @@ pub const SETTINGS: &[Setting] = &[
         true,
         &[],
         "A ClusterIP Service with no ready endpoint is NXDOMAIN, as if it did not exist (CoreDNS's `ignore_empty_service`), so a client's search list goes on; its cluster IPs' PTR records stay.",
+    ),
+    setting(
+        "kubernetes.zonal",
+        "true or false",
+        true,
+        &[],
+        "Topology-zone names for headless Services, as CoreDNS's `zonal`: `<zone>.pin._zone.<svc>.<ns>.svc.<cluster-zone>` answers the ready endpoints whose EndpointSlice `zone` is `<zone>` (NODATA when none is), and `<zone>.prefer._zone.…` those, or every endpoint when none is in the zone.",
     ),
     setting(
         "kubernetes.autopath",

@@ -690,6 +690,12 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
                 option_line,
                 &option_text,
             ),
+            ("zonal", None) => b.set(
+                "kubernetes.zonal",
+                toml::Value::Boolean(true),
+                option_line,
+                &option_text,
+            ),
             ("kubeconfig", Some(path)) => {
                 b.set("source.kubeconfig", string(path), option_line, &option_text)
             }
@@ -768,6 +774,18 @@ mod tests {
         assert!(config.kubernetes.autopath);
         let t = translate("Corefile", ".:53 {\n  autopath /etc/other.conf\n}\n").unwrap();
         assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    }
+
+    #[test]
+    fn zonal_translates() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local {\n    zonal\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert!(config.kubernetes.zonal);
     }
 
     #[test]

@@ -453,12 +453,14 @@ impl Control {
         kubernetes.labels = new.kubernetes.labels.clone();
         kubernetes.endpoint_pod_names = new.kubernetes.endpoint_pod_names;
         kubernetes.ignore_empty_service = new.kubernetes.ignore_empty_service;
+        kubernetes.zonal = new.kubernetes.zonal;
         self.config.dns.ttl_seconds = new.dns.ttl_seconds;
 
         let mut settings = self.compiler.settings().clone();
         settings.ttl = self.config.dns.ttl_seconds;
         settings.endpoint_pod_names = self.config.kubernetes.endpoint_pod_names;
         settings.ignore_empty_service = self.config.kubernetes.ignore_empty_service;
+        settings.zonal = self.config.kubernetes.zonal;
         self.compiler.set_settings(settings);
         if filters_changed {
             match (cluster.as_mut(), &mut self.source) {
