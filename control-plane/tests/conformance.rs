@@ -209,19 +209,50 @@ fn zonal_names_answer_a_headless_services_endpoints_in_one_topology_zone() {
             &format!("zone-a.pin._zone.{web}. 5 SRV 0 50 80 a2.{web}."),
         ],
         &[],
-        &[&format!("a1.{web}. 5 A 10.1.0.1"), &format!("a2.{web}. 5 A 10.1.0.2")],
+        &[
+            &format!("a1.{web}. 5 A 10.1.0.1"),
+            &format!("a2.{web}. 5 A 10.1.0.2"),
+        ],
     );
     // No endpoint in the zone: pin is NODATA, prefer is every endpoint.
-    t.check(&format!("zone-c.pin._zone.{web}"), "A", "NOERROR", &[], &[SOA], &[]);
+    t.check(
+        &format!("zone-c.pin._zone.{web}"),
+        "A",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
     let all: Vec<String> = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"]
         .iter()
         .map(|ip| format!("zone-c.prefer._zone.{web}. 5 A {ip}"))
         .collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    t.check(&format!("zone-c.prefer._zone.{web}"), "A", "NOERROR", &all, &[], &[]);
+    t.check(
+        &format!("zone-c.prefer._zone.{web}"),
+        "A",
+        "NOERROR",
+        &all,
+        &[],
+        &[],
+    );
     // A headless service without endpoints: the names exist, with nothing.
-    t.check("zone-a.pin._zone.empty.z.svc.cluster.local", "A", "NOERROR", &[], &[SOA], &[]);
-    t.check("zone-a.prefer._zone.empty.z.svc.cluster.local", "A", "NOERROR", &[], &[SOA], &[]);
+    t.check(
+        "zone-a.pin._zone.empty.z.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
+    t.check(
+        "zone-a.prefer._zone.empty.z.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &[],
+        &[SOA],
+        &[],
+    );
     // Not for ClusterIP services, unknown directives, or no zone label.
     for name in [
         "zone-a.pin._zone.api.z.svc.cluster.local",
@@ -243,7 +274,10 @@ fn zonal_names_are_nxdomain_without_the_option() {
         t.check(name, "A", "NXDOMAIN", &[], &[SOA], &[]);
     }
     // The service itself is unchanged.
-    assert_eq!(t.outcome("web.z.svc.cluster.local", "A"), Outcome::Rcode("NOERROR".into()));
+    assert_eq!(
+        t.outcome("web.z.svc.cluster.local", "A"),
+        Outcome::Rcode("NOERROR".into())
+    );
 }
 
 #[test]

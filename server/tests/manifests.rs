@@ -154,6 +154,84 @@ fn ignore_empty_service_follows_endpoint_readiness() {
     });
 }
 
+/// `kubernetes.zonal`: a headless Service's endpoints by their EndpointSlice
+/// `zone`, turned on by a config reload, over UDP and TCP.
+#[test]
+fn zonal_names_follow_endpoint_zones_and_a_reload() {
+    let dir = tempdir("zonal");
+    std::fs::write(
+        dir.join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\n  namespace: default\nspec:\n  clusterIP: None\n  ports:\n  - {name: pg, port: 5432, protocol: TCP}\n",
+    )
+    .unwrap();
+    let endpoint = |ip: &str, host: &str, zone: &str| {
+        format!(
+            "- addresses: [{ip}]\n  hostname: {host}\n  zone: {zone}\n  conditions: {{ready: true}}\n"
+        )
+    };
+    let slice = |endpoints: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-a\n  namespace: default\n  labels: {{kubernetes.io/service-name: db}}\naddressType: IPv4\nports:\n- {{name: pg, port: 5432, protocol: TCP}}\nendpoints:\n{endpoints}"
+        )
+    };
+    let two_zones = [
+        endpoint("10.244.1.1", "db-0", "eu-west-1a"),
+        endpoint("10.244.2.1", "db-1", "eu-west-1b"),
+    ]
+    .concat();
+    std::fs::write(dir.join("slice.yaml"), slice(&two_zones)).unwrap();
+    let config = dir.join("kubewire.toml");
+    std::fs::write(&config, "[kubernetes]\nzonal = false\n").unwrap();
+    let manifests = dir.to_str().unwrap();
+    let server = Server::start(&[
+        "--manifests",
+        manifests,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let pinned = "eu-west-1a.pin._zone.db.default.svc.cluster.local";
+    assert_eq!(
+        rcode(&server.udp(pinned, RecordType::A)),
+        3,
+        "off: NXDOMAIN"
+    );
+    std::fs::write(&config, "[kubernetes]\nzonal = true\n").unwrap();
+    wait_for_answer(&server, pinned, &[&format!("{pinned}. A 10.244.1.1")]);
+    assert_eq!(
+        answers(&server.tcp(pinned, RecordType::SRV)),
+        [format!(
+            "{pinned}. SRV 0 100 5432 db-0.db.default.svc.cluster.local."
+        )]
+    );
+    // A zone no endpoint is in: pin has nothing, prefer has everything.
+    let elsewhere = "eu-west-1c.pin._zone.db.default.svc.cluster.local";
+    let reply = server.udp(elsewhere, RecordType::A);
+    assert_eq!((rcode(&reply), answers(&reply).len()), (0, 0), "NODATA");
+    let mut all = answers(&server.udp(
+        "eu-west-1c.prefer._zone.db.default.svc.cluster.local",
+        RecordType::A,
+    ));
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "eu-west-1c.prefer._zone.db.default.svc.cluster.local. A 10.244.1.1",
+            "eu-west-1c.prefer._zone.db.default.svc.cluster.local. A 10.244.2.1",
+        ]
+    );
+    // An endpoint that moves zone moves with it.
+    let moved = [
+        endpoint("10.244.1.1", "db-0", "eu-west-1b"),
+        endpoint("10.244.2.1", "db-1", "eu-west-1b"),
+    ]
+    .concat();
+    std::fs::write(dir.join("slice.yaml"), slice(&moved)).unwrap();
+    eventually("the moved endpoint leaves its old zone", || {
+        let reply = server.udp(pinned, RecordType::A);
+        rcode(&reply) == 0 && answers(&reply).is_empty()
+    });
+}
+
 /// `kubernetes.namespaces` and `kubernetes.labels` filter manifests as they
 /// filter the cluster source, and a reload of the config re-filters.
 #[test]

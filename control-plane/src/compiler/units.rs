@@ -148,7 +148,11 @@ pub(super) const ANY_TOPOLOGY_ZONE: &[u8] = b"*";
 /// `<zone>.<directive>._zone.<service>`, with the zone's labels (a zone
 /// may hold dots), or `*` for `None`.
 pub(super) fn zonal_name(base: &NameBuf, directive: &[u8], zone: Option<&str>) -> Option<NameBuf> {
-    let mut name = base.prepend_label(b"_zone").ok()?.prepend_label(directive).ok()?;
+    let mut name = base
+        .prepend_label(b"_zone")
+        .ok()?
+        .prepend_label(directive)
+        .ok()?;
     match zone {
         Some(zone) => {
             for label in zone.split('.').rev() {
@@ -407,7 +411,10 @@ impl Compiler {
                         .map(|i| zone_names[i].1.iter().flatten().cloned().collect())
                         .unwrap_or_else(Vec::new);
                     let target: Box<[u8]> = endpoint_name.as_wire().into();
-                    for name in std::iter::once(base).chain(prefer_any.as_ref()).chain(&zonal_names) {
+                    for name in std::iter::once(base)
+                        .chain(prefer_any.as_ref())
+                        .chain(&zonal_names)
+                    {
                         out.at(name).add_ip(ip);
                         for (port, _) in &port_names {
                             out.at(name).extra().srv.push(SrvRecord {

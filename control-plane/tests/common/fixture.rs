@@ -54,7 +54,7 @@ pub fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> EndpointModel 
         ready,
         hostname: hostname.map(Into::into),
         pod_name: None,
-            zone: None,
+        zone: None,
     }
 }
 
