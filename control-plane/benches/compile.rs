@@ -104,6 +104,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             address_type: "IPv4".into(),
             ports: ports.clone(),
             endpoints,
+            zones: Box::default(),
         }));
     }
     for p in 0..pods {
@@ -219,6 +220,7 @@ fn endpoint_flip() {
                 port: 80,
             }],
             endpoints: chunk.to_vec(),
+            zones: Box::default(),
         })
         .collect();
     for slice in &slices {

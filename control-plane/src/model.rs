@@ -85,64 +85,11 @@ pub struct EndpointModel {
     pub hostname: Option<Box<str>>,
     /// The name of the pod in `targetRef`, if it refers to a pod.
     pub pod_name: Option<Box<str>>,
-    /// The endpoint's topology zone (`zone`), for `zonal` names.
-    pub zone: Option<TopologyZone>,
-}
-
-/// A topology zone, interned: an endpoint holds two bytes, not a string (a
-/// cluster has a handful of zones and tens of thousands of endpoints).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopologyZone(std::num::NonZeroU16);
-
-/// Every zone name seen, lowercased; a [`TopologyZone`] is an index into it
-/// (plus one). Only grows: zones are few and long-lived.
-static TOPOLOGY_ZONES: std::sync::RwLock<Vec<std::sync::Arc<str>>> =
-    std::sync::RwLock::new(Vec::new());
-
-impl TopologyZone {
-    /// The zone named `name` (lowercased). `None` for an empty name, or once
-    /// 65535 distinct zones have been seen (the endpoint is then zoneless).
-    pub fn intern(name: &str) -> Option<TopologyZone> {
-        if name.is_empty() {
-            return None;
-        }
-        let name = name.to_ascii_lowercase();
-        let position = |zones: &[std::sync::Arc<str>]| zones.iter().position(|z| **z == *name);
-        let found = match TOPOLOGY_ZONES.read() {
-            Ok(zones) => position(&zones),
-            Err(poisoned) => position(&poisoned.into_inner()),
-        };
-        let index = match found {
-            Some(index) => index,
-            None => {
-                let mut zones = TOPOLOGY_ZONES
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match position(&zones) {
-                    Some(index) => index,
-                    None => {
-                        zones.push(name.into());
-                        zones.len() - 1
-                    }
-                }
-            }
-        };
-        u16::try_from(index + 1)
-            .ok()
-            .and_then(std::num::NonZeroU16::new)
-            .map(TopologyZone)
-    }
-
-    /// The zone's name, lowercase.
-    pub fn name(self) -> std::sync::Arc<str> {
-        let zones = TOPOLOGY_ZONES
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        zones
-            .get(usize::from(self.0.get()) - 1)
-            .cloned()
-            .unwrap_or_else(|| "".into())
-    }
+    /// The endpoint's topology zone (`zone`), for `zonal` names: an index
+    /// into its slice's [`SliceModel::zones`], so that an endpoint holds two
+    /// bytes, not a string (a cluster has a handful of zones and tens of
+    /// thousands of endpoints).
+    pub zone: Option<u8>,
 }
 
 /// An endpoint's addresses: one kept inline, with no allocation of its own
@@ -195,6 +142,18 @@ pub struct SliceModel {
     pub ports: Vec<PortModel>,
     /// The endpoints.
     pub endpoints: Vec<EndpointModel>,
+    /// The topology zones of its endpoints, lowercase, each once.
+    pub zones: Box<[Box<str>]>,
+}
+
+impl SliceModel {
+    /// The zone of one of its endpoints, if it has one.
+    pub fn zone_of(&self, endpoint: &EndpointModel) -> Option<&str> {
+        endpoint
+            .zone
+            .and_then(|i| self.zones.get(usize::from(i)))
+            .map(|z| &**z)
+    }
 }
 
 /// What DNS needs of a Pod.
@@ -468,7 +427,22 @@ impl SliceModel {
         let fqdn = slice.address_type == "FQDN";
         let api_endpoints = slice.endpoints.as_deref().unwrap_or_default();
         let mut endpoints = Vec::with_capacity(api_endpoints.len());
+        let mut zones: Vec<Box<str>> = Vec::new();
         for endpoint in api_endpoints {
+            // A slice's zones are few; past 256 of them, an endpoint is zoneless.
+            let zone = endpoint
+                .zone
+                .as_deref()
+                .filter(|z| !z.is_empty())
+                .map(str::to_ascii_lowercase)
+                .and_then(|zone| match zones.iter().position(|z| **z == *zone) {
+                    Some(i) => u8::try_from(i).ok(),
+                    None => {
+                        let i = u8::try_from(zones.len()).ok()?;
+                        zones.push(zone.into());
+                        Some(i)
+                    }
+                });
             // FQDN slices carry names, not addresses; DNS has nothing to publish from them.
             let addresses = if fqdn {
                 Vec::new()
@@ -493,7 +467,7 @@ impl SliceModel {
                     .unwrap_or(true),
                 hostname: endpoint.hostname.as_deref().map(Box::from),
                 pod_name,
-                zone: endpoint.zone.as_deref().and_then(TopologyZone::intern),
+                zone,
             });
         }
         let mut ports = ports;
@@ -504,6 +478,7 @@ impl SliceModel {
             address_type: slice.address_type.clone(),
             ports,
             endpoints,
+            zones: zones.into_boxed_slice(),
         })
     }
 }

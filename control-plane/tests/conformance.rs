@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::model::{EndpointModel, TopologyZone};
+use kubewire_control_plane::model::{EndpointModel, SliceModel};
 use kubewire_control_plane::{Object, PodMode, Settings};
 
 #[test]
@@ -132,37 +132,43 @@ fn ignore_empty_service_hides_clusterip_services_without_ready_endpoints() {
 /// A headless service with endpoints in two zones and one without a zone,
 /// and a ClusterIP service, for `zonal`.
 fn zonal_tester(zonal: bool) -> Tester {
-    let zoned = |ip: &str, host: &str, zone: Option<&str>| EndpointModel {
-        zone: zone.and_then(TopologyZone::intern),
-        ..endpoint(ip, Some(host), true)
+    // Zones as the model keeps them: lowercase, once per slice, indexed.
+    let zones: Box<[Box<str>]> = ["zone-a", "corp.zone-b"].map(Box::from).into();
+    let zoned = |ip: &str, host: &str, zone: Option<u8>, ready: bool| EndpointModel {
+        zone,
+        ..endpoint(ip, Some(host), ready)
+    };
+    let zoned_slice = |name: &str, service: &str, ports, endpoints| match slice(
+        "z", name, service, ports, endpoints,
+    ) {
+        Object::Slice(slice) => Object::Slice(SliceModel {
+            zones: zones.clone(),
+            ..slice
+        }),
+        other => other,
     };
     let objects = vec![
         Object::Namespace("z".into()),
         headless("z", "web", vec![port("http", "tcp", 80)], false),
-        slice(
-            "z",
+        zoned_slice(
             "web-1",
             "web",
             vec![port("http", "tcp", 80)],
             vec![
-                zoned("10.1.0.1", "a1", Some("Zone-A")),
-                zoned("10.1.0.2", "a2", Some("zone-a")),
-                zoned("10.1.0.3", "b1", Some("corp.zone-b")),
-                zoned("10.1.0.4", "none", None),
-                EndpointModel {
-                    zone: TopologyZone::intern("zone-a"),
-                    ..endpoint("10.1.0.5", Some("down"), false)
-                },
+                zoned("10.1.0.1", "a1", Some(0), true),
+                zoned("10.1.0.2", "a2", Some(0), true),
+                zoned("10.1.0.3", "b1", Some(1), true),
+                zoned("10.1.0.4", "none", None, true),
+                zoned("10.1.0.5", "down", Some(0), false),
             ],
         ),
         headless("z", "empty", vec![], false),
         cluster_ip("z", "api", &["10.96.1.1"], vec![]),
-        slice(
-            "z",
+        zoned_slice(
             "api-1",
             "api",
             vec![],
-            vec![zoned("10.1.1.1", "api", Some("zone-a"))],
+            vec![zoned("10.1.1.1", "api", Some(0), true)],
         ),
     ];
     let settings = Settings {

@@ -92,6 +92,7 @@ fn slice_object() -> impl Strategy<Value = Object> {
                 address_type: "IPv4".into(),
                 ports,
                 endpoints,
+                zones: Box::default(),
             })
         })
 }
@@ -319,6 +320,7 @@ fn a_name_two_objects_give_passes_to_the_other_when_its_holder_goes() {
             address_type: "IPv4".into(),
             ports: vec![],
             endpoints: vec![endpoint("10.0.0.9", Some("y"), true)],
+            zones: Box::default(),
         }),
     ];
     let has_address = |compiler: &Compiler| {

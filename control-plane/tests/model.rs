@@ -84,6 +84,30 @@ fn endpoint_slices() {
     assert_eq!(model.endpoints[0].hostname.as_deref(), Some("web-0"));
     assert_eq!(model.endpoints[0].pod_name.as_deref(), Some("web-0"));
     assert!(!model.endpoints[1].ready);
+    assert_eq!(model.zone_of(&model.endpoints[0]), Some("z1"));
+    assert_eq!(model.zone_of(&model.endpoints[1]), None);
+}
+
+#[test]
+fn endpoint_zones_are_kept_lowercase_once_per_slice() {
+    let endpoint = |ip: &str, zone: &str| serde_json::json!({"addresses": [ip], "zone": zone});
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "db"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            endpoint("10.0.0.1", "Zone-A"),
+            endpoint("10.0.0.2", "zone-a"),
+            endpoint("10.0.0.3", "corp.zone-b"),
+            endpoint("10.0.0.4", ""),
+        ]
+    }))
+    .unwrap();
+    let model = SliceModel::from_api(&slice).unwrap();
+    assert_eq!(&*model.zones, [Box::from("zone-a"), Box::from("corp.zone-b")]);
+    let zones: Vec<Option<u8>> = model.endpoints.iter().map(|e| e.zone).collect();
+    assert_eq!(zones, [Some(0), Some(0), Some(1), None]);
+    // Two bytes in the endpoint, where a string would take sixteen more.
+    assert_eq!(std::mem::size_of::<Option<u8>>(), 2);
 }
 
 #[test]

@@ -20,9 +20,7 @@
 //! pass.
 
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
-use crate::model::{
-    Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel, TopologyZone,
-};
+use crate::model::{Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 

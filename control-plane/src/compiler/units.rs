@@ -371,7 +371,7 @@ impl Compiler {
         let prefer_any = zonal
             .then(|| zonal_name(base, ZONAL_DIRECTIVES[1], None))
             .flatten();
-        let mut zone_names: Vec<(TopologyZone, [Option<NameBuf>; 2])> = Vec::new();
+        let mut zone_names: Vec<(u8, [Option<NameBuf>; 2])> = Vec::new();
         for endpoint in &slice.endpoints {
             if !endpoint.ready && !service.publish_not_ready_addresses {
                 continue;
@@ -380,8 +380,9 @@ impl Compiler {
                 Some(zone) => match zone_names.iter().position(|(z, _)| *z == zone) {
                     Some(i) => Some(i),
                     None => {
-                        let name = zone.name();
-                        let names = ZONAL_DIRECTIVES.map(|d| zonal_name(base, d, Some(&name)));
+                        let name = slice.zone_of(endpoint);
+                        let names = ZONAL_DIRECTIVES
+                            .map(|d| name.and_then(|n| zonal_name(base, d, Some(n))));
                         zone_names.push((zone, names));
                         Some(zone_names.len() - 1)
                     }

@@ -79,6 +79,7 @@ pub fn slice(
         address_type: address_type.into(),
         ports,
         endpoints,
+        zones: Box::default(),
     })
 }
 
