@@ -27,5 +27,6 @@ dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -n 1 -Q 1000 -t 10 | grep
 callgrind_control -d "$pid" >/dev/null
 sleep 3
 kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
 total=$(callgrind_annotate "$work/cg.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "respond: $total instructions, $((total / 20000)) per query"
