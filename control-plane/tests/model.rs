@@ -103,7 +103,10 @@ fn endpoint_zones_are_kept_lowercase_once_per_slice() {
     }))
     .unwrap();
     let model = SliceModel::from_api(&slice).unwrap();
-    assert_eq!(&*model.zones, [Box::from("zone-a"), Box::from("corp.zone-b")]);
+    assert_eq!(
+        &*model.zones,
+        [Box::from("zone-a"), Box::from("corp.zone-b")]
+    );
     let zones: Vec<Option<u8>> = model.endpoints.iter().map(|e| e.zone).collect();
     assert_eq!(zones, [Some(0), Some(0), Some(1), None]);
     // Two bytes in the endpoint, where a string would take sixteen more.

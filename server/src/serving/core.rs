@@ -643,6 +643,30 @@ enum UdpVerdict {
 }
 
 impl UdpVerdict {
+    /// Answers one UDP query from `peer` into `out`, and says what to do.
+    #[inline]
+    fn answer(
+        table: &mut AnswerTable,
+        outside: Outside<'_>,
+        metrics: Option<&CoreMetrics>,
+        listen: usize,
+        query: &[u8],
+        out: &mut [u8],
+        peer: kubewire_udp::Peer<'_>,
+    ) -> UdpVerdict {
+        let answered = answer(
+            table,
+            outside,
+            metrics,
+            listen,
+            Proto::Udp,
+            query,
+            out,
+            || peer.ip(),
+        );
+        UdpVerdict::of(answered, out)
+    }
+
     /// The verdict on `answered`, whose reply (if any) is in `out`.
     fn of(answered: Answer, out: &[u8]) -> UdpVerdict {
         match answered {
@@ -865,17 +889,9 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             let outside = shared.outside();
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out, peer| {
-                let answered = answer(
-                    &mut table,
-                    outside,
-                    metrics,
-                    listen,
-                    Proto::Udp,
-                    query,
-                    out,
-                    || peer.ip(),
-                );
-                let (len, rcode) = match UdpVerdict::of(answered, out) {
+                let verdict =
+                    UdpVerdict::answer(&mut table, outside, metrics, listen, query, out, peer);
+                let (len, rcode) = match verdict {
                     UdpVerdict::Send(len, rcode) => (len, rcode),
                     UdpVerdict::Slow(work) => {
                         slow.push((i, work));

@@ -12,8 +12,8 @@
 //!   socket is served by the batched path.
 
 use super::{
-    Failures, Proto, QueryLog, Shared, Slow, UDP_FLOWING_WAIT_MS, UdpSocket, UdpVerdict,
-    YIELD_EVERY, answer, apply_updates, elapsed_ns, serve_udp_batched, spawn_udp_slow,
+    Failures, QueryLog, Shared, Slow, UDP_FLOWING_WAIT_MS, UdpSocket, UdpVerdict, YIELD_EVERY,
+    apply_updates, elapsed_ns, serve_udp_batched, spawn_udp_slow,
 };
 use kubewire_udp::uring::{Options, RingError, UdpRing};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -124,17 +124,7 @@ pub(super) async fn serve_udp_uring(
             let outside = shared.outside();
             let mut query_log = shared.query_log.borrow_mut();
             ring.process(|query, out, peer| {
-                let answered = answer(
-                    &mut table,
-                    outside,
-                    metrics,
-                    listen,
-                    Proto::Udp,
-                    query,
-                    out,
-                    || peer.ip(),
-                );
-                match UdpVerdict::of(answered, out) {
+                match UdpVerdict::answer(&mut table, outside, metrics, listen, query, out, peer) {
                     UdpVerdict::Send(len, rcode) => {
                         if let Some(interval) = log_interval
                             && query_log.pick(interval)
