@@ -3,8 +3,9 @@
 //! - Receiving is armed once: a multishot `recvmsg` takes each datagram into
 //!   a buffer of a provided-buffer ring, and posts one completion per
 //!   datagram until it runs out of buffers (then it is re-armed).
-//! - Each reply goes out as a `sendmsg` request from a send slot, which holds
-//!   the reply, its address and its message header until the kernel is done.
+//! - Each reply goes out as a `send` request with the client's address (a
+//!   `sendto`) from a send slot, which holds the reply and its address until
+//!   the kernel is done with them.
 //! - A caller's loop turn is [`UdpRing::process`] (reap every completion,
 //!   answer, queue the replies) then [`UdpRing::submit_and_wait`] (one
 //!   `io_uring_enter` that sends the replies and waits for the next

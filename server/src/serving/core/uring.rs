@@ -2,12 +2,14 @@
 //! beside glommio's own, driven from this core's executor.
 //!
 //! - While datagrams keep coming, each turn is one `io_uring_enter` that
-//!   sends the last turn's replies and sleeps until the next datagrams (at
-//!   most [`UDP_FLOWING_WAIT_MS`]), as the batched path sleeps in
-//!   `recvmmsg`; then every completion is reaped and answered.
-//! - When the socket has been quiet that long, the task parks on an eventfd
-//!   the ring signals, read through glommio's reactor, so an idle core costs
-//!   nothing and its other tasks (TCP, updates, forwarded replies) run.
+//!   sends the last turn's replies and sleeps until the next datagram, as
+//!   the batched path sleeps in `recvmmsg`; then every completion is reaped
+//!   and answered. A timeout request every [`UDP_FLOWING_WAIT_MS`] (the
+//!   tick) bounds the sleep.
+//! - After a whole tick without a datagram, or while forwarded replies wait
+//!   on glommio's reactor, the task parks on an eventfd the ring signals,
+//!   read through that reactor, so an idle core costs nothing and its other
+//!   tasks (TCP, updates, forwarded replies) run.
 //! - Where the kernel refuses the ring, one log line says why and the
 //!   socket is served by the batched path.
 
