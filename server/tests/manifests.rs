@@ -15,6 +15,25 @@ fn service(name: &str, ip: &str) -> String {
     )
 }
 
+/// Writes `config` to `dir/kubewire.toml` and starts kubewire serving
+/// `manifests` with it; returns the server and the config's path, which a
+/// test rewrites to reload.
+fn start_with_config(
+    dir: &std::path::Path,
+    manifests: &std::path::Path,
+    config: &str,
+) -> (Server, std::path::PathBuf) {
+    let path = dir.join("kubewire.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start(&[
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    (server, path)
+}
+
 fn wait_for_answer(server: &Server, name: &str, want: &[&str]) -> Duration {
     let start = Instant::now();
     loop {
@@ -127,15 +146,8 @@ fn ignore_empty_service_follows_endpoint_readiness() {
     };
     std::fs::write(dir.join("svc.yaml"), service("web", "10.96.1.1")).unwrap();
     std::fs::write(dir.join("slice.yaml"), slice(false)).unwrap();
-    let config = dir.join("kubewire.toml");
-    std::fs::write(&config, "[kubernetes]\nignore_empty_service = true\n").unwrap();
-    let manifests = dir.to_str().unwrap();
-    let server = Server::start(&[
-        "--manifests",
-        manifests,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (server, _config) =
+        start_with_config(&dir, &dir, "[kubernetes]\nignore_empty_service = true\n");
     let name = "web.default.svc.cluster.local";
     assert_eq!(
         rcode(&server.udp(name, RecordType::A)),
@@ -180,15 +192,7 @@ fn zonal_names_follow_endpoint_zones_and_a_reload() {
     ]
     .concat();
     std::fs::write(dir.join("slice.yaml"), slice(&two_zones)).unwrap();
-    let config = dir.join("kubewire.toml");
-    std::fs::write(&config, "[kubernetes]\nzonal = false\n").unwrap();
-    let manifests = dir.to_str().unwrap();
-    let server = Server::start(&[
-        "--manifests",
-        manifests,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (server, config) = start_with_config(&dir, &dir, "[kubernetes]\nzonal = false\n");
     let pinned = "eu-west-1a.pin._zone.db.default.svc.cluster.local";
     assert_eq!(
         rcode(&server.udp(pinned, RecordType::A)),
@@ -251,18 +255,11 @@ fn namespaces_and_labels_filter_manifests_and_follow_reloads() {
             + &svc("b", "web", "10.96.2.3", "web"),
     )
     .unwrap();
-    let config = dir.join("kubewire.toml");
-    std::fs::write(
-        &config,
+    let (server, config) = start_with_config(
+        &dir,
+        &manifests,
         "[kubernetes]\nnamespaces = [\"a\"]\nlabels = \"app in (web)\"\n",
-    )
-    .unwrap();
-    let server = Server::start(&[
-        "--manifests",
-        manifests.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    );
     let a = |name: &str| rcode(&server.udp(name, RecordType::A));
     assert_eq!(a("web.a.svc.cluster.local"), 0);
     assert_eq!(a("db.a.svc.cluster.local"), 3, "filtered out by its label");
