@@ -85,6 +85,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             kind,
             ports: ports.clone(),
             publish_not_ready_addresses: false,
+            external: None,
         }));
         let endpoints = (0..endpoints_per_service)
             .map(|e| {
@@ -205,6 +206,7 @@ fn endpoint_flip() {
             port: 80,
         }],
         publish_not_ready_addresses: false,
+        external: None,
     })));
     // Kubernetes puts at most 100 endpoints in a slice: ten slices.
     let mut slices: Vec<SliceModel> = endpoints

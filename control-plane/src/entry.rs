@@ -123,8 +123,10 @@ impl std::fmt::Debug for NameEntry {
 pub struct ZoneAnswers {
     /// The zone apex, lowercase.
     pub apex: NameBuf,
-    /// A cluster zone (true) or a reverse zone (false).
+    /// A cluster zone (true) or a reverse or external zone (false).
     pub cluster: bool,
+    /// A `k8s_external` zone, whose records carry its own TTL.
+    pub external: bool,
     /// Unknown names are NXDOMAIN (cluster zones, and reverse zones named
     /// in the configuration); otherwise they are not ours.
     pub authoritative: bool,

@@ -26,6 +26,6 @@ pub use compiler::{Compiler, ObjectChange, ObjectCounts};
 pub use entry::{NameEntry, ZoneAnswers, Zones};
 pub use hub::{CoreStatus, DeltaHub, DeltaReceiver};
 pub use model::{Kind, ListedKeys, Object, ObjectKey};
-pub use settings::{PodMode, Settings};
+pub use settings::{ExternalZones, PodMode, Settings};
 pub use table::{AnswerTable, Response};
 pub use update::{Change, Delta, PodAddress, Snapshot, Update};

@@ -72,6 +72,19 @@ pub struct ServiceModel {
     pub ports: Vec<PortModel>,
     /// Publish endpoints that are not ready.
     pub publish_not_ready_addresses: bool,
+    /// `spec.externalIPs` and the load balancer's ingress points, for
+    /// `k8s_external`; `None` for nearly every Service, so it costs a word.
+    pub external: Option<Box<ExternalAddresses>>,
+}
+
+/// Where a Service is reached from outside the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExternalAddresses {
+    /// `spec.externalIPs`, then each ingress point's `ip`, in that order.
+    pub ips: Vec<IpAddr>,
+    /// The `hostname` of each ingress point that has no `ip` (cloud load
+    /// balancers known by name).
+    pub hostnames: Vec<Box<str>>,
 }
 
 /// One endpoint of a slice.
@@ -391,11 +404,37 @@ impl ServiceModel {
             .collect::<Result<Vec<_>, ModelError>>()?;
         let mut ports = ports;
         ports.shrink_to_fit();
+        let mut external = ExternalAddresses::default();
+        for ip in spec.external_ips.as_deref().unwrap_or_default() {
+            external.ips.push(parse_ip(&key, "spec.externalIPs", ip)?);
+        }
+        let ingress = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_deref())
+            .unwrap_or_default();
+        for point in ingress {
+            match (point.ip.as_deref(), point.hostname.as_deref()) {
+                (Some(ip), _) if !ip.is_empty() => {
+                    external
+                        .ips
+                        .push(parse_ip(&key, "status.loadBalancer.ingress[].ip", ip)?)
+                }
+                (_, Some(hostname)) if !hostname.is_empty() => {
+                    external.hostnames.push(hostname.into());
+                }
+                _ => {}
+            }
+        }
+        let external = (!external.ips.is_empty() || !external.hostnames.is_empty())
+            .then(|| Box::new(external));
         Ok(ServiceModel {
             key,
             kind,
             ports,
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
+            external,
         })
     }
 }

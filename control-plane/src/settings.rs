@@ -85,6 +85,61 @@ pub struct Settings {
     /// authority: an address no object owns is NXDOMAIN with the zone's
     /// SOA, not passed on (CoreDNS's `kubernetes cluster.local 0.10.in-addr.arpa`).
     pub reverse_authoritative: Vec<NameBuf>,
+    /// Services' external addresses in zones of their own, as CoreDNS's
+    /// `k8s_external`; `None` when off.
+    pub external: Option<ExternalZones>,
+}
+
+/// `k8s_external`: `<svc>.<ns>.<zone>` answers a Service's `externalIPs`
+/// and load balancer ingress points (never its cluster IPs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalZones {
+    /// The zones served, lowercase. Reverse zones among them make the
+    /// external IPs' PTR records point at `<svc>.<ns>.<first forward zone>`.
+    pub zones: Vec<NameBuf>,
+    /// The label under each zone for the zone's own name server:
+    /// `ns1.<apex>.<zone>` (default `dns`).
+    pub apex: Box<[u8]>,
+    /// TTL of every external record and of the SOA (default 5).
+    pub ttl: u32,
+    /// Headless Services without external addresses answer with their
+    /// endpoints: `<svc>.<ns>.<zone>` and `<endpoint>.<svc>.<ns>.<zone>`.
+    pub headless: bool,
+    /// External zones in which a name no Service answers goes on to
+    /// forwarding instead of NXDOMAIN; the root means all of them.
+    pub fallthrough: Vec<NameBuf>,
+}
+
+impl Default for ExternalZones {
+    fn default() -> ExternalZones {
+        ExternalZones {
+            zones: Vec::new(),
+            apex: (*b"dns").into(),
+            ttl: 5,
+            headless: false,
+            fallthrough: Vec::new(),
+        }
+    }
+}
+
+impl ExternalZones {
+    /// The reverse zones listed, which serve the external IPs' PTR records.
+    pub fn reverse_zones(&self) -> impl Iterator<Item = &NameBuf> {
+        self.zones.iter().filter(|z| is_reverse(z))
+    }
+
+    /// The forward zones, where Services are named.
+    pub fn forward_zones(&self) -> impl Iterator<Item = &NameBuf> {
+        self.zones.iter().filter(|z| !is_reverse(z))
+    }
+}
+
+/// Whether `zone` lies under `in-addr.arpa` or `ip6.arpa`.
+pub fn is_reverse(zone: &NameBuf) -> bool {
+    ["in-addr.arpa", "ip6.arpa"]
+        .iter()
+        .filter_map(|text| NameBuf::from_text(text).ok())
+        .any(|reverse| zone.ends_with(&reverse))
 }
 
 impl Default for Settings {
@@ -102,6 +157,7 @@ impl Default for Settings {
             own_ips: Vec::new(),
             fallthrough: Vec::new(),
             reverse_authoritative: Vec::new(),
+            external: None,
         }
     }
 }

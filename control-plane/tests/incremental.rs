@@ -59,6 +59,7 @@ fn service() -> impl Strategy<Value = Object> {
                 kind,
                 ports,
                 publish_not_ready_addresses: publish,
+                external: None,
             })
         })
 }

@@ -4,7 +4,9 @@
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kubewire_control_plane::model::{ModelError, PodModel, ServiceKind, ServiceModel, SliceModel};
+use kubewire_control_plane::model::{
+    ExternalAddresses, ModelError, PodModel, ServiceKind, ServiceModel, SliceModel,
+};
 
 #[test]
 fn services() {
@@ -61,6 +63,58 @@ fn services() {
     assert_eq!(
         ServiceModel::from_api(&no_namespace).unwrap_err(),
         ModelError::NoNamespace("x".into())
+    );
+}
+
+#[test]
+fn external_addresses_are_external_ips_then_load_balancer_ingress() {
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.7", "externalIPs": ["192.0.2.1"],
+                 "ports": [{"name": "http", "port": 80}]},
+        "status": {"loadBalancer": {"ingress": [
+            {"ip": "198.51.100.7"}, {"hostname": "lb-1.elb.example"}, {"ip": "2001:db8::7", "hostname": "ignored"}
+        ]}}
+    }))
+    .unwrap();
+    let model = ServiceModel::from_api(&service).unwrap();
+    assert_eq!(
+        model.external.as_deref(),
+        Some(&ExternalAddresses {
+            ips: vec![
+                "192.0.2.1".parse().unwrap(),
+                "198.51.100.7".parse().unwrap(),
+                "2001:db8::7".parse().unwrap(),
+            ],
+            hostnames: vec!["lb-1.elb.example".into()],
+        })
+    );
+    // The cluster IP is its own; it is never external.
+    assert_eq!(
+        model.kind,
+        ServiceKind::ClusterIp(vec!["10.96.0.7".parse().unwrap()])
+    );
+
+    let plain: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.8", "externalIPs": []},
+        "status": {"loadBalancer": {}}
+    }))
+    .unwrap();
+    assert_eq!(ServiceModel::from_api(&plain).unwrap().external, None);
+
+    let broken: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.9", "externalIPs": ["not-an-ip"]}
+    }))
+    .unwrap();
+    assert_eq!(
+        ServiceModel::from_api(&broken).unwrap_err(),
+        ModelError::BadIp {
+            object: "default/bad".into(),
+            field: "spec.externalIPs",
+            value: "not-an-ip".into(),
+        }
     );
 }
 

@@ -96,6 +96,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         ignore_empty_service: config.kubernetes.ignore_empty_service,
         zonal: config.kubernetes.zonal,
         autopath: config.kubernetes.autopath,
+        external: config.k8s_external.settings(),
         own_ips: preflight::own_addresses(),
         ..Settings::default()
     })

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::upstream::Upstream;
 use common::*;
 use hickory_proto::rr::RecordType;
 use std::time::{Duration, Instant};
@@ -234,6 +235,116 @@ fn zonal_names_follow_endpoint_zones_and_a_reload() {
         let reply = server.udp(pinned, RecordType::A);
         rcode(&reply) == 0 && answers(&reply).is_empty()
     });
+}
+
+/// `k8s_external`: Services' external IPs and load balancer ingress in a
+/// zone of their own, a hostname-only load balancer chased upstream, edits
+/// and a reload followed, over UDP and TCP.
+#[test]
+fn k8s_external_serves_load_balancer_addresses_and_follows_edits() {
+    let dir = tempdir("k8s-external");
+    let web = |ingress_ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.5.1\n  externalIPs: [192.0.2.10]\n  ports:\n  - {{name: http, port: 80, protocol: TCP}}\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: {ingress_ip}\n"
+        )
+    };
+    std::fs::write(dir.join("web.yaml"), web("198.51.100.10")).unwrap();
+    std::fs::write(
+        dir.join("others.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: elb, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.5.2\n  ports: [{name: https, port: 443}]\nstatus:\n  loadBalancer:\n    ingress: [{hostname: lb-1.elb.example}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: internal, namespace: default}\nspec: {clusterIP: 10.96.5.3}\n",
+    )
+    .unwrap();
+    let upstream = Upstream::start();
+    upstream.answer("lb-1.elb.example", std::net::Ipv4Addr::new(203, 0, 113, 9));
+    let config = |ttl: u32| {
+        format!(
+            "[k8s_external]\nzones = [\"example.org\"]\nttl_seconds = {ttl}\n\n[forward]\nto = [\"{}\"]\n",
+            upstream.addr
+        )
+    };
+    let manifests = dir.join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    for file in ["web.yaml", "others.yaml"] {
+        std::fs::rename(dir.join(file), manifests.join(file)).unwrap();
+    }
+    let (server, config_path) = start_with_config(&dir, &manifests, &config(5));
+
+    let sorted = |reply: &hickory_proto::op::Message| {
+        let mut list = answers(reply);
+        list.sort();
+        list
+    };
+    let both = [
+        "web.default.example.org. A 192.0.2.10",
+        "web.default.example.org. A 198.51.100.10",
+    ];
+    assert_eq!(
+        sorted(&server.udp("web.default.example.org", RecordType::A)),
+        both
+    );
+    assert_eq!(
+        sorted(&server.tcp("Web.Default.Example.Org", RecordType::A)),
+        [
+            "Web.Default.Example.Org. A 192.0.2.10",
+            "Web.Default.Example.Org. A 198.51.100.10",
+        ]
+    );
+    let srv = server.tcp("_http._tcp.web.default.example.org", RecordType::SRV);
+    assert_eq!(
+        answers(&srv),
+        ["_http._tcp.web.default.example.org. SRV 0 100 80 web.default.example.org."]
+    );
+    assert_eq!(srv.additionals.len(), 2, "glue: {:?}", srv.additionals);
+    // The cluster name keeps the cluster IP; a Service without external
+    // addresses is not in the external zone.
+    assert_eq!(
+        answers(&server.udp("web.default.svc.cluster.local", RecordType::A)),
+        ["web.default.svc.cluster.local. A 10.96.5.1"]
+    );
+    let internal = server.udp("internal.default.example.org", RecordType::A);
+    assert_eq!(rcode(&internal), 3);
+    assert!(internal.metadata.authoritative);
+    // A load balancer known by hostname: the CNAME, chased upstream.
+    assert_eq!(
+        answers(&server.udp("elb.default.example.org", RecordType::A)),
+        [
+            "elb.default.example.org. CNAME lb-1.elb.example.",
+            "lb-1.elb.example. A 203.0.113.9",
+        ]
+    );
+    let soa = server.udp("example.org", RecordType::SOA);
+    assert_eq!(
+        answers(&soa)
+            .first()
+            .map(|a| a.split(' ').take(4).collect::<Vec<_>>().join(" ")),
+        Some("example.org. SOA ns1.dns.example.org. hostmaster.dns.example.org.".into())
+    );
+
+    // The load balancer's address changes: the answer follows.
+    std::fs::write(manifests.join("web.yaml"), web("198.51.100.11")).unwrap();
+    eventually("the new ingress address", || {
+        sorted(&server.udp("web.default.example.org", RecordType::A))
+            == [
+                "web.default.example.org. A 192.0.2.10",
+                "web.default.example.org. A 198.51.100.11",
+            ]
+    });
+    // A reload changes the external TTL, not the cluster's.
+    assert_eq!(
+        server.udp("web.default.example.org", RecordType::A).answers[0].ttl,
+        5
+    );
+    std::fs::write(&config_path, config(60)).unwrap();
+    eventually("the new TTL", || {
+        server.udp("web.default.example.org", RecordType::A).answers[0].ttl == 60
+    });
+    assert_eq!(
+        server
+            .udp("web.default.svc.cluster.local", RecordType::A)
+            .answers[0]
+            .ttl,
+        5
+    );
 }
 
 /// `kubernetes.namespaces` and `kubernetes.labels` filter manifests as they

@@ -89,22 +89,47 @@ pub(super) fn srv_answer(
     b.take()
 }
 
+/// What a zone is, for its own answers.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ZoneRole<'a> {
+    /// A cluster zone: pod templates, NS glue from the cluster's DNS Service.
+    Cluster,
+    /// A reverse zone: PTR records alone.
+    Reverse,
+    /// A `k8s_external` zone, with glue from the DNS Service's external
+    /// addresses.
+    External(&'a ExternalZones),
+}
+
 /// SOA, NS, NODATA, NXDOMAIN, SERVFAIL and pod templates for one zone.
 pub(super) fn zone_answers(
     apex: &NameBuf,
-    cluster: bool,
+    role: ZoneRole<'_>,
     serial: u32,
     settings: &Settings,
-    dns_ips: &[IpAddr],
+    ns_ips: &[IpAddr],
 ) -> Result<ZoneAnswers, BuildError> {
-    let ttl = settings.ttl;
-    // As CoreDNS: the SOA's own TTL is capped at 300 s; its minimum is the TTL.
-    let soa_ttl = ttl.min(300);
+    let cluster = matches!(role, ZoneRole::Cluster);
+    let (ttl, soa_ttl, ns_owner) = match role {
+        // As CoreDNS: the SOA's own TTL is capped at 300 s; its minimum is the TTL.
+        ZoneRole::Cluster | ZoneRole::Reverse => (settings.ttl, settings.ttl.min(300), &b"dns"[..]),
+        // As `k8s_external`: `ns1.<apex>.<zone>`, one TTL for all.
+        ZoneRole::External(external) => (external.ttl, external.ttl, &*external.apex),
+    };
+    let ns_label: &[u8] = match role {
+        ZoneRole::External(_) => b"ns1",
+        _ => b"ns",
+    };
     let mname = apex
-        .prepend_label(b"dns")
-        .and_then(|n| n.prepend_label(b"ns"))
+        .prepend_label(ns_owner)
+        .and_then(|n| n.prepend_label(ns_label))
         .unwrap_or(*apex);
-    let rname = apex.prepend_label(b"hostmaster").unwrap_or(*apex);
+    let rname = match role {
+        ZoneRole::External(external) => apex.prepend_label(&external.apex),
+        _ => Ok(*apex),
+    }
+    .and_then(|n| n.prepend_label(b"hostmaster"))
+    .unwrap_or(*apex);
     let soa = Rdata::Soa {
         mname: &mname,
         rname: &rname,
@@ -121,9 +146,9 @@ pub(super) fn zone_answers(
 
     let mut b = AnswerBuilder::new(apex);
     b.push(Owner::Question, ttl, Rdata::Ns(&mname))?;
-    if cluster {
+    if !matches!(role, ZoneRole::Reverse) {
         b.section(Section::Additional)?;
-        for ip in dns_ips {
+        for ip in ns_ips {
             b.push(Owner::Name(&mname), ttl, address_rdata(*ip))?;
         }
     }
@@ -146,10 +171,16 @@ pub(super) fn zone_answers(
     } else {
         None
     };
+    let external = settings.external.as_ref();
+    let listed_external = external.is_some_and(|e| e.zones.contains(apex));
+    let falls_through = |zones: &[NameBuf]| zones.iter().any(|zone| apex.ends_with(zone));
     Ok(ZoneAnswers {
         apex: *apex,
         cluster,
-        authoritative: cluster || settings.reverse_authoritative.contains(apex),
+        external: matches!(role, ZoneRole::External(_)),
+        authoritative: !matches!(role, ZoneRole::Reverse)
+            || settings.reverse_authoritative.contains(apex)
+            || listed_external,
         apex_answers: vec![(rtype::SOA, soa_answer), (rtype::NS, ns_answer)],
         nodata: negative(Rcode::NOERROR)?,
         nxdomain: negative(Rcode::NXDOMAIN)?,
@@ -157,7 +188,13 @@ pub(super) fn zone_answers(
         servfail: negative(Rcode::SERVFAIL)?,
         pod_templates,
         pods_verified: settings.pod_mode == PodMode::Verified,
-        fallthrough: settings.fallthrough.iter().any(|zone| apex.ends_with(zone)),
+        fallthrough: match role {
+            ZoneRole::External(external) => falls_through(&external.fallthrough),
+            _ => {
+                falls_through(&settings.fallthrough)
+                    || (listed_external && external.is_some_and(|e| falls_through(&e.fallthrough)))
+            }
+        },
         zonal: cluster && settings.zonal,
     })
 }
@@ -176,8 +213,11 @@ impl Compiler {
         records: &Records,
     ) -> Option<NameEntry> {
         let (name, _) = NameBuf::from_wire(key).ok()?;
-        let (zone, _) = self.zones.find(&name)?;
-        let ttl = self.settings.ttl;
+        let (zone, answers) = self.zones.find(&name)?;
+        let ttl = match &self.settings.external {
+            Some(external) if answers.external => external.ttl,
+            _ => self.settings.ttl,
+        };
         let mut answers: Vec<(u16, PreparedAnswer)> = Vec::new();
         let mut add = |types: &[u16], built: Result<PreparedAnswer, BuildError>| match built {
             Ok(answer) => {
@@ -248,31 +288,50 @@ impl Compiler {
     }
 
     pub(super) fn build_zones(&self, serial: u32) -> Zones {
-        let mut apexes: Vec<(NameBuf, bool)> = self
+        let external = self.settings.external.as_ref();
+        let mut apexes: Vec<(NameBuf, ZoneRole<'_>)> = self
             .settings
             .zones
             .iter()
-            .map(|z| (z.to_lowercase(), true))
+            .map(|z| (z.to_lowercase(), ZoneRole::Cluster))
             .collect();
         apexes.extend(
             self.settings
                 .reverse_authoritative
                 .iter()
-                .map(|z| (z.to_lowercase(), false)),
+                .chain(external.into_iter().flat_map(ExternalZones::reverse_zones))
+                .map(|z| (z.to_lowercase(), ZoneRole::Reverse)),
         );
         if self.settings.reverse_zones {
             for text in ["in-addr.arpa", "ip6.arpa"] {
                 if let Ok(zone) = NameBuf::from_text(text) {
-                    apexes.push((zone, false));
+                    apexes.push((zone, ZoneRole::Reverse));
                 }
             }
         }
+        if let Some(external) = external {
+            apexes.extend(
+                external
+                    .forward_zones()
+                    .map(|z| (z.to_lowercase(), ZoneRole::External(external))),
+            );
+        }
+        // A zone listed twice is served once, in its first role.
+        let mut seen: BTreeSet<NameBuf> = BTreeSet::new();
+        apexes.retain(|(apex, _)| seen.insert(*apex));
         apexes.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.wire_len()));
         let dns_ips = self.name_server_ips();
+        let external_ips = external
+            .map(|e| self.external_name_server_ips(e))
+            .unwrap_or_default();
         let zones = apexes
             .into_iter()
-            .filter_map(|(apex, cluster)| {
-                match zone_answers(&apex, cluster, serial, &self.settings, &dns_ips) {
+            .filter_map(|(apex, role)| {
+                let ns_ips = match role {
+                    ZoneRole::External(_) => &external_ips,
+                    _ => &dns_ips,
+                };
+                match zone_answers(&apex, role, serial, &self.settings, ns_ips) {
                     Ok(answers) => Some(answers),
                     Err(error) => {
                         tracing::error!(zone = %apex, %error, "zone answers cannot be encoded; zone not served");

@@ -20,12 +20,15 @@
 //! pass.
 
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
-use crate::model::{Kind, ListedKeys, Object, ObjectKey, ServiceKind, ServiceModel, SliceModel};
+use crate::model::{
+    EndpointModel, ExternalAddresses, Kind, ListedKeys, Object, ObjectKey, ServiceKind,
+    ServiceModel, SliceModel,
+};
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 
 use crate::keyed::{HasKey, KeyedTable};
-use crate::settings::{PodMode, Settings};
+use crate::settings::{ExternalZones, PodMode, Settings};
 use hashbrown::HashTable;
 use kubewire_wire::{
     AnswerBuilder, BuildError, NameBuf, Owner, PreparedAnswer, Rcode, Rdata, Section, dashed_label,

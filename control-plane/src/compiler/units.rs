@@ -185,6 +185,55 @@ pub(super) fn service_name_in(key: &ObjectKey, zone: &NameBuf) -> Option<NameBuf
     Some(name.to_lowercase())
 }
 
+/// `<svc>.<ns>.<zone>`, lowercase: a Service's name in an external zone.
+pub(super) fn external_name_in(key: &ObjectKey, zone: &NameBuf) -> Option<NameBuf> {
+    let name = zone
+        .prepend_label(key.namespace.as_bytes())
+        .and_then(|n| n.prepend_label(key.name.as_bytes()))
+        .ok()?;
+    Some(name.to_lowercase())
+}
+
+/// A Service's external addresses under `base`: A/AAAA (or, for a load
+/// balancer known only by hostname, a CNAME to it), and SRV records per
+/// port that target `base` with the addresses as glue (or the hostname).
+fn external_address_records(
+    service: &ServiceModel,
+    addresses: &ExternalAddresses,
+    base: &NameBuf,
+    out: &mut UnitOutput,
+) {
+    let target: Box<[u8]> = match (addresses.ips.is_empty(), addresses.hostnames.first()) {
+        (true, Some(hostname)) => match NameBuf::from_text(hostname) {
+            Ok(hostname) => {
+                let hostname: Box<[u8]> = hostname.to_lowercase().as_wire().into();
+                out.at(base).extra().cname = Some(hostname.clone());
+                hostname
+            }
+            Err(error) => {
+                tracing::debug!(service = %service.key, %error, "load balancer hostname is not a valid DNS name; skipped");
+                return;
+            }
+        },
+        _ => {
+            let records = out.at(base);
+            for ip in &addresses.ips {
+                records.add_ip(*ip);
+            }
+            base.as_wire().into()
+        }
+    };
+    for port in &service.ports {
+        let srv = SrvRecord {
+            port: port.port,
+            target: target.clone(),
+            // Glue for `base`; none for a hostname, which is not ours.
+            addrs: addresses.ips.clone(),
+        };
+        add_srv(out, base, &port.name, &port.protocol, srv);
+    }
+}
+
 pub(super) fn name_from_key(key: &[u8]) -> NameBuf {
     NameBuf::from_wire(key)
         .map(|(name, _)| name)
@@ -222,6 +271,7 @@ impl Compiler {
                             .flat_map(|s| s.endpoints.iter())
                             .any(|e| e.ready && !e.addresses.is_empty());
                     self.service_records(service, empty, &mut out);
+                    self.external_records(service, &slices, &mut out);
                     // A hidden service has no endpoint names either (a
                     // not-ready one published would make it a non-terminal).
                     for slice in slices.into_iter().filter(|_| !empty) {
@@ -234,6 +284,13 @@ impl Compiler {
                 {
                     for zone in &self.settings.zones {
                         namespace_names(name, zone, &mut out);
+                    }
+                    // `<ns>.<external-zone>` is NODATA while the namespace is.
+                    let external = self.settings.external.iter();
+                    for zone in external.flat_map(ExternalZones::forward_zones) {
+                        if let Ok(name) = zone.prepend_label(name.as_bytes()) {
+                            out.at(&name.to_lowercase());
+                        }
                     }
                 }
             }
@@ -263,6 +320,144 @@ impl Compiler {
                 }
             }
         }
+        // `k8s_external`: `<apex>.<zone>` is NODATA, `ns1.<apex>.<zone>`
+        // answers the name server's external addresses (NODATA if none).
+        if let Some(external) = &self.settings.external {
+            let ns_ips = self.external_name_server_ips(external);
+            for zone in external.forward_zones() {
+                if let Ok(apex) = zone.prepend_label(&external.apex)
+                    && let Ok(ns) = apex.prepend_label(b"ns1")
+                {
+                    out.at(&apex.to_lowercase());
+                    let records = out.at(&ns.to_lowercase());
+                    for ip in &ns_ips {
+                        records.add_ip(*ip);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `k8s_external`'s names of a Service in each external zone:
+    /// - with external addresses, `<svc>.<ns>.<zone>` answers them (a
+    ///   load balancer known only by hostname: a CNAME to the first), and
+    ///   SRV there and at `_port._proto.<svc>…` targets that name (or the
+    ///   hostname);
+    /// - without, and with `headless`, a headless Service answers as in the
+    ///   cluster zone: its endpoints, with `<endpoint>.<svc>.<ns>.<zone>`
+    ///   names that answer A/AAAA and an SRV record for themselves;
+    /// - the external IPs' PTR records, if a reverse zone is listed, point
+    ///   at the Service's name in the first forward zone.
+    pub(super) fn external_records(
+        &self,
+        service: &ServiceModel,
+        slices: &[&SliceModel],
+        out: &mut UnitOutput,
+    ) {
+        let Some(external) = &self.settings.external else {
+            return;
+        };
+        let addresses = service.external.as_deref();
+        let headless = external.headless && service.kind == ServiceKind::Headless;
+        if addresses.is_none() && !headless {
+            return;
+        }
+        for zone in external.forward_zones() {
+            let Some(base) = external_name_in(&service.key, zone) else {
+                continue;
+            };
+            match addresses {
+                Some(addresses) => external_address_records(service, addresses, &base, out),
+                None => {
+                    for slice in slices {
+                        self.external_endpoint_records(service, slice, &base, out);
+                    }
+                }
+            }
+        }
+        if let Some(addresses) = addresses
+            && external.reverse_zones().next().is_some()
+            && let Some(zone) = external.forward_zones().next()
+            && let Some(base) = external_name_in(&service.key, zone)
+        {
+            for ip in &addresses.ips {
+                out.ptr(*ip, &base);
+            }
+        }
+    }
+
+    /// A headless Service's endpoints under its external name.
+    fn external_endpoint_records(
+        &self,
+        service: &ServiceModel,
+        slice: &SliceModel,
+        base: &NameBuf,
+        out: &mut UnitOutput,
+    ) {
+        let port_names: Vec<(u16, Option<NameBuf>)> = slice
+            .ports
+            .iter()
+            .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
+            .collect();
+        for endpoint in &slice.endpoints {
+            if !endpoint.ready && !service.publish_not_ready_addresses {
+                continue;
+            }
+            for &ip in &endpoint.addresses {
+                let label = self.endpoint_label(endpoint, ip);
+                let Ok(endpoint_name) = base.prepend_label(label.as_bytes()) else {
+                    continue;
+                };
+                out.at(base).add_ip(ip);
+                out.at(&endpoint_name).add_ip(ip);
+                for (port, port_name) in &port_names {
+                    let srv = SrvRecord {
+                        port: *port,
+                        target: endpoint_name.as_wire().into(),
+                        addrs: vec![ip],
+                    };
+                    out.at(&endpoint_name).extra().srv.push(srv.clone());
+                    out.at(base).extra().srv.push(srv.clone());
+                    if let Some(port_name) = port_name {
+                        out.at(port_name).extra().srv.push(srv);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The label of an endpoint's name: its hostname, else (with
+    /// `endpoint_pod_names`) its pod's name, else its dashed address.
+    fn endpoint_label(&self, endpoint: &EndpointModel, ip: IpAddr) -> String {
+        match (&endpoint.hostname, &endpoint.pod_name) {
+            (Some(hostname), _) => hostname.to_ascii_lowercase(),
+            (None, Some(pod)) if self.settings.endpoint_pod_names => pod.to_ascii_lowercase(),
+            _ => dashed_label(ip),
+        }
+    }
+
+    /// The addresses of `ns1.<apex>.<external-zone>` and the glue of the
+    /// external zones' NS record, as CoreDNS finds them: the external
+    /// addresses of the Services that front our own pods (our own
+    /// addresses, for a headless one with `headless`); if no Service fronts
+    /// them, our own addresses.
+    pub(super) fn external_name_server_ips(&self, external: &ExternalZones) -> Vec<IpAddr> {
+        if self.fronting.is_empty() {
+            return self.settings.own_ips.clone();
+        }
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for service in self.fronting.values().filter_map(|s| self.services.get(s)) {
+            match service.external.as_deref() {
+                Some(addresses) => ips.extend(&addresses.ips),
+                None if external.headless && service.kind == ServiceKind::Headless => {
+                    ips.extend(&self.settings.own_ips);
+                }
+                None => {}
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        ips
     }
 
     /// The service's own names; with `empty` (a ClusterIP Service that
@@ -390,13 +585,7 @@ impl Compiler {
                 None => None,
             };
             for &ip in &endpoint.addresses {
-                let label = match (&endpoint.hostname, &endpoint.pod_name) {
-                    (Some(hostname), _) => hostname.to_ascii_lowercase(),
-                    (None, Some(pod)) if self.settings.endpoint_pod_names => {
-                        pod.to_ascii_lowercase()
-                    }
-                    _ => dashed_label(ip),
-                };
+                let label = self.endpoint_label(endpoint, ip);
                 let Ok(endpoint_name) = base.prepend_label(label.as_bytes()) else {
                     tracing::debug!(service = %service.key, %label, "endpoint name is not a valid DNS label; skipped");
                     continue;

@@ -27,6 +27,7 @@ pub fn cluster_ip(ns: &str, name: &str, cluster_ips: &[&str], ports: Vec<PortMod
         kind: ServiceKind::ClusterIp(ips(cluster_ips)),
         ports,
         publish_not_ready_addresses: false,
+        external: None,
     })
 }
 
@@ -36,6 +37,7 @@ pub fn headless(ns: &str, name: &str, ports: Vec<PortModel>, publish_not_ready: 
         kind: ServiceKind::Headless,
         ports,
         publish_not_ready_addresses: publish_not_ready,
+        external: None,
     })
 }
 
@@ -45,6 +47,7 @@ pub fn external(ns: &str, name: &str, target: &str) -> Object {
         kind: ServiceKind::ExternalName(target.into()),
         ports: vec![],
         publish_not_ready_addresses: false,
+        external: None,
     })
 }
 

@@ -30,6 +30,8 @@ pub struct Config {
     pub dns: Dns,
     /// How cluster objects become records.
     pub kubernetes: Kubernetes,
+    /// Services' external addresses in zones of their own.
+    pub k8s_external: K8sExternal,
     /// Where the objects come from.
     pub source: SourceConfig,
     /// The HTTP endpoints.
@@ -118,6 +120,54 @@ impl Default for Kubernetes {
             startup_timeout_ms: 5_000,
             fallthrough: Vec::new(),
         }
+    }
+}
+
+/// `[k8s_external]`: as CoreDNS's `k8s_external` plugin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K8sExternal {
+    /// External zones; empty means off.
+    pub zones: Vec<String>,
+    /// The label of the zones' own name server, `ns1.<apex>.<zone>`.
+    pub apex: String,
+    /// TTL of external records and of the SOA.
+    pub ttl_seconds: u32,
+    /// Headless Services without external addresses answer with endpoints.
+    pub headless: bool,
+    /// External zones whose unknown names go on to forwarding.
+    pub fallthrough: Vec<String>,
+}
+
+impl Default for K8sExternal {
+    fn default() -> K8sExternal {
+        K8sExternal {
+            zones: Vec::new(),
+            apex: "dns".into(),
+            ttl_seconds: 5,
+            headless: false,
+            fallthrough: Vec::new(),
+        }
+    }
+}
+
+impl K8sExternal {
+    /// The compiler's settings, or `None` when off. Names were checked by
+    /// [`Config::validate`]; one that does not parse is left out.
+    pub fn settings(&self) -> Option<kubewire_control_plane::ExternalZones> {
+        let names = |list: &[String]| -> Vec<kubewire_wire::NameBuf> {
+            list.iter()
+                .filter_map(|z| kubewire_wire::NameBuf::from_text(z).ok())
+                .map(|z| z.to_lowercase())
+                .collect()
+        };
+        (!self.zones.is_empty()).then(|| kubewire_control_plane::ExternalZones {
+            zones: names(&self.zones),
+            apex: self.apex.to_ascii_lowercase().into_bytes().into(),
+            ttl: self.ttl_seconds,
+            headless: self.headless,
+            fallthrough: names(&self.fallthrough),
+        })
     }
 }
 
@@ -801,6 +851,41 @@ pub const SETTINGS: &[Setting] = &[
         "In these zones, a name that no object answers goes on to forwarding instead of NXDOMAIN, as CoreDNS's `fallthrough`. Reverse names no object owns are always forwarded.",
     ),
     setting(
+        "k8s_external.zones",
+        "a list of zones; empty means off",
+        true,
+        &[],
+        "Serve Services' externalIPs and load balancer ingress addresses (never cluster IPs) as `<svc>.<ns>.<zone>` in these zones, with SRV `_port._proto.<svc>.<ns>.<zone>`, an SOA and NS at the apex and `ns1.<apex>.<zone>`, as CoreDNS's `k8s_external`. A load balancer known only by hostname answers with a CNAME to it. A reverse zone listed (such as in-addr.arpa) serves the external IPs' PTR records.",
+    ),
+    setting(
+        "k8s_external.apex",
+        "a DNS label",
+        true,
+        &[],
+        "The external zones' name server is `ns1.<apex>.<zone>`, and their SOA's mailbox `hostmaster.<apex>.<zone>`.",
+    ),
+    setting(
+        "k8s_external.ttl_seconds",
+        "0 to 3600",
+        true,
+        &[],
+        "TTL of external records, and the external SOA's TTL and minimum.",
+    ),
+    setting(
+        "k8s_external.headless",
+        "true or false",
+        true,
+        &[],
+        "A headless Service without external addresses answers in the external zones with its ready endpoints, and `<endpoint>.<svc>.<ns>.<zone>` names each.",
+    ),
+    setting(
+        "k8s_external.fallthrough",
+        "a list of zones; \".\" means every external zone; empty means none",
+        true,
+        &[],
+        "In these external zones, a name no Service answers goes on to forwarding instead of NXDOMAIN.",
+    ),
+    setting(
         "source.kind",
         "\"cluster\", \"manifests\" or \"demo\"",
         false,
@@ -1379,6 +1464,7 @@ impl Config {
                 );
             }
         }
+        self.validate_k8s_external(&fail)?;
         if let Err(error) =
             kubewire_control_plane::selector::LabelSelector::parse(&self.kubernetes.labels)
         {
@@ -1502,6 +1588,62 @@ impl Config {
         }
         if !(10..=90).contains(&c.prefetch_percent) {
             return fail("cache.prefetch_percent", "must be from 10 to 90");
+        }
+        Ok(())
+    }
+
+    fn validate_k8s_external(
+        &self,
+        fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let e = &self.k8s_external;
+        let cluster: Vec<kubewire_wire::NameBuf> = self
+            .dns
+            .zones
+            .iter()
+            .filter_map(|z| kubewire_wire::NameBuf::from_text(z).ok())
+            .collect();
+        for (key, zones) in [
+            ("k8s_external.zones", &e.zones),
+            ("k8s_external.fallthrough", &e.fallthrough),
+        ] {
+            for zone in zones {
+                let name = match kubewire_wire::NameBuf::from_text(zone) {
+                    Ok(name) => name,
+                    Err(error) => {
+                        return fail(key, &format!("{zone:?} is not a DNS name: {error}"));
+                    }
+                };
+                if key == "k8s_external.zones" && cluster.contains(&name.to_lowercase()) {
+                    return fail(
+                        key,
+                        &format!(
+                            "{zone:?} is also a cluster zone (dns.zones); give the external zone a name of its own"
+                        ),
+                    );
+                }
+            }
+        }
+        let apex = e.apex.as_bytes();
+        if apex.is_empty()
+            || apex.len() > 63
+            || !apex
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return fail(
+                "k8s_external.apex",
+                &format!(
+                    "{:?} is not one DNS label (letters, digits, '-' or '_', at most 63)",
+                    e.apex
+                ),
+            );
+        }
+        if e.ttl_seconds > 3600 {
+            return fail(
+                "k8s_external.ttl_seconds",
+                &format!("{} is too large", e.ttl_seconds),
+            );
         }
         Ok(())
     }
@@ -1773,6 +1915,41 @@ mod tests {
         );
         let error = Config::parse("k.toml", "[dns\n").unwrap_err().to_string();
         assert!(error.starts_with("k.toml:1: not valid TOML"), "{error}");
+    }
+
+    #[test]
+    fn k8s_external_settings_are_checked() {
+        let config = Config::parse(
+            "k.toml",
+            "[k8s_external]\nzones = [\"Example.org\", \"in-addr.arpa\"]\nheadless = true\n",
+        )
+        .unwrap();
+        let settings = config.k8s_external.settings().unwrap();
+        assert_eq!(settings.forward_zones().count(), 1);
+        assert_eq!(settings.reverse_zones().count(), 1);
+        assert_eq!(&*settings.apex, b"dns");
+        assert!(Config::default().k8s_external.settings().is_none());
+        for (text, want) in [
+            (
+                "[k8s_external]\nzones = [\"cluster.local\"]\n",
+                "k.toml:2: k8s_external.zones: \"cluster.local\" is also a cluster zone (dns.zones)",
+            ),
+            (
+                "[k8s_external]\nzones = [\"example.org\"]\napex = \"ns.dns\"\n",
+                "k.toml:3: k8s_external.apex: \"ns.dns\" is not one DNS label",
+            ),
+            (
+                "[k8s_external]\nzones = [\"example.org\"]\n\nttl_seconds = 4000\n",
+                "k.toml:4: k8s_external.ttl_seconds: 4000 is too large",
+            ),
+            (
+                "[k8s_external]\nfallthrough = [\"a..b\"]\n",
+                "k.toml:2: k8s_external.fallthrough: \"a..b\" is not a DNS name",
+            ),
+        ] {
+            let error = Config::parse("k.toml", text).unwrap_err().to_string();
+            assert!(error.starts_with(want), "{error}");
+        }
     }
 
     #[test]

@@ -332,6 +332,7 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
             "kubernetes" => kubernetes(&mut b, directive),
             "forward" => forward(&mut b, directive),
             "cache" => cache(&mut b, directive),
+            "k8s_external" => k8s_external(&mut b, directive, &first.keys),
             "autopath" => match directive.args.as_slice() {
                 [only] if only == "@kubernetes" => {
                     b.set("kubernetes.autopath", toml::Value::Boolean(true), line, &text)
@@ -631,6 +632,86 @@ fn cache(b: &mut Builder, directive: &Directive) {
     }
 }
 
+/// `k8s_external [ZONES] { apex, ttl, headless, fallthrough }`; without
+/// zones, the server block's, as CoreDNS.
+fn k8s_external(b: &mut Builder, directive: &Directive, block_keys: &[String]) {
+    let line = directive.line;
+    let text = directive.text();
+    let zone_of = |z: &str| {
+        let z = z.strip_prefix("dns://").unwrap_or(z);
+        let z = z.rsplit_once(':').map_or(z, |(zone, _)| zone);
+        z.trim_end_matches('.').to_string()
+    };
+    let zones: Vec<String> = if directive.args.is_empty() {
+        block_keys.iter().map(|k| zone_of(k)).collect()
+    } else {
+        directive.args.iter().map(|z| zone_of(z)).collect()
+    };
+    if zones.iter().any(String::is_empty) {
+        b.cannot(
+            line,
+            &text,
+            "an external zone at the root would answer every name; name the zone",
+        );
+        return;
+    }
+    b.set(
+        "k8s_external.zones",
+        toml::Value::Array(zones.into_iter().map(string).collect()),
+        line,
+        &text,
+    );
+    for option in &directive.block {
+        let option_line = option.line;
+        let option_text = option.text();
+        match (option.name.as_str(), option.args.as_slice()) {
+            ("apex", [apex]) => b.set(
+                "k8s_external.apex",
+                string(apex.as_str()),
+                option_line,
+                &option_text,
+            ),
+            ("ttl", [ttl]) => match ttl.parse::<i64>() {
+                Ok(ttl) => b.set(
+                    "k8s_external.ttl_seconds",
+                    toml::Value::Integer(ttl),
+                    option_line,
+                    &option_text,
+                ),
+                Err(_) => b.cannot(option_line, &option_text, "not a number of seconds"),
+            },
+            ("headless", []) => b.set(
+                "k8s_external.headless",
+                toml::Value::Boolean(true),
+                option_line,
+                &option_text,
+            ),
+            ("fallthrough", zones) => {
+                let zones: Vec<toml::Value> = if zones.is_empty() {
+                    vec![string(".")]
+                } else {
+                    zones
+                        .iter()
+                        .map(|z| z.trim_end_matches('.'))
+                        .map(|z| string(if z.is_empty() { "." } else { z }))
+                        .collect()
+                };
+                b.set(
+                    "k8s_external.fallthrough",
+                    toml::Value::Array(zones),
+                    option_line,
+                    &option_text,
+                );
+            }
+            _ => b.cannot(
+                option_line,
+                &option_text,
+                "k8s_external option not supported by kubewire",
+            ),
+        }
+    }
+}
+
 fn kubernetes(b: &mut Builder, directive: &Directive) {
     let line = directive.line;
     let text = directive.text();
@@ -774,6 +855,47 @@ mod tests {
         assert!(config.kubernetes.autopath);
         let t = translate("Corefile", ".:53 {\n  autopath /etc/other.conf\n}\n").unwrap();
         assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    }
+
+    #[test]
+    fn k8s_external_translates_with_its_options() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local\n  k8s_external example.org in-addr.arpa. {\n    apex ext\n    ttl 30\n    headless\n    fallthrough\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        let e = &config.k8s_external;
+        assert_eq!(e.zones, ["example.org", "in-addr.arpa"]);
+        assert_eq!(e.apex, "ext");
+        assert_eq!(e.ttl_seconds, 30);
+        assert!(e.headless);
+        assert_eq!(e.fallthrough, ["."]);
+        // Without zones: the server block's; at the root, not translated.
+        let t = translate("Corefile", "example.net:53 {\n  k8s_external\n}\n").unwrap();
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert_eq!(config.k8s_external.zones, ["example.net"]);
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  k8s_external {\n    headless\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(
+            t.untranslated.iter().any(|u| u.contains("at the root")),
+            "{:?}",
+            t.untranslated
+        );
+        // A bad TTL is caught by the configuration's own check.
+        let error = translate(
+            "Corefile",
+            ".:53 {\n  k8s_external example.org {\n    ttl 9000\n  }\n}\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("k8s_external.ttl_seconds"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -455,12 +455,14 @@ impl Control {
         kubernetes.ignore_empty_service = new.kubernetes.ignore_empty_service;
         kubernetes.zonal = new.kubernetes.zonal;
         self.config.dns.ttl_seconds = new.dns.ttl_seconds;
+        self.config.k8s_external = new.k8s_external.clone();
 
         let mut settings = self.compiler.settings().clone();
         settings.ttl = self.config.dns.ttl_seconds;
         settings.endpoint_pod_names = self.config.kubernetes.endpoint_pod_names;
         settings.ignore_empty_service = self.config.kubernetes.ignore_empty_service;
         settings.zonal = self.config.kubernetes.zonal;
+        settings.external = self.config.k8s_external.settings();
         self.compiler.set_settings(settings);
         if filters_changed {
             match (cluster.as_mut(), &mut self.source) {
