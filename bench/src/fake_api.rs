@@ -26,8 +26,12 @@ use tokio::sync::{broadcast, watch};
 
 type Body = BoxBody<Bytes, Infallible>;
 
+/// The path of ServiceImports, which are served only once their CRD is
+/// installed ([`FakeApi::install_service_imports`]).
+const SERVICE_IMPORTS: &str = "/apis/multicluster.x-k8s.io/v1alpha1/serviceimports";
+
 /// The kinds served, by collection path.
-const RESOURCES: [(&str, &str, &str, &str); 4] = [
+const RESOURCES: [(&str, &str, &str, &str); 5] = [
     ("/api/v1/services", "ServiceList", "v1", "Service"),
     (
         "/apis/discovery.k8s.io/v1/endpointslices",
@@ -37,6 +41,12 @@ const RESOURCES: [(&str, &str, &str, &str); 4] = [
     ),
     ("/api/v1/pods", "PodList", "v1", "Pod"),
     ("/api/v1/namespaces", "NamespaceList", "v1", "Namespace"),
+    (
+        SERVICE_IMPORTS,
+        "ServiceImportList",
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceImport",
+    ),
 ];
 
 #[derive(Default)]
@@ -55,6 +65,8 @@ struct State {
     compacted_below: u64,
     lists_served: u64,
     watches_started: u64,
+    /// Whether the ServiceImport CRD is installed (404 until it is).
+    service_imports_installed: bool,
 }
 
 struct Shared {
@@ -207,6 +219,12 @@ impl FakeApi {
             }
         }
         let _ = self.shared.events.send(Signal::Changed);
+    }
+
+    /// Installs the ServiceImport CRD: its collection is served from now
+    /// on (until then, a 404 as from an API server without the CRD).
+    pub fn install_service_imports(&self) {
+        lock(&self.shared).service_imports_installed = true;
     }
 
     /// Deletes an object by kind, namespace and name.
@@ -474,8 +492,9 @@ async fn handle(
         }
     }
     let path = request.uri().path().to_string();
+    let installed = path != SERVICE_IMPORTS || lock(&shared).service_imports_installed;
     let Some(&(collection_path, list_kind, api_version, _)) =
-        RESOURCES.iter().find(|r| r.0 == path)
+        RESOURCES.iter().find(|r| r.0 == path).filter(|_| installed)
     else {
         return Ok(full(
             StatusCode::NOT_FOUND,
@@ -663,6 +682,44 @@ pub fn endpoint_slice(
         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
         "endpoints": endpoints
     })
+}
+
+/// A ServiceImport: `ips` for a ClusterSetIP import, `None` for headless.
+pub fn service_import(
+    namespace: &str,
+    name: &str,
+    ips: Option<&[&str]>,
+    ports: &[(&str, u16)],
+) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP"}))
+        .collect();
+    let spec = match ips {
+        Some(ips) => json!({"type": "ClusterSetIP", "ips": ips, "ports": ports}),
+        None => json!({"type": "Headless", "ports": ports}),
+    };
+    json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec
+    })
+}
+
+/// An EndpointSlice of a ServiceImport, from cluster `cluster`.
+pub fn imported_endpoint_slice(
+    namespace: &str,
+    name: &str,
+    service: &str,
+    cluster: &str,
+    endpoints: &[(&str, bool, Option<&str>)],
+) -> Value {
+    let mut slice = endpoint_slice(namespace, name, service, endpoints);
+    slice["metadata"]["labels"] = json!({
+        "multicluster.kubernetes.io/service-name": service,
+        "multicluster.kubernetes.io/source-cluster": cluster,
+    });
+    slice
 }
 
 /// A Namespace object.

@@ -106,6 +106,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             ports: ports.clone(),
             endpoints,
             zones: Box::default(),
+            import: None,
         }));
     }
     for p in 0..pods {
@@ -223,6 +224,7 @@ fn endpoint_flip() {
             }],
             endpoints: chunk.to_vec(),
             zones: Box::default(),
+            import: None,
         })
         .collect();
     for slice in &slices {

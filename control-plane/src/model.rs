@@ -9,6 +9,11 @@ use std::net::IpAddr;
 
 /// The label that links an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label that links an EndpointSlice to its ServiceImport (the
+/// Multi-Cluster Services API).
+pub const IMPORT_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// The label naming the cluster an imported EndpointSlice's endpoints are in.
+pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
 
 /// Namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +92,38 @@ pub struct ExternalAddresses {
     pub hostnames: Vec<Box<str>>,
 }
 
+/// How a ServiceImport is answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportKind {
+    /// `ClusterSetIP` (or no type): answers with `spec.ips`.
+    ClusterSetIp(Vec<IpAddr>),
+    /// `Headless`: answers with the ready endpoints of its slices in every
+    /// cluster.
+    Headless,
+}
+
+/// What DNS needs of a ServiceImport (`multicluster.x-k8s.io/v1alpha1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportModel {
+    /// Namespace and name: the Service's, in every cluster of the set.
+    pub key: ObjectKey,
+    /// ClusterSetIP or headless.
+    pub kind: ImportKind,
+    /// `spec.ports`.
+    pub ports: Vec<PortModel>,
+}
+
+/// An EndpointSlice's link to a ServiceImport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportLink {
+    /// The ServiceImport's name (`multicluster.kubernetes.io/service-name`).
+    pub service: String,
+    /// The cluster its endpoints are in
+    /// (`multicluster.kubernetes.io/source-cluster`), lowercase; empty if
+    /// the label is missing.
+    pub cluster: Box<str>,
+}
+
 /// One endpoint of a slice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointModel {
@@ -157,6 +194,9 @@ pub struct SliceModel {
     pub endpoints: Vec<EndpointModel>,
     /// The topology zones of its endpoints, lowercase, each once.
     pub zones: Box<[Box<str>]>,
+    /// The ServiceImport it belongs to, for a slice of the Multi-Cluster
+    /// Services API; `None` for nearly all, so it costs a word.
+    pub import: Option<Box<ImportLink>>,
 }
 
 impl SliceModel {
@@ -193,6 +233,8 @@ pub enum Object {
     Pod(PodModel),
     /// A Namespace (only its name matters).
     Namespace(String),
+    /// A ServiceImport.
+    Import(ImportModel),
 }
 
 /// The kinds of object the model holds.
@@ -206,6 +248,8 @@ pub enum Kind {
     Pod,
     /// Namespaces.
     Namespace,
+    /// ServiceImports (`multicluster`).
+    Import,
 }
 
 impl Object {
@@ -216,6 +260,7 @@ impl Object {
             Object::Slice(_) => Kind::Slice,
             Object::Pod(_) => Kind::Pod,
             Object::Namespace(_) => Kind::Namespace,
+            Object::Import(_) => Kind::Import,
         }
     }
     /// The object's namespace (empty for a Namespace) and name, borrowed.
@@ -225,6 +270,7 @@ impl Object {
             Object::Slice(s) => (&s.key.namespace, &s.key.name),
             Object::Pod(p) => (&p.key.namespace, &p.key.name),
             Object::Namespace(name) => ("", name),
+            Object::Import(i) => (&i.key.namespace, &i.key.name),
         }
     }
 
@@ -235,6 +281,7 @@ impl Object {
             Object::Slice(s) => s.key.clone(),
             Object::Pod(p) => p.key.clone(),
             Object::Namespace(name) => ObjectKey::new("", name.clone()),
+            Object::Import(i) => i.key.clone(),
         }
     }
 }
@@ -318,6 +365,14 @@ pub enum ModelError {
         field: &'static str,
         /// The bad value.
         value: String,
+    },
+    /// A `spec` that does not have the shape of its kind.
+    #[error("{object}: spec is not valid: {error}")]
+    BadSpec {
+        /// The object.
+        object: String,
+        /// What serde found wrong.
+        error: String,
     },
     /// A port number outside 1–65535.
     #[error("{object}: port {port} out of range 1-65535")]
@@ -511,8 +566,22 @@ impl SliceModel {
         }
         let mut ports = ports;
         ports.shrink_to_fit();
+        let labels = slice.metadata.labels.as_ref();
+        let import = labels
+            .and_then(|l| l.get(IMPORT_NAME_LABEL))
+            .map(|service| {
+                Box::new(ImportLink {
+                    service: service.clone(),
+                    cluster: labels
+                        .and_then(|l| l.get(SOURCE_CLUSTER_LABEL))
+                        .map(|c| c.to_ascii_lowercase())
+                        .unwrap_or_default()
+                        .into(),
+                })
+            });
         Ok(SliceModel {
             key,
+            import,
             service,
             address_type: slice.address_type.clone(),
             ports,
@@ -548,6 +617,71 @@ impl PodModel {
                 .and_then(|s| s.host_network)
                 .unwrap_or(false),
         })
+    }
+}
+
+/// The group, version and plural of ServiceImports.
+pub const SERVICE_IMPORT_RESOURCE: (&str, &str, &str, &str) = (
+    "multicluster.x-k8s.io",
+    "v1alpha1",
+    "ServiceImport",
+    "serviceimports",
+);
+
+/// A ServiceImport as the API sends it; there is no k8s-openapi type.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ImportSpec {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    ips: Option<Vec<String>>,
+    ports: Option<Vec<ImportPort>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ImportPort {
+    name: Option<String>,
+    protocol: Option<String>,
+    port: i32,
+}
+
+impl ImportModel {
+    /// Keeps what DNS needs of a ServiceImport: its metadata and the rest
+    /// of the object (`spec`, `status`), as a dynamic object carries them.
+    pub fn from_api(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        data: &serde_json::Value,
+    ) -> Result<ImportModel, ModelError> {
+        let key = key_of(meta)?;
+        let spec: ImportSpec = match data.get("spec") {
+            Some(spec) => {
+                serde_json::from_value(spec.clone()).map_err(|e| ModelError::BadSpec {
+                    object: key.to_string(),
+                    error: e.to_string(),
+                })?
+            }
+            None => ImportSpec::default(),
+        };
+        // As CoreDNS: any type but `Headless` is a ClusterSetIP import.
+        let kind = if spec.type_.as_deref() == Some("Headless") {
+            ImportKind::Headless
+        } else {
+            let ips = spec
+                .ips
+                .unwrap_or_default()
+                .iter()
+                .map(|ip| parse_ip(&key, "spec.ips", ip))
+                .collect::<Result<Vec<_>, _>>()?;
+            ImportKind::ClusterSetIp(ips)
+        };
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| port_model(&key, p.name.as_deref(), p.protocol.as_deref(), p.port))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ImportModel { key, kind, ports })
     }
 }
 

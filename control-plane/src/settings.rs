@@ -88,6 +88,31 @@ pub struct Settings {
     /// Services' external addresses in zones of their own, as CoreDNS's
     /// `k8s_external`; `None` when off.
     pub external: Option<ExternalZones>,
+    /// Zones among [`Settings::zones`] answered from ServiceImports (the
+    /// Multi-Cluster Services API, `clusterset.local`) rather than from
+    /// Services, as CoreDNS's `multicluster`.
+    pub multicluster: Vec<NameBuf>,
+}
+
+impl Settings {
+    /// The zones Services are named in: every zone but the multicluster ones.
+    pub fn service_zones(&self) -> impl Iterator<Item = &NameBuf> {
+        self.zones.iter().filter(|z| {
+            !self
+                .multicluster
+                .iter()
+                .any(|m| m.to_lowercase() == z.to_lowercase())
+        })
+    }
+
+    /// The zones ServiceImports are named in.
+    pub fn import_zones(&self) -> impl Iterator<Item = &NameBuf> {
+        self.zones.iter().filter(|z| {
+            self.multicluster
+                .iter()
+                .any(|m| m.to_lowercase() == z.to_lowercase())
+        })
+    }
 }
 
 /// `k8s_external`: `<svc>.<ns>.<zone>` answers a Service's `externalIPs`
@@ -158,6 +183,7 @@ impl Default for Settings {
             fallthrough: Vec::new(),
             reverse_authoritative: Vec::new(),
             external: None,
+            multicluster: Vec::new(),
         }
     }
 }

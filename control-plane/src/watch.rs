@@ -13,12 +13,13 @@
 
 use crate::compiler::ObjectChange;
 use crate::model::{
-    Kind, ListedKeys, ModelError, Object, ObjectKey, PodModel, ServiceModel, SliceModel,
-    namespace_from_api,
+    ImportModel, Kind, ListedKeys, ModelError, Object, ObjectKey, PodModel,
+    SERVICE_IMPORT_RESOURCE, ServiceModel, SliceModel, namespace_from_api,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::collections::HashSet;
@@ -50,6 +51,8 @@ pub struct WatchOptions {
     /// Serve only Services (and their EndpointSlices) matching this label
     /// selector, as CoreDNS's `labels`.
     pub labels: Option<String>,
+    /// Watch ServiceImports (`multicluster`).
+    pub service_imports: bool,
 }
 
 /// What a watcher reports to the control plane.
@@ -135,6 +138,20 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
         namespaces.clone(),
         events.clone(),
     )));
+    if options.service_imports {
+        kinds.push(Kind::Import);
+        let (group, version, kind, plural) = SERVICE_IMPORT_RESOURCE;
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        tasks.push(tokio::spawn(run(
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            watcher::Config::default(),
+            Kind::Import,
+            |i| ImportModel::from_api(&i.metadata, &i.data).map(Object::Import),
+            namespaces.clone(),
+            events.clone(),
+        )));
+    }
     if options.pods {
         kinds.push(Kind::Pod);
         tasks.push(tokio::spawn(run(
@@ -182,6 +199,10 @@ async fn run<K>(
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut listing = ListedKeys::new();
     let namespaces = namespaces.as_deref();
+    // ServiceImports the API server refuses (no CRD, or no permission)
+    // count as listed, empty, once per refusal, so the rest of the cluster
+    // syncs and serves.
+    let mut absent = false;
     while let Some(item) = stream.next().await {
         let event = match item {
             Ok(watcher::Event::Init) => {
@@ -230,15 +251,57 @@ async fn run<K>(
             Ok(watcher::Event::Delete(object)) => {
                 WatchEvent::Change(ObjectChange::Remove(kind, key_of(kind, &object)))
             }
+            Err(error) if kind == Kind::Import && refused(&error).is_some() => {
+                let first = !std::mem::replace(&mut absent, true);
+                if first {
+                    let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
+                        kind,
+                        ListedKeys::new(),
+                    )));
+                    let _ = events.send(WatchEvent::Listed(kind));
+                }
+                let (group, version, _, plural) = SERVICE_IMPORT_RESOURCE;
+                let what = match refused(&error) {
+                    Some(404) => format!(
+                        "the API server has no {plural}.{group}/{version}: the Multi-Cluster Services API CRDs are not installed. Install them (ServiceImport, from sigs.k8s.io/mcs-api)"
+                    ),
+                    _ => format!(
+                        "kubewire may not list {plural}.{group}: give its ClusterRole list and watch on them (deploy/cluster-dns/rbac.yaml does)"
+                    ),
+                };
+                WatchEvent::Failed {
+                    kind,
+                    error: format!(
+                        "{what}, or remove kubernetes.multicluster. Until then its zones answer no imports and the rest serves ({})",
+                        chain(&error)
+                    ),
+                }
+            }
             Err(error) => WatchEvent::Failed {
                 kind,
                 error: chain(&error),
             },
         };
+        if matches!(event, WatchEvent::Change(_) | WatchEvent::Listed(_)) {
+            absent = false;
+        }
         if events.send(event).is_err() {
             return;
         }
     }
+}
+
+/// The status code if the API server refused the resource: 404 (not
+/// served, a CRD not installed) or 403 (not allowed).
+fn refused(error: &watcher::Error) -> Option<u16> {
+    let code = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code,
+        watcher::Error::WatchError(status) => status.code,
+        _ => return None,
+    };
+    matches!(code, 403 | 404).then_some(code)
 }
 
 /// An error and its causes as one line (`outer: cause: cause`), so that a

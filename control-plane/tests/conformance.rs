@@ -7,7 +7,10 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::model::{EndpointModel, ExternalAddresses, ServiceModel, SliceModel};
+use kubewire_control_plane::ObjectKey;
+use kubewire_control_plane::model::{
+    EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ServiceModel, SliceModel,
+};
 use kubewire_control_plane::{ExternalZones, Object, PodMode, Settings};
 use kubewire_wire::NameBuf;
 
@@ -1385,5 +1388,306 @@ fn k8s_external_off_serves_no_external_zone() {
     assert_eq!(
         t.outcome("svc-headless.testns.example.com", "A"),
         Outcome::Rcode("NXDOMAIN".into())
+    );
+}
+
+/// The clusterset zone's SOA as the authority of a negative answer.
+const CLUSTERSET_SOA: &str =
+    "clusterset.local. 5 SOA ns.dns.clusterset.local. hostmaster.clusterset.local.";
+
+fn import(
+    name: &str,
+    kind: ImportKind,
+    ports: Vec<kubewire_control_plane::model::PortModel>,
+) -> Object {
+    Object::Import(ImportModel {
+        key: ObjectKey::new("testns", name),
+        kind,
+        ports,
+    })
+}
+
+/// An EndpointSlice of a ServiceImport, from `cluster` ("" for none).
+fn imported_slice(
+    name: &str,
+    service: &str,
+    cluster: &str,
+    ports: Vec<kubewire_control_plane::model::PortModel>,
+    endpoints: Vec<EndpointModel>,
+) -> Object {
+    match slice("testns", name, "", ports, endpoints) {
+        Object::Slice(slice) => Object::Slice(SliceModel {
+            service: None,
+            import: Some(Box::new(ImportLink {
+                service: service.into(),
+                cluster: cluster.into(),
+            })),
+            ..slice
+        }),
+        other => other,
+    }
+}
+
+/// CoreDNS's multicluster test services, in `clusterset.local` beside
+/// `cluster.local`.
+fn multicluster_tester(ignore_empty_service: bool) -> Tester {
+    let http = || vec![port("http", "tcp", 80)];
+    let clusterset_ip = |list: &[&str]| ImportKind::ClusterSetIp(common::ips(list));
+    let objects = vec![
+        Object::Namespace("testns".into()),
+        // Local Services: never answered in the clusterset zone.
+        cluster_ip("testns", "svc1", &["10.96.0.1"], http()),
+        cluster_ip("testns", "localonly", &["10.96.0.2"], http()),
+        import("svc1", clusterset_ip(&["10.0.0.1"]), http()),
+        imported_slice(
+            "svc1-c1",
+            "svc1",
+            "cluster1",
+            http(),
+            vec![endpoint("172.0.0.1", Some("ep1a"), true)],
+        ),
+        import("svc6", clusterset_ip(&["1234:abcd::1"]), http()),
+        import("noports", clusterset_ip(&["10.0.0.9"]), vec![]),
+        import("noips", clusterset_ip(&[]), http()),
+        import("hdls1", ImportKind::Headless, vec![]),
+        imported_slice(
+            "hdls1-c1",
+            "hdls1",
+            "cluster1",
+            http(),
+            vec![
+                endpoint("172.0.0.2", None, true),
+                endpoint("172.0.0.3", None, true),
+                endpoint("172.0.0.4", Some("dup-name"), true),
+                endpoint("172.0.0.5", Some("dup-name"), true),
+                endpoint("172.0.0.9", Some("down"), false),
+            ],
+        ),
+        imported_slice(
+            "hdls1-c2",
+            "hdls1",
+            "Cluster2",
+            http(),
+            vec![endpoint("5678:abcd::1", None, true)],
+        ),
+        import("hdlsprtls", ImportKind::Headless, vec![]),
+        imported_slice(
+            "hdlsprtls-c1",
+            "hdlsprtls",
+            "cluster1",
+            vec![],
+            vec![endpoint("172.0.0.20", None, true)],
+        ),
+        import("hdlsnone", ImportKind::Headless, http()),
+        imported_slice(
+            "hdlsnone-c1",
+            "hdlsnone",
+            "cluster1",
+            http(),
+            vec![endpoint("172.0.0.30", None, false)],
+        ),
+        // A slice without its cluster's label: addresses, no names.
+        import("nolabel", ImportKind::Headless, vec![]),
+        imported_slice(
+            "nolabel-x",
+            "nolabel",
+            "",
+            vec![],
+            vec![endpoint("172.0.0.40", Some("host"), true)],
+        ),
+    ];
+    let clusterset = NameBuf::from_text("clusterset.local").unwrap();
+    let settings = Settings {
+        zones: vec![NameBuf::from_text("cluster.local").unwrap(), clusterset],
+        multicluster: vec![clusterset],
+        ignore_empty_service,
+        ..Settings::default()
+    };
+    Tester {
+        table: table_from(&compile(settings, objects, true)),
+    }
+}
+
+#[test]
+fn multicluster_answers_service_imports_in_the_clusterset_zone() {
+    let mut t = multicluster_tester(false);
+    let soa = &[CLUSTERSET_SOA][..];
+    let zone = "testns.svc.clusterset.local";
+    t.check(
+        &format!("svc1.{zone}"),
+        "A",
+        "NOERROR",
+        &[&format!("svc1.{zone}. 5 A 10.0.0.1")],
+        &[],
+        &[],
+    );
+    for name in [format!("svc1.{zone}"), format!("_http._tcp.svc1.{zone}")] {
+        t.check(
+            &name,
+            "SRV",
+            "NOERROR",
+            &[&format!("{name}. 5 SRV 0 100 80 svc1.{zone}.")],
+            &[],
+            &[&format!("svc1.{zone}. 5 A 10.0.0.1")],
+        );
+    }
+    t.check(&format!("svc1.{zone}"), "AAAA", "NOERROR", &[], soa, &[]);
+    t.check(
+        &format!("svc6.{zone}"),
+        "AAAA",
+        "NOERROR",
+        &[&format!("svc6.{zone}. 5 AAAA 1234:abcd::1")],
+        &[],
+        &[],
+    );
+    // An endpoint of a ClusterSetIP import, by its cluster.
+    t.check(
+        &format!("ep1a.cluster1.svc1.{zone}"),
+        "A",
+        "NOERROR",
+        &[&format!("ep1a.cluster1.svc1.{zone}. 5 A 172.0.0.1")],
+        &[],
+        &[],
+    );
+    // The local Service keeps its own zone; the clusterset zone has only
+    // imports.
+    t.check(
+        "svc1.testns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["svc1.testns.svc.cluster.local. 5 A 10.96.0.1"],
+        &[],
+        &[],
+    );
+    t.check(&format!("localonly.{zone}"), "A", "NXDOMAIN", &[], soa, &[]);
+    // No ports: NXDOMAIN, as CoreDNS; ports but no address: NODATA.
+    t.check(&format!("noports.{zone}"), "A", "NXDOMAIN", &[], soa, &[]);
+    t.check(&format!("noips.{zone}"), "A", "NOERROR", &[], soa, &[]);
+    t.check(&format!("noips.{zone}"), "SRV", "NOERROR", &[], soa, &[]);
+
+    // Headless: ready endpoints of every cluster.
+    t.check(
+        &format!("hdls1.{zone}"),
+        "A",
+        "NOERROR",
+        &[
+            &format!("hdls1.{zone}. 5 A 172.0.0.2"),
+            &format!("hdls1.{zone}. 5 A 172.0.0.3"),
+            &format!("hdls1.{zone}. 5 A 172.0.0.4"),
+            &format!("hdls1.{zone}. 5 A 172.0.0.5"),
+        ],
+        &[],
+        &[],
+    );
+    t.check(
+        &format!("hdls1.{zone}"),
+        "AAAA",
+        "NOERROR",
+        &[&format!("hdls1.{zone}. 5 AAAA 5678:abcd::1")],
+        &[],
+        &[],
+    );
+    let name = format!("_http._tcp.hdls1.{zone}");
+    t.check(
+        &name,
+        "SRV",
+        "NOERROR",
+        &[
+            &format!("{name}. 5 SRV 0 25 80 172-0-0-2.cluster1.hdls1.{zone}."),
+            &format!("{name}. 5 SRV 0 25 80 172-0-0-3.cluster1.hdls1.{zone}."),
+            &format!("{name}. 5 SRV 0 25 80 dup-name.cluster1.hdls1.{zone}."),
+            &format!("{name}. 5 SRV 0 25 80 5678-abcd--1.cluster2.hdls1.{zone}."),
+        ],
+        &[],
+        &[
+            &format!("172-0-0-2.cluster1.hdls1.{zone}. 5 A 172.0.0.2"),
+            &format!("172-0-0-3.cluster1.hdls1.{zone}. 5 A 172.0.0.3"),
+            &format!("dup-name.cluster1.hdls1.{zone}. 5 A 172.0.0.4"),
+            &format!("dup-name.cluster1.hdls1.{zone}. 5 A 172.0.0.5"),
+            &format!("5678-abcd--1.cluster2.hdls1.{zone}. 5 AAAA 5678:abcd::1"),
+        ],
+    );
+    t.check(
+        &format!("dup-name.cluster1.hdls1.{zone}"),
+        "A",
+        "NOERROR",
+        &[
+            &format!("dup-name.cluster1.hdls1.{zone}. 5 A 172.0.0.4"),
+            &format!("dup-name.cluster1.hdls1.{zone}. 5 A 172.0.0.5"),
+        ],
+        &[],
+        &[],
+    );
+    // Without the cluster label, a not-ready endpoint, a wrong cluster:
+    // NXDOMAIN. The cluster label alone is an empty non-terminal.
+    for name in [
+        format!("172-0-0-2.hdls1.{zone}"),
+        format!("down.cluster1.hdls1.{zone}"),
+        format!("172-0-0-2.cluster2.hdls1.{zone}"),
+        format!("hdlsnone.{zone}"),
+    ] {
+        t.check(&name, "A", "NXDOMAIN", &[], soa, &[]);
+    }
+    t.check(
+        &format!("cluster1.hdls1.{zone}"),
+        "A",
+        "NOERROR",
+        &[],
+        soa,
+        &[],
+    );
+    // A slice without ports: addresses, no SRV.
+    t.check(
+        &format!("hdlsprtls.{zone}"),
+        "A",
+        "NOERROR",
+        &[&format!("hdlsprtls.{zone}. 5 A 172.0.0.20")],
+        &[],
+        &[],
+    );
+    t.check(
+        &format!("hdlsprtls.{zone}"),
+        "SRV",
+        "NOERROR",
+        &[],
+        soa,
+        &[],
+    );
+    t.check(
+        &format!("nolabel.{zone}"),
+        "A",
+        "NOERROR",
+        &[&format!("nolabel.{zone}. 5 A 172.0.0.40")],
+        &[],
+        &[],
+    );
+    // The zone's own names, as in any cluster zone.
+    t.check(zone, "A", "NOERROR", &[], soa, &[]);
+    t.check(
+        "dns-version.clusterset.local",
+        "TXT",
+        "NOERROR",
+        &["dns-version.clusterset.local. 28800 TXT 1.1.0"],
+        &[],
+        &[],
+    );
+    // Imports are not reverse-indexed.
+    assert_eq!(t.outcome("1.0.0.10.in-addr.arpa", "PTR"), Outcome::NotOurs);
+}
+
+#[test]
+fn multicluster_ignore_empty_service_hides_clustersetip_imports_without_ready_endpoints() {
+    let mut t = multicluster_tester(true);
+    let zone = "testns.svc.clusterset.local";
+    for name in [format!("noips.{zone}"), format!("svc6.{zone}")] {
+        t.check(&name, "A", "NXDOMAIN", &[], &[CLUSTERSET_SOA], &[]);
+    }
+    t.check(
+        &format!("svc1.{zone}"),
+        "A",
+        "NOERROR",
+        &[&format!("svc1.{zone}. 5 A 10.0.0.1")],
+        &[],
+        &[],
     );
 }

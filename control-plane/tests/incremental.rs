@@ -6,11 +6,15 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::model::{EndpointModel, ServiceKind, ServiceModel, SliceModel};
-use kubewire_control_plane::{
-    AnswerTable, Compiler, Kind, NameEntry, Object, ObjectChange, ObjectKey, PodMode, Settings,
-    Update,
+use kubewire_control_plane::model::{
+    EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ServiceKind,
+    ServiceModel, SliceModel,
 };
+use kubewire_control_plane::{
+    AnswerTable, Compiler, ExternalZones, Kind, NameEntry, Object, ObjectChange, ObjectKey,
+    PodMode, Settings, Update,
+};
+use kubewire_wire::NameBuf;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,20 +50,57 @@ fn service() -> impl Strategy<Value = Object> {
         prop::sample::select(vec!["example.com", "db.alpha.svc.cluster.local"])
             .prop_map(|t| ServiceKind::ExternalName(t.into())),
     ];
+    // `k8s_external`'s addresses: some IPs, or a load balancer's hostname.
+    let external = prop::option::of(
+        (
+            prop::collection::vec(ip_pool(), 0..2),
+            prop::option::of(Just("lb.example")),
+        )
+            .prop_map(|(ips, hostname)| {
+                Box::new(ExternalAddresses {
+                    ips: common::ips(&ips.iter().map(String::as_str).collect::<Vec<_>>()),
+                    hostnames: hostname.map(Box::from).into_iter().collect(),
+                })
+            }),
+    );
     (
         prop::sample::select(NAMESPACES.to_vec()),
         prop::sample::select(SERVICES.to_vec()),
         kind,
         ports(),
         any::<bool>(),
+        external,
     )
-        .prop_map(|(ns, name, kind, ports, publish)| {
+        .prop_map(|(ns, name, kind, ports, publish, external)| {
             Object::Service(ServiceModel {
                 key: ObjectKey::new(ns, name),
                 kind,
                 ports,
                 publish_not_ready_addresses: publish,
-                external: None,
+                external,
+            })
+        })
+}
+
+/// A ServiceImport (`multicluster`).
+fn import_object() -> impl Strategy<Value = Object> {
+    let kind = prop_oneof![
+        prop::collection::vec(ip_pool(), 0..3).prop_map(|ips| ImportKind::ClusterSetIp(
+            common::ips(&ips.iter().map(String::as_str).collect::<Vec<_>>())
+        )),
+        Just(ImportKind::Headless),
+    ];
+    (
+        prop::sample::select(NAMESPACES.to_vec()),
+        prop::sample::select(SERVICES.to_vec()),
+        kind,
+        ports(),
+    )
+        .prop_map(|(ns, name, kind, ports)| {
+            Object::Import(ImportModel {
+                key: ObjectKey::new(ns, name),
+                kind,
+                ports,
             })
         })
 }
@@ -85,8 +126,13 @@ fn slice_object() -> impl Strategy<Value = Object> {
         prop::option::of(prop::sample::select(SERVICES.to_vec())),
         ports(),
         prop::collection::vec(endpoint_model(), 0..4),
+        // A slice of a ServiceImport, from a cluster (or none named).
+        prop::option::of((
+            prop::sample::select(SERVICES.to_vec()),
+            prop::sample::select(vec!["c1", "c2", ""]),
+        )),
     )
-        .prop_map(|(ns, name, service, ports, endpoints)| {
+        .prop_map(|(ns, name, service, ports, endpoints, import)| {
             Object::Slice(SliceModel {
                 key: ObjectKey::new(ns, name),
                 service: service.map(Into::into),
@@ -94,6 +140,12 @@ fn slice_object() -> impl Strategy<Value = Object> {
                 ports,
                 endpoints,
                 zones: Box::default(),
+                import: import.map(|(service, cluster)| {
+                    Box::new(ImportLink {
+                        service: service.into(),
+                        cluster: cluster.into(),
+                    })
+                }),
             })
         })
 }
@@ -145,12 +197,19 @@ fn object() -> impl Strategy<Value = Object> {
         3 => service(),
         3 => slice_object(),
         1 => pod_object(),
+        2 => import_object(),
         1 => prop::sample::select(NAMESPACES.to_vec()).prop_map(|n| Object::Namespace(n.into())),
     ]
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
-    prop::sample::select(vec![Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace])
+    prop::sample::select(vec![
+        Kind::Service,
+        Kind::Slice,
+        Kind::Pod,
+        Kind::Namespace,
+        Kind::Import,
+    ])
 }
 
 #[derive(Clone, Debug)]
@@ -239,10 +298,29 @@ proptest! {
         own in any::<bool>(),
         dns in any::<bool>(),
         autopath in any::<bool>(),
+        multicluster in any::<bool>(),
+        external in any::<bool>(),
     ) {
+        let name = |text: &str| NameBuf::from_text(text).unwrap();
+        let base = name_server_settings(mode, pod_names, own, dns);
         let settings = Settings {
             autopath,
-            ..name_server_settings(mode, pod_names, own, dns)
+            zones: if multicluster {
+                vec![name("cluster.local"), name("clusterset.local")]
+            } else {
+                base.zones.clone()
+            },
+            multicluster: if multicluster {
+                vec![name("clusterset.local")]
+            } else {
+                Vec::new()
+            },
+            external: external.then(|| ExternalZones {
+                zones: vec![name("example.com"), name("in-addr.arpa")],
+                headless: true,
+                ..ExternalZones::default()
+            }),
+            ..base
         };
         let mut compiler = Compiler::new(settings.clone());
         let mut core = AnswerTable::new();
@@ -322,6 +400,7 @@ fn a_name_two_objects_give_passes_to_the_other_when_its_holder_goes() {
             ports: vec![],
             endpoints: vec![endpoint("10.0.0.9", Some("y"), true)],
             zones: Box::default(),
+            import: None,
         }),
     ];
     let has_address = |compiler: &Compiler| {

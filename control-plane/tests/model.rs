@@ -5,7 +5,8 @@
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubewire_control_plane::model::{
-    ExternalAddresses, ModelError, PodModel, ServiceKind, ServiceModel, SliceModel,
+    ExternalAddresses, ImportKind, ImportLink, ImportModel, ModelError, PodModel, ServiceKind,
+    ServiceModel, SliceModel,
 };
 
 #[test]
@@ -115,6 +116,78 @@ fn external_addresses_are_external_ips_then_load_balancer_ingress() {
             field: "spec.externalIPs",
             value: "not-an-ip".into(),
         }
+    );
+}
+
+/// A ServiceImport as a dynamic object, as the watcher and the manifests
+/// source read it.
+fn import_from(json: serde_json::Value) -> Result<ImportModel, ModelError> {
+    let object: kube::api::DynamicObject = serde_json::from_value(json).unwrap();
+    ImportModel::from_api(&object.metadata, &object.data)
+}
+
+#[test]
+fn service_imports_and_their_slices() {
+    let import = import_from(serde_json::json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "ClusterSetIP", "ips": ["10.100.0.5"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+        "status": {"clusters": [{"cluster": "east"}]}
+    }))
+    .unwrap();
+    assert_eq!(
+        import.kind,
+        ImportKind::ClusterSetIp(vec!["10.100.0.5".parse().unwrap()])
+    );
+    assert_eq!(import.ports[0].protocol, "tcp");
+    let headless = import_from(serde_json::json!({
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"type": "Headless"}
+    }))
+    .unwrap();
+    assert_eq!(headless.kind, ImportKind::Headless);
+    assert!(headless.ports.is_empty());
+    assert_eq!(
+        import_from(serde_json::json!({
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {"ips": ["10.100.0.999"]}
+        }))
+        .unwrap_err(),
+        ModelError::BadIp {
+            object: "default/bad".into(),
+            field: "spec.ips",
+            value: "10.100.0.999".into(),
+        }
+    );
+    let wrong = import_from(serde_json::json!({
+        "metadata": {"name": "odd", "namespace": "default"},
+        "spec": {"ports": "80"}
+    }))
+    .unwrap_err();
+    assert!(
+        wrong
+            .to_string()
+            .starts_with("default/odd: spec is not valid: "),
+        "{wrong}"
+    );
+
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-east", "namespace": "default", "labels": {
+            "multicluster.kubernetes.io/service-name": "web",
+            "multicluster.kubernetes.io/source-cluster": "East"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.1.5.1"]}]
+    }))
+    .unwrap();
+    let model = SliceModel::from_api(&slice).unwrap();
+    assert_eq!(model.service, None);
+    assert_eq!(
+        model.import.as_deref(),
+        Some(&ImportLink {
+            service: "web".into(),
+            cluster: "east".into(),
+        })
     );
 }
 

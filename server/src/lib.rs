@@ -97,6 +97,13 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         zonal: config.kubernetes.zonal,
         autopath: config.kubernetes.autopath,
         external: config.k8s_external.settings(),
+        multicluster: config
+            .kubernetes
+            .multicluster
+            .iter()
+            .filter_map(|zone| NameBuf::from_text(zone).ok())
+            .map(|zone| zone.to_lowercase())
+            .collect(),
         own_ips: preflight::own_addresses(),
         ..Settings::default()
     })
@@ -121,6 +128,7 @@ pub fn watch_options_on(config: &Config, node: Option<String>) -> WatchOptions {
         pods: k.pods == PodMode::Verified || k.autopath,
         pods_of_node,
         namespaces: (!k.namespaces.is_empty()).then(|| k.namespaces.clone()),
+        service_imports: !k.multicluster.is_empty(),
         labels: (!k.labels.is_empty()).then(|| k.labels.clone()),
     }
 }

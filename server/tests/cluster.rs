@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use hickory_proto::rr::RecordType;
-use kubewire_bench::fake_api::{FakeApi, endpoint_slice, namespace, service};
+use kubewire_bench::fake_api::{
+    FakeApi, endpoint_slice, imported_endpoint_slice, namespace, service, service_import,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -321,6 +323,104 @@ fn no_api_server_at_start() {
         a_records(&server, "late.default.svc.cluster.local").1,
         ["late.default.svc.cluster.local. A 10.96.10.1"]
     );
+}
+
+/// `kubernetes.multicluster` against an API server without the
+/// ServiceImport CRD: one clear line, the cluster zone syncs and serves, and
+/// once the CRD is installed, imports are watched and answered.
+#[test]
+fn multicluster_without_its_crd_says_so_then_follows_imports_once_installed() {
+    const MISSING: &str = "the Multi-Cluster Services API CRDs are not installed";
+    let api = FakeApi::start().unwrap();
+    api.apply(namespace("default"));
+    api.apply(service("default", "web", "10.96.0.5", &[("http", 80)]));
+    let dir = tempdir("multicluster");
+    let config = dir.join("kubewire.toml");
+    std::fs::write(
+        &config,
+        "[dns]\nzones = [\"cluster.local\", \"clusterset.local\"]\n[kubernetes]\nmulticluster = [\"clusterset.local\"]\n",
+    )
+    .unwrap();
+    let mut server = start_against(&api, &["--config", config.to_str().unwrap()]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    server.wait_for_log(MISSING, Duration::from_secs(5));
+    assert_eq!(
+        a_records(&server, "web.default.svc.cluster.local"),
+        (
+            0,
+            vec!["web.default.svc.cluster.local. A 10.96.0.5".to_string()]
+        )
+    );
+    // Synced, so an unknown name is NXDOMAIN, not SERVFAIL; the local
+    // Service is not an import.
+    assert_eq!(a_records(&server, "web.default.svc.clusterset.local").0, 3);
+    // The watch retries with backoff; the line is not repeated.
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = server.logged("no such line", Duration::from_millis(100));
+    let times = server.seen.iter().filter(|l| l.contains(MISSING)).count();
+    assert_eq!(times, 1, "{:#?}", server.seen);
+
+    api.install_service_imports();
+    api.apply(service_import(
+        "default",
+        "web",
+        Some(&["10.100.0.5"]),
+        &[("http", 80)],
+    ));
+    api.apply(imported_endpoint_slice(
+        "default",
+        "web-east",
+        "web",
+        "east",
+        &[("10.1.5.1", true, Some("web-0"))],
+    ));
+    api.apply(service_import("default", "db", None, &[("http", 80)]));
+    api.apply(imported_endpoint_slice(
+        "default",
+        "db-west",
+        "db",
+        "west",
+        &[("10.2.0.1", true, None), ("10.2.0.2", false, None)],
+    ));
+    // Backoff can reach a few seconds before the next try.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while a_records(&server, "web.default.svc.clusterset.local").0 != 0 {
+        assert!(Instant::now() < deadline, "imports never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        a_records(&server, "web.default.svc.clusterset.local").1,
+        ["web.default.svc.clusterset.local. A 10.100.0.5"]
+    );
+    assert_eq!(
+        a_records(&server, "web-0.east.web.default.svc.clusterset.local").1,
+        ["web-0.east.web.default.svc.clusterset.local. A 10.1.5.1"]
+    );
+    assert_eq!(
+        a_records(&server, "db.default.svc.clusterset.local").1,
+        ["db.default.svc.clusterset.local. A 10.2.0.1"]
+    );
+    let srv = server.tcp(
+        "_http._tcp.db.default.svc.clusterset.local",
+        RecordType::SRV,
+    );
+    assert_eq!(
+        answers(&srv),
+        [
+            "_http._tcp.db.default.svc.clusterset.local. SRV 0 100 80 10-2-0-1.west.db.default.svc.clusterset.local."
+        ]
+    );
+    assert!(server.logged("watch recovered", Duration::from_secs(2)));
+    // The cluster zone is unchanged by the imports.
+    assert_eq!(
+        a_records(&server, "web.default.svc.cluster.local").1,
+        ["web.default.svc.cluster.local. A 10.96.0.5"]
+    );
+    // An import deleted: gone.
+    api.delete("ServiceImport", "default", "web");
+    eventually("the import to go", || {
+        a_records(&server, "web.default.svc.clusterset.local").0 == 3
+    });
 }
 
 #[test]

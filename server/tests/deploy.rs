@@ -630,7 +630,8 @@ fn rule_set(at: &str, rules: &[PolicyRule]) -> Vec<(Vec<String>, Vec<String>, Ve
 fn cluster_roles_grant_exactly_what_the_watchers_use() {
     let m = load();
     // control-plane/src/watch.rs: kube's watcher lists, then watches,
-    // Services, EndpointSlices, Namespaces, and Pods in verified mode.
+    // Services, EndpointSlices, Namespaces, Pods in verified mode, and
+    // ServiceImports with `multicluster`.
     let read = strings(&["list", "watch"]);
     let expected = vec![
         (
@@ -641,6 +642,11 @@ fn cluster_roles_grant_exactly_what_the_watchers_use() {
         (
             strings(&["discovery.k8s.io"]),
             strings(&["endpointslices"]),
+            read.clone(),
+        ),
+        (
+            strings(&["multicluster.x-k8s.io"]),
+            strings(&["serviceimports"]),
             read,
         ),
     ];

@@ -347,6 +347,66 @@ fn k8s_external_serves_load_balancer_addresses_and_follows_edits() {
     );
 }
 
+/// `multicluster` from manifests: a ServiceImport and its slices from two
+/// clusters, an edit followed, the local Service kept to its own zone.
+#[test]
+fn multicluster_imports_from_manifests_follow_edits() {
+    let dir = tempdir("multicluster");
+    let manifests = dir.join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let import = |kind: &str| {
+        format!(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\nmetadata: {{name: db, namespace: default}}\nspec:\n  type: {kind}\n  ips: [10.100.0.7]\n  ports: [{{name: pg, port: 5432, protocol: TCP}}]\n"
+        )
+    };
+    let imported = |cluster: &str, ip: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-{cluster}\n  namespace: default\n  labels: {{multicluster.kubernetes.io/service-name: db, multicluster.kubernetes.io/source-cluster: {cluster}}}\naddressType: IPv4\nports: [{{name: pg, port: 5432, protocol: TCP}}]\nendpoints:\n- addresses: [{ip}]\n  hostname: db-0\n"
+        )
+    };
+    std::fs::write(manifests.join("import.yaml"), import("ClusterSetIP")).unwrap();
+    std::fs::write(
+        manifests.join("slices.yaml"),
+        [imported("east", "10.1.0.7"), imported("west", "10.2.0.7")].join("---\n"),
+    )
+    .unwrap();
+    std::fs::write(manifests.join("local.yaml"), service("db", "10.96.0.7")).unwrap();
+    let (server, _) = start_with_config(
+        &dir,
+        &manifests,
+        "[dns]\nzones = [\"cluster.local\", \"clusterset.local\"]\n[kubernetes]\nmulticluster = [\"clusterset.local\"]\n",
+    );
+    let name = "db.default.svc.clusterset.local";
+    assert_eq!(
+        answers(&server.udp(name, RecordType::A)),
+        [format!("{name}. A 10.100.0.7")]
+    );
+    assert_eq!(
+        answers(&server.tcp("db-0.west.db.default.svc.clusterset.local", RecordType::A)),
+        ["db-0.west.db.default.svc.clusterset.local. A 10.2.0.7"]
+    );
+    assert_eq!(
+        answers(&server.udp("db.default.svc.cluster.local", RecordType::A)),
+        ["db.default.svc.cluster.local. A 10.96.0.7"]
+    );
+    // Headless now: the endpoints of both clusters.
+    std::fs::write(manifests.join("import.yaml"), import("Headless")).unwrap();
+    eventually("the headless import", || {
+        let mut got = answers(&server.udp(name, RecordType::A));
+        got.sort();
+        got == [format!("{name}. A 10.1.0.7"), format!("{name}. A 10.2.0.7")]
+    });
+    let mut srv = answers(&server.tcp(&format!("_pg._tcp.{name}"), RecordType::SRV));
+    srv.sort();
+    assert_eq!(
+        srv,
+        [
+            format!("_pg._tcp.{name}. SRV 0 50 5432 db-0.east.{name}."),
+            format!("_pg._tcp.{name}. SRV 0 50 5432 db-0.west.{name}."),
+        ]
+    );
+}
+
 /// `kubernetes.namespaces` and `kubernetes.labels` filter manifests as they
 /// filter the cluster source, and a reload of the config re-filters.
 #[test]

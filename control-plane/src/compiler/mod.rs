@@ -21,8 +21,8 @@
 
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
 use crate::model::{
-    EndpointModel, ExternalAddresses, Kind, ListedKeys, Object, ObjectKey, ServiceKind,
-    ServiceModel, SliceModel,
+    EndpointModel, ExternalAddresses, ImportKind, ImportModel, Kind, ListedKeys, Object, ObjectKey,
+    ServiceKind, ServiceModel, SliceModel,
 };
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
@@ -94,6 +94,13 @@ impl HasKey for ServiceModel {
     }
 }
 
+impl HasKey for ImportModel {
+    type Key = ObjectKey;
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+}
+
 impl HasKey for SliceModel {
     type Key = ObjectKey;
     fn key(&self) -> &ObjectKey {
@@ -112,6 +119,8 @@ enum Unit {
     /// `<ns>.svc` and `<ns>.pod`, which exist while the namespace or any
     /// service in it does.
     Namespace(String),
+    /// A ServiceImport with its EndpointSlices, in the multicluster zones.
+    Import(ObjectKey),
 }
 
 /// What the compiler remembers of a unit between passes.
@@ -143,6 +152,8 @@ pub struct ObjectCounts {
     pub pods: usize,
     /// Namespaces.
     pub namespaces: usize,
+    /// ServiceImports.
+    pub imports: usize,
 }
 
 /// The compiler. Owned by the control-plane thread.
@@ -158,6 +169,10 @@ pub struct Compiler {
     /// Slice names by service, sorted (nearly always one: a leaf of a
     /// B-tree set cost 280 bytes a service).
     slices_by_service: Map<ObjectKey, Vec<Box<str>>>,
+    /// ServiceImports (`multicluster`).
+    imports: KeyedTable<ImportModel>,
+    /// Slice names by ServiceImport, sorted.
+    slices_by_import: Map<ObjectKey, Vec<Box<str>>>,
     /// Services per namespace: `<ns>.svc` exists while any does.
     services_per_namespace: Map<String, u32>,
     /// Pods, by address (`verified` pod mode).
@@ -214,6 +229,8 @@ impl Compiler {
             slices: KeyedTable::default(),
             fronting: BTreeMap::new(),
             slices_by_service: Map::default(),
+            imports: KeyedTable::default(),
+            slices_by_import: Map::default(),
             services_per_namespace: Map::default(),
             namespaces: Set::default(),
             unit_ids: HashTable::new(),
@@ -267,6 +284,8 @@ impl Compiler {
         self.dirty_units
             .extend(self.services.keys().cloned().map(Unit::Service));
         self.dirty_units
+            .extend(self.imports.keys().cloned().map(Unit::Import));
+        self.dirty_units
             .extend(self.namespaces.iter().cloned().map(Unit::Namespace));
         self.dirty_units.extend(
             self.services_per_namespace
@@ -301,6 +320,7 @@ impl Compiler {
             slices: self.slices.len(),
             pods: self.pods.len(),
             namespaces: self.namespaces.len(),
+            imports: self.imports.len(),
         }
     }
 
@@ -330,6 +350,7 @@ impl Compiler {
                 let gone: Vec<ObjectKey> = match kind {
                     Kind::Service => unlisted(self.services.keys(), &keep),
                     Kind::Slice => unlisted(self.slices.keys(), &keep),
+                    Kind::Import => unlisted(self.imports.keys(), &keep),
                     Kind::Pod => self
                         .pods
                         .keys_where(|namespace, name| !keep.contains(&(namespace, name))),
@@ -369,24 +390,36 @@ impl Compiler {
                     return;
                 }
                 let old_service = old.and_then(|s| s.service.clone());
+                let old_import = old.and_then(|s| s.import.as_ref().map(|l| l.service.clone()));
+                let new_import = slice.import.as_ref().map(|l| &l.service);
                 if old_service != slice.service
                     && let Some(old_service) = old_service
                 {
                     self.unlink_slice(&key, &old_service);
                 }
+                if old_import.as_ref() != new_import
+                    && let Some(old_import) = old_import
+                {
+                    self.unlink_imported_slice(&key, &old_import);
+                }
                 self.note_fronting(&slice);
                 if let Some(service) = &slice.service {
                     let service_key = ObjectKey::new(key.namespace.clone(), service.clone());
-                    let names = self
-                        .slices_by_service
-                        .entry(service_key.clone())
-                        .or_default();
-                    if let Err(at) = names.binary_search_by(|n| (**n).cmp(key.name.as_str())) {
-                        names.insert(at, key.name.as_str().into());
-                    }
+                    link_slice(&mut self.slices_by_service, &service_key, &key.name);
                     self.dirty_units.insert(Unit::Service(service_key));
                 }
+                if let Some(import) = new_import {
+                    let import_key = ObjectKey::new(key.namespace.clone(), import.clone());
+                    link_slice(&mut self.slices_by_import, &import_key, &key.name);
+                    self.dirty_units.insert(Unit::Import(import_key));
+                }
                 self.slices.insert(slice);
+            }
+            Object::Import(import) => {
+                if self.imports.get(&import.key) != Some(&import) {
+                    self.dirty_units.insert(Unit::Import(import.key.clone()));
+                    self.imports.insert(import);
+                }
             }
             Object::Pod(pod) => self.pods.upsert(&pod),
             Object::Namespace(name) => {
@@ -412,10 +445,18 @@ impl Compiler {
                 if self.fronting.remove(key).is_some() {
                     self.name_servers_changed();
                 }
-                if let Some(slice) = self.slices.remove(key)
-                    && let Some(service) = slice.service
-                {
-                    self.unlink_slice(key, &service);
+                if let Some(slice) = self.slices.remove(key) {
+                    if let Some(service) = slice.service {
+                        self.unlink_slice(key, &service);
+                    }
+                    if let Some(link) = slice.import {
+                        self.unlink_imported_slice(key, &link.service);
+                    }
+                }
+            }
+            Kind::Import => {
+                if self.imports.remove(key).is_some() {
+                    self.dirty_units.insert(Unit::Import(key.clone()));
                 }
             }
             Kind::Pod => self.pods.remove(key),
@@ -521,13 +562,15 @@ impl Compiler {
     /// Takes a slice from its service's list; the service's names change.
     fn unlink_slice(&mut self, slice: &ObjectKey, service: &str) {
         let service_key = ObjectKey::new(slice.namespace.clone(), service);
-        if let Some(names) = self.slices_by_service.get_mut(&service_key) {
-            names.retain(|n| **n != *slice.name);
-            if names.is_empty() {
-                self.slices_by_service.remove(&service_key);
-            }
-        }
+        unlink_slice_from(&mut self.slices_by_service, &service_key, &slice.name);
         self.dirty_units.insert(Unit::Service(service_key));
+    }
+
+    /// Takes a slice from its ServiceImport's list; the import's names change.
+    fn unlink_imported_slice(&mut self, slice: &ObjectKey, import: &str) {
+        let import_key = ObjectKey::new(slice.namespace.clone(), import);
+        unlink_slice_from(&mut self.slices_by_import, &import_key, &slice.name);
+        self.dirty_units.insert(Unit::Import(import_key));
     }
 
     /// Compiles what changed since the last call into a delta, or returns
@@ -818,6 +861,24 @@ impl Compiler {
                     self.dirty_units.insert(unit);
                 }
             }
+        }
+    }
+}
+
+/// Adds a slice's name to the sorted list of its service (or import).
+fn link_slice(lists: &mut Map<ObjectKey, Vec<Box<str>>>, owner: &ObjectKey, slice: &str) {
+    let names = lists.entry(owner.clone()).or_default();
+    if let Err(at) = names.binary_search_by(|n| (**n).cmp(slice)) {
+        names.insert(at, slice.into());
+    }
+}
+
+/// Takes a slice's name from its service's (or import's) list.
+fn unlink_slice_from(lists: &mut Map<ObjectKey, Vec<Box<str>>>, owner: &ObjectKey, slice: &str) {
+    if let Some(names) = lists.get_mut(owner) {
+        names.retain(|n| **n != *slice);
+        if names.is_empty() {
+            lists.remove(owner);
         }
     }
 }

@@ -249,19 +249,10 @@ impl Compiler {
             Unit::Zone => self.zone_records(&mut out),
             Unit::Service(key) => {
                 if let Some(service) = self.services.get(key) {
-                    let slices: Vec<&SliceModel> = self
-                        .slices_by_service
-                        .get(key)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|name| {
-                            self.slices
-                                .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
-                        })
-                        .collect();
+                    let slices = self.slices_of(&self.slices_by_service, key);
                     // Sized up front: a big service must not rehash as it grows.
                     let endpoints: usize = slices.iter().map(|s| s.endpoints.len()).sum();
-                    let zones = self.settings.zones.len();
+                    let zones = self.settings.service_zones().count();
                     out.names.reserve((endpoints + 8) * zones);
                     out.ptrs.reserve((endpoints + 2) * zones);
                     // CoreDNS counts ready addresses alone here.
@@ -277,6 +268,12 @@ impl Compiler {
                     for slice in slices.into_iter().filter(|_| !empty) {
                         self.slice_records(service, slice, &mut out);
                     }
+                }
+            }
+            Unit::Import(key) => {
+                if let Some(import) = self.imports.get(key) {
+                    let slices = self.slices_of(&self.slices_by_import, key);
+                    self.import_records(import, &slices, &mut out);
                 }
             }
             Unit::Namespace(name) => {
@@ -296,6 +293,142 @@ impl Compiler {
             }
         }
         out.finish()
+    }
+
+    /// The slices listed for a service or import.
+    fn slices_of(
+        &self,
+        lists: &Map<ObjectKey, Vec<Box<str>>>,
+        key: &ObjectKey,
+    ) -> Vec<&SliceModel> {
+        lists
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                self.slices
+                    .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
+            })
+            .collect()
+    }
+
+    /// A ServiceImport's names in each multicluster zone, as CoreDNS's
+    /// `multicluster` gives them:
+    /// - ClusterSetIP: `<svc>.<ns>.svc.<zone>` answers `spec.ips` (nothing
+    ///   without ports; NODATA without addresses), with SRV per port;
+    /// - headless: the ready endpoints of its slices in every cluster, with
+    ///   SRV targets `<endpoint>.<cluster>.<svc>…` (nothing without ready
+    ///   endpoints);
+    /// - both: `<endpoint>.<cluster>.<svc>.<ns>.svc.<zone>` per ready
+    ///   endpoint of a slice that names its source cluster.
+    pub(super) fn import_records(
+        &self,
+        import: &ImportModel,
+        slices: &[&SliceModel],
+        out: &mut UnitOutput,
+    ) {
+        let has_ready = slices
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .any(|e| e.ready && !e.addresses.is_empty());
+        for zone in self.settings.import_zones() {
+            let Some(base) = service_name_in(&import.key, zone) else {
+                continue;
+            };
+            match &import.kind {
+                ImportKind::ClusterSetIp(_) if import.ports.is_empty() => continue,
+                ImportKind::ClusterSetIp(_) if self.settings.ignore_empty_service && !has_ready => {
+                    continue;
+                }
+                ImportKind::ClusterSetIp(ips) => {
+                    let records = out.at(&base);
+                    for ip in ips {
+                        records.add_ip(*ip);
+                    }
+                    // No addresses: NODATA for SRV too.
+                    let ports = if ips.is_empty() {
+                        &[][..]
+                    } else {
+                        &import.ports
+                    };
+                    for port in ports {
+                        let srv = SrvRecord {
+                            port: port.port,
+                            target: base.as_wire().into(),
+                            addrs: ips.clone(),
+                        };
+                        add_srv(out, &base, &port.name, &port.protocol, srv);
+                    }
+                }
+                ImportKind::Headless if !has_ready => continue,
+                ImportKind::Headless => {}
+            }
+            let headless = import.kind == ImportKind::Headless;
+            for slice in slices {
+                self.imported_endpoint_records(slice, &base, headless, out);
+            }
+        }
+    }
+
+    /// One imported slice's ready endpoints under `base`: their names
+    /// (`<endpoint>.<cluster>.<base>`, when the slice names its cluster)
+    /// and, for a headless import, the import's A/AAAA and SRV sets.
+    fn imported_endpoint_records(
+        &self,
+        slice: &SliceModel,
+        base: &NameBuf,
+        headless: bool,
+        out: &mut UnitOutput,
+    ) {
+        let Some(link) = &slice.import else {
+            return;
+        };
+        // A slice without its cluster's label has no endpoint names: they
+        // would have an empty label.
+        let cluster = Some(&link.cluster)
+            .filter(|c| !c.is_empty())
+            .and_then(|c| base.prepend_label(c.to_ascii_lowercase().as_bytes()).ok());
+        if let Some(cluster) = &cluster {
+            out.at(cluster);
+        }
+        let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
+            slice
+                .ports
+                .iter()
+                .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for endpoint in slice.endpoints.iter().filter(|e| e.ready) {
+            for &ip in &endpoint.addresses {
+                let label = self.endpoint_label(endpoint, ip);
+                let endpoint_name = cluster
+                    .as_ref()
+                    .and_then(|c| c.prepend_label(label.as_bytes()).ok());
+                if let Some(name) = &endpoint_name {
+                    out.at(name).add_ip(ip);
+                }
+                if !headless {
+                    continue;
+                }
+                out.at(base).add_ip(ip);
+                let Some(name) = &endpoint_name else {
+                    continue;
+                };
+                for (port, port_name) in &port_names {
+                    let srv = SrvRecord {
+                        port: *port,
+                        target: name.as_wire().into(),
+                        addrs: vec![ip],
+                    };
+                    out.at(base).extra().srv.push(srv.clone());
+                    if let Some(port_name) = port_name {
+                        out.at(port_name).extra().srv.push(srv);
+                    }
+                }
+            }
+        }
     }
 
     pub(super) fn zone_records(&self, out: &mut UnitOutput) {
@@ -469,7 +602,7 @@ impl Compiler {
         out: &mut UnitOutput,
     ) {
         let key = &service.key;
-        for zone in &self.settings.zones {
+        for zone in self.settings.service_zones() {
             let Some(base) = service_name_in(key, zone) else {
                 tracing::debug!(service = %key, "service name is not a valid DNS name; skipped");
                 continue;
@@ -536,7 +669,7 @@ impl Compiler {
             ServiceKind::ClusterIp(_) => false,
             ServiceKind::ExternalName(_) => return,
         };
-        for zone in &self.settings.zones {
+        for zone in self.settings.service_zones() {
             if let Some(base) = service_name_in(&service.key, zone) {
                 self.endpoint_records(service, slice, &base, headless, out);
             }

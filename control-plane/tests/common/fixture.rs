@@ -83,6 +83,7 @@ pub fn slice(
         ports,
         endpoints,
         zones: Box::default(),
+        import: None,
     })
 }
 

@@ -104,6 +104,8 @@ pub struct Kubernetes {
     pub startup_timeout_ms: u64,
     /// Zones whose unknown names go on to forwarding instead of NXDOMAIN.
     pub fallthrough: Vec<String>,
+    /// Zones (among `dns.zones`) answered from ServiceImports.
+    pub multicluster: Vec<String>,
 }
 
 impl Default for Kubernetes {
@@ -119,6 +121,7 @@ impl Default for Kubernetes {
             labels: String::new(),
             startup_timeout_ms: 5_000,
             fallthrough: Vec::new(),
+            multicluster: Vec::new(),
         }
     }
 }
@@ -851,6 +854,13 @@ pub const SETTINGS: &[Setting] = &[
         "In these zones, a name that no object answers goes on to forwarding instead of NXDOMAIN, as CoreDNS's `fallthrough`. Reverse names no object owns are always forwarded.",
     ),
     setting(
+        "kubernetes.multicluster",
+        "a list of zones that are also in dns.zones, such as [\"clusterset.local\"]; empty means none",
+        false,
+        &[],
+        "Answer these zones from the Multi-Cluster Services API, as CoreDNS's `multicluster`: `<svc>.<ns>.svc.<zone>` from ServiceImports (multicluster.x-k8s.io/v1alpha1: ClusterSetIP `spec.ips`, or a headless import's ready endpoints in every cluster), SRV, and `<endpoint>.<cluster>.<svc>.<ns>.svc.<zone>` from the EndpointSlices labelled multicluster.kubernetes.io/service-name and source-cluster. Local Services are not answered there. Watches ServiceImports; without their CRD, says so and serves the other zones.",
+    ),
+    setting(
         "k8s_external.zones",
         "a list of zones; empty means off",
         true,
@@ -1465,6 +1475,22 @@ impl Config {
             }
         }
         self.validate_k8s_external(&fail)?;
+        for zone in &self.kubernetes.multicluster {
+            let listed = kubewire_wire::NameBuf::from_text(zone).is_ok_and(|name| {
+                self.dns.zones.iter().any(|z| {
+                    kubewire_wire::NameBuf::from_text(z)
+                        .is_ok_and(|z| z.to_lowercase() == name.to_lowercase())
+                })
+            });
+            if !listed {
+                return fail(
+                    "kubernetes.multicluster",
+                    &format!(
+                        "{zone:?} is not one of dns.zones; add it there too, so kubewire is authoritative for it (as CoreDNS requires)"
+                    ),
+                );
+            }
+        }
         if let Err(error) =
             kubewire_control_plane::selector::LabelSelector::parse(&self.kubernetes.labels)
         {
@@ -1950,6 +1976,26 @@ mod tests {
             let error = Config::parse("k.toml", text).unwrap_err().to_string();
             assert!(error.starts_with(want), "{error}");
         }
+    }
+
+    #[test]
+    fn multicluster_zones_must_be_served_zones() {
+        let config = Config::parse(
+            "k.toml",
+            "[dns]\nzones = [\"cluster.local\", \"ClusterSet.local\"]\n[kubernetes]\nmulticluster = [\"clusterset.local\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.kubernetes.multicluster, ["clusterset.local"]);
+        let error = Config::parse(
+            "k.toml",
+            "[kubernetes]\nmulticluster = [\"clusterset.local\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("k.toml:2: kubernetes.multicluster: \"clusterset.local\" is not one of dns.zones; add it there too"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -725,7 +725,7 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
     if !zones.is_empty() {
         b.set(
             "dns.zones",
-            toml::Value::Array(zones),
+            toml::Value::Array(zones.clone()),
             line,
             &format!("{text} (PTR records under in-addr.arpa and ip6.arpa are always served for cluster addresses)"),
         );
@@ -771,6 +771,38 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
                 option_line,
                 &option_text,
             ),
+            ("multicluster", None) => b.note(
+                option_line,
+                &option_text,
+                "multicluster without zones is off, in CoreDNS as in kubewire",
+            ),
+            ("multicluster", Some(_)) => {
+                let wanted: Vec<&str> = option
+                    .args
+                    .iter()
+                    .map(|z| z.trim_end_matches('.'))
+                    .collect();
+                let served = |zone: &&str| {
+                    zones
+                        .iter()
+                        .any(|z| z.as_str().is_some_and(|z| z.eq_ignore_ascii_case(zone)))
+                };
+                match wanted.iter().find(|zone| !served(zone)) {
+                    Some(zone) => b.cannot(
+                        option_line,
+                        &option_text,
+                        &format!(
+                            "{zone} is not one of this kubernetes block's zones; list it there too (CoreDNS refuses this Corefile)"
+                        ),
+                    ),
+                    None => b.set(
+                        "kubernetes.multicluster",
+                        toml::Value::Array(wanted.into_iter().map(string).collect()),
+                        option_line,
+                        &option_text,
+                    ),
+                }
+            }
             ("zonal", None) => b.set(
                 "kubernetes.zonal",
                 toml::Value::Boolean(true),
@@ -895,6 +927,33 @@ mod tests {
         assert!(
             error.to_string().contains("k8s_external.ttl_seconds"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn multicluster_translates_when_its_zones_are_served() {
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local clusterset.local {\n    multicluster clusterset.local\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert_eq!(config.dns.zones, ["cluster.local", "clusterset.local"]);
+        assert_eq!(config.kubernetes.multicluster, ["clusterset.local"]);
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local {\n    multicluster clusterset.local\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+        assert!(t.untranslated[0].contains("clusterset.local is not one of"));
+        assert!(
+            Config::parse("t", &t.toml)
+                .unwrap()
+                .kubernetes
+                .multicluster
+                .is_empty()
         );
     }
 

@@ -264,8 +264,8 @@ impl CoreMetrics {
 #[derive(Debug)]
 pub struct ControlMetrics {
     started: Instant,
-    watch_events: [AtomicU64; 4],
-    relists: [AtomicU64; 4],
+    watch_events: [AtomicU64; KINDS.len()],
+    relists: [AtomicU64; KINDS.len()],
     synced: AtomicBool,
     /// Nanoseconds after `started` of the last good contact with the API
     /// server; `u64::MAX` before the first.
@@ -280,7 +280,13 @@ pub struct ControlMetrics {
 /// The `errortype` labels of `coredns_nodecache_setup_errors_total`.
 pub const SETUP_ERROR_TYPES: [&str; 3] = ["interface_add", "interface_check", "iptables"];
 
-const KINDS: [Kind; 4] = [Kind::Service, Kind::Slice, Kind::Pod, Kind::Namespace];
+const KINDS: [Kind; 5] = [
+    Kind::Service,
+    Kind::Slice,
+    Kind::Pod,
+    Kind::Namespace,
+    Kind::Import,
+];
 
 fn kind_slot(kind: Kind) -> usize {
     KINDS.iter().position(|&k| k == kind).unwrap_or(0)
@@ -292,6 +298,7 @@ fn kind_label(kind: Kind) -> &'static str {
         Kind::Slice => "EndpointSlice",
         Kind::Pod => "Pod",
         Kind::Namespace => "Namespace",
+        Kind::Import => "ServiceImport",
     }
 }
 

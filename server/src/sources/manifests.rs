@@ -4,7 +4,9 @@
 //! `kind: List`. The kinds read are Service, EndpointSlice, Pod and
 //! Namespace; any other kind is skipped with a debug log.
 
-use kubewire_control_plane::model::{PodModel, ServiceModel, SliceModel, namespace_from_api};
+use kubewire_control_plane::model::{
+    ImportModel, PodModel, ServiceModel, SliceModel, namespace_from_api,
+};
 use kubewire_control_plane::selector::LabelSelector;
 use kubewire_control_plane::{Kind, Object};
 use serde_json::Value;
@@ -245,6 +247,12 @@ fn read_document(
             })
             .map_err(error)?,
         ),
+        "ServiceImport" => push(
+            decode(document, &kind, |i: &kube::api::DynamicObject| {
+                ImportModel::from_api(&i.metadata, &i.data).map(Object::Import)
+            })
+            .map_err(error)?,
+        ),
         "" => return Err(error("document has no `kind`".into())),
         other => {
             tracing::debug!(file = %path.display(), line, kind = other, name = %name, "skipping a kind kubewire does not read");
@@ -343,11 +351,16 @@ impl ManifestSet {
     /// The objects `filter` admits, grouped by kind, for one relist per
     /// kind.
     pub fn by_kind(&self, filter: &Filter) -> Vec<(Kind, Vec<Object>)> {
-        let mut groups: Vec<(Kind, Vec<Object>)> =
-            [Kind::Namespace, Kind::Service, Kind::Slice, Kind::Pod]
-                .into_iter()
-                .map(|k| (k, Vec::new()))
-                .collect();
+        let mut groups: Vec<(Kind, Vec<Object>)> = [
+            Kind::Namespace,
+            Kind::Service,
+            Kind::Slice,
+            Kind::Pod,
+            Kind::Import,
+        ]
+        .into_iter()
+        .map(|k| (k, Vec::new()))
+        .collect();
         let admitted = self
             .files
             .values()
