@@ -221,10 +221,11 @@ impl FakeApi {
         let _ = self.shared.events.send(Signal::Changed);
     }
 
-    /// Installs the ServiceImport CRD: its collection is served from now
-    /// on (until then, a 404 as from an API server without the CRD).
-    pub fn install_service_imports(&self) {
-        lock(&self.shared).service_imports_installed = true;
+    /// Installs (or removes) the ServiceImport CRD: its collection is
+    /// served from now on (or answers 404, as from an API server without
+    /// the CRD).
+    pub fn install_service_imports(&self, installed: bool) {
+        lock(&self.shared).service_imports_installed = installed;
     }
 
     /// Deletes an object by kind, namespace and name.

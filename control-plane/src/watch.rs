@@ -200,9 +200,9 @@ async fn run<K>(
     let mut listing = ListedKeys::new();
     let namespaces = namespaces.as_deref();
     // ServiceImports the API server refuses (no CRD, or no permission)
-    // count as listed, empty, once per refusal, so the rest of the cluster
-    // syncs and serves.
-    let mut absent = false;
+    // before they were ever listed count as listed, empty, so the rest of
+    // the cluster syncs and serves; once listed, the last good ones stay.
+    let mut listed_once = false;
     while let Some(item) = stream.next().await {
         let event = match item {
             Ok(watcher::Event::Init) => {
@@ -231,6 +231,7 @@ async fn run<K>(
                 }
             },
             Ok(watcher::Event::InitDone) => {
+                listed_once = true;
                 let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
                     kind,
                     std::mem::take(&mut listing),
@@ -252,8 +253,7 @@ async fn run<K>(
                 WatchEvent::Change(ObjectChange::Remove(kind, key_of(kind, &object)))
             }
             Err(error) if kind == Kind::Import && refused(&error).is_some() => {
-                let first = !std::mem::replace(&mut absent, true);
-                if first {
+                if !std::mem::replace(&mut listed_once, true) {
                     let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
                         kind,
                         ListedKeys::new(),
@@ -272,7 +272,7 @@ async fn run<K>(
                 WatchEvent::Failed {
                     kind,
                     error: format!(
-                        "{what}, or remove kubernetes.multicluster. Until then its zones answer no imports and the rest serves ({})",
+                        "{what}, or remove kubernetes.multicluster. Until then the other zones serve, and its zones keep the imports last listed, if any ({})",
                         chain(&error)
                     ),
                 }
@@ -282,9 +282,6 @@ async fn run<K>(
                 error: chain(&error),
             },
         };
-        if matches!(event, WatchEvent::Change(_) | WatchEvent::Listed(_)) {
-            absent = false;
-        }
         if events.send(event).is_err() {
             return;
         }

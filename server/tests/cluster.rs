@@ -360,7 +360,7 @@ fn multicluster_without_its_crd_says_so_then_follows_imports_once_installed() {
     let times = server.seen.iter().filter(|l| l.contains(MISSING)).count();
     assert_eq!(times, 1, "{:#?}", server.seen);
 
-    api.install_service_imports();
+    api.install_service_imports(true);
     api.apply(service_import(
         "default",
         "web",
@@ -416,6 +416,25 @@ fn multicluster_without_its_crd_says_so_then_follows_imports_once_installed() {
         a_records(&server, "web.default.svc.cluster.local").1,
         ["web.default.svc.cluster.local. A 10.96.0.5"]
     );
+    // The API server refuses ServiceImports once they were listed: the
+    // last good imports keep serving.
+    api.install_service_imports(false);
+    api.drop_watches();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.seen.iter().filter(|l| l.contains(MISSING)).count() < 2 {
+        assert!(Instant::now() < deadline, "no second warning");
+        let _ = server.logged("no such line", Duration::from_millis(100));
+    }
+    // The warning is logged before the cores apply what came with it:
+    // keep asking for a while.
+    for _ in 0..10 {
+        assert_eq!(
+            a_records(&server, "web.default.svc.clusterset.local").1,
+            ["web.default.svc.clusterset.local. A 10.100.0.5"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    api.install_service_imports(true);
     // An import deleted: gone.
     api.delete("ServiceImport", "default", "web");
     eventually("the import to go", || {

@@ -138,6 +138,20 @@ pub(super) fn srv_name(
     Some(port_name)
 }
 
+/// A slice's ports with their `_port._proto.<base>` names (`None` for an
+/// unnamed port), making those names exist.
+pub(super) fn port_names(
+    out: &mut UnitOutput,
+    base: &NameBuf,
+    slice: &SliceModel,
+) -> Vec<(u16, Option<NameBuf>)> {
+    slice
+        .ports
+        .iter()
+        .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
+        .collect()
+}
+
 /// The two `zonal` directives, as name labels.
 pub(super) const ZONAL_DIRECTIVES: [&[u8]; 2] = [b"pin", b"prefer"];
 /// The label that stands for every topology zone no endpoint is in: the
@@ -391,12 +405,8 @@ impl Compiler {
         if let Some(cluster) = &cluster {
             out.at(cluster);
         }
-        let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
-            slice
-                .ports
-                .iter()
-                .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
-                .collect()
+        let port_names = if headless {
+            port_names(out, base, slice)
         } else {
             Vec::new()
         };
@@ -527,11 +537,7 @@ impl Compiler {
         base: &NameBuf,
         out: &mut UnitOutput,
     ) {
-        let port_names: Vec<(u16, Option<NameBuf>)> = slice
-            .ports
-            .iter()
-            .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
-            .collect();
+        let port_names = port_names(out, base, slice);
         for endpoint in &slice.endpoints {
             if !endpoint.ready && !service.publish_not_ready_addresses {
                 continue;
@@ -685,12 +691,8 @@ impl Compiler {
         out: &mut UnitOutput,
     ) {
         // `_port._proto.<svc>` names for this slice's ports, once per slice.
-        let port_names: Vec<(u16, Option<NameBuf>)> = if headless {
-            slice
-                .ports
-                .iter()
-                .map(|p| (p.port, srv_name(out, base, &p.name, &p.protocol)))
-                .collect()
+        let port_names = if headless {
+            port_names(out, base, slice)
         } else {
             Vec::new()
         };

@@ -632,6 +632,19 @@ fn cache(b: &mut Builder, directive: &Directive) {
     }
 }
 
+/// `fallthrough [ZONES]` as a list of zones: none given means every zone
+/// (`"."`).
+fn fallthrough_zones<'a>(zones: impl Iterator<Item = &'a str>) -> toml::Value {
+    let mut list: Vec<toml::Value> = zones
+        .map(|z| z.trim_end_matches('.'))
+        .map(|z| string(if z.is_empty() { "." } else { z }))
+        .collect();
+    if list.is_empty() {
+        list.push(string("."));
+    }
+    toml::Value::Array(list)
+}
+
 /// `k8s_external [ZONES] { apex, ttl, headless, fallthrough }`; without
 /// zones, the server block's, as CoreDNS.
 fn k8s_external(b: &mut Builder, directive: &Directive, block_keys: &[String]) {
@@ -686,23 +699,12 @@ fn k8s_external(b: &mut Builder, directive: &Directive, block_keys: &[String]) {
                 option_line,
                 &option_text,
             ),
-            ("fallthrough", zones) => {
-                let zones: Vec<toml::Value> = if zones.is_empty() {
-                    vec![string(".")]
-                } else {
-                    zones
-                        .iter()
-                        .map(|z| z.trim_end_matches('.'))
-                        .map(|z| string(if z.is_empty() { "." } else { z }))
-                        .collect()
-                };
-                b.set(
-                    "k8s_external.fallthrough",
-                    toml::Value::Array(zones),
-                    option_line,
-                    &option_text,
-                );
-            }
+            ("fallthrough", zones) => b.set(
+                "k8s_external.fallthrough",
+                fallthrough_zones(zones.iter().map(String::as_str)),
+                option_line,
+                &option_text,
+            ),
             _ => b.cannot(
                 option_line,
                 &option_text,
@@ -826,20 +828,14 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
                 )
             }
             ("fallthrough", _) => {
-                let zones: Vec<toml::Value> = if option.args.is_empty() {
-                    vec![string(".")]
-                } else {
-                    option
-                        .args
-                        .iter()
-                        .map(|z| z.trim_end_matches('.'))
-                        .filter(|z| *z != "in-addr.arpa" && *z != "ip6.arpa")
-                        .map(|z| string(if z.is_empty() { "." } else { z }))
-                        .collect()
-                };
+                // Reverse names no object owns are always passed on.
+                let zones =
+                    option.args.iter().map(String::as_str).filter(|z| {
+                        !matches!(z.trim_end_matches('.'), "in-addr.arpa" | "ip6.arpa")
+                    });
                 b.set(
                     "kubernetes.fallthrough",
-                    toml::Value::Array(zones),
+                    fallthrough_zones(zones),
                     option_line,
                     &option_text,
                 );
