@@ -655,12 +655,12 @@ impl ImportModel {
     ) -> Result<ImportModel, ModelError> {
         let key = key_of(meta)?;
         let spec: ImportSpec = match data.get("spec") {
-            Some(spec) => {
-                serde_json::from_value(spec.clone()).map_err(|e| ModelError::BadSpec {
+            Some(spec) => <ImportSpec as serde::Deserialize>::deserialize(spec).map_err(|e| {
+                ModelError::BadSpec {
                     object: key.to_string(),
                     error: e.to_string(),
-                })?
-            }
+                }
+            })?,
             None => ImportSpec::default(),
         };
         // As CoreDNS: any type but `Headless` is a ClusterSetIP import.
