@@ -179,9 +179,7 @@ fn zonal_tester(zonal: bool) -> Tester {
         zonal,
         ..Settings::default()
     };
-    Tester {
-        table: table_from(&compile(settings, objects, true)),
-    }
+    tester(settings, objects)
 }
 
 #[test]
@@ -963,9 +961,7 @@ fn large_headless_service_still_answers() {
             endpoints,
         ));
     }
-    let mut t = Tester {
-        table: table_from(&compile(Settings::default(), objects, true)),
-    };
+    let mut t = tester(Settings::default(), objects);
     let (_, message) = t.ask("huge.testns.svc.cluster.local", "A");
     let message = message.unwrap();
     assert_eq!(rcode_name(&message), "NOERROR");
@@ -1087,9 +1083,7 @@ fn external_tester(external: Option<ExternalZones>) -> Tester {
         own_ips: common::ips(&["10.244.0.10"]),
         ..Settings::default()
     };
-    Tester {
-        table: table_from(&compile(settings, objects, true)),
-    }
+    tester(settings, objects)
 }
 
 fn external_zones(zones: &[&str]) -> ExternalZones {
@@ -1503,9 +1497,7 @@ fn multicluster_tester(ignore_empty_service: bool) -> Tester {
         ignore_empty_service,
         ..Settings::default()
     };
-    Tester {
-        table: table_from(&compile(settings, objects, true)),
-    }
+    tester(settings, objects)
 }
 
 #[test]

@@ -34,10 +34,15 @@ pub fn table_from(compiler: &Compiler) -> AnswerTable {
     table
 }
 
-pub fn fixture(settings: Settings) -> Tester {
+/// A tester over `objects`, compiled from scratch and synced.
+pub fn tester(settings: Settings, objects: Vec<Object>) -> Tester {
     Tester {
-        table: table_from(&compile(settings, fixture_objects(), true)),
+        table: table_from(&compile(settings, objects, true)),
     }
+}
+
+pub fn fixture(settings: Settings) -> Tester {
+    tester(settings, fixture_objects())
 }
 
 pub fn fixture_unsynced(settings: Settings) -> Tester {
