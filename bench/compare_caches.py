@@ -45,7 +45,7 @@ lives an hour, so nothing a cache holds expires during a run.
 
 Usage: python3 bench/compare_caches.py [--part hits|upstream|rss|all] [--rate 50000]
            [--seconds 5] [--rounds 3] [--names 1000000] [--flood-rate 20000] [--node-local]
-           [--no-build]
+           [--no-build] [--before OLD_KUBEWIRE_BINARY] [--no-peers]
 Needs root on first run: installs unbound, dnsdist and dnsperf from Debian.
 """
 
@@ -73,9 +73,9 @@ UPSTREAM = "127.0.0.1:5410"
 UPSTREAM_METRICS = "127.0.0.1:9410"
 HOUR = 3600
 # Part 1's targets.
-PORTS = {"null": 5310, "cluster": 5311, "kubewire": 5312, "unbound": 5313, "dnsdist": 5314}
+PORTS = {"null": 5310, "cluster": 5311, "kubewire": 5312, "unbound": 5313, "dnsdist": 5314,
+         "before": 5315}
 KUBEWIRE_METRICS = "127.0.0.1:9412"
-CACHED = ("kubewire", "unbound", "dnsdist")
 # Parts 2 and 3.
 DEDUP_PORT, DEDUP_METRICS = 5320, "127.0.0.1:9420"
 RSS_PORT, RSS_METRICS = 5330, "127.0.0.1:9430"
@@ -197,8 +197,8 @@ def start_upstream(work, release, log_queries=False):
     return start("upstream", "1", argv, work)
 
 
-def forwarding_kubewire(release, work, port, metrics_addr, cores, config=None):
-    argv = [str(release / "kubewire"), "--manifests", str(work / "empty.json"), "--zone",
+def forwarding_kubewire(release, work, port, metrics_addr, cores, config=None, binary=None):
+    argv = [str(binary or release / "kubewire"), "--manifests", str(work / "empty.json"), "--zone",
             "kubewire.internal", "--cores", cores, "--listen", f"127.0.0.1:{port}", "--forward",
             UPSTREAM, "--health-addr", "", "--ready-addr", "", "--metrics-addr", metrics_addr]
     if config:
@@ -284,11 +284,22 @@ setSecurityPollSuffix("")
         procs["kubewire"] = start("kubewire", "0", forwarding_kubewire(
             release, work, PORTS["kubewire"], KUBEWIRE_METRICS, "0-0",
             work / "kubewire-hits.toml"), work)
-        procs["unbound"] = start("unbound", "0", ["unbound", "-d", "-c", str(work / "unbound.conf")],
-                                 work)
-        procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised", "--disable-syslog",
-                                 "-C", str(work / "dnsdist.conf")], work)
-        wait_up(procs, {"upstream": int(UPSTREAM.rsplit(":", 1)[1]), **PORTS}, work)
+        cached = ["kubewire"]
+        if args.before:
+            # The same forwarding set-up from another build, for a before
+            # and after of a change in one run.
+            procs["before"] = start("before", "0", forwarding_kubewire(
+                release, work, PORTS["before"], "127.0.0.1:0", "0-0",
+                work / "kubewire-hits.toml", binary=args.before), work)
+            cached.append("before")
+        if not args.no_peers:
+            procs["unbound"] = start("unbound", "0", ["unbound", "-d", "-c",
+                                     str(work / "unbound.conf")], work)
+            procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised",
+                                     "--disable-syslog", "-C", str(work / "dnsdist.conf")], work)
+            cached += ["unbound", "dnsdist"]
+        wait_up(procs, {"upstream": int(UPSTREAM.rsplit(":", 1)[1]),
+                        **{name: port for name, port in PORTS.items() if name in procs}}, work)
         time.sleep(1)
 
         # Warm every cache twice, then see what still reaches the upstream.
@@ -298,7 +309,7 @@ setSecurityPollSuffix("")
         upstream_log = work / "upstream.log"
         warm = ["-c", "16", "-q", "200", "-Q", str(args.flood_rate), "-t", "3"]
         uncached = {}
-        for name in CACHED:
+        for name in cached:
             for _ in range(2):
                 dnsperf(PORTS[name], work / "distinct.txt", *warm)
             offset = upstream_log.stat().st_size
@@ -330,7 +341,7 @@ setSecurityPollSuffix("")
 
         offset = upstream_log.stat().st_size
         cache_before = metrics(KUBEWIRE_METRICS)
-        targets = [(name, PORTS[name]) for name in ("null", "cluster", *CACHED)]
+        targets = [(name, PORTS[name]) for name in ("null", "cluster", *cached)]
         out_dir = Path(args.out_dir) if args.out_dir else work / "compare"
         cmd = [bench, "compare", "--queries", str(queries), "--rate", str(args.rate),
                "--seconds", str(args.seconds), "--rounds", str(args.rounds), "--cpus", "1",
@@ -547,6 +558,9 @@ def main():
     ap.add_argument("--node-local", action="store_true",
                     help="part 3 with kubewire in node-local mode (needs root)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--before", default="",
+                    help="part 1: another kubewire binary, served beside the built one as `before`")
+    ap.add_argument("--no-peers", action="store_true", help="part 1 without Unbound and dnsdist")
     args = ap.parse_args()
     ensure_tools()
     release = ROOT / "target" / "release"

@@ -608,6 +608,7 @@ struct Figures {
     qps: f64,
     p99_us: f64,
     cpu_us_per_query: f64,
+    user_us_per_query: f64,
     lost: u64,
 }
 
@@ -640,15 +641,17 @@ fn compare(
                 qps: report.answered_qps(config.duration),
                 p99_us: report.latency_at(0.99) as f64,
                 cpu_us_per_query: report.server_cpu_us_per_query().unwrap_or(f64::NAN),
+                user_us_per_query: report.server_user_us_per_query().unwrap_or(f64::NAN),
                 lost: report.lost,
             };
             eprintln!(
-                "round {} {}: {:.0} qps, p99 {:.0} µs, {:.3} µs CPU/query, lost {}",
+                "round {} {}: {:.0} qps, p99 {:.0} µs, {:.3} µs CPU/query ({:.3} user), lost {}",
                 round + 1,
                 target.name,
                 figures.qps,
                 figures.p99_us,
                 figures.cpu_us_per_query,
+                figures.user_us_per_query,
                 figures.lost
             );
             let json = report.to_json(&config);
@@ -672,8 +675,8 @@ fn compare(
         "## {mode}, {rounds} rounds of {} s, {:?}\n",
         load.seconds, load.transport
     );
-    println!("| server | QPS | p99 µs | CPU µs/query | CPU/query ÷ floor | lost |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| server | QPS | p99 µs | CPU µs/query | user µs/query | CPU/query ÷ floor | lost |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     let mut summary = Vec::new();
     for (t, target) in targets.iter().enumerate() {
         let per_round = |f: fn(&Figures) -> f64| median(runs[t].iter().map(f).collect());
@@ -686,11 +689,12 @@ fn compare(
         });
         let lost: u64 = runs[t].iter().map(|f| f.lost).sum();
         println!(
-            "| {} | {:.0} | {:.0} | {:.3} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {} | {} |",
             target.name,
             per_round(|f| f.qps),
             per_round(|f| f.p99_us),
             per_round(|f| f.cpu_us_per_query),
+            per_round(|f| f.user_us_per_query),
             floor_ratio.map_or("".into(), |r| format!("{r:.3}")),
             lost
         );
@@ -699,13 +703,14 @@ fn compare(
             "qps": per_round(|f| f.qps),
             "p99_us": per_round(|f| f.p99_us),
             "cpu_us_per_query": per_round(|f| f.cpu_us_per_query),
+            "user_us_per_query": per_round(|f| f.user_us_per_query),
             "cpu_per_query_vs_floor": floor_ratio,
             "lost": lost,
         }));
     }
     println!("\nPer pair (B ÷ A, median over rounds of the same-round ratio):\n");
-    println!("| A | B | QPS | p99 | CPU/query |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| A | B | QPS | p99 | CPU/query | user/query |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for a in 0..targets.len() {
         for b in a + 1..targets.len() {
             let ratio = |f: fn(&Figures) -> f64| {
@@ -716,12 +721,13 @@ fn compare(
                 )
             };
             println!(
-                "| {} | {} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 targets[a].name,
                 targets[b].name,
                 ratio(|f| f.qps),
                 ratio(|f| f.p99_us),
-                ratio(|f| f.cpu_us_per_query)
+                ratio(|f| f.cpu_us_per_query),
+                ratio(|f| f.user_us_per_query)
             );
         }
     }

@@ -53,6 +53,23 @@ impl<T: HasKey> KeyedTable<T> {
             .find(self.hasher.hash_one(key), |value| value.key() == key)
     }
 
+    /// The hash the table files `key` under.
+    #[inline]
+    pub fn hash_of(&self, key: &T::Key) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The value filed under `hash` ([`KeyedTable::hash_of`]), most likely:
+    /// the first whose hash's tag (7 bits) matches, found without reading
+    /// any value, so that lookups of a batch need not wait on memory one
+    /// after another. Now and then it is another value, or none where a
+    /// value with the key is held further on: for prefetching, never for
+    /// answering.
+    #[inline]
+    pub fn likely(&self, hash: u64) -> Option<&T> {
+        self.table.find(hash, |_| true)
+    }
+
     /// Inserts or replaces; returns what it replaced.
     pub fn insert(&mut self, value: T) -> Option<T> {
         let hasher = &self.hasher;
@@ -132,6 +149,10 @@ mod tests {
             Some(Named("a".into(), 1))
         );
         assert_eq!(table.get("a"), Some(&Named("a".into(), 3)));
+        assert_eq!(
+            table.likely(table.hash_of("a")),
+            Some(&Named("a".into(), 3))
+        );
         assert_eq!(table.len(), 2);
         assert_eq!(table.remove("b"), Some(Named("b".into(), 2)));
         assert_eq!(table.remove("b"), None);

@@ -1683,3 +1683,27 @@ fn multicluster_ignore_empty_service_hides_clustersetip_imports_without_ready_en
         &[],
     );
 }
+
+/// The serving loop's first look at a batch (by hash alone, to prefetch)
+/// finds each name's own entry nearly always: a wrong guess only costs a
+/// wasted prefetch, but a look that mostly missed would be cost for nothing.
+#[test]
+fn a_lookup_by_hash_alone_finds_nearly_every_name_s_own_entry() {
+    let t = fixture(Settings::default());
+    let entries: Vec<_> = t.table.entries().collect();
+    assert!(entries.len() > 50, "{} entries", entries.len());
+    let found = entries
+        .iter()
+        .filter(|entry| {
+            let (key, _) = NameBuf::from_wire(entry.key()).unwrap();
+            t.table
+                .likely_entry(t.table.name_hash(&key))
+                .is_some_and(|likely| likely.ptr_eq(entry))
+        })
+        .count();
+    assert!(
+        found * 100 >= entries.len() * 95,
+        "{found} of {}",
+        entries.len()
+    );
+}

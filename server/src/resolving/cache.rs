@@ -384,6 +384,24 @@ impl CoreCache {
         Lookup::Hit { len, rcode }
     }
 
+    /// The hash `query`'s entry is filed under, for [`CoreCache::warm`].
+    #[inline]
+    pub fn key_hash(&self, query: &Query<'_>) -> u64 {
+        let mut buf = [0u8; MAX_CACHE_KEY];
+        self.mail.hash(cache_key(query, &mut buf))
+    }
+
+    /// Fetches into the CPU's caches what a hit on the entry filed under
+    /// `hash` will read, found by hash alone as
+    /// `AnswerTable::likely_entry` does: see [`crate::serving::warm`].
+    #[inline]
+    pub fn warm(&self, hash: u64) {
+        if let Some(slot) = self.table.find(hash, |_| true) {
+            crate::serving::warm::prefetch(slot.key.as_ptr(), 1);
+            crate::serving::warm::prefetch(Arc::as_ptr(&slot.stored).cast(), 2);
+        }
+    }
+
     /// A stale entry for `key`, within the serve-stale window.
     fn stale(&self, key: &[u8], now: Instant) -> Option<Arc<Stored>> {
         let window = self.plan.serve_stale?.window;

@@ -887,6 +887,7 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
             let outside = shared.outside();
+            crate::serving::warm::warm_batch(&batch, count, &table, outside.cache);
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out, peer| {
                 let verdict =

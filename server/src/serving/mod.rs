@@ -3,3 +3,4 @@
 pub mod batch;
 pub mod core;
 pub mod querylog;
+pub mod warm;
