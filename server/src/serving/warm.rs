@@ -20,6 +20,9 @@ use std::cell::RefCell;
 /// and its first answers fit in three; the hardware fetches on from there.
 pub const ENTRY_LINES: usize = 3;
 
+/// The CPU's cache line, the unit a prefetch brings in.
+const CACHE_LINE_BYTES: usize = 64;
+
 /// Asks the CPU to bring `lines` cache lines from `address` on into its
 /// caches, without waiting for them. Any address will do: a prefetch never
 /// faults, and one past an allocation's end only wastes a fetch.
@@ -27,7 +30,7 @@ pub const ENTRY_LINES: usize = 3;
 pub fn prefetch(address: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     for line in 0..lines {
-        let at = address.wrapping_add(line * 64).cast::<i8>();
+        let at = address.wrapping_add(line * CACHE_LINE_BYTES).cast::<i8>();
         // SAFETY: PREFETCHT0 is a hint: it reads nothing into registers,
         // writes no memory and never faults, whatever the address. SSE, which
         // it needs, is part of every x86_64 CPU.
