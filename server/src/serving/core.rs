@@ -543,7 +543,7 @@ fn answer(
             if LoopProbes::is_probe(parsed.key()) {
                 return Answer::Forward;
             }
-            let now = std::time::Instant::now();
+            let now = outside.now.unwrap_or_else(std::time::Instant::now);
             match cache.borrow_mut().answer(&parsed, now, transport, out) {
                 Lookup::Hit { len, rcode } => (len, rcode.0, qtype, Plugin::Cache),
                 Lookup::Miss => return Answer::Forward,
@@ -608,6 +608,9 @@ struct Outside<'a> {
     forwarder: Option<&'a Forwarder>,
     cache: Option<&'a RefCell<CoreCache>>,
     autopath: Option<&'a AutopathPlan>,
+    /// The time for the cache's lookups, read once for a whole batch; the
+    /// clock is read per query where this is `None`.
+    now: Option<std::time::Instant>,
 }
 
 impl Shared {
@@ -616,7 +619,19 @@ impl Shared {
             forwarder: self.forwarder.as_deref(),
             cache: self.cache.as_deref(),
             autopath: self.autopath.as_deref(),
+            now: None,
         }
+    }
+
+    /// [`Shared::outside`] for a batch of UDP queries: with the cache on,
+    /// the clock is read once for the batch (or its start, `started`, is
+    /// taken), not once per query.
+    fn outside_for_batch(&self, started: Option<std::time::Instant>) -> Outside<'_> {
+        let mut outside = self.outside();
+        if outside.cache.is_some() {
+            outside.now = Some(started.unwrap_or_else(std::time::Instant::now));
+        }
+        outside
     }
 }
 
@@ -886,7 +901,7 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
         {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
-            let outside = shared.outside();
+            let outside = shared.outside_for_batch(started);
             crate::serving::warm::warm_batch(&batch, count, &table, outside.cache);
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out, peer| {

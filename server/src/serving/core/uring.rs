@@ -123,7 +123,7 @@ pub(super) async fn serve_udp_uring(
         let turn = {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
-            let outside = shared.outside();
+            let outside = shared.outside_for_batch(started);
             let mut query_log = shared.query_log.borrow_mut();
             ring.process(|query, out, peer| {
                 match UdpVerdict::answer(&mut table, outside, metrics, listen, query, out, peer) {
