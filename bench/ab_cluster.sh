@@ -4,8 +4,9 @@
 # `kubewire-bench compare` with interleaved rounds. It reports CPU and user
 # time per query for each, and the same-round ratios of every pair.
 #
-# Usage: SCENARIO=DIR [ROUNDS=9] [OUT=DIR] bench/ab_cluster.sh NAME=BINARY...
+# Usage: SCENARIO=DIR [ROUNDS=9] [OUT=DIR] [KUBEWIRE_ARGS=...] bench/ab_cluster.sh NAME=BINARY...
 #   e.g. bench/ab_cluster.sh before=/tmp/kubewire-old after=target/release/kubewire
+#   KUBEWIRE_ARGS go to every kubewire, e.g. "--udp-io io_uring".
 #   DIR from: kubewire-bench scenario --services 1000 --headless-every 5 \
 #     --endpoints-per-headless 10 --pods 1000 --namespaces 10 --queries 100000 --seed 1 --out-dir DIR
 set -euo pipefail
@@ -20,7 +21,7 @@ for spec in "$@"; do
   name=${spec%%=*}; binary=${spec#*=}
   taskset -c 0 "$binary" --manifests "$S/manifests.json" --cores 0-0 --listen 127.0.0.1:$port \
     --ttl 3600 --health-addr "" --ready-addr "" --metrics-addr 127.0.0.1:0 --log-level warn \
-    >"$OUT/$name.log" 2>&1 &
+    ${KUBEWIRE_ARGS:-} >"$OUT/$name.log" 2>&1 &
   PIDS+=("$!"); TARGETS+=(--target "$name=127.0.0.1:$port@$!"); port=$((port + 1))
 done
 trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
