@@ -160,8 +160,11 @@ pub struct CachedAnswer {
     /// Length of the question (name, type, class) the tail was built for:
     /// pointers inside the tail assume it.
     question_len: usize,
-    tail: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
+    /// The records as written after the question (the first `tail_len`
+    /// bytes), then the offset of each TTL field in them, two bytes each
+    /// (native order). One allocation per entry instead of two.
+    block: Box<[u8]>,
+    tail_len: usize,
     ttl_s: u32,
 }
 
@@ -208,8 +211,8 @@ impl CachedAnswer {
                 flags: [0, 0],
                 counts: [0; 3],
                 question_len: question.len(),
-                tail: Box::default(),
-                ttl_offsets: Box::default(),
+                block: Box::default(),
+                tail_len: 0,
                 ttl_s: policy.servfail_s,
             });
         }
@@ -322,14 +325,20 @@ impl CachedAnswer {
         if writer.tail.len() > crate::reply::max_records_len(question.len()) {
             return Err(NotCached::Malformed);
         }
+        let tail_len = writer.tail.len();
+        let mut block = writer.tail;
+        block.reserve_exact(2 * writer.ttl_offsets.len());
+        for ttl_at in &writer.ttl_offsets {
+            block.extend_from_slice(&ttl_at.to_ne_bytes());
+        }
         Ok(CachedAnswer {
             kind,
             rcode,
             flags: [packet[2] & 0x04, packet[3] & 0x20],
             counts,
             question_len: question.len(),
-            tail: writer.tail.into_boxed_slice(),
-            ttl_offsets: writer.ttl_offsets.into_boxed_slice(),
+            block: block.into_boxed_slice(),
+            tail_len,
             ttl_s,
         })
     }
@@ -351,12 +360,19 @@ impl CachedAnswer {
 
     /// The stored records, as written after the question.
     pub fn tail(&self) -> &[u8] {
-        &self.tail
+        &self.block[..self.tail_len]
+    }
+
+    /// Where each TTL field is in [`CachedAnswer::tail`].
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.block[self.tail_len..]
+            .chunks_exact(2)
+            .map(|at| usize::from(u16::from_ne_bytes([at[0], at[1]])))
     }
 
     /// Bytes it holds, for the cache's byte limit.
     pub fn stored_bytes(&self) -> usize {
-        core::mem::size_of::<CachedAnswer>() + self.tail.len() + 2 * self.ttl_offsets.len()
+        core::mem::size_of::<CachedAnswer>() + self.block.len()
     }
 
     /// Writes the reply to `query` (whose key is this entry's) into `out`
@@ -382,7 +398,7 @@ impl CachedAnswer {
             0
         };
         let copied = CopiedRecords {
-            records: &self.tail,
+            records: self.tail(),
             counts: self.counts,
             rcode: self.rcode,
             aa_tc: self.flags[0],
@@ -390,9 +406,8 @@ impl CachedAnswer {
         };
         let (len, records_at) = write_copied_reply(query, &copied, transport, out)?;
         if let Some(at) = records_at {
-            let tail = &mut out[at..at + self.tail.len()];
-            for &ttl_at in self.ttl_offsets.iter() {
-                let ttl_at = usize::from(ttl_at);
+            let tail = &mut out[at..at + self.tail_len];
+            for ttl_at in self.ttl_offsets() {
                 let Some(field) = tail.get_mut(ttl_at..ttl_at + 4) else {
                     continue;
                 };

@@ -398,8 +398,9 @@ impl CoreCache {
     pub fn warm(&self, hash: u64) {
         if let Some(slot) = self.table.find(hash, |_| true) {
             // The key's first line (most keys are shorter) and the
-            // `Stored` block; the answer's own bytes hang off that, out of
-            // reach until it arrives.
+            // `Stored` block. Fetching the answer's records as well, in a
+            // third pass once `Stored` is in, measured no better
+            // (bench/results/udp-user-time.md).
             crate::serving::warm::prefetch(slot.key.as_ptr(), 1);
             crate::serving::warm::prefetch(Arc::as_ptr(&slot.stored).cast(), 2);
         }
