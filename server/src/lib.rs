@@ -264,19 +264,22 @@ fn serve(
             .with_node_local(node.is_some()),
     );
     let scrape = cores.counters.map(|counters| {
-        Arc::new(metrics::Scrape::new(
-            &config.dns.listen,
-            counters.cores,
-            Arc::clone(&control_metrics),
-            (
-                forward_plan
-                    .iter()
-                    .flat_map(|p| p.upstreams.iter().map(|u| u.to_string()))
-                    .collect(),
-                counters.forward,
-            ),
-            counters.cache,
-        ))
+        Arc::new(
+            metrics::Scrape::new(
+                &config.dns.listen,
+                counters.cores,
+                Arc::clone(&control_metrics),
+                (
+                    forward_plan
+                        .iter()
+                        .flat_map(|p| p.upstreams.iter().map(|u| u.to_string()))
+                        .collect(),
+                    counters.forward,
+                ),
+                counters.cache,
+            )
+            .with_autopath(config.kubernetes.autopath),
+        )
     });
     let startup = control::Startup {
         cpus,

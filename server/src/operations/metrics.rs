@@ -526,6 +526,9 @@ pub struct Scrape {
     pub forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
     /// Each core's cache counters; empty when nothing is cached.
     pub cache: Vec<Arc<CacheMetrics>>,
+    /// Whether autopath is on: CoreDNS exports its counter only with the
+    /// plugin, and a zero would say autopath ran and never helped.
+    pub autopath: bool,
 }
 
 impl Scrape {
@@ -547,7 +550,14 @@ impl Scrape {
                 .collect(),
             cores,
             control,
+            autopath: false,
         }
+    }
+
+    /// Exports `coredns_autopath_success_total` too.
+    pub fn with_autopath(mut self, autopath: bool) -> Scrape {
+        self.autopath = autopath;
+        self
     }
 
     /// The whole exposition, in OpenMetrics text.
@@ -594,16 +604,18 @@ impl Collector for Scrape {
         let size_slots = SIZE_BOUNDS.len() + 1;
         let size_bounds: Vec<f64> = SIZE_BOUNDS.iter().map(|&b| b as f64).collect();
 
-        let mut family = encoder.encode_descriptor(
-            "coredns_autopath_success",
-            "Counter of requests that did autopath.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (listen, server) in self.servers.iter().enumerate() {
-            let count = self.sum(|m| &m.autopath_success, listen);
-            ConstCounter::new(count)
-                .encode(family.encode_family(&[("server", server.as_str())])?)?;
+        if self.autopath {
+            let mut family = encoder.encode_descriptor(
+                "coredns_autopath_success",
+                "Counter of requests that did autopath.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (listen, server) in self.servers.iter().enumerate() {
+                let count = self.sum(|m| &m.autopath_success, listen);
+                ConstCounter::new(count)
+                    .encode(family.encode_family(&[("server", server.as_str())])?)?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "coredns_dns_requests",
@@ -1086,6 +1098,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("kubewire_api_contact_age_seconds"), "{text}");
+        assert!(!text.contains("coredns_autopath_success"), "{text}");
+        let with_autopath = Arc::new(Arc::try_unwrap(scrape).unwrap().with_autopath(true));
+        let text = with_autopath.render().unwrap();
+        assert!(
+            text.contains("coredns_autopath_success_total{server=\"dns://127.0.0.1:53\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]
