@@ -259,9 +259,11 @@ fn serve(
         start_loop_probes(&config, plan)?;
     }
 
+    let watched = watch_options(&config);
     let control_metrics = Arc::new(
         metrics::ControlMetrics::new(matches!(source, Source::Cluster { .. }))
-            .with_node_local(node.is_some()),
+            .with_node_local(node.is_some())
+            .with_watched(watched.pods, watched.service_imports),
     );
     let scrape = cores.counters.map(|counters| {
         Arc::new(

@@ -275,6 +275,9 @@ pub struct ControlMetrics {
     /// in node-local mode.
     setup_errors: [AtomicU64; 3],
     node_local: bool,
+    /// Per kind of [`KINDS`]: whether it is watched, so that its series
+    /// are exported.
+    watched: [bool; KINDS.len()],
 }
 
 /// The `errortype` labels of `coredns_nodecache_setup_errors_total`.
@@ -315,7 +318,17 @@ impl ControlMetrics {
             cluster,
             setup_errors: Default::default(),
             node_local: false,
+            watched: [true; KINDS.len()],
         }
+    }
+    /// Leaves out the per-kind series of the kinds that are not watched:
+    /// Pods without verified pod records or autopath, ServiceImports
+    /// without multicluster. A zero for them would read as "watched, and
+    /// nothing came".
+    pub fn with_watched(mut self, pods: bool, service_imports: bool) -> ControlMetrics {
+        self.watched[kind_slot(Kind::Pod)] = pods;
+        self.watched[kind_slot(Kind::Import)] = service_imports;
+        self
     }
     /// Reports node-local setup errors too.
     pub fn with_node_local(mut self, node_local: bool) -> ControlMetrics {
@@ -1009,7 +1022,7 @@ impl Scrape {
             ),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for kind in KINDS {
+            for kind in KINDS.into_iter().filter(|&k| control.watched[kind_slot(k)]) {
                 ConstCounter::new(read(&values[kind_slot(kind)]))
                     .encode(family.encode_family(&[("kind", kind_label(kind))])?)?;
             }
@@ -1105,6 +1118,32 @@ mod tests {
             text.contains("coredns_autopath_success_total{server=\"dns://127.0.0.1:53\"} 0\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn kinds_not_watched_have_no_series() {
+        let scrape = |control: ControlMetrics| {
+            Arc::new(Scrape::new(
+                &["127.0.0.1:53".parse().unwrap()],
+                Vec::new(),
+                Arc::new(control),
+                (Vec::new(), Vec::new()),
+                Vec::new(),
+            ))
+            .render()
+            .unwrap()
+        };
+        let all = scrape(ControlMetrics::new(true));
+        let some = scrape(ControlMetrics::new(true).with_watched(false, false));
+        for kind in ["Service", "EndpointSlice", "Namespace"] {
+            let series = format!("kubewire_watch_events_total{{kind=\"{kind}\"}} 0\n");
+            assert!(all.contains(&series) && some.contains(&series), "{some}");
+        }
+        for kind in ["Pod", "ServiceImport"] {
+            let series = format!("kubewire_relists_total{{kind=\"{kind}\"}} 0\n");
+            assert!(all.contains(&series), "{all}");
+            assert!(!some.contains(&format!("kind=\"{kind}\"")), "{some}");
+        }
     }
 
     #[test]
