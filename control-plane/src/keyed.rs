@@ -50,7 +50,7 @@ impl<T: HasKey> KeyedTable<T> {
     #[inline]
     pub fn get(&self, key: &T::Key) -> Option<&T> {
         self.table
-            .find(self.hasher.hash_one(key), |value| value.key() == key)
+            .find(self.hash_of(key), |value| value.key() == key)
     }
 
     /// The hash the table files `key` under.
@@ -91,7 +91,7 @@ impl<T: HasKey> KeyedTable<T> {
 
     /// Removes the value with this key, and returns it.
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash_of(key);
         let held = self
             .table
             .find_entry(hash, |value| value.key() == key)

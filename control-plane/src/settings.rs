@@ -97,21 +97,18 @@ pub struct Settings {
 impl Settings {
     /// The zones Services are named in: every zone but the multicluster ones.
     pub fn service_zones(&self) -> impl Iterator<Item = &NameBuf> {
-        self.zones.iter().filter(|z| {
-            !self
-                .multicluster
-                .iter()
-                .any(|m| m.to_lowercase() == z.to_lowercase())
-        })
+        self.zones.iter().filter(|z| !self.is_multicluster(z))
     }
 
     /// The zones ServiceImports are named in.
     pub fn import_zones(&self) -> impl Iterator<Item = &NameBuf> {
-        self.zones.iter().filter(|z| {
-            self.multicluster
-                .iter()
-                .any(|m| m.to_lowercase() == z.to_lowercase())
-        })
+        self.zones.iter().filter(|z| self.is_multicluster(z))
+    }
+
+    /// Whether `zone` is one of [`Settings::multicluster`], in any case.
+    fn is_multicluster(&self, zone: &NameBuf) -> bool {
+        let zone = zone.to_lowercase();
+        self.multicluster.iter().any(|m| m.to_lowercase() == zone)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Cluster objects from YAML or JSON manifest files, and the embedded demo.
 //!
 //! A file may hold several YAML documents, and a document may be a
-//! `kind: List`. The kinds read are Service, EndpointSlice, Pod and
-//! Namespace; any other kind is skipped with a debug log.
+//! `kind: List`. The kinds read are Service, EndpointSlice, Pod, Namespace
+//! and ServiceImport; any other kind is skipped with a debug log.
 
 use kubewire_control_plane::model::{
     ImportModel, PodModel, ServiceModel, SliceModel, namespace_from_api,
