@@ -21,8 +21,8 @@ use crate::keyed::KeyedTable;
 use crate::update::{PodAddress, Update};
 use hashbrown::HashTable;
 use kubewire_wire::{
-    AnswerRef, NameBuf, PreparedAnswer, Rcode, Transport, address_from_dashed, assemble_reply,
-    error_reply, parse_query, rtype,
+    AnswerRef, NameBuf, PreparedAnswer, Query, Rcode, Transport, address_from_dashed,
+    assemble_reply, error_reply, parse_query, rtype,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -289,12 +289,24 @@ impl AnswerTable {
                 };
             }
         };
+        self.respond_to(&query, transport, out)
+    }
+
+    /// [`AnswerTable::respond`] to a query already parsed, so that a caller
+    /// who goes on with it (to the cache, or upstream) parses it once.
+    pub fn respond_to(
+        &mut self,
+        query: &Query<'_>,
+        transport: Transport,
+        out: &mut [u8],
+    ) -> Response {
+        let ra = self.recursion_available;
         self.rotation = self.rotation.wrapping_add(1);
         let rotation = self.rotation;
         let key = query.key();
         let qtype = query.qtype();
         let reply = |answer: AnswerRef<'_>, out: &mut [u8]| match assemble_reply(
-            &query, answer, rotation, transport, ra, out,
+            query, answer, rotation, transport, ra, out,
         ) {
             Ok(len) => Response::Reply {
                 len,

@@ -363,6 +363,12 @@ impl CachedAnswer {
         &self.block[..self.tail_len]
     }
 
+    /// All a hit reads of the entry besides its header: the records, then
+    /// their TTL offsets. For prefetching before a batch is answered.
+    pub fn stored_block(&self) -> &[u8] {
+        &self.block
+    }
+
     /// Where each TTL field is in [`CachedAnswer::tail`].
     fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
         self.block[self.tail_len..]

@@ -229,6 +229,36 @@ impl Slot {
     }
 }
 
+/// A slot found by [`CoreCache::likely`]: what a hit on it reads, level by
+/// level, so that a batch's lookups fetch each level for all its queries
+/// before reading the next.
+#[derive(Clone, Copy, Debug)]
+pub struct LikelySlot<'a>(&'a Slot);
+
+impl LikelySlot<'_> {
+    /// The slot itself, in the table's buckets. Taking it reads nothing.
+    #[inline]
+    pub fn slot_address(self) -> *const u8 {
+        std::ptr::from_ref(self.0).cast()
+    }
+
+    /// Reads the slot and fetches the key's first line (most keys are
+    /// shorter) and the `Stored` block it points at.
+    #[inline]
+    pub fn fetch_key_and_stored(self) {
+        crate::serving::warm::prefetch(self.0.key.as_ptr(), 1);
+        crate::serving::warm::prefetch(Arc::as_ptr(&self.0.stored).cast(), 2);
+    }
+
+    /// Reads the `Stored` block and fetches the records and TTL offsets a
+    /// hit copies.
+    #[inline]
+    pub fn fetch_records(self) {
+        let block = self.0.stored.answer.stored_block();
+        crate::serving::warm::prefetch(block.as_ptr(), crate::serving::warm::lines(block.len()));
+    }
+}
+
 /// What [`CoreCache::answer`] did.
 #[derive(Clone, Copy, Debug)]
 pub enum Lookup {
@@ -384,26 +414,21 @@ impl CoreCache {
         Lookup::Hit { len, rcode }
     }
 
-    /// The hash `query`'s entry is filed under, for [`CoreCache::warm`].
+    /// The hash `query`'s entry is filed under, for [`CoreCache::likely`].
     #[inline]
     pub fn key_hash(&self, query: &Query<'_>) -> u64 {
         let mut buf = [0u8; MAX_CACHE_KEY];
         self.mail.hash(cache_key(query, &mut buf))
     }
 
-    /// Fetches into the CPU's caches what a hit on the entry filed under
-    /// `hash` will read, found by hash alone as
-    /// `AnswerTable::likely_entry` does: see [`crate::serving::warm`].
+    /// Most likely the entry filed under `hash` (from
+    /// [`CoreCache::key_hash`]), found by the table's control bytes alone, as
+    /// `AnswerTable::likely_entry` finds a name: for prefetching what a hit
+    /// will read, see [`crate::serving::warm`]. It may be another key's
+    /// entry, so it never answers.
     #[inline]
-    pub fn warm(&self, hash: u64) {
-        if let Some(slot) = self.table.find(hash, |_| true) {
-            // The key's first line (most keys are shorter) and the
-            // `Stored` block. Fetching the answer's records as well, in a
-            // third pass once `Stored` is in, measured no better
-            // (bench/results/udp-user-time.md).
-            crate::serving::warm::prefetch(slot.key.as_ptr(), 1);
-            crate::serving::warm::prefetch(Arc::as_ptr(&slot.stored).cast(), 2);
-        }
+    pub fn likely(&self, hash: u64) -> Option<LikelySlot<'_>> {
+        self.table.find(hash, |_| true).map(LikelySlot)
     }
 
     /// A stale entry for `key`, within the serve-stale window.

@@ -503,7 +503,15 @@ fn answer(
         Proto::Udp => Transport::Udp,
         Proto::Tcp => Transport::Tcp,
     };
-    let (len, rcode, qtype, plugin) = match table.respond(query, transport, out) {
+    // Parsed once here: a name the table does not hold goes on, parsed,
+    // to the forwarder's zones and the cache. A malformed query is left to
+    // `respond`, which writes its error reply.
+    let parsed = kubewire_wire::parse_query(query);
+    let response = match &parsed {
+        Ok(parsed) => table.respond_to(parsed, transport, out),
+        Err(_) => table.respond(query, transport, out),
+    };
+    let (len, rcode, qtype, plugin) = match response {
         Response::Reply {
             len, chase: true, ..
         } => return Answer::Chase(len),
@@ -519,10 +527,10 @@ fn answer(
             (len, rcode.0, qtype, Plugin::Kubernetes)
         }
         Response::NotOurs { len, qtype } => {
-            let forwarded = outside.forwarder.and_then(|forwarder| {
-                let parsed = kubewire_wire::parse_query(query).ok()?;
-                forwarder.wants_query(&parsed).then_some(parsed)
-            });
+            let forwarded = match (outside.forwarder, &parsed) {
+                (Some(forwarder), Ok(parsed)) => forwarder.wants_query(parsed).then_some(parsed),
+                _ => None,
+            };
             let Some(parsed) = forwarded else {
                 let refused = kubewire_wire::Rcode::REFUSED.0;
                 let len = count(
@@ -544,7 +552,7 @@ fn answer(
                 return Answer::Forward;
             }
             let now = outside.now.unwrap_or_else(std::time::Instant::now);
-            match cache.borrow_mut().answer(&parsed, now, transport, out) {
+            match cache.borrow_mut().answer(parsed, now, transport, out) {
                 Lookup::Hit { len, rcode } => (len, rcode.0, qtype, Plugin::Cache),
                 Lookup::Miss => return Answer::Forward,
             }

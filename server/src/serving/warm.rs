@@ -5,15 +5,16 @@
 //! the CPU's caches, and each lookup then misses on the hash table's control
 //! bytes, on its bucket and on the entry block, one after the other
 //! (`bench/results/udp-user-time.md`). [`warm_batch`] looks up every query
-//! of a batch first, by hash alone, and asks the CPU to fetch each entry it
-//! finds without waiting for it, so the misses of one batch overlap;
-//! answering then finds them in cache. It only reads: the answers are still
-//! made by `respond` and the cache's lookup, which compare keys.
+//! of a batch first, by hash alone, one level of each lookup at a time, and
+//! asks the CPU to fetch what each level points at without waiting for it,
+//! so the misses of one batch overlap; answering then finds them in cache.
+//! It only reads: the answers are still made by `respond` and the cache's
+//! lookup, which compare keys.
 #![allow(unsafe_code)] // a prefetch hint, which reads and writes no memory
 
-use crate::resolving::cache::CoreCache;
+use crate::resolving::cache::{CoreCache, LikelySlot};
 use crate::serving::batch::{BATCH, UdpBatch};
-use kubewire_control_plane::AnswerTable;
+use kubewire_control_plane::{AnswerTable, NameEntry};
 use std::cell::RefCell;
 
 /// Cache lines fetched from the start of an entry. A cluster entry's key
@@ -40,12 +41,33 @@ pub fn prefetch(address: *const u8, lines: usize) {
     let _ = (address, lines);
 }
 
+/// Cache lines that hold `len` bytes from a line's start, at most
+/// [`MAX_BLOCK_LINES`]: the hardware fetches on from there.
+#[inline]
+pub fn lines(len: usize) -> usize {
+    len.div_ceil(CACHE_LINE_BYTES).clamp(1, MAX_BLOCK_LINES)
+}
+
+/// The most lines fetched for one cached answer's records.
+const MAX_BLOCK_LINES: usize = 4;
+
+/// What a query of the batch will most likely read, found by hash.
+#[derive(Clone, Copy)]
+enum Likely<'a> {
+    /// A cluster name's entry: its bucket in the table.
+    Entry(&'a NameEntry),
+    /// A cached answer's slot.
+    Cached(LikelySlot<'a>),
+}
+
 /// Looks up the names of datagrams `0..count` of `batch` in the table, and
 /// in the cache for names the table does not hold, fetching what each
-/// answer will read. In two passes: the first parses and hashes every name
-/// (the datagrams are in cache, the table is not); the second is a short
-/// loop of lookups by hash, so the CPU runs many of them at once instead of
-/// waiting on each in turn.
+/// answer will read. A lookup is a chain of loads, each needing the last
+/// (control bytes, bucket, entry; for the cache also the stored answer,
+/// then its records), so the batch goes through the chain one level at a
+/// time: every query's load of one level is issued before any query's
+/// next, and the CPU waits on each level once per batch, not once per
+/// query.
 #[inline]
 pub fn warm_batch(
     batch: &UdpBatch,
@@ -55,7 +77,8 @@ pub fn warm_batch(
 ) {
     let count = count.min(BATCH);
     let cache = cache.and_then(|cache| cache.try_borrow().ok());
-    // Per datagram: its name's hash in the table, and its key's in the
+    // Parse and hash: the datagrams are in cache, the tables are not.
+    // Per datagram, its name's hash in the table, and its key's in the
     // cache; none for a datagram that is not a query.
     let mut hashes = [None::<(u64, u64)>; BATCH];
     for (i, hashed) in hashes.iter_mut().enumerate().take(count) {
@@ -65,11 +88,35 @@ pub fn warm_batch(
         let in_cache = cache.as_ref().map_or(0, |cache| cache.key_hash(&query));
         *hashed = Some((table.name_hash(query.key()), in_cache));
     }
-    for &(name_hash, key_hash) in hashes.iter().take(count).flatten() {
-        if let Some(entry) = table.likely_entry(name_hash) {
-            prefetch(entry.block_address(), ENTRY_LINES);
-        } else if let Some(cache) = &cache {
-            cache.warm(key_hash);
+    // Control bytes: find each bucket without reading it, and fetch it.
+    let mut likely = [None::<Likely<'_>>; BATCH];
+    for (found, &(name_hash, key_hash)) in
+        likely.iter_mut().zip(hashes.iter().take(count).flatten())
+    {
+        *found = if let Some(entry) = table.likely_entry(name_hash) {
+            prefetch(std::ptr::from_ref(entry).cast(), 1);
+            Some(Likely::Entry(entry))
+        } else {
+            cache
+                .as_ref()
+                .and_then(|cache| cache.likely(key_hash))
+                .map(|slot| {
+                    prefetch(slot.slot_address(), 1);
+                    Likely::Cached(slot)
+                })
+        };
+    }
+    // Buckets: fetch the blocks they point at.
+    for found in likely.iter().flatten() {
+        match *found {
+            Likely::Entry(entry) => prefetch(entry.block_address(), ENTRY_LINES),
+            Likely::Cached(slot) => slot.fetch_key_and_stored(),
+        }
+    }
+    // A cached answer's records, once its stored block is in.
+    for found in likely.iter().flatten() {
+        if let Likely::Cached(slot) = *found {
+            slot.fetch_records();
         }
     }
 }
