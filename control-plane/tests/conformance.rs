@@ -1019,8 +1019,18 @@ fn with_external(service: Object, ips: &[&str], hostnames: &[&str]) -> Object {
 /// CoreDNS's `k8s_external` tests' services, in `example.com` (and
 /// `in-addr.arpa` for PTR), with `headless`.
 fn external_tester(external: Option<ExternalZones>) -> Tester {
+    let settings = Settings {
+        external,
+        own_ips: common::ips(&["10.244.0.10"]),
+        ..Settings::default()
+    };
+    tester(settings, external_objects())
+}
+
+/// The objects of [`external_tester`].
+fn external_objects() -> Vec<Object> {
     let http = || vec![port("http", "tcp", 80)];
-    let objects = vec![
+    vec![
         Object::Namespace("testns".into()),
         Object::Namespace("kube-system".into()),
         with_external(
@@ -1077,13 +1087,7 @@ fn external_tester(external: Option<ExternalZones>) -> Tester {
             vec![port("dns", "udp", 53)],
             vec![endpoint("10.244.0.10", None, true)],
         ),
-    ];
-    let settings = Settings {
-        external,
-        own_ips: common::ips(&["10.244.0.10"]),
-        ..Settings::default()
-    };
-    tester(settings, objects)
+    ]
 }
 
 fn external_zones(zones: &[&str]) -> ExternalZones {
@@ -1322,6 +1326,63 @@ fn k8s_external_apex_answers_soa_ns_and_the_name_servers_external_address() {
     t.check("ns2.dns.example.com", "A", "NXDOMAIN", &[], soa, &[]);
     // Without a reverse zone listed, external IPs have no PTR of ours.
     assert_eq!(t.outcome("4.3.2.1.in-addr.arpa", "PTR"), Outcome::NotOurs);
+}
+
+/// A namespace named like the apex: its Services' names would lie under
+/// `dns.<zone>`, where CoreDNS answers only the name server and NXDOMAIN
+/// for every other name. A Service named `ns1` there must not add its
+/// addresses to the name server's.
+#[test]
+fn k8s_external_services_in_a_namespace_named_like_the_apex_have_no_names() {
+    let http = || vec![port("http", "tcp", 80)];
+    let mut objects = external_objects();
+    objects.extend([
+        Object::Namespace("dns".into()),
+        with_external(
+            cluster_ip("dns", "ns1", &["10.0.0.20"], http()),
+            &["198.51.100.1"],
+            &[],
+        ),
+        with_external(
+            cluster_ip("dns", "web", &["10.0.0.21"], http()),
+            &["198.51.100.2"],
+            &[],
+        ),
+    ]);
+    let settings = Settings {
+        external: Some(external_zones(&["example.com"])),
+        own_ips: common::ips(&["10.244.0.10"]),
+        ..Settings::default()
+    };
+    let mut t = tester(settings, objects);
+    let soa = &[EXTERNAL_SOA][..];
+    t.check(
+        "ns1.dns.example.com",
+        "A",
+        "NOERROR",
+        &["ns1.dns.example.com. 5 A 192.0.2.53"],
+        &[],
+        &[],
+    );
+    t.check("ns1.dns.example.com", "SRV", "NOERROR", &[], soa, &[]);
+    t.check("web.dns.example.com", "A", "NXDOMAIN", &[], soa, &[]);
+    t.check(
+        "_http._tcp.web.dns.example.com",
+        "SRV",
+        "NXDOMAIN",
+        &[],
+        soa,
+        &[],
+    );
+    // In the cluster zone they answer as ever.
+    t.check(
+        "web.dns.svc.cluster.local",
+        "A",
+        "NOERROR",
+        &["web.dns.svc.cluster.local. 5 A 10.0.0.21"],
+        &[],
+        &[],
+    );
 }
 
 #[test]

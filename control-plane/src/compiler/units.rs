@@ -505,7 +505,17 @@ impl Compiler {
         if addresses.is_none() && !headless {
             return;
         }
-        for zone in external.forward_zones() {
+        // `<svc>.<ns>.<zone>` of a namespace named like the apex lies under
+        // `<apex>.<zone>`, where only the name server lives and every other
+        // name is NXDOMAIN, as in CoreDNS: such a Service has no forward
+        // names, which would otherwise collide with `ns1.<apex>.<zone>`.
+        // Its PTR records stay, as CoreDNS's reverse lookup keeps them.
+        let under_apex = service
+            .key
+            .namespace
+            .as_bytes()
+            .eq_ignore_ascii_case(&external.apex);
+        for zone in external.forward_zones().filter(|_| !under_apex) {
             let Some(base) = external_name_in(&service.key, zone) else {
                 continue;
             };
