@@ -252,34 +252,36 @@ async fn run<K>(
             Ok(watcher::Event::Delete(object)) => {
                 WatchEvent::Change(ObjectChange::Remove(kind, key_of(kind, &object)))
             }
-            Err(error) if kind == Kind::Import && refused(&error).is_some() => {
-                if !std::mem::replace(&mut listed_once, true) {
-                    let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
+            Err(error) => match (kind, refused(&error)) {
+                (Kind::Import, Some(code)) => {
+                    if !std::mem::replace(&mut listed_once, true) {
+                        let _ = events.send(WatchEvent::Change(ObjectChange::Reset(
+                            kind,
+                            ListedKeys::new(),
+                        )));
+                        let _ = events.send(WatchEvent::Listed(kind));
+                    }
+                    let (group, version, _, plural) = SERVICE_IMPORT_RESOURCE;
+                    let what = match code {
+                        404 => format!(
+                            "the API server has no {plural}.{group}/{version}: the Multi-Cluster Services API CRDs are not installed. Install them (ServiceImport, from sigs.k8s.io/mcs-api)"
+                        ),
+                        _ => format!(
+                            "kubewire may not list {plural}.{group}: give its ClusterRole list and watch on them (deploy/cluster-dns/rbac.yaml does)"
+                        ),
+                    };
+                    WatchEvent::Failed {
                         kind,
-                        ListedKeys::new(),
-                    )));
-                    let _ = events.send(WatchEvent::Listed(kind));
+                        error: format!(
+                            "{what}, or remove kubernetes.multicluster. Until then the other zones serve, and its zones keep the imports last listed, if any ({})",
+                            chain(&error)
+                        ),
+                    }
                 }
-                let (group, version, _, plural) = SERVICE_IMPORT_RESOURCE;
-                let what = match refused(&error) {
-                    Some(404) => format!(
-                        "the API server has no {plural}.{group}/{version}: the Multi-Cluster Services API CRDs are not installed. Install them (ServiceImport, from sigs.k8s.io/mcs-api)"
-                    ),
-                    _ => format!(
-                        "kubewire may not list {plural}.{group}: give its ClusterRole list and watch on them (deploy/cluster-dns/rbac.yaml does)"
-                    ),
-                };
-                WatchEvent::Failed {
+                _ => WatchEvent::Failed {
                     kind,
-                    error: format!(
-                        "{what}, or remove kubernetes.multicluster. Until then the other zones serve, and its zones keep the imports last listed, if any ({})",
-                        chain(&error)
-                    ),
-                }
-            }
-            Err(error) => WatchEvent::Failed {
-                kind,
-                error: chain(&error),
+                    error: chain(&error),
+                },
             },
         };
         if events.send(event).is_err() {

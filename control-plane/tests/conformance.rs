@@ -1019,12 +1019,17 @@ fn with_external(service: Object, ips: &[&str], hostnames: &[&str]) -> Object {
 /// CoreDNS's `k8s_external` tests' services, in `example.com` (and
 /// `in-addr.arpa` for PTR), with `headless`.
 fn external_tester(external: Option<ExternalZones>) -> Tester {
-    let settings = Settings {
+    tester(external_settings(external), external_objects())
+}
+
+/// The settings of [`external_tester`]: kubewire's own pod is the one the
+/// `kube-dns` Service fronts.
+fn external_settings(external: Option<ExternalZones>) -> Settings {
+    Settings {
         external,
         own_ips: common::ips(&["10.244.0.10"]),
         ..Settings::default()
-    };
-    tester(settings, external_objects())
+    }
 }
 
 /// The objects of [`external_tester`].
@@ -1349,12 +1354,10 @@ fn k8s_external_services_in_a_namespace_named_like_the_apex_have_no_names() {
             &[],
         ),
     ]);
-    let settings = Settings {
-        external: Some(external_zones(&["example.com"])),
-        own_ips: common::ips(&["10.244.0.10"]),
-        ..Settings::default()
-    };
-    let mut t = tester(settings, objects);
+    let mut t = tester(
+        external_settings(Some(external_zones(&["example.com"]))),
+        objects,
+    );
     let soa = &[EXTERNAL_SOA][..];
     t.check(
         "ns1.dns.example.com",
