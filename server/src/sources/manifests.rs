@@ -204,13 +204,16 @@ fn read_document(
         message,
     };
     if kind == "List" {
-        let items = document
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for item in items {
-            read_document(path, line, item, out)?;
+        // Taken out of the document, not copied: a list of 50k pods is
+        // most of a file's parsed size, and a copy would double it.
+        let items = match document {
+            Value::Object(mut fields) => fields.remove("items"),
+            _ => None,
+        };
+        if let Some(Value::Array(items)) = items {
+            for item in items {
+                read_document(path, line, item, out)?;
+            }
         }
         return Ok(());
     }
