@@ -106,9 +106,47 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
         .collect())
 }
 
+/// A JSON `List`, its items left as text: `kubectl get -o json` writes
+/// one, and a list of 50k pods parsed whole into `Value`s is ten times the
+/// file's size in memory at once. Decoded item by item it is one pod's.
+#[derive(serde::Deserialize)]
+struct JsonList<'a> {
+    kind: String,
+    #[serde(borrow)]
+    items: Vec<&'a serde_json::value::RawValue>,
+}
+
 /// Parses manifest text, keeping each object's labels.
 pub fn parse_labelled(path: &Path, text: &str) -> Result<Vec<Labelled>, ManifestError> {
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
+    if is_json
+        && let Ok(list) = serde_json::from_str::<JsonList<'_>>(text)
+        && list.kind == "List"
+    {
+        let mut objects = Vec::new();
+        // Each item's first line, for its errors: newlines counted on from
+        // the last item's start.
+        let (mut line, mut counted) = (1u64, 0usize);
+        for item in list.items {
+            let start = (item.get().as_ptr() as usize)
+                .wrapping_sub(text.as_ptr() as usize)
+                .clamp(counted, text.len());
+            line += text.as_bytes()[counted..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            counted = start;
+            // Valid JSON already: the list parsed.
+            let item: Value =
+                serde_json::from_str(item.get()).map_err(|e| ManifestError::Syntax {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("invalid JSON: {e}"),
+                })?;
+            read_document(path, line, item, &mut objects)?;
+        }
+        return Ok(objects);
+    }
     let documents: Vec<Value> = if is_json {
         let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
             path: path.to_path_buf(),
@@ -419,6 +457,33 @@ mod tests {
         let text = "kind: List\nitems:\n- kind: Namespace\n  metadata: {name: a}\n- kind: ConfigMap\n  metadata: {name: c, namespace: a}\n";
         let objects = parse_manifest(Path::new("l.yaml"), text).unwrap();
         assert_eq!(objects, vec![Object::Namespace("a".into())]);
+    }
+
+    #[test]
+    fn a_json_list_is_read_item_by_item_and_errors_name_the_items_line() {
+        let text = r#"{
+  "apiVersion": "v1",
+  "items": [
+    {"kind": "Namespace", "metadata": {"name": "a"}},
+    {"kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a"}},
+    {"kind": "Namespace", "metadata": {"name": "b"}}
+  ],
+  "kind": "List"
+}
+"#;
+        let objects = parse_manifest(Path::new("l.json"), text).unwrap();
+        assert_eq!(
+            objects,
+            vec![Object::Namespace("a".into()), Object::Namespace("b".into())]
+        );
+        let broken = text.replace(
+            r#"{"kind": "Namespace", "metadata": {"name": "b"}}"#,
+            r#"{"kind": "Service", "metadata": {"name": "s", "namespace": "a"}, "spec": {"ports": "x"}}"#,
+        );
+        let error = parse_manifest(Path::new("l.json"), &broken).unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("l.json:6:"), "{text}");
+        assert!(text.contains("a/s"), "{text}");
     }
 
     #[test]
