@@ -138,21 +138,14 @@ pub fn parse_labelled(path: &Path, text: &str) -> Result<Vec<Labelled>, Manifest
             counted = start;
             // Valid JSON already: the list parsed.
             let item: Value =
-                serde_json::from_str(item.get()).map_err(|e| ManifestError::Syntax {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("invalid JSON: {e}"),
-                })?;
+                serde_json::from_str(item.get()).map_err(|e| invalid_json(path, line, &e))?;
             read_document(path, line, item, &mut objects)?;
         }
         return Ok(objects);
     }
     let documents: Vec<Value> = if is_json {
-        let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
-            path: path.to_path_buf(),
-            line: e.line() as u64,
-            message: format!("invalid JSON: {e}"),
-        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| invalid_json(path, e.line() as u64, &e))?;
         vec![value]
     } else {
         serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|e| {
@@ -170,6 +163,15 @@ pub fn parse_labelled(path: &Path, text: &str) -> Result<Vec<Labelled>, Manifest
         read_document(path, line, document, &mut objects)?;
     }
     Ok(objects)
+}
+
+/// A JSON syntax error at `line` of `path`.
+fn invalid_json(path: &Path, line: u64, error: &serde_json::Error) -> ManifestError {
+    ManifestError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message: format!("invalid JSON: {error}"),
+    }
 }
 
 /// The YAML reader's limits. Operators export whole namespaces into one
