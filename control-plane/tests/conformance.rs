@@ -7,10 +7,6 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::ObjectKey;
-use kubewire_control_plane::model::{
-    EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ServiceModel, SliceModel,
-};
 use kubewire_control_plane::{ExternalZones, Object, PodMode, Settings};
 use kubewire_wire::NameBuf;
 
@@ -136,45 +132,7 @@ fn ignore_empty_service_hides_clusterip_services_without_ready_endpoints() {
 /// A headless service with endpoints in two zones and one without a zone,
 /// and a ClusterIP service, for `zonal`.
 fn zonal_tester(zonal: bool) -> Tester {
-    // Zones as the model keeps them: lowercase, once per slice, indexed.
-    let zones: Box<[Box<str>]> = ["zone-a", "corp.zone-b"].map(Box::from).into();
-    let zoned = |ip: &str, host: &str, zone: Option<u8>, ready: bool| EndpointModel {
-        zone,
-        ..endpoint(ip, Some(host), ready)
-    };
-    let zoned_slice = |name: &str, service: &str, ports, endpoints| match slice(
-        "z", name, service, ports, endpoints,
-    ) {
-        Object::Slice(slice) => Object::Slice(SliceModel {
-            zones: zones.clone(),
-            ..slice
-        }),
-        other => other,
-    };
-    let objects = vec![
-        Object::Namespace("z".into()),
-        headless("z", "web", vec![port("http", "tcp", 80)], false),
-        zoned_slice(
-            "web-1",
-            "web",
-            vec![port("http", "tcp", 80)],
-            vec![
-                zoned("10.1.0.1", "a1", Some(0), true),
-                zoned("10.1.0.2", "a2", Some(0), true),
-                zoned("10.1.0.3", "b1", Some(1), true),
-                zoned("10.1.0.4", "none", None, true),
-                zoned("10.1.0.5", "down", Some(0), false),
-            ],
-        ),
-        headless("z", "empty", vec![], false),
-        cluster_ip("z", "api", &["10.96.1.1"], vec![]),
-        zoned_slice(
-            "api-1",
-            "api",
-            vec![],
-            vec![zoned("10.1.1.1", "api", Some(0), true)],
-        ),
-    ];
+    let objects = zonal_objects();
     let settings = Settings {
         zonal,
         ..Settings::default()
@@ -708,9 +666,11 @@ fn zone_names_and_negative_answers() {
         "cluster.local",
         "NS",
         "NOERROR",
-        &["cluster.local. 5 NS ns.dns.cluster.local."],
+        // As CoreDNS: the name server is named by its Service (here the DNS
+        // Service, as no Service fronts our own pod), with its cluster IP.
+        &["cluster.local. 5 NS kube-dns.kube-system.svc.cluster.local."],
         &[],
-        &["ns.dns.cluster.local. 5 A 10.96.0.10"],
+        &["kube-dns.kube-system.svc.cluster.local. 5 A 10.96.0.10"],
     );
     t.check(
         "ns.dns.cluster.local",
@@ -1001,21 +961,6 @@ fn large_headless_service_still_answers() {
 /// The external zone's SOA as the authority of a negative answer.
 const EXTERNAL_SOA: &str = "example.com. 5 SOA ns1.dns.example.com. hostmaster.dns.example.com.";
 
-/// A Service with external addresses (`spec.externalIPs` and load
-/// balancer ingress points, as the model keeps them).
-fn with_external(service: Object, ips: &[&str], hostnames: &[&str]) -> Object {
-    match service {
-        Object::Service(service) => Object::Service(ServiceModel {
-            external: Some(Box::new(ExternalAddresses {
-                ips: common::ips(ips),
-                hostnames: hostnames.iter().map(|h| Box::from(*h)).collect(),
-            })),
-            ..service
-        }),
-        other => other,
-    }
-}
-
 /// CoreDNS's `k8s_external` tests' services, in `example.com` (and
 /// `in-addr.arpa` for PTR), with `headless`.
 fn external_tester(external: Option<ExternalZones>) -> Tester {
@@ -1030,69 +975,6 @@ fn external_settings(external: Option<ExternalZones>) -> Settings {
         own_ips: common::ips(&["10.244.0.10"]),
         ..Settings::default()
     }
-}
-
-/// The objects of [`external_tester`].
-fn external_objects() -> Vec<Object> {
-    let http = || vec![port("http", "tcp", 80)];
-    vec![
-        Object::Namespace("testns".into()),
-        Object::Namespace("kube-system".into()),
-        with_external(
-            cluster_ip("testns", "svc1", &["10.0.0.1"], http()),
-            &["1.2.3.4"],
-            &[],
-        ),
-        with_external(
-            cluster_ip("testns", "svc6", &["10.0.0.3"], http()),
-            &["1:2::5"],
-            &[],
-        ),
-        // Load balancers: one with an address, one known by hostname.
-        with_external(
-            cluster_ip("testns", "svc11", &["10.0.0.4"], http()),
-            &["2.3.4.5"],
-            &[],
-        ),
-        with_external(
-            cluster_ip("testns", "svc12", &["10.0.0.5"], http()),
-            &[],
-            &["Dummy.Hostname"],
-        ),
-        // No ports: addresses, and no SRV records.
-        with_external(
-            cluster_ip("testns", "noports", &["10.0.0.6"], vec![]),
-            &["5.6.7.8"],
-            &[],
-        ),
-        cluster_ip("testns", "internal", &["10.0.0.7"], http()),
-        headless("testns", "svc-headless", http(), false),
-        slice(
-            "testns",
-            "svc-headless-a",
-            "svc-headless",
-            http(),
-            vec![
-                endpoint("1.2.3.14", Some("endpoint-svc-0"), true),
-                endpoint("1.2.3.15", Some("endpoint-svc-1"), true),
-                endpoint("1.2.3.16", Some("not-ready"), false),
-            ],
-        ),
-        // The DNS Service fronts our own pod; its external address is the
-        // external zones' name server.
-        with_external(
-            cluster_ip("kube-system", "kube-dns", &["10.96.0.10"], vec![]),
-            &["192.0.2.53"],
-            &[],
-        ),
-        slice(
-            "kube-system",
-            "kube-dns-a",
-            "kube-dns",
-            vec![port("dns", "udp", 53)],
-            vec![endpoint("10.244.0.10", None, true)],
-        ),
-    ]
 }
 
 fn external_zones(zones: &[&str]) -> ExternalZones {
@@ -1124,6 +1006,15 @@ fn k8s_external_answers_external_addresses_in_their_own_zone() {
         "A",
         "NOERROR",
         &["SVC1.TestNS.Example.COM. 5 A 1.2.3.4"],
+        &[],
+        &[],
+    );
+    // As CoreDNS's `k8s_external`: a port's name answers the addresses too.
+    t.check(
+        "_http._tcp.svc1.testns.example.com",
+        "A",
+        "NOERROR",
+        &["_http._tcp.svc1.testns.example.com. 5 A 1.2.3.4"],
         &[],
         &[],
     );
@@ -1453,107 +1344,10 @@ fn k8s_external_off_serves_no_external_zone() {
 const CLUSTERSET_SOA: &str =
     "clusterset.local. 5 SOA ns.dns.clusterset.local. hostmaster.clusterset.local.";
 
-fn import(
-    name: &str,
-    kind: ImportKind,
-    ports: Vec<kubewire_control_plane::model::PortModel>,
-) -> Object {
-    Object::Import(ImportModel {
-        key: ObjectKey::new("testns", name),
-        kind,
-        ports,
-    })
-}
-
-/// An EndpointSlice of a ServiceImport, from `cluster` ("" for none).
-fn imported_slice(
-    name: &str,
-    service: &str,
-    cluster: &str,
-    ports: Vec<kubewire_control_plane::model::PortModel>,
-    endpoints: Vec<EndpointModel>,
-) -> Object {
-    match slice("testns", name, "", ports, endpoints) {
-        Object::Slice(slice) => Object::Slice(SliceModel {
-            service: None,
-            import: Some(Box::new(ImportLink {
-                service: service.into(),
-                cluster: cluster.into(),
-            })),
-            ..slice
-        }),
-        other => other,
-    }
-}
-
 /// CoreDNS's multicluster test services, in `clusterset.local` beside
 /// `cluster.local`.
 fn multicluster_tester(ignore_empty_service: bool) -> Tester {
-    let http = || vec![port("http", "tcp", 80)];
-    let clusterset_ip = |list: &[&str]| ImportKind::ClusterSetIp(common::ips(list));
-    let objects = vec![
-        Object::Namespace("testns".into()),
-        // Local Services: never answered in the clusterset zone.
-        cluster_ip("testns", "svc1", &["10.96.0.1"], http()),
-        cluster_ip("testns", "localonly", &["10.96.0.2"], http()),
-        import("svc1", clusterset_ip(&["10.0.0.1"]), http()),
-        imported_slice(
-            "svc1-c1",
-            "svc1",
-            "cluster1",
-            http(),
-            vec![endpoint("172.0.0.1", Some("ep1a"), true)],
-        ),
-        import("svc6", clusterset_ip(&["1234:abcd::1"]), http()),
-        import("noports", clusterset_ip(&["10.0.0.9"]), vec![]),
-        import("noips", clusterset_ip(&[]), http()),
-        import("hdls1", ImportKind::Headless, vec![]),
-        imported_slice(
-            "hdls1-c1",
-            "hdls1",
-            "cluster1",
-            http(),
-            vec![
-                endpoint("172.0.0.2", None, true),
-                endpoint("172.0.0.3", None, true),
-                endpoint("172.0.0.4", Some("dup-name"), true),
-                endpoint("172.0.0.5", Some("dup-name"), true),
-                endpoint("172.0.0.9", Some("down"), false),
-            ],
-        ),
-        imported_slice(
-            "hdls1-c2",
-            "hdls1",
-            "Cluster2",
-            http(),
-            vec![endpoint("5678:abcd::1", None, true)],
-        ),
-        import("hdlsprtls", ImportKind::Headless, vec![]),
-        imported_slice(
-            "hdlsprtls-c1",
-            "hdlsprtls",
-            "cluster1",
-            vec![],
-            vec![endpoint("172.0.0.20", None, true)],
-        ),
-        import("hdlsnone", ImportKind::Headless, http()),
-        imported_slice(
-            "hdlsnone-c1",
-            "hdlsnone",
-            "cluster1",
-            http(),
-            vec![endpoint("172.0.0.30", None, false)],
-        ),
-        // A slice without its cluster's label: addresses, no names.
-        import("nolabel", ImportKind::Headless, vec![]),
-        imported_slice(
-            "nolabel-x",
-            "nolabel",
-            "",
-            vec![],
-            vec![endpoint("172.0.0.40", Some("host"), true)],
-        ),
-    ];
+    let objects = multicluster_objects();
     let clusterset = NameBuf::from_text("clusterset.local").unwrap();
     let settings = Settings {
         zones: vec![NameBuf::from_text("cluster.local").unwrap(), clusterset],

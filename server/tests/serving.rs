@@ -89,7 +89,7 @@ fn every_record_kind_of_the_demo_cluster() {
         (
             "cluster.local",
             RecordType::NS,
-            &["cluster.local. NS ns.dns.cluster.local."],
+            &["cluster.local. NS kube-dns.kube-system.svc.cluster.local."],
         ),
     ];
     for (name, qtype, want) in cases {
@@ -243,6 +243,11 @@ fn the_name_server_address_is_the_service_fronting_our_own_pod_else_our_own_ip()
     let ns = server.udp("cluster.local", RecordType::NS);
     let glue: Vec<String> = ns.additionals.iter().map(|r| r.data.to_string()).collect();
     assert_eq!(glue, ["10.96.0.53"]);
+    // As CoreDNS, the NS record names the Service that fronts our pod.
+    assert_eq!(
+        answers(&ns),
+        ["cluster.local. NS kubewire.kube-system.svc.cluster.local."]
+    );
     drop(server);
     // No Service fronts our pod: kube-dns's cluster IP, as before.
     let server = start("10.244.7.7");

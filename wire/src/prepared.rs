@@ -24,6 +24,16 @@
 //! length; those pointers are recorded as fixups and written per reply
 //! (`12 + qname_len - suffix_len`).
 //!
+//! ## One answer for many names: wildcards
+//! An answer built for a name whose first label is `*` (RFC 4592) serves
+//! names of any length in that label's place, such as `zonal`'s
+//! `*.prefer._zone.<svc>…` for every topology zone no endpoint is in. Its
+//! question is not the length it was built for, so no pointer in it may be
+//! fixed at build time: pointers to the question's suffixes are fixups as
+//! in a zone-wide answer, and pointers to names earlier in the tail (an SRV
+//! target named again by its glue) are fixups too, written per reply as
+//! `12 + qname_len + 4 + their offset in the tail`.
+//!
 //! ## Rotation
 //! [`AnswerBuilder::rotate_answers`] stores an A or AAAA answer set twice in
 //! a row. A reply sends a window of `n` records starting at record
@@ -148,12 +158,18 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 /// A pointer written per reply: at `at` in the emitted tail, point at the
-/// question's last `suffix_len` bytes.
+/// question's last `suffix_len` bytes. A `suffix_len` of [`TAIL_FIXUP`]
+/// points into the tail instead, at the offset the stored bytes at `at`
+/// hold (a wildcard answer's names named again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fixup {
     at: u16,
     suffix_len: u8,
 }
+
+/// The `suffix_len` of a fixup that points into the tail: no name is 0
+/// bytes long (the root is 1), so it cannot be a question suffix.
+const TAIL_FIXUP: u8 = 0;
 
 /// Bytes a fixup takes at the end of [`PreparedAnswer`]'s buffer.
 const FIXUP_LEN: usize = 3;
@@ -362,6 +378,14 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
         // once per reply, not once per fixup.
         let mut checked: Option<(u8, usize)> = None;
         for fixup in self.fixups() {
+            let at = usize::from(fixup.at);
+            if fixup.suffix_len == TAIL_FIXUP {
+                // The tail starts after the question and its type and class.
+                let in_tail = u16::from_be_bytes([out[at], out[at + 1]]);
+                let target = (HEADER_LEN + qname.len() + 4) as u16 + in_tail;
+                out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
+                continue;
+            }
             let suffix_start = match checked {
                 Some((suffix_len, start)) if suffix_len == fixup.suffix_len => start,
                 _ => {
@@ -375,7 +399,6 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
                 }
             };
             let target = (HEADER_LEN + suffix_start) as u16;
-            let at = usize::from(fixup.at);
             out[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
         }
         Ok(())
@@ -427,6 +450,18 @@ impl PreparedAnswer {
     }
 }
 
+impl Serves {
+    /// What an answer built for `question` serves: a leading `*` label
+    /// makes it a wildcard's.
+    fn for_question(question: &NameBuf) -> Serves {
+        if question.first_label() == Some(b"*") {
+            Serves::Wildcard
+        } else {
+            Serves::Name
+        }
+    }
+}
+
 /// Where a pointer may go.
 #[derive(Clone, Copy, Debug)]
 enum Target {
@@ -434,14 +469,28 @@ enum Target {
     At(u16),
     /// The question's last `n` bytes, resolved per reply.
     QuestionSuffix(u8),
+    /// This offset in the tail, resolved per reply (a wildcard answer's
+    /// tail starts where the question it serves ends).
+    InTail(u16),
+}
+
+/// What question an answer serves, which decides where its pointers may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serves {
+    /// One name, in any letter case: every pointer is fixed.
+    Name,
+    /// Every name in a zone: pointers only to the zone's suffix, per reply.
+    Zone,
+    /// Every name a leading `*` stands for: pointers per reply.
+    Wildcard,
 }
 
 /// Builds a [`PreparedAnswer`].
 #[derive(Debug)]
 pub struct AnswerBuilder {
-    /// Lower-cased question name (exact mode) or zone (zone mode).
+    /// Lower-cased question name, or the zone a zone-wide answer serves.
     question: NameBuf,
-    zone_mode: bool,
+    serves: Serves,
     rcode: Rcode,
     authoritative: bool,
     section: Section,
@@ -459,8 +508,9 @@ impl AnswerBuilder {
     /// Starts an answer for one question name (any letter case of it).
     /// NOERROR, authoritative, answer section.
     pub fn new(question: &NameBuf) -> AnswerBuilder {
-        let mut builder =
-            AnswerBuilder::with_targets(question.to_lowercase(), false, Dictionary::default());
+        let question = question.to_lowercase();
+        let serves = Serves::for_question(&question);
+        let mut builder = AnswerBuilder::with_targets(question, serves, Dictionary::default());
         builder.add_question_targets();
         builder
     }
@@ -477,13 +527,13 @@ impl AnswerBuilder {
                 Target::QuestionSuffix(zone.wire_len() as u8),
             );
         }
-        AnswerBuilder::with_targets(zone, true, targets)
+        AnswerBuilder::with_targets(zone, Serves::Zone, targets)
     }
 
-    fn with_targets(question: NameBuf, zone_mode: bool, targets: Dictionary) -> AnswerBuilder {
+    fn with_targets(question: NameBuf, serves: Serves, targets: Dictionary) -> AnswerBuilder {
         AnswerBuilder {
             question,
-            zone_mode,
+            serves,
             rcode: Rcode::NOERROR,
             authoritative: true,
             section: Section::Answer,
@@ -499,8 +549,9 @@ impl AnswerBuilder {
     /// Starts over for another question name, keeping the buffers, so that
     /// compiling many names does not allocate a builder each time.
     pub fn reset(&mut self, question: &NameBuf) {
-        let mut fresh =
-            AnswerBuilder::with_targets(question.to_lowercase(), false, Dictionary::default());
+        let question = question.to_lowercase();
+        let serves = Serves::for_question(&question);
+        let mut fresh = AnswerBuilder::with_targets(question, serves, Dictionary::default());
         std::mem::swap(&mut fresh.tail, &mut self.tail);
         std::mem::swap(&mut fresh.targets, &mut self.targets);
         std::mem::swap(&mut fresh.fixups, &mut self.fixups);
@@ -517,8 +568,16 @@ impl AnswerBuilder {
         let wire = self.question.as_wire();
         let mut offset = 0usize;
         while offset + 1 < wire.len() {
-            self.targets
-                .insert(&wire[offset..], Target::At((HEADER_LEN + offset) as u16));
+            let target = match self.serves {
+                // The `*` label stands for labels of any length: what
+                // follows it is the question's suffix, wherever it starts.
+                Serves::Wildcard if offset == 0 => None,
+                Serves::Wildcard => Some(Target::QuestionSuffix((wire.len() - offset) as u8)),
+                Serves::Name | Serves::Zone => Some(Target::At((HEADER_LEN + offset) as u16)),
+            };
+            if let Some(target) = target {
+                self.targets.insert(&wire[offset..], target);
+            }
             offset += 1 + usize::from(wire[offset]);
         }
     }
@@ -629,7 +688,7 @@ impl AnswerBuilder {
     /// The most tail that fits in a 64 KiB message with the longest question
     /// this answer can serve and an OPT record.
     fn max_tail_len(&self) -> usize {
-        let question = if self.zone_mode {
+        let question = if self.serves != Serves::Name {
             255
         } else {
             self.question.wire_len()
@@ -651,7 +710,9 @@ impl AnswerBuilder {
         lower.copy_from_slice(original);
         lower.make_ascii_lowercase();
         let lower = &lower_buf[..original.len()];
-        if self.zone_mode && crate::name::suffix_offset(lower, self.question.as_wire()).is_none() {
+        if self.serves == Serves::Zone
+            && crate::name::suffix_offset(lower, self.question.as_wire()).is_none()
+        {
             return Err(BuildError::OutsideZone);
         }
         // Find the longest suffix already in the dictionary.
@@ -679,18 +740,38 @@ impl AnswerBuilder {
                 self.fixups.push(Fixup { at, suffix_len });
                 self.tail.extend_from_slice(&[0xC0, 0x00]);
             }
+            Some(Target::InTail(in_tail)) => {
+                // The stored bytes hold the offset in the tail until the
+                // reply writes the pointer.
+                let at = u16::try_from(self.tail.len()).map_err(|_| BuildError::TooLarge)?;
+                self.fixups.push(Fixup {
+                    at,
+                    suffix_len: TAIL_FIXUP,
+                });
+                self.tail.extend_from_slice(&in_tail.to_be_bytes());
+            }
             None => {}
         }
         // Each literal label starts a suffix that later names may point at.
-        // In zone mode the tail's own offsets vary with the question, so only
-        // the question's zone suffix is a target there.
-        if !self.zone_mode {
+        // A zone-wide answer's tail moves with the question, so only the
+        // question's zone suffix is a target there; a wildcard's in-tail
+        // targets are resolved per reply instead.
+        if self.serves != Serves::Zone {
             let mut label_at = 0usize;
             while label_at < literal_end && label_at + 1 < lower.len() {
-                let at = self.tail_base() + written_at + label_at;
-                if at < 0x3FFF {
-                    self.targets
-                        .insert_new(&lower[label_at..], Target::At(at as u16));
+                let in_tail = written_at + label_at;
+                let target = match self.serves {
+                    // Whatever the question's length, the pointer must fit.
+                    Serves::Wildcard => (HEADER_LEN + crate::name::MAX_NAME_LEN + 4 + in_tail
+                        < 0x3FFF)
+                        .then_some(Target::InTail(in_tail as u16)),
+                    Serves::Name | Serves::Zone => {
+                        let at = self.tail_base() + in_tail;
+                        (at < 0x3FFF).then_some(Target::At(at as u16))
+                    }
+                };
+                if let Some(target) = target {
+                    self.targets.insert_new(&lower[label_at..], target);
                 }
                 label_at += 1 + usize::from(lower[label_at]);
             }

@@ -101,13 +101,17 @@ pub(super) enum ZoneRole<'a> {
     External(&'a ExternalZones),
 }
 
+/// A name server of a zone: its NS target (`None` for the zone's own
+/// `ns.dns.<zone>`, the SOA's MNAME) and its addresses, the glue.
+pub(super) type NameServer = (Option<NameBuf>, Vec<IpAddr>);
+
 /// SOA, NS, NODATA, NXDOMAIN, SERVFAIL and pod templates for one zone.
 pub(super) fn zone_answers(
     apex: &NameBuf,
     role: ZoneRole<'_>,
     serial: u32,
     settings: &Settings,
-    ns_ips: &[IpAddr],
+    name_servers: &[NameServer],
 ) -> Result<ZoneAnswers, BuildError> {
     let cluster = matches!(role, ZoneRole::Cluster);
     let (ttl, soa_ttl, ns_owner) = match role {
@@ -145,11 +149,22 @@ pub(super) fn zone_answers(
     let soa_answer = b.finish()?;
 
     let mut b = AnswerBuilder::new(apex);
-    b.push(Owner::Question, ttl, Rdata::Ns(&mname))?;
+    let targets: Vec<(NameBuf, &[IpAddr])> = match name_servers {
+        [] => vec![(mname, &[][..])],
+        servers => servers
+            .iter()
+            .map(|(target, ips)| (target.unwrap_or(mname), ips.as_slice()))
+            .collect(),
+    };
+    for (target, _) in &targets {
+        b.push(Owner::Question, ttl, Rdata::Ns(target))?;
+    }
     if !matches!(role, ZoneRole::Reverse) {
         b.section(Section::Additional)?;
-        for ip in ns_ips {
-            b.push(Owner::Name(&mname), ttl, address_rdata(*ip))?;
+        for (target, ips) in &targets {
+            for ip in *ips {
+                b.push(Owner::Name(target), ttl, address_rdata(*ip))?;
+            }
         }
     }
     let ns_answer = b.finish()?;
@@ -320,18 +335,33 @@ impl Compiler {
         let mut seen: BTreeSet<NameBuf> = BTreeSet::new();
         apexes.retain(|(apex, _)| seen.insert(*apex));
         apexes.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.wire_len()));
+        let name_servers = self.name_servers();
         let dns_ips = self.name_server_ips();
         let external_ips = external
             .map(|e| self.external_name_server_ips(e))
             .unwrap_or_default();
+        let import_zones: Vec<NameBuf> = self
+            .settings
+            .import_zones()
+            .map(NameBuf::to_lowercase)
+            .collect();
         let zones = apexes
             .into_iter()
             .filter_map(|(apex, role)| {
-                let ns_ips = match role {
-                    ZoneRole::External(_) => &external_ips,
-                    _ => &dns_ips,
+                // Services are named in the cluster zones only: elsewhere the
+                // one name server is the zone's own `ns.<apex>.<zone>`.
+                let servers: Vec<NameServer> = match role {
+                    ZoneRole::External(_) => vec![(None, external_ips.clone())],
+                    ZoneRole::Cluster if !import_zones.contains(&apex) => name_servers
+                        .iter()
+                        .map(|(service, ips)| {
+                            let target = service.and_then(|key| service_name_in(key, &apex));
+                            (target, ips.clone())
+                        })
+                        .collect(),
+                    _ => vec![(None, dns_ips.clone())],
                 };
-                match zone_answers(&apex, role, serial, &self.settings, ns_ips) {
+                match zone_answers(&apex, role, serial, &self.settings, &servers) {
                     Ok(answers) => Some(answers),
                     Err(error) => {
                         tracing::error!(zone = %apex, %error, "zone answers cannot be encoded; zone not served");

@@ -494,32 +494,52 @@ impl Compiler {
         }
     }
 
-    /// The addresses of `ns.dns.<zone>`, as CoreDNS finds them: the cluster
-    /// IPs of the Services that front our own pod addresses (our own
-    /// addresses, for a headless one); else the DNS Service's cluster IPs;
-    /// else our own addresses.
-    fn name_server_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = Vec::new();
+    /// The cluster zones' name servers, as CoreDNS's `kubernetes` names
+    /// them in the apex NS record: each Service that fronts our own pod
+    /// addresses, with its cluster IPs (our own addresses, for a headless
+    /// one); else the DNS Service, with its cluster IPs; else `ns.dns.<zone>`
+    /// (`None`) with our own addresses. Each Service's NS target is
+    /// `<svc>.<ns>.svc.<zone>`.
+    fn name_servers(&self) -> Vec<(Option<&ObjectKey>, Vec<IpAddr>)> {
+        let mut servers: Vec<(Option<&ObjectKey>, Vec<IpAddr>)> = Vec::new();
         for service in self.fronting.values() {
-            match self.services.get(service).map(|s| &s.kind) {
-                Some(ServiceKind::ClusterIp(cluster_ips)) => ips.extend(cluster_ips),
-                Some(ServiceKind::Headless) => ips.extend(&self.settings.own_ips),
-                _ => {}
+            if servers.iter().any(|(s, _)| *s == Some(service)) {
+                continue;
+            }
+            let ips = match self.services.get(service).map(|s| &s.kind) {
+                Some(ServiceKind::ClusterIp(cluster_ips)) => cluster_ips.clone(),
+                Some(ServiceKind::Headless) => self.settings.own_ips.clone(),
+                _ => continue,
+            };
+            if !ips.is_empty() {
+                servers.push((Some(service), ips));
             }
         }
-        if ips.is_empty()
-            && let Some(ServiceKind::ClusterIp(cluster_ips)) = self
-                .settings
-                .dns_service
-                .as_ref()
-                .and_then(|key| self.services.get(key))
-                .map(|s| &s.kind)
+        if servers.is_empty()
+            && let Some(key) = &self.settings.dns_service
+            && let Some(ServiceKind::ClusterIp(cluster_ips)) =
+                self.services.get(key).map(|s| &s.kind)
+            && !cluster_ips.is_empty()
         {
-            ips.extend(cluster_ips);
+            servers.push((Some(key), cluster_ips.clone()));
         }
-        if ips.is_empty() {
-            ips.extend(&self.settings.own_ips);
+        if servers.is_empty() && !self.settings.own_ips.is_empty() {
+            servers.push((None, self.settings.own_ips.clone()));
         }
+        for (_, ips) in &mut servers {
+            ips.sort();
+            ips.dedup();
+        }
+        servers
+    }
+
+    /// The addresses of `ns.dns.<zone>`: every name server's.
+    fn name_server_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .name_servers()
+            .into_iter()
+            .flat_map(|(_, ips)| ips)
+            .collect();
         ips.sort();
         ips.dedup();
         ips

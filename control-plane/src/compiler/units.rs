@@ -244,6 +244,14 @@ fn external_address_records(
             // Glue for `base`; none for a hostname, which is not ours.
             addrs: addresses.ips.clone(),
         };
+        // As CoreDNS's `k8s_external`, `_port._proto.<svc>…` answers A and
+        // AAAA with the Service's external addresses too.
+        if let Some(port_name) = srv_name(out, base, &port.name, &port.protocol) {
+            let records = out.at(&port_name);
+            for ip in &addresses.ips {
+                records.add_ip(*ip);
+            }
+        }
         add_srv(out, base, &port.name, &port.protocol, srv);
     }
 }

@@ -13,7 +13,10 @@ use std::sync::Arc;
 pub const SOA: &str = "cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local.";
 
 mod fixture;
+mod wellformed;
 pub use fixture::*;
+#[allow(unused_imports)] // used by the well-formedness walk only
+pub use wellformed::check_reply;
 
 /// Compiles objects from scratch into a compiler.
 pub fn compile(settings: Settings, objects: Vec<Object>, synced: bool) -> Compiler {
