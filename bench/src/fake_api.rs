@@ -728,12 +728,13 @@ pub fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 
-/// A running Pod with one IP.
+/// A running Pod with one IP. It has one container, as the real API server
+/// requires (kubewire reads none of it).
 pub fn pod(namespace: &str, name: &str, ip: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"containers": []},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app"}]},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
     })
 }

@@ -174,6 +174,24 @@ enum Commands {
         #[arg(long, default_value_t = 0)]
         hold_s: u64,
     },
+    /// Start etcd and kube-apiserver (built by bench/peers/build.sh), load
+    /// the `sync` cluster into them, write an admin kubeconfig into
+    /// `--out-dir`, print `ready`, and hold them until standard input
+    /// closes: the real API under `bench/compare_coredns.py`.
+    RealApi {
+        /// Services (one in five headless).
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Endpoints in all, spread evenly over the services.
+        #[arg(long, default_value_t = 5000)]
+        endpoints: usize,
+        /// Running pods.
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Where to write the kubeconfig and the CA.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
     /// Time from an endpoint change (at the fake API server, or in a
     /// watched manifest file) to every core answering it; counts wrong and
     /// flapping answers.
@@ -244,6 +262,12 @@ fn main() {
             changes,
             probes,
         } => propagation(&cli.kubewire, &source, changes, probes),
+        Commands::RealApi {
+            services,
+            endpoints,
+            pods,
+            out_dir,
+        } => real_api(services, endpoints, pods, &out_dir),
     };
     if let Err(error) = result {
         eprintln!("kubewire-bench: {error}");
@@ -368,47 +392,9 @@ fn sync(
     hold_s: u64,
 ) -> Result<()> {
     let api = FakeApi::start()?;
-    let namespaces = 100;
-    api.apply_all((0..namespaces).map(|n| namespace(&format!("ns-{n}"))));
-    let per_service = endpoints.div_ceil(services.max(1));
-    let mut objects = Vec::with_capacity(services * 2);
-    let mut next_ip = 0u32;
-    for s in 0..services {
-        let ns = format!("ns-{}", s % namespaces);
-        let name = format!("svc-{s}");
-        let cluster_ip = if s % 5 == 0 {
-            "None".to_string()
-        } else {
-            ip(0x0a60_0000 + s as u32)
-        };
-        objects.push(service(
-            &ns,
-            &name,
-            &cluster_ip,
-            &[("http", 80), ("grpc", 9090)],
-        ));
-        let addrs: Vec<String> = (0..per_service)
-            .map(|_| {
-                next_ip += 1;
-                ip(0x0a80_0000 + next_ip)
-            })
-            .collect();
-        let eps: Vec<(&str, bool, Option<&str>)> =
-            addrs.iter().map(|a| (a.as_str(), true, None)).collect();
-        objects.push(endpoint_slice(&ns, &format!("{name}-abc"), &name, &eps));
-    }
-    api.apply_all(objects);
-    api.apply_all((0..pods).map(|p| {
-        pod(
-            &format!("ns-{}", p % namespaces),
-            &format!("pod-{p}"),
-            &ip(0x0ac0_0000 + p as u32),
-        )
-    }));
-    println!(
-        "fake API holds {services} services, {} endpoints, {pods} pods, {namespaces} namespaces",
-        per_service * services
-    );
+    let cluster = SyntheticCluster::new(services, endpoints, pods);
+    api.apply_all(cluster.objects());
+    println!("fake API holds {cluster}");
 
     let (kubewire, started) = Kubewire::start(binary, &api, &["--pods", "verified"])?;
     let (synced_at, line) = kubewire.wait_for(
@@ -444,7 +430,10 @@ fn sync(
     // A sample of answers, so that a broken sync cannot pass for a fast one.
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     for s in (0..services).step_by(services.max(1) / 10 + 1) {
-        let name = format!("svc-{s}.ns-{}.svc.cluster.local", s % namespaces);
+        let name = format!(
+            "svc-{s}.ns-{}.svc.cluster.local",
+            s % SyntheticCluster::NAMESPACES
+        );
         let (rcode, count) = probe::ask(&socket, kubewire.addr, &name, 1).ok_or("no answer")?;
         if rcode != 0 || count == 0 {
             return Err(format!("{name}: rcode {rcode}, {count} answers").into());
@@ -462,6 +451,109 @@ fn sync(
 
 fn ip(value: u32) -> String {
     std::net::Ipv4Addr::from(value).to_string()
+}
+
+/// The cluster `sync` and `real-api` load: Services (one in five
+/// headless) in 100 namespaces, each with one EndpointSlice, and Running
+/// pods. `svc-N.ns-(N % 100)` names Service N.
+struct SyntheticCluster {
+    services: usize,
+    per_service: usize,
+    pods: usize,
+}
+
+impl SyntheticCluster {
+    const NAMESPACES: usize = 100;
+
+    fn new(services: usize, endpoints: usize, pods: usize) -> SyntheticCluster {
+        SyntheticCluster {
+            services,
+            per_service: endpoints.div_ceil(services.max(1)),
+            pods,
+        }
+    }
+
+    /// Namespaces first, then each Service and its slice, then pods.
+    fn objects(&self) -> impl Iterator<Item = serde_json::Value> + '_ {
+        let namespaces = (0..Self::NAMESPACES).map(|n| namespace(&format!("ns-{n}")));
+        let services = (0..self.services).flat_map(move |s| {
+            let ns = format!("ns-{}", s % Self::NAMESPACES);
+            let name = format!("svc-{s}");
+            let cluster_ip = if s % 5 == 0 {
+                "None".to_string()
+            } else {
+                ip(0x0a60_0000 + s as u32)
+            };
+            let addrs: Vec<String> = (0..self.per_service)
+                .map(|e| ip(0x0a80_0000 + (s * self.per_service + e + 1) as u32))
+                .collect();
+            let eps: Vec<(&str, bool, Option<&str>)> =
+                addrs.iter().map(|a| (a.as_str(), true, None)).collect();
+            [
+                service(&ns, &name, &cluster_ip, &[("http", 80), ("grpc", 9090)]),
+                endpoint_slice(&ns, &format!("{name}-abc"), &name, &eps),
+            ]
+        });
+        let pods = (0..self.pods).map(|p| {
+            pod(
+                &format!("ns-{}", p % Self::NAMESPACES),
+                &format!("pod-{p}"),
+                &ip(0x0ac0_0000 + p as u32),
+            )
+        });
+        namespaces.chain(services).chain(pods)
+    }
+}
+
+impl std::fmt::Display for SyntheticCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} services, {} endpoints, {} pods, {} namespaces",
+            self.services,
+            self.per_service * self.services,
+            self.pods,
+            Self::NAMESPACES
+        )
+    }
+}
+
+/// `real-api`: etcd and kube-apiserver with the synthetic cluster loaded,
+/// until standard input closes.
+fn real_api(
+    services: usize,
+    endpoints: usize,
+    pods: usize,
+    out_dir: &std::path::Path,
+) -> Result<()> {
+    let started = Instant::now();
+    let api = kubewire_bench::peers::RealApi::start()?;
+    println!(
+        "real API up in {} ms at {}",
+        started.elapsed().as_millis(),
+        api.url()
+    );
+    let cluster = SyntheticCluster::new(services, endpoints, pods);
+    let loading = Instant::now();
+    // Namespaces first: a namespaced object needs its namespace.
+    let (namespaces, rest): (Vec<_>, Vec<_>) =
+        cluster.objects().partition(|o| o["kind"] == "Namespace");
+    api.apply_many(namespaces, 64)?;
+    api.apply_many(rest, 64)?;
+    println!(
+        "real API holds {cluster} (loaded in {} ms)",
+        loading.elapsed().as_millis()
+    );
+    let kubeconfig = api.write_kubeconfig(out_dir, kubewire_bench::peers::ADMIN_TOKEN)?;
+    println!("kubeconfig={}", kubeconfig.display());
+    println!("url={}", api.url());
+    println!("ca={}", api.ca_file().display());
+    println!("token={}", kubewire_bench::peers::ADMIN_TOKEN);
+    println!("ready");
+    // Hold until whoever started us closes our standard input.
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink)? > 0 {}
+    Ok(())
 }
 
 fn propagation(binary: &PathBuf, source: &str, changes: usize, probes: usize) -> Result<()> {

@@ -13,7 +13,6 @@
 //!
 //! A peer that fails says which peer, what it was asked, and its last log
 //! lines; nothing waits past its timeout.
-#![allow(clippy::disallowed_types)] // a test tool: a plain Mutex is fine here
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -24,8 +23,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The variable that turns a missing peer from a skip into a failure (CI).
@@ -136,48 +134,23 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// Children are spawned from one thread that lives as long as the process,
-/// with `PR_SET_PDEATHSIG`: the kernel kills them when that thread (so the
-/// test binary) ends, even if it is killed, so no peer outlives a test run.
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-fn spawn_with_death_signal(command: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("peer-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(command.spawn());
-                }
-                // The senders live in a static: this thread never ends.
-            })
-            .ok();
-        Mutex::new(tx)
-    });
-    let (tx, rx) = mpsc::channel();
-    let mut command = command;
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        #[allow(unsafe_code)]
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+/// Starts `command` with `PR_SET_PDEATHSIG`: the kernel kills the child
+/// when the thread that started it ends, even if the test binary is killed,
+/// so no peer outlives its test. A peer shared by a whole test binary is
+/// started from a thread that never ends ([`shared_real_api`]).
+fn spawn_with_death_signal(mut command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
-    spawner
-        .lock()
-        .map_err(|_| std::io::Error::other("peer spawner poisoned"))?
-        .send((command, tx))
-        .map_err(|_| std::io::Error::other("peer spawner gone"))?;
-    rx.recv()
-        .map_err(|_| std::io::Error::other("peer spawner gone"))?
+    command.spawn()
 }
 
 /// A running peer process, logging to a file; killed on drop.
@@ -470,6 +443,7 @@ impl Credentials {
         write("apiserver.crt", &serving.pem())?;
         write("apiserver.key", &serving_key.serialize_pem())?;
         write("sa.key", &sa_key.serialize_pem())?;
+        write("sa.pub", &sa_key.public_key_pem())?;
         let lines: Vec<String> = tokens
             .iter()
             .map(|(token, user, groups)| format!("{token},{user},{user},\"{groups}\""))
@@ -549,7 +523,7 @@ impl RealApi {
             format!("--token-auth-file={}", d("tokens.csv")),
             "--authorization-mode=RBAC".into(),
             "--anonymous-auth=false".into(),
-            format!("--service-account-key-file={}", d("sa.key")),
+            format!("--service-account-key-file={}", d("sa.pub")),
             format!("--service-account-signing-key-file={}", d("sa.key")),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             "--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112".into(),
@@ -644,26 +618,30 @@ impl RealApi {
     /// one, through the status subresource (no controller writes it here).
     pub fn apply(&self, object: &Value) -> Result<(), PeerError> {
         let (api, name) = self.api_for(object)?;
-        let doing = format!("applying {} {name}", object["kind"]);
-        let params = PatchParams::apply("kubewire-test").force();
-        let mut body = object.clone();
-        let status = body.as_object_mut().and_then(|o| o.remove("status"));
-        self.runtime
-            .block_on(api.patch(&name, &params, &Patch::Apply(&body)))
-            .map_err(|source| PeerError::Api {
-                doing: doing.clone(),
-                source,
-            })?;
-        if let Some(status) = status {
-            let patch = json!({"status": status});
-            self.runtime
-                .block_on(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
-                .map_err(|source| PeerError::Api {
-                    doing: format!("{doing} (status)"),
-                    source,
-                })?;
+        self.runtime.block_on(apply_one(api, name, object.clone()))
+    }
+
+    /// [`RealApi::apply`] for many objects, `concurrency` requests at a
+    /// time, in no particular order.
+    pub fn apply_many(&self, objects: Vec<Value>, concurrency: usize) -> Result<(), PeerError> {
+        use futures_util::stream::{self, StreamExt};
+        let mut requests = Vec::with_capacity(objects.len());
+        for object in objects {
+            let (api, name) = self.api_for(&object)?;
+            requests.push(apply_one(api, name, object));
         }
-        Ok(())
+        self.runtime.block_on(async {
+            let mut results = stream::iter(requests).buffer_unordered(concurrency.max(1));
+            while let Some(result) = results.next().await {
+                result?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The CA that signed the API server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     /// Deletes the object `object` names (its apiVersion, kind, namespace
@@ -755,6 +733,33 @@ impl Drop for RealApi {
     }
 }
 
+/// Server-side apply of `object` (without its status), then its status.
+async fn apply_one(
+    api: Api<DynamicObject>,
+    name: String,
+    mut object: Value,
+) -> Result<(), PeerError> {
+    let doing = format!("applying {} {name}", object["kind"]);
+    let params = PatchParams::apply("kubewire-test").force();
+    let status = object.as_object_mut().and_then(|o| o.remove("status"));
+    api.patch(&name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|source| PeerError::Api {
+            doing: doing.clone(),
+            source,
+        })?;
+    if let Some(status) = status {
+        let patch = json!({"status": status});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| PeerError::Api {
+                doing: format!("{doing} (status)"),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// The resource name of a kind: lowercase, plural.
 fn plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
@@ -787,4 +792,40 @@ async fn client_from(kubeconfig: &str) -> Result<kube::Client, String> {
         .await
         .map_err(|e| e.to_string())?;
     kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// One [`RealApi`] for a whole test binary, started on first use from a
+/// thread that lives as long as the process (its peers die with that
+/// thread: see [`spawn_with_death_signal`]). Its tests share it, each in
+/// namespaces of its own; a test that kills or restarts a peer starts its
+/// own [`RealApi`] instead.
+pub fn shared_real_api() -> &'static Result<RealApi, PeerError> {
+    static SHARED: OnceLock<Result<RealApi, PeerError>> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("real-api".into())
+            .spawn(move || {
+                let _ = tx.send(RealApi::start());
+                loop {
+                    std::thread::park();
+                }
+            });
+        match started {
+            Ok(_) => rx.recv().unwrap_or_else(|_| {
+                Err(PeerError::Failed {
+                    peer: "kube-apiserver",
+                    doing: "starting the shared API server".into(),
+                    why: "its thread ended".into(),
+                    log_tail: String::new(),
+                })
+            }),
+            Err(e) => Err(PeerError::Failed {
+                peer: "kube-apiserver",
+                doing: "starting the shared API server's thread".into(),
+                why: e.to_string(),
+                log_tail: String::new(),
+            }),
+        }
+    })
 }

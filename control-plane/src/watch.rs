@@ -278,6 +278,16 @@ async fn run<K>(
                         ),
                     }
                 }
+                (_, Some(403)) => {
+                    let (group, plural) = resource_of(kind);
+                    WatchEvent::Failed {
+                        kind,
+                        error: format!(
+                            "kubewire may not list or watch {plural}{group}: give its ClusterRole list and watch on them (deploy/cluster-dns/rbac.yaml and deploy/node-local/rbac.yaml do). Until it may, {plural} keep their last good state, or none before the first sync ({})",
+                            chain(&error)
+                        ),
+                    }
+                }
                 _ => WatchEvent::Failed {
                     kind,
                     error: chain(&error),
@@ -287,6 +297,18 @@ async fn run<K>(
         if events.send(event).is_err() {
             return;
         }
+    }
+}
+
+/// A kind's resource, as RBAC names it: `.group` (empty for the core
+/// group) and plural.
+fn resource_of(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Service => ("", "services"),
+        Kind::Slice => (".discovery.k8s.io", "endpointslices"),
+        Kind::Pod => ("", "pods"),
+        Kind::Namespace => ("", "namespaces"),
+        Kind::Import => (".multicluster.x-k8s.io", "serviceimports"),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::netns::{in_new_netns, run, try_run};
 use common::upstream::Upstream;
 use common::*;
 use hickory_proto::rr::RecordType;
@@ -18,46 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const LOCAL: &str = "169.254.20.10";
-
-/// Runs `body` on a thread in a new, empty network namespace (loopback up).
-fn in_new_netns(body: impl FnOnce() + Send + 'static) {
-    let result = std::thread::spawn(move || {
-        // SAFETY: only the network namespace is unshared, never the file
-        // descriptor table, so every thread keeps seeing the same fds.
-        #[allow(unsafe_code)]
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-            .expect("unshare(CLONE_NEWNET): node-local tests need root");
-        run("ip", &["link", "set", "lo", "up"]);
-        body();
-    })
-    .join();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// Runs a command in the current thread's namespace; its stdout. Panics
-/// with its stderr if it fails.
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}; install it (see .ci/run)"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn try_run(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 /// Whether this kernel can make dummy interfaces (some VM kernels cannot).
 fn kernel_has_dummy() -> bool {

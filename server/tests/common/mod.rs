@@ -9,6 +9,7 @@
     clippy::print_stderr
 )]
 
+pub mod netns;
 pub mod upstream;
 
 use hickory_proto::op::{Edns, Message, Query};
