@@ -1,0 +1,263 @@
+"""Helpers the benchmark scripts share: starting, checking and stopping the
+servers under test (pinned to a CPU, each in its own process group), their
+CPU time and memory from /proc, a DNS probe, dnsperf, and the real API and
+CoreDNS from bench/peers/build.sh.
+
+Import it from a script in bench/: `from benchlib import Server, ...`.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_debian(packages):
+    """apt-get installs each (binary, package) pair whose binary is missing."""
+    missing = [p for b, p in packages if not shutil.which(b)]
+    if missing:
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def build_release():
+    run(["cargo", "build", "--release", "-q", "-p", "kubewire", "-p", "kubewire-bench"], cwd=ROOT)
+
+
+def peers_bin(name):
+    """A peer built by bench/peers/build.sh (built first if missing)."""
+    base = Path(os.environ.get("KUBEWIRE_PEERS_DIR", Path.home() / ".cache" / "kubewire-peers")) / "bin"
+    if not (base / name).exists():
+        run([str(ROOT / "bench" / "peers" / "build.sh"), name])
+    return str(base / name)
+
+
+def group_cpu_seconds(pgid):
+    """User + system CPU seconds of every process in a process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:  # field 5: pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICKS
+
+
+def rss_kib(pid):
+    """VmRSS of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def query_bytes(name, qtype=1, qid=0xABCD):
+    wire = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack(">HH", qtype, 1)
+
+
+def ask(port, name, qtype=1, timeout=0.3):
+    """(rcode, answer count) of a UDP query to 127.0.0.1:port, or None."""
+    query = query_bytes(name, qtype)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(query, ("127.0.0.1", port))
+        data, _ = s.recvfrom(65535)
+        if data[:2] != query[:2]:
+            return None
+        return data[3] & 0x0F, struct.unpack(">H", data[6:8])[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def answered(port, name="kubernetes.default.svc.cluster.local"):
+    return ask(port, name) is not None
+
+
+def http_status(port, path):
+    import http.client
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return 0
+
+
+class Server:
+    """A server under test, pinned with taskset, in its own process group,
+    logging to WORK/NAME.log. `ready` is a function of the server that says
+    it is up (by default: it answers a DNS query on its port)."""
+
+    def __init__(self, name, port, argv, work, cpus="0", env=None, ready=None):
+        self.name, self.port, self.argv, self.work, self.cpus = name, port, argv, Path(work), cpus
+        self.env = env
+        self.ready = ready or (lambda server: answered(server.port))
+        self.proc = None
+        self.started = None
+
+    def start(self, timeout=30):
+        """Starts it and waits until it is ready; returns the seconds that took."""
+        log = open(self.work / f"{self.name}.log", "w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(["taskset", "-c", self.cpus, *self.argv], stdout=log, stderr=log,
+                                     start_new_session=True, env={**os.environ, **(self.env or {})})
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; its log:\n{self.log_tail()}")
+            if self.ready(self):
+                return time.monotonic() - self.started
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.name} not ready on {self.port} after {timeout} s; its log:\n{self.log_tail()}")
+
+    def log_tail(self, lines=20):
+        text = (self.work / f"{self.name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cpu_seconds(self):
+        return group_cpu_seconds(self.proc.pid)
+
+    def rss_kib(self):
+        return rss_kib(self.proc.pid)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def dnsperf(port, queries, seconds, rate, cpu="1"):
+    cmd = ["taskset", "-c", cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
+           "-l", str(seconds), "-c", "16", "-q", "1000"]
+    if rate:
+        cmd += ["-Q", str(rate)]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+
+    def grab(pattern, cast=float):
+        m = re.search(pattern, out)
+        return cast(m.group(1)) if m else None
+
+    return {
+        "completed": grab(r"Queries completed:\s+(\d+)", int),
+        "lost": grab(r"Queries lost:\s+(\d+)", int),
+        "qps": grab(r"Queries per second:\s+([\d.]+)"),
+        "avg_ms": (grab(r"Average Latency \(s\):\s+([\d.]+)") or 0) * 1000,
+        "max_ms": (grab(r"Average Latency \(s\):.*max ([\d.]+)") or 0) * 1000,
+        "sd_ms": (grab(r"Latency StdDev \(s\):\s+([\d.]+)") or 0) * 1000,
+    }
+
+
+def bench_compare(servers, queries, seconds, rounds, rate, out_dir, load_cpu="1"):
+    """`kubewire-bench compare` over `servers` (interleaved rounds): its
+    markdown tables, with per-target CPU per query, percentiles and losses."""
+    targets = []
+    for s in servers:
+        targets += ["--target", f"{s.name}=127.0.0.1:{s.port}@{s.proc.pid}"]
+    cmd = ["taskset", "-c", load_cpu, str(RELEASE / "kubewire-bench"), "compare",
+           *targets, "--queries", str(queries), "--rate", str(rate), "--seconds", str(seconds),
+           "--rounds", str(rounds), "--cpus", load_cpu, "--out-dir", str(out_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    sys.stderr.write(done.stderr)
+    return done.stdout
+
+
+def cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+class RealApi:
+    """`kubewire-bench real-api`: etcd and kube-apiserver with a synthetic
+    cluster (`svc-N` in `ns-(N % 100)`, one in five headless, each with one
+    slice; Running pods), until stop(). Its url, token and CA, for writes."""
+
+    def __init__(self, work, services, endpoints, pods):
+        self.work = Path(work)
+        self.args = ["--services", str(services), "--endpoints", str(endpoints), "--pods", str(pods)]
+        self.proc = None
+        self.info = {}
+
+    def start(self, timeout=1200):
+        self.work.mkdir(parents=True, exist_ok=True)
+        log = open(self.work / "real-api.log", "w")
+        self.proc = subprocess.Popen([str(RELEASE / "kubewire-bench"), "real-api", *self.args, "--out-dir",
+                                      str(self.work)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                     text=True, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:
+            line = line.strip()
+            print(f"  real-api: {line}", flush=True)
+            if "=" in line:
+                key, value = line.split("=", 1)
+                self.info[key] = value
+            if line == "ready":
+                return self
+            if time.monotonic() > deadline:
+                break
+        raise RuntimeError(f"the real API did not come up; see {self.work}/real-api.log")
+
+    def request(self, method, path, body=None, content_type="application/merge-patch+json"):
+        import http.client
+        import json
+        import ssl
+        context = ssl.create_default_context(cafile=self.info["ca"])
+        host = self.info["url"].removeprefix("https://")
+        conn = http.client.HTTPSConnection(host, context=context, timeout=10)
+        headers = {"Authorization": f"Bearer {self.info['token']}", "Content-Type": content_type}
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}: {data[:300]!r}")
+        return json.loads(data) if data else None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
