@@ -19,7 +19,11 @@ lives an hour, so nothing a cache holds expires during a run.
      cache TTL an hour, prefetch off, one thread, iterator only (and the
      RFC 1918 reverse zones unblocked, so 10.in-addr.arpa is forwarded, not
      answered NXDOMAIN by Unbound itself);
-   - `dnsdist`: dnsdist with one backend and a packet cache.
+   - `dnsdist`: dnsdist with one backend and a packet cache;
+   - `coredns`: CoreDNS (bench/peers/build.sh) with NodeLocal DNSCache's
+     Corefile: `cluster.local`, `in-addr.arpa` and `ip6.arpa` forwarded
+     `force_tcp`, `.` forwarded over UDP, each behind `cache`, its caps raised
+     to an hour and 200000 entries like the others', GOMAXPROCS=1.
    Every cache is warmed first with the scenario's distinct names, twice,
    then asked them a third time while the upstream logs each query it
    gets. A name that reaches the upstream on that third pass is one some
@@ -66,6 +70,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from benchlib import peers_bin
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10",
             "--pods", "1000", "--namespaces", "10", "--queries", "100000", "--seed", "1"]
@@ -73,7 +79,7 @@ UPSTREAM = "127.0.0.1:5410"
 UPSTREAM_METRICS = "127.0.0.1:9410"
 HOUR = 3600
 # Part 1's targets.
-PORTS = {"null": 5310, "cluster": 5311, "kubewire": 5312, "unbound": 5313, "dnsdist": 5314,
+PORTS = {"null": 5310, "cluster": 5311, "kubewire": 5312, "unbound": 5313, "dnsdist": 5314, "coredns": 5316,
          "before": 5315}
 KUBEWIRE_METRICS = "127.0.0.1:9412"
 # Parts 2 and 3.
@@ -271,6 +277,21 @@ pc = newPacketCache(200000, {{maxTTL=86400, minTTL=0, maxNegativeTTL={HOUR}}})
 getPool(""):setCache(pc)
 setSecurityPollSuffix("")
 """)
+    cluster_block = f"""{{
+    cache {{
+        success 200000 {HOUR}
+        denial 200000 {HOUR}
+    }}
+    forward . {UPSTREAM} {{
+        force_tcp
+    }}
+}}
+"""
+    port = PORTS["coredns"]
+    (work / "Corefile").write_text(
+        f"cluster.local:{port} in-addr.arpa:{port} ip6.arpa:{port} {cluster_block}"
+        f".:{port} {{\n    cache {HOUR} {{\n        success 200000\n        denial 200000\n    }}\n"
+        f"    forward . {UPSTREAM}\n}}\n")
     procs = {}
     try:
         procs["upstream"] = start_upstream(work, release, log_queries=True)
@@ -297,7 +318,10 @@ setSecurityPollSuffix("")
                                      str(work / "unbound.conf")], work)
             procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised",
                                      "--disable-syslog", "-C", str(work / "dnsdist.conf")], work)
-            cached += ["unbound", "dnsdist"]
+            os.environ["GOMAXPROCS"] = "1"
+            procs["coredns"] = start("coredns", "0", [peers_bin("coredns"), "-conf",
+                                     str(work / "Corefile")], work)
+            cached += ["unbound", "dnsdist", "coredns"]
         wait_up(procs, {"upstream": int(UPSTREAM.rsplit(":", 1)[1]),
                         **{name: port for name, port in PORTS.items() if name in procs}}, work)
         time.sleep(1)

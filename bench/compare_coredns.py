@@ -159,7 +159,7 @@ def serve_on(args, work, report, api, queries, upstream, label, cpus, procs):
                                 load_cpu=LOAD_CPU)
             print(out, flush=True)
             title = f"### Offered load {load:,} qps" if load else "### Closed loop"
-            report += [title, "", out.replace("\n## ", "\n#### ").strip(), ""]
+            report += [title, "", ("\n" + out).replace("\n## ", "\n#### ").strip(), ""]
     finally:
         for s in servers:
             s.stop()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Forwarding, side by side: kubewire, Unbound and dnsdist forwarding the
+"""Forwarding, side by side: kubewire, Unbound, dnsdist and CoreDNS forwarding the
 same queries to the same upstream, with no cache anywhere, next to the null
 responder (the floor) and the upstream itself (to see the hop's latency).
 
@@ -8,7 +8,8 @@ responder (the floor) and the upstream itself (to see the hop's latency).
 - Each forwarder is pinned to CPU 0 and sends everything to the upstream:
   kubewire with `--forward` and its cache off (its own zone is another, so
   every query of the scenario is forwarded), Unbound with a forward zone for "." and every
-  cache TTL at 0, dnsdist with one backend and no packet cache.
+  cache TTL at 0, dnsdist with one backend and no packet cache, CoreDNS
+  (bench/peers/build.sh) with `forward` alone and GOMAXPROCS=1.
   kubewire serves an empty cluster, and Unbound's RFC 1918 reverse zones are
   unblocked, so that every target forwards every query.
 - The load (`kubewire-bench compare`) runs on CPU 1, in interleaved rounds.
@@ -31,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import peers_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10",
@@ -102,6 +105,10 @@ forward-zone:
 newServer({{address="{UPSTREAM}"}})
 setSecurityPollSuffix("")
 """)
+    (work / "Corefile").write_text(f""".:5304 {{
+    forward . {UPSTREAM}
+}}
+""")
     # kubewire serves no cluster of its own (the demo owns two of the
     # scenario's reverse names), so every query is forwarded.
     (work / "empty.json").write_text('{"apiVersion": "v1", "kind": "List", "items": []}\n')
@@ -122,12 +129,14 @@ setSecurityPollSuffix("")
         procs["unbound"] = start("unbound", "0", ["unbound", "-d", "-c", str(work / "unbound.conf")], work)
         procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised", "--disable-syslog", "-C",
                                  str(work / "dnsdist.conf")], work)
+        os.environ["GOMAXPROCS"] = "1"
+        procs["coredns"] = start("coredns", "0", [peers_bin("coredns"), "-conf", str(work / "Corefile")], work)
         time.sleep(3)
         for name, proc in procs.items():
             if proc.poll() is not None:
                 sys.exit(f"{name} exited at start; see {work / (name + '.log')}")
         targets = [("null", 5300), ("upstream", 5400), ("kubewire", 5301), ("unbound", 5302),
-                   ("dnsdist", 5303)]
+                   ("dnsdist", 5303), ("coredns", 5304)]
         out_dir = Path(args.out_dir) if args.out_dir else work / "compare"
         cmd = [bench, "compare", "--queries", str(work / "scenario" / "queries.txt"),
                "--rate", str(args.rate), "--seconds", str(args.seconds), "--rounds", str(args.rounds),

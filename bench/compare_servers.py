@@ -19,20 +19,17 @@ Needs root (apt-get) on first run: installs dnsperf, nsd and knot from Debian.
 import argparse
 import os
 import platform
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import ROOT, Server, bench_compare, build_release, cpu_model, dnsperf, ensure_debian, run
+
 SERVER_CPU = "0"
 LOAD_CPU = "1"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 # The scenario every server serves: kubewire from its manifests, NSD and
 # Knot from the zone file with the same records (`kubewire-bench scenario`).
@@ -67,104 +64,21 @@ NOTES = """## Notes
 """
 
 
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
 
 
 def ensure_tools():
-    missing = [p for p, b in (("dnsperf", "dnsperf"), ("nsd", "nsd"), ("knot", "knotd")) if not shutil.which(b)]
-    if missing:
-        run(["apt-get", "update", "-qq"])
-        run(["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    run(["cargo", "build", "--release", "-q", "-p", "kubewire", "-p", "kubewire-bench"], cwd=ROOT)
+    ensure_debian([("dnsperf", "dnsperf"), ("nsd", "nsd"), ("knotd", "knot")])
+    build_release()
 
 
-def bench_compare(servers, queries, seconds, rounds, rate, out_dir):
-    """`kubewire-bench compare`: its markdown tables, and latency.svg in out_dir."""
-    targets = []
-    for s in servers:
-        targets += ["--target", f"{s.name}=127.0.0.1:{s.port}@{s.proc.pid}"]
-    cmd = ["taskset", "-c", LOAD_CPU, str(ROOT / "target" / "release" / "kubewire-bench"), "compare",
-           *targets, "--queries", str(queries), "--rate", str(rate), "--seconds", str(seconds),
-           "--rounds", str(rounds), "--cpus", LOAD_CPU, "--out-dir", str(out_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    sys.stderr.write(done.stderr)
-    return done.stdout
 
 
-def group_cpu_seconds(pgid):
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:  # field 5: pgrp
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICKS
 
 
-class Server:
-    def __init__(self, name, port, argv, work):
-        self.name, self.port, self.argv, self.work = name, port, argv, work
-        self.proc = None
-
-    def start(self):
-        log = open(self.work / f"{self.name}.log", "w")
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *self.argv], stdout=log, stderr=log, start_new_session=True)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if dig_ok(self.port):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer on {self.port}; see {self.work}/{self.name}.log")
-
-    def stop(self):
-        if self.proc:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def dig_ok(port):
-    import socket
-    q = bytes.fromhex("abcd01000001000000000000") + b"\x0akubernetes\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01"
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.3)
-    try:
-        s.sendto(q, ("127.0.0.1", port))
-        data, _ = s.recvfrom(2048)
-        return data[:2] == q[:2]
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
-def dnsperf(port, queries, seconds, rate):
-    cmd = ["taskset", "-c", LOAD_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
-           "-l", str(seconds), "-c", "16", "-q", "1000"]
-    if rate:
-        cmd += ["-Q", str(rate)]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
-
-    def grab(pattern, cast=float):
-        m = re.search(pattern, out)
-        return cast(m.group(1)) if m else None
-
-    return {
-        "completed": grab(r"Queries completed:\s+(\d+)", int),
-        "lost": grab(r"Queries lost:\s+(\d+)", int),
-        "qps": grab(r"Queries per second:\s+([\d.]+)"),
-        "avg_ms": (grab(r"Average Latency \(s\):\s+([\d.]+)") or 0) * 1000,
-        "max_ms": (grab(r"Average Latency \(s\):.*max ([\d.]+)") or 0) * 1000,
-        "sd_ms": (grab(r"Latency StdDev \(s\):\s+([\d.]+)") or 0) * 1000,
-    }
 
 
 def main():
@@ -249,9 +163,9 @@ zone:
         for rnd in range(args.rounds):
             for load in loads:
                 for s in servers:
-                    before = group_cpu_seconds(s.proc.pid)
-                    r = dnsperf(s.port, queries, args.seconds, load)
-                    r["cpu_s"] = group_cpu_seconds(s.proc.pid) - before
+                    before = s.cpu_seconds()
+                    r = dnsperf(s.port, queries, args.seconds, load, cpu=LOAD_CPU)
+                    r["cpu_s"] = s.cpu_seconds() - before
                     r["cpu_us_per_q"] = r["cpu_s"] * 1e6 / max(r["completed"] or 1, 1)
                     results.setdefault((load, s.name), []).append(r)
                     print(f"round {rnd + 1} load {load or 'max'} {s.name}: {r['qps']:.0f} qps, "
@@ -261,7 +175,7 @@ zone:
         plots.mkdir(exist_ok=True)
         for load in loads:
             out_dir = work / f"compare-{load}"
-            latency[load] = bench_compare(servers, queries, args.seconds, args.rounds, load, out_dir)
+            latency[load] = bench_compare(servers, queries, args.seconds, args.rounds, load, out_dir, load_cpu=LOAD_CPU)
             print(latency[load], flush=True)
             svg = out_dir / "latency.svg"
             if svg.exists():
@@ -287,11 +201,7 @@ def plot_name(out, load):
 
 
 def write_report(args, servers, loads, results, latency):
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
+    model = cpu_model()
     lines = [
         "# Benchmark results",
         "",

@@ -479,10 +479,12 @@ impl SyntheticCluster {
         let services = (0..self.services).flat_map(move |s| {
             let ns = format!("ns-{}", s % Self::NAMESPACES);
             let name = format!("svc-{s}");
+            // From 10.97.0.0: 10.96.0.1 is the `kubernetes` Service's on a
+            // real API server.
             let cluster_ip = if s % 5 == 0 {
                 "None".to_string()
             } else {
-                ip(0x0a60_0000 + s as u32)
+                ip(0x0a61_0000 + s as u32)
             };
             let addrs: Vec<String> = (0..self.per_service)
                 .map(|e| ip(0x0a80_0000 + (s * self.per_service + e + 1) as u32))

@@ -247,33 +247,39 @@ fn every_record_kind_from_real_objects_answers_as_through_the_fake_api() {
     // kubewire as deployed: the ServiceAccount and ClusterRole of
     // deploy/cluster-dns, not the admin.
     let token = service_account_with(api, "cluster-dns/rbac.yaml", "kinds", |_| {});
-    let mut real = kubewire_on(api, &token, &["--pods", "verified"], &[]);
     let fake = FakeApi::start().unwrap();
     fake.apply_all(objects.iter().cloned());
     let dir = tempdir("fake-kubeconfig");
     let kubeconfig = fake.write_kubeconfig(&dir).unwrap();
-    let mut through_fake = Server::start(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--cores",
-        "1",
-        "--pods",
-        "verified",
-    ]);
-    real.wait_for_log(READY_LINE, Duration::from_secs(30));
-    let _ = through_fake.logged(READY_LINE, Duration::from_millis(1));
-    let mut differences = Vec::new();
-    for (name, qtype) in every_question(ns) {
-        let (from_real, from_fake) = (real.udp(&name, qtype), through_fake.udp(&name, qtype));
-        if describe(&from_real) != describe(&from_fake) {
-            differences.push(format!(
-                "{name} {qtype}:\n  real API: {}\n  fake API: {}",
-                describe(&from_real),
-                describe(&from_fake)
-            ));
+    // In each pod mode: verified last, for the checks below.
+    let mut real = None;
+    for mode in ["disabled", "insecure", "verified"] {
+        let mut from_real = kubewire_on(api, &token, &["--pods", mode], &[]);
+        let mut through_fake = Server::start(&[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--cores",
+            "1",
+            "--pods",
+            mode,
+        ]);
+        from_real.wait_for_log(READY_LINE, Duration::from_secs(30));
+        let _ = through_fake.logged(READY_LINE, Duration::from_millis(1));
+        let mut differences = Vec::new();
+        for (name, qtype) in every_question(ns) {
+            let (a, b) = (from_real.udp(&name, qtype), through_fake.udp(&name, qtype));
+            if describe(&a) != describe(&b) {
+                differences.push(format!(
+                    "pods {mode}: {name} {qtype}:\n  real API: {}\n  fake API: {}",
+                    describe(&a),
+                    describe(&b)
+                ));
+            }
         }
+        assert!(differences.is_empty(), "{}", differences.join("\n"));
+        real = Some(from_real);
     }
-    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    let real = real.unwrap();
     // And the answers are the objects' (not two identical wrong ones).
     let web = real.udp("web.kinds.svc.cluster.local", RecordType::AAAA);
     assert_eq!(
