@@ -45,7 +45,10 @@ lives an hour, so nothing a cache holds expires during a run.
    VmRSS of kubewire and its cache gauges as names go by. With
    `--node-local`, kubewire runs in node-local mode (`[node_local]`: its
    interface and NOTRACK rules, created in this host's network namespace
-   and removed at the end) and is flooded on 169.254.20.10.
+   and removed at the end) and is flooded on 169.254.20.10. With
+   `--rss-target coredns`, CoreDNS takes kubewire's place with NodeLocal
+   DNSCache's own Corefile and caches (`success 9984 30`, `denial 9984 5`
+   for the cluster zones, `cache 30` for `.`), GOMAXPROCS=2.
 
 Usage: python3 bench/compare_caches.py [--part hits|upstream|rss|all] [--rate 50000]
            [--seconds 5] [--rounds 3] [--names 1000000] [--flood-rate 20000] [--node-local]
@@ -488,7 +491,8 @@ lameduck_ms = 0
 
 def part_rss(args, release, work):
     mode = "node-local mode, " if args.node_local else ""
-    print(f"\n# 3. RSS under a unique-name flood ({mode}default [cache], kubewire on 2 cores)\n",
+    cache = "NodeLocal DNSCache's caches" if args.rss_target == "coredns" else "default [cache]"
+    print(f"\n# 3. RSS under a unique-name flood ({mode}{cache}, {args.rss_target} on 2 CPUs)\n",
           flush=True)
     rng = random.Random(7)
     names = [f"u{i:x}-{rng.getrandbits(32):08x}.svc.cluster.local A" for i in range(args.names)]
@@ -504,6 +508,15 @@ def part_rss(args, release, work):
         procs["upstream"] = start_upstream(work, release)
         argv = forwarding_kubewire(release, work, RSS_PORT, RSS_METRICS, "0-1")
         server = "127.0.0.1"
+        if args.rss_target == "coredns":
+            block = (f"{{\n    cache {{\n        success 9984 30\n        denial 9984 5\n    }}\n"
+                     f"    forward . {UPSTREAM} {{\n        force_tcp\n    }}\n"
+                     f"    prometheus {RSS_METRICS}\n}}\n")
+            (work / "Corefile-rss").write_text(
+                f"cluster.local:{RSS_PORT} in-addr.arpa:{RSS_PORT} ip6.arpa:{RSS_PORT} {block}"
+                f".:{RSS_PORT} {{\n    cache 30\n    forward . {UPSTREAM}\n    prometheus {RSS_METRICS}\n}}\n")
+            os.environ["GOMAXPROCS"] = "2"
+            argv = [peers_bin("coredns"), "-conf", str(work / "Corefile-rss")]
         if args.node_local:
             config, kind = node_local_config(work)
             argv = [a for a in argv if a != f"127.0.0.1:{RSS_PORT}" and a != "--listen"]
@@ -511,9 +524,9 @@ def part_rss(args, release, work):
             server = NODE_LOCAL_ADDRESS
             print(f"kubewire in node-local mode on {server}:{RSS_PORT}, interface kind {kind}",
                   flush=True)
-        procs["kubewire"] = start("kubewire", "0-1", argv, work)
+        procs["kubewire"] = start(args.rss_target, "0-1", argv, work)
         wait_up(procs, {"upstream": int(UPSTREAM.rsplit(":", 1)[1])}, work)
-        if args.node_local:
+        if args.node_local or args.rss_target == "coredns":
             time.sleep(2)
         else:
             wait_up(procs, {"kubewire": RSS_PORT}, work, "kubewire-rss-ready.kubewire.internal")
@@ -581,6 +594,8 @@ def main():
     ap.add_argument("--out-dir", default="", help="part 1's compare reports")
     ap.add_argument("--node-local", action="store_true",
                     help="part 3 with kubewire in node-local mode (needs root)")
+    ap.add_argument("--rss-target", choices=("kubewire", "coredns"), default="kubewire",
+                    help="part 3's server: kubewire, or CoreDNS with NodeLocal DNSCache's Corefile")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--before", default="",
                     help="part 1: another kubewire binary, served beside the built one as `before`")

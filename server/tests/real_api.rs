@@ -702,3 +702,52 @@ fn node_local_watches_only_its_own_nodes_pods() {
         assert!(line.contains(" pods=2 "), "{line}");
     });
 }
+
+#[test]
+fn bookmarks_keep_a_quiet_watch_resumable_after_compaction() {
+    let Some(mut api) = own() else { return };
+    let ns = "quiet";
+    apply_all(
+        &api,
+        &[
+            fake_api::namespace(ns),
+            fake_api::service(ns, "web", "None", &[("http", 80)]),
+            fake_api::endpoint_slice(ns, "web-a", "web", &[("10.3.0.1", true, None)]),
+        ],
+    );
+    let mut server = kubewire_on(&api, peers::ADMIN_TOKEN, &[], &[]);
+    server.wait_for_log(READY_LINE, Duration::from_secs(30));
+    // Services change, so the resourceVersion moves on; EndpointSlices do
+    // not, so their watch hears of it only through bookmarks, which the
+    // API server's watch cache sends about once a minute.
+    for i in 0..5u8 {
+        api.apply(&fake_api::service(ns, &format!("s{i}"), &format!("10.96.56.{}", i + 1), &[]))
+            .unwrap();
+    }
+    let relists = |server: &mut Server, kind: &str| {
+        let (_, text) = http_get(server.http_addr("metrics"), "/metrics");
+        metric(&text, &format!("kubewire_relists_total{{kind=\"{kind}\"}}"))
+    };
+    std::thread::sleep(Duration::from_secs(75));
+    let slices_before = relists(&mut server, "EndpointSlice");
+    // Compacted to the current revision, and the API server restarted: a
+    // watch that resumes from its last bookmark still can; one that had
+    // only its first list's resourceVersion would get 410 Gone and relist.
+    api.etcd().compact().unwrap_or_else(|e| panic!("{e}"));
+    api.kill_apiserver();
+    api.start_apiserver().unwrap_or_else(|e| panic!("{e}"));
+    api.apply(&fake_api::endpoint_slice(
+        ns,
+        "web-a",
+        "web",
+        &[("10.3.0.2", true, None)],
+    ))
+    .unwrap();
+    let web = "web.quiet.svc.cluster.local";
+    time_until(&server, web, &[format!("{web}. A 10.3.0.2")]);
+    assert_eq!(
+        relists(&mut server, "EndpointSlice"),
+        slices_before,
+        "the quiet EndpointSlice watch resumed from a bookmark, without a relist"
+    );
+}
