@@ -10,8 +10,6 @@ use hickory_proto::rr::RecordType;
 use kubewire_bench::fake_api::{
     FakeApi, endpoint_slice, imported_endpoint_slice, namespace, service, service_import,
 };
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn start_against(api: &FakeApi, extra: &[&str]) -> Server {
@@ -148,56 +146,6 @@ fn adds_updates_and_deletes_are_served() {
     eventually("web-a gone", || {
         a_records(&server, web).1 == [format!("{web}. A 10.1.0.3")]
     });
-}
-
-/// Queries a stable name nonstop from a thread; counts answers that are not
-/// exactly right (any RCODE but NOERROR, or other records) and losses.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    wrong: Arc<AtomicU64>,
-    asked: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    fn start(addr: std::net::SocketAddr, name: &'static str, want: Vec<String>) -> Prober {
-        let (stop, wrong, asked) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (s, w, a) = (Arc::clone(&stop), Arc::clone(&wrong), Arc::clone(&asked));
-        let handle = std::thread::spawn(move || {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            while !s.load(Ordering::Relaxed) {
-                let query = build_query(name, RecordType::A, None);
-                let ok = udp_exchange(&socket, addr, &query)
-                    .and_then(|bytes| hickory_proto::op::Message::from_vec(&bytes).ok())
-                    .is_some_and(|m| rcode(&m) == 0 && answers(&m) == want);
-                if !ok {
-                    w.fetch_add(1, Ordering::Relaxed);
-                }
-                a.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        Prober {
-            stop,
-            wrong,
-            asked,
-            handle: Some(handle),
-        }
-    }
-
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            handle.join().unwrap();
-        }
-        (
-            self.asked.load(Ordering::Relaxed),
-            self.wrong.load(Ordering::Relaxed),
-        )
-    }
 }
 
 #[test]

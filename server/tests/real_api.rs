@@ -19,8 +19,6 @@ use kubewire_bench::fake_api::{self, FakeApi};
 use kubewire_bench::peers::{self, PeerError, RealApi};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Says why a test cannot run: a skip when the peers are simply not built
@@ -381,57 +379,6 @@ fn a_role_without_a_resource_never_syncs_and_says_so() {
     assert_eq!(http_status(server.http_addr("ready"), "/ready"), 503);
 }
 
-/// Asks a stable name nonstop; counts replies that are not exactly right.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    wrong: Arc<AtomicU64>,
-    asked: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    fn start(addr: std::net::SocketAddr, name: &'static str, want: Vec<String>) -> Prober {
-        let (stop, wrong, asked) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (s, w, a) = (Arc::clone(&stop), Arc::clone(&wrong), Arc::clone(&asked));
-        let handle = std::thread::spawn(move || {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            while !s.load(Ordering::Relaxed) {
-                let query = build_query(name, RecordType::A, None);
-                let ok = udp_exchange(&socket, addr, &query)
-                    .and_then(|bytes| Message::from_vec(&bytes).ok())
-                    .is_some_and(|m| rcode(&m) == 0 && answers(&m) == want);
-                if !ok {
-                    w.fetch_add(1, Ordering::Relaxed);
-                }
-                a.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        });
-        Prober {
-            stop,
-            wrong,
-            asked,
-            handle: Some(handle),
-        }
-    }
-
-    /// (asked, wrong)
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            handle.join().unwrap();
-        }
-        (
-            self.asked.load(Ordering::Relaxed),
-            self.wrong.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// Polls until `name` answers `want` (A records), for at most 10 s;
 /// returns how long that took.
 fn time_until(server: &Server, name: &str, want: &[String]) -> Duration {
@@ -701,53 +648,4 @@ fn node_local_watches_only_its_own_nodes_pods() {
         let line = server.wait_for_log(READY_LINE, Duration::from_secs(30));
         assert!(line.contains(" pods=2 "), "{line}");
     });
-}
-
-#[test]
-fn bookmarks_keep_a_quiet_watch_resumable_after_compaction() {
-    let Some(mut api) = own() else { return };
-    let ns = "quiet";
-    apply_all(
-        &api,
-        &[
-            fake_api::namespace(ns),
-            fake_api::service(ns, "web", "None", &[("http", 80)]),
-            fake_api::endpoint_slice(ns, "web-a", "web", &[("10.3.0.1", true, None)]),
-        ],
-    );
-    let mut server = kubewire_on(&api, peers::ADMIN_TOKEN, &[], &[]);
-    server.wait_for_log(READY_LINE, Duration::from_secs(30));
-    // Services change, so the resourceVersion moves on; EndpointSlices do
-    // not, so their watch hears of it only through bookmarks, which the
-    // API server's watch cache sends about once a minute.
-    for i in 0..5u8 {
-        api.apply(&fake_api::service(ns, &format!("s{i}"), &format!("10.96.56.{}", i + 1), &[]))
-            .unwrap();
-    }
-    let relists = |server: &mut Server, kind: &str| {
-        let (_, text) = http_get(server.http_addr("metrics"), "/metrics");
-        metric(&text, &format!("kubewire_relists_total{{kind=\"{kind}\"}}"))
-    };
-    std::thread::sleep(Duration::from_secs(75));
-    let slices_before = relists(&mut server, "EndpointSlice");
-    // Compacted to the current revision, and the API server restarted: a
-    // watch that resumes from its last bookmark still can; one that had
-    // only its first list's resourceVersion would get 410 Gone and relist.
-    api.etcd().compact().unwrap_or_else(|e| panic!("{e}"));
-    api.kill_apiserver();
-    api.start_apiserver().unwrap_or_else(|e| panic!("{e}"));
-    api.apply(&fake_api::endpoint_slice(
-        ns,
-        "web-a",
-        "web",
-        &[("10.3.0.2", true, None)],
-    ))
-    .unwrap();
-    let web = "web.quiet.svc.cluster.local";
-    time_until(&server, web, &[format!("{web}. A 10.3.0.2")]);
-    assert_eq!(
-        relists(&mut server, "EndpointSlice"),
-        slices_before,
-        "the quiet EndpointSlice watch resumed from a bookmark, without a relist"
-    );
 }

@@ -366,3 +366,61 @@ pub fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Asks a stable name from a thread, every 200 µs, until `finish`; counts
+/// the replies that are not exactly right (any RCODE but NOERROR, other
+/// records, or none).
+pub struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wrong: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(addr: SocketAddr, name: &'static str, want: Vec<String>) -> Prober {
+        use std::sync::atomic::Ordering;
+        let prober = Prober {
+            stop: Default::default(),
+            wrong: Default::default(),
+            asked: Default::default(),
+            handle: None,
+        };
+        let (stop, wrong, asked) = (
+            std::sync::Arc::clone(&prober.stop),
+            std::sync::Arc::clone(&prober.wrong),
+            std::sync::Arc::clone(&prober.asked),
+        );
+        let handle = std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let query = build_query(name, RecordType::A, None);
+                let ok = udp_exchange(&socket, addr, &query)
+                    .and_then(|bytes| Message::from_vec(&bytes).ok())
+                    .is_some_and(|m| rcode(&m) == 0 && answers(&m) == want);
+                if !ok {
+                    wrong.fetch_add(1, Ordering::Relaxed);
+                }
+                asked.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        Prober {
+            handle: Some(handle),
+            ..prober
+        }
+    }
+
+    /// Stops it: (asked, wrong).
+    pub fn finish(mut self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            handle.join().unwrap();
+        }
+        (
+            self.asked.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+        )
+    }
+}
