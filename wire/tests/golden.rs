@@ -568,3 +568,54 @@ fn query_packet(name: &str, qtype: u16) -> Vec<u8> {
     packet.extend_from_slice(&1u16.to_be_bytes());
     packet
 }
+
+/// A wildcard's answer (`*.ns.svc.cluster.local`, as `zonal`'s
+/// `*.prefer._zone…`) serves names of any length in the `*`'s place: the
+/// glue's owner must point at the SRV target wherever the question's length
+/// puts it.
+#[test]
+fn a_wildcard_answer_points_at_its_srv_target_for_questions_of_any_length() {
+    let mut b = AnswerBuilder::new(&name("*.ns.svc.cluster.local"));
+    let target = name("ep.ns.svc.cluster.local");
+    b.push(
+        Owner::Question,
+        5,
+        Rdata::Srv {
+            priority: 0,
+            weight: 100,
+            port: 80,
+            target: &target,
+        },
+    )
+    .unwrap();
+    b.section(Section::Additional).unwrap();
+    b.push(Owner::Name(&target), 5, Rdata::A([10, 244, 1, 7].into()))
+        .unwrap();
+    let answer = b.finish().unwrap();
+    let target_bytes = "02 65 70 02 6e 73 03 73 76 63 07 63 6c 75 73 74 65 72 05 6c 6f 63 61 6c 00";
+    // `zone-c.NS.svc.cluster.local`, 29 bytes: the tail starts at 12+29+4 =
+    // 45, the SRV target 12+6 bytes into it, at 63 (0x3f).
+    let long = "06 7a 6f 6e 65 2d 63  02 4e 53  03 73 76 63  07 63 6c 75 73 74 65 72  05 6c 6f 63 61 6c  00";
+    let got = reply_for(
+        &hex(&format!(
+            "be ef 01 00 00 01 00 00 00 00 00 00 {long} 0021 0001"
+        )),
+        &answer,
+    );
+    let want = hex(&format!(
+        "{} {long} 0021 0001
+         c0 0c 0021 0001 00000005 001f 0000 0064 0050 {target_bytes}
+         c0 3f 0001 0001 00000005 0004 0a f4 01 07",
+        header(1, 0, 1)
+    ));
+    assert_eq!(got, want);
+    // `a.NS.svc.cluster.local`, 24 bytes: the target at 40+18 = 58 (0x3a).
+    let got = reply_for(&query("00 21"), &answer);
+    let want = hex(&format!(
+        "{} {QNAME} 0021 0001
+         c0 0c 0021 0001 00000005 001f 0000 0064 0050 {target_bytes}
+         c0 3a 0001 0001 00000005 0004 0a f4 01 07",
+        header(1, 0, 1)
+    ));
+    assert_eq!(got, want);
+}
