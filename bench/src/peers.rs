@@ -328,11 +328,6 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Resu
     Ok((status, body))
 }
 
-/// A TLS connection that completes its handshake: kube-apiserver serves.
-fn https_up(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
 /// etcd on loopback.
 #[derive(Debug)]
 pub struct Etcd {
@@ -534,41 +529,26 @@ impl RealApi {
         ];
         let log = self.dir.join("kube-apiserver.log");
         self.apiserver = Peer::start("kube-apiserver", &binary, &args, &[], log)?;
-        let addr = self.apiserver_addr;
+        let (runtime, client) = (&self.runtime, &self.client);
         wait_until(
             &mut self.apiserver,
-            "starting up (TCP accept)",
+            "waiting for /readyz",
             READY_TIMEOUT,
-            || https_up(addr),
-        )?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let client = self.client.clone();
-            let ready = self.runtime.block_on(async move {
-                let request = http_get("/readyz");
+            || {
                 let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
                     Api::all(client.clone());
-                client
-                    .request_text(request)
-                    .await
-                    .is_ok_and(|t| t.trim() == "ok")
-                    && namespaces
-                        .get_opt("default")
+                runtime.block_on(async {
+                    client
+                        .request_text(http_get("/readyz"))
                         .await
-                        .is_ok_and(|n| n.is_some())
-            });
-            if ready {
-                return Ok(());
-            }
-            self.apiserver.check_running("waiting for /readyz")?;
-            if Instant::now() > deadline {
-                return Err(self.apiserver.failed(
-                    "waiting for /readyz",
-                    format!("not ready after {READY_TIMEOUT:?}"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                        .is_ok_and(|t| t.trim() == "ok")
+                        && namespaces
+                            .get_opt("default")
+                            .await
+                            .is_ok_and(|n| n.is_some())
+                })
+            },
+        )
     }
 
     /// Kills kube-apiserver (SIGKILL).

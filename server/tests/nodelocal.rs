@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::netns::{in_new_netns, run, try_run};
+use common::netns::{in_new_netns, interface_kind, kernel_has_dummy, run, try_run};
 use common::upstream::Upstream;
 use common::*;
 use hickory_proto::rr::RecordType;
@@ -19,25 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const LOCAL: &str = "169.254.20.10";
-
-/// Whether this kernel can make dummy interfaces (some VM kernels cannot).
-fn kernel_has_dummy() -> bool {
-    let made = try_run("ip", &["link", "add", "kwprobe", "type", "dummy"]).is_some();
-    if made {
-        run("ip", &["link", "del", "kwprobe"]);
-    }
-    made
-}
-
-/// The interface kind to test with: dummy where the kernel has the
-/// driver, else a bridge.
-fn interface_kind() -> &'static str {
-    if kernel_has_dummy() {
-        "dummy"
-    } else {
-        "bridge"
-    }
-}
 
 fn interface_addresses(name: &str) -> Option<String> {
     try_run("ip", &["-o", "addr", "show", "dev", name])

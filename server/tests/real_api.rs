@@ -613,14 +613,7 @@ fn node_local_watches_only_its_own_nodes_pods() {
         }
         apply_all(&api, &objects);
         let token = service_account_with(&api, "node-local/rbac.yaml", "nl", |_| {});
-        let kind = if common::netns::try_run("ip", &["link", "add", "kwprobe", "type", "dummy"])
-            .is_some()
-        {
-            common::netns::run("ip", &["link", "del", "kwprobe"]);
-            "dummy"
-        } else {
-            "bridge"
-        };
+        let kind = common::netns::interface_kind();
         let dir = tempdir("real-node-local");
         let config = dir.join("kubewire.toml");
         std::fs::write(

@@ -124,10 +124,11 @@ fn ptr_records_compress_against_earlier_tail_names() {
     assert_eq!(got, want);
 }
 
-#[test]
-fn srv_target_is_literal_and_additional_owner_points_at_it() {
-    let mut b = AnswerBuilder::new(&name(QNAME_LOWER));
-    let target = name("ep.a.ns.svc.cluster.local");
+/// An SRV answer for `question` (port 80) targeting `target`, whose
+/// address 10.244.1.7 is the glue.
+fn srv_with_glue(question: &str, target: &str) -> kubewire_wire::PreparedAnswer {
+    let mut b = AnswerBuilder::new(&name(question));
+    let target = name(target);
     b.push(
         Owner::Question,
         5,
@@ -142,7 +143,13 @@ fn srv_target_is_literal_and_additional_owner_points_at_it() {
     b.section(Section::Additional).unwrap();
     b.push(Owner::Name(&target), 5, Rdata::A([10, 244, 1, 7].into()))
         .unwrap();
-    let got = reply_for(&query("00 21"), &b.finish().unwrap());
+    b.finish().unwrap()
+}
+
+#[test]
+fn srv_target_is_literal_and_additional_owner_points_at_it() {
+    let answer = srv_with_glue(QNAME_LOWER, "ep.a.ns.svc.cluster.local");
+    let got = reply_for(&query("00 21"), &answer);
     // SRV rdata at 40+12 = 52; the target after 6 bytes, at 58 (0x3a), uncompressed.
     let want = hex(&format!(
         "{} {QNAME} 0021 0001
@@ -575,23 +582,7 @@ fn query_packet(name: &str, qtype: u16) -> Vec<u8> {
 /// puts it.
 #[test]
 fn a_wildcard_answer_points_at_its_srv_target_for_questions_of_any_length() {
-    let mut b = AnswerBuilder::new(&name("*.ns.svc.cluster.local"));
-    let target = name("ep.ns.svc.cluster.local");
-    b.push(
-        Owner::Question,
-        5,
-        Rdata::Srv {
-            priority: 0,
-            weight: 100,
-            port: 80,
-            target: &target,
-        },
-    )
-    .unwrap();
-    b.section(Section::Additional).unwrap();
-    b.push(Owner::Name(&target), 5, Rdata::A([10, 244, 1, 7].into()))
-        .unwrap();
-    let answer = b.finish().unwrap();
+    let answer = srv_with_glue("*.ns.svc.cluster.local", "ep.ns.svc.cluster.local");
     let target_bytes = "02 65 70 02 6e 73 03 73 76 63 07 63 6c 75 73 74 65 72 05 6c 6f 63 61 6c 00";
     // `zone-c.NS.svc.cluster.local`, 29 bytes: the tail starts at 12+29+4 =
     // 45, the SRV target 12+6 bytes into it, at 63 (0x3f).

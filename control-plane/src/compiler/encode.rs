@@ -336,7 +336,7 @@ impl Compiler {
         apexes.retain(|(apex, _)| seen.insert(*apex));
         apexes.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.wire_len()));
         let name_servers = self.name_servers();
-        let dns_ips = self.name_server_ips();
+        let dns_ips = addresses_of(&name_servers);
         let external_ips = external
             .map(|e| self.external_name_server_ips(e))
             .unwrap_or_default();

@@ -535,14 +535,7 @@ impl Compiler {
 
     /// The addresses of `ns.dns.<zone>`: every name server's.
     fn name_server_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self
-            .name_servers()
-            .into_iter()
-            .flat_map(|(_, ips)| ips)
-            .collect();
-        ips.sort();
-        ips.dedup();
-        ips
+        addresses_of(&self.name_servers())
     }
 
     /// Counts a service more or less in its namespace; the namespace's
@@ -911,6 +904,17 @@ fn fronted_by(slice: &SliceModel, own: &[IpAddr]) -> Option<ObjectKey> {
         .iter()
         .any(|e| e.addresses.iter().any(|ip| own.contains(ip)));
     fronts.then(|| ObjectKey::new(slice.key.namespace.clone(), service.clone()))
+}
+
+/// Every address of `servers`, sorted, once each.
+fn addresses_of(servers: &[(Option<&ObjectKey>, Vec<IpAddr>)]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = servers
+        .iter()
+        .flat_map(|(_, ips)| ips.iter().copied())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 fn next_serial(previous: u32) -> u32 {

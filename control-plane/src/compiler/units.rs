@@ -105,18 +105,20 @@ pub(super) struct Computed {
 }
 
 /// Adds an SRV record to the bare service name and, for a named port, to
-/// `_port._proto.<service>`.
+/// `_port._proto.<service>`, whose name it returns.
 pub(super) fn add_srv(
     out: &mut UnitOutput,
     base: &NameBuf,
     port: &str,
     protocol: &str,
     srv: SrvRecord,
-) {
-    if let Some(port_name) = srv_name(out, base, port, protocol) {
-        out.at(&port_name).extra().srv.push(srv.clone());
+) -> Option<NameBuf> {
+    let port_name = srv_name(out, base, port, protocol);
+    if let Some(port_name) = &port_name {
+        out.at(port_name).extra().srv.push(srv.clone());
     }
     out.at(base).extra().srv.push(srv);
+    port_name
 }
 
 /// The `_port._proto.<service>` name of a named port (making
@@ -246,13 +248,12 @@ fn external_address_records(
         };
         // As CoreDNS's `k8s_external`, `_port._proto.<svc>…` answers A and
         // AAAA with the Service's external addresses too.
-        if let Some(port_name) = srv_name(out, base, &port.name, &port.protocol) {
+        if let Some(port_name) = add_srv(out, base, &port.name, &port.protocol, srv) {
             let records = out.at(&port_name);
             for ip in &addresses.ips {
                 records.add_ip(*ip);
             }
         }
-        add_srv(out, base, &port.name, &port.protocol, srv);
     }
 }
 

@@ -44,3 +44,22 @@ pub fn try_run(program: &str, args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// Whether this kernel can make dummy interfaces (some VM kernels cannot).
+pub fn kernel_has_dummy() -> bool {
+    let made = try_run("ip", &["link", "add", "kwprobe", "type", "dummy"]).is_some();
+    if made {
+        run("ip", &["link", "del", "kwprobe"]);
+    }
+    made
+}
+
+/// The interface kind to test with: dummy where the kernel has the
+/// driver, else a bridge.
+pub fn interface_kind() -> &'static str {
+    if kernel_has_dummy() {
+        "dummy"
+    } else {
+        "bridge"
+    }
+}
