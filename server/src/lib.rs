@@ -2,6 +2,7 @@
 //! sources of cluster objects. `main.rs` only parses flags and logs errors.
 
 pub mod operations;
+pub mod prefetch;
 pub mod resolving;
 pub mod serving;
 pub mod sources;

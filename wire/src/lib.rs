@@ -50,14 +50,14 @@ pub use prepared::{
     AnswerBuilder, AnswerRef, BuildError, Owner, PreparedAnswer, QuestionOutsideZone, Rdata,
     Section,
 };
-pub use query::{Edns, HEADER_LEN, Query, QueryError, parse_query};
+pub use query::{Edns, HEADER_LEN, Query, QueryBuf, QueryError, parse_query};
 pub use reply::{
     BufferTooSmall, MAX_MESSAGE, MIN_REPLY_BUF, OPT_LEN, OUR_UDP_PAYLOAD, ReplyError, Transport,
     assemble_reply, error_reply, max_records_len,
 };
 pub use upstream::{
-    MAX_UPSTREAM_QUERY, UpstreamError, UpstreamReply, check_upstream_reply, sent_question,
-    write_forwarded_reply, write_probe_query, write_upstream_query,
+    CheckedReply, MAX_UPSTREAM_QUERY, UpstreamError, UpstreamReply, check_upstream_reply,
+    sent_question, write_forwarded_reply, write_probe_query, write_upstream_query,
 };
 
 use core::fmt;

@@ -96,6 +96,49 @@ impl<'a> Query<'a> {
     }
 }
 
+/// A checked query that owns its packet: a [`Query`] that travels (to a
+/// task, across an await, to another core) without being parsed again.
+#[derive(Clone)]
+pub struct QueryBuf {
+    packet: Box<[u8]>,
+    question_end: usize,
+    qtype: u16,
+    edns: Option<Edns>,
+    key: NameBuf,
+}
+
+impl fmt::Debug for QueryBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.query().fmt(f)
+    }
+}
+
+impl QueryBuf {
+    /// The query, borrowed from this buffer; nothing is parsed again.
+    pub fn query(&self) -> Query<'_> {
+        Query {
+            packet: &self.packet,
+            question_end: self.question_end,
+            qtype: self.qtype,
+            edns: self.edns,
+            key: self.key,
+        }
+    }
+}
+
+impl Query<'_> {
+    /// This query with its own copy of the packet.
+    pub fn to_buf(&self) -> QueryBuf {
+        QueryBuf {
+            packet: self.packet.into(),
+            question_end: self.question_end,
+            qtype: self.qtype,
+            edns: self.edns,
+            key: self.key,
+        }
+    }
+}
+
 /// Why a query is not answered normally. Each maps to an RCODE, or to no
 /// reply at all; see [`QueryError::rcode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -176,6 +176,79 @@ impl<'a> UpstreamReply<'a> {
     }
 }
 
+/// An upstream reply that [`check_upstream_reply`] passed, owning its
+/// bytes: what the cache, the client's reply and the metrics take, so that
+/// nothing checks it again.
+#[derive(Clone, Debug)]
+pub struct CheckedReply {
+    packet: Box<[u8]>,
+    question_end: usize,
+    kept_end: usize,
+    counts: [u16; 3],
+    rcode: Rcode,
+}
+
+impl CheckedReply {
+    /// Checks `reply` as [`check_upstream_reply`] does, and keeps it.
+    pub fn check(
+        reply: impl Into<Box<[u8]>>,
+        id: u16,
+        question: &[u8],
+    ) -> Result<CheckedReply, UpstreamError> {
+        let packet = reply.into();
+        let checked = check_upstream_reply(&packet, id, question)?;
+        let (question_end, kept_end, counts, rcode) = (
+            checked.question_end,
+            checked.kept_end,
+            checked.counts,
+            checked.rcode,
+        );
+        Ok(CheckedReply {
+            packet,
+            question_end,
+            kept_end,
+            counts,
+            rcode,
+        })
+    }
+
+    /// The checked view, without checking again.
+    pub fn view(&self) -> UpstreamReply<'_> {
+        UpstreamReply {
+            packet: &self.packet,
+            question_end: self.question_end,
+            kept_end: self.kept_end,
+            counts: self.counts,
+            rcode: self.rcode,
+        }
+    }
+
+    /// The RCODE, extended bits included.
+    pub fn rcode(&self) -> Rcode {
+        self.rcode
+    }
+
+    /// Whether the upstream set TC.
+    pub fn truncated(&self) -> bool {
+        self.view().truncated()
+    }
+
+    /// The question as the upstream echoed it: the one sent, up to case.
+    pub fn question(&self) -> &[u8] {
+        &self.packet[HEADER_LEN..self.question_end]
+    }
+
+    /// The whole reply's length.
+    pub fn len(&self) -> usize {
+        self.packet.len()
+    }
+
+    /// Never: a checked reply holds at least a header.
+    pub fn is_empty(&self) -> bool {
+        self.packet.is_empty()
+    }
+}
+
 /// Checks `reply` against the query that was sent: `id`, and `question`
 /// (name, type and class, as in the query). See the module docs.
 pub fn check_upstream_reply<'a>(

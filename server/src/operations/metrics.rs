@@ -125,7 +125,7 @@ pub struct Answered {
     /// Query type.
     pub qtype: u16,
     /// Reply RCODE.
-    pub rcode: u16,
+    pub rcode: kubewire_wire::Rcode,
     /// Who answered.
     pub plugin: Plugin,
     /// Query bytes.
@@ -189,7 +189,7 @@ impl CoreMetrics {
             bump(c, 1);
         }
         let plugin = a.plugin as usize;
-        let rcode = usize::from(a.rcode).min(RCODE_SLOTS - 1);
+        let rcode = usize::from(a.rcode.0).min(RCODE_SLOTS - 1);
         if let Some(c) = self
             .responses
             .get((listen * PLUGINS.len() + plugin) * RCODE_SLOTS + rcode)
@@ -375,7 +375,7 @@ pub fn count_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         PANICS.fetch_add(1, Ordering::Relaxed);
-        crate::serving::core::note_panic();
+        super::failure::note_panic();
         default(info);
     }));
 }
@@ -1078,7 +1078,7 @@ mod tests {
             listen: 0,
             proto: Proto::Udp,
             qtype: 1,
-            rcode: 3,
+            rcode: kubewire_wire::Rcode::NXDOMAIN,
             plugin: Plugin::Kubernetes,
             request_len: 50,
             response_len: 120,

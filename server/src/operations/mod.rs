@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod corefile;
+pub mod failure;
 pub mod logging;
 pub mod metrics;
 pub mod nodelocal;

@@ -63,6 +63,11 @@ pub enum StartupError {
 
 /// glommio's floor for the memlock limit, and what each core registers
 /// (3 rings × our 64 KiB `io_memory`).
+/// How long a serving core may sleep in `recvmmsg` while traffic flows,
+/// before it goes back to waiting on its reactor: set here as each UDP
+/// socket's `SO_RCVTIMEO`; also the io_uring path's tick.
+pub const UDP_FLOWING_WAIT_MS: u64 = 1;
+
 const MEMLOCK_FLOOR_BYTES: u64 = 512 << 10;
 const MEMLOCK_PER_CORE_BYTES: u64 = 3 * (64 << 10);
 
@@ -263,9 +268,7 @@ pub fn udp_socket(addr: SocketAddr, bind_now: bool) -> Result<OwnedFd, StartupEr
     let _ = socket.set_send_buffer_size(4 << 20);
     // Bounds how long a core sleeps in recvmmsg once traffic stops (see core.rs).
     socket
-        .set_read_timeout(Some(std::time::Duration::from_millis(
-            crate::serving::core::UDP_FLOWING_WAIT_MS,
-        )))
+        .set_read_timeout(Some(std::time::Duration::from_millis(UDP_FLOWING_WAIT_MS)))
         .map_err(bind)?;
     if bind_now {
         socket.bind(&addr.into()).map_err(bind)?;

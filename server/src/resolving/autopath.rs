@@ -16,13 +16,11 @@
 //! pure and cheap, and is only asked for NXDOMAIN replies; the walk
 //! ([`complete`]) runs on the core's reactor, like forwarding.
 
-use super::cache::CoreCache;
 use super::chase::{Local, count, finish, from_table, set_count};
-use super::forward::Forwarder;
+use super::resolver::Resolver;
 use kubewire_control_plane::AnswerTable;
 use kubewire_wire::records::{copy_record, first_record, read_name, write_plain_query};
-use kubewire_wire::{NameBuf, Rcode, Transport, parse_query};
-use std::cell::{Cell, RefCell};
+use kubewire_wire::{NameBuf, Query, Rcode, Transport, parse_query};
 use std::rc::Rc;
 
 /// What autopath needs besides the table: fixed at start.
@@ -135,33 +133,27 @@ pub struct Completed {
     /// The client's reply.
     pub reply: Vec<u8>,
     /// Its RCODE.
-    pub rcode: u16,
+    pub rcode: Rcode,
     /// Whether a later candidate answered (CoreDNS's autopath success).
     pub found: bool,
 }
 
 /// Walks the search list after the first candidate, whose NXDOMAIN reply
 /// (the table's, for `query`) is `nxdomain`.
-#[allow(clippy::too_many_arguments)]
 pub async fn complete(
-    table: &RefCell<AnswerTable>,
-    forwarder: Option<&Rc<Forwarder>>,
-    cache: Option<&Rc<RefCell<CoreCache>>>,
-    background: &Rc<Cell<usize>>,
+    resolver: &Rc<Resolver>,
     plan: &AutopathPlan,
     candidate: &Candidate,
-    query: &[u8],
+    parsed: &Query<'_>,
     nxdomain: Vec<u8>,
     transport: Transport,
 ) -> Completed {
     let not_found = |reply: Vec<u8>| Completed {
-        rcode: Rcode::NXDOMAIN.0,
+        rcode: Rcode::NXDOMAIN,
         reply,
         found: false,
     };
-    let Ok(parsed) = parse_query(query) else {
-        return not_found(nxdomain);
-    };
+    let table = resolver.table();
     let qtype = parsed.qtype();
     let payload = parsed.edns().map(|e| e.udp_payload_size);
     // The table's reply ends with our OPT when the client sent one.
@@ -175,31 +167,23 @@ pub async fn complete(
         let found = match from_table(table, &name, &sub_query, &mut sub_reply) {
             Local::Reply(reply) => reply,
             // Outside the cluster zones, or a fallthrough zone's: forwarded.
-            Local::Unanswered | Local::Outside => match forwarder {
-                // Through the cache, so that the node asks upstream once
-                // per name however many pods walk their lists.
-                Some(forwarder) => match match cache {
-                    Some(cache) => {
-                        super::cache::resolve(
-                            cache,
-                            forwarder,
-                            background,
-                            &sub_query,
-                            Transport::Tcp,
-                        )
-                        .await
-                    }
-                    None => forwarder.resolve(&sub_query, Transport::Tcp).await,
-                } {
+            // Nothing forwards names outside the cluster: this one is no
+            // answer.
+            Local::Unanswered | Local::Outside if resolver.forwarder().is_none() => continue,
+            // Through the cache, so that the node asks upstream once per
+            // name however many pods walk their lists.
+            Local::Unanswered | Local::Outside => {
+                let forwarded = match parse_query(&sub_query) {
+                    Ok(sub) => resolver.forward(&sub, Transport::Tcp).await,
+                    Err(_) => None,
+                };
+                match forwarded {
                     Some(forwarded) => forwarded.reply,
                     // The upstreams failed: SERVFAIL, as CoreDNS does when
                     // a plugin behind autopath fails.
                     None => return failed(&nxdomain, opt, payload, transport),
-                },
-                // Nothing forwards names outside the cluster: this one is
-                // no answer.
-                None => continue,
-            },
+                }
+            }
         };
         let rcode = found.get(3).map_or(0, |b| u16::from(b & 0x0F));
         if rcode == Rcode::NXDOMAIN.0 {
@@ -225,9 +209,9 @@ fn compose(
     found: &[u8],
     payload: Option<u16>,
     transport: Transport,
-) -> (Vec<u8>, u16) {
+) -> (Vec<u8>, Rcode) {
     let Ok(question_end) = first_record(nxdomain) else {
-        return (nxdomain.to_vec(), Rcode::NXDOMAIN.0);
+        return (nxdomain.to_vec(), Rcode::NXDOMAIN);
     };
     let mut reply = nxdomain[..question_end].to_vec();
     for at in [6, 8, 10] {

@@ -15,13 +15,14 @@
 //! the cores that asked, and are passed on once as they came.
 
 use super::forward::{Fetched, Forwarded, Forwarder};
+use super::resolver::Background;
 use crate::operations::config::{self, StaleMode};
 use crate::operations::metrics::CacheMetrics;
 use crossbeam_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use kubewire_wire::{
-    CacheKind, CachedAnswer, MAX_CACHE_KEY, NameBuf, NotCached, Query, Rcode, Transport, TtlPolicy,
-    TtlView, cache_key, check_upstream_reply, parse_query,
+    CacheKind, CachedAnswer, CheckedReply, MAX_CACHE_KEY, NameBuf, NotCached, Query, QueryBuf,
+    Rcode, Transport, TtlPolicy, TtlView, cache_key,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -131,14 +132,7 @@ pub enum Resolution {
     /// An entry, stored by every core.
     Stored(Arc<Stored>),
     /// An upstream reply passed on once, not cached.
-    Once {
-        /// The reply's bytes.
-        reply: Vec<u8>,
-        /// The ID it was checked against.
-        id: u16,
-        /// The question it was checked against.
-        question: Vec<u8>,
-    },
+    Once(CheckedReply),
     /// No reply to pass on: answer stale if allowed, else with this RCODE.
     Failed(Rcode),
 }
@@ -152,7 +146,7 @@ pub enum CacheMessage {
         /// The asking core.
         from: usize,
         /// The client's query.
-        query: Vec<u8>,
+        query: Box<QueryBuf>,
         /// Ask the upstream even if the home core holds a fresh entry.
         refresh: bool,
     },
@@ -246,8 +240,8 @@ impl LikelySlot<'_> {
     /// shorter) and the `Stored` block it points at.
     #[inline]
     pub fn fetch_key_and_stored(self) {
-        crate::serving::warm::prefetch(self.0.key.as_ptr(), 1);
-        crate::serving::warm::prefetch(Arc::as_ptr(&self.0.stored).cast(), 2);
+        crate::prefetch::prefetch(self.0.key.as_ptr(), 1);
+        crate::prefetch::prefetch(Arc::as_ptr(&self.0.stored).cast(), 2);
     }
 
     /// Reads the `Stored` block and fetches the records and TTL offsets a
@@ -255,7 +249,7 @@ impl LikelySlot<'_> {
     #[inline]
     pub fn fetch_records(self) {
         let block = self.0.stored.answer.stored_block();
-        crate::serving::warm::prefetch(block.as_ptr(), crate::serving::warm::lines(block.len()));
+        crate::prefetch::prefetch(block.as_ptr(), crate::prefetch::lines(block.len()));
     }
 }
 
@@ -409,7 +403,7 @@ impl CoreCache {
         let rcode = answer.rcode();
         if refresh {
             slot.refreshing = true;
-            ask(mail, *core, hash, query.packet().to_vec(), true);
+            ask(mail, *core, hash, Box::new(query.to_buf()), true);
         }
         Lookup::Hit { len, rcode }
     }
@@ -424,7 +418,7 @@ impl CoreCache {
     /// Most likely the entry filed under `hash` (from
     /// [`CoreCache::key_hash`]), found by the table's control bytes alone, as
     /// `AnswerTable::likely_entry` finds a name: for prefetching what a hit
-    /// will read, see [`crate::serving::warm`]. It may be another key's
+    /// will read, see `serving::warm`. It may be another key's
     /// entry, so it never answers.
     #[inline]
     pub fn likely(&self, hash: u64) -> Option<LikelySlot<'_>> {
@@ -539,14 +533,11 @@ impl CoreCache {
         forwarder: &Rc<Forwarder>,
         background: &Rc<Cell<usize>>,
         from: usize,
-        query: Vec<u8>,
+        query: Box<QueryBuf>,
         refresh: bool,
     ) {
-        let Ok(parsed) = parse_query(&query) else {
-            return;
-        };
         let mut buf = [0u8; MAX_CACHE_KEY];
-        let key: Box<[u8]> = cache_key(&parsed, &mut buf).into();
+        let key: Box<[u8]> = cache_key(&query.query(), &mut buf).into();
         let mut cache = this.borrow_mut();
         let hash = cache.mail.hash(&key);
         let now = Instant::now();
@@ -569,13 +560,10 @@ impl CoreCache {
         drop(cache);
         let this = Rc::clone(this);
         let forwarder = Rc::clone(forwarder);
-        let background = crate::serving::core::Background::start(background);
+        let background = Background::start(background);
         glommio::spawn_local(async move {
             let _background = background;
-            let fetched = match parse_query(&query) {
-                Ok(parsed) => forwarder.fetch(&parsed).await,
-                Err(_) => Fetched::Failed(Rcode::SERVFAIL),
-            };
+            let fetched = forwarder.fetch(&query.query()).await;
             this.borrow_mut().finish(key, fetched);
         })
         .detach();
@@ -587,11 +575,7 @@ impl CoreCache {
         let askers = self.fetching.remove(&key).unwrap_or_default();
         let resolution = match fetched {
             Fetched::Failed(rcode) => Resolution::Failed(rcode),
-            Fetched::Reply {
-                reply,
-                id,
-                question,
-            } => match self.build(&key, &reply, id, &question) {
+            Fetched::Reply(reply) => match self.build(&key, &reply) {
                 Ok(stored) => Resolution::Stored(Arc::new(stored)),
                 Err(BuildFailure::KeepStale) => Resolution::Failed(Rcode::SERVFAIL),
                 Err(BuildFailure::Not(reason)) => {
@@ -601,11 +585,7 @@ impl CoreCache {
                         metrics.dropped();
                     }
                     tracing::trace!(%reason, "forwarded reply not cached");
-                    Resolution::Once {
-                        reply,
-                        id,
-                        question,
-                    }
+                    Resolution::Once(reply)
                 }
             },
         };
@@ -626,19 +606,14 @@ impl CoreCache {
         self.on_resolved(key, &resolution);
     }
 
-    fn build(
-        &self,
-        key: &[u8],
-        reply: &[u8],
-        id: u16,
-        question: &[u8],
-    ) -> Result<Stored, BuildFailure> {
-        let checked =
-            check_upstream_reply(reply, id, question).map_err(|_| NotCached::Malformed)?;
+    fn build(&self, key: &[u8], reply: &CheckedReply) -> Result<Stored, BuildFailure> {
         let zones = &self.plan.cluster_zones;
-        let answer = CachedAnswer::from_upstream(&checked, question, &self.plan.policy, |name| {
-            zones.iter().any(|zone| name.ends_with(zone))
-        })?;
+        let answer = CachedAnswer::from_upstream(
+            &reply.view(),
+            reply.question(),
+            &self.plan.policy,
+            |name| zones.iter().any(|zone| name.ends_with(zone)),
+        )?;
         // With serve-stale, an upstream's SERVFAIL does not push out a good
         // entry: the stale one answers instead.
         if answer.kind() == CacheKind::ServFail
@@ -670,7 +645,7 @@ impl CoreCache {
         let waiters = self.waiting.remove(&key);
         match &**resolution {
             Resolution::Stored(stored) => self.insert(key, Arc::clone(stored), Instant::now()),
-            Resolution::Once { .. } | Resolution::Failed(_) => {
+            Resolution::Once(_) | Resolution::Failed(_) => {
                 // A refresh that failed may be asked for again.
                 let hash = self.mail.hash(&key);
                 if let Some(slot) = self.table.find_mut(hash, |s| s.key == key) {
@@ -701,7 +676,7 @@ impl CoreCache {
         forwarder: &Rc<Forwarder>,
         background: &Rc<Cell<usize>>,
         key: &[u8],
-        query: &[u8],
+        query: &Query<'_>,
     ) -> Option<oneshot::Receiver<Arc<Resolution>>> {
         let (sender, receiver) = oneshot::channel();
         let mut cache = this.borrow_mut();
@@ -717,9 +692,22 @@ impl CoreCache {
         if cache.mail.home(hash) == cache.core {
             let core = cache.core;
             drop(cache);
-            Self::on_ask(this, forwarder, background, core, query.to_vec(), false);
+            Self::on_ask(
+                this,
+                forwarder,
+                background,
+                core,
+                Box::new(query.to_buf()),
+                false,
+            );
         } else {
-            ask(&cache.mail, cache.core, hash, query.to_vec(), false);
+            ask(
+                &cache.mail,
+                cache.core,
+                hash,
+                Box::new(query.to_buf()),
+                false,
+            );
         }
         Some(receiver)
     }
@@ -743,7 +731,7 @@ impl From<NotCached> for BuildFailure {
 
 /// Asks the home core of the key hashed to `hash` to resolve `query`, for
 /// core `from`.
-fn ask(mail: &Mailboxes, from: usize, hash: u64, query: Vec<u8>, refresh: bool) {
+fn ask(mail: &Mailboxes, from: usize, hash: u64, query: Box<QueryBuf>, refresh: bool) {
     mail.send(
         mail.home(hash),
         CacheMessage::Ask {
@@ -764,21 +752,20 @@ fn ttl_view(keep_ttl: bool, stored: &Stored, now: Instant) -> TtlView {
 }
 
 /// The slow path of a cached name: waits for the home core's resolution
-/// and answers from it. `None` when `packet` is not a query.
+/// and answers from it.
 pub async fn resolve(
     cache: &Rc<RefCell<CoreCache>>,
     forwarder: &Rc<Forwarder>,
     background: &Rc<Cell<usize>>,
-    packet: &[u8],
+    query: &Query<'_>,
     transport: Transport,
 ) -> Option<Forwarded> {
-    let query = parse_query(packet).ok()?;
     let mut buffer = vec![0u8; super::forward::reply_buffer(transport, kubewire_wire::MAX_MESSAGE)];
     // Filled since the fast path missed?
     if let Lookup::Hit { len, rcode } =
         cache
             .borrow_mut()
-            .lookup(&query, Instant::now(), transport, &mut buffer)
+            .lookup(query, Instant::now(), transport, &mut buffer)
     {
         buffer.truncate(len);
         return Some(Forwarded {
@@ -787,9 +774,9 @@ pub async fn resolve(
         });
     }
     let mut buf = [0u8; MAX_CACHE_KEY];
-    let key = cache_key(&query, &mut buf);
-    let Some(receiver) = CoreCache::wait(cache, forwarder, background, key, packet) else {
-        return forwarder.reject_over_limit(&query, transport);
+    let key = cache_key(query, &mut buf);
+    let Some(receiver) = CoreCache::wait(cache, forwarder, background, key, query) else {
+        return forwarder.reject_over_limit(query, transport);
     };
     let budget = forwarder.longest_fetch() + Duration::from_secs(1);
     let resolution = futures_lite::future::or(async { receiver.await.ok() }, async {
@@ -808,7 +795,7 @@ pub async fn resolve(
             let view = ttl_view(cache.borrow().plan.keep_ttl, stored, now);
             let len = stored
                 .answer
-                .write_reply(&query, view, transport, &mut buffer)
+                .write_reply(query, view, transport, &mut buffer)
                 .ok()?;
             buffer.truncate(len);
             return Some(Forwarded {
@@ -816,11 +803,7 @@ pub async fn resolve(
                 rcode: stored.answer.rcode(),
             });
         }
-        Some(Resolution::Once {
-            reply,
-            id,
-            question,
-        }) => return forwarder.client_reply(&query, reply, *id, question, transport),
+        Some(Resolution::Once(reply)) => return forwarder.client_reply(query, reply, transport),
         Some(Resolution::Failed(rcode)) => *rcode,
         None => Rcode::SERVFAIL,
     };
@@ -831,7 +814,7 @@ pub async fn resolve(
         }
         let len = stale
             .answer
-            .write_reply(&query, TtlView::Fixed(serve.ttl_s), transport, &mut buffer)
+            .write_reply(query, TtlView::Fixed(serve.ttl_s), transport, &mut buffer)
             .ok()?;
         buffer.truncate(len);
         return Some(Forwarded {
@@ -839,5 +822,5 @@ pub async fn resolve(
             rcode: stale.answer.rcode(),
         });
     }
-    forwarder.fixed(&query, transport, failed)
+    forwarder.fixed(query, transport, failed)
 }

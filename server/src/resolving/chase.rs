@@ -3,8 +3,8 @@
 //!
 //! - A target in a cluster zone is looked up in the core's own table, and
 //!   followed through further CNAMEs (ExternalName to ExternalName).
-//! - A target outside is resolved through the forwarder, if there is one;
-//!   the upstream follows any further CNAMEs itself.
+//! - A target outside is forwarded, through the cache like any other name,
+//!   if anything forwards; the upstream follows any further CNAMEs itself.
 //! - A chain that loops, or runs longer than [`MAX_CHAIN`], stops with what
 //!   was found.
 //!
@@ -12,10 +12,10 @@
 //! [`kubewire_wire::records`]), and the client's size limit applies: a reply
 //! that does not fit goes back with TC set and no records.
 
-use super::forward::Forwarder;
+use super::resolver::Resolver;
 use kubewire_control_plane::{AnswerTable, Response};
 use kubewire_wire::records::{copy_record, first_record, write_plain_query};
-use kubewire_wire::{HEADER_LEN, NameBuf, OUR_UDP_PAYLOAD, Rcode, Transport, parse_query};
+use kubewire_wire::{HEADER_LEN, NameBuf, OUR_UDP_PAYLOAD, Query, Rcode, Transport, parse_query};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -25,17 +25,13 @@ pub const MAX_CHAIN: usize = 8;
 /// The client's reply and its RCODE, after chasing the CNAME in `reply`
 /// (the table's answer to `query`).
 pub async fn chase(
-    table: &RefCell<AnswerTable>,
-    forwarder: Option<&Rc<Forwarder>>,
-    query: &[u8],
+    resolver: &Rc<Resolver>,
+    parsed: &Query<'_>,
     mut reply: Vec<u8>,
     transport: Transport,
-) -> (Vec<u8>, u16) {
-    let rcode_of = |reply: &[u8]| reply.get(3).map_or(0, |b| u16::from(b & 0x0F));
-    let Ok(parsed) = parse_query(query) else {
-        let rcode = rcode_of(&reply);
-        return (reply, rcode);
-    };
+) -> (Vec<u8>, Rcode) {
+    let table = resolver.table();
+    let rcode_of = |reply: &[u8]| Rcode(reply.get(3).map_or(0, |b| u16::from(b & 0x0F)));
     let qtype = parsed.qtype();
     let edns = parsed.edns();
     // Take our OPT off the end; it goes back on last.
@@ -73,15 +69,16 @@ pub async fn chase(
             reply
         } else if in_cluster {
             break;
-        } else if let Some(forwarder) = forwarder {
-            match forwarder.resolve(&sub_query, Transport::Tcp).await {
+        } else {
+            let Ok(sub_parsed) = parse_query(&sub_query) else {
+                break;
+            };
+            match resolver.forward(&sub_parsed, Transport::Tcp).await {
                 Some(forwarded) => forwarded.reply,
                 None => break,
             }
-        } else {
-            break;
         };
-        rcode = Rcode(rcode_of(&sub));
+        rcode = rcode_of(&sub);
         let Ok(mut pos) = first_record(&sub) else {
             break;
         };
@@ -150,7 +147,7 @@ pub(super) fn finish(
     opt: Option<Vec<u8>>,
     transport: Transport,
     payload: Option<u16>,
-) -> (Vec<u8>, u16) {
+) -> (Vec<u8>, Rcode) {
     let limit = match (transport, payload) {
         (Transport::Tcp, _) => kubewire_wire::MAX_MESSAGE,
         (Transport::Udp, None) => 512,
@@ -173,7 +170,7 @@ pub(super) fn finish(
         let additional = count(&reply, 10) + 1;
         set_count(&mut reply, 10, additional);
     }
-    let rcode = reply.get(3).map_or(0, |b| u16::from(b & 0x0F));
+    let rcode = Rcode(reply.get(3).map_or(0, |b| u16::from(b & 0x0F)));
     (reply, rcode)
 }
 

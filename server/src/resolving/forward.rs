@@ -2,9 +2,9 @@
 //! over UDP (TCP after TC=1, or always with `force_tcp`), on the core's own
 //! executor, and builds the client's reply from the first sound answer.
 //!
-//! - Every upstream query goes out from a new socket, so the kernel picks a
-//!   random source port, with an ID drawn from a keyed PRF (SipHash with
-//!   random keys). A reply counts only if it comes from the upstream's
+//! - UDP queries go out from a few kept sockets per upstream, renewed
+//!   often ([`super::udp_pool`]), with an ID drawn from a keyed PRF (SipHash
+//!   with random keys). A reply counts only if it comes from the upstream's
 //!   address and its ID and question match; anything else is dropped,
 //!   counted, and the wait goes on until the attempt's timeout.
 //! - A timeout, a refused connection or a malformed reply is a failure of
@@ -16,29 +16,23 @@
 //!
 //! The client's reply comes from the pure functions in
 //! [`kubewire_wire::upstream`].
-#![allow(unsafe_code)] // handing our own UDP socket to glommio
-
 use super::ForwardPlan;
 use super::probe::Probe;
 use super::tcp::{TcpError, TcpPool};
+use super::udp_pool::{UdpError, UdpPool};
 use crate::operations::config::Policy;
 use crate::operations::metrics::ForwardMetrics;
-use glommio::net::UdpSocket;
 use kubewire_wire::{
-    HEADER_LEN, MAX_UPSTREAM_QUERY, PreparedAnswer, Query, Rcode, Transport, UpstreamError,
-    assemble_reply, check_upstream_reply, parse_query, sent_question, write_forwarded_reply,
-    write_probe_query, write_upstream_query,
+    CheckedReply, HEADER_LEN, MAX_UPSTREAM_QUERY, PreparedAnswer, Query, Rcode, Transport,
+    UpstreamError, assemble_reply, sent_question, write_forwarded_reply, write_probe_query,
+    write_upstream_query,
 };
 use std::cell::Cell;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The largest UDP reply taken from an upstream. We advertise 1232 bytes;
-/// a larger reply is read as truncated and asked again over TCP.
-const MAX_UDP_REPLY: usize = 4096;
 /// A kept upstream TCP connection idle this long is closed (CoreDNS's
 /// `expire` default).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -59,40 +53,11 @@ pub struct Forwarded {
     pub rcode: Rcode,
 }
 
-/// A UDP socket on a port of its own, for one upstream query.
-///
-/// Not glommio's `UdpSocket::bind`: that sets `SO_REUSEPORT`, with which
-/// the kernel may give two sockets bound to port 0 the same port, so that
-/// one query's reply lands on the other's socket and is lost.
-fn upstream_socket(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
-    let domain = socket2::Domain::for_address(upstream);
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    let local: SocketAddr = if upstream.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    socket.bind(&local.into())?;
-    socket.set_nonblocking(true)?;
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
-    // SAFETY: `fd` is the UDP socket just created, whose ownership
-    // `into_raw_fd` gave up; glommio's socket takes it over and closes it.
-    Ok(unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
 /// What [`Forwarder::fetch`] got.
 #[derive(Debug)]
 pub enum Fetched {
-    /// A sound upstream reply, with the ID and question it was checked
-    /// against.
-    Reply {
-        /// The reply's bytes.
-        reply: Vec<u8>,
-        /// The ID sent.
-        id: u16,
-        /// The question sent (name, type, class).
-        question: Vec<u8>,
-    },
+    /// A sound upstream reply.
+    Reply(CheckedReply),
     /// No upstream reply to pass on: answer with this RCODE.
     Failed(Rcode),
 }
@@ -111,23 +76,19 @@ pub struct Forwarder {
     servfail: PreparedAnswer,
     refused: PreparedAnswer,
     tcp: TcpPool,
+    /// Per upstream, its kept UDP sockets.
+    udp: Vec<UdpPool>,
 }
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
-    #[error("no reply within {0:?}")]
-    Timeout(Duration),
-    #[error("UDP socket")]
-    Socket(#[source] std::io::Error),
-    #[error("UDP")]
-    Udp(#[source] glommio::GlommioError<()>),
+    #[error("over UDP")]
+    Udp(#[from] UdpError),
     #[error("over TCP")]
     Tcp(#[from] TcpError),
     #[error("malformed reply: {0}")]
     Malformed(UpstreamError),
-    #[error("UDP reply larger than {MAX_UDP_REPLY} bytes")]
-    TooLarge,
 }
 
 impl Forwarder {
@@ -139,8 +100,15 @@ impl Forwarder {
     ) -> Forwarder {
         let health = plan.upstreams.iter().map(|_| Health::default()).collect();
         let tcp = TcpPool::new(&plan.upstreams, TCP_IDLE, plan.tls.clone());
+        let udp = plan
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(index, upstream)| UdpPool::new(upstream.addr, index, metrics.clone()))
+            .collect();
         Forwarder {
             tcp,
+            udp,
             plan,
             health,
             in_flight: Cell::new(0),
@@ -229,21 +197,15 @@ impl Forwarder {
         }
     }
 
-    /// Forwards `packet` and returns the client's reply; `None` when the
-    /// packet is not a query (the table already dropped those).
-    pub async fn resolve(
+    /// Forwards `query` and returns the client's reply.
+    pub async fn forward(
         self: &Rc<Self>,
-        packet: &[u8],
+        query: &Query<'_>,
         transport: Transport,
     ) -> Option<Forwarded> {
-        let query = parse_query(packet).ok()?;
-        match self.fetch(&query).await {
-            Fetched::Reply {
-                reply,
-                id,
-                question,
-            } => self.client_reply(&query, &reply, id, &question, transport),
-            Fetched::Failed(rcode) => self.fixed(&query, transport, rcode),
+        match self.fetch(query).await {
+            Fetched::Reply(reply) => self.client_reply(query, &reply, transport),
+            Fetched::Failed(rcode) => self.fixed(query, transport, rcode),
         }
     }
 
@@ -279,23 +241,17 @@ impl Forwarder {
             let Some(&upstream) = order.get(attempt % order.len().max(1)) else {
                 break;
             };
-            let id = self.random() as u16;
-            let Ok(len) = write_upstream_query(query, id, &mut sent) else {
+            let Ok(len) = write_upstream_query(query, self.random() as u16, &mut sent) else {
                 break;
             };
             let started = Instant::now();
-            let question = sent_question(&sent[..len]);
-            match self.exchange(upstream, &sent[..len], id, question).await {
-                Ok((reply, rcode)) => {
+            match self.exchange(upstream, &mut sent[..len]).await {
+                Ok(reply) => {
                     self.record(upstream, true);
                     if let Some(metrics) = &self.metrics {
-                        metrics.request(upstream, rcode.0, started.elapsed());
+                        metrics.request(upstream, reply.rcode().0, started.elapsed());
                     }
-                    return Fetched::Reply {
-                        reply,
-                        id,
-                        question: question.to_vec(),
-                    };
+                    return Fetched::Reply(reply);
                 }
                 Err(error) => {
                     tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], error = %super::Chain(&error), "upstream attempt failed");
@@ -311,14 +267,10 @@ impl Forwarder {
     pub fn client_reply(
         &self,
         query: &Query<'_>,
-        reply: &[u8],
-        id: u16,
-        question: &[u8],
+        reply: &CheckedReply,
         transport: Transport,
     ) -> Option<Forwarded> {
-        let Ok(checked) = check_upstream_reply(reply, id, question) else {
-            return self.fixed(query, transport, Rcode::SERVFAIL);
-        };
+        let checked = reply.view();
         // Sized to the reply: zeroing 64 KiB per query showed in profiles.
         let needed = HEADER_LEN + query.question_bytes().len() + checked.records().len() + 11;
         let mut out = vec![0u8; reply_buffer(transport, needed)];
@@ -368,84 +320,34 @@ impl Forwarder {
     }
 
     /// One attempt at one upstream: UDP, then TCP if the reply is truncated
-    /// (unless `prefer_udp`), or TCP alone with `force_tcp`. Returns the
-    /// checked reply's bytes.
+    /// (unless `prefer_udp`), or TCP alone with `force_tcp`. `query` is the
+    /// upstream query; over UDP its ID is set to one free on the socket.
     async fn exchange(
         &self,
         upstream: usize,
-        query: &[u8],
-        id: u16,
-        question: &[u8],
-    ) -> Result<(Vec<u8>, Rcode), AttemptError> {
+        query: &mut [u8],
+    ) -> Result<CheckedReply, AttemptError> {
+        let question: Box<[u8]> = sent_question(query).into();
         let deadline = Instant::now() + self.plan.timeout;
-        if self.plan.force_tcp
-            || self.plan.upstreams[upstream].tls
-            || self.plan.upstreams[upstream].tcp
-        {
-            return self.over_tcp(upstream, query, id, question, deadline).await;
+        let address = self.plan.upstreams[upstream];
+        if self.plan.force_tcp || address.tls || address.tcp {
+            return self.over_tcp(upstream, query, &question, deadline).await;
         }
-        let reply = match self.over_udp(upstream, query, id, question, deadline).await {
-            // Too large for UDP: as if truncated.
-            Err(AttemptError::TooLarge) if !self.plan.prefer_udp => {
-                let deadline = Instant::now() + self.plan.timeout;
-                return self.over_tcp(upstream, query, id, question, deadline).await;
-            }
-            other => other?,
-        };
-        let truncated = reply.0.get(2).is_some_and(|flags| flags & 0x02 != 0);
-        if truncated && !self.plan.prefer_udp {
-            let deadline = Instant::now() + self.plan.timeout;
-            return self.over_tcp(upstream, query, id, question, deadline).await;
-        }
-        Ok(reply)
-    }
-
-    async fn over_udp(
-        &self,
-        upstream: usize,
-        query: &[u8],
-        id: u16,
-        question: &[u8],
-        deadline: Instant,
-    ) -> Result<(Vec<u8>, Rcode), AttemptError> {
-        let address = self.plan.upstreams[upstream].addr;
-        if let Some(metrics) = &self.metrics {
-            metrics.conn_miss(upstream, false);
-        }
-        // A new socket per query: the kernel picks a random source port.
-        let socket = upstream_socket(address).map_err(AttemptError::Socket)?;
-        socket
-            .send_to(query, address)
+        let timeout = self.plan.timeout;
+        let udp = &self.udp[upstream];
+        let reply = match udp
+            .exchange(query, &question, timeout, deadline, || self.random() as u16)
             .await
-            .map_err(AttemptError::Udp)?;
-        // One byte more than we take, to see a reply that is too large.
-        let mut buf = vec![0u8; MAX_UDP_REPLY + 1];
-        loop {
-            let left =
-                super::time_left(deadline).ok_or(AttemptError::Timeout(self.plan.timeout))?;
-            let received = glommio::timer::timeout(left, socket.recv_from(&mut buf)).await;
-            let (len, from) = match received {
-                Ok(received) => received,
-                Err(glommio::GlommioError::TimedOut(_)) => {
-                    return Err(AttemptError::Timeout(self.plan.timeout));
-                }
-                Err(error) => return Err(AttemptError::Udp(error)),
-            };
-            if from != address {
-                self.mismatch();
-                continue;
-            }
-            if len > MAX_UDP_REPLY {
-                return Err(AttemptError::TooLarge);
-            }
-            match check_upstream_reply(&buf[..len], id, question) {
-                Ok(checked) => {
-                    let rcode = checked.rcode();
-                    buf.truncate(len);
-                    return Ok((buf, rcode));
-                }
-                Err(error) if error.is_mismatch() => self.mismatch(),
-                Err(error) => return Err(AttemptError::Malformed(error)),
+        {
+            // Too large for UDP: as if truncated.
+            Err(UdpError::TooLarge) if !self.plan.prefer_udp => None,
+            other => Some(other?),
+        };
+        match reply {
+            Some(reply) if !reply.truncated() || self.plan.prefer_udp => Ok(reply),
+            _ => {
+                let deadline = Instant::now() + self.plan.timeout;
+                self.over_tcp(upstream, query, &question, deadline).await
             }
         }
     }
@@ -454,10 +356,10 @@ impl Forwarder {
         &self,
         upstream: usize,
         query: &[u8],
-        id: u16,
         question: &[u8],
         deadline: Instant,
-    ) -> Result<(Vec<u8>, Rcode), AttemptError> {
+    ) -> Result<CheckedReply, AttemptError> {
+        let id = u16::from_be_bytes([query[0], query[1]]);
         let exchanged = self.tcp.exchange(upstream, query, id, deadline).await;
         let unmatched = self.tcp.unmatched.replace(0);
         if let Some(metrics) = &self.metrics {
@@ -473,16 +375,12 @@ impl Forwarder {
                 metrics.conn_miss(upstream, true);
             }
         }
-        let checked = check_upstream_reply(&reply, id, question).map(|c| c.rcode());
-        match checked {
-            Ok(rcode) => Ok((reply, rcode)),
-            Err(error) => {
-                if error.is_mismatch() {
-                    self.mismatch();
-                }
-                Err(AttemptError::Malformed(error))
+        CheckedReply::check(reply, id, question).map_err(|error| {
+            if error.is_mismatch() {
+                self.mismatch();
             }
-        }
+            AttemptError::Malformed(error)
+        })
     }
 
     fn mismatch(&self) {
@@ -501,20 +399,11 @@ impl Forwarder {
                 if !health.down.get() {
                     continue;
                 }
-                let id = self.random() as u16;
-                let Ok(len) = write_probe_query(id, &mut probe) else {
+                let Ok(len) = write_probe_query(self.random() as u16, &mut probe) else {
                     continue;
                 };
-                let question = sent_question(&probe[..len]);
-                let deadline = Instant::now() + self.plan.timeout.min(self.plan.health_check);
                 let address = self.plan.upstreams[upstream];
-                let result = if self.plan.force_tcp || address.tls || address.tcp {
-                    self.over_tcp(upstream, &probe[..len], id, question, deadline)
-                        .await
-                } else {
-                    self.over_udp(upstream, &probe[..len], id, question, deadline)
-                        .await
-                };
+                let result = self.exchange(upstream, &mut probe[..len]).await;
                 match result {
                     Ok(_) => {
                         health.down.set(false);
@@ -548,7 +437,7 @@ impl Drop for InFlight {
 /// the smallest a reply must fit in, never more than the transport allows.
 pub(crate) fn reply_buffer(transport: Transport, needed: usize) -> usize {
     let most = match transport {
-        Transport::Udp => crate::serving::batch::TX_BUF,
+        Transport::Udp => usize::from(kubewire_wire::OUR_UDP_PAYLOAD),
         Transport::Tcp => kubewire_wire::MAX_MESSAGE,
     };
     needed.min(most).max(kubewire_wire::MIN_REPLY_BUF)

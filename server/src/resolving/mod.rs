@@ -7,7 +7,9 @@ pub mod cache;
 pub mod chase;
 pub mod forward;
 pub mod probe;
+pub mod resolver;
 pub mod tcp;
+pub mod udp_pool;
 
 use crate::operations::config::{Forward, Policy};
 use kubewire_wire::NameBuf;

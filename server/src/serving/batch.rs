@@ -8,15 +8,17 @@
 
 pub use kubewire_udp::Peer;
 use kubewire_udp::mmsg::{Headers, zeroed};
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
 /// Largest query read; a longer one is dropped (DNS queries are far shorter).
 pub const RX_BUF: usize = 4096;
-/// Reply buffer: a UDP reply never exceeds our advertised 1232 bytes.
-pub const TX_BUF: usize = 1232;
+/// Reply buffer: a UDP reply never exceeds our advertised payload size.
+pub const TX_BUF: usize = kubewire_wire::OUR_UDP_PAYLOAD as usize;
 
 const _: () = assert!(TX_BUF >= kubewire_wire::MIN_REPLY_BUF);
 
@@ -149,6 +151,106 @@ impl UdpBatch {
         unsafe {
             self.tx_headers
                 .send(fd, first..self.queued, libc::MSG_DONTWAIT)
+        }
+    }
+}
+
+/// Replies that finish outside a batch (resolved by the resolver), gathered
+/// and sent with one `sendmmsg` once the tasks ready in this turn of the
+/// executor have run: a burst of upstream replies becomes one system call
+/// to the clients, not one each.
+pub struct Outbox {
+    socket: Rc<glommio::net::UdpSocket>,
+    queued: RefCell<Vec<(Vec<u8>, libc::sockaddr_storage, libc::socklen_t)>>,
+    headers: RefCell<Headers>,
+    /// A flush is spawned and has not run yet.
+    scheduled: Cell<bool>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queued", &self.queued.borrow().len())
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// An outbox sending through `socket`.
+    pub fn new(socket: &Rc<glommio::net::UdpSocket>) -> Rc<Outbox> {
+        Rc::new(Outbox {
+            socket: Rc::clone(socket),
+            queued: RefCell::new(Vec::new()),
+            headers: RefCell::new(Headers::new(BATCH)),
+            scheduled: Cell::new(false),
+        })
+    }
+
+    /// Queues `reply` to `peer`; it leaves with the others of this turn.
+    pub fn push(self: &Rc<Self>, reply: Vec<u8>, peer: std::net::SocketAddr) {
+        let address = socket2::SockAddr::from(peer);
+        // SAFETY: all-zero bytes are a valid `sockaddr_storage` (an unset
+        // address family).
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = (address.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: `address` holds `len` bytes of a socket address, and
+        // `storage` is large enough for any socket address; they do not
+        // overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                address.as_ptr().cast::<u8>(),
+                std::ptr::from_mut(&mut storage).cast::<u8>(),
+                len,
+            );
+        }
+        self.queued
+            .borrow_mut()
+            .push((reply, storage, len as libc::socklen_t));
+        if !self.scheduled.replace(true) {
+            // Tasks run in the order they were woken or spawned: this one
+            // runs after every task already ready, whose replies it takes.
+            let outbox = Rc::clone(self);
+            glommio::spawn_local(async move { outbox.flush() }).detach();
+        }
+    }
+
+    /// Sends everything queued, [`BATCH`] at a time. A reply that cannot
+    /// go (a full socket buffer, an unreachable peer) is dropped, as the
+    /// network would drop it.
+    fn flush(&self) {
+        self.scheduled.set(false);
+        let mut queued = std::mem::take(&mut *self.queued.borrow_mut());
+        let mut headers = self.headers.borrow_mut();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.socket);
+        for chunk in queued.chunks_mut(BATCH) {
+            for (i, (reply, peer, peer_len)) in chunk.iter_mut().enumerate() {
+                headers.point(i, reply.as_mut_ptr(), reply.len(), peer, *peer_len);
+            }
+            let mut first = 0;
+            while first < chunk.len() {
+                // SAFETY: headers `0..chunk.len()` point at the replies and
+                // addresses of `chunk`, alive and unmoved until the call ends.
+                match unsafe { headers.send(fd, first..chunk.len(), libc::MSG_DONTWAIT) } {
+                    Ok(0) => {
+                        tracing::debug!(
+                            dropped = chunk.len() - first,
+                            "UDP send buffer full; resolved replies dropped"
+                        );
+                        break;
+                    }
+                    Ok(sent) => first += sent,
+                    Err(error) => {
+                        tracing::debug!(%error, "resolved UDP reply not sent");
+                        first += 1;
+                    }
+                }
+            }
+        }
+        // Keep the allocation for the next turn.
+        queued.clear();
+        let mut slot = self.queued.borrow_mut();
+        if slot.is_empty() {
+            *slot = queued;
         }
     }
 }

@@ -8,12 +8,15 @@
 #![allow(unsafe_code)] // wrapping our own raw socket fds for glommio
 
 use crate::operations::config::UdpIo;
+use crate::operations::failure::CORE_THREAD_PREFIX;
 use crate::operations::metrics::{Answered, CoreMetrics, Plugin, Proto};
-use crate::resolving::autopath::{self, AutopathPlan, Candidate};
-use crate::resolving::cache::{self, CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};
-use crate::resolving::forward::{Forwarded, Forwarder};
+use crate::operations::preflight::UDP_FLOWING_WAIT_MS;
+use crate::resolving::autopath::{self, AutopathPlan};
+use crate::resolving::cache::{CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};
+use crate::resolving::forward::Forwarder;
 use crate::resolving::probe::LoopProbes;
-use crate::serving::batch::UdpBatch;
+use crate::resolving::resolver::{Resolved, Resolver, Work};
+use crate::serving::batch::{Outbox, UdpBatch};
 use crate::serving::querylog::{QueryLog, QueryLogSettings};
 
 mod uring;
@@ -21,37 +24,13 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use kubewire_control_plane::{AnswerTable, DeltaReceiver, Response};
-use kubewire_wire::Transport;
+use kubewire_wire::{QueryBuf, Rcode, Transport};
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// Every serving core's thread name starts with this.
-const THREAD_PREFIX: &str = "kubewire-core-";
-
-/// Set when a serving core panics. Its `SO_REUSEPORT` sockets stay open, so
-/// the kernel would keep sending it a share of the clients, who would time
-/// out: the control plane sees this, turns `/health` to 503 and stops the
-/// process, so that the kubelet restarts it.
-static FAILED: AtomicBool = AtomicBool::new(false);
-
-/// Called from the panic hook: notes a panic on a serving core's thread.
-pub fn note_panic() {
-    if std::thread::current()
-        .name()
-        .is_some_and(|name| name.starts_with(THREAD_PREFIX))
-    {
-        FAILED.store(true, Ordering::Release);
-    }
-}
-
-/// Whether a serving core has panicked.
-pub fn failed() -> bool {
-    FAILED.load(Ordering::Acquire)
-}
 
 /// Test-only fault injection, compiled into debug builds alone: with
 /// `KUBEWIRE_TEST_PANIC_ON` set to a name, a query for it panics the core.
@@ -181,37 +160,14 @@ struct Shared {
     metrics: Option<Arc<CoreMetrics>>,
     query_log_settings: Arc<QueryLogSettings>,
     query_log: Rc<RefCell<QueryLog>>,
-    forwarder: Option<Rc<Forwarder>>,
-    /// The cache of forwarded answers; `None` when off.
-    cache: Option<Rc<RefCell<CoreCache>>>,
-    /// Autopath's search domains; `None` when autopath is off.
-    autopath: Option<Arc<AutopathPlan>>,
-    /// Forwarded and chased queries in progress on this core's reactor.
-    background: Rc<Cell<usize>>,
-}
-
-/// Counts a forwarded or chased query while its task lives.
-#[derive(Debug)]
-pub struct Background(Rc<Cell<usize>>);
-
-impl Background {
-    /// Counts one more until dropped.
-    pub fn start(count: &Rc<Cell<usize>>) -> Background {
-        count.set(count.get() + 1);
-        Background(Rc::clone(count))
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
+    /// Everything the table cannot finish alone goes here.
+    resolver: Rc<Resolver>,
 }
 
 /// Starts a core on its own pinned thread.
 pub fn spawn(setup: CoreSetup) -> glommio::Result<glommio::ExecutorJoinHandle<()>, ()> {
     LocalExecutorBuilder::new(Placement::Fixed(setup.cpu))
-        .name(&format!("{THREAD_PREFIX}{}", setup.index))
+        .name(&format!("{CORE_THREAD_PREFIX}{}", setup.index))
         // Keep pinned memory small: RLIMIT_MEMLOCK is often 8 MiB or less,
         // and no DMA file I/O happens here.
         .io_memory(64 << 10)
@@ -231,33 +187,24 @@ type Scratch = Rc<RefCell<Vec<u8>>>;
 async fn run(mut setup: CoreSetup) {
     let forwarder = setup
         .forward
-        .map(|plan| Rc::new(Forwarder::new(plan, setup.forward_metrics, setup.index)));
+        .map(|plan| Forwarder::new(plan, setup.forward_metrics, setup.index));
     let mut table = AnswerTable::new();
     table.set_recursion_available(forwarder.is_some());
-    let cache = setup.cache.map(|c| {
-        Rc::new(RefCell::new(CoreCache::new(
-            c.plan,
-            setup.index,
-            c.mailboxes,
-            c.inbox,
-            c.metrics,
-        )))
-    });
+    let cache = setup
+        .cache
+        .map(|c| CoreCache::new(c.plan, setup.index, c.mailboxes, c.inbox, c.metrics));
+    let table = Rc::new(RefCell::new(table));
+    let resolver = Resolver::new(Rc::clone(&table), forwarder, cache, setup.autopath.take());
     let shared = Shared {
-        cache,
-        table: Rc::new(RefCell::new(table)),
+        table,
         updates: Rc::new(setup.updates),
         metrics: setup.metrics,
         query_log_settings: setup.query_log,
         query_log: Rc::new(RefCell::new(QueryLog::default())),
-        forwarder,
-        background: Rc::new(Cell::new(0)),
-        autopath: setup.autopath.take(),
+        resolver: Rc::new(resolver),
     };
     apply_updates(&shared);
-    if let Some(forwarder) = &shared.forwarder {
-        glommio::spawn_local(Rc::clone(forwarder).health_checks()).detach();
-    }
+    shared.resolver.start_tasks();
 
     let listeners = Listeners {
         udp: std::mem::take(&mut setup.udp_fds),
@@ -297,9 +244,7 @@ async fn run(mut setup: CoreSetup) {
                 }
             }
         }
-        if let (Some(cache), Some(forwarder)) = (&shared.cache, &shared.forwarder) {
-            CoreCache::drain(cache, forwarder, &shared.background);
-        }
+        shared.resolver.drain();
         if setup.shutdown.load(Ordering::Acquire) {
             hand_over(&udp_sockets, &shared).await;
             break;
@@ -431,7 +376,7 @@ async fn hand_over(sockets: &[Rc<UdpSocket>], shared: &Shared) {
     glommio::timer::sleep(Duration::from_millis(2 * UDP_FLOWING_WAIT_MS)).await;
     while std::time::Instant::now() < deadline {
         let queued = sockets.iter().any(|s| bytes_queued(s.as_raw_fd()) > 0);
-        if !queued && shared.background.get() == 0 {
+        if !queued && shared.resolver.in_progress() == 0 {
             break;
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -467,24 +412,20 @@ fn apply_updates(shared: &Shared) {
     }
 }
 
-/// What [`answer`] did with a query.
+/// What [`answer`] did with a query: the one verdict, for UDP and TCP.
 #[derive(Debug)]
-enum Answer {
-    /// An NXDOMAIN of this length is in the buffer, for a pod's first
-    /// search candidate: autopath walks the rest of its search list.
-    Autopath(usize, Box<Candidate>),
+enum Verdict {
     /// A reply of this length and RCODE is in the buffer.
-    Reply(usize, u16),
-    /// The name is forwarded: hand the query to the forwarder.
-    Forward,
-    /// A CNAME of this length is in the buffer, whose target is to be
-    /// chased (an ExternalName Service).
-    Chase(usize),
+    Reply(usize, Rcode),
+    /// The table could not finish it: the resolver does the rest, with the
+    /// query parsed here.
+    Resolve(Box<QueryBuf>, Work),
     /// Send nothing.
     Drop,
 }
 
-/// Answers one query into `out` and counts it, or says to forward it.
+/// Answers one query into `out` and counts it, or says what the resolver
+/// must do with it.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn answer(
@@ -496,16 +437,16 @@ fn answer(
     query: &[u8],
     out: &mut [u8],
     client: impl FnOnce() -> Option<std::net::IpAddr>,
-) -> Answer {
+) -> Verdict {
     #[cfg(debug_assertions)]
     injected_panic(query);
     let transport = match proto {
         Proto::Udp => Transport::Udp,
         Proto::Tcp => Transport::Tcp,
     };
-    // Parsed once here: a name the table does not hold goes on, parsed,
-    // to the forwarder's zones and the cache. A malformed query is left to
-    // `respond`, which writes its error reply.
+    // Parsed once, here: a name the table does not hold goes on, parsed,
+    // to the forwarder's zones, the cache and the resolver. A malformed
+    // query is left to `respond`, which writes its error reply.
     let parsed = kubewire_wire::parse_query(query);
     let response = match &parsed {
         Ok(parsed) => table.respond_to(parsed, transport, out),
@@ -513,18 +454,26 @@ fn answer(
     };
     let (len, rcode, qtype, plugin) = match response {
         Response::Reply {
-            len, chase: true, ..
-        } => return Answer::Chase(len),
-        Response::Reply {
-            len, rcode, qtype, ..
+            len,
+            rcode,
+            qtype,
+            chase,
         } => {
-            if rcode == kubewire_wire::Rcode::NXDOMAIN
-                && outside.autopath.is_some()
-                && let Some(candidate) = autopath_candidate(table, query, client)
-            {
-                return Answer::Autopath(len, Box::new(candidate));
+            if chase && let Ok(parsed) = &parsed {
+                return Verdict::Resolve(
+                    Box::new(parsed.to_buf()),
+                    Work::Chase(out[..len].to_vec()),
+                );
             }
-            (len, rcode.0, qtype, Plugin::Kubernetes)
+            if rcode == Rcode::NXDOMAIN
+                && let Some(_) = outside.autopath
+                && let Ok(parsed) = &parsed
+                && let Some(candidate) = autopath_candidate(table, parsed, client)
+            {
+                let work = Work::Autopath(out[..len].to_vec(), Box::new(candidate));
+                return Verdict::Resolve(Box::new(parsed.to_buf()), work);
+            }
+            (len, rcode, qtype, Plugin::Kubernetes)
         }
         Response::NotOurs { len, qtype } => {
             let forwarded = match (outside.forwarder, &parsed) {
@@ -532,7 +481,7 @@ fn answer(
                 _ => None,
             };
             let Some(parsed) = forwarded else {
-                let refused = kubewire_wire::Rcode::REFUSED.0;
+                let refused = Rcode::REFUSED;
                 let len = count(
                     metrics,
                     listen,
@@ -543,28 +492,28 @@ fn answer(
                     refused,
                     Plugin::None,
                 );
-                return Answer::Reply(len, refused);
+                return Verdict::Reply(len, refused);
             };
             let Some(cache) = outside.cache else {
-                return Answer::Forward;
+                return Verdict::Resolve(Box::new(parsed.to_buf()), Work::Forward);
             };
             if LoopProbes::is_probe(parsed.key()) {
-                return Answer::Forward;
+                return Verdict::Resolve(Box::new(parsed.to_buf()), Work::Forward);
             }
             let now = outside.now.unwrap_or_else(std::time::Instant::now);
             match cache.borrow_mut().answer(parsed, now, transport, out) {
-                Lookup::Hit { len, rcode } => (len, rcode.0, qtype, Plugin::Cache),
-                Lookup::Miss => return Answer::Forward,
+                Lookup::Hit { len, rcode } => (len, rcode, qtype, Plugin::Cache),
+                Lookup::Miss => return Verdict::Resolve(Box::new(parsed.to_buf()), Work::Forward),
             }
         }
         Response::Drop => {
             if let Some(metrics) = metrics {
                 metrics.dropped();
             }
-            return Answer::Drop;
+            return Verdict::Drop;
         }
     };
-    Answer::Reply(
+    Verdict::Reply(
         count(metrics, listen, proto, query, len, qtype, rcode, plugin),
         rcode,
     )
@@ -575,12 +524,11 @@ fn answer(
 #[cold]
 fn autopath_candidate(
     table: &AnswerTable,
-    query: &[u8],
+    query: &kubewire_wire::Query<'_>,
     client: impl FnOnce() -> Option<std::net::IpAddr>,
-) -> Option<Candidate> {
+) -> Option<autopath::Candidate> {
     let namespace = table.client_namespace(client()?)?;
-    let parsed = kubewire_wire::parse_query(query).ok()?;
-    autopath::first_candidate(table, parsed.key(), namespace)
+    autopath::first_candidate(table, query.key(), namespace)
 }
 
 /// Counts one reply of `len` bytes; returns `len`.
@@ -593,7 +541,7 @@ fn count(
     query: &[u8],
     len: usize,
     qtype: u16,
-    rcode: u16,
+    rcode: Rcode,
     plugin: Plugin,
 ) -> usize {
     if let Some(metrics) = metrics {
@@ -624,9 +572,9 @@ struct Outside<'a> {
 impl Shared {
     fn outside(&self) -> Outside<'_> {
         Outside {
-            forwarder: self.forwarder.as_deref(),
-            cache: self.cache.as_deref(),
-            autopath: self.autopath.as_deref(),
+            forwarder: self.resolver.forwarder(),
+            cache: self.resolver.cache(),
+            autopath: self.resolver.autopath(),
             now: None,
         }
     }
@@ -643,208 +591,75 @@ impl Shared {
     }
 }
 
-/// A query the table could not finish alone.
-#[derive(Debug)]
-enum Slow {
-    /// Forward it.
-    Forward,
-    /// Chase the CNAME in the table's reply (an ExternalName Service).
-    Chase(Vec<u8>),
-    /// Walk a pod's search list after the table's NXDOMAIN for its first
-    /// candidate.
-    Autopath(Vec<u8>, Box<Candidate>),
-}
-
-/// What a UDP path does with a query, from [`answer`]'s verdict.
-enum UdpVerdict {
-    /// Send the reply of this length and RCODE that is in the buffer.
-    Send(usize, u16),
-    /// Spawn this slow work, which replies later.
-    Slow(Slow),
-    /// Send nothing.
-    Drop,
-}
-
-impl UdpVerdict {
-    /// Answers one UDP query from `peer` into `out`, and says what to do.
-    #[inline]
-    fn answer(
-        table: &mut AnswerTable,
-        outside: Outside<'_>,
-        metrics: Option<&CoreMetrics>,
-        listen: usize,
-        query: &[u8],
-        out: &mut [u8],
-        peer: kubewire_udp::Peer<'_>,
-    ) -> UdpVerdict {
-        let answered = answer(
-            table,
-            outside,
-            metrics,
-            listen,
-            Proto::Udp,
-            query,
-            out,
-            || peer.ip(),
-        );
-        UdpVerdict::of(answered, out)
-    }
-
-    /// The verdict on `answered`, whose reply (if any) is in `out`.
-    fn of(answered: Answer, out: &[u8]) -> UdpVerdict {
-        match answered {
-            Answer::Reply(len, rcode) => UdpVerdict::Send(len, rcode),
-            Answer::Autopath(len, candidate) => {
-                UdpVerdict::Slow(Slow::Autopath(out[..len].to_vec(), candidate))
-            }
-            Answer::Forward => UdpVerdict::Slow(Slow::Forward),
-            Answer::Chase(len) => UdpVerdict::Slow(Slow::Chase(out[..len].to_vec())),
-            Answer::Drop => UdpVerdict::Drop,
-        }
-    }
-}
-
-/// Answers a [`Slow`] query (forwarding or chasing, on this core's
-/// reactor) and counts the reply; `None` when there is nothing to send.
-async fn answer_slow(
+/// Has the resolver finish a query and counts its reply; `None` when there
+/// is nothing to send.
+async fn resolve(
     shared: &Shared,
     listen: usize,
     proto: Proto,
-    query: &[u8],
-    slow: Slow,
-) -> Option<Forwarded> {
+    query: &QueryBuf,
+    work: Work,
+) -> Option<Resolved> {
     let transport = match proto {
         Proto::Udp => Transport::Udp,
         Proto::Tcp => Transport::Tcp,
     };
-    let (reply, plugin) = match slow {
-        Slow::Forward => {
-            let forwarder = shared.forwarder.as_ref()?;
-            let probe =
-                kubewire_wire::parse_query(query).is_ok_and(|q| LoopProbes::is_probe(q.key()));
-            let reply = match &shared.cache {
-                Some(cache) if !probe => {
-                    cache::resolve(cache, forwarder, &shared.background, query, transport).await?
-                }
-                _ => forwarder.resolve(query, transport).await?,
-            };
-            (reply, Plugin::Forward)
-        }
-        Slow::Chase(table_reply) => {
-            let (reply, rcode) = crate::resolving::chase::chase(
-                &shared.table,
-                shared.forwarder.as_ref(),
-                query,
-                table_reply,
-                transport,
-            )
-            .await;
-            let rcode = kubewire_wire::Rcode(rcode);
-            (Forwarded { reply, rcode }, Plugin::Kubernetes)
-        }
-        Slow::Autopath(nxdomain, candidate) => {
-            let plan = shared.autopath.as_deref()?;
-            let completed = autopath::complete(
-                &shared.table,
-                shared.forwarder.as_ref(),
-                shared.cache.as_ref(),
-                &shared.background,
-                plan,
-                &candidate,
-                query,
-                nxdomain,
-                transport,
-            )
-            .await;
-            if completed.found
-                && let Some(metrics) = &shared.metrics
-            {
-                metrics.autopath_success(listen);
-            }
-            let rcode = kubewire_wire::Rcode(completed.rcode);
-            let plugin = if completed.found {
-                Plugin::Autopath
-            } else {
-                Plugin::Kubernetes
-            };
-            (
-                Forwarded {
-                    reply: completed.reply,
-                    rcode,
-                },
-                plugin,
-            )
-        }
-    };
+    let resolved = shared.resolver.resolve(query, work, transport).await?;
     if let Some(metrics) = &shared.metrics {
-        let qtype = kubewire_wire::parse_query(query).map_or(0, |q| q.qtype());
+        if resolved.plugin == Plugin::Autopath {
+            metrics.autopath_success(listen);
+        }
+        let query = query.query();
         metrics.answered(&Answered {
             listen,
             proto,
-            qtype,
-            rcode: reply.rcode.0,
-            plugin,
-            request_len: query.len(),
-            response_len: reply.reply.len(),
+            qtype: query.qtype(),
+            rcode: resolved.rcode,
+            plugin: resolved.plugin,
+            request_len: query.packet().len(),
+            response_len: resolved.reply.len(),
         });
     }
-    Some(reply)
+    Some(resolved)
 }
 
-/// Answers a [`Slow`] UDP query on its own task and sends the reply to
-/// `peer` through the listen socket.
-fn spawn_udp_slow(
+/// Resolves a UDP query on its own task; the reply goes out through
+/// `outbox`, with the others that finish in the same turn.
+fn spawn_udp_resolve(
     shared: &Shared,
-    socket: &Rc<UdpSocket>,
+    outbox: &Rc<Outbox>,
     listen: usize,
-    query: Vec<u8>,
+    query: Box<QueryBuf>,
+    work: Work,
     peer: std::net::SocketAddr,
-    slow: Slow,
 ) {
     let shared = shared.clone();
-    let socket = Rc::clone(socket);
-    let background = Background::start(&shared.background);
+    let outbox = Rc::clone(outbox);
+    let in_progress = shared.resolver.start();
     glommio::spawn_local(async move {
-        let _background = background;
+        let _in_progress = in_progress;
         let started = std::time::Instant::now();
-        let Some(answered) = answer_slow(&shared, listen, Proto::Udp, &query, slow).await else {
+        let Some(resolved) = resolve(&shared, listen, Proto::Udp, &query, work).await else {
             return;
         };
-        send_datagram(&socket, &answered.reply, peer);
+        let rcode = resolved.rcode;
+        outbox.push(resolved.reply, peer);
         finish_one(
             &shared,
             listen,
             started,
             Some(peer),
-            &query,
-            answered.rcode.0,
+            query.query().packet(),
+            rcode,
         );
     })
     .detach();
-}
-
-/// Sends one datagram without waiting; a full buffer drops it, as the
-/// network would.
-fn send_datagram(socket: &UdpSocket, reply: &[u8], peer: std::net::SocketAddr) {
-    // SAFETY: the fd belongs to `socket`, which the caller holds for the call.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-    let sent = socket2::SockRef::from(&fd).send_to_with_flags(
-        reply,
-        &socket2::SockAddr::from(peer),
-        libc::MSG_DONTWAIT,
-    );
-    if let Err(error) = sent {
-        tracing::debug!(%error, "forwarded UDP reply not sent");
-    }
 }
 
 fn elapsed_ns(since: std::time::Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// How long a core may sleep in `recvmmsg` while traffic flows, before it
-/// goes back to waiting on the reactor (set as the socket's SO_RCVTIMEO).
-pub const UDP_FLOWING_WAIT_MS: u64 = 1;
 /// While traffic flows, the core yields to its other tasks (TCP, updates)
 /// this often. Yielding sends glommio round its reactor, which costs a
 /// system call, so it is paced by time rather than done every batch.
@@ -858,19 +673,20 @@ const YIELD_EVERY: Duration = Duration::from_micros(500);
 async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: bool, listen: usize) {
     let fd = socket.as_raw_fd();
     // Queries of this batch the table could not finish, by index.
-    let mut slow: Vec<(usize, Slow)> = Vec::new();
+    let mut to_resolve: Vec<(usize, Box<QueryBuf>, Work)> = Vec::new();
+    let outbox = Outbox::new(&socket);
     let mut batch = UdpBatch::new();
     let mut peek = [0u8; 1];
     let mut flowing = false;
     let mut last_yield = std::time::Instant::now();
     // Queries of this batch picked for the query log: index and RCODE.
-    let mut picked: Vec<(usize, u16)> = Vec::with_capacity(crate::serving::batch::BATCH);
+    let mut picked: Vec<(usize, Rcode)> = Vec::with_capacity(crate::serving::batch::BATCH);
     let mut failures = Failures::default();
     loop {
         // While forwarded or chased queries wait for upstream replies, the
         // core waits on the reactor, which also reaps those replies; it
         // does not sleep in the kernel, where they would wait for it.
-        if !flowing || shared.background.get() > 0 {
+        if !flowing || shared.resolver.in_progress() > 0 {
             // Wait on the reactor until a datagram is there, without taking it.
             if let Err(error) = socket.peek_from(&mut peek).await {
                 failures.record("UDP receive failed; retrying", &error);
@@ -882,7 +698,7 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
         // core's only UDP socket does it, and only while no forwarded or
         // chased query waits on the reactor for its upstream's reply;
         // otherwise it takes what is there.
-        let received = if exclusive && shared.background.get() == 0 {
+        let received = if exclusive && shared.resolver.in_progress() == 0 {
             batch.receive_waiting(fd)
         } else {
             batch.receive(fd)
@@ -913,15 +729,23 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             crate::serving::warm::warm_batch(&batch, count, &table, outside.cache);
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out, peer| {
-                let verdict =
-                    UdpVerdict::answer(&mut table, outside, metrics, listen, query, out, peer);
+                let verdict = answer(
+                    &mut table,
+                    outside,
+                    metrics,
+                    listen,
+                    Proto::Udp,
+                    query,
+                    out,
+                    || peer.ip(),
+                );
                 let (len, rcode) = match verdict {
-                    UdpVerdict::Send(len, rcode) => (len, rcode),
-                    UdpVerdict::Slow(work) => {
-                        slow.push((i, work));
+                    Verdict::Reply(len, rcode) => (len, rcode),
+                    Verdict::Resolve(query, work) => {
+                        to_resolve.push((i, query, work));
                         return None;
                     }
-                    UdpVerdict::Drop => return None,
+                    Verdict::Drop => return None,
                 };
                 if let Some(interval) = log_interval
                     && query_log.pick(interval)
@@ -933,10 +757,9 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
         }
         let answered = batch.queued() as u64;
         send_all(&mut batch, fd).await;
-        for (i, slow) in slow.drain(..) {
+        for (i, query, work) in to_resolve.drain(..) {
             if let Some(peer) = batch.peer(i) {
-                let query = batch.query(i).to_vec();
-                spawn_udp_slow(&shared, &socket, listen, query, peer, slow);
+                spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
             }
         }
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
@@ -996,7 +819,8 @@ async fn send_all(batch: &mut UdpBatch, fd: RawFd) {
 
 async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, listen: usize) {
     let mut query = vec![0u8; 65_536];
-    let mut out = vec![0u8; crate::serving::batch::TX_BUF];
+    let mut out = vec![0u8; usize::from(kubewire_wire::OUR_UDP_PAYLOAD)];
+    let outbox = Outbox::new(&socket);
     let mut failures = Failures::default();
     loop {
         let (len, peer) = match socket.recv_from(&mut query).await {
@@ -1018,13 +842,13 @@ async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, listen: usize)
             &mut out,
             || Some(peer.ip()),
         );
-        let (reply, rcode) = match UdpVerdict::of(answered, &out) {
-            UdpVerdict::Send(reply, rcode) => (reply, rcode),
-            UdpVerdict::Slow(work) => {
-                spawn_udp_slow(&shared, &socket, listen, query[..len].to_vec(), peer, work);
+        let (reply, rcode) = match answered {
+            Verdict::Reply(reply, rcode) => (reply, rcode),
+            Verdict::Resolve(query, work) => {
+                spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
                 continue;
             }
-            UdpVerdict::Drop => continue,
+            Verdict::Drop => continue,
         };
         if let Err(error) = socket.send_to(&out[..reply], peer).await {
             tracing::debug!(%error, "UDP reply not sent");
@@ -1040,7 +864,7 @@ fn finish_one(
     started: std::time::Instant,
     client: Option<std::net::SocketAddr>,
     query: &[u8],
-    rcode: u16,
+    rcode: Rcode,
 ) {
     if let Some(metrics) = &shared.metrics {
         metrics.took(listen, 1, elapsed_ns(started));
@@ -1144,10 +968,9 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
             return;
         }
         let started = std::time::Instant::now();
-        let mut rcode = 0;
-        let slow = {
+        let verdict = {
             let mut scratch = tcp.scratch.borrow_mut();
-            let answered = answer(
+            let verdict = answer(
                 &mut tcp.shared.table.borrow_mut(),
                 tcp.shared.outside(),
                 tcp.shared.metrics.as_deref(),
@@ -1157,34 +980,29 @@ async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
                 &mut scratch[2..],
                 || client.map(|c| c.ip()),
             );
-            match answered {
-                Answer::Autopath(len, candidate) => {
-                    Some(Slow::Autopath(scratch[2..2 + len].to_vec(), candidate))
-                }
-                Answer::Reply(reply_len, reply_rcode) => {
-                    rcode = reply_rcode;
-                    scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
-                    reply.clear();
-                    reply.extend_from_slice(&scratch[..2 + reply_len]);
-                    None
-                }
-                Answer::Forward => Some(Slow::Forward),
-                Answer::Chase(len) => Some(Slow::Chase(scratch[2..2 + len].to_vec())),
-                // Not a query at all: a DNS peer would not send this.
-                Answer::Drop => return,
+            if let Verdict::Reply(reply_len, _) = verdict {
+                scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
+                reply.clear();
+                reply.extend_from_slice(&scratch[..2 + reply_len]);
             }
+            verdict
         };
-        if let Some(slow) = slow {
-            let Some(answered) =
-                answer_slow(&tcp.shared, tcp.listen, Proto::Tcp, &query, slow).await
-            else {
-                return;
-            };
-            rcode = answered.rcode.0;
-            reply.clear();
-            reply.extend_from_slice(&(answered.reply.len() as u16).to_be_bytes());
-            reply.extend_from_slice(&answered.reply);
-        }
+        let rcode = match verdict {
+            Verdict::Reply(_, rcode) => rcode,
+            Verdict::Resolve(parsed, work) => {
+                let Some(resolved) =
+                    resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await
+                else {
+                    return;
+                };
+                reply.clear();
+                reply.extend_from_slice(&(resolved.reply.len() as u16).to_be_bytes());
+                reply.extend_from_slice(&resolved.reply);
+                resolved.rcode
+            }
+            // Not a query at all: a DNS peer would not send this.
+            Verdict::Drop => return,
+        };
         if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply))
             .await
             .is_none()

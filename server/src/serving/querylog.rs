@@ -69,7 +69,7 @@ impl QueryLog {
         settings: &QueryLogSettings,
         client: Option<SocketAddr>,
         query: &[u8],
-        rcode: u16,
+        rcode: kubewire_wire::Rcode,
         duration: Duration,
     ) {
         let now = Instant::now();
@@ -103,7 +103,7 @@ impl QueryLog {
             client = %client,
             name = %name,
             qtype = %qtype,
-            rcode = %kubewire_wire::Rcode(rcode),
+            rcode = %rcode,
             duration_us = duration.as_micros() as u64,
             "query"
         );

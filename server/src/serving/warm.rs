@@ -10,8 +10,7 @@
 //! so the misses of one batch overlap; answering then finds them in cache.
 //! It only reads: the answers are still made by `respond` and the cache's
 //! lookup, which compare keys.
-#![allow(unsafe_code)] // a prefetch hint, which reads and writes no memory
-
+use crate::prefetch::prefetch;
 use crate::resolving::cache::{CoreCache, LikelySlot};
 use crate::serving::batch::{BATCH, UdpBatch};
 use kubewire_control_plane::{AnswerTable, NameEntry};
@@ -20,36 +19,6 @@ use std::cell::RefCell;
 /// Cache lines fetched from the start of an entry. A cluster entry's key
 /// and its first answers fit in three; the hardware fetches on from there.
 pub const ENTRY_LINES: usize = 3;
-
-/// The CPU's cache line, the unit a prefetch brings in.
-const CACHE_LINE_BYTES: usize = 64;
-
-/// Asks the CPU to bring `lines` cache lines from `address` on into its
-/// caches, without waiting for them. Any address will do: a prefetch never
-/// faults, and one past an allocation's end only wastes a fetch.
-#[inline(always)]
-pub fn prefetch(address: *const u8, lines: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for line in 0..lines {
-        let at = address.wrapping_add(line * CACHE_LINE_BYTES).cast::<i8>();
-        // SAFETY: PREFETCHT0 is a hint: it reads nothing into registers,
-        // writes no memory and never faults, whatever the address. SSE, which
-        // it needs, is part of every x86_64 CPU.
-        unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (address, lines);
-}
-
-/// Cache lines that hold `len` bytes from a line's start, at most
-/// [`MAX_BLOCK_LINES`]: the hardware fetches on from there.
-#[inline]
-pub fn lines(len: usize) -> usize {
-    len.div_ceil(CACHE_LINE_BYTES).clamp(1, MAX_BLOCK_LINES)
-}
-
-/// The most lines fetched for one cached answer's records.
-const MAX_BLOCK_LINES: usize = 4;
 
 /// What a query of the batch will most likely read, found by hash.
 #[derive(Clone, Copy)]

@@ -371,7 +371,7 @@ impl Control {
     /// The periodic check: a dead core stops the process; pending Resets
     /// are retried; `/ready` turns 200 once every core holds the first sync.
     fn on_tick(&mut self, ready: &AtomicBool, lameduck: bool, sync: &Sync) -> Tick {
-        if crate::serving::core::failed() {
+        if crate::operations::failure::core_failed() {
             tracing::error!(
                 "a serving core panicked (see the panic above); stopping kubewire so that it is \
                  restarted, because the dead core's sockets would keep taking a share of the clients"
@@ -626,7 +626,7 @@ fn health_router() -> axum::Router {
     axum::Router::new().route(
         "/health",
         axum::routing::get(|| async {
-            if crate::serving::core::failed() {
+            if crate::operations::failure::core_failed() {
                 (
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     "a serving core failed",

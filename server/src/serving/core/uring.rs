@@ -14,8 +14,9 @@
 //!   socket is served by the batched path.
 
 use super::{
-    Failures, QueryLog, Shared, Slow, UDP_FLOWING_WAIT_MS, UdpSocket, UdpVerdict, YIELD_EVERY,
-    apply_updates, elapsed_ns, serve_udp_batched, spawn_udp_slow,
+    Failures, Outbox, Proto, QueryBuf, QueryLog, Rcode, Shared, UDP_FLOWING_WAIT_MS, UdpSocket,
+    Verdict, Work, YIELD_EVERY, answer, apply_updates, elapsed_ns, serve_udp_batched,
+    spawn_udp_resolve,
 };
 use kubewire_udp::uring::{Options, RingError, UdpRing};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -90,9 +91,10 @@ pub(super) async fn serve_udp_uring(
         }
     };
     // Queries of this turn the table could not finish, with their senders.
-    let mut slow: Vec<(Vec<u8>, std::net::SocketAddr, Slow)> = Vec::new();
+    let mut to_resolve: Vec<(Box<QueryBuf>, Work, std::net::SocketAddr)> = Vec::new();
+    let outbox = Outbox::new(&socket);
     // Queries of this turn picked for the query log.
-    let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, u16)> = Vec::new();
+    let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, Rcode)> = Vec::new();
     let mut failures = Failures::default();
     // Datagrams keep coming: the core waits for them in the ring.
     let mut flowing = false;
@@ -105,7 +107,7 @@ pub(super) async fn serve_udp_uring(
         // Sleeping in the kernel blocks the core's other tasks, so only a
         // core's only UDP socket does it, and only while no forwarded or
         // chased query waits on the reactor for its upstream's reply.
-        let sleep_in_ring = exclusive && shared.background.get() == 0;
+        let sleep_in_ring = exclusive && shared.resolver.in_progress() == 0;
         let entered = if flowing && sleep_in_ring {
             ring.arm_tick(flowing_wait);
             ring.submit_and_wait(None)
@@ -126,8 +128,18 @@ pub(super) async fn serve_udp_uring(
             let outside = shared.outside_for_batch(started);
             let mut query_log = shared.query_log.borrow_mut();
             ring.process(|query, out, peer| {
-                match UdpVerdict::answer(&mut table, outside, metrics, listen, query, out, peer) {
-                    UdpVerdict::Send(len, rcode) => {
+                let client = || peer.ip();
+                match answer(
+                    &mut table,
+                    outside,
+                    metrics,
+                    listen,
+                    Proto::Udp,
+                    query,
+                    out,
+                    client,
+                ) {
+                    Verdict::Reply(len, rcode) => {
                         if let Some(interval) = log_interval
                             && query_log.pick(interval)
                         {
@@ -135,13 +147,13 @@ pub(super) async fn serve_udp_uring(
                         }
                         Some(len)
                     }
-                    UdpVerdict::Slow(work) => {
+                    Verdict::Resolve(query, work) => {
                         if let Some(address) = peer.address() {
-                            slow.push((query.to_vec(), address, work));
+                            to_resolve.push((query, work, address));
                         }
                         None
                     }
-                    UdpVerdict::Drop => None,
+                    Verdict::Drop => None,
                 }
             })
         };
@@ -187,8 +199,8 @@ pub(super) async fn serve_udp_uring(
         }
         received_since_tick = true;
         flowing = true;
-        for (query, peer, work) in slow.drain(..) {
-            spawn_udp_slow(&shared, &socket, listen, query, peer, work);
+        for (query, work, peer) in to_resolve.drain(..) {
+            spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
         }
         // A turn's queries are charged the time from taking them in to
         // queuing their replies, which leave in the next io_uring_enter.

@@ -1,0 +1,396 @@
+//! Upstream UDP sockets, kept and reused: per core and per upstream, a few
+//! sockets, each with one reader task that hands every reply to the query
+//! waiting for its ID.
+//!
+//! Opening and closing a socket per upstream query cost a sixth of a
+//! forwarded miss's CPU (`bench/results/forwarding.md`). RFC 5452's
+//! defences stay:
+//! - every query has a random ID, unique among those waiting on its socket;
+//! - source ports change: a socket is replaced after [`RENEW_AFTER_QUERIES`]
+//!   queries or [`RENEW_AFTER`], whichever comes first, so a spoofer who
+//!   learns a port has little time and few queries to aim at;
+//! - a reply counts only if it comes from the upstream's address and its ID
+//!   and question match a query waiting on that socket. Anything else is
+//!   dropped and counted, and the query waits on until its timeout.
+//!
+//! The sockets are bound, not connected, so that a reply from a wrong
+//! address reaches the reader and is counted, as before.
+#![allow(unsafe_code)] // recvmmsg into buffers the reader owns; handing our socket to glommio
+
+use crate::operations::metrics::ForwardMetrics;
+use futures::channel::oneshot;
+use glommio::net::UdpSocket;
+use kubewire_udp::mmsg::{Headers, zeroed};
+use kubewire_wire::{CheckedReply, HEADER_LEN, UpstreamError};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Sockets per upstream, per core: queries take them in turn.
+const SOCKETS: usize = 4;
+/// A socket is replaced after this many queries...
+pub const RENEW_AFTER_QUERIES: u32 = 256;
+/// ...or once it is this old, whichever comes first.
+pub const RENEW_AFTER: Duration = Duration::from_secs(5);
+/// The largest UDP reply taken from an upstream. We advertise 1232 bytes;
+/// a larger reply is read as truncated and asked again over TCP.
+pub const MAX_UDP_REPLY: usize = 4096;
+/// Replies read per `recvmmsg`.
+const READ_BATCH: usize = 16;
+
+/// Why a UDP exchange gave no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    /// No socket could be opened.
+    #[error("opening a UDP socket")]
+    Socket(#[source] std::io::Error),
+    /// The query could not be sent.
+    #[error("sending over UDP")]
+    Send(#[source] std::io::Error),
+    /// Nothing matching came in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The reply matched but was larger than [`MAX_UDP_REPLY`].
+    #[error("UDP reply larger than {MAX_UDP_REPLY} bytes")]
+    TooLarge,
+    /// The reply matched but is broken.
+    #[error("malformed reply: {0}")]
+    Malformed(UpstreamError),
+}
+
+/// What the reader hands a waiting query.
+type Delivery = Result<CheckedReply, UdpError>;
+
+/// A query waiting on a socket.
+struct Waiter {
+    /// The question sent: a reply must echo it.
+    question: Box<[u8]>,
+    reply: oneshot::Sender<Delivery>,
+}
+
+/// One kept socket.
+struct Pooled {
+    socket: UdpSocket,
+    waiting: RefCell<HashMap<u16, Waiter>>,
+    queries: Cell<u32>,
+    opened: Instant,
+    /// Replaced: takes no new query, and closes once none waits.
+    retired: Cell<bool>,
+    /// The reader, parked until a reply comes or the socket closes.
+    reader: Cell<Option<Waker>>,
+}
+
+impl Pooled {
+    fn stale(&self, now: Instant) -> bool {
+        self.queries.get() >= RENEW_AFTER_QUERIES || now.duration_since(self.opened) >= RENEW_AFTER
+    }
+
+    fn closing(&self) -> bool {
+        self.retired.get() && self.waiting.borrow().is_empty()
+    }
+
+    /// Wakes the reader if the socket is to close.
+    fn wake_if_closing(&self) {
+        if self.closing()
+            && let Some(waker) = self.reader.take()
+        {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once the socket is retired and no query waits on it.
+    async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing() {
+                Poll::Ready(())
+            } else {
+                self.reader.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// Removes a query's entry when its wait ends, however it ends.
+struct Registered<'a> {
+    pooled: &'a Pooled,
+    id: u16,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.pooled.waiting.borrow_mut().remove(&self.id);
+        self.pooled.wake_if_closing();
+    }
+}
+
+/// One upstream's kept sockets on one core.
+pub struct UdpPool {
+    upstream: SocketAddr,
+    /// The upstream's index, for its metrics.
+    index: usize,
+    sockets: RefCell<Vec<Rc<Pooled>>>,
+    next: Cell<usize>,
+    metrics: Option<Arc<ForwardMetrics>>,
+}
+
+impl std::fmt::Debug for UdpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPool")
+            .field("upstream", &self.upstream)
+            .field("sockets", &self.sockets.borrow().len())
+            .finish()
+    }
+}
+
+impl UdpPool {
+    /// A pool for upstream `index` at `upstream`; sockets open when first used.
+    pub fn new(
+        upstream: SocketAddr,
+        index: usize,
+        metrics: Option<Arc<ForwardMetrics>>,
+    ) -> UdpPool {
+        UdpPool {
+            upstream,
+            index,
+            sockets: RefCell::new(Vec::new()),
+            next: Cell::new(0),
+            metrics,
+        }
+    }
+
+    /// Sends `query` and waits until `deadline` for its checked reply. The
+    /// query's ID is set here, from `random`, to one no other query waits
+    /// for on the socket it goes out on.
+    pub async fn exchange(
+        &self,
+        query: &mut [u8],
+        question: &[u8],
+        timeout: Duration,
+        deadline: Instant,
+        mut random: impl FnMut() -> u16,
+    ) -> Result<CheckedReply, UdpError> {
+        let pooled = self.socket()?;
+        let id = loop {
+            let id = random();
+            if !pooled.waiting.borrow().contains_key(&id) {
+                break id;
+            }
+        };
+        query[..2].copy_from_slice(&id.to_be_bytes());
+        let (sender, receiver) = oneshot::channel();
+        pooled.waiting.borrow_mut().insert(
+            id,
+            Waiter {
+                question: question.into(),
+                reply: sender,
+            },
+        );
+        let _registered = Registered {
+            pooled: &pooled,
+            id,
+        };
+        send_to(&pooled.socket, query, self.upstream).map_err(UdpError::Send)?;
+        let left = super::time_left(deadline).ok_or(UdpError::Timeout(timeout))?;
+        match glommio::timer::timeout(left, async { Ok(receiver.await) }).await {
+            Ok(Ok(delivery)) => delivery,
+            // The reader went away with the socket: no reply is coming.
+            Ok(Err(oneshot::Canceled)) | Err(_) => Err(UdpError::Timeout(timeout)),
+        }
+    }
+
+    /// The next socket in turn, renewed if it has served its share.
+    fn socket(&self) -> Result<Rc<Pooled>, UdpError> {
+        let now = Instant::now();
+        let mut sockets = self.sockets.borrow_mut();
+        let slot = self.next.get() % SOCKETS;
+        self.next.set(slot + 1);
+        if let Some(pooled) = sockets.get(slot)
+            && !pooled.stale(now)
+        {
+            pooled.queries.set(pooled.queries.get() + 1);
+            if let Some(metrics) = &self.metrics {
+                metrics.conn_hit(self.index, false);
+            }
+            return Ok(Rc::clone(pooled));
+        }
+        let pooled = Rc::new(Pooled {
+            socket: open(self.upstream).map_err(UdpError::Socket)?,
+            waiting: RefCell::new(HashMap::new()),
+            queries: Cell::new(1),
+            opened: now,
+            retired: Cell::new(false),
+            reader: Cell::new(None),
+        });
+        if let Some(metrics) = &self.metrics {
+            metrics.conn_miss(self.index, false);
+        }
+        glommio::spawn_local(read_replies(
+            Rc::clone(&pooled),
+            self.upstream,
+            self.metrics.clone(),
+        ))
+        .detach();
+        if slot < sockets.len() {
+            let old = std::mem::replace(&mut sockets[slot], Rc::clone(&pooled));
+            old.retired.set(true);
+            old.wake_if_closing();
+        } else {
+            sockets.push(Rc::clone(&pooled));
+        }
+        Ok(pooled)
+    }
+}
+
+/// A UDP socket on a port of its own.
+///
+/// Not glommio's `UdpSocket::bind`: that sets `SO_REUSEPORT`, with which
+/// the kernel may give two sockets bound to port 0 the same port, so that
+/// one socket's replies land on the other's.
+fn open(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(upstream);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let local: SocketAddr = if upstream.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    socket.bind(&local.into())?;
+    socket.set_nonblocking(true)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
+    // SAFETY: `fd` is the UDP socket just created, whose ownership
+    // `into_raw_fd` gave up; glommio's socket takes it over and closes it.
+    Ok(unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// One `sendto`, without waiting: a full buffer is a failed attempt.
+fn send_to(socket: &UdpSocket, query: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    // SAFETY: the fd belongs to `socket`, which the caller holds for the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+    socket2::SockRef::from(&fd).send_to_with_flags(
+        query,
+        &socket2::SockAddr::from(to),
+        libc::MSG_DONTWAIT,
+    )
+}
+
+/// Buffers for [`READ_BATCH`] replies, allocated once per socket.
+struct ReplyBatch {
+    buffers: Box<[[u8; MAX_UDP_REPLY + 1]]>,
+    peers: Box<[libc::sockaddr_storage]>,
+    headers: Headers,
+}
+
+impl ReplyBatch {
+    fn new() -> ReplyBatch {
+        ReplyBatch {
+            buffers: vec![[0u8; MAX_UDP_REPLY + 1]; READ_BATCH].into_boxed_slice(),
+            peers: zeroed(READ_BATCH),
+            headers: Headers::new(READ_BATCH),
+        }
+    }
+
+    /// Takes what is waiting, without blocking; 0 when nothing is.
+    fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+        let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        for i in 0..READ_BATCH {
+            let (buffer, peer) = (self.buffers[i].as_mut_ptr(), &mut self.peers[i]);
+            self.headers
+                .point(i, buffer, MAX_UDP_REPLY + 1, peer, name_len);
+        }
+        // SAFETY: every header points at buffers owned by `self` (boxed, so
+        // they never move), alive and not borrowed during the call.
+        unsafe {
+            self.headers
+                .receive(socket.as_raw_fd(), READ_BATCH, libc::MSG_DONTWAIT)
+        }
+    }
+
+    /// Received reply `i` and its sender.
+    fn reply(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let len = self.headers.received_len(i).min(MAX_UDP_REPLY + 1);
+        let from = kubewire_udp::Peer::new(&self.peers[i], self.headers.name_len(i)).address();
+        (&self.buffers[i][..len], from)
+    }
+}
+
+/// A socket's reader: hands each reply to the query waiting for it, until
+/// the socket is retired and no query waits on it.
+async fn read_replies(
+    pooled: Rc<Pooled>,
+    upstream: SocketAddr,
+    metrics: Option<Arc<ForwardMetrics>>,
+) {
+    let mut batch = ReplyBatch::new();
+    let mut peek = [0u8; 1];
+    let mismatch = || {
+        if let Some(metrics) = &metrics {
+            metrics.mismatched();
+        }
+    };
+    loop {
+        let ready = futures_lite::future::or(
+            async { Some(pooled.socket.peek_from(&mut peek).await) },
+            async {
+                pooled.closed().await;
+                None
+            },
+        )
+        .await;
+        match ready {
+            None => return,
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::debug!(%error, %upstream, "upstream UDP receive failed; retrying");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        loop {
+            let count = match batch.receive(&pooled.socket) {
+                Ok(count) => count,
+                Err(error) => {
+                    tracing::debug!(%error, %upstream, "upstream UDP receive failed");
+                    0
+                }
+            };
+            for i in 0..count {
+                let (reply, from) = batch.reply(i);
+                if from != Some(upstream) || reply.len() < HEADER_LEN {
+                    mismatch();
+                    continue;
+                }
+                let id = u16::from_be_bytes([reply[0], reply[1]]);
+                let mut waiting = pooled.waiting.borrow_mut();
+                let Some(waiter) = waiting.get(&id) else {
+                    mismatch();
+                    continue;
+                };
+                let delivery = if reply.len() > MAX_UDP_REPLY {
+                    Err(UdpError::TooLarge)
+                } else {
+                    match CheckedReply::check(reply, id, &waiter.question) {
+                        Ok(checked) => Ok(checked),
+                        Err(error) if error.is_mismatch() => {
+                            mismatch();
+                            continue;
+                        }
+                        Err(error) => Err(UdpError::Malformed(error)),
+                    }
+                };
+                if let Some(waiter) = waiting.remove(&id) {
+                    let _ = waiter.reply.send(delivery);
+                }
+            }
+            if count < READ_BATCH {
+                break;
+            }
+        }
+    }
+}
