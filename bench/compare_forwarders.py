@@ -18,7 +18,17 @@ The ruling figure is each forwarder's CPU per answered query, as a ratio to
 the null responder's, and the latency a hop adds is the forwarder's p50/p99
 against the upstream's own.
 
+With --cache, every cache is on (kubewire's, Unbound's, dnsdist's packet
+cache, CoreDNS's `cache 30`) and every query asks a name never asked before
+(`kubewire-bench compare --unique-names`): a miss with the cache's costs.
+With --baseline PATH, a kubewire binary built before a change runs beside
+the current one (`kubewire-before`), and --aa adds a second copy of the
+current binary (`kubewire-aa`), whose ratio to `kubewire` is the run's noise.
+kubewire's socket opens per 1000 forwarded queries are read from its
+`coredns_proxy_conn_cache_{hits,misses}_total` after the run.
+
 Usage: python3 bench/compare_forwarders.py [--rate 20000] [--seconds 5] [--rounds 3]
+           [--cache] [--baseline PATH] [--aa]
 Needs root on first run: installs unbound and dnsdist from Debian.
 """
 
@@ -31,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from benchlib import peers_bin
@@ -65,6 +76,12 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out-dir", default="")
+    ap.add_argument("--cache", action="store_true",
+                    help="every cache on, every query a new name")
+    ap.add_argument("--baseline", default="",
+                    help="a kubewire binary from before a change, run as kubewire-before")
+    ap.add_argument("--aa", action="store_true",
+                    help="a second copy of the current kubewire, as kubewire-aa")
     args = ap.parse_args()
     ensure_tools()
     release = ROOT / "target" / "release"
@@ -91,22 +108,26 @@ def main():
   prefetch: no
   unblock-lan-zones: yes
   insecure-lan-zones: yes
-  cache-max-ttl: 0
+{"" if args.cache else '''  cache-max-ttl: 0
   cache-max-negative-ttl: 0
-  num-queries-per-thread: 4096
+'''}  num-queries-per-thread: 4096
   outgoing-range: 8192
 forward-zone:
   name: "."
   forward-addr: 127.0.0.1@5400
 """)
-    # No cache anywhere: this measures a forwarded miss.
-    (work / "kubewire.toml").write_text("[cache]\nenabled = false\n")
+    # No cache anywhere, or every cache on and every name new: this
+    # measures a forwarded miss.
+    (work / "kubewire.toml").write_text("" if args.cache else "[cache]\nenabled = false\n")
+    packet_cache = ('pc = newPacketCache(100000)\ngetPool(""):setCache(pc)\n'
+                    if args.cache else "")
     (work / "dnsdist.conf").write_text(f"""setLocal("127.0.0.1:5303")
 newServer({{address="{UPSTREAM}"}})
 setSecurityPollSuffix("")
-""")
+{packet_cache}""")
+    coredns_cache = "    cache 30\n" if args.cache else ""
     (work / "Corefile").write_text(f""".:5304 {{
-    forward . {UPSTREAM}
+{coredns_cache}    forward . {UPSTREAM}
 }}
 """)
     # kubewire serves no cluster of its own (the demo owns two of the
@@ -120,12 +141,21 @@ setSecurityPollSuffix("")
                                   "--metrics-addr", ""], work)
         procs["null"] = start("null", "0", [str(release / "kubewire-null-responder"),
                               "127.0.0.1:5300", "0"], work)
-        procs["kubewire"] = start("kubewire", "0", [str(release / "kubewire"), "--manifests",
-                                  str(work / "empty.json"), "--zone",
-                                  "kubewire.internal", "--cores", "0-0", "--listen", "127.0.0.1:5301",
-                                  "--forward", UPSTREAM, "--health-addr", "", "--ready-addr", "",
-                                  "--metrics-addr", "127.0.0.1:0", "--config",
-                                  str(work / "kubewire.toml")], work)
+        def forwarder(binary, port, metrics_port):
+            return [binary, "--manifests", str(work / "empty.json"), "--zone",
+                    "kubewire.internal", "--cores", "0-0", "--listen", f"127.0.0.1:{port}",
+                    "--forward", UPSTREAM, "--health-addr", "", "--ready-addr", "",
+                    "--metrics-addr", f"127.0.0.1:{metrics_port}", "--config",
+                    str(work / "kubewire.toml")]
+        kubewires = [("kubewire", str(release / "kubewire"), 5301, 9161)]
+        if args.baseline:
+            kubewires.append(("kubewire-before", args.baseline, 5305, 9162))
+        if args.aa:
+            # A copy of its own, so that the two are two files.
+            shutil.copy(release / "kubewire", work / "kubewire-aa")
+            kubewires.append(("kubewire-aa", str(work / "kubewire-aa"), 5306, 9163))
+        for name, binary, port, metrics_port in kubewires:
+            procs[name] = start(name, "0", forwarder(binary, port, metrics_port), work)
         procs["unbound"] = start("unbound", "0", ["unbound", "-d", "-c", str(work / "unbound.conf")], work)
         procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised", "--disable-syslog", "-C",
                                  str(work / "dnsdist.conf")], work)
@@ -135,12 +165,27 @@ setSecurityPollSuffix("")
         for name, proc in procs.items():
             if proc.poll() is not None:
                 sys.exit(f"{name} exited at start; see {work / (name + '.log')}")
-        targets = [("null", 5300), ("upstream", 5400), ("kubewire", 5301), ("unbound", 5302),
-                   ("dnsdist", 5303), ("coredns", 5304)]
+        targets = [("null", 5300), ("upstream", 5400)]
+        targets += [(name, port) for name, _, port, _ in kubewires]
+        targets += [("unbound", 5302), ("dnsdist", 5303), ("coredns", 5304)]
+        if args.cache:
+            # The upstream has no cache to fill: asking it new names
+            # directly measures nothing new.
+            targets = [t for t in targets if t[0] != "upstream"]
         out_dir = Path(args.out_dir) if args.out_dir else work / "compare"
-        cmd = [bench, "compare", "--queries", str(work / "scenario" / "queries.txt"),
+        queries = work / "scenario" / "queries.txt"
+        if args.cache:
+            # New names under the upstream's zone (NXDOMAIN, cached by every
+            # cache from the SOA); the first label, 16 bytes, is rewritten
+            # per query, so no name repeats.
+            queries = work / "new-names.txt"
+            queries.write_text("".join(f"{'x' * 16}.n{i}.default.svc.cluster.local {kind}\n"
+                                       for i in range(1000) for kind in ("A", "AAAA")))
+        cmd = [bench, "compare", "--queries", str(queries),
                "--rate", str(args.rate), "--seconds", str(args.seconds), "--rounds", str(args.rounds),
                "--cpus", "1", "--out-dir", str(out_dir)]
+        if args.cache:
+            cmd.append("--unique-names")
         for name, port in targets:
             cmd += ["--target", f"{name}=127.0.0.1:{port}@{procs[name].pid}"]
         print("$", " ".join(cmd), flush=True)
@@ -160,12 +205,33 @@ setSecurityPollSuffix("")
                 p50s.sort()
                 p99s.sort()
                 print(f"| {name} | {p50s[len(p50s) // 2]} | {p99s[len(p99s) // 2]} |")
+        print("\n| kubewire | upstream UDP queries | sockets opened | opened per 1000 |")
+        print("| --- | --- | --- | --- |")
+        for name, _, _, metrics_port in kubewires:
+            hits, misses = socket_counts(metrics_port)
+            total = hits + misses
+            per_1000 = 1000 * misses / total if total else float("nan")
+            print(f"| {name} | {total:.0f} | {misses:.0f} | {per_1000:.1f} |")
     finally:
         for proc in procs.values():
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def socket_counts(metrics_port):
+    """kubewire's UDP connection-cache hits and misses (sockets opened)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    hits = misses = 0.0
+    for line in body.splitlines():
+        if 'proto="udp"' not in line:
+            continue
+        if line.startswith("coredns_proxy_conn_cache_hits_total"):
+            hits += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("coredns_proxy_conn_cache_misses_total"):
+            misses += float(line.rsplit(" ", 1)[1])
+    return hits, misses
 
 
 if __name__ == "__main__":

@@ -90,6 +90,10 @@ pub struct LoadConfig {
     pub cpus: Vec<usize>,
     /// UDP or TCP.
     pub transport: Transport,
+    /// Every query sent asks a name never asked before: its first label's
+    /// first bytes (up to 16) are overwritten with a count, from a start
+    /// drawn per run. For measuring a cache's misses.
+    pub unique_names: bool,
 }
 
 impl Default for LoadConfig {
@@ -105,6 +109,7 @@ impl Default for LoadConfig {
             threads: 1,
             cpus: Vec::new(),
             transport: Transport::Udp,
+            unique_names: false,
         }
     }
 }
@@ -422,6 +427,8 @@ struct ThreadState<'a> {
     outstanding: usize,
     report: LoadReport,
     timeout: Duration,
+    /// See [`LoadConfig::unique_names`].
+    unique_names: bool,
 }
 
 impl ThreadState<'_> {
@@ -459,9 +466,16 @@ impl ThreadState<'_> {
         };
         self.outstanding -= 1;
         let question = &self.packets[waiting.query as usize][12..];
+        // With unique names, the first label was rewritten per query: the
+        // rest of the question must match.
+        let skip = if self.unique_names {
+            1 + usize::from(question.first().copied().unwrap_or(0))
+        } else {
+            0
+        };
         if reply
-            .get(12..12 + question.len())
-            .is_none_or(|q| !q.eq_ignore_ascii_case(question))
+            .get(12 + skip..12 + question.len())
+            .is_none_or(|q| !q.eq_ignore_ascii_case(&question[skip.min(question.len())..]))
             || reply[2] & 0x80 == 0
         {
             self.report.mismatched += 1;
@@ -492,6 +506,38 @@ impl ThreadState<'_> {
                 self.outstanding -= 1;
                 self.report.lost += 1;
             }
+        }
+    }
+}
+
+/// Writes a name never sent before into each query's first label.
+struct UniqueName {
+    next: u64,
+}
+
+impl UniqueName {
+    /// Counts from the clock and the thread's share, so that no run and
+    /// no thread repeats another's names.
+    fn new(thread_seed: usize) -> UniqueName {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        UniqueName {
+            next: nanos ^ ((thread_seed as u64) << 48),
+        }
+    }
+
+    /// Overwrites the first label's first bytes (up to 16) with hex digits.
+    fn next(&mut self, packet: &mut [u8]) {
+        let Some(&label_len) = packet.get(12) else {
+            return;
+        };
+        let digits = usize::from(label_len).min(16);
+        let value = self.next;
+        self.next = self.next.wrapping_add(1);
+        for (i, byte) in packet[13..13 + digits].iter_mut().enumerate() {
+            let nibble = (value >> (4 * (i % 16))) & 0xF;
+            *byte = b"0123456789abcdef"[nibble as usize];
         }
     }
 }
@@ -541,7 +587,9 @@ fn run_thread(
         outstanding: 0,
         report: LoadReport::empty()?,
         timeout: config.timeout,
+        unique_names: config.unique_names,
     };
+    let mut unique_name = UniqueName::new(plan.first_query);
     let mut mmsg = Mmsg::new();
     let mut buf = vec![0u8; 65_536];
     while Instant::now() < start {
@@ -577,6 +625,9 @@ fn run_thread(
                 packet.clear();
                 packet.extend_from_slice(&packets[query_index]);
                 packet[..2].copy_from_slice(&id.to_be_bytes());
+                if config.unique_names {
+                    unique_name.next(&mut packet);
+                }
                 match config.transport {
                     Transport::Udp => {
                         mmsg.queue(&packet);

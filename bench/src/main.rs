@@ -42,6 +42,10 @@ struct LoadArgs {
     /// udp or tcp.
     #[arg(long, value_enum, default_value = "udp")]
     transport: kubewire_bench::load::Transport,
+    /// Ask a new name with every query (the first label's first 16 bytes
+    /// become a count): every query is a cache miss.
+    #[arg(long)]
+    unique_names: bool,
 }
 
 impl LoadArgs {
@@ -61,6 +65,7 @@ impl LoadArgs {
             threads: self.threads,
             cpus: self.cpus.clone(),
             transport: self.transport,
+            unique_names: self.unique_names,
         })
     }
 }

@@ -699,3 +699,143 @@ fn concurrent_upstream_queries_never_share_a_source_port() {
         "{body}"
     );
 }
+
+/// A forged reply to `query` (as the upstream received it): ID `id`, the
+/// query's question, one A record for `6.6.6.6`.
+fn forged_reply(query: &[u8], id: u16) -> Vec<u8> {
+    let mut end = 12;
+    while query[end] != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = &query[12..end + 5];
+    let mut reply = id.to_be_bytes().to_vec();
+    reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    reply.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0x0E, 0x10, 0, 4, 6, 6, 6, 6]);
+    reply
+}
+
+/// Sends `payload` to 127.0.0.1:`to_port` as if from 127.0.0.1:`from_port`:
+/// a raw socket writes the UDP header itself (checksum 0: none, as IPv4
+/// allows), so the source port is any we like.
+fn spoof(raw: &socket2::Socket, from_port: u16, to_port: u16, payload: &[u8]) {
+    let mut datagram = from_port.to_be_bytes().to_vec();
+    datagram.extend_from_slice(&to_port.to_be_bytes());
+    datagram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    datagram.extend_from_slice(&[0, 0]);
+    datagram.extend_from_slice(payload);
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    raw.send_to(&datagram, &to.into()).unwrap();
+}
+
+#[test]
+fn forged_answers_to_every_kept_source_port_are_refused_while_queries_wait() {
+    // Upstream queries leave from a few kept sockets. While real queries
+    // wait on them, a spoofer who knows every port in use, every question
+    // asked and the upstream's address floods each port with forged
+    // answers: wrong IDs from the upstream's own address and port, the
+    // right ID for another question, and the right ID and question from
+    // another port. None may be taken; every client gets the real answer.
+    let upstream = Upstream::start();
+    upstream.set(Behaviour::Delay(600));
+    let config = config_file("[cache]\nenabled = false\n[forward]\ntimeout_ms = 3000\n");
+    let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let count = 40;
+    for i in 0..count {
+        let query = build_query(&format!("spoof{i}.example.com"), RecordType::A, None);
+        client.send_to(&query, server.addr).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while upstream.seen.udp_queries.lock().unwrap().len() < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let in_flight = upstream.seen.udp_queries.lock().unwrap().clone();
+    assert_eq!(in_flight.len(), count, "every query reached the upstream");
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::UDP),
+    )
+    .expect("a raw socket (the tests run as root)");
+    let elsewhere = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut forged = 0u64;
+    for (round, (from, query)) in in_flight.iter().enumerate() {
+        let id = u16::from_be_bytes([query[0], query[1]]);
+        for k in 1..=100u16 {
+            let wrong = id.wrapping_add(k.wrapping_mul(613).wrapping_add(round as u16));
+            if wrong != id {
+                spoof(
+                    &raw,
+                    upstream.addr.port(),
+                    from.port(),
+                    &forged_reply(query, wrong),
+                );
+                forged += 1;
+            }
+        }
+        // The right ID, another in-flight query's question.
+        let (_, other) = &in_flight[(round + 1) % in_flight.len()];
+        spoof(
+            &raw,
+            upstream.addr.port(),
+            from.port(),
+            &forged_reply(other, id),
+        );
+        // The right ID and question, from another port.
+        elsewhere.send_to(&forged_reply(query, id), from).unwrap();
+        forged += 2;
+        if round % 4 == 3 {
+            // Paced, so that the kernel's socket buffers take them all.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let ports: std::collections::BTreeSet<u16> = in_flight.iter().map(|(f, _)| f.port()).collect();
+    assert!(
+        (1..=4).contains(&ports.len()),
+        "queries share a few kept sockets: {ports:?}"
+    );
+    let mut buf = [0u8; 1500];
+    for _ in 0..count {
+        let (len, _) = client.recv_from(&mut buf).expect("every client answered");
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(rcode(&reply), 0);
+        assert_eq!(answers(&reply).len(), 1);
+        assert!(
+            answers(&reply)[0].ends_with("A 192.0.2.1"),
+            "a forged answer was taken: {:?}",
+            answers(&reply)
+        );
+    }
+    let (_, body) = http_get(server.http_addr("metrics"), "/metrics");
+    let mismatched = metric(&body, "kubewire_forward_mismatched_replies_total");
+    assert!(
+        mismatched >= forged as f64 * 0.9,
+        "{mismatched} of {forged} forged replies counted as mismatched"
+    );
+
+    // Ports change: past RENEW_AFTER_QUERIES (256) a socket is replaced,
+    // so 1100 queries leave from more than four ports, and from few.
+    upstream.set(Behaviour::Answer);
+    upstream.seen.udp_queries.lock().unwrap().clear();
+    for i in 0..1100 {
+        let reply = server.udp(&format!("renew{i}.example.com"), RecordType::A);
+        assert_eq!(rcode(&reply), 0);
+    }
+    let ports: std::collections::BTreeSet<u16> = upstream
+        .seen
+        .udp_queries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(f, _)| f.port())
+        .collect();
+    assert!(
+        (5..=12).contains(&ports.len()),
+        "1100 queries left from {} ports",
+        ports.len()
+    );
+}

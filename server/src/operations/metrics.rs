@@ -820,12 +820,12 @@ impl Scrape {
         for (name, help, pick) in [
             (
                 "coredns_proxy_conn_cache_hits",
-                "Counter of connection cache hits per upstream and protocol (kept TCP connections reused).",
+                "Counter of connection cache hits per upstream and protocol (a kept UDP socket or TCP connection reused).",
                 (|m| &m.conn_hits) as fn(&ForwardMetrics) -> &[AtomicU64],
             ),
             (
                 "coredns_proxy_conn_cache_misses",
-                "Counter of connection cache misses per upstream and protocol (a new UDP socket per query, a new TCP connection when none is kept).",
+                "Counter of connection cache misses per upstream and protocol (a UDP socket opened or renewed, a new TCP connection when none is kept).",
                 |m| &m.conn_misses,
             ),
         ] {

@@ -77,7 +77,7 @@ pub struct Forwarder {
     refused: PreparedAnswer,
     tcp: TcpPool,
     /// Per upstream, its kept UDP sockets.
-    udp: Vec<UdpPool>,
+    udp: Vec<Rc<UdpPool>>,
 }
 
 /// Why one attempt failed.
@@ -104,7 +104,7 @@ impl Forwarder {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(index, upstream)| UdpPool::new(upstream.addr, index, metrics.clone()))
+            .map(|(index, upstream)| Rc::new(UdpPool::new(upstream.addr, index, metrics.clone())))
             .collect();
         Forwarder {
             tcp,

@@ -53,6 +53,8 @@ pub struct Seen {
     pub loop_probes: AtomicU64,
     /// The CD bit and the EDNS DO bit of the last query (None: no OPT).
     pub last_cd_do: Mutex<Option<(bool, Option<bool>)>>,
+    /// Each UDP query received (loop probes aside): its sender and bytes.
+    pub udp_queries: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
 }
 
 pub struct Upstream {
@@ -331,6 +333,14 @@ fn serve_udp(socket: UdpSocket, script: Script) {
             continue;
         };
         let query = buf[..len].to_vec();
+        if !String::from_utf8_lossy(&query).contains("kubewire-loop-probe") {
+            script
+                .seen
+                .udp_queries
+                .lock()
+                .unwrap()
+                .push((from, query.clone()));
+        }
         let script = script.clone();
         let socket = socket.try_clone().unwrap();
         let other = other.try_clone().unwrap();
