@@ -519,6 +519,30 @@ fn answer(
     )
 }
 
+/// [`answer`] for a UDP query from `peer`, whose address is only read if
+/// autopath asks for it.
+#[inline]
+fn answer_udp(
+    table: &mut AnswerTable,
+    outside: Outside<'_>,
+    metrics: Option<&CoreMetrics>,
+    listen: usize,
+    query: &[u8],
+    out: &mut [u8],
+    peer: kubewire_udp::Peer<'_>,
+) -> Verdict {
+    answer(
+        table,
+        outside,
+        metrics,
+        listen,
+        Proto::Udp,
+        query,
+        out,
+        || peer.ip(),
+    )
+}
+
 /// Whether an NXDOMAIN'd query is the first search candidate of the pod
 /// that sent it (the client's address is only looked at here).
 #[cold]
@@ -729,16 +753,7 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             crate::serving::warm::warm_batch(&batch, count, &table, outside.cache);
             let mut query_log = shared.query_log.borrow_mut();
             batch.answer(count, |i, query, out, peer| {
-                let verdict = answer(
-                    &mut table,
-                    outside,
-                    metrics,
-                    listen,
-                    Proto::Udp,
-                    query,
-                    out,
-                    || peer.ip(),
-                );
+                let verdict = answer_udp(&mut table, outside, metrics, listen, query, out, peer);
                 let (len, rcode) = match verdict {
                     Verdict::Reply(len, rcode) => (len, rcode),
                     Verdict::Resolve(query, work) => {

@@ -14,9 +14,8 @@
 //!   socket is served by the batched path.
 
 use super::{
-    Failures, Outbox, Proto, QueryBuf, QueryLog, Rcode, Shared, UDP_FLOWING_WAIT_MS, UdpSocket,
-    Verdict, Work, YIELD_EVERY, answer, apply_updates, elapsed_ns, serve_udp_batched,
-    spawn_udp_resolve,
+    Failures, Outbox, QueryBuf, QueryLog, Rcode, Shared, UDP_FLOWING_WAIT_MS, UdpSocket, Verdict,
+    Work, YIELD_EVERY, answer_udp, apply_updates, elapsed_ns, serve_udp_batched, spawn_udp_resolve,
 };
 use kubewire_udp::uring::{Options, RingError, UdpRing};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -128,17 +127,7 @@ pub(super) async fn serve_udp_uring(
             let outside = shared.outside_for_batch(started);
             let mut query_log = shared.query_log.borrow_mut();
             ring.process(|query, out, peer| {
-                let client = || peer.ip();
-                match answer(
-                    &mut table,
-                    outside,
-                    metrics,
-                    listen,
-                    Proto::Udp,
-                    query,
-                    out,
-                    client,
-                ) {
+                match answer_udp(&mut table, outside, metrics, listen, query, out, peer) {
                     Verdict::Reply(len, rcode) => {
                         if let Some(interval) = log_interval
                             && query_log.pick(interval)
