@@ -19,7 +19,7 @@
 use super::ForwardPlan;
 use super::probe::Probe;
 use super::tcp::{TcpError, TcpPool};
-use super::udp_pool::{UdpError, UdpPool};
+use super::udp_pool::{Readiness, UdpError, UdpPool};
 use crate::operations::config::Policy;
 use crate::operations::metrics::ForwardMetrics;
 use kubewire_wire::{
@@ -97,6 +97,7 @@ impl Forwarder {
         plan: Arc<ForwardPlan>,
         metrics: Option<Arc<ForwardMetrics>>,
         core: usize,
+        readiness: &Rc<Readiness>,
     ) -> Forwarder {
         let health = plan.upstreams.iter().map(|_| Health::default()).collect();
         let tcp = TcpPool::new(&plan.upstreams, TCP_IDLE, plan.tls.clone());
@@ -104,7 +105,15 @@ impl Forwarder {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(index, upstream)| Rc::new(UdpPool::new(upstream.addr, index, metrics.clone())))
+            .map(|(index, upstream)| {
+                let readiness = Rc::clone(readiness);
+                Rc::new(UdpPool::new(
+                    upstream.addr,
+                    index,
+                    metrics.clone(),
+                    readiness,
+                ))
+            })
             .collect();
         Forwarder {
             tcp,
@@ -245,7 +254,10 @@ impl Forwarder {
                 break;
             };
             let started = Instant::now();
-            match self.exchange(upstream, &mut sent[..len]).await {
+            match self
+                .exchange(upstream, &mut sent[..len], self.plan.timeout)
+                .await
+            {
                 Ok(reply) => {
                     self.record(upstream, true);
                     if let Some(metrics) = &self.metrics {
@@ -322,18 +334,19 @@ impl Forwarder {
     /// One attempt at one upstream: UDP, then TCP if the reply is truncated
     /// (unless `prefer_udp`), or TCP alone with `force_tcp`. `query` is the
     /// upstream query; over UDP its ID is set to one free on the socket.
+    /// Each of UDP and TCP waits at most `timeout`.
     async fn exchange(
         &self,
         upstream: usize,
         query: &mut [u8],
+        timeout: Duration,
     ) -> Result<CheckedReply, AttemptError> {
         let question: Box<[u8]> = sent_question(query).into();
-        let deadline = Instant::now() + self.plan.timeout;
+        let deadline = Instant::now() + timeout;
         let address = self.plan.upstreams[upstream];
         if self.plan.force_tcp || address.tls || address.tcp {
             return self.over_tcp(upstream, query, &question, deadline).await;
         }
-        let timeout = self.plan.timeout;
         let udp = &self.udp[upstream];
         let reply = match udp
             .exchange(query, &question, timeout, deadline, || self.random() as u16)
@@ -346,7 +359,7 @@ impl Forwarder {
         match reply {
             Some(reply) if !reply.truncated() || self.plan.prefer_udp => Ok(reply),
             _ => {
-                let deadline = Instant::now() + self.plan.timeout;
+                let deadline = Instant::now() + timeout;
                 self.over_tcp(upstream, query, &question, deadline).await
             }
         }
@@ -403,7 +416,8 @@ impl Forwarder {
                     continue;
                 };
                 let address = self.plan.upstreams[upstream];
-                let result = self.exchange(upstream, &mut probe[..len]).await;
+                let timeout = self.plan.timeout.min(self.plan.health_check);
+                let result = self.exchange(upstream, &mut probe[..len], timeout).await;
                 match result {
                     Ok(_) => {
                         health.down.set(false);
@@ -456,7 +470,7 @@ mod tests {
             ..Forward::default()
         };
         let plan = ForwardPlan::build(&config, &[], &[]).unwrap().unwrap();
-        Forwarder::new(Arc::new(plan), None, 0)
+        Forwarder::new(Arc::new(plan), None, 0, &Rc::default())
     }
 
     #[test]
