@@ -216,9 +216,14 @@ impl Outbox {
 
     /// Sends everything queued, [`BATCH`] at a time. A reply that cannot
     /// go (a full socket buffer, an unreachable peer) is dropped, as the
-    /// network would drop it.
-    fn flush(&self) {
+    /// network would drop it. The serving loop calls it before it may
+    /// sleep in the kernel; otherwise a task spawned by a turn's first push
+    /// does.
+    pub fn flush(&self) {
         self.scheduled.set(false);
+        if self.queued.borrow().is_empty() {
+            return;
+        }
         let mut queued = std::mem::take(&mut *self.queued.borrow_mut());
         let mut headers = self.headers.borrow_mut();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.socket);
