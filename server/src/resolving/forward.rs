@@ -19,7 +19,7 @@
 use super::ForwardPlan;
 use super::probe::Probe;
 use super::tcp::{TcpError, TcpPool};
-use super::udp_pool::{UdpError, UdpPool};
+use super::udp_pool::{Readiness, UdpError, UdpPool};
 use crate::operations::config::Policy;
 use crate::operations::metrics::ForwardMetrics;
 use kubewire_wire::{
@@ -97,6 +97,7 @@ impl Forwarder {
         plan: Arc<ForwardPlan>,
         metrics: Option<Arc<ForwardMetrics>>,
         core: usize,
+        readiness: &Rc<Readiness>,
     ) -> Forwarder {
         let health = plan.upstreams.iter().map(|_| Health::default()).collect();
         let tcp = TcpPool::new(&plan.upstreams, TCP_IDLE, plan.tls.clone());
@@ -104,7 +105,15 @@ impl Forwarder {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(index, upstream)| Rc::new(UdpPool::new(upstream.addr, index, metrics.clone())))
+            .map(|(index, upstream)| {
+                let readiness = Rc::clone(readiness);
+                Rc::new(UdpPool::new(
+                    upstream.addr,
+                    index,
+                    metrics.clone(),
+                    readiness,
+                ))
+            })
             .collect();
         Forwarder {
             tcp,
@@ -461,7 +470,7 @@ mod tests {
             ..Forward::default()
         };
         let plan = ForwardPlan::build(&config, &[], &[]).unwrap().unwrap();
-        Forwarder::new(Arc::new(plan), None, 0)
+        Forwarder::new(Arc::new(plan), None, 0, &Rc::default())
     }
 
     #[test]

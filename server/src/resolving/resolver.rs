@@ -13,6 +13,7 @@ use super::autopath::{self, AutopathPlan, Candidate};
 use super::cache::{self, CoreCache};
 use super::forward::{Forwarded, Forwarder};
 use super::probe::LoopProbes;
+use super::udp_pool::Readiness;
 use crate::operations::metrics::Plugin;
 use kubewire_control_plane::AnswerTable;
 use kubewire_wire::{Query, QueryBuf, Rcode, Transport};
@@ -70,17 +71,22 @@ pub struct Resolver {
     autopath: Option<Arc<AutopathPlan>>,
     /// Queries in progress on this core's reactor.
     in_progress: Rc<Cell<usize>>,
+    /// The kept upstream sockets, for the serving loop's `poll`.
+    readiness: Rc<Readiness>,
 }
 
 impl Resolver {
-    /// A resolver over the core's `table`.
+    /// A resolver over the core's `table`; `readiness` is the one the
+    /// forwarder's sockets were made with.
     pub fn new(
         table: Rc<RefCell<AnswerTable>>,
         forwarder: Option<Forwarder>,
         cache: Option<CoreCache>,
         autopath: Option<Arc<AutopathPlan>>,
+        readiness: Rc<Readiness>,
     ) -> Resolver {
         Resolver {
+            readiness,
             table,
             forwarder: forwarder.map(Rc::new),
             cache: cache.map(|c| Rc::new(RefCell::new(c))),
@@ -108,6 +114,11 @@ impl Resolver {
     /// which reaps their upstream replies.
     pub fn in_progress(&self) -> usize {
         self.in_progress.get()
+    }
+
+    /// The kept upstream sockets, for the serving loop.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     /// Counts a query in progress until the guard drops.

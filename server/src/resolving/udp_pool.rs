@@ -16,6 +16,11 @@
 //! The sockets are bound, not connected, so that a reply from a wrong
 //! address reaches the reader and is counted, as before.
 //!
+//! While client traffic flows, the serving loop sleeps in one `poll` on
+//! its client socket and these sockets together ([`Readiness`]), and wakes
+//! the reader of a socket that has replies: no reactor round trip per reply.
+//! When the loop parks on glommio's reactor, each reader waits there itself.
+//!
 //! Timeouts are not a timer per query (adding and cancelling one per query
 //! was a fifth of a forwarded miss's CPU, in glommio's io_uring timeouts):
 //! one sweeper task per pool runs every [`SWEEP_TICK`] while queries wait,
@@ -98,6 +103,8 @@ struct Pooled {
     retired: Cell<bool>,
     /// The reader, parked until a reply comes or the socket closes.
     reader: Cell<Option<Waker>>,
+    /// The serving loop saw replies waiting: the reader is to read them.
+    kicked: Cell<bool>,
     /// Registrations so far, for [`Waiter::serial`].
     serials: Cell<u64>,
 }
@@ -120,17 +127,112 @@ impl Pooled {
         }
     }
 
-    /// Resolves once the socket is retired and no query waits on it.
-    async fn closed(&self) {
+    /// Resolves when the serving loop kicks the reader (replies are
+    /// waiting) or the socket is to close.
+    async fn signal(&self) -> Signal {
         std::future::poll_fn(|cx| {
             if self.closing() {
-                Poll::Ready(())
+                Poll::Ready(Signal::Close)
+            } else if self.kicked.replace(false) {
+                Poll::Ready(Signal::Read)
             } else {
                 self.reader.set(Some(cx.waker().clone()));
                 Poll::Pending
             }
         })
-        .await;
+        .await
+    }
+
+    /// Has the reader read what is waiting.
+    fn kick(&self) {
+        self.kicked.set(true);
+        if let Some(waker) = self.reader.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// What wakes a reader.
+enum Signal {
+    /// Replies may be waiting.
+    Read,
+    /// The socket is retired and no query waits on it.
+    Close,
+}
+
+/// One core's kept upstream sockets, for its serving loop: while client
+/// traffic flows and queries wait upstream, the loop sleeps in one `poll`
+/// on its client socket and these together, and kicks the readers whose
+/// sockets have replies ("driven"); otherwise each reader waits on glommio's
+/// reactor itself.
+#[derive(Default)]
+pub struct Readiness {
+    driven: Cell<bool>,
+    sockets: RefCell<Vec<std::rc::Weak<Pooled>>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("driven", &self.driven.get())
+            .field("sockets", &self.sockets.borrow().len())
+            .finish()
+    }
+}
+
+impl Readiness {
+    /// Whether the serving loop polls the sockets. Turning it off kicks
+    /// every reader, so that each goes back to waiting on the reactor.
+    pub fn set_driven(&self, driven: bool) {
+        if self.driven.replace(driven) && !driven {
+            for pooled in self
+                .sockets
+                .borrow()
+                .iter()
+                .filter_map(std::rc::Weak::upgrade)
+            {
+                pooled.kick();
+            }
+        }
+    }
+
+    /// Appends a `pollfd` for each socket a query waits on.
+    pub fn append_pollfds(&self, fds: &mut Vec<libc::pollfd>) {
+        let mut sockets = self.sockets.borrow_mut();
+        sockets.retain(|pooled| pooled.strong_count() > 0);
+        for pooled in sockets.iter().filter_map(std::rc::Weak::upgrade) {
+            if !pooled.waiting.borrow().is_empty() {
+                fds.push(libc::pollfd {
+                    fd: pooled.socket.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+        }
+    }
+
+    /// Kicks the readers of the sockets `poll` found readable in `fds`;
+    /// returns how many.
+    pub fn kick_ready(&self, fds: &[libc::pollfd]) -> usize {
+        let mut kicked = 0;
+        for fd in fds.iter().filter(|fd| fd.revents != 0) {
+            for pooled in self
+                .sockets
+                .borrow()
+                .iter()
+                .filter_map(std::rc::Weak::upgrade)
+            {
+                if pooled.socket.as_raw_fd() == fd.fd {
+                    pooled.kick();
+                    kicked += 1;
+                }
+            }
+        }
+        kicked
+    }
+
+    fn add(&self, pooled: &Rc<Pooled>) {
+        self.sockets.borrow_mut().push(Rc::downgrade(pooled));
     }
 }
 
@@ -168,6 +270,8 @@ pub struct UdpPool {
     metrics: Option<Arc<ForwardMetrics>>,
     /// The sweeper task runs.
     sweeping: Cell<bool>,
+    /// The core's sockets, as its serving loop sees them.
+    readiness: Rc<Readiness>,
 }
 
 impl std::fmt::Debug for UdpPool {
@@ -185,6 +289,7 @@ impl UdpPool {
         upstream: SocketAddr,
         index: usize,
         metrics: Option<Arc<ForwardMetrics>>,
+        readiness: Rc<Readiness>,
     ) -> UdpPool {
         UdpPool {
             upstream,
@@ -194,6 +299,7 @@ impl UdpPool {
             next: Cell::new(0),
             metrics,
             sweeping: Cell::new(false),
+            readiness,
         }
     }
 
@@ -301,13 +407,16 @@ impl UdpPool {
             opened: now,
             retired: Cell::new(false),
             reader: Cell::new(None),
+            kicked: Cell::new(false),
             serials: Cell::new(0),
         });
+        self.readiness.add(&pooled);
         if let Some(metrics) = &self.metrics {
             metrics.conn_miss(self.index, false);
         }
         glommio::spawn_local(read_replies(
             Rc::clone(&pooled),
+            Rc::clone(&self.readiness),
             self.upstream,
             self.metrics.clone(),
         ))
@@ -402,6 +511,7 @@ impl ReplyBatch {
 /// the socket is retired and no query waits on it.
 async fn read_replies(
     pooled: Rc<Pooled>,
+    readiness: Rc<Readiness>,
     upstream: SocketAddr,
     metrics: Option<Arc<ForwardMetrics>>,
 ) {
@@ -413,18 +523,24 @@ async fn read_replies(
         }
     };
     loop {
-        let ready = futures_lite::future::or(
-            async { Some(pooled.socket.peek_from(&mut peek).await) },
-            async {
-                pooled.closed().await;
-                None
-            },
-        )
-        .await;
-        match ready {
-            None => return,
-            Some(Ok(_)) => {}
-            Some(Err(error)) => {
+        // Driven, the serving loop's `poll` watches the socket; otherwise
+        // the reader waits on the reactor for a datagram, without taking it.
+        let signal = if readiness.driven.get() {
+            Ok(pooled.signal().await)
+        } else {
+            futures_lite::future::or(
+                async {
+                    let peeked = pooled.socket.peek_from(&mut peek).await;
+                    peeked.map(|_| Signal::Read)
+                },
+                async { Ok(pooled.signal().await) },
+            )
+            .await
+        };
+        match signal {
+            Ok(Signal::Close) => return,
+            Ok(Signal::Read) => {}
+            Err(error) => {
                 tracing::debug!(%error, %upstream, "upstream UDP receive failed; retrying");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;

@@ -216,9 +216,8 @@ impl Outbox {
 
     /// Sends everything queued, [`BATCH`] at a time. A reply that cannot
     /// go (a full socket buffer, an unreachable peer) is dropped, as the
-    /// network would drop it. The serving loop calls it before it may
-    /// sleep in the kernel; otherwise a task spawned by a turn's first push
-    /// does.
+    /// network would drop it. The serving loop calls it before it sleeps;
+    /// otherwise a task spawned by the first push of a turn does.
     pub fn flush(&self) {
         self.scheduled.set(false);
         if self.queued.borrow().is_empty() {

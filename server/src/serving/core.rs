@@ -16,6 +16,7 @@ use crate::resolving::cache::{CacheMessage, CachePlan, CoreCache, Lookup, Mailbo
 use crate::resolving::forward::Forwarder;
 use crate::resolving::probe::LoopProbes;
 use crate::resolving::resolver::{Resolved, Resolver, Work};
+use crate::resolving::udp_pool::Readiness;
 use crate::serving::batch::{Outbox, UdpBatch};
 use crate::serving::querylog::{QueryLog, QueryLogSettings};
 
@@ -185,16 +186,23 @@ type Table = Rc<RefCell<AnswerTable>>;
 type Scratch = Rc<RefCell<Vec<u8>>>;
 
 async fn run(mut setup: CoreSetup) {
+    let readiness = Rc::new(Readiness::default());
     let forwarder = setup
         .forward
-        .map(|plan| Forwarder::new(plan, setup.forward_metrics, setup.index));
+        .map(|plan| Forwarder::new(plan, setup.forward_metrics, setup.index, &readiness));
     let mut table = AnswerTable::new();
     table.set_recursion_available(forwarder.is_some());
     let cache = setup
         .cache
         .map(|c| CoreCache::new(c.plan, setup.index, c.mailboxes, c.inbox, c.metrics));
     let table = Rc::new(RefCell::new(table));
-    let resolver = Resolver::new(Rc::clone(&table), forwarder, cache, setup.autopath.take());
+    let resolver = Resolver::new(
+        Rc::clone(&table),
+        forwarder,
+        cache,
+        setup.autopath.take(),
+        readiness,
+    );
     let shared = Shared {
         table,
         updates: Rc::new(setup.updates),
@@ -706,11 +714,48 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
     // Queries of this batch picked for the query log: index and RCODE.
     let mut picked: Vec<(usize, Rcode)> = Vec::with_capacity(crate::serving::batch::BATCH);
     let mut failures = Failures::default();
+    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let readiness = shared.resolver.readiness();
     loop {
-        // While forwarded or chased queries wait for upstream replies, the
-        // core waits on the reactor, which also reaps those replies; it
-        // does not sleep in the kernel, where they would wait for it.
-        if !flowing || shared.resolver.in_progress() > 0 {
+        let waiting_upstream = shared.resolver.in_progress() > 0;
+        // Clients keep sending while queries wait upstream: the core's only
+        // UDP socket sleeps in one `poll` on itself and the kept upstream
+        // sockets, and kicks the readers of those with replies, instead of
+        // going round glommio's reactor for each datagram.
+        let drive = flowing && exclusive && waiting_upstream;
+        readiness.set_driven(drive);
+        if drive {
+            // Before sleeping in the kernel, let the tasks that are ready
+            // run: a kicked reader wakes the queries it answers, which
+            // queue their replies; each yield runs one more step of that
+            // chain. Then their replies leave, in one `sendmmsg`.
+            for _ in 0..SETTLE_YIELDS {
+                glommio::executor().yield_now().await;
+            }
+            outbox.flush();
+            pollfds.clear();
+            pollfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            readiness.append_pollfds(&mut pollfds);
+            if let Err(error) = poll(&mut pollfds, UDP_FLOWING_WAIT_MS) {
+                failures.record("poll failed; retrying", &error);
+            }
+            let kicked = readiness.kick_ready(&pollfds[1..]);
+            if pollfds[0].revents == 0 {
+                // No client datagram: a whole tick of nothing ends the
+                // flow; replies that came let their queries run.
+                flowing = kicked > 0;
+                glommio::executor().yield_now().await;
+                continue;
+            }
+        } else if !flowing || waiting_upstream {
+            // While forwarded or chased queries wait for upstream replies,
+            // the core waits on the reactor, which also reaps those
+            // replies; it does not sleep in the kernel, where they would
+            // wait for it.
             // Wait on the reactor until a datagram is there, without taking it.
             if let Err(error) = socket.peek_from(&mut peek).await {
                 failures.record("UDP receive failed; retrying", &error);
@@ -725,7 +770,7 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
         // Replies resolved since the last turn leave before the loop can
         // sleep in the kernel below.
         outbox.flush();
-        let received = if exclusive && shared.resolver.in_progress() == 0 {
+        let received = if exclusive && !waiting_upstream {
             batch.receive_waiting(fd)
         } else {
             batch.receive(fd)
@@ -775,6 +820,9 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
         }
         let answered = batch.queued() as u64;
         send_all(&mut batch, fd).await;
+        // Resolving tasks (and readers the poll kicked) run before the
+        // loop sleeps in the kernel again.
+        let resolving = !to_resolve.is_empty() || drive;
         for (i, query, work) in to_resolve.drain(..) {
             if let Some(peer) = batch.peer(i) {
                 spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
@@ -797,7 +845,7 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             }
             picked.clear();
         }
-        if last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
+        if resolving || last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
             // Updates are applied here too: while traffic flows the root
             // task's wake-up may not be reaped until the next preemption.
             apply_updates(&shared);
@@ -805,6 +853,26 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             last_yield = std::time::Instant::now();
         }
     }
+}
+
+/// Yields before the driven UDP loop sleeps in `poll`: enough for a kicked
+/// reader, the query it wakes, and a cache's waiters behind it, to run.
+const SETTLE_YIELDS: usize = 3;
+
+/// `poll(2)` on `fds` for at most `timeout_ms`; the result is in each
+/// entry's `revents`.
+fn poll(fds: &mut [libc::pollfd], timeout_ms: u64) -> std::io::Result<()> {
+    let timeout = libc::c_int::try_from(timeout_ms).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a live, exclusive slice of `pollfd`s, and its length
+    // is passed with it.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if ready < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// Sends every queued reply. A full socket buffer is waited out briefly; a
