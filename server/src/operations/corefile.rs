@@ -230,12 +230,23 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
             "{origin}: no server block found; a Corefile starts with one such as \".:53 {{\""
         )));
     };
+    let port_of = |key: &str| {
+        let key = key.strip_prefix("dns://").unwrap_or(key);
+        key.rsplit_once(':')
+            .map_or("53", |(_, port)| port)
+            .to_string()
+    };
+    let first_port = first.keys.first().map_or("53".to_string(), |k| port_of(k));
     for other in others {
-        b.cannot(
-            other.line,
-            &other.keys.join(" "),
-            "kubewire has one server; only the first server block is translated",
-        );
+        if other.keys.iter().all(|k| port_of(k) == first_port) {
+            stub_domain_block(&mut b, other);
+        } else {
+            b.cannot(
+                other.line,
+                &other.keys.join(" "),
+                "kubewire has one server; a server block on another port is not translated",
+            );
+        }
     }
     let mut listen = Vec::new();
     for key in &first.keys {
@@ -477,11 +488,14 @@ fn forward(b: &mut Builder, directive: &Directive) {
                 "forward.failfast_all_unhealthy_upstreams",
                 toml::Value::Boolean(true),
             )),
+            ("tls_servername", Some(name)) if option.args.len() == 1 => {
+                Some(("forward.tls_servername", string(name)))
+            }
             ("expire", Some(_)) => {
                 b.note(
                     option_line,
                     &option_text,
-                    "kubewire opens a new socket per upstream query, so there is nothing to expire",
+                    "kubewire renews its UDP sockets every 256 queries or 5 s and closes TCP connections idle for 10 s; there is no setting",
                 );
                 continue;
             }
@@ -494,6 +508,65 @@ fn forward(b: &mut Builder, directive: &Directive) {
                 &option_text,
                 "forward option not supported by kubewire",
             ),
+        }
+    }
+}
+
+/// A server block after the first, for zones whose names go to their own
+/// upstreams (`corp.example:53 { forward . 10.0.0.1 }`): kube-dns's
+/// stubDomains written as CoreDNS blocks, and kubewire's
+/// `forward.stub_domains`. The first block's other settings apply to these
+/// zones too; anything else in the block is listed as not translated.
+fn stub_domain_block(b: &mut Builder, block: &ServerBlock) {
+    let zones: Vec<String> = block
+        .keys
+        .iter()
+        .map(|key| {
+            let key = key.strip_prefix("dns://").unwrap_or(key);
+            let zone = key.rsplit_once(':').map_or(key, |(zone, _)| zone);
+            zone.trim_end_matches('.').to_string()
+        })
+        .collect();
+    let forward = block.directives.iter().find(|d| {
+        d.name == "forward" && d.args.len() > 1 && d.args[0].trim_end_matches('.').is_empty()
+    });
+    let (Some(forward), false) = (forward, zones.iter().any(String::is_empty)) else {
+        b.cannot(
+            block.line,
+            &block.keys.join(" "),
+            "kubewire has one server; a further server block is translated only when it forwards its zones (a stub domain)",
+        );
+        return;
+    };
+    let upstreams = toml::Value::Array(
+        forward.args[1..]
+            .iter()
+            .map(|u| string(u.as_str()))
+            .collect(),
+    );
+    for zone in &zones {
+        b.stub_domains.insert(zone.clone(), upstreams.clone());
+    }
+    for directive in &block.directives {
+        let (line, text) = (directive.line, directive.text());
+        if std::ptr::eq(directive, forward) {
+            for option in &directive.block {
+                b.cannot(
+                    option.line,
+                    &option.text(),
+                    "a stub domain's forward options are not translated; the first block's forward options apply",
+                );
+            }
+            continue;
+        }
+        match directive.name.as_str() {
+            "errors" | "log" | "cache" | "loop" | "reload" | "prometheus" | "health" | "ready"
+            | "loadbalance" => b.note(
+                line,
+                &text,
+                "in a stub domain's block: the first server block's setting applies to these zones too",
+            ),
+            _ => b.cannot(line, &text, "not translated in a stub domain's block"),
         }
     }
 }
@@ -629,6 +702,26 @@ fn cache(b: &mut Builder, directive: &Directive) {
         // default is 9984 each).
         let total: u64 = capacities.iter().map(|c| c.unwrap_or(9984)).sum();
         b.set("cache.max_entries", seconds(total), line, &text);
+    }
+    // CoreDNS takes min(max(ttl, minimum), maximum): a cap below the
+    // minimum (`cache 2`, with the default minimum of 5 s) wins. kubewire
+    // refuses a minimum above the maximum, so the minimum comes down to it.
+    let defaults = crate::operations::config::Cache::default();
+    for (min_key, max_key, default_min) in [
+        ("cache.min_ttl_s", "cache.max_ttl_s", defaults.min_ttl_s),
+        (
+            "cache.denial_min_ttl_s",
+            "cache.denial_max_ttl_s",
+            defaults.denial_min_ttl_s,
+        ),
+    ] {
+        let get = |key: &str| b.values.get(key).and_then(|(v, _)| v.as_integer());
+        let min = get(min_key).unwrap_or(i64::from(default_min));
+        if let Some(max) = get(max_key)
+            && min > max
+        {
+            b.set(min_key, toml::Value::Integer(max), line, &text);
+        }
     }
 }
 
@@ -767,7 +860,7 @@ fn kubernetes(b: &mut Builder, directive: &Directive) {
                 option_line,
                 &option_text,
             ),
-            ("ignore_empty_service", None) => b.set(
+            ("ignore_empty_service", None) | ("ignore", Some("empty_service")) => b.set(
                 "kubernetes.ignore_empty_service",
                 toml::Value::Boolean(true),
                 option_line,
@@ -1043,6 +1136,60 @@ mod tests {
             (3600, 1800)
         );
         assert_eq!(t.untranslated.len(), 2, "{:?}", t.untranslated);
+    }
+
+    #[test]
+    fn what_corefile_users_write_translates_to_a_valid_config() {
+        // `cache 2`: a cap below the default minimum TTL (CoreDNS clamps).
+        let t = translate("Corefile", ".:53 {\n  forward . 192.0.2.1\n  cache 2\n}\n").unwrap();
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert_eq!((config.cache.min_ttl_s, config.cache.max_ttl_s), (2, 2));
+        assert_eq!(
+            (config.cache.denial_min_ttl_s, config.cache.denial_max_ttl_s),
+            (2, 2)
+        );
+        // tls_servername inside forward.
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  forward . tls://192.0.2.1 {\n    tls_servername dns.example\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert_eq!(config.forward.tls_servername, "dns.example");
+        // CoreDNS's `ignore empty_service` spelling.
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local {\n    ignore empty_service\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+        assert!(
+            Config::parse("t", &t.toml)
+                .unwrap()
+                .kubernetes
+                .ignore_empty_service
+        );
+        // A stub domain written as its own server block.
+        let t = translate(
+            "Corefile",
+            ".:53 {\n  kubernetes cluster.local\n  forward . 192.0.2.1\n}\n\
+             corp.example:53 {\n  errors\n  cache 30\n  forward . 10.0.0.1 10.0.0.2:5353\n}\n\
+             other.example:5353 {\n  forward . 10.0.0.3\n}\n",
+        )
+        .unwrap();
+        let config = Config::parse("t", &t.toml).unwrap();
+        assert_eq!(
+            config.forward.stub_domains.get("corp.example"),
+            Some(&vec!["10.0.0.1".to_string(), "10.0.0.2:5353".to_string()])
+        );
+        assert_eq!(
+            t.untranslated.len(),
+            1,
+            "another port: {:?}",
+            t.untranslated
+        );
+        assert!(t.untranslated[0].contains("other.example:5353"));
     }
 
     #[test]

@@ -163,6 +163,10 @@ struct Shared {
     query_log: Rc<RefCell<QueryLog>>,
     /// Everything the table cannot finish alone goes here.
     resolver: Rc<Resolver>,
+    /// A second handle on the core's wake-up socket, watched by the driven
+    /// UDP loop's `poll`: updates and other cores' cache messages arrive
+    /// through it, and are read on glommio's reactor.
+    wake_watch: Option<Rc<OwnedFd>>,
 }
 
 /// Starts a core on its own pinned thread.
@@ -203,7 +207,15 @@ async fn run(mut setup: CoreSetup) {
         setup.autopath.take(),
         readiness,
     );
+    let wake_watch = match setup.wake_fd.try_clone() {
+        Ok(fd) => Some(Rc::new(fd)),
+        Err(error) => {
+            tracing::debug!(%error, "cannot watch the wake-up socket from the UDP loop");
+            None
+        }
+    };
     let shared = Shared {
+        wake_watch,
         table,
         updates: Rc::new(setup.updates),
         metrics: setup.metrics,
@@ -734,16 +746,25 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
             }
             outbox.flush();
             pollfds.clear();
-            pollfds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            for watched in [Some(fd), shared.wake_watch.as_ref().map(|w| w.as_raw_fd())] {
+                pollfds.push(libc::pollfd {
+                    fd: watched.unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
             readiness.append_pollfds(&mut pollfds);
             if let Err(error) = poll(&mut pollfds, UDP_FLOWING_WAIT_MS) {
                 failures.record("poll failed; retrying", &error);
             }
-            let kicked = readiness.kick_ready(&pollfds[1..]);
+            let kicked = readiness.kick_ready(&pollfds[2..]);
+            if pollfds[1].revents != 0 {
+                // An update or another core's cache message is waiting, to
+                // be read on the reactor, which a driven loop never parks
+                // on: wait there a moment, so that the root task runs now
+                // rather than at the next preemption.
+                glommio::timer::sleep(Duration::from_micros(1)).await;
+            }
             if pollfds[0].revents == 0 {
                 // No client datagram: a whole tick of nothing ends the
                 // flow; replies that came let their queries run.
@@ -763,13 +784,13 @@ async fn serve_udp_batched(socket: Rc<UdpSocket>, shared: Shared, exclusive: boo
                 continue;
             }
         }
+        // Replies resolved since the last turn leave before the loop can
+        // sleep in the kernel below.
+        outbox.flush();
         // Sleeping in the kernel blocks the core's other tasks, so only a
         // core's only UDP socket does it, and only while no forwarded or
         // chased query waits on the reactor for its upstream's reply;
         // otherwise it takes what is there.
-        // Replies resolved since the last turn leave before the loop can
-        // sleep in the kernel below.
-        outbox.flush();
         let received = if exclusive && !waiting_upstream {
             batch.receive_waiting(fd)
         } else {
