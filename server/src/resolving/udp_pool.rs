@@ -21,10 +21,10 @@
 //! the reader of a socket that has replies: no reactor round trip per reply.
 //! When the loop parks on glommio's reactor, each reader waits there itself.
 //!
-//! Timeouts are not a timer per query (adding and cancelling one per query
-//! was a fifth of a forwarded miss's CPU, in glommio's io_uring timeouts):
-//! one sweeper task per pool runs every [`SWEEP_TICK`] while queries wait,
-//! and fails those past their deadline.
+//! Timeouts are not a timer per query (each would be an io_uring timeout
+//! added, and cancelled when the reply comes): one sweeper task per pool
+//! runs every [`SWEEP_TICK`] while queries wait, and fails those past their
+//! deadline.
 #![allow(unsafe_code)] // recvmmsg into buffers the reader owns; handing our socket to glommio
 
 use crate::operations::metrics::ForwardMetrics;
