@@ -66,3 +66,22 @@ pub fn init(format: LogFormat, level: &str) -> LogControl {
     }
     LogControl { handle, env_wins }
 }
+
+/// The query log's settings (the log itself is `serving::querylog`): shared
+/// by every core, and changed live by a reload.
+#[derive(Debug, Default)]
+pub struct QueryLogSettings {
+    /// Log one query in this many; 0 is off.
+    pub sample: std::sync::atomic::AtomicU32,
+    /// Lines per second per core, at most.
+    pub max_per_second: std::sync::atomic::AtomicU32,
+}
+
+impl QueryLogSettings {
+    /// Sets both values.
+    pub fn set(&self, sample: u32, max_per_second: u32) {
+        use std::sync::atomic::Ordering;
+        self.sample.store(sample, Ordering::Relaxed);
+        self.max_per_second.store(max_per_second, Ordering::Relaxed);
+    }
+}

@@ -5,26 +5,10 @@
 //! Lines go to tracing at info under the target `kubewire::query`, so they
 //! can be filtered apart (`log.level = "info,kubewire::query=off"`).
 
+pub use crate::operations::logging::QueryLogSettings;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// The settings, shared by every core and changed live by a reload.
-#[derive(Debug, Default)]
-pub struct QueryLogSettings {
-    /// Log one query in this many; 0 is off.
-    pub sample: AtomicU32,
-    /// Lines per second per core, at most.
-    pub max_per_second: AtomicU32,
-}
-
-impl QueryLogSettings {
-    /// Sets both values.
-    pub fn set(&self, sample: u32, max_per_second: u32) {
-        self.sample.store(sample, Ordering::Relaxed);
-        self.max_per_second.store(max_per_second, Ordering::Relaxed);
-    }
-}
 
 /// One core's sampler and rate limiter.
 #[derive(Debug)]

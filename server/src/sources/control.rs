@@ -6,8 +6,8 @@
 //! starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
 
 use crate::operations::config::{Config, SETTINGS};
+use crate::operations::logging::QueryLogSettings;
 use crate::operations::metrics::{ControlMetrics, Scrape};
-use crate::serving::querylog::QueryLogSettings;
 use crate::sources::manifests::ManifestSet;
 use kubewire_control_plane::watch::{WatchEvent, WatchOptions, Watchers, spawn_watchers};
 use kubewire_control_plane::{Compiler, DeltaHub, Kind, ObjectChange};
