@@ -67,7 +67,7 @@ pub fn init(format: LogFormat, level: &str) -> LogControl {
     LogControl { handle, env_wins }
 }
 
-/// The query log's settings (the log itself is `serving::querylog`): shared
+/// The query log's settings (the sampler itself is on each core): shared
 /// by every core, and changed live by a reload.
 #[derive(Debug, Default)]
 pub struct QueryLogSettings {

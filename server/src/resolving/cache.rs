@@ -418,7 +418,7 @@ impl CoreCache {
     /// Most likely the entry filed under `hash` (from
     /// [`CoreCache::key_hash`]), found by the table's control bytes alone, as
     /// `AnswerTable::likely_entry` finds a name: for prefetching what a hit
-    /// will read, see `serving::warm`. It may be another key's
+    /// will read, see the serving cores' batch warm-up. It may be another key's
     /// entry, so it never answers.
     #[inline]
     pub fn likely(&self, hash: u64) -> Option<LikelySlot<'_>> {
