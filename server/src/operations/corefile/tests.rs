@@ -1,0 +1,265 @@
+//! The Corefile translation's tests: each Corefile a CoreDNS user writes,
+//! translated and parsed again as a kubewire config.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::*;
+
+#[test]
+fn go_durations() {
+    assert_eq!(go_duration_ms("5s"), Some(5_000));
+    assert_eq!(go_duration_ms("500ms"), Some(500));
+    assert_eq!(go_duration_ms("1m30s"), Some(90_000));
+    assert_eq!(go_duration_ms("soon"), None);
+}
+
+#[test]
+fn an_unclosed_block_is_an_error_with_its_line() {
+    let error = translate("Corefile", ".:53 {\n  errors\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Corefile:1: this block is never closed with \"}\""
+    );
+}
+
+#[test]
+fn autopath_at_kubernetes_translates() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local {\n    pods verified\n  }\n  autopath @kubernetes\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert!(config.kubernetes.autopath);
+    let t = translate("Corefile", ".:53 {\n  autopath /etc/other.conf\n}\n").unwrap();
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+}
+
+#[test]
+fn k8s_external_translates_with_its_options() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n  k8s_external example.org in-addr.arpa. {\n    apex ext\n    ttl 30\n    headless\n    fallthrough\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    let e = &config.k8s_external;
+    assert_eq!(e.zones, ["example.org", "in-addr.arpa"]);
+    assert_eq!(e.apex, "ext");
+    assert_eq!(e.ttl_seconds, 30);
+    assert!(e.headless);
+    assert_eq!(e.fallthrough, ["."]);
+    // Without zones: the server block's; at the root, not translated.
+    let t = translate("Corefile", "example.net:53 {\n  k8s_external\n}\n").unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.k8s_external.zones, ["example.net"]);
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  k8s_external {\n    headless\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(
+        t.untranslated.iter().any(|u| u.contains("at the root")),
+        "{:?}",
+        t.untranslated
+    );
+    // A bad TTL is caught by the configuration's own check.
+    let error = translate(
+        "Corefile",
+        ".:53 {\n  k8s_external example.org {\n    ttl 9000\n  }\n}\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("k8s_external.ttl_seconds"),
+        "{error}"
+    );
+}
+
+#[test]
+fn multicluster_translates_when_its_zones_are_served() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local clusterset.local {\n    multicluster clusterset.local\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.dns.zones, ["cluster.local", "clusterset.local"]);
+    assert_eq!(config.kubernetes.multicluster, ["clusterset.local"]);
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local {\n    multicluster clusterset.local\n  }\n}\n",
+    )
+    .unwrap();
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    assert!(t.untranslated[0].contains("clusterset.local is not one of"));
+    assert!(
+        Config::parse("t", &t.toml)
+            .unwrap()
+            .kubernetes
+            .multicluster
+            .is_empty()
+    );
+}
+
+#[test]
+fn zonal_translates() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local {\n    zonal\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert!(config.kubernetes.zonal);
+}
+
+#[test]
+fn ignore_empty_service_translates() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local {\n    ignore_empty_service\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert!(config.kubernetes.ignore_empty_service);
+}
+
+#[test]
+fn newer_kubeadms_cache_disables_for_the_cluster_zone_need_nothing() {
+    // kubeadm's Corefile since 1.31 keeps cluster.local out of the cache,
+    // which kubewire always does.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local in-addr.arpa ip6.arpa\n  cache 30 {\n    \
+         disable success cluster.local\n    disable denial cluster.local\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    assert!(
+        t.toml.contains(
+            "disable success cluster.local: kubewire never caches names in its cluster zones"
+        ),
+        "{}",
+        t.toml
+    );
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  cache 30 {\n    disable denial example.org\n  }\n}\n",
+    )
+    .unwrap();
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    assert!(t.untranslated[0].contains("disable denial example.org"));
+}
+
+#[test]
+fn cache_and_its_options_translate() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  cache 300 {\n    success 5000 600 10\n    denial 2500 60\n    \
+         prefetch 10 1m 20%\n    serve_stale 1h verify\n    servfail 2s\n    keepttl\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    let c = &config.cache;
+    assert_eq!((c.max_ttl_s, c.min_ttl_s), (600, 10));
+    assert_eq!((c.denial_max_ttl_s, c.denial_min_ttl_s), (60, 5));
+    assert_eq!(c.max_entries, 7500);
+    assert_eq!(
+        (c.prefetch_amount, c.prefetch_window_s, c.prefetch_percent),
+        (10, 60, 20)
+    );
+    assert_eq!(c.serve_stale_s, 3600);
+    assert_eq!(
+        c.serve_stale_mode,
+        crate::operations::config::StaleMode::Verify
+    );
+    assert_eq!(c.stale_ttl_s, 0);
+    assert_eq!(c.servfail_ttl_s, 2);
+    assert!(c.keep_ttl);
+    // Without a TTL, CoreDNS's own maximums; zones and unknown options
+    // are listed.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  cache example.org {\n    disable success\n  }\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(
+        (config.cache.max_ttl_s, config.cache.denial_max_ttl_s),
+        (3600, 1800)
+    );
+    assert_eq!(t.untranslated.len(), 2, "{:?}", t.untranslated);
+}
+
+#[test]
+fn what_corefile_users_write_translates_to_a_valid_config() {
+    // `cache 2`: a cap below the default minimum TTL (CoreDNS clamps).
+    let t = translate("Corefile", ".:53 {\n  forward . 192.0.2.1\n  cache 2\n}\n").unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!((config.cache.min_ttl_s, config.cache.max_ttl_s), (2, 2));
+    assert_eq!(
+        (config.cache.denial_min_ttl_s, config.cache.denial_max_ttl_s),
+        (2, 2)
+    );
+    // tls_servername inside forward.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  forward . tls://192.0.2.1 {\n    tls_servername dns.example\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.forward.tls_servername, "dns.example");
+    // CoreDNS's `ignore empty_service` spelling.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local {\n    ignore empty_service\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    assert!(
+        Config::parse("t", &t.toml)
+            .unwrap()
+            .kubernetes
+            .ignore_empty_service
+    );
+    // A stub domain written as its own server block.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n  forward . 192.0.2.1\n}\n\
+         corp.example:53 {\n  errors\n  cache 30\n  forward . 10.0.0.1 10.0.0.2:5353\n}\n\
+         other.example:5353 {\n  forward . 10.0.0.3\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(
+        config.forward.stub_domains.get("corp.example"),
+        Some(&vec!["10.0.0.1".to_string(), "10.0.0.2:5353".to_string()])
+    );
+    assert_eq!(
+        t.untranslated.len(),
+        1,
+        "another port: {:?}",
+        t.untranslated
+    );
+    assert!(t.untranslated[0].contains("other.example:5353"));
+}
+
+#[test]
+fn unknown_directives_are_listed() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  hosts /etc/hosts\n  rewrite name a b\n}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        t.untranslated,
+        vec![
+            "Corefile:2: hosts /etc/hosts: unknown to kubewire",
+            "Corefile:3: rewrite name a b: unknown to kubewire"
+        ]
+    );
+}
