@@ -7,12 +7,12 @@ pub mod resolving;
 pub mod serving;
 pub mod sources;
 
+use crate::sources::watch::WatchOptions;
 use anyhow::{Context, bail};
 use cli::Flags;
 use config::{Config, SourceKind};
 use control::Source;
-use kubewire_control_plane::watch::WatchOptions;
-use kubewire_control_plane::{Compiler, DeltaHub, Object, ObjectChange, PodMode, Settings};
+use kubewire_answer::{Compiler, DeltaHub, Object, ObjectChange, PodMode, Settings};
 use kubewire_wire::NameBuf;
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use operations::{cli, config, corefile, logging, metrics, nodelocal, preflight};
@@ -431,7 +431,7 @@ struct Counters {
     cores: Vec<(
         usize,
         Arc<metrics::CoreMetrics>,
-        Arc<kubewire_control_plane::CoreStatus>,
+        Arc<kubewire_answer::CoreStatus>,
     )>,
     forward: Vec<Arc<metrics::ForwardMetrics>>,
     cache: Vec<Arc<metrics::CacheMetrics>>,

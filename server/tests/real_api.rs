@@ -18,6 +18,7 @@ use hickory_proto::rr::RecordType;
 use kubewire_bench::fake_api::{self, FakeApi};
 use kubewire_bench::peers::{self, PeerError, RealApi};
 use serde_json::{Value, json};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,9 @@ use std::time::{Duration, Instant};
 fn unavailable(error: &PeerError) {
     match error {
         PeerError::Missing { .. } if !peers::peers_required() => {
-            eprintln!("skipped: {error}");
+            // Straight to stderr, past the test harness's capture, so the
+            // skip is seen.
+            let _ = writeln!(std::io::stderr(), "skipped: {error}");
         }
         _ => panic!("{error}"),
     }

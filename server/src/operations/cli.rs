@@ -8,7 +8,7 @@
 
 use crate::operations::config::{Config, CoreSpec, LogFormat, OptionalAddr, SourceKind, UdpIo};
 use clap::{Parser, Subcommand};
-use kubewire_control_plane::PodMode;
+use kubewire_answer::PodMode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

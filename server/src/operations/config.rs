@@ -14,7 +14,7 @@
 //! kubewire.toml:7: kubernetes.pods: pod mode "strict" is not one of: disabled, insecure, verified
 //! ```
 
-use kubewire_control_plane::PodMode;
+use kubewire_answer::PodMode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
@@ -157,14 +157,14 @@ impl Default for K8sExternal {
 impl K8sExternal {
     /// The compiler's settings, or `None` when off. Names were checked by
     /// [`Config::validate`]; one that does not parse is left out.
-    pub fn settings(&self) -> Option<kubewire_control_plane::ExternalZones> {
+    pub fn settings(&self) -> Option<kubewire_answer::ExternalZones> {
         let names = |list: &[String]| -> Vec<kubewire_wire::NameBuf> {
             list.iter()
                 .filter_map(|z| kubewire_wire::NameBuf::from_text(z).ok())
                 .map(|z| z.to_lowercase())
                 .collect()
         };
-        (!self.zones.is_empty()).then(|| kubewire_control_plane::ExternalZones {
+        (!self.zones.is_empty()).then(|| kubewire_answer::ExternalZones {
             zones: names(&self.zones),
             apex: self.apex.to_ascii_lowercase().into_bytes().into(),
             ttl: self.ttl_seconds,
@@ -1491,8 +1491,7 @@ impl Config {
                 );
             }
         }
-        if let Err(error) =
-            kubewire_control_plane::selector::LabelSelector::parse(&self.kubernetes.labels)
+        if let Err(error) = kubewire_answer::selector::LabelSelector::parse(&self.kubernetes.labels)
         {
             return fail("kubernetes.labels", &error);
         }

@@ -10,7 +10,7 @@
 //! `zone` is always `"."` (the server block's zone, not the cluster zone),
 //! `view` is `""`, `server` is `dns://<listen address>`.
 
-use kubewire_control_plane::{CoreStatus, Kind};
+use kubewire_answer::{CoreStatus, Kind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;

@@ -18,7 +18,7 @@
 
 use super::chase::{Local, count, finish, from_table, set_count};
 use super::resolver::Resolver;
-use kubewire_control_plane::AnswerTable;
+use kubewire_answer::AnswerTable;
 use kubewire_wire::records::{copy_record, first_record, read_name, write_plain_query};
 use kubewire_wire::{NameBuf, Query, Rcode, Transport, parse_query};
 use std::rc::Rc;

@@ -13,7 +13,7 @@
 //! that does not fit goes back with TC set and no records.
 
 use super::resolver::Resolver;
-use kubewire_control_plane::{AnswerTable, Response};
+use kubewire_answer::{AnswerTable, Response};
 use kubewire_wire::records::{copy_record, first_record, write_plain_query};
 use kubewire_wire::{HEADER_LEN, NameBuf, OUR_UDP_PAYLOAD, Query, Rcode, Transport, parse_query};
 use std::cell::RefCell;

@@ -15,7 +15,7 @@ use super::forward::{Forwarded, Forwarder};
 use super::probe::LoopProbes;
 use super::udp_pool::Readiness;
 use crate::operations::metrics::Plugin;
-use kubewire_control_plane::AnswerTable;
+use kubewire_answer::AnswerTable;
 use kubewire_wire::{Query, QueryBuf, Rcode, Transport};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -24,7 +24,7 @@ mod uring;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use glommio::{LocalExecutorBuilder, Placement};
-use kubewire_control_plane::{AnswerTable, DeltaReceiver, Response};
+use kubewire_answer::{AnswerTable, DeltaReceiver, Response};
 use kubewire_wire::{QueryBuf, Rcode, Transport};
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};

@@ -13,7 +13,7 @@
 use crate::prefetch::prefetch;
 use crate::resolving::cache::{CoreCache, LikelySlot};
 use crate::serving::batch::{BATCH, UdpBatch};
-use kubewire_control_plane::{AnswerTable, NameEntry};
+use kubewire_answer::{AnswerTable, NameEntry};
 use std::cell::RefCell;
 
 /// Cache lines fetched from the start of an entry. A cluster entry's key

@@ -4,11 +4,10 @@
 //! `kind: List`. The kinds read are Service, EndpointSlice, Pod, Namespace
 //! and ServiceImport; any other kind is skipped with a debug log.
 
-use kubewire_control_plane::model::{
-    ImportModel, PodModel, ServiceModel, SliceModel, namespace_from_api,
-};
-use kubewire_control_plane::selector::LabelSelector;
-use kubewire_control_plane::{Kind, Object};
+use super::from_api::{FromApi, ModelError};
+use kubewire_answer::model::{ImportModel, PodModel, ServiceModel, SliceModel};
+use kubewire_answer::selector::LabelSelector;
+use kubewire_answer::{Kind, Object};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,13 +285,13 @@ fn read_document(
         ),
         "Namespace" => push(
             decode(document, &kind, |n| {
-                namespace_from_api(n).map(Object::Namespace)
+                String::from_api(n).map(Object::Namespace)
             })
             .map_err(error)?,
         ),
         "ServiceImport" => push(
             decode(document, &kind, |i: &kube::api::DynamicObject| {
-                ImportModel::from_api(&i.metadata, &i.data).map(Object::Import)
+                ImportModel::from_api(i).map(Object::Import)
             })
             .map_err(error)?,
         ),
@@ -308,7 +307,7 @@ fn read_document(
 fn decode<T: serde::de::DeserializeOwned>(
     document: Value,
     kind: &str,
-    convert: impl FnOnce(&T) -> Result<Object, kubewire_control_plane::model::ModelError>,
+    convert: impl FnOnce(&T) -> Result<Object, ModelError>,
 ) -> Result<Object, String> {
     let object: T =
         serde_json::from_value(document).map_err(|e| format!("not a valid {kind}: {e}"))?;
@@ -355,7 +354,7 @@ impl Filter {
     }
 
     fn admits(&self, object: &Object, labels: &BTreeMap<String, String>) -> bool {
-        if !kubewire_control_plane::watch::served(object, self.namespaces.as_ref()) {
+        if !super::watch::served(object, self.namespaces.as_ref()) {
             return false;
         }
         match (&self.labels, object) {

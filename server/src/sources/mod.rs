@@ -4,4 +4,6 @@
 
 pub mod cluster;
 pub mod control;
+pub mod from_api;
 pub mod manifests;
+pub mod watch;

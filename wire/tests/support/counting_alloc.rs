@@ -1,6 +1,6 @@
 //! A global allocator that counts allocations per thread, for the tests
 //! that prove a path allocates nothing. Included by path by the `no_alloc`
-//! tests of `wire` and `control-plane`.
+//! tests of `wire` and `answer`.
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -13,7 +13,7 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::{Compiler, Object, Response};
+use kubewire_answer::{Compiler, Object, Response};
 use kubewire_wire::{NameBuf, Transport, rtype};
 use std::collections::BTreeSet;
 

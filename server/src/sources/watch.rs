@@ -11,17 +11,17 @@
 //! re-watches from the last resourceVersion, and relists after `410 Gone`.
 //! Meanwhile the last good state keeps serving.
 
-use crate::compiler::ObjectChange;
-use crate::model::{
-    ImportModel, Kind, ListedKeys, ModelError, Object, ObjectKey, PodModel,
-    SERVICE_IMPORT_RESOURCE, ServiceModel, SliceModel, namespace_from_api,
-};
+use super::from_api::{FromApi, ModelError, SERVICE_IMPORT_RESOURCE};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use kubewire_answer::compiler::ObjectChange;
+use kubewire_answer::model::{
+    ImportModel, Kind, ListedKeys, Object, ObjectKey, PodModel, ServiceModel, SliceModel,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -134,7 +134,7 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
         Kind::Namespace,
-        |n| namespace_from_api(n).map(Object::Namespace),
+        |n| String::from_api(n).map(Object::Namespace),
         namespaces.clone(),
         events.clone(),
     )));
@@ -147,7 +147,7 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
             Api::<DynamicObject>::all_with(client.clone(), &resource),
             watcher::Config::default(),
             Kind::Import,
-            |i| ImportModel::from_api(&i.metadata, &i.data).map(Object::Import),
+            |i| ImportModel::from_api(i).map(Object::Import),
             namespaces.clone(),
             events.clone(),
         )));

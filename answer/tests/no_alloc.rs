@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::{PodMode, Response, Settings};
+use kubewire_answer::{PodMode, Response, Settings};
 use kubewire_wire::{Transport, rtype};
 
 #[path = "../../wire/tests/support/counting_alloc.rs"]

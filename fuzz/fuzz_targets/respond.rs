@@ -11,12 +11,12 @@
 //! draw reaches them.
 #![no_main]
 
-#[path = "../../../control-plane/tests/common/fixture.rs"]
+#[path = "../../answer/tests/common/fixture.rs"]
 mod fixture;
-#[path = "../../../control-plane/tests/common/wellformed.rs"]
+#[path = "../../answer/tests/common/wellformed.rs"]
 mod wellformed;
 
-use kubewire_control_plane::{AnswerTable, Compiler, ObjectChange, Response, Update};
+use kubewire_answer::{AnswerTable, Compiler, ObjectChange, Response, Update};
 use kubewire_wire::{Transport, parse_query};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;

@@ -1,5 +1,10 @@
-//! kubewire's control plane: the cluster model, the record compiler, and the
-//! revisioned deltas that carry compiled answers to the serving cores.
+//! kubewire's answers: the cluster model in plain types, the record
+//! compiler, the revisioned deltas that carry compiled answers to the
+//! serving cores, and the per-core answer table that serves them.
+//!
+//! This crate depends on neither kube, k8s-openapi, serde nor tokio: the
+//! query path cannot reach them. The Kubernetes adapter (watchers and the
+//! conversions from API objects) lives in the server's `sources`.
 //!
 //! ```text
 //! k8s objects --model--> Compiler --Delta(Upsert/Remove) / Reset--> DeltaHub --> AnswerTable (one per core)
@@ -20,7 +25,6 @@ pub mod selector;
 pub mod settings;
 pub mod table;
 pub mod update;
-pub mod watch;
 
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
 pub use entry::{NameEntry, ZoneAnswers, Zones};

@@ -4,9 +4,10 @@
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kubewire_control_plane::model::{
-    ExternalAddresses, ImportKind, ImportLink, ImportModel, ModelError, PodModel, ServiceKind,
-    ServiceModel, SliceModel,
+use kubewire::sources::from_api::{FromApi, ModelError};
+use kubewire_answer::model::{
+    ExternalAddresses, ImportKind, ImportLink, ImportModel, PodModel, ServiceKind, ServiceModel,
+    SliceModel,
 };
 
 #[test]
@@ -123,7 +124,7 @@ fn external_addresses_are_external_ips_then_load_balancer_ingress() {
 /// source read it.
 fn import_from(json: serde_json::Value) -> Result<ImportModel, ModelError> {
     let object: kube::api::DynamicObject = serde_json::from_value(json).unwrap();
-    ImportModel::from_api(&object.metadata, &object.data)
+    ImportModel::from_api(&object)
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! The cluster fixture, after CoreDNS's handler tests: every kind of
-//! record. Shared by the control-plane tests and the fuzz targets (which
+//! record. Shared by the answer crate's tests and the fuzz targets (which
 //! include this file by path), so both exercise the same table.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use kubewire_control_plane::model::{
+use kubewire_answer::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, PodModel, PortModel,
     ServiceKind, ServiceModel, SliceModel,
 };
-use kubewire_control_plane::{ExternalZones, Object, ObjectKey, PodMode, Settings};
+use kubewire_answer::{ExternalZones, Object, ObjectKey, PodMode, Settings};
 use kubewire_wire::NameBuf;
 use std::net::IpAddr;
 

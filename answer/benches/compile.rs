@@ -1,6 +1,6 @@
 //! Compiler benchmarks (a plain harness: each figure is one large run).
 //!
-//! Run: `cargo bench -p kubewire-control-plane --bench compile`
+//! Run: `cargo bench -p kubewire-answer --bench compile`
 //!
 //! 1. Full compile of 10k services, 100k endpoints and 100k pods.
 //! 2. One endpoint flipping ready in a 1000-endpoint headless service, to delta.
@@ -12,10 +12,10 @@
     unsafe_code
 )]
 
-use kubewire_control_plane::model::{
+use kubewire_answer::model::{
     EndpointModel, PodModel, PortModel, ServiceKind, ServiceModel, SliceModel,
 };
-use kubewire_control_plane::{
+use kubewire_answer::{
     AnswerTable, Compiler, Object, ObjectChange, ObjectKey, PodMode, Settings, Update,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -129,7 +129,7 @@ fn full_compile(mode: PodMode) {
     report(mode, &times, compiler_bytes, &compiler, delta);
 }
 
-fn compile_once(mode: PodMode) -> (f64, isize, Compiler, kubewire_control_plane::Delta) {
+fn compile_once(mode: PodMode) -> (f64, isize, Compiler, kubewire_answer::Delta) {
     let objects = cluster(10_000, 10, 100_000);
     let before = live();
     let start = Instant::now();
@@ -142,7 +142,7 @@ fn compile_once(mode: PodMode) -> (f64, isize, Compiler, kubewire_control_plane:
         .filter(|o| matches!(o, Object::Namespace(_)))
         .cloned()
         .collect();
-    for change in ObjectChange::relist(kubewire_control_plane::Kind::Namespace, namespaces) {
+    for change in ObjectChange::relist(kubewire_answer::Kind::Namespace, namespaces) {
         compiler.apply(change);
     }
     for object in objects
@@ -164,7 +164,7 @@ fn report(
     times: &[f64],
     compiler_bytes: isize,
     compiler: &Compiler,
-    delta: kubewire_control_plane::Delta,
+    delta: kubewire_answer::Delta,
 ) {
     let names = compiler.name_count();
     let entry_bytes: usize = compiler.entries().map(|e| e.heap_bytes()).sum();

@@ -1,11 +1,9 @@
-//! Shared fixture and query helpers for the control-plane tests.
+//! Shared fixture and query helpers for the answer crate's tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::Record;
-use kubewire_control_plane::{
-    AnswerTable, Compiler, Object, ObjectChange, Response, Settings, Update,
-};
+use kubewire_answer::{AnswerTable, Compiler, Object, ObjectChange, Response, Settings, Update};
 use kubewire_wire::{NameBuf, Transport};
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::{ExternalZones, Object, PodMode, Settings};
+use kubewire_answer::{ExternalZones, Object, PodMode, Settings};
 use kubewire_wire::NameBuf;
 
 #[test]
@@ -950,7 +950,7 @@ fn large_headless_service_still_answers() {
     let response = t
         .table
         .respond(&plain, kubewire_wire::Transport::Udp, &mut out);
-    let kubewire_control_plane::Response::Reply { len, .. } = response else {
+    let kubewire_answer::Response::Reply { len, .. } = response else {
         panic!("{response:?}")
     };
     let message = hickory_proto::op::Message::from_vec(&out[..len]).unwrap();
@@ -1064,7 +1064,7 @@ fn k8s_external_answers_external_addresses_in_their_own_zone() {
     assert!(
         matches!(
             response,
-            kubewire_control_plane::Response::Reply { chase: true, .. }
+            kubewire_answer::Response::Reply { chase: true, .. }
         ),
         "{response:?}"
     );

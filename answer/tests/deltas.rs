@@ -6,10 +6,10 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::{AnswerTable, Compiler, DeltaHub, ObjectChange, Settings, Update};
+use kubewire_answer::{AnswerTable, Compiler, DeltaHub, ObjectChange, Settings, Update};
 use kubewire_wire::Transport;
 
-fn drain(receiver: &kubewire_control_plane::DeltaReceiver, table: &mut AnswerTable) -> usize {
+fn drain(receiver: &kubewire_answer::DeltaReceiver, table: &mut AnswerTable) -> usize {
     let mut applied = 0;
     while let Ok(update) = receiver.receiver().try_recv() {
         if table.apply(&update) {
@@ -25,9 +25,7 @@ fn drain(receiver: &kubewire_control_plane::DeltaReceiver, table: &mut AnswerTab
 fn answers_a(table: &mut AnswerTable, name: &str) -> bool {
     let mut out = vec![0u8; 4096];
     match table.respond(&query(name, 1, 1), Transport::Udp, &mut out) {
-        kubewire_control_plane::Response::Reply { rcode, .. } => {
-            rcode == kubewire_wire::Rcode::NOERROR
-        }
+        kubewire_answer::Response::Reply { rcode, .. } => rcode == kubewire_wire::Rcode::NOERROR,
         _ => false,
     }
 }
@@ -145,17 +143,17 @@ fn a_relist_never_removes_a_name_that_stays() {
     let mut compiler = compile(Settings::default(), fixture_objects(), true);
     let services: Vec<_> = fixture_objects()
         .into_iter()
-        .filter(|o| o.kind() == kubewire_control_plane::Kind::Service && o.key().name != "svc6")
+        .filter(|o| o.kind() == kubewire_answer::Kind::Service && o.key().name != "svc6")
         .collect();
-    for change in ObjectChange::relist(kubewire_control_plane::Kind::Service, services) {
+    for change in ObjectChange::relist(kubewire_answer::Kind::Service, services) {
         compiler.apply(change);
     }
     let delta = compiler.take_delta().unwrap();
     // Only svc6's names change: no Remove of any other name, no Upsert of svc1.
     for change in &delta.changes {
         let key = match change {
-            kubewire_control_plane::Change::Upsert(entry) => entry.key().to_vec(),
-            kubewire_control_plane::Change::Remove(key) => key.to_vec(),
+            kubewire_answer::Change::Upsert(entry) => entry.key().to_vec(),
+            kubewire_answer::Change::Remove(key) => key.to_vec(),
             other => panic!("a service relist changed a pod address: {other:?}"),
         };
         let text = kubewire_wire::name::to_text(&key);

@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use kubewire_control_plane::model::{
+use kubewire_answer::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ServiceKind,
     ServiceModel, SliceModel,
 };
-use kubewire_control_plane::{
+use kubewire_answer::{
     AnswerTable, Compiler, ExternalZones, Kind, NameEntry, Object, ObjectChange, ObjectKey,
     PodMode, Settings, Update,
 };
@@ -29,7 +29,7 @@ fn ip_pool() -> impl Strategy<Value = String> {
     ]
 }
 
-fn ports() -> impl Strategy<Value = Vec<kubewire_control_plane::model::PortModel>> {
+fn ports() -> impl Strategy<Value = Vec<kubewire_answer::model::PortModel>> {
     prop::collection::vec(
         (
             prop::sample::select(vec!["", "http", "grpc"]),
