@@ -10,10 +10,9 @@ pub mod sources;
 use crate::sources::watch::WatchOptions;
 use anyhow::{Context, bail};
 use cli::Flags;
-use config::{Config, SourceKind};
+use config::{Config, DnsName, SourceKind};
 use control::Source;
-use kubewire_answer::{Compiler, DeltaHub, Object, ObjectChange, PodMode, Settings};
-use kubewire_wire::NameBuf;
+use kubewire_answer::{Compiler, DeltaHub, Object, ObjectChange, PodMode};
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use operations::{cli, config, corefile, logging, metrics, nodelocal, preflight};
 use serving::{core, querylog};
@@ -49,65 +48,6 @@ pub fn fix_mmap_threshold() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
-}
-
-/// The zones answered from objects: `dns.zones`, or none when node-local
-/// mode forwards them to kube-dns.
-pub fn answered_zones(config: &Config) -> &[String] {
-    if config.node_local.forwards_cluster_names() {
-        &[]
-    } else {
-        &config.dns.zones
-    }
-}
-
-/// Compiler settings from the configuration.
-pub fn settings(config: &Config) -> anyhow::Result<Settings> {
-    let mut zones = Vec::new();
-    let mut reverse_authoritative = Vec::new();
-    let reverse = [
-        NameBuf::from_text("in-addr.arpa").unwrap_or(NameBuf::ROOT),
-        NameBuf::from_text("ip6.arpa").unwrap_or(NameBuf::ROOT),
-    ];
-    for zone in answered_zones(config) {
-        let name = NameBuf::from_text(zone)
-            .map_err(|e| anyhow::anyhow!("dns.zones {zone:?} is not a valid DNS name: {e}"))?
-            .to_lowercase();
-        // A reverse zone holds PTR records alone, served with authority.
-        if reverse.iter().any(|r| name.ends_with(r)) {
-            reverse_authoritative.push(name);
-        } else {
-            zones.push(name);
-        }
-    }
-    let mut fallthrough = Vec::new();
-    for zone in &config.kubernetes.fallthrough {
-        let name = NameBuf::from_text(zone).map_err(|e| {
-            anyhow::anyhow!("kubernetes.fallthrough {zone:?} is not a valid DNS name: {e}")
-        })?;
-        fallthrough.push(name.to_lowercase());
-    }
-    Ok(Settings {
-        zones,
-        reverse_authoritative,
-        fallthrough,
-        ttl: config.dns.ttl_seconds,
-        pod_mode: config.kubernetes.pods,
-        endpoint_pod_names: config.kubernetes.endpoint_pod_names,
-        ignore_empty_service: config.kubernetes.ignore_empty_service,
-        zonal: config.kubernetes.zonal,
-        autopath: config.kubernetes.autopath,
-        external: config.k8s_external.settings(),
-        multicluster: config
-            .kubernetes
-            .multicluster
-            .iter()
-            .filter_map(|zone| NameBuf::from_text(zone).ok())
-            .map(|zone| zone.to_lowercase())
-            .collect(),
-        own_ips: preflight::own_addresses(),
-        ..Settings::default()
-    })
 }
 
 /// What the cluster source watches, from the configuration (and, in
@@ -214,7 +154,7 @@ fn tear_down_node(node: &nodelocal::NodeNetwork, skip: bool) {
         .and_then(|runtime| {
             runtime
                 .block_on(node.teardown())
-                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+                .map_err(|e| operations::failure::Chain(&e).to_string())
         });
     match result {
         Ok(()) => tracing::info!(
@@ -287,7 +227,7 @@ fn serve(
     let startup = control::Startup {
         cpus,
         listen: config.dns.listen.clone(),
-        zones: config.dns.zones.clone(),
+        zones: config.dns.zones.iter().map(ToString::to_string).collect(),
         source: source_text,
     };
     let control = control::spawn(control::Control {
@@ -384,7 +324,9 @@ fn forward_plan(config: &Config) -> anyhow::Result<Option<Arc<resolving::Forward
             .node_local
             .cluster_upstreams()
             .map_err(|e| anyhow::anyhow!("node_local.cluster_names: {e}"))?;
-        tracing::info!(?upstreams, zones = ?config.dns.zones, "node-local: forwarding the cluster zones over TCP");
+        let zones: Vec<&str> = config.dns.zones.iter().map(DnsName::as_str).collect();
+        let shown: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
+        tracing::info!(upstreams = ?shown, ?zones, "node-local: forwarding the cluster zones over TCP");
         for zone in &config.dns.zones {
             tcp_zones.push((zone.clone(), upstreams.clone()));
         }
@@ -404,7 +346,7 @@ fn first_compile(
     objects: Vec<Object>,
     source: &Source,
 ) -> anyhow::Result<Compiler> {
-    let mut compiler = Compiler::new(settings(config)?);
+    let mut compiler = Compiler::new(config.compiler_settings());
     for object in objects {
         compiler.apply(ObjectChange::Upsert(object));
     }
@@ -463,7 +405,7 @@ fn spawn_cores(
         wake_ends.push(wake_end);
     }
     let cache_plan = forward_plan
-        .and_then(|_| resolving::cache::CachePlan::build(&config.cache, answered_zones(config)))
+        .and_then(|_| resolving::cache::CachePlan::build(&config.cache, config.answered_zones()))
         .map(Arc::new);
     let mut cache_inboxes = Vec::new();
     let mut cache_mailboxes = None;

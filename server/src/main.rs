@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use kubewire::operations::cli::{Cli, Command};
+use kubewire::operations::failure::Chain;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     match kubewire::run(config, reloading) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
+            tracing::error!("{}", Chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,9 @@
 //! after it: `--ttl` is `KUBEWIRE_TTL`, `--metrics-addr` is
 //! `KUBEWIRE_METRICS_ADDR`.
 
-use crate::operations::config::{Config, CoreSpec, LogFormat, OptionalAddr, SourceKind, UdpIo};
+use crate::operations::config::{
+    Config, CoreSpec, DnsName, LogFormat, OptionalAddr, SourceKind, UdpIo, UpstreamEntry,
+};
 use clap::{Parser, Subcommand};
 use kubewire_answer::PodMode;
 use std::net::SocketAddr;
@@ -147,7 +149,7 @@ pub struct Flags {
         value_delimiter = ',',
         env = "KUBEWIRE_ZONES"
     )]
-    pub zones: Option<Vec<String>>,
+    pub zones: Option<Vec<DnsName>>,
 
     /// TTL of every record, in seconds [default: 5].
     #[arg(long, global = true, value_name = "SECONDS", env = "KUBEWIRE_TTL")]
@@ -198,7 +200,7 @@ pub struct Flags {
         value_delimiter = ',',
         env = "KUBEWIRE_FORWARD"
     )]
-    pub forward: Option<Vec<String>>,
+    pub forward: Option<Vec<UpstreamEntry>>,
 
     /// After SIGTERM, serve this long with /ready at 503 [default: 5000].
     #[arg(long, global = true, value_name = "MS", env = "KUBEWIRE_LAMEDUCK_MS")]

@@ -76,7 +76,7 @@ pub struct ServeStale {
 
 impl CachePlan {
     /// The plan from `[cache]`, or `None` when caching is off.
-    pub fn build(cache: &config::Cache, cluster_zones: &[String]) -> Option<CachePlan> {
+    pub fn build(cache: &config::Cache, cluster_zones: &[config::DnsName]) -> Option<CachePlan> {
         if !cache.enabled {
             return None;
         }
@@ -101,12 +101,7 @@ impl CachePlan {
                 ttl_s: cache.stale_ttl_s,
             }),
             keep_ttl: cache.keep_ttl,
-            // Validated with the configuration.
-            cluster_zones: cluster_zones
-                .iter()
-                .filter_map(|z| NameBuf::from_text(z).ok())
-                .map(|z| z.to_lowercase())
-                .collect(),
+            cluster_zones: cluster_zones.iter().map(|zone| *zone.name()).collect(),
         })
     }
 }

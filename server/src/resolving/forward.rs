@@ -266,7 +266,7 @@ impl Forwarder {
                     return Fetched::Reply(reply);
                 }
                 Err(error) => {
-                    tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], error = %super::Chain(&error), "upstream attempt failed");
+                    tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], error = %crate::operations::failure::Chain(&error), "upstream attempt failed");
                     self.record(upstream, false);
                 }
             }
@@ -344,7 +344,7 @@ impl Forwarder {
         let question: Box<[u8]> = sent_question(query).into();
         let deadline = Instant::now() + timeout;
         let address = self.plan.upstreams[upstream];
-        if self.plan.force_tcp || address.tls || address.tcp {
+        if address.stream_only(self.plan.force_tcp) {
             return self.over_tcp(upstream, query, &question, deadline).await;
         }
         let udp = &self.udp[upstream];
@@ -428,7 +428,7 @@ impl Forwarder {
                         if let Some(metrics) = &self.metrics {
                             metrics.healthcheck_failure(upstream);
                         }
-                        tracing::debug!(core = self.core, upstream = %address, error = %super::Chain(&error), "health check failed");
+                        tracing::debug!(core = self.core, upstream = %address, error = %crate::operations::failure::Chain(&error), "health check failed");
                     }
                 }
             }
@@ -465,7 +465,10 @@ mod tests {
 
     fn forwarder(policy: Policy) -> Forwarder {
         let config = Forward {
-            to: vec!["192.0.2.1".into(), "192.0.2.2".into(), "192.0.2.3".into()],
+            to: ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+                .iter()
+                .map(|u| u.parse().unwrap())
+                .collect(),
             policy,
             ..Forward::default()
         };

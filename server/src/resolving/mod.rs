@@ -11,156 +11,57 @@ pub mod resolver;
 pub mod tcp;
 pub mod udp_pool;
 
-use crate::operations::config::{Forward, Policy};
+use crate::operations::config::{DnsName, Forward, Policy, Protocol, Upstream};
 use kubewire_wire::NameBuf;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// An error and its causes, as one line: `outer: cause: cause`.
-pub(crate) struct Chain<'a>(pub &'a dyn std::error::Error);
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
-    }
-}
-
-/// An upstream that the configuration names but that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamSpecError {
-    /// Neither an address nor a path.
-    #[error("{0:?} is not an upstream: write IP, IP:PORT, [IPv6]:PORT or a resolv.conf path")]
-    Syntax(String),
-    /// A `tls://` upstream whose address does not parse.
-    #[error(
-        "{0:?} is not a DNS over TLS upstream: write tls://IP or tls://IP:PORT (port 853 if none)"
-    )]
-    Tls(String),
-    /// A resolv.conf that cannot be read.
-    #[error("{path}: cannot read it for its nameservers: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A resolv.conf without nameservers.
-    #[error("{0}: has no nameserver lines; name the upstreams in forward.to instead")]
-    NoNameservers(String),
-}
-
-/// An upstream server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Upstream {
-    /// Its address.
-    pub addr: SocketAddr,
-    /// DNS over TLS (RFC 7858), on a kept TCP connection.
-    pub tls: bool,
-    /// Plain DNS over TCP only (node-local's cluster upstream, as
-    /// NodeLocal DNSCache's `force_tcp`, to keep DNS out of conntrack).
-    pub tcp: bool,
-}
-
-impl std::fmt::Display for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.tls {
-            write!(f, "tls://{}", self.addr)
-        } else if self.tcp {
-            write!(f, "tcp://{}", self.addr)
-        } else {
-            write!(f, "{}", self.addr)
-        }
-    }
-}
-
-fn plain(addr: SocketAddr) -> Upstream {
-    Upstream {
-        addr,
-        tls: false,
-        tcp: false,
-    }
-}
-
-/// Parses one upstream entry: an address (port 53 if none is given), a
-/// `dns://` address, a `tls://` address (port 853 if none is given), or a
-/// resolv.conf path (every `nameserver` in it).
-pub fn parse_upstream(text: &str) -> Result<Vec<Upstream>, UpstreamSpecError> {
-    let text = text.trim();
-    if text.starts_with('/') {
-        let contents = std::fs::read_to_string(text).map_err(|source| UpstreamSpecError::Read {
-            path: text.to_string(),
-            source,
-        })?;
-        let servers: Vec<Upstream> = contents
-            .lines()
-            .filter_map(|line| {
-                let mut words = line.split_whitespace();
-                (words.next()? == "nameserver").then_some(())?;
-                // A zone index (fe80::1%eth0) is not kept: link-local
-                // upstreams are not supported.
-                let address = words.next()?.split('%').next()?;
-                address.parse::<IpAddr>().ok()
-            })
-            .map(|ip| plain(SocketAddr::new(ip, 53)))
-            .collect();
-        if servers.is_empty() {
-            return Err(UpstreamSpecError::NoNameservers(text.to_string()));
-        }
-        return Ok(servers);
-    }
-    if let Some(address) = text.strip_prefix("tls://") {
-        let addr = match address.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, 853),
-            Err(_) => address
-                .parse::<SocketAddr>()
-                .map_err(|_| UpstreamSpecError::Tls(text.to_string()))?,
-        };
-        return Ok(vec![Upstream {
-            addr,
-            tls: true,
-            tcp: false,
-        }]);
-    }
-    let address = text.strip_prefix("dns://").unwrap_or(text);
-    if let Ok(ip) = address.parse::<IpAddr>() {
-        return Ok(vec![plain(SocketAddr::new(ip, 53))]);
-    }
-    address
-        .parse::<SocketAddr>()
-        .map(|a| vec![plain(a)])
-        .map_err(|_| UpstreamSpecError::Syntax(text.to_string()))
-}
-
 /// Why forwarding cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// An upstream entry is unusable.
-    #[error("forward: {0}")]
-    Upstream(#[from] UpstreamSpecError),
-    /// A zone name is not a DNS name.
-    #[error("forward: {zone:?} is not a DNS name: {source}")]
-    Zone {
-        /// The zone.
-        zone: String,
-        /// Why.
-        #[source]
-        source: kubewire_wire::NameError,
-    },
     /// `tls://` upstreams, and no `forward.tls_servername`.
     #[error(
         "forward: tls:// upstreams need forward.tls_servername, the name their certificate is for (such as \"dns.quad9.net\")"
     )]
     NoServerName,
-    /// The TLS settings cannot be used.
-    #[error("forward: {0}")]
-    Tls(String),
+    /// `forward.tls_servername` is neither a DNS name nor an IP.
+    #[error("forward.tls_servername {name:?} is not a DNS name or IP")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// No `forward.tls_ca_file`, and the system has no roots.
+    #[error(
+        "no system root certificates found for tls:// upstreams; install ca-certificates or set forward.tls_ca_file"
+    )]
+    NoSystemRoots,
+    /// `forward.tls_ca_file` cannot be read as PEM.
+    #[error("forward.tls_ca_file {path:?} cannot be read as PEM certificates")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate in `forward.tls_ca_file` is not a usable root.
+    #[error("forward.tls_ca_file {path:?} holds a certificate that is not a usable root")]
+    CaCertificate {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// `forward.tls_ca_file` holds no certificate.
+    #[error("forward.tls_ca_file {0:?} holds no certificate")]
+    EmptyCaFile(String),
+    /// rustls refuses its own default protocol versions.
+    #[error("forward: the TLS client cannot be set up")]
+    TlsClient(#[source] rustls::Error),
     /// Every upstream of a zone is kubewire itself.
     #[error(
         "forward: every upstream of zone {zone:?} is one of kubewire's own listen addresses, a forwarding loop; \
@@ -223,56 +124,70 @@ impl ForwardPlan {
     /// upstream stops the start.
     pub fn build(
         config: &Forward,
-        tcp_zones: &[(String, Vec<String>)],
+        tcp_zones: &[(DnsName, Vec<Upstream>)],
         listen: &[SocketAddr],
     ) -> Result<Option<ForwardPlan>, PlanError> {
         if !config.enabled() && tcp_zones.is_empty() {
             return Ok(None);
         }
-        let mut upstreams: Vec<Upstream> = Vec::new();
-        let mut routes = Vec::new();
+        let servers = |entries: &[crate::operations::config::UpstreamEntry]| -> Vec<Upstream> {
+            entries
+                .iter()
+                .flat_map(|e| e.servers().iter().copied())
+                .collect()
+        };
         let zones = (!config.to.is_empty())
-            .then(|| (".".to_string(), config.to.clone(), false))
+            .then(|| (DnsName::from_static("."), servers(&config.to)))
             .into_iter()
             .chain(
                 config
                     .stub_domains
                     .iter()
-                    .map(|(z, u)| (z.clone(), u.clone(), false)),
+                    .map(|(zone, entries)| (zone.clone(), servers(entries))),
             )
-            .chain(tcp_zones.iter().map(|(z, u)| (z.clone(), u.clone(), true)));
-        for (zone_text, entries, tcp_only) in zones {
-            let zone = parse_zone(&zone_text)?;
+            .chain(tcp_zones.iter().map(|(zone, upstreams)| {
+                // Plain DNS to these goes over TCP alone (TLS stays TLS).
+                let tcp = |u: &Upstream| Upstream {
+                    protocol: match u.protocol {
+                        Protocol::Udp => Protocol::Tcp,
+                        other => other,
+                    },
+                    ..*u
+                };
+                (zone.clone(), upstreams.iter().map(tcp).collect())
+            }));
+        let mut upstreams: Vec<Upstream> = Vec::new();
+        let mut routes = Vec::new();
+        for (zone, addresses) in zones {
             let mut indexes = Vec::new();
-            for entry in &entries {
-                for mut address in parse_upstream(entry)? {
-                    address.tcp = tcp_only && !address.tls;
-                    if is_own_address(address.addr, listen) {
-                        tracing::error!(
-                            upstream = %address,
-                            zone = %zone_text,
-                            "refusing this upstream: it is one of kubewire's own listen addresses, so forwarding to it \
-                             would loop; name a resolver that is not kubewire"
-                        );
-                        continue;
+            for address in addresses {
+                if is_own_address(address.addr, listen) {
+                    tracing::error!(
+                        upstream = %address,
+                        %zone,
+                        "refusing this upstream: it is one of kubewire's own listen addresses, so forwarding to it \
+                         would loop; name a resolver that is not kubewire"
+                    );
+                    continue;
+                }
+                let index = match upstreams.iter().position(|u| *u == address) {
+                    Some(index) => index,
+                    None => {
+                        upstreams.push(address);
+                        upstreams.len() - 1
                     }
-                    let index = match upstreams.iter().position(|u| *u == address) {
-                        Some(index) => index,
-                        None => {
-                            upstreams.push(address);
-                            upstreams.len() - 1
-                        }
-                    };
-                    if !indexes.contains(&index) {
-                        indexes.push(index);
-                    }
+                };
+                if !indexes.contains(&index) {
+                    indexes.push(index);
                 }
             }
             if indexes.is_empty() {
-                return Err(PlanError::OnlyLoops { zone: zone_text });
+                return Err(PlanError::OnlyLoops {
+                    zone: zone.to_string(),
+                });
             }
             routes.push(Route {
-                zone,
+                zone: *zone.name(),
                 upstreams: indexes,
             });
         }
@@ -281,7 +196,7 @@ impl ForwardPlan {
             .iter()
             .map(|r| (r.zone, r.upstreams.clone()))
             .collect();
-        let tls = if upstreams.iter().any(|u| u.tls) {
+        let tls = if upstreams.iter().any(|u| u.protocol == Protocol::Tls) {
             Some(TlsSettings::new(
                 &config.tls_servername,
                 &config.tls_ca_file,
@@ -289,11 +204,7 @@ impl ForwardPlan {
         } else {
             None
         };
-        let except = config
-            .except
-            .iter()
-            .map(|z| parse_zone(z))
-            .collect::<Result<_, _>>()?;
+        let except = config.except.iter().map(|zone| *zone.name()).collect();
         Ok(Some(ForwardPlan {
             probes: probe::LoopProbes::new(&probe_routes, upstreams.len()),
             upstreams,
@@ -347,10 +258,9 @@ impl TlsSettings {
             return Err(PlanError::NoServerName);
         }
         let server_name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| {
-                PlanError::Tls(format!(
-                    "forward.tls_servername {server_name:?} is not a DNS name or IP: {e}"
-                ))
+            .map_err(|source| PlanError::ServerName {
+                name: server_name.to_string(),
+                source,
             })?;
         let mut roots = rustls::RootCertStore::empty();
         if ca_file.is_empty() {
@@ -359,35 +269,30 @@ impl TlsSettings {
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(PlanError::Tls(
-                    "no system root certificates found for tls:// upstreams; install ca-certificates or set forward.tls_ca_file"
-                        .into(),
-                ));
+                return Err(PlanError::NoSystemRoots);
             }
         } else {
             use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_file).map_err(|e| {
-                PlanError::Tls(format!(
-                    "forward.tls_ca_file {ca_file:?} cannot be read: {e}"
-                ))
-            })?;
-            for cert in certs {
-                let cert = cert
-                    .map_err(|e| PlanError::Tls(format!("forward.tls_ca_file {ca_file:?}: {e}")))?;
+            let pem = |source| PlanError::CaFile {
+                path: ca_file.to_string(),
+                source,
+            };
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).map_err(pem)? {
                 roots
-                    .add(cert)
-                    .map_err(|e| PlanError::Tls(format!("forward.tls_ca_file {ca_file:?}: {e}")))?;
+                    .add(cert.map_err(pem)?)
+                    .map_err(|source| PlanError::CaCertificate {
+                        path: ca_file.to_string(),
+                        source,
+                    })?;
             }
             if roots.is_empty() {
-                return Err(PlanError::Tls(format!(
-                    "forward.tls_ca_file {ca_file:?} holds no certificate"
-                )));
+                return Err(PlanError::EmptyCaFile(ca_file.to_string()));
             }
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| PlanError::Tls(e.to_string()))?
+            .map_err(PlanError::TlsClient)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(TlsSettings {
@@ -402,15 +307,6 @@ fn time_left(deadline: std::time::Instant) -> Option<Duration> {
     deadline
         .checked_duration_since(std::time::Instant::now())
         .filter(|d| !d.is_zero())
-}
-
-fn parse_zone(text: &str) -> Result<NameBuf, PlanError> {
-    NameBuf::from_text(text)
-        .map(|n| n.to_lowercase())
-        .map_err(|source| PlanError::Zone {
-            zone: text.to_string(),
-            source,
-        })
 }
 
 /// Whether `upstream` reaches one of our own listen addresses.
@@ -434,56 +330,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upstreams_parse_from_addresses_and_resolv_conf() {
-        let addrs = |text: &str| -> Vec<String> {
-            parse_upstream(text)
-                .unwrap()
-                .iter()
-                .map(|u| u.to_string())
-                .collect()
-        };
-        assert_eq!(addrs("10.0.0.1"), ["10.0.0.1:53"]);
-        assert_eq!(addrs("dns://127.0.0.1:5300"), ["127.0.0.1:5300"]);
-        assert_eq!(addrs("[::1]:53"), ["[::1]:53"]);
-        assert_eq!(addrs("tls://192.0.2.9"), ["tls://192.0.2.9:853"]);
-        assert_eq!(addrs("tls://192.0.2.9:8853"), ["tls://192.0.2.9:8853"]);
-        assert!(matches!(
-            parse_upstream("tls://dns.example"),
-            Err(UpstreamSpecError::Tls(_))
-        ));
-        assert!(matches!(
-            parse_upstream("nope"),
-            Err(UpstreamSpecError::Syntax(_))
-        ));
-        let dir = std::env::temp_dir().join(format!("kubewire-resolv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("resolv.conf");
-        std::fs::write(
-            &path,
-            "search a.b\nnameserver 192.0.2.1\n# x\nnameserver fe80::1%eth0\noptions ndots:5\n",
-        )
-        .unwrap();
-        assert_eq!(
-            addrs(path.to_str().unwrap()),
-            ["192.0.2.1:53", "[fe80::1]:53"]
-        );
-        std::fs::write(&path, "search a.b\n").unwrap();
-        assert!(matches!(
-            parse_upstream(path.to_str().unwrap()),
-            Err(UpstreamSpecError::NoNameservers(_))
-        ));
-    }
-
-    #[test]
     fn the_longest_zone_wins_and_except_and_loops_are_honoured() {
         let mut config = Forward {
-            to: vec!["192.0.2.1".into(), "127.0.0.1:5353".into()],
-            except: vec!["private.example".into()],
+            to: vec![
+                "192.0.2.1".parse().unwrap(),
+                "127.0.0.1:5353".parse().unwrap(),
+            ],
+            except: vec!["private.example".parse().unwrap()],
             ..Forward::default()
         };
-        config
-            .stub_domains
-            .insert("corp.example".into(), vec!["192.0.2.2:5300".into()]);
+        config.stub_domains.insert(
+            "corp.example".parse().unwrap(),
+            vec!["192.0.2.2:5300".parse().unwrap()],
+        );
         let listen = ["127.0.0.1:5353".parse().unwrap()];
         let plan = ForwardPlan::build(&config, &[], &listen).unwrap().unwrap();
         let route = |name: &str| {
@@ -503,7 +362,7 @@ mod tests {
             Some(vec!["192.0.2.2:5300".parse().unwrap()])
         );
         assert_eq!(route("a.private.example"), None);
-        config.to = vec!["127.0.0.1:5353".into()];
+        config.to = vec!["127.0.0.1:5353".parse().unwrap()];
         assert!(matches!(
             ForwardPlan::build(&config, &[], &listen),
             Err(PlanError::OnlyLoops { .. })

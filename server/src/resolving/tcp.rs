@@ -9,7 +9,7 @@
 //! that fails, or the upstream closes, fails every query waiting on it and
 //! is replaced on next use; one left idle for `idle` is closed.
 
-use super::{TlsSettings, Upstream};
+use super::{Protocol, TlsSettings, Upstream};
 use futures_lite::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
@@ -189,7 +189,7 @@ impl TcpPool {
                 other => TcpError::Connect(other),
             })?;
         let _ = stream.set_nodelay(true);
-        let stream: BoxedStream = if upstream.tls {
+        let stream: BoxedStream = if upstream.protocol == Protocol::Tls {
             let Some(tls) = &self.tls else {
                 return Err(TcpError::NoUpstream);
             };

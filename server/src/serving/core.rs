@@ -259,7 +259,7 @@ async fn run(mut setup: CoreSetup) {
                     udp_sockets = start_serving(listeners, setup.udp_io, setup.tcp, &shared);
                 }
                 Err(error) => {
-                    tracing::error!(core = setup.index, error = %crate::resolving::Chain(&error), "cannot bind the listen addresses; stopping");
+                    tracing::error!(core = setup.index, error = %crate::operations::failure::Chain(&error), "cannot bind the listen addresses; stopping");
                     setup.shutdown.store(true, Ordering::Release);
                 }
             }

@@ -129,7 +129,7 @@ async fn keep_node(
             Ok(_) => {}
             Err(error) => {
                 metrics.setup_error(error.errortype(false));
-                tracing::error!(error = %crate::resolving::Chain(&error), "node-local: checking the interface and rules failed; retrying at the next check");
+                tracing::error!(error = %crate::operations::failure::Chain(&error), "node-local: checking the interface and rules failed; retrying at the next check");
             }
         }
     }
@@ -457,13 +457,7 @@ impl Control {
         self.config.dns.ttl_seconds = new.dns.ttl_seconds;
         self.config.k8s_external = new.k8s_external.clone();
 
-        let mut settings = self.compiler.settings().clone();
-        settings.ttl = self.config.dns.ttl_seconds;
-        settings.endpoint_pod_names = self.config.kubernetes.endpoint_pod_names;
-        settings.ignore_empty_service = self.config.kubernetes.ignore_empty_service;
-        settings.zonal = self.config.kubernetes.zonal;
-        settings.external = self.config.k8s_external.settings();
-        self.compiler.set_settings(settings);
+        self.compiler.set_settings(self.config.compiler_settings());
         if filters_changed {
             match (cluster.as_mut(), &mut self.source) {
                 (Some((client, watchers)), Source::Cluster { options, .. }) => {

@@ -12,6 +12,7 @@
 //! Meanwhile the last good state keeps serving.
 
 use super::from_api::{FromApi, ModelError, SERVICE_IMPORT_RESOURCE};
+use crate::operations::failure::Chain;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -226,7 +227,7 @@ async fn run<K>(
                     listing.push(&key.namespace, &key.name);
                     WatchEvent::Skipped {
                         kind,
-                        error: chain(&error),
+                        error: Chain(&error).to_string(),
                     }
                 }
             },
@@ -246,7 +247,7 @@ async fn run<K>(
                 Ok(object) => WatchEvent::Change(ObjectChange::Remove(kind, object.key())),
                 Err(error) => WatchEvent::Skipped {
                     kind,
-                    error: chain(&error),
+                    error: Chain(&error).to_string(),
                 },
             },
             Ok(watcher::Event::Delete(object)) => {
@@ -274,7 +275,7 @@ async fn run<K>(
                         kind,
                         error: format!(
                             "{what}, or remove kubernetes.multicluster. Until then the other zones serve, and its zones keep the imports last listed, if any ({})",
-                            chain(&error)
+                            Chain(&error)
                         ),
                     }
                 }
@@ -284,13 +285,13 @@ async fn run<K>(
                         kind,
                         error: format!(
                             "kubewire may not list or watch {plural}{group}: give its ClusterRole list and watch on them (deploy/cluster-dns/rbac.yaml and deploy/node-local/rbac.yaml do). Until it may, {plural} keep their last good state, or none before the first sync ({})",
-                            chain(&error)
+                            Chain(&error)
                         ),
                     }
                 }
                 _ => WatchEvent::Failed {
                     kind,
-                    error: chain(&error),
+                    error: Chain(&error).to_string(),
                 },
             },
         };
@@ -323,23 +324,6 @@ fn refused(error: &watcher::Error) -> Option<u16> {
         _ => return None,
     };
     matches!(code, 403 | 404).then_some(code)
-}
-
-/// An error and its causes as one line (`outer: cause: cause`), so that a
-/// watch failure's log line keeps the chain, not only its outer message.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        // Some errors repeat their cause in their own message.
-        if !text.ends_with(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! translated and parsed again as a kubewire config.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
+use crate::operations::config::DnsName;
 
 #[test]
 fn go_durations() {
@@ -236,8 +237,11 @@ fn what_corefile_users_write_translates_to_a_valid_config() {
     .unwrap();
     let config = Config::parse("t", &t.toml).unwrap();
     assert_eq!(
-        config.forward.stub_domains.get("corp.example"),
-        Some(&vec!["10.0.0.1".to_string(), "10.0.0.2:5353".to_string()])
+        config.forward.stub_domains[&DnsName::from_static("corp.example")]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.0.0.1", "10.0.0.2:5353"]
     );
     assert_eq!(
         t.untranslated.len(),
