@@ -67,7 +67,8 @@ fn startup_errors_name_the_cause_and_the_fix() {
     fails_with(
         &["--demo", "--zone", "a..b"],
         addr(),
-        "error: --zone (or its KUBEWIRE_ variable): dns.zones: \"a..b\" is not a DNS name: empty label",
+        // Parsed with the flags, so the flag is named.
+        "error: invalid value 'a..b' for '--zone <ZONE>': \"a..b\" is not a DNS name: empty label",
     );
 
     let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

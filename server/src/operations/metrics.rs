@@ -32,24 +32,44 @@ pub const MONITORED_TYPES: [u16; 19] = {
 const TYPE_SLOTS: usize = MONITORED_TYPES.len() + 1;
 use kubewire_wire::RCODE_NAMES;
 const RCODE_SLOTS: usize = RCODE_NAMES.len();
-/// `plugin` label: the kubernetes plugin answered, the forward plugin
-/// answered, or the server itself refused a name outside every zone.
-const PLUGINS: [&str; 5] = ["kubernetes", "forward", "", "cache", "autopath"];
+/// Declares [`Plugin`] with its `plugin` label values, so the variants,
+/// their order in the counters and their labels cannot drift apart.
+macro_rules! plugins {
+    ($($(#[doc = $doc:literal])* $variant:ident => $label:literal,)*) => {
+        /// Which part of kubewire answered a query: the `plugin` label.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Plugin {
+            $($(#[doc = $doc])* $variant,)*
+        }
 
-/// Which part of kubewire answered a query: the `plugin` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plugin {
-    /// A cluster zone (CoreDNS's `kubernetes`).
-    Kubernetes = 0,
-    /// An upstream (CoreDNS's `forward`).
-    Forward = 1,
-    /// Nothing: refused, outside every zone.
-    None = 2,
-    /// The cache of forwarded answers (CoreDNS's `cache`).
-    Cache = 3,
-    /// A pod's search path, completed on the server (CoreDNS's `autopath`).
-    Autopath = 4,
+        impl Plugin {
+            /// Every plugin, in the counters' order (`plugin as usize`).
+            pub const ALL: &[Plugin] = &[$(Plugin::$variant,)*];
+
+            /// The `plugin` label, as CoreDNS names the plugin.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Plugin::$variant => $label,)*
+                }
+            }
+        }
+    };
 }
+
+plugins! {
+    /// A cluster zone (CoreDNS's `kubernetes`).
+    Kubernetes => "kubernetes",
+    /// An upstream (CoreDNS's `forward`).
+    Forward => "forward",
+    /// Nothing: refused, outside every zone (an empty label, as CoreDNS's
+    /// server gives).
+    None => "",
+    /// The cache of forwarded answers (CoreDNS's `cache`).
+    Cache => "cache",
+    /// A pod's search path, completed on the server (CoreDNS's `autopath`).
+    Autopath => "autopath",
+}
+
 /// CoreDNS's `plugin.TimeBuckets`: 0.25 ms doubling to 8.192 s, in ns.
 const DURATION_BOUNDS_NS: [u64; 16] = {
     let mut bounds = [0u64; 16];
@@ -165,7 +185,7 @@ impl CoreMetrics {
         CoreMetrics {
             listens,
             requests: counters(listens * 2 * TYPE_SLOTS),
-            responses: counters(listens * PLUGINS.len() * RCODE_SLOTS),
+            responses: counters(listens * Plugin::ALL.len() * RCODE_SLOTS),
             duration: counters(listens * (DURATION_BOUNDS_NS.len() + 1)),
             duration_sum_ns: counters(listens),
             request_size: counters(listens * 2 * size_slots),
@@ -192,7 +212,7 @@ impl CoreMetrics {
         let rcode = usize::from(a.rcode.0).min(RCODE_SLOTS - 1);
         if let Some(c) = self
             .responses
-            .get((listen * PLUGINS.len() + plugin) * RCODE_SLOTS + rcode)
+            .get((listen * Plugin::ALL.len() + plugin) * RCODE_SLOTS + rcode)
         {
             bump(c, 1);
         }
@@ -667,9 +687,9 @@ impl Collector for Scrape {
             MetricType::Counter,
         )?;
         for (listen, server) in self.servers.iter().enumerate() {
-            for (plugin, plugin_name) in PLUGINS.iter().enumerate() {
+            for (plugin, plugin_name) in Plugin::ALL.iter().map(|p| p.label()).enumerate() {
                 for (rcode, rcode_name) in RCODE_NAMES.iter().enumerate() {
-                    let index = (listen * PLUGINS.len() + plugin) * RCODE_SLOTS + rcode;
+                    let index = (listen * Plugin::ALL.len() + plugin) * RCODE_SLOTS + rcode;
                     let count = self.sum(|m| &m.responses, index);
                     if count == 0 {
                         continue;

@@ -267,3 +267,137 @@ fn unknown_directives_are_listed() {
         ]
     );
 }
+
+/// NodeLocal DNSCache's Corefile (nodelocaldns.yaml, with the addresses
+/// filled in as its install step does; node-cache fills the rest at start).
+const NODELOCALDNS_COREFILE: &str = "cluster.local:53 {
+    errors
+    cache {
+            success 9984 30
+            denial 9984 5
+    }
+    reload
+    loop
+    bind 169.254.20.10 10.96.0.10
+    forward . __PILLAR__CLUSTER__DNS__ {
+            force_tcp
+    }
+    prometheus :9253
+    health 169.254.20.10:8080
+    }
+in-addr.arpa:53 {
+    errors
+    cache 30
+    reload
+    loop
+    bind 169.254.20.10 10.96.0.10
+    forward . __PILLAR__CLUSTER__DNS__ {
+            force_tcp
+    }
+    prometheus :9253
+    }
+ip6.arpa:53 {
+    errors
+    cache 30
+    reload
+    loop
+    bind 169.254.20.10 10.96.0.10
+    forward . __PILLAR__CLUSTER__DNS__ {
+            force_tcp
+    }
+    prometheus :9253
+    }
+.:53 {
+    errors
+    cache 30
+    reload
+    loop
+    bind 169.254.20.10 10.96.0.10
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus :9253
+    }
+";
+
+#[test]
+fn nodelocal_dnscaches_corefile_translates_into_node_local_mode() {
+    let t = translate("Corefile", NODELOCALDNS_COREFILE).unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    let n = &config.node_local;
+    assert!(n.enabled);
+    assert!(n.forwards_cluster_names(), "{}", t.toml);
+    assert_eq!(
+        n.addresses,
+        [
+            "169.254.20.10".parse::<std::net::IpAddr>().unwrap(),
+            "10.96.0.10".parse().unwrap()
+        ]
+    );
+    // node-cache's __PILLAR__CLUSTER__DNS__: the kube-dns-upstream Service.
+    assert!(n.cluster_upstreams.is_empty());
+    assert_eq!(n.upstream_service, "kube-dns-upstream");
+    assert_eq!(
+        config.dns.zones,
+        ["cluster.local", "in-addr.arpa", "ip6.arpa"]
+    );
+    assert_eq!(
+        config.dns.listen,
+        [
+            "169.254.20.10:53".parse::<std::net::SocketAddr>().unwrap(),
+            "10.96.0.10:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        config
+            .forward
+            .to
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["/etc/resolv.conf"]
+    );
+    // The root block's `cache 30`: kubewire has one cache.
+    assert_eq!(config.cache.max_ttl_s, 30);
+    assert_eq!(config.cache.denial_max_ttl_s, 30);
+    assert_eq!(
+        config.http.metrics_addr.0,
+        Some("0.0.0.0:9253".parse().unwrap())
+    );
+    assert_eq!(
+        config.http.health_addr.0,
+        Some("169.254.20.10:8080".parse().unwrap())
+    );
+}
+
+#[test]
+fn a_node_local_corefile_with_its_cluster_address_and_bind_placeholders() {
+    let text = NODELOCALDNS_COREFILE
+        .replacen("__PILLAR__CLUSTER__DNS__", "10.96.0.11", 3)
+        .replace(
+            "bind 169.254.20.10 10.96.0.10",
+            "bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__",
+        );
+    let t = translate("Corefile", &text).unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(
+        config
+            .node_local
+            .cluster_upstreams
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.96.0.11"]
+    );
+    assert_eq!(
+        config.node_local.addresses,
+        ["169.254.20.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // kube-dns's ClusterIP cannot be known: said, once per block.
+    assert_eq!(t.untranslated.len(), 4, "{:?}", t.untranslated);
+    assert!(
+        t.untranslated[0].contains("__PILLAR__DNS__SERVER__")
+            && t.untranslated[0].contains("ClusterIP"),
+        "{:?}",
+        t.untranslated
+    );
+}
