@@ -15,7 +15,7 @@ use control::Source;
 use kubewire_answer::{Compiler, DeltaHub, Object, ObjectChange, PodMode};
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use operations::{cli, config, corefile, logging, metrics, nodelocal, preflight};
-use serving::{core, querylog};
+use serving::{cores, querylog};
 use sources::{cluster, control, manifests};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -460,7 +460,7 @@ fn spawn_cores(
             (Some(plan), Some(mailboxes), Some(inbox)) => {
                 let metrics = metrics_on.then(|| Arc::new(metrics::CacheMetrics::default()));
                 counters.cache.extend(metrics.clone());
-                Some(core::CacheSetup {
+                Some(cores::CacheSetup {
                     plan: Arc::clone(plan),
                     mailboxes: Arc::clone(mailboxes),
                     inbox,
@@ -469,7 +469,7 @@ fn spawn_cores(
             }
             _ => None,
         };
-        let setup = core::CoreSetup {
+        let setup = cores::CoreSetup {
             index,
             cpu,
             udp_fds,
@@ -479,7 +479,7 @@ fn spawn_cores(
             wake_fd: wake_end.into(),
             shutdown: Arc::clone(shutdown),
             udp_io: config.dns.udp_io,
-            tcp: core::TcpLimits {
+            tcp: cores::TcpLimits {
                 idle_timeout_ms: config.tcp.idle_timeout_ms,
                 max_connections: config.tcp.max_connections,
             },
@@ -490,7 +490,7 @@ fn spawn_cores(
             cache,
             autopath: autopath.clone(),
         };
-        let handle = core::spawn(setup)
+        let handle = cores::spawn(setup)
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
     }

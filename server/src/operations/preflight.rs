@@ -266,7 +266,7 @@ pub fn udp_socket(addr: SocketAddr, bind_now: bool) -> Result<OwnedFd, StartupEr
     // Large buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
     let _ = socket.set_recv_buffer_size(4 << 20);
     let _ = socket.set_send_buffer_size(4 << 20);
-    // Bounds how long a core sleeps in recvmmsg once traffic stops (see core.rs).
+    // Bounds how long a core sleeps in recvmmsg once traffic stops (see serving/cores/udp.rs).
     socket
         .set_read_timeout(Some(std::time::Duration::from_millis(UDP_FLOWING_WAIT_MS)))
         .map_err(bind)?;

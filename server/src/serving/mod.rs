@@ -1,6 +1,6 @@
 //! Serving: the pinned cores, their UDP and TCP paths, and the query log.
 
 pub mod batch;
-pub mod core;
+pub mod cores;
 pub mod querylog;
 pub mod warm;

@@ -1,0 +1,137 @@
+//! The TCP path: accept with a connection cap, then length-prefixed
+//! queries with idle, body and write timeouts.
+
+use super::*;
+
+/// What TCP connections on a core share.
+#[derive(Clone)]
+pub(super) struct Tcp {
+    pub(super) shared: Shared,
+    pub(super) scratch: Scratch,
+    pub(super) limits: TcpLimits,
+    pub(super) listen: usize,
+}
+
+pub(super) async fn accept_tcp(listener: TcpListener, tcp: Tcp, connections: Rc<Cell<usize>>) {
+    let mut failures = Failures::default();
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if connections.get() >= tcp.limits.max_connections {
+                    tracing::debug!(
+                        limit = tcp.limits.max_connections,
+                        "TCP connection limit reached; closing new connection"
+                    );
+                    drop(stream);
+                    continue;
+                }
+                connections.set(connections.get() + 1);
+                let guard = ConnectionGuard(Rc::clone(&connections));
+                glommio::spawn_local(serve_tcp(stream, tcp.clone(), guard)).detach();
+            }
+            Err(error) => {
+                // Out of file descriptors, most likely: back off, keep serving UDP.
+                failures.record("TCP accept failed (out of file descriptors? raise the limit or lower tcp.max_connections); retrying", &error);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Counts a connection while it lives.
+pub(super) struct ConnectionGuard(Rc<Cell<usize>>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Runs `io` with a deadline; `None` on timeout, error or end of stream.
+pub(super) async fn within<T>(
+    ms: u64,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    glommio::timer::timeout(Duration::from_millis(ms), async {
+        io.await.map_err(glommio::GlommioError::from)
+    })
+    .await
+    .ok()
+}
+
+/// RFC 7766: two-byte length framing, any number of queries, each answered
+/// as soon as it is read. A client idle too long, sending a query too slowly,
+/// announcing one too large, or not reading its replies is disconnected.
+pub(super) async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
+    let _ = stream.set_nodelay(true);
+    let client = stream.peer_addr().ok();
+    let mut query = Vec::new();
+    let mut reply = Vec::new();
+    loop {
+        let mut prefix = [0u8; 2];
+        if within(tcp.limits.idle_timeout_ms, stream.read_exact(&mut prefix))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes(prefix));
+        if len > MAX_TCP_QUERY {
+            tracing::debug!(len, "TCP query too long; closing connection");
+            return;
+        }
+        query.resize(len, 0);
+        if within(TCP_BODY_TIMEOUT_MS, stream.read_exact(&mut query))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let verdict = {
+            let mut scratch = tcp.scratch.borrow_mut();
+            let verdict = answer(
+                &mut tcp.shared.table.borrow_mut(),
+                tcp.shared.outside(),
+                tcp.shared.metrics.as_deref(),
+                tcp.listen,
+                Proto::Tcp,
+                &query,
+                &mut scratch[2..],
+                || client.map(|c| c.ip()),
+            );
+            if let Verdict::Reply(reply_len, _) = verdict {
+                scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
+                reply.clear();
+                reply.extend_from_slice(&scratch[..2 + reply_len]);
+            }
+            verdict
+        };
+        let rcode = match verdict {
+            Verdict::Reply(_, rcode) => rcode,
+            Verdict::Resolve(parsed, work) => {
+                // Counted, so that the UDP loop does not sleep in the kernel
+                // while this query's upstream reply waits on the reactor.
+                let _in_progress = tcp.shared.resolver.start();
+                let Some(resolved) =
+                    resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await
+                else {
+                    return;
+                };
+                reply.clear();
+                reply.extend_from_slice(&(resolved.reply.len() as u16).to_be_bytes());
+                reply.extend_from_slice(&resolved.reply);
+                resolved.rcode
+            }
+            // Not a query at all: a DNS peer would not send this.
+            Verdict::Drop => return,
+        };
+        if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        finish_one(&tcp.shared, tcp.listen, started, client, &query, rcode);
+    }
+}
