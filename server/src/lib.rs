@@ -11,12 +11,12 @@ use crate::sources::watch::WatchOptions;
 use anyhow::{Context, bail};
 use cli::Flags;
 use config::{Config, DnsName, SourceKind};
-use control::Source;
+use control_plane::Source;
 use kubewire_answer::{Compiler, DeltaHub, Object, ObjectChange, PodMode};
 use manifests::{DEMO_MANIFEST, ManifestSet, parse_manifest};
 use operations::{cli, config, corefile, logging, metrics, nodelocal, preflight};
 use serving::{cores, querylog};
-use sources::{cluster, control, manifests};
+use sources::{cluster, control_plane, manifests};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -181,7 +181,7 @@ fn serve(
     let compiler = first_compile(&config, objects, &source)?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
-    let query_log = Arc::new(querylog::QueryLogSettings::default());
+    let query_log = Arc::new(querylog::QueryLogSampling::default());
     query_log.set(
         config.log.query_log_sample,
         config.log.query_log_max_per_second,
@@ -224,13 +224,13 @@ fn serve(
             .with_autopath(config.kubernetes.autopath),
         )
     });
-    let startup = control::Startup {
+    let startup = control_plane::Startup {
         cpus,
         listen: config.dns.listen.clone(),
         zones: config.dns.zones.iter().map(ToString::to_string).collect(),
         source: source_text,
     };
-    let control = control::spawn(control::Control {
+    let control = control_plane::spawn(control_plane::Control {
         compiler,
         hub,
         wakers: cores.wakers,
@@ -389,7 +389,7 @@ fn spawn_cores(
     compiler: &Compiler,
     forward_plan: Option<&Arc<resolving::ForwardPlan>>,
     shutdown: &Arc<AtomicBool>,
-    query_log: &Arc<querylog::QueryLogSettings>,
+    query_log: &Arc<querylog::QueryLogSampling>,
 ) -> anyhow::Result<Cores> {
     let metrics_on = config.http.metrics_addr.0.is_some();
     let mut counters = Counters::default();

@@ -420,7 +420,7 @@ fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
         &path,
         config(
             "[\"team-a\", \"team-b\"]",
-            "info,kubewire::sources::control=debug",
+            "info,kubewire::sources::control_plane=debug",
         ),
     )
     .unwrap();
@@ -433,8 +433,11 @@ fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
         line.contains("kubernetes.namespaces") && line.contains("log.level"),
         "{line}"
     );
-    // A debug line of kubewire::sources::control now passes the filter.
-    server.wait_for_log("DEBUG kubewire::sources::control", Duration::from_secs(5));
+    // A debug line of kubewire::sources::control_plane now passes the filter.
+    server.wait_for_log(
+        "DEBUG kubewire::sources::control_plane",
+        Duration::from_secs(5),
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -165,7 +165,6 @@ pub struct Compiler {
     /// Slices with an endpoint at one of our own addresses, and their
     /// Service: what answers for `ns.dns.<zone>`.
     fronting: BTreeMap<ObjectKey, ObjectKey>,
-    /// Slice names per service (namespace, service name).
     /// Slice names by service, sorted (nearly always one: a leaf of a
     /// B-tree set cost 280 bytes a service).
     slices_by_service: Map<ObjectKey, Vec<Box<str>>>,
@@ -179,16 +178,14 @@ pub struct Compiler {
     pods: PodIndex,
     namespaces: Set<String>,
 
-    /// Units are numbered, so that names and PTR sources refer to them by
-    /// a `u32`.
     /// Unit ids, found by the unit each `units` slot holds (a map from
-    /// `Unit` would hold every unit's key a second time).
+    /// `Unit` would hold every unit's key a second time). Units are
+    /// numbered so that names and PTR sources refer to them by a `u32`.
     unit_ids: HashTable<u32>,
     unit_hasher: ahash::RandomState,
     /// By unit id.
     units: Vec<UnitState>,
     free_ids: Vec<u32>,
-    /// Every compiled name.
     /// Every compiled name, by its key; each entry names its owner (a unit
     /// id, or [`PTR_OWNER`]).
     names: KeyedTable<NameEntry>,

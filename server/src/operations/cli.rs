@@ -310,7 +310,7 @@ fn set<T: Clone>(target: &mut T, value: &Option<T>) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::operations::config::SETTINGS;
+    use crate::operations::config::KEYS;
     use clap::CommandFactory;
 
     /// One non-default value per flag (`None`: a switch). A new flag must be
@@ -366,11 +366,11 @@ mod tests {
         let command = Cli::command();
         let defaults = Config::default().flatten();
         for flag in flags() {
-            let owners: Vec<_> = SETTINGS
+            let owners: Vec<_> = KEYS
                 .iter()
                 .filter(|s| s.flags.contains(&flag.as_str()))
                 .collect();
-            assert!(!owners.is_empty(), "{flag} sets no setting in SETTINGS");
+            assert!(!owners.is_empty(), "{flag} sets no setting in KEYS");
             let arg = command
                 .get_arguments()
                 .find(|a| a.get_long() == flag.strip_prefix("--"))
@@ -391,7 +391,7 @@ mod tests {
                 assert_eq!(default, as_help(value), "{flag}'s help states its default");
             }
         }
-        for setting in SETTINGS {
+        for setting in KEYS {
             for flag in setting.flags {
                 assert!(
                     flags().iter().any(|f| f == flag),
@@ -415,7 +415,7 @@ mod tests {
             let mut config = Config::default();
             cli.flags.apply(&mut config);
             let changed = config.changed_keys(&Config::default());
-            let expected: Vec<&str> = SETTINGS
+            let expected: Vec<&str> = KEYS
                 .iter()
                 .filter(|s| s.flags.contains(flag))
                 .map(|s| s.key)

@@ -70,14 +70,14 @@ pub fn init(format: LogFormat, level: &str) -> LogControl {
 /// The query log's settings (the sampler itself is on each core): shared
 /// by every core, and changed live by a reload.
 #[derive(Debug, Default)]
-pub struct QueryLogSettings {
+pub struct QueryLogSampling {
     /// Log one query in this many; 0 is off.
     pub sample: std::sync::atomic::AtomicU32,
     /// Lines per second per core, at most.
     pub max_per_second: std::sync::atomic::AtomicU32,
 }
 
-impl QueryLogSettings {
+impl QueryLogSampling {
     /// Sets both values.
     pub fn set(&self, sample: u32, max_per_second: u32) {
         use std::sync::atomic::Ordering;

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod corefile;
 pub mod failure;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod nodelocal;

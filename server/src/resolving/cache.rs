@@ -251,8 +251,8 @@ impl LikelySlot<'_> {
 /// What [`CoreCache::answer`] did.
 #[derive(Clone, Copy, Debug)]
 pub enum Lookup {
-    /// A reply of this length and RCODE is in the buffer; `stale` when it
-    /// came from an expired entry.
+    /// A reply of this length and RCODE is in the buffer (from an expired
+    /// entry, too, while serve_stale allows it).
     Hit {
         /// Its length.
         len: usize,

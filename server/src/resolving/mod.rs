@@ -91,7 +91,7 @@ pub struct ForwardPlan {
     pub upstreams: Vec<Upstream>,
     /// For `tls://` upstreams: the client configuration and the name the
     /// certificates must be for.
-    pub tls: Option<TlsSettings>,
+    pub tls: Option<TlsClient>,
     /// Forward zones, longest first.
     routes: Vec<Route>,
     /// Zones never forwarded.
@@ -197,10 +197,7 @@ impl ForwardPlan {
             .map(|r| (r.zone, r.upstreams.clone()))
             .collect();
         let tls = if upstreams.iter().any(|u| u.protocol == Protocol::Tls) {
-            Some(TlsSettings::new(
-                &config.tls_servername,
-                &config.tls_ca_file,
-            )?)
+            Some(TlsClient::new(&config.tls_servername, &config.tls_ca_file)?)
         } else {
             None
         };
@@ -235,25 +232,25 @@ impl ForwardPlan {
 
 /// What DNS over TLS needs: shared by every core.
 #[derive(Clone)]
-pub struct TlsSettings {
+pub struct TlsClient {
     /// The rustls client configuration (ring, TLS 1.2 and 1.3).
     pub config: std::sync::Arc<rustls::ClientConfig>,
     /// The name the upstreams' certificates must be for.
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
-impl std::fmt::Debug for TlsSettings {
+impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSettings")
+        f.debug_struct("TlsClient")
             .field("server_name", &self.server_name)
             .finish()
     }
 }
 
-impl TlsSettings {
+impl TlsClient {
     /// Trusts the certificates in `ca_file` (PEM), or the system's roots
     /// when it is empty.
-    pub fn new(server_name: &str, ca_file: &str) -> Result<TlsSettings, PlanError> {
+    pub fn new(server_name: &str, ca_file: &str) -> Result<TlsClient, PlanError> {
         if server_name.is_empty() {
             return Err(PlanError::NoServerName);
         }
@@ -295,7 +292,7 @@ impl TlsSettings {
             .map_err(PlanError::TlsClient)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(TlsSettings {
+        Ok(TlsClient {
             config: std::sync::Arc::new(config),
             server_name,
         })

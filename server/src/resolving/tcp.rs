@@ -9,7 +9,7 @@
 //! that fails, or the upstream closes, fails every query waiting on it and
 //! is replaced on next use; one left idle for `idle` is closed.
 
-use super::{Protocol, TlsSettings, Upstream};
+use super::{Protocol, TlsClient, Upstream};
 use futures_lite::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
@@ -69,7 +69,7 @@ impl Conn {
 /// A core's kept TCP connections, one slot per upstream.
 pub struct TcpPool {
     upstreams: Vec<Upstream>,
-    tls: Option<TlsSettings>,
+    tls: Option<TlsClient>,
     conns: RefCell<Vec<Option<Rc<Conn>>>>,
     /// Per upstream: one connect at a time, so queries that arrive together
     /// share the connection the first one opens.
@@ -90,7 +90,7 @@ impl std::fmt::Debug for TcpPool {
 impl TcpPool {
     /// A slot per upstream; idle connections close after `idle`. `tls` is
     /// needed for `tls://` upstreams.
-    pub fn new(upstreams: &[Upstream], idle: Duration, tls: Option<TlsSettings>) -> TcpPool {
+    pub fn new(upstreams: &[Upstream], idle: Duration, tls: Option<TlsClient>) -> TcpPool {
         TcpPool {
             upstreams: upstreams.to_vec(),
             tls,

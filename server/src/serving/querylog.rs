@@ -5,7 +5,7 @@
 //! Lines go to tracing at info under the target `kubewire::query`, so they
 //! can be filtered apart (`log.level = "info,kubewire::query=off"`).
 
-pub use crate::operations::logging::QueryLogSettings;
+pub use crate::operations::logging::QueryLogSampling;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ impl Default for QueryLog {
 impl QueryLog {
     /// The sampling interval in force, or `None` when the log is off.
     #[inline]
-    pub fn interval(settings: &QueryLogSettings) -> Option<u64> {
+    pub fn interval(settings: &QueryLogSampling) -> Option<u64> {
         match settings.sample.load(Ordering::Relaxed) {
             0 => None,
             n => Some(u64::from(n)),
@@ -50,7 +50,7 @@ impl QueryLog {
     /// Logs a picked query, unless this second's budget is spent.
     pub fn write(
         &mut self,
-        settings: &QueryLogSettings,
+        settings: &QueryLogSampling,
         client: Option<SocketAddr>,
         query: &[u8],
         rcode: kubewire_wire::Rcode,

@@ -3,7 +3,7 @@
 //! manifest files, or the embedded demo.
 
 pub mod cluster;
-pub mod control;
+pub mod control_plane;
 pub mod from_api;
 pub mod manifests;
 pub mod watch;

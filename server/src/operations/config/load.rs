@@ -2,7 +2,7 @@
 //! named with a suggestion, and every value checked, so an error names the
 //! file, the line, the key and what is allowed.
 
-use super::reference::{SETTINGS, env_var, find_setting, keys_of, sections};
+use super::reference::{KEYS, env_var, find_key, keys_of, sections};
 use super::*;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -79,12 +79,12 @@ impl Spans {
     fn error(&self, key: &str, message: &str) -> ConfigError {
         let place = match self.keys.get(key) {
             Some(span) => self.at(span.start),
-            None => match find_setting(key).and_then(|s| s.flags.first()) {
+            None => match find_key(key).and_then(|s| s.flags.first()) {
                 Some(flag) => format!("{flag} (or its KUBEWIRE_ variable)"),
                 None => format!("{} (flags or environment)", self.origin),
             },
         };
-        let allowed = find_setting(key)
+        let allowed = find_key(key)
             .map(|s| format!(" (allowed: {})", s.allowed))
             .unwrap_or_default();
         ConfigError::new(format!("{place}: {key}: {message}{allowed}"))
@@ -129,7 +129,7 @@ impl Config {
             };
             for (key, value) in table {
                 let full = format!("{section}.{}", key.get_ref());
-                if find_setting(&full).is_none() {
+                if find_key(&full).is_none() {
                     return Err(unknown_key(&spans, key.span().start, &full, Some(section)));
                 }
                 spans
@@ -401,8 +401,7 @@ impl Config {
     /// The keys whose values differ from `other`'s.
     pub fn changed_keys(&self, other: &Config) -> Vec<&'static str> {
         let (mine, theirs) = (self.flatten(), other.flatten());
-        SETTINGS
-            .iter()
+        KEYS.iter()
             .filter(|s| mine.get(s.key) != theirs.get(s.key))
             .map(|s| s.key)
             .collect()
@@ -416,7 +415,7 @@ impl Config {
              # Keys marked \"live\" change on SIGHUP or when this file changes; the rest need a restart.\n",
         );
         let mut section = "";
-        for s in SETTINGS {
+        for s in KEYS {
             let (sec, key) = s.key.split_once('.').unwrap_or(("", s.key));
             if sec != section {
                 section = sec;
@@ -448,7 +447,7 @@ fn unknown_key(spans: &Spans, offset: usize, key: &str, section: Option<&str>) -
     let (leaf, candidates): (&str, Vec<String>) = match section {
         Some(_) => (
             key.split_once('.').map_or(key, |(_, k)| k),
-            SETTINGS.iter().map(|s| s.key.to_string()).collect(),
+            KEYS.iter().map(|s| s.key.to_string()).collect(),
         ),
         None => (key, sections().iter().map(|s| s.to_string()).collect()),
     };

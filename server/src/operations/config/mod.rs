@@ -1,7 +1,7 @@
 //! The configuration: a TOML file (`--config`), overridden by `KUBEWIRE_*`
 //! environment variables and then by flags.
 //!
-//! Every setting is listed in [`SETTINGS`] with what it allows and whether
+//! Every setting is listed in [`KEYS`] with what it allows and whether
 //! it changes live; its default is whatever [`Config::default`] holds, so
 //! the two cannot drift apart (a unit test checks that they name the same
 //! keys). `kubewire config print` writes the effective configuration with
@@ -21,7 +21,7 @@ mod tests;
 mod values;
 
 pub use load::{ConfigCause, ConfigError};
-pub use reference::{SETTINGS, Setting, env_var};
+pub use reference::{KEYS, KeyDoc, env_var};
 pub use values::{DnsName, DnsNameError, Protocol, Upstream, UpstreamEntry, UpstreamSpecError};
 
 use kubewire_answer::PodMode;

@@ -15,7 +15,7 @@
 //! comments in the output; what CoreDNS itself refuses is an error. The
 //! output is checked to be a valid kubewire configuration.
 
-use crate::operations::config::{Config, Protocol, SETTINGS, UpstreamEntry};
+use crate::operations::config::{Config, KEYS, Protocol, UpstreamEntry};
 use crate::operations::failure::Chain;
 
 mod cache;
@@ -252,7 +252,7 @@ fn finish(origin: &str, b: Builder) -> Result<Translation, CorefileError> {
         "# kubewire configuration translated by `kubewire config from-corefile` from {origin}.\n"
     );
     let mut section = "";
-    for setting in SETTINGS {
+    for setting in KEYS {
         let Some((value, from)) = b.values.get(setting.key) else {
             continue;
         };

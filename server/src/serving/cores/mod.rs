@@ -18,7 +18,7 @@ use crate::resolving::probe::LoopProbes;
 use crate::resolving::resolver::{Resolved, Resolver, Work};
 use crate::resolving::udp_pool::Readiness;
 use crate::serving::batch::{Outbox, UdpBatch};
-use crate::serving::querylog::{QueryLog, QueryLogSettings};
+use crate::serving::querylog::{QueryLog, QueryLogSampling};
 
 mod answer;
 mod tcp;
@@ -106,7 +106,7 @@ pub struct CoreSetup {
     /// This core's counters; `None` when metrics are off.
     pub metrics: Option<Arc<CoreMetrics>>,
     /// Query log settings, shared by every core.
-    pub query_log: Arc<QueryLogSettings>,
+    pub query_log: Arc<QueryLogSampling>,
     /// What is forwarded, and where; `None` when nothing is.
     pub forward: Option<Arc<crate::resolving::ForwardPlan>>,
     /// This core's forwarding counters; `None` when metrics or forwarding are off.
@@ -166,7 +166,7 @@ struct Shared {
     table: Table,
     updates: Rc<DeltaReceiver>,
     metrics: Option<Arc<CoreMetrics>>,
-    query_log_settings: Arc<QueryLogSettings>,
+    query_log_settings: Arc<QueryLogSampling>,
     query_log: Rc<RefCell<QueryLog>>,
     /// Everything the table cannot finish alone goes here.
     resolver: Rc<Resolver>,

@@ -5,8 +5,9 @@
 //! `/metrics`, reloads the configuration, and handles signals: SIGTERM
 //! starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
 
-use crate::operations::config::{Config, SETTINGS};
-use crate::operations::logging::QueryLogSettings;
+use crate::operations::config::{Config, KEYS};
+use crate::operations::http::{health_router, metrics_router, ready_router, serve_http};
+use crate::operations::logging::QueryLogSampling;
 use crate::operations::metrics::{ControlMetrics, Scrape};
 use crate::sources::manifests::ManifestSet;
 use crate::sources::watch::{WatchEvent, WatchOptions, Watchers, spawn_watchers};
@@ -62,7 +63,7 @@ pub struct Control {
     /// How to reload it.
     pub reloading: crate::Reloading,
     /// The query log settings the cores read.
-    pub query_log: Arc<QueryLogSettings>,
+    pub query_log: Arc<QueryLogSampling>,
     /// The control plane's own counters.
     pub metrics: Arc<ControlMetrics>,
     /// What `/metrics` reads; `None` when metrics are off.
@@ -418,7 +419,7 @@ impl Control {
             return;
         }
         let changed = self.config.changed_keys(&new);
-        let is_live = |key: &&str| SETTINGS.iter().any(|s| s.key == *key && s.live);
+        let is_live = |key: &&str| KEYS.iter().any(|s| s.key == *key && s.live);
         let (live, restart): (Vec<&str>, Vec<&str>) = changed.into_iter().partition(is_live);
         if !restart.is_empty() {
             tracing::warn!(
@@ -616,64 +617,6 @@ impl Control {
     }
 }
 
-fn health_router() -> axum::Router {
-    axum::Router::new().route(
-        "/health",
-        axum::routing::get(|| async {
-            if crate::operations::failure::core_failed() {
-                (
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "a serving core failed",
-                )
-            } else {
-                (axum::http::StatusCode::OK, "OK")
-            }
-        }),
-    )
-}
-
-fn ready_router(ready: Arc<AtomicBool>) -> axum::Router {
-    axum::Router::new().route(
-        "/ready",
-        axum::routing::get(move || {
-            let ready = Arc::clone(&ready);
-            async move {
-                if ready.load(Ordering::Acquire) {
-                    (axum::http::StatusCode::OK, "OK")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }
-        }),
-    )
-}
-
-fn metrics_router(scrape: Arc<Scrape>) -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let scrape = Arc::clone(&scrape);
-            async move {
-                match scrape.render() {
-                    Ok(body) => (
-                        axum::http::StatusCode::OK,
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    ),
-                    Err(_) => (
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
-                        "metrics could not be encoded".to_string(),
-                    ),
-                }
-            }
-        }),
-    )
-}
-
 /// Waits for a burst of file events to settle.
 async fn debounce(events: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
     loop {
@@ -683,21 +626,6 @@ async fn debounce(events: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
         tokio::time::sleep(DEBOUNCE).await;
         if events.try_recv().is_err() {
             break;
-        }
-    }
-}
-
-async fn serve_http(addr: SocketAddr, what: &'static str, router: axum::Router) {
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => {
-            let bound = listener.local_addr().unwrap_or(addr);
-            tracing::info!(addr = %bound, "{what} endpoint listening");
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "{what} endpoint failed; DNS keeps serving");
-            }
-        }
-        Err(error) => {
-            tracing::error!(%addr, %error, "cannot listen for the {what} endpoint; DNS keeps serving, choose another address");
         }
     }
 }
