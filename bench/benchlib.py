@@ -34,6 +34,46 @@ def ensure_debian(packages):
         run(["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
+def ensure_sbin_tools(tools):
+    """apt-get installs each tool (its package has its name) that is neither on PATH nor in /usr/sbin."""
+    ensure_debian([(tool, tool) for tool in tools if not Path(f"/usr/sbin/{tool}").exists()])
+
+
+def start(name, cpu, argv, work):
+    """Starts argv pinned to `cpu` (taskset) in its own process group, logging to WORK/NAME.log."""
+    log = open(Path(work) / f"{name}.log", "w")
+    return subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(procs):
+    """Kills every process group in the dict `procs` (name: Popen) and empties it."""
+    for proc in procs.values():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc in procs.values():
+        proc.wait()
+    procs.clear()
+
+
+def wait_up(procs, ports, work, ready, timeout=15):
+    """Waits until `ready(port)` holds for every server in `ports` (name: port), or exits
+    naming the server that died or did not answer, and its log."""
+    deadline = time.time() + timeout
+    pending = dict(ports)
+    while pending:
+        for server, port in list(pending.items()):
+            if procs[server].poll() is not None:
+                sys.exit(f"{server} exited at start; see {Path(work) / (server + '.log')}")
+            if ready(port):
+                del pending[server]
+        if pending and time.time() > deadline:
+            sys.exit(f"no answer from {', '.join(pending)}; see the logs in {work}")
+        time.sleep(0.2)
+
+
 def build_release():
     run(["cargo", "build", "--release", "-q", "-p", "kubewire", "-p", "kubewire-bench"], cwd=ROOT)
 

@@ -61,19 +61,18 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from benchlib import peers_bin
+import benchlib
+from benchlib import ensure_sbin_tools, peers_bin, run, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10",
@@ -99,35 +98,6 @@ denial_max_ttl_s = {HOUR}
 """
 
 
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
-
-
-def ensure_tools():
-    missing = [tool for tool in ("unbound", "dnsdist", "dnsperf") if not shutil.which(tool)
-               and not Path(f"/usr/sbin/{tool}").exists()]
-    if missing:
-        run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL)
-
-
-def start(name, cpu, argv, work):
-    log = open(work / f"{name}.log", "w")
-    proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return proc
-
-
-def stop(procs):
-    for proc in procs.values():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for proc in procs.values():
-        proc.wait()
-    procs.clear()
-
-
 def ask(port, name, qtype, timeout=0.5):
     """One UDP query to 127.0.0.1:port; (rcode, truncated) or None."""
     qid = random.randrange(65536)
@@ -147,18 +117,8 @@ def ask(port, name, qtype, timeout=0.5):
 
 
 def wait_up(procs, ports, work, name="svc-0.ns-0.svc.cluster.local", qtype="A"):
-    """Waits until every server in `ports` answers, or exits."""
-    deadline = time.time() + 15
-    pending = dict(ports)
-    while pending:
-        for server, port in list(pending.items()):
-            if procs[server].poll() is not None:
-                sys.exit(f"{server} exited at start; see {work / (server + '.log')}")
-            if ask(port, name, qtype) is not None:
-                del pending[server]
-        if pending and time.time() > deadline:
-            sys.exit(f"no answer from {', '.join(pending)}; see the logs in {work}")
-        time.sleep(0.2)
+    """Waits until every server in `ports` answers `name`, or exits."""
+    benchlib.wait_up(procs, ports, work, lambda port: ask(port, name, qtype) is not None)
 
 
 def metrics(addr):
@@ -601,7 +561,7 @@ def main():
                     help="part 1: another kubewire binary, served beside the built one as `before`")
     ap.add_argument("--no-peers", action="store_true", help="part 1 without Unbound and dnsdist")
     args = ap.parse_args()
-    ensure_tools()
+    ensure_sbin_tools(["unbound", "dnsdist", "dnsperf"])
     release = ROOT / "target" / "release"
     if not args.no_build:
         run(["cargo", "build", "--release", "-p", "kubewire", "-p", "kubewire-bench"], cwd=ROOT)

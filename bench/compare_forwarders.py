@@ -44,30 +44,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchlib import peers_bin
+from benchlib import ensure_sbin_tools, peers_bin, run, start
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10",
             "--pods", "1000", "--namespaces", "10", "--queries", "100000", "--seed", "1"]
 UPSTREAM = "127.0.0.1:5400"
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
-
-
-def ensure_tools():
-    missing = [tool for tool in ("unbound", "dnsdist") if not shutil.which(tool)
-               and not Path(f"/usr/sbin/{tool}").exists()]
-    if missing:
-        run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL)
-
-
-def start(name, cpu, argv, work):
-    log = open(work / f"{name}.log", "w")
-    proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return proc
 
 
 def main():
@@ -83,7 +65,7 @@ def main():
     ap.add_argument("--aa", action="store_true",
                     help="a second copy of the current kubewire, as kubewire-aa")
     args = ap.parse_args()
-    ensure_tools()
+    ensure_sbin_tools(["unbound", "dnsdist"])
     release = ROOT / "target" / "release"
     run(["cargo", "build", "--release", "-p", "kubewire", "-p", "kubewire-bench"], cwd=ROOT)
     work = Path(tempfile.mkdtemp(prefix="kubewire-forward-bench-"))

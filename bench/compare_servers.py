@@ -64,21 +64,9 @@ NOTES = """## Notes
 """
 
 
-
-
 def ensure_tools():
     ensure_debian([("dnsperf", "dnsperf"), ("nsd", "nsd"), ("knotd", "knot")])
     build_release()
-
-
-
-
-
-
-
-
-
-
 
 
 def main():

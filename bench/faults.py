@@ -65,6 +65,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchlib import run, start, stop, wait_up
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10",
             "--pods", "1000", "--namespaces", "10", "--queries", "100000", "--seed", "1"]
@@ -77,28 +79,6 @@ MAX_CONNECTIONS = 4096
 TYPES = {"A": 1, "NS": 2, "SOA": 6, "PTR": 12, "AAAA": 28, "SRV": 33}
 READY_NAME = "svc-0.ns-0.svc.cluster.local"
 NX_CHECKED = 500
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
-
-
-def start(name, cpu, argv, work):
-    log = open(work / f"{name}.log", "w")
-    proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return proc
-
-
-def stop(procs):
-    for proc in procs.values():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for proc in procs.values():
-        proc.wait()
-    procs.clear()
 
 
 def query_packet(qid, name, qtype):
@@ -134,21 +114,12 @@ class Asker:
         self.sock.close()
 
 
-def wait_up(procs, ports, work):
-    """Waits until every server in `ports` answers, or exits."""
-    deadline = time.time() + 15
-    pending = dict(ports)
-    while pending:
-        for server, port in list(pending.items()):
-            if procs[server].poll() is not None:
-                sys.exit(f"{server} exited at start; see {work / (server + '.log')}")
-            asker = Asker(port, 0.3)
-            if asker.ask(READY_NAME) is not None:
-                del pending[server]
-            asker.close()
-        if pending and time.time() > deadline:
-            sys.exit(f"no answer from {', '.join(pending)}; see the logs in {work}")
-        time.sleep(0.2)
+def answers_ready_name(port):
+    asker = Asker(port, 0.3)
+    try:
+        return asker.ask(READY_NAME) is not None
+    finally:
+        asker.close()
 
 
 def kubewire(release, work, name, port, metrics_addr, config=None):
@@ -457,7 +428,7 @@ def part_tcp(args, release, bench, work):
                               f"127.0.0.1:{TCP_PORTS['null']}", "0"], work)
         for name in ("quiet", "attacked"):
             procs[name] = kubewire(release, work, name, TCP_PORTS[name], TCP_METRICS[name], config)
-        wait_up(procs, TCP_PORTS, work)
+        wait_up(procs, TCP_PORTS, work, answers_ready_name)
         for name in ("quiet", "attacked"):
             limit = nofile_limit(procs[name].pid)
             print(f"{name}: pid {procs[name].pid}, RLIMIT_NOFILE {limit}"
@@ -621,7 +592,7 @@ def part_nxdomain(args, release, bench, work):
         procs["null"] = start("null", "0", [str(release / "kubewire-null-responder"),
                               f"127.0.0.1:{NX_PORTS['null']}", "0"], work)
         procs["kubewire"] = kubewire(release, work, "kubewire", NX_PORTS["kubewire"], NX_METRICS)
-        wait_up(procs, NX_PORTS, work)
+        wait_up(procs, NX_PORTS, work, answers_ready_name)
 
         # (a) The scenario's A lines whose name has an A record.
         lines = [line for line in (work / "scenario" / "queries.txt").read_text().splitlines()
