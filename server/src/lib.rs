@@ -491,6 +491,7 @@ fn spawn_cores(
             autopath: autopath.clone(),
         };
         let handle = cores::spawn(setup)
+            // glommio's error is not Send, so anyhow cannot hold it as a source.
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
     }

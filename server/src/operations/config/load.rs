@@ -9,7 +9,9 @@ use std::ops::Range;
 
 /// A configuration error. Its text is whole and ready to print (place,
 /// key, problem and what is allowed, with the cause's own words where there
-/// is one); the cause itself stays reachable as its `source`.
+/// is one); the cause itself stays reachable as its `source`, and tells
+/// only those words, so that a chain (`failure::Chain`, anyhow's `{:#}`
+/// deduplicated) does not tell them twice.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ConfigError {
@@ -18,15 +20,29 @@ pub struct ConfigError {
     cause: Option<ConfigCause>,
 }
 
-/// What lies under a [`ConfigError`], where something does.
+/// What lies under a [`ConfigError`], where something does: the typed
+/// error, shown as the words the [`ConfigError`] already quotes.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigCause {
     /// The file could not be read.
-    #[error(transparent)]
-    Read(#[from] std::io::Error),
-    /// The text is not valid TOML, or a value has the wrong type.
-    #[error(transparent)]
-    Toml(#[from] toml::de::Error),
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// The text is not valid TOML, or a value has the wrong type (shown
+    /// as its message, without toml's snippet of the file).
+    #[error("{}", .0.message().trim_end())]
+    Toml(toml::de::Error),
+}
+
+impl From<std::io::Error> for ConfigCause {
+    fn from(error: std::io::Error) -> ConfigCause {
+        ConfigCause::Read(error)
+    }
+}
+
+impl From<toml::de::Error> for ConfigCause {
+    fn from(error: toml::de::Error) -> ConfigCause {
+        ConfigCause::Toml(error)
+    }
 }
 
 impl ConfigError {

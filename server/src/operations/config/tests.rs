@@ -38,6 +38,13 @@ fn errors_keep_their_causes() {
             .and_then(|c| c.downcast_ref::<ConfigCause>()),
         Some(ConfigCause::Toml(_))
     ));
+    // A chain tells each cause once.
+    for error in [&missing, &syntax] {
+        assert_eq!(
+            crate::operations::failure::Chain(error).to_string(),
+            error.to_string()
+        );
+    }
     let typed = Config::parse("k.toml", "[dns]\nttl_seconds = \"x\"\n").unwrap_err();
     assert!(
         typed.to_string().starts_with("k.toml:2: dns.ttl_seconds:"),
