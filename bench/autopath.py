@@ -26,9 +26,7 @@ Needs nsd and unbound (apt-get install nsd unbound).
 """
 
 import argparse
-import os
 import random
-import signal
 import socket
 import struct
 import subprocess
@@ -36,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import start, stop
 
 REPO = Path(__file__).resolve().parent.parent
 NSD_PORT, KW_AUTOPATH_PORT, KW_PORT, UNBOUND_PORT = 5501, 5502, 5503, 5504
@@ -189,9 +189,7 @@ def main():
             ("kubewire", kubewire(release, work, "kubewire", KW_PORT)),
             ("unbound", ["unbound", "-d", "-c", str(work / "unbound.conf")]),
         ):
-            log = open(work / f"{name}.log", "w")
-            procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+            procs[name] = start(name, None, argv, work)
         time.sleep(2)
         for name, proc in procs.items():
             if proc.poll() is not None:
@@ -210,12 +208,7 @@ def main():
                 print(f"| {target} | {label} | {total / len(names):.2f} "
                       f"| {1000 * took / len(names):.3f} | {resolved}/{len(names)} |", flush=True)
     finally:
-        for proc in procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        stop(procs)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ def ensure_sbin_tools(tools):
 
 
 def start(name, cpu, argv, work):
-    """Starts argv pinned to `cpu` (taskset) in its own process group, logging to WORK/NAME.log."""
+    """Starts argv pinned to `cpu` (taskset; None: not pinned) in its own process group,
+    logging to WORK/NAME.log."""
     log = open(Path(work) / f"{name}.log", "w")
-    return subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=log, stderr=subprocess.STDOUT,
+    pinned = ["taskset", "-c", cpu] if cpu is not None else []
+    return subprocess.Popen([*pinned, *argv], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 

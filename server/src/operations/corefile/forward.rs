@@ -240,18 +240,8 @@ pub(super) fn tls_option(b: &mut Builder, option: &Directive) {
 /// `forward.stub_domains`. The first block's other settings apply to these
 /// zones too; anything else in the block is listed as not translated.
 pub(super) fn stub_domain_block(b: &mut Builder, block: &ServerBlock) {
-    let zones: Vec<String> = block
-        .keys
-        .iter()
-        .map(|key| {
-            let key = key.strip_prefix("dns://").unwrap_or(key);
-            let zone = key.rsplit_once(':').map_or(key, |(zone, _)| zone);
-            zone.trim_end_matches('.').to_string()
-        })
-        .collect();
-    let forward = block.directives.iter().find(|d| {
-        d.name == "forward" && d.args.len() > 1 && d.args[0].trim_end_matches('.').is_empty()
-    });
+    let zones = block.zones();
+    let forward = block.root_forward();
     let (Some(forward), false) = (forward, zones.iter().any(String::is_empty)) else {
         b.cannot(
             block.line,

@@ -9,26 +9,6 @@ pub(super) const PILLAR_UPSTREAM_SERVERS: &str = "__PILLAR__UPSTREAM__SERVERS__"
 
 pub(super) const PILLAR_LOCAL_DNS: &str = "__PILLAR__LOCAL__DNS__";
 
-/// A block's zones, without port or trailing dot (`.` is the root: "").
-pub(super) fn block_zones(block: &ServerBlock) -> Vec<String> {
-    block
-        .keys
-        .iter()
-        .map(|key| {
-            let key = key.strip_prefix("dns://").unwrap_or(key);
-            let zone = key.rsplit_once(':').map_or(key, |(zone, _)| zone);
-            zone.trim_end_matches('.').to_string()
-        })
-        .collect()
-}
-
-/// The block's `forward . …` directive, if it has one.
-pub(super) fn forward_of(block: &ServerBlock) -> Option<&Directive> {
-    block.directives.iter().find(|d| {
-        d.name == "forward" && d.args.len() > 1 && d.args[0].trim_end_matches('.').is_empty()
-    })
-}
-
 /// NodeLocal DNSCache's Corefile: no `kubernetes` anywhere, and zone
 /// blocks (the cluster zone, the reverse zones) that forward to kube-dns
 /// with `force_tcp`.
@@ -37,8 +17,8 @@ pub(super) fn is_node_local(blocks: &[ServerBlock]) -> bool {
         .iter()
         .all(|b| b.directives.iter().all(|d| d.name != "kubernetes"));
     let forwards_a_zone_over_tcp = blocks.iter().any(|block| {
-        !block_zones(block).iter().any(String::is_empty)
-            && forward_of(block).is_some_and(|f| f.block.iter().any(|o| o.name == "force_tcp"))
+        !block.zones().iter().any(String::is_empty)
+            && block.root_forward().is_some_and(|f| f.block.iter().any(|o| o.name == "force_tcp"))
     });
     no_kubernetes && forwards_a_zone_over_tcp
 }
@@ -71,14 +51,14 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
     // forwarded name.
     let ordered = blocks
         .iter()
-        .filter(|block| block_zones(block).iter().any(String::is_empty))
+        .filter(|block| block.zones().iter().any(String::is_empty))
         .chain(
             blocks
                 .iter()
-                .filter(|block| !block_zones(block).iter().any(String::is_empty)),
+                .filter(|block| !block.zones().iter().any(String::is_empty)),
         );
     for block in ordered {
-        let block_zones = block_zones(block);
+        let block_zones = block.zones();
         let root = block_zones.iter().any(String::is_empty);
         let port = block
             .keys
@@ -86,7 +66,7 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
             .and_then(|k| k.rsplit_once(':'))
             .map_or("53", |(_, p)| p)
             .to_string();
-        let block_forward = forward_of(block);
+        let block_forward = block.root_forward();
         if !root {
             zones.extend(block_zones.iter().cloned());
         }

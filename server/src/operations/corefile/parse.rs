@@ -26,6 +26,27 @@ pub(super) struct ServerBlock {
     pub(super) directives: Vec<Directive>,
 }
 
+impl ServerBlock {
+    /// The block's zones, without port or trailing dot (the root is "").
+    pub(super) fn zones(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let key = key.strip_prefix("dns://").unwrap_or(key);
+                let zone = key.rsplit_once(':').map_or(key, |(zone, _)| zone);
+                zone.trim_end_matches('.').to_string()
+            })
+            .collect()
+    }
+
+    /// The block's `forward . UPSTREAMS…`, if it has one.
+    pub(super) fn root_forward(&self) -> Option<&Directive> {
+        self.directives.iter().find(|d| {
+            d.name == "forward" && d.args.len() > 1 && d.args[0].trim_end_matches('.').is_empty()
+        })
+    }
+}
+
 /// Splits into lines of tokens, with `{` and `}` as tokens of their own.
 pub(super) fn tokenize(text: &str) -> Vec<(usize, Vec<String>)> {
     let mut lines = Vec::new();
