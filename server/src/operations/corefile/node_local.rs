@@ -18,7 +18,9 @@ pub(super) fn is_node_local(blocks: &[ServerBlock]) -> bool {
         .all(|b| b.directives.iter().all(|d| d.name != "kubernetes"));
     let forwards_a_zone_over_tcp = blocks.iter().any(|block| {
         !block.zones().iter().any(String::is_empty)
-            && block.root_forward().is_some_and(|f| f.block.iter().any(|o| o.name == "force_tcp"))
+            && block
+                .root_forward()
+                .is_some_and(|f| f.block.iter().any(|o| o.name == "force_tcp"))
     });
     no_kubernetes && forwards_a_zone_over_tcp
 }
