@@ -37,6 +37,12 @@ impl LogControl {
     }
 }
 
+/// The log target of a change's stages on its way to the cores: a watch
+/// event received, taken by the control-plane thread, its delta published,
+/// and applied on each core (debug level; `kubewire-bench propagation
+/// --stages` turns it on and reads the timestamps).
+pub const PROPAGATION_TARGET: &str = "kubewire::propagation";
+
 /// Installs the global subscriber: stderr, in `format`, filtered by RUST_LOG
 /// if set, else by `level`.
 pub fn init(format: LogFormat, level: &str) -> LogControl {

@@ -7,7 +7,7 @@
 
 use crate::operations::config::{Config, KEYS};
 use crate::operations::http::{health_router, metrics_router, ready_router, serve_http};
-use crate::operations::logging::QueryLogSampling;
+use crate::operations::logging::{PROPAGATION_TARGET, QueryLogSampling};
 use crate::operations::metrics::{ControlMetrics, Scrape};
 use crate::sources::manifests::ManifestSet;
 use crate::sources::watch::{WatchEvent, WatchOptions, Watchers, spawn_watchers};
@@ -256,6 +256,7 @@ impl Control {
                     while let Ok(more) = watch_events.try_recv() {
                         batch.push(more);
                     }
+                    tracing::debug!(target: PROPAGATION_TARGET, events = batch.len(), "watch events taken");
                     self.apply_watch_events(batch, &mut sync, started);
                 }
                 _ = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } else { std::future::pending::<()>().await } } => {
@@ -550,6 +551,7 @@ impl Control {
         let delta = self.compiler.take_delta()?;
         let shipped = (delta.revision, delta.changes.len());
         tracing::debug!(
+            target: PROPAGATION_TARGET,
             revision = shipped.0,
             names_changed = shipped.1,
             "delta published"

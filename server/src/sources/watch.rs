@@ -13,6 +13,7 @@
 
 use super::from_api::{FromApi, ModelError, SERVICE_IMPORT_RESOURCE};
 use crate::operations::failure::Chain;
+use crate::operations::logging::PROPAGATION_TARGET;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -205,6 +206,12 @@ async fn run<K>(
     // the cluster syncs and serves; once listed, the last good ones stay.
     let mut listed_once = false;
     while let Some(item) = stream.next().await {
+        if matches!(
+            item,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
+        ) {
+            tracing::debug!(target: PROPAGATION_TARGET, ?kind, "watch event received");
+        }
         let event = match item {
             Ok(watcher::Event::Init) => {
                 listing = ListedKeys::new();

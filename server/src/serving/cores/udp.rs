@@ -118,6 +118,7 @@ pub(super) async fn serve_udp_batched(
         let log_interval = QueryLog::interval(&shared.query_log_settings);
         let started =
             (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
+        apply_waiting_updates(&shared);
         {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
@@ -241,6 +242,7 @@ pub(super) async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, lis
                 continue;
             }
         };
+        apply_waiting_updates(&shared);
         let started = std::time::Instant::now();
         let answered = answer(
             &mut shared.table.borrow_mut(),

@@ -121,6 +121,7 @@ pub(super) async fn serve_udp_uring(
         let log_interval = QueryLog::interval(&shared.query_log_settings);
         let started =
             (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
+        super::apply_waiting_updates(&shared);
         let turn = {
             let mut table = shared.table.borrow_mut();
             let metrics = shared.metrics.as_deref();
