@@ -16,6 +16,9 @@ pub(crate) fn run(
     probes: usize,
     stages: bool,
 ) -> Result<()> {
+    if stages && source != "api" {
+        return Err("--stages times a watch event's way through kubewire; use --source api".into());
+    }
     let rust_log = if stages {
         "info,kubewire::propagation=debug".to_string()
     } else {
@@ -80,7 +83,7 @@ pub(crate) fn run(
         std::thread::sleep(Duration::from_millis(20));
         // Lines logged before this change are not its stages.
         while kubewire.lines.try_recv().is_ok() {}
-        let wall_start = seconds_of_day(std::time::SystemTime::now());
+        let wall_start_s = seconds_of_day(std::time::SystemTime::now());
         let start = Instant::now();
         match &api {
             Some(api) => {
@@ -112,8 +115,8 @@ pub(crate) fn run(
         }
         times.push(start.elapsed());
         if stages {
-            let seen = wall_start + start.elapsed().as_secs_f64();
-            staged.push(Stages::read(&kubewire, wall_start, seen, cores)?);
+            let seen_s = wall_start_s + start.elapsed().as_secs_f64();
+            staged.push(Stages::read(&kubewire, wall_start_s, seen_s, cores)?);
         }
         for socket in &sockets {
             if probe::ask(socket, kubewire.addr, name, 1) != Some((0, want)) {
@@ -147,23 +150,23 @@ pub(crate) fn run(
 /// same clock as the bench's).
 #[derive(Debug, Clone, Copy)]
 struct Stages {
-    received: f64,
-    taken: f64,
-    published: f64,
-    applied: f64,
-    seen: f64,
+    received_ms: f64,
+    taken_ms: f64,
+    published_ms: f64,
+    applied_ms: f64,
+    seen_ms: f64,
 }
 
 impl Stages {
     /// Reads the change's log lines: the first event received and taken,
     /// the last delta published, and the `cores`-th delta applied of that
-    /// revision.
-    fn read(kubewire: &Kubewire, start: f64, seen: f64, cores: usize) -> Result<Stages> {
-        let (mut received, mut taken, mut published) = (None, None, None);
+    /// revision. `start_s` and `seen_s` are seconds of the day (UTC).
+    fn read(kubewire: &Kubewire, start_s: f64, seen_s: f64, cores: usize) -> Result<Stages> {
+        let (mut received_ms, mut taken_ms, mut published_ms) = (None, None, None);
         let mut revision = None;
-        let mut applied = Vec::new();
+        let mut applied_ms = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
-        while applied.len() < cores {
+        while applied_ms.len() < cores {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .ok_or("kubewire did not log every stage (is this build's log target kubewire::propagation?)")?;
@@ -173,35 +176,37 @@ impl Stages {
             let Some(at) = line.split_whitespace().next().and_then(log_seconds_of_day) else {
                 continue;
             };
-            let ms = (at - start) * 1000.0;
+            let ms = (at - start_s) * 1000.0;
             let field = |name: &str| {
                 line.split_whitespace()
                     .find_map(|word| word.strip_prefix(name))
                     .map(str::to_string)
             };
             if line.contains("watch event received") {
-                received.get_or_insert(ms);
+                received_ms.get_or_insert(ms);
             } else if line.contains("watch events taken") {
-                taken.get_or_insert(ms);
+                taken_ms.get_or_insert(ms);
             } else if line.contains("delta published") {
-                published = Some(ms);
+                published_ms = Some(ms);
                 revision = field("revision=");
             } else if line.contains("delta applied")
                 && revision.is_some()
                 && field("revision=") == revision
             {
-                applied.push(ms);
+                applied_ms.push(ms);
             }
         }
-        let (Some(received), Some(taken), Some(published)) = (received, taken, published) else {
+        let (Some(received_ms), Some(taken_ms), Some(published_ms)) =
+            (received_ms, taken_ms, published_ms)
+        else {
             return Err("a stage's log line is missing".into());
         };
         Ok(Stages {
-            received,
-            taken,
-            published,
-            applied: applied.into_iter().fold(0.0, f64::max),
-            seen: (seen - start) * 1000.0,
+            received_ms,
+            taken_ms,
+            published_ms,
+            applied_ms: applied_ms.into_iter().fold(0.0, f64::max),
+            seen_ms: (seen_s - start_s) * 1000.0,
         })
     }
 
@@ -219,23 +224,27 @@ impl Stages {
             staged.len()
         );
         let rows: [StageRow; 5] = [
-            ("watch event received", |s| s.received, |s| s.received),
+            ("watch event received", |s| s.received_ms, |s| s.received_ms),
             (
                 "taken by the control-plane thread",
-                |s| s.taken,
-                |s| s.taken - s.received,
+                |s| s.taken_ms,
+                |s| s.taken_ms - s.received_ms,
             ),
             (
                 "compiled and published",
-                |s| s.published,
-                |s| s.published - s.taken,
+                |s| s.published_ms,
+                |s| s.published_ms - s.taken_ms,
             ),
             (
                 "applied on the last core",
-                |s| s.applied,
-                |s| s.applied - s.published,
+                |s| s.applied_ms,
+                |s| s.applied_ms - s.published_ms,
             ),
-            ("seen by every probe", |s| s.seen, |s| s.seen - s.applied),
+            (
+                "seen_ms by every probe",
+                |s| s.seen_ms,
+                |s| s.seen_ms - s.applied_ms,
+            ),
         ];
         for (name, end, length) in rows {
             println!(

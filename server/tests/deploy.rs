@@ -7,7 +7,7 @@
 //! - probes and container ports are the ones the workload's kubewire.toml
 //!   serves on;
 //! - the ClusterRoles grant exactly what the watchers use
-//!   (`answer/src/watch.rs`), and bind the workloads' ServiceAccounts;
+//!   (`server/src/sources/watch.rs`), and bind the workloads' ServiceAccounts;
 //! - every kubewire.toml passes `Config::parse`, which is what
 //!   `kubewire config check` runs;
 //! - the seccomp profile the pods name exists and allows io_uring.
@@ -629,7 +629,7 @@ fn rule_set(at: &str, rules: &[PolicyRule]) -> Vec<(Vec<String>, Vec<String>, Ve
 #[test]
 fn cluster_roles_grant_exactly_what_the_watchers_use() {
     let m = load();
-    // answer/src/watch.rs: kube's watcher lists, then watches,
+    // server/src/sources/watch.rs: kube's watcher lists, then watches,
     // Services, EndpointSlices, Namespaces, Pods in verified mode, and
     // ServiceImports with `multicluster`.
     let read = strings(&["list", "watch"]);

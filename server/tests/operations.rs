@@ -414,13 +414,14 @@ fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
         "team-b is filtered out"
     );
 
-    // Both namespaces, and debug logs for the control plane: the watchers
-    // relist with the new filter, and team-a's answer never goes away.
+    // Both namespaces, and debug logs for a change's way to the cores: the
+    // watchers relist with the new filter, and team-a's answer never goes
+    // away.
     std::fs::write(
         &path,
         config(
             "[\"team-a\", \"team-b\"]",
-            "info,kubewire::sources::control_plane=debug",
+            "info,kubewire::propagation=debug",
         ),
     )
     .unwrap();
@@ -433,11 +434,9 @@ fn a_live_reload_changes_the_namespace_filter_and_the_log_level() {
         line.contains("kubernetes.namespaces") && line.contains("log.level"),
         "{line}"
     );
-    // A debug line of kubewire::sources::control_plane now passes the filter.
-    server.wait_for_log(
-        "DEBUG kubewire::sources::control_plane",
-        Duration::from_secs(5),
-    );
+    // A debug line of kubewire::propagation (the relist's delta) now passes
+    // the filter.
+    server.wait_for_log("DEBUG kubewire::propagation", Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -73,7 +73,7 @@ pub fn init(format: LogFormat, level: &str) -> LogControl {
     LogControl { handle, env_wins }
 }
 
-/// The query log's settings (the sampler itself is on each core): shared
+/// How the query log samples (the sampler itself is on each core): shared
 /// by every core, and changed live by a reload.
 #[derive(Debug, Default)]
 pub struct QueryLogSampling {

@@ -459,7 +459,12 @@ impl Control {
         self.config.dns.ttl_seconds = new.dns.ttl_seconds;
         self.config.k8s_external = new.k8s_external.clone();
 
-        self.compiler.set_settings(self.config.compiler_settings());
+        // Our own addresses were read at start and are not a live setting.
+        let own_ips = self.compiler.settings().own_ips.clone();
+        self.compiler.set_settings(kubewire_answer::Settings {
+            own_ips,
+            ..self.config.compiler_settings()
+        });
         if filters_changed {
             match (cluster.as_mut(), &mut self.source) {
                 (Some((client, watchers)), Source::Cluster { options, .. }) => {

@@ -10,8 +10,7 @@ use std::ops::Range;
 /// A configuration error. Its text is whole and ready to print (place,
 /// key, problem and what is allowed, with the cause's own words where there
 /// is one); the cause itself stays reachable as its `source`, and tells
-/// only those words, so that a chain (`failure::Chain`, anyhow's `{:#}`
-/// deduplicated) does not tell them twice.
+/// only those words, so that `failure::Chain` does not tell them twice.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ConfigError {
@@ -384,6 +383,14 @@ impl Config {
                 .chain(f.stub_domains.values().flatten())
                 .flat_map(|entry| entry.servers())
                 .any(|u| u.protocol == Protocol::Tls);
+        if !f.tls_servername.is_empty()
+            && rustls::pki_types::ServerName::try_from(f.tls_servername.as_str()).is_err()
+        {
+            return fail(
+                "forward.tls_servername",
+                &format!("{:?} is not a DNS name or an IP address", f.tls_servername),
+            );
+        }
         if any_tls && f.tls_servername.is_empty() {
             return fail(
                 "forward.tls_servername",

@@ -163,6 +163,11 @@ impl Default for K8sExternal {
     }
 }
 
+/// The names of a list of zones, lowercase.
+fn names(list: &[DnsName]) -> Vec<kubewire_wire::NameBuf> {
+    list.iter().map(|zone| *zone.name()).collect()
+}
+
 impl Config {
     /// The zones answered from objects: `dns.zones`, or none when node-local
     /// mode forwards them to kube-dns.
@@ -177,9 +182,6 @@ impl Config {
     /// The compiler's settings: the one mapping from the configuration,
     /// used at start and at every reload (which changes only live keys).
     pub fn compiler_settings(&self) -> kubewire_answer::Settings {
-        let names = |list: &[DnsName]| -> Vec<kubewire_wire::NameBuf> {
-            list.iter().map(|zone| *zone.name()).collect()
-        };
         let reverse = [
             DnsName::from_static("in-addr.arpa"),
             DnsName::from_static("ip6.arpa"),
@@ -209,7 +211,6 @@ impl Config {
 impl K8sExternal {
     /// The compiler's settings, or `None` when off.
     pub fn settings(&self) -> Option<kubewire_answer::ExternalZones> {
-        let names = |list: &[DnsName]| list.iter().map(|zone| *zone.name()).collect();
         (!self.zones.is_empty()).then(|| kubewire_answer::ExternalZones {
             zones: names(&self.zones),
             apex: self.apex.to_ascii_lowercase().into_bytes().into(),
@@ -707,11 +708,7 @@ impl NodeLocal {
     /// and `*_SERVICE_PORT` when set).
     pub fn cluster_upstreams(&self) -> Result<Vec<Upstream>, String> {
         if !self.cluster_upstreams.is_empty() {
-            return Ok(self
-                .cluster_upstreams
-                .iter()
-                .flat_map(|entry| entry.servers().iter().copied())
-                .collect());
+            return Ok(UpstreamEntry::all_servers(&self.cluster_upstreams).collect());
         }
         let variable = self.service_host_variable();
         let host = std::env::var(&variable).unwrap_or_default();

@@ -186,3 +186,19 @@ fn corefile_style_addresses_are_accepted() {
     );
     assert_eq!(config.http.ready_addr.0, None);
 }
+
+#[test]
+fn a_tls_servername_that_is_no_name_is_refused_at_load() {
+    let error = Config::parse("k.toml", "[forward]\ntls_servername = \"not a name!\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("k.toml:2: forward.tls_servername: \"not a name!\" is not a DNS name"),
+        "{error}"
+    );
+    let upstream = Config::parse("k.toml", "[forward]\nto = [\"/nonexistent/resolv.conf\"]\n")
+        .unwrap_err()
+        .to_string();
+    // The OS's reason stays in the words.
+    assert!(upstream.contains("No such file or directory"), "{upstream}");
+}

@@ -28,13 +28,12 @@ pub struct DnsNameError {
 
 impl DnsName {
     /// A name written in kubewire's own source (`cluster.local`, `.`).
-    /// Such a literal always parses; were one ever wrong it would become
-    /// the root, which the config tests would show.
+    #[allow(clippy::expect_used)] // a literal of ours that does not parse is our bug
     pub fn from_static(text: &'static str) -> DnsName {
         DnsName {
             text: text.to_string(),
             name: NameBuf::from_text(text)
-                .unwrap_or(NameBuf::ROOT)
+                .expect("a DNS name literal in kubewire's source")
                 .to_lowercase(),
         }
     }
@@ -85,7 +84,9 @@ impl PartialEq for DnsName {
 
 impl Eq for DnsName {}
 
-/// `zone == "Cluster.Local."`: the same name, in any case or form.
+/// `zone == "Cluster.Local."`: the same name, in any case or form (for
+/// tests; it parses its argument).
+#[cfg(test)]
 impl PartialEq<&str> for DnsName {
     fn eq(&self, other: &&str) -> bool {
         NameBuf::from_text(other).is_ok_and(|name| name.to_lowercase() == self.name)
@@ -162,7 +163,7 @@ pub enum UpstreamSpecError {
     )]
     Tls(String),
     /// A resolv.conf that cannot be read.
-    #[error("{path}: cannot read it for its nameservers")]
+    #[error("{path}: cannot read it for its nameservers: {source}")]
     Read {
         /// The file.
         path: String,
@@ -189,6 +190,13 @@ impl UpstreamEntry {
     /// The servers it names, in order.
     pub fn servers(&self) -> &[Upstream] {
         &self.servers
+    }
+
+    /// The servers a list of entries names, in order.
+    pub fn all_servers(entries: &[UpstreamEntry]) -> impl Iterator<Item = Upstream> + '_ {
+        entries
+            .iter()
+            .flat_map(|entry| entry.servers.iter().copied())
     }
 }
 

@@ -3,10 +3,11 @@
 //! `loop`), run through the translator. The inputs are data
 //! (`coredns_setup_tests.txt`, with the CoreDNS commit they came from);
 //! each must end one of three ways:
-//! - CoreDNS accepts it: a valid kubewire config, perhaps with "not
-//!   translated" lines for what kubewire does not have, never an error;
-//! - CoreDNS refuses it: an error, or at least a "not translated" line,
-//!   never a clean translation.
+//! - a valid kubewire config, where CoreDNS accepts it;
+//! - a "not translated" line, for what kubewire does not have (valid
+//!   config otherwise);
+//! - an error, where CoreDNS refuses it too (or at least a "not
+//!   translated" line: never a clean translation of what CoreDNS refuses).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 

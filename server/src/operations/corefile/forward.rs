@@ -24,7 +24,7 @@ pub(super) fn forward(b: &mut Builder, directive: &Directive) {
             "TLS names in the upstreams (tls://IP%NAME) and tls_servername together; CoreDNS refuses that too: keep one",
         );
     }
-    if let Some(upstreams) = usable_upstreams(b, line, to) {
+    if let Some(upstreams) = usable_upstreams(b, line, to, tls_servername_of(directive)) {
         if zone.is_empty() {
             b.set("forward.to", upstreams, line, &text);
         } else {
@@ -80,9 +80,8 @@ pub(super) fn forward(b: &mut Builder, directive: &Directive) {
                 "forward.failfast_all_unhealthy_upstreams",
                 toml::Value::Boolean(true),
             )),
-            ("tls_servername", Some(name)) if option.args.len() == 1 => {
-                Some(("forward.tls_servername", string(name)))
-            }
+            // Taken with the upstreams, above.
+            ("tls_servername", Some(_)) if option.args.len() == 1 => continue,
             ("expire", Some(_)) => {
                 b.note(
                     option_line,
@@ -104,16 +103,27 @@ pub(super) fn forward(b: &mut Builder, directive: &Directive) {
     }
 }
 
+/// A forward directive's `tls_servername NAME`, if it has one.
+fn tls_servername_of(directive: &Directive) -> Option<&str> {
+    directive
+        .block
+        .iter()
+        .find(|o| o.name == "tls_servername" && o.args.len() == 1)
+        .map(|o| o.args[0].as_str())
+}
+
 /// A forward directive's upstreams that kubewire can use, as a TOML list;
 /// each other one is listed as not translated. CoreDNS's per-upstream TLS
-/// name (`tls://IP%NAME`) becomes `forward.tls_servername` (kubewire has
-/// one); without any, the first TLS upstream's address is the name, as
+/// name (`tls://IP%NAME`), or the directive's `tls_servername`, becomes
+/// `forward.tls_servername` (kubewire has one, for every forward directive
+/// and block); without either, the TLS upstream's address is the name, as
 /// CoreDNS checks the certificate against the address it dials. `None`
 /// when none is left.
 pub(super) fn usable_upstreams(
     b: &mut Builder,
     line: usize,
     upstreams: &[String],
+    tls_servername: Option<&str>,
 ) -> Option<toml::Value> {
     let mut kept = Vec::new();
     let mut names: Vec<(String, String)> = Vec::new();
@@ -129,7 +139,10 @@ pub(super) fn usable_upstreams(
             Ok(parsed) => {
                 let tls = parsed.servers().iter().find(|u| u.protocol == Protocol::Tls);
                 if let Some(server) = tls {
-                    let name = name.unwrap_or_else(|| server.addr.ip().to_string());
+                    let name = tls_servername
+                        .map(str::to_string)
+                        .or(name)
+                        .unwrap_or_else(|| server.addr.ip().to_string());
                     names.push((upstream.clone(), name));
                 }
                 kept.push(string(entry));
@@ -144,22 +157,8 @@ pub(super) fn usable_upstreams(
             ),
         }
     }
-    if let Some((first_upstream, first_name)) = names.first() {
-        b.set(
-            "forward.tls_servername",
-            string(first_name.as_str()),
-            line,
-            &format!("the TLS name of {first_upstream}"),
-        );
-        for (upstream, name) in &names[1..] {
-            if name != first_name {
-                b.cannot(
-                    line,
-                    upstream,
-                    &format!("kubewire checks every TLS upstream against one name, {first_name:?}, not {name:?}"),
-                );
-            }
-        }
+    for (upstream, name) in names {
+        b.tls_name(line, &upstream, name);
     }
     if kept.is_empty() {
         b.cannot(
@@ -250,7 +249,8 @@ pub(super) fn stub_domain_block(b: &mut Builder, block: &ServerBlock) {
         );
         return;
     };
-    if let Some(upstreams) = usable_upstreams(b, forward.line, &forward.args[1..]) {
+    let tls_servername = tls_servername_of(forward);
+    if let Some(upstreams) = usable_upstreams(b, forward.line, &forward.args[1..], tls_servername) {
         for zone in &zones {
             b.stub_domains.insert(zone.clone(), upstreams.clone());
         }
@@ -258,7 +258,11 @@ pub(super) fn stub_domain_block(b: &mut Builder, block: &ServerBlock) {
     for directive in &block.directives {
         let (line, text) = (directive.line, directive.text());
         if std::ptr::eq(directive, forward) {
-            for option in &directive.block {
+            for option in directive
+                .block
+                .iter()
+                .filter(|o| o.name != "tls_servername")
+            {
                 b.cannot(
                     option.line,
                     &option.text(),

@@ -20,11 +20,7 @@ pub(super) fn fallthrough_zones<'a>(zones: impl Iterator<Item = &'a str>) -> tom
 pub(super) fn k8s_external(b: &mut Builder, directive: &Directive, block_keys: &[String]) {
     let line = directive.line;
     let text = directive.text();
-    let zone_of = |z: &str| {
-        let z = z.strip_prefix("dns://").unwrap_or(z);
-        let z = z.rsplit_once(':').map_or(z, |(zone, _)| zone);
-        z.trim_end_matches('.').to_string()
-    };
+    let zone_of = |z: &str| split_key(z).0.trim_end_matches('.').to_string();
     let zones: Vec<String> = if directive.args.is_empty() {
         block_keys.iter().map(|k| zone_of(k)).collect()
     } else {

@@ -28,7 +28,7 @@ use cache::{cache, judge_cache_disables};
 use forward::{forward, stub_domain_block};
 use kubernetes::{k8s_external, kubernetes};
 use node_local::{PILLAR_LOCAL_DNS, is_node_local, node_local};
-use parse::{Directive, ServerBlock, go_duration_ms, parse};
+use parse::{Directive, ServerBlock, go_duration_ms, parse, split_key};
 use std::collections::BTreeMap;
 
 /// The result of a translation.
@@ -52,6 +52,9 @@ struct Builder {
     untranslated: Vec<String>,
     /// What CoreDNS itself refuses: the translation is an error.
     refused: Vec<String>,
+    /// `forward.tls_servername` once chosen, and where from: kubewire has
+    /// one TLS name for every upstream.
+    tls_name: Option<(String, String)>,
     /// `forward ZONE …` blocks other than `.`, gathered into one table.
     stub_domains: toml::Table,
     /// `cache { disable success|denial ZONES }`: line, text and zones,
@@ -60,6 +63,18 @@ struct Builder {
 }
 
 impl Builder {
+    fn new(origin: &str) -> Builder {
+        Builder {
+            origin: origin.to_string(),
+            values: BTreeMap::new(),
+            notes: Vec::new(),
+            untranslated: Vec::new(),
+            refused: Vec::new(),
+            tls_name: None,
+            stub_domains: toml::Table::new(),
+            cache_disables: Vec::new(),
+        }
+    }
     fn set(&mut self, key: &'static str, value: toml::Value, line: usize, from: &str) {
         self.values
             .insert(key, (value, format!("{}:{line}: {from}", self.origin)));
@@ -71,6 +86,24 @@ impl Builder {
     fn cannot(&mut self, line: usize, text: &str, why: &str) {
         self.untranslated
             .push(format!("{}:{line}: {text}: {why}", self.origin));
+    }
+    /// The TLS name of `upstream`: the first one sets
+    /// `forward.tls_servername`; a different one later is not translated.
+    fn tls_name(&mut self, line: usize, upstream: &str, name: String) {
+        match &self.tls_name {
+            None => {
+                let from = format!("the TLS name of {upstream}");
+                self.set("forward.tls_servername", string(name.as_str()), line, &from);
+                self.tls_name = Some((name, upstream.to_string()));
+            }
+            Some((chosen, _)) if *chosen == name => {}
+            Some((chosen, first)) => {
+                let why = format!(
+                    "kubewire checks every TLS upstream against one name, {chosen:?} (of {first}), not {name:?}"
+                );
+                self.cannot(line, upstream, &why);
+            }
+        }
     }
     fn refuse(&mut self, line: usize, text: &str, why: &str) {
         self.refused
@@ -115,15 +148,7 @@ fn address(text: &str) -> String {
 /// Translates a Corefile.
 pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError> {
     let blocks = parse(origin, text)?;
-    let mut b = Builder {
-        origin: origin.to_string(),
-        values: BTreeMap::new(),
-        notes: Vec::new(),
-        untranslated: Vec::new(),
-        refused: Vec::new(),
-        stub_domains: toml::Table::new(),
-        cache_disables: Vec::new(),
-    };
+    let mut b = Builder::new(origin);
     let Some((first, others)) = blocks.split_first() else {
         return Err(CorefileError(format!(
             "{origin}: no server block found; a Corefile starts with one such as \".:53 {{\""
@@ -136,31 +161,9 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         node_local(&mut b, &blocks);
         return finish(origin, b);
     }
-    let port_of = |key: &str| {
-        let key = key.strip_prefix("dns://").unwrap_or(key);
-        key.rsplit_once(':')
-            .map_or("53", |(_, port)| port)
-            .to_string()
-    };
-    let first_port = first.keys.first().map_or("53".to_string(), |k| port_of(k));
-    for other in others {
-        if other.keys.iter().all(|k| port_of(k) == first_port) {
-            stub_domain_block(&mut b, other);
-        } else {
-            b.cannot(
-                other.line,
-                &other.keys.join(" "),
-                "kubewire has one server; a server block on another port is not translated",
-            );
-        }
-    }
     let mut listen = Vec::new();
     for key in &first.keys {
-        let key = key.strip_prefix("dns://").unwrap_or(key);
-        let (zone, port) = match key.rsplit_once(':') {
-            Some((zone, port)) => (zone, port),
-            None => (key, "53"),
-        };
+        let (zone, port) = split_key(key);
         if zone != "." {
             b.cannot(
                 first.line,
@@ -181,11 +184,7 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         listen.clear();
         for directive in first.directives.iter().filter(|d| d.name == "bind") {
             for host in &directive.args {
-                let port = first
-                    .keys
-                    .first()
-                    .and_then(|k| k.rsplit_once(':'))
-                    .map_or("53", |(_, p)| p);
+                let port = first.port();
                 let host = if host.contains(':') {
                     format!("[{host}]")
                 } else {
@@ -229,6 +228,20 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         }
     }
 
+    // Further blocks after the first, whose settings (such as the TLS
+    // name) come first.
+    let first_port = first.port();
+    for other in others {
+        if other.keys.iter().all(|k| split_key(k).1 == first_port) {
+            stub_domain_block(&mut b, other);
+        } else {
+            b.cannot(
+                other.line,
+                &other.keys.join(" "),
+                "kubewire has one server; a server block on another port is not translated",
+            );
+        }
+    }
     judge_cache_disables(&mut b, true);
     if !b.stub_domains.is_empty() {
         let table = toml::Value::Table(std::mem::take(&mut b.stub_domains));

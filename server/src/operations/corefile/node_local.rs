@@ -9,9 +9,39 @@ pub(super) const PILLAR_UPSTREAM_SERVERS: &str = "__PILLAR__UPSTREAM__SERVERS__"
 
 pub(super) const PILLAR_LOCAL_DNS: &str = "__PILLAR__LOCAL__DNS__";
 
-/// NodeLocal DNSCache's Corefile: no `kubernetes` anywhere, and zone
-/// blocks (the cluster zone, the reverse zones) that forward to kube-dns
-/// with `force_tcp`.
+/// A further block's `cache`: kubewire has one cache for every forwarded
+/// name, so it keeps the first cache's settings (line `from`) but takes the
+/// shorter of each TTL cap, so that no zone's answers live longer than its
+/// block allowed (NodeLocal DNSCache caches cluster NXDOMAINs 5 s, the rest
+/// 30 s: kubewire then caches every NXDOMAIN 5 s).
+fn tighter_caps(b: &mut Builder, directive: &Directive, from: usize) {
+    let mut other = Builder::new(&b.origin);
+    cache(&mut other, directive);
+    let (line, text) = (directive.line, directive.text());
+    let mut kept = true;
+    for key in ["cache.max_ttl_s", "cache.denial_max_ttl_s"] {
+        let theirs = other.values.get(key).and_then(|(v, _)| v.as_integer());
+        let ours = b.values.get(key).and_then(|(v, _)| v.as_integer());
+        if let (Some(theirs), Some(ours)) = (theirs, ours)
+            && theirs < ours
+        {
+            b.set(key, toml::Value::Integer(theirs), line, &text);
+            kept = false;
+        }
+    }
+    let why = if kept {
+        format!("kubewire has one cache for every forwarded name; the cache of line {from} applies")
+    } else {
+        format!(
+            "kubewire has one cache for every forwarded name: the cache of line {from}, with this block's shorter TTL caps"
+        )
+    };
+    b.note(line, &text, &why);
+}
+
+/// NodeLocal DNSCache's Corefile: no `kubernetes` anywhere, `bind`, and
+/// zone blocks (the cluster zone, the reverse zones) that forward to
+/// kube-dns with `force_tcp`.
 pub(super) fn is_node_local(blocks: &[ServerBlock]) -> bool {
     let no_kubernetes = blocks
         .iter()
@@ -22,7 +52,12 @@ pub(super) fn is_node_local(blocks: &[ServerBlock]) -> bool {
                 .root_forward()
                 .is_some_and(|f| f.block.iter().any(|o| o.name == "force_tcp"))
     });
-    no_kubernetes && forwards_a_zone_over_tcp
+    // node-cache binds its link-local address; a CoreDNS that only forwards
+    // a stub zone over TCP does not.
+    let binds = blocks
+        .iter()
+        .any(|b| b.directives.iter().any(|d| d.name == "bind"));
+    no_kubernetes && forwards_a_zone_over_tcp && binds
 }
 
 /// NodeLocal DNSCache's Corefile as kubewire's node-local mode with the
@@ -62,12 +97,7 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
     for block in ordered {
         let block_zones = block.zones();
         let root = block_zones.iter().any(String::is_empty);
-        let port = block
-            .keys
-            .first()
-            .and_then(|k| k.rsplit_once(':'))
-            .map_or("53", |(_, p)| p)
-            .to_string();
+        let port = block.port();
         let block_forward = block.root_forward();
         if !root {
             zones.extend(block_zones.iter().cloned());
@@ -86,7 +116,10 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
                         } else {
                             host.as_str()
                         };
-                        if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+                        if host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_unspecified())
+                        {
                             b.cannot(line, host, "kubewire puts its addresses on an interface, and this is none; name the link-local address (169.254.20.10)");
                             continue;
                         }
@@ -97,7 +130,11 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
                         if !addresses.iter().any(|a| a == host) {
                             addresses.push(host.to_string());
                         }
-                        let bracketed = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+                        let bracketed = if host.contains(':') {
+                            format!("[{host}]")
+                        } else {
+                            host.to_string()
+                        };
                         let address = format!("{bracketed}:{port}");
                         if !listen.contains(&address) {
                             listen.push(address);
@@ -109,11 +146,7 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
                         cache(b, directive);
                         cache_from = Some(line);
                     }
-                    Some(from) => b.note(
-                        line,
-                        &text,
-                        &format!("kubewire has one cache for every forwarded name; the cache of line {from} applies"),
-                    ),
+                    Some(from) => tighter_caps(b, directive, from),
                 },
                 "forward" if block_forward.is_some_and(|f| std::ptr::eq(f, directive)) => {
                     let upstreams: Vec<String> = directive.args[1..].to_vec();
@@ -130,9 +163,17 @@ pub(super) fn node_local(b: &mut Builder, blocks: &[ServerBlock]) {
                     }
                     for option in &directive.block {
                         if option.name == "force_tcp" {
-                            b.note(option.line, &option.text(), "kubewire always asks the cluster upstreams over TCP");
+                            b.note(
+                                option.line,
+                                &option.text(),
+                                "kubewire always asks the cluster upstreams over TCP",
+                            );
                         } else {
-                            b.cannot(option.line, &option.text(), "an option of the cluster zones' forward; not translated");
+                            b.cannot(
+                                option.line,
+                                &option.text(),
+                                "an option of the cluster zones' forward; not translated",
+                            );
                         }
                     }
                     match &cluster_upstreams {

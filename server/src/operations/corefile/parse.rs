@@ -26,17 +26,25 @@ pub(super) struct ServerBlock {
     pub(super) directives: Vec<Directive>,
 }
 
+/// A server block key (`dns://cluster.local.:53`, `.:5353`, `example.org`)
+/// as its zone, as written, and its port (53 when none is given).
+pub(super) fn split_key(key: &str) -> (&str, &str) {
+    let key = key.strip_prefix("dns://").unwrap_or(key);
+    key.rsplit_once(':').unwrap_or((key, "53"))
+}
+
 impl ServerBlock {
     /// The block's zones, without port or trailing dot (the root is "").
     pub(super) fn zones(&self) -> Vec<String> {
         self.keys
             .iter()
-            .map(|key| {
-                let key = key.strip_prefix("dns://").unwrap_or(key);
-                let zone = key.rsplit_once(':').map_or(key, |(zone, _)| zone);
-                zone.trim_end_matches('.').to_string()
-            })
+            .map(|key| split_key(key).0.trim_end_matches('.').to_string())
             .collect()
+    }
+
+    /// The port of the block's first key (53 when none is given).
+    pub(super) fn port(&self) -> &str {
+        self.keys.first().map_or("53", |key| split_key(key).1)
     }
 
     /// The block's `forward . UPSTREAMS…`, if it has one.

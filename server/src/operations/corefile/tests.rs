@@ -356,9 +356,10 @@ fn nodelocal_dnscaches_corefile_translates_into_node_local_mode() {
             .collect::<Vec<_>>(),
         ["/etc/resolv.conf"]
     );
-    // The root block's `cache 30`: kubewire has one cache.
+    // The root block's `cache 30`, with the cluster block's shorter
+    // denial cap: kubewire has one cache, and no answer outlives its block.
     assert_eq!(config.cache.max_ttl_s, 30);
-    assert_eq!(config.cache.denial_max_ttl_s, 30);
+    assert_eq!(config.cache.denial_max_ttl_s, 5);
     assert_eq!(
         config.http.metrics_addr.0,
         Some("0.0.0.0:9253".parse().unwrap())
@@ -366,6 +367,25 @@ fn nodelocal_dnscaches_corefile_translates_into_node_local_mode() {
     assert_eq!(
         config.http.health_addr.0,
         Some("169.254.20.10:8080".parse().unwrap())
+    );
+}
+
+#[test]
+fn one_tls_servername_serves_every_tls_upstream() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  forward . tls://1.1.1.1 tls://1.0.0.1 {\n    tls_servername cloudflare-dns.com\n  }\n}\n\
+         corp.example:53 {\n  forward . tls://192.0.2.1%dns.corp.example\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.forward.tls_servername, "cloudflare-dns.com");
+    // The stub domain's own name differs: kubewire has one, so it says so.
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    assert!(
+        t.untranslated[0].contains("dns.corp.example"),
+        "{:?}",
+        t.untranslated
     );
 }
 

@@ -2,9 +2,10 @@
 //! table, its UDP sockets and its TCP listeners.
 //!
 //! Tasks on a core share the table through `Rc<RefCell<_>>`: one thread, no
-//! lock. Updates from the control plane are applied by the core's root task,
-//! which only runs when the query tasks yield, so an update never lands in
-//! the middle of a batch.
+//! lock. Updates from the control plane are applied by the core's root task
+//! when woken, and by the UDP loops between two batches while datagrams
+//! flow (`apply_waiting_updates`), so an update never lands in the middle
+//! of a batch.
 #![allow(unsafe_code)] // wrapping our own raw socket fds for glommio
 
 use crate::operations::config::UdpIo;
@@ -105,7 +106,7 @@ pub struct CoreSetup {
     pub tcp: TcpLimits,
     /// This core's counters; `None` when metrics are off.
     pub metrics: Option<Arc<CoreMetrics>>,
-    /// Query log settings, shared by every core.
+    /// How the query log samples, shared by every core.
     pub query_log: Arc<QueryLogSampling>,
     /// What is forwarded, and where; `None` when nothing is.
     pub forward: Option<Arc<crate::resolving::ForwardPlan>>,
@@ -166,7 +167,7 @@ struct Shared {
     table: Table,
     updates: Rc<DeltaReceiver>,
     metrics: Option<Arc<CoreMetrics>>,
-    query_log_settings: Arc<QueryLogSampling>,
+    query_log_sampling: Arc<QueryLogSampling>,
     query_log: Rc<RefCell<QueryLog>>,
     /// Everything the table cannot finish alone goes here.
     resolver: Rc<Resolver>,
@@ -226,7 +227,7 @@ async fn run(mut setup: CoreSetup) {
         table,
         updates: Rc::new(setup.updates),
         metrics: setup.metrics,
-        query_log_settings: setup.query_log,
+        query_log_sampling: setup.query_log,
         query_log: Rc::new(RefCell::new(QueryLog::default())),
         resolver: Rc::new(resolver),
     };

@@ -115,7 +115,7 @@ pub(super) async fn serve_udp_batched(
         // Every query of a batch is charged the batch's time, from its
         // arrival in our hands to its reply leaving: one clock read per
         // batch, not two per query.
-        let log_interval = QueryLog::interval(&shared.query_log_settings);
+        let log_interval = QueryLog::interval(&shared.query_log_sampling);
         let started =
             (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
         apply_waiting_updates(&shared);
@@ -161,7 +161,7 @@ pub(super) async fn serve_udp_batched(
             let took = started.map(|s| s.elapsed()).unwrap_or_default();
             for &(i, rcode) in &picked {
                 query_log.write(
-                    &shared.query_log_settings,
+                    &shared.query_log_sampling,
                     batch.peer(i),
                     batch.query(i),
                     rcode,
@@ -281,11 +281,11 @@ pub(super) fn finish_one(
     if let Some(metrics) = &shared.metrics {
         metrics.took(listen, 1, elapsed_ns(started));
     }
-    if let Some(interval) = QueryLog::interval(&shared.query_log_settings) {
+    if let Some(interval) = QueryLog::interval(&shared.query_log_sampling) {
         let mut query_log = shared.query_log.borrow_mut();
         if query_log.pick(interval) {
             query_log.write(
-                &shared.query_log_settings,
+                &shared.query_log_sampling,
                 client,
                 query,
                 rcode,

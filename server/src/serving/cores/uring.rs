@@ -118,7 +118,7 @@ pub(super) async fn serve_udp_uring(
             glommio::timer::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let log_interval = QueryLog::interval(&shared.query_log_settings);
+        let log_interval = QueryLog::interval(&shared.query_log_sampling);
         let started =
             (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
         super::apply_waiting_updates(&shared);
@@ -201,7 +201,7 @@ pub(super) async fn serve_udp_uring(
             let mut query_log = shared.query_log.borrow_mut();
             let took = started.map(|s| s.elapsed()).unwrap_or_default();
             for (client, query, rcode) in picked.drain(..) {
-                query_log.write(&shared.query_log_settings, client, &query, rcode, took);
+                query_log.write(&shared.query_log_sampling, client, &query, rcode, took);
             }
         }
         if last_yield.elapsed() >= YIELD_EVERY || glommio::executor().need_preempt() {
