@@ -147,6 +147,11 @@ impl Config {
                 if find_key(&full).is_none() {
                     return Err(unknown_key(&spans, key.span().start, &full, Some(section)));
                 }
+                if full == "forward.stub_domains"
+                    && let Some(zones) = value.get_ref().as_table()
+                {
+                    refuse_repeated_zones(&spans, zones)?;
+                }
                 spans
                     .keys
                     .insert(full, key.span().start..value.span().end.max(key.span().end));
@@ -464,6 +469,27 @@ impl Config {
         }
         out
     }
+}
+
+/// Zones of `forward.stub_domains` that are one name written twice
+/// (`Corp.example` and `corp.example.`): TOML sees two keys, kubewire one
+/// zone, and one list of upstreams would be lost without a word.
+fn refuse_repeated_zones(spans: &Spans, zones: &toml::de::DeTable<'_>) -> Result<(), ConfigError> {
+    let mut seen: Vec<(DnsName, &str)> = Vec::new();
+    for (zone, _) in zones {
+        let text = zone.get_ref().as_ref();
+        let Ok(name) = text.parse::<DnsName>() else {
+            continue;
+        };
+        if let Some((_, first)) = seen.iter().find(|(held, _)| *held == name) {
+            return Err(ConfigError::new(format!(
+                "{}: forward.stub_domains: {text:?} and {first:?} are the same zone; give its upstreams once",
+                spans.at(zone.span().start)
+            )));
+        }
+        seen.push((name, text));
+    }
+    Ok(())
 }
 
 fn unknown_key(spans: &Spans, offset: usize, key: &str, section: Option<&str>) -> ConfigError {

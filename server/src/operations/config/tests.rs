@@ -202,3 +202,17 @@ fn a_tls_servername_that_is_no_name_is_refused_at_load() {
     // The OS's reason stays in the words.
     assert!(upstream.contains("No such file or directory"), "{upstream}");
 }
+
+#[test]
+fn a_stub_domain_written_twice_is_refused_not_merged() {
+    let error = Config::parse(
+        "k.toml",
+        "[forward]\nstub_domains = { \"Corp.example\" = [\"192.0.2.1\"], \"corp.example.\" = [\"192.0.2.2\"] }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("are the same zone; give its upstreams once"),
+        "{error}"
+    );
+}
