@@ -581,15 +581,29 @@ impl RealApi {
         self.runtime.block_on(future)
     }
 
+    /// The API server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.apiserver_addr
+    }
+
     /// Writes a kubeconfig that authenticates with `token` into `dir`.
     pub fn write_kubeconfig(&self, dir: &Path, token: &str) -> std::io::Result<PathBuf> {
+        self.write_kubeconfig_at(dir, token, self.apiserver_addr)
+    }
+
+    /// [`RealApi::write_kubeconfig`] with the server at `addr`, a relay's
+    /// in front of the API server (on loopback, which its certificate
+    /// names).
+    pub fn write_kubeconfig_at(
+        &self,
+        dir: &Path,
+        token: &str,
+        addr: SocketAddr,
+    ) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("kubeconfig");
         let ca_file = self.dir.join("ca.crt");
-        std::fs::write(
-            &path,
-            kubeconfig_text(&self.apiserver_addr, &ca_file, token),
-        )?;
+        std::fs::write(&path, kubeconfig_text(&addr, &ca_file, token))?;
         Ok(path)
     }
 

@@ -645,3 +645,123 @@ fn node_local_watches_only_its_own_nodes_pods() {
         assert!(line.contains(" pods=2 "), "{line}");
     });
 }
+
+/// Whether a watch of Services from `resource_version`, without bookmarks,
+/// is refused with 410 Gone: the API server's watch cache no longer holds
+/// the events after it.
+fn expired(api: &RealApi, resource_version: &str) -> bool {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, WatchEvent, WatchParams};
+    let services: Api<Service> = Api::all(api.client());
+    let params = WatchParams::default().disable_bookmarks().timeout(1);
+    api.block_on(async {
+        match services.watch(&params, resource_version).await {
+            Err(kube::Error::Api(status)) => status.code == 410,
+            Err(error) => panic!("watching Services from {resource_version}: {error}"),
+            Ok(stream) => matches!(
+                stream.boxed().next().await,
+                Some(Ok(WatchEvent::Error(e))) if e.code == 410
+            ),
+        }
+    })
+}
+
+/// Bookmarks: kubewire's Service watch selects by label, so the changes of
+/// an unlabelled Service pass it by. After the API server's watch cache has
+/// let go of every event since kubewire's list (events older than its 75 s
+/// window are dropped once it is full), a watch resumed from the list's
+/// resourceVersion gets 410 Gone and must relist. A client that took the
+/// cache's bookmarks (sent about once a minute) resumes from the bookmark
+/// instead. The test cuts kubewire's connections at that point, through a
+/// relay, and checks that it resumed without a relist.
+#[test]
+fn a_watch_cut_after_its_window_passed_resumes_from_the_last_bookmark() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, ListParams};
+    let Some(api) = own() else { return };
+    let ns = "bookmarks";
+    let labelled = |name: &str, ip: &str| {
+        let mut service = fake_api::service(ns, name, ip, &[("http", 80)]);
+        service["metadata"]["labels"] = json!({"dns": "served"});
+        service
+    };
+    let noise = |round: usize| {
+        let mut service = fake_api::service(ns, "noise", "10.96.56.9", &[("http", 80)]);
+        service["metadata"]["annotations"] = json!({"round": round.to_string()});
+        service
+    };
+    apply_all(
+        &api,
+        &[
+            fake_api::namespace(ns),
+            labelled("kept", "10.96.56.1"),
+            noise(0),
+        ],
+    );
+    let relay = common::relay::Relay::start(api.addr());
+    let dir = tempdir("real-bookmarks");
+    let kubeconfig = api
+        .write_kubeconfig_at(&dir, peers::ADMIN_TOKEN, relay.addr)
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let args = [
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--cores",
+        "1",
+        "--labels",
+        "dns=served",
+    ];
+    let mut server = Server::spawn(&args, addr);
+    server.wait_for_log(READY_LINE, Duration::from_secs(30));
+    let kept = "kept.bookmarks.svc.cluster.local";
+    time_until(&server, kept, &[format!("{kept}. A 10.96.56.1")]);
+    // At or after kubewire's own list: if this one expires, so has
+    // kubewire's, unless a bookmark moved it on.
+    let services: Api<Service> = Api::all(api.client());
+    let listed = api
+        .block_on(services.list_metadata(&ListParams::default().labels("dns=served")))
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    for round in 1..=20 {
+        api.apply(&noise(round)).unwrap();
+    }
+    // Past the window (75 s) for those events, with a bookmark (each
+    // minute) sent in between.
+    std::thread::sleep(Duration::from_secs(80));
+    let mut round = 20;
+    while !expired(&api, &listed) {
+        round += 1;
+        assert!(
+            round < 3000,
+            "the watch cache still holds the events after {listed}"
+        );
+        api.apply(&noise(round)).unwrap();
+    }
+    let relists = |server: &mut Server| {
+        let (_, text) = http_get(server.http_addr("metrics"), "/metrics");
+        metric(&text, "kubewire_relists_total{kind=\"Service\"}")
+    };
+    let before = relists(&mut server);
+    let accepted = relay.accepted();
+    assert!(
+        relay.cut() > 0,
+        "kubewire's connections went through the relay"
+    );
+    api.apply(&labelled("after", "10.96.56.2")).unwrap();
+    let after = "after.bookmarks.svc.cluster.local";
+    time_until(&server, after, &[format!("{after}. A 10.96.56.2")]);
+    assert!(relay.accepted() > accepted, "kubewire connected again");
+    assert_eq!(
+        relists(&mut server),
+        before,
+        "kubewire relisted Services: its watch resumed from before the window, not from a bookmark"
+    );
+    assert_eq!(
+        answers(&server.udp(kept, RecordType::A)),
+        [format!("{kept}. A 10.96.56.1")]
+    );
+}

@@ -10,6 +10,7 @@
 )]
 
 pub mod netns;
+pub mod relay;
 pub mod upstream;
 
 use hickory_proto::op::{Edns, Message, Query};
