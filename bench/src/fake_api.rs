@@ -360,7 +360,26 @@ impl Drop for FakeApi {
 
 /// Stores an object under a new resourceVersion and records its event;
 /// returns the resourceVersion (0 for a kind not served).
+/// What the real API server refuses and the fake would otherwise take: a
+/// Service with a cluster IP and no ports (`spec.ports: Required value`).
+/// The real one is right; a fixture the fake took would not run against it.
+fn refused(object: &Value) -> Option<String> {
+    let spec = &object["spec"];
+    let no_ports = spec["ports"].as_array().is_none_or(Vec::is_empty);
+    let needs_ports =
+        spec["type"].as_str() != Some("ExternalName") && spec["clusterIP"].as_str() != Some("None");
+    (object["kind"] == "Service" && needs_ports && no_ports).then(|| {
+        format!(
+            "Service {}/{}: spec.ports: Required value (the real API server refuses a Service with a cluster IP and no ports)",
+            object["metadata"]["namespace"], object["metadata"]["name"]
+        )
+    })
+}
+
 fn insert(state: &mut State, mut object: Value) -> u64 {
+    if let Some(why) = refused(&object) {
+        panic!("{why}");
+    }
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let Some((path, ..)) = RESOURCES.iter().find(|r| r.3 == kind) else {
         return 0;

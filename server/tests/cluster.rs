@@ -152,7 +152,7 @@ fn adds_updates_and_deletes_are_served() {
 fn the_api_server_dies_and_comes_back() {
     let mut api = FakeApi::start().unwrap();
     api.apply(namespace("default"));
-    api.apply(service("default", "stable", "10.96.8.1", &[]));
+    api.apply(service("default", "stable", "10.96.8.1", &[("http", 80)]));
     let mut server = start_against(&api, &[]);
     server.wait_for_log(READY_LINE, Duration::from_secs(20));
     let prober = Prober::start(
@@ -164,7 +164,7 @@ fn the_api_server_dies_and_comes_back() {
     api.stop();
     server.wait_for_log("watch failed", Duration::from_secs(10));
     // Changes made while kubewire cannot see them.
-    api.apply(service("default", "newcomer", "10.96.8.2", &[]));
+    api.apply(service("default", "newcomer", "10.96.8.2", &[("http", 80)]));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         a_records(&server, "newcomer.default.svc.cluster.local").0,
@@ -196,8 +196,8 @@ fn the_api_server_dies_and_comes_back() {
 fn a_forced_relist_never_gives_a_wrong_answer() {
     let api = FakeApi::start().unwrap();
     api.apply(namespace("default"));
-    api.apply(service("default", "stable", "10.96.9.1", &[]));
-    api.apply(service("default", "doomed", "10.96.9.2", &[]));
+    api.apply(service("default", "stable", "10.96.9.1", &[("http", 80)]));
+    api.apply(service("default", "doomed", "10.96.9.2", &[("http", 80)]));
     let mut server = start_against(&api, &[]);
     server.wait_for_log(READY_LINE, Duration::from_secs(20));
     let prober = Prober::start(
@@ -228,11 +228,11 @@ fn a_forced_relist_never_gives_a_wrong_answer() {
 fn a_relist_keeps_the_last_good_version_of_an_object_that_fails_conversion() {
     let api = FakeApi::start().unwrap();
     api.apply(namespace("default"));
-    api.apply(service("default", "stable", "10.96.9.1", &[]));
+    api.apply(service("default", "stable", "10.96.9.1", &[("http", 80)]));
     let mut server = start_against(&api, &[]);
     server.wait_for_log(READY_LINE, Duration::from_secs(20));
     // A broken edit arrives as a watch event: skipped, the old one serves.
-    api.apply(service("default", "stable", "10.96.9.999", &[]));
+    api.apply(service("default", "stable", "10.96.9.999", &[("http", 80)]));
     server.wait_for_log("10.96.9.999", Duration::from_secs(10));
     let want = (
         0,
@@ -252,7 +252,7 @@ fn a_relist_keeps_the_last_good_version_of_an_object_that_fails_conversion() {
 fn no_api_server_at_start() {
     let mut api = FakeApi::start().unwrap();
     api.apply(namespace("default"));
-    api.apply(service("default", "late", "10.96.10.1", &[]));
+    api.apply(service("default", "late", "10.96.10.1", &[("http", 80)]));
     api.stop();
     let mut server = start_against(&api, &["--startup-timeout-ms", "60000"]);
     let ready = server.http_addr("ready");
@@ -396,11 +396,11 @@ fn namespace_and_label_filters() {
     for ns in ["a", "b"] {
         api.apply(namespace(ns));
     }
-    let mut labelled = service("a", "one", "10.96.11.1", &[]);
+    let mut labelled = service("a", "one", "10.96.11.1", &[("http", 80)]);
     labelled["metadata"]["labels"] = serde_json::json!({"dns": "yes"});
     api.apply(labelled);
-    api.apply(service("a", "two", "10.96.11.2", &[]));
-    let mut other = service("b", "three", "10.96.11.3", &[]);
+    api.apply(service("a", "two", "10.96.11.2", &[("http", 80)]));
+    let mut other = service("b", "three", "10.96.11.3", &[("http", 80)]);
     other["metadata"]["labels"] = serde_json::json!({"dns": "yes"});
     api.apply(other);
     let mut server = start_against(&api, &["--namespaces", "a", "--labels", "dns=yes"]);
@@ -422,7 +422,7 @@ fn namespace_and_label_filters() {
 fn a_rotated_token_is_picked_up() {
     let api = FakeApi::start().unwrap();
     api.apply(namespace("default"));
-    api.apply(service("default", "web", "10.96.12.1", &[]));
+    api.apply(service("default", "web", "10.96.12.1", &[("http", 80)]));
     let dir = tempdir("token");
     let token = dir.join("token");
     std::fs::write(&token, "first-token").unwrap();
