@@ -210,6 +210,7 @@ fn serve(
         Arc::new(
             metrics::Scrape::new(
                 &config.dns.listen,
+                &config.tls.listen,
                 counters.cores,
                 Arc::clone(&control_metrics),
                 (
@@ -379,6 +380,19 @@ struct Counters {
     cache: Vec<Arc<metrics::CacheMetrics>>,
 }
 
+/// The certificate DNS over TLS is served with, read at start; `None` when
+/// `tls.listen` is empty.
+fn served_tls(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    if config.tls.listen.is_empty() {
+        return Ok(None);
+    }
+    let served = operations::tls::server_config(&config.tls).context(
+        "DNS over TLS cannot start: fix the certificate files or leave tls.listen empty",
+    )?;
+    tracing::info!(listen = ?config.tls.listen, cert_file = %config.tls.cert_file, mutual = !config.tls.client_ca_file.is_empty(), "serving DNS over TLS");
+    Ok(Some(served))
+}
+
 /// Opens every core's sockets and starts the cores, each with its end of
 /// the delta hub, its wake-up socket and, when names are cached, its
 /// mailbox.
@@ -436,7 +450,9 @@ fn spawn_cores(
     } else {
         None
     };
+    let served = served_tls(config)?;
     let mut handles = Vec::new();
+    let mut tls_reloads = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
         let updates = hub.subscribe(|| compiler.snapshot());
         let mut udp_fds = Vec::new();
@@ -445,8 +461,26 @@ fn spawn_cores(
             udp_fds.push(preflight::udp_socket(addr, !join_when_synced)?);
             tcp_fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
         }
-        let core_metrics =
-            metrics_on.then(|| Arc::new(metrics::CoreMetrics::new(config.dns.listen.len())));
+        let tls = match &served {
+            Some(served) => {
+                let mut fds = Vec::new();
+                for &addr in &config.tls.listen {
+                    fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
+                }
+                let (reload, reloads) = crossbeam_channel::unbounded();
+                tls_reloads.push(reload);
+                Some(cores::TlsSetup {
+                    fds,
+                    addrs: config.tls.listen.clone(),
+                    config: Arc::clone(served),
+                    reloads,
+                    handshake_timeout_ms: config.tls.handshake_timeout_ms,
+                })
+            }
+            None => None,
+        };
+        let listens = config.dns.listen.len() + config.tls.listen.len();
+        let core_metrics = metrics_on.then(|| Arc::new(metrics::CoreMetrics::new(listens)));
         if let Some(core_metrics) = &core_metrics {
             counters
                 .cores
@@ -475,6 +509,7 @@ fn spawn_cores(
             udp_fds,
             tcp_fds,
             bind_when_synced: join_when_synced.then(|| config.dns.listen.clone()),
+            tls,
             updates,
             wake_fd: wake_end.into(),
             shutdown: Arc::clone(shutdown),
@@ -494,6 +529,10 @@ fn spawn_cores(
             // glommio's error is not Send, so anyhow cannot hold it as a source.
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
+    }
+    if !tls_reloads.is_empty() {
+        operations::tls::spawn_reloader(config.tls.clone(), tls_reloads, Arc::clone(shutdown))
+            .context("starting the thread that reloads the DNS-over-TLS certificate")?;
     }
     Ok(Cores {
         handles,

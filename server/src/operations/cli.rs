@@ -181,6 +181,61 @@ pub struct Flags {
     )]
     pub tcp_max_connections: Option<usize>,
 
+    /// Addresses served over DNS over TLS, comma-separated [default: none].
+    #[arg(
+        long = "tls-listen",
+        global = true,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        env = "KUBEWIRE_TLS_LISTEN"
+    )]
+    pub tls_listen: Option<Vec<SocketAddr>>,
+
+    /// The served certificate chain, PEM.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KUBEWIRE_TLS_CERT_FILE"
+    )]
+    pub tls_cert_file: Option<String>,
+
+    /// The served certificate's private key, PEM.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KUBEWIRE_TLS_KEY_FILE"
+    )]
+    pub tls_key_file: Option<String>,
+
+    /// CAs a DNS-over-TLS client's certificate must chain to (mutual TLS); none by default.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KUBEWIRE_TLS_CLIENT_CA_FILE"
+    )]
+    pub tls_client_ca_file: Option<String>,
+
+    /// Close a TLS connection whose handshake takes longer [default: 5000].
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        env = "KUBEWIRE_TLS_HANDSHAKE_TIMEOUT_MS"
+    )]
+    pub tls_handshake_timeout_ms: Option<u64>,
+
+    /// Check the certificate files for a change this often [default: 2000].
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        env = "KUBEWIRE_TLS_RELOAD_CHECK_MS"
+    )]
+    pub tls_reload_check_ms: Option<u64>,
+
     /// UDP I/O: `batched` (recvmmsg/sendmmsg), `io_uring` or `glommio` [default: batched].
     #[arg(
         long,
@@ -276,6 +331,15 @@ impl Flags {
         set(&mut config.dns.udp_io, &self.udp_io);
         set(&mut config.tcp.idle_timeout_ms, &self.tcp_idle_timeout_ms);
         set(&mut config.tcp.max_connections, &self.tcp_max_connections);
+        set(&mut config.tls.listen, &self.tls_listen);
+        set(&mut config.tls.cert_file, &self.tls_cert_file);
+        set(&mut config.tls.key_file, &self.tls_key_file);
+        set(&mut config.tls.client_ca_file, &self.tls_client_ca_file);
+        set(
+            &mut config.tls.handshake_timeout_ms,
+            &self.tls_handshake_timeout_ms,
+        );
+        set(&mut config.tls.reload_check_ms, &self.tls_reload_check_ms);
         set(&mut config.lifecycle.lameduck_ms, &self.lameduck_ms);
         set(&mut config.forward.to, &self.forward);
         set(&mut config.log.level, &self.log_level);
@@ -333,6 +397,12 @@ mod tests {
         ("--endpoint-pod-names", Some("true")),
         ("--tcp-idle-timeout-ms", Some("1")),
         ("--tcp-max-connections", Some("1")),
+        ("--tls-listen", Some("127.0.0.2:853")),
+        ("--tls-cert-file", Some("/tmp/tls.crt")),
+        ("--tls-key-file", Some("/tmp/tls.key")),
+        ("--tls-client-ca-file", Some("/tmp/ca.crt")),
+        ("--tls-handshake-timeout-ms", Some("1")),
+        ("--tls-reload-check-ms", Some("1")),
         ("--udp-io", Some("glommio")),
         ("--forward", Some("192.0.2.1")),
         ("--lameduck-ms", Some("1")),

@@ -1,5 +1,5 @@
 //! Running kubewire: flags and configuration, the Corefile translation,
-//! start-up checks, logging and metrics.
+//! start-up checks, logging, metrics and the served TLS certificate.
 
 pub mod cli;
 pub mod config;
@@ -10,3 +10,4 @@ pub mod logging;
 pub mod metrics;
 pub mod nodelocal;
 pub mod preflight;
+pub mod tls;

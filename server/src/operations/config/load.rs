@@ -231,9 +231,46 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return fail("tcp.max_connections", "must be at least 1");
         }
+        self.validate_tls(&fail)?;
         self.validate_forward(&fail)?;
         self.validate_cache(&fail)?;
         self.validate_node_local(&fail)
+    }
+
+    fn validate_tls(
+        &self,
+        fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if tls.listen.is_empty() {
+            return Ok(());
+        }
+        for key in [
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+        ] {
+            if key.1.is_empty() {
+                return fail(
+                    key.0,
+                    "tls.listen is set, so a certificate is needed: give tls.cert_file and tls.key_file (PEM files, as a Kubernetes TLS Secret holds)",
+                );
+            }
+        }
+        if let Some(addr) = tls.listen.iter().find(|a| self.dns.listen.contains(a)) {
+            return fail(
+                "tls.listen",
+                &format!(
+                    "{addr} is also in dns.listen; DNS over TLS needs a port of its own (853)"
+                ),
+            );
+        }
+        if tls.handshake_timeout_ms == 0 {
+            return fail("tls.handshake_timeout_ms", "must be at least 1");
+        }
+        if tls.reload_check_ms == 0 {
+            return fail("tls.reload_check_ms", "must be at least 1");
+        }
+        Ok(())
     }
 
     fn validate_node_local(

@@ -51,6 +51,8 @@ pub struct Config {
     pub log: Log,
     /// TCP limits.
     pub tcp: Tcp,
+    /// DNS over TLS, served.
+    pub tls: TlsServing,
     /// Forwarding of names outside the cluster zones.
     pub forward: Forward,
     /// The cache of forwarded answers.
@@ -438,6 +440,39 @@ impl Default for Tcp {
         Tcp {
             idle_timeout_ms: 10_000,
             max_connections: 1024,
+        }
+    }
+}
+
+/// `[tls]`: DNS over TLS served (RFC 7858), from the same table, forwarding
+/// and cache as UDP and TCP, under the TCP limits (one connection cap per
+/// core for both).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsServing {
+    /// Addresses served over DNS over TLS; empty: none.
+    pub listen: Vec<SocketAddr>,
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: String,
+    /// Its private key, PEM.
+    pub key_file: String,
+    /// CAs a client certificate must chain to; empty: none is asked.
+    pub client_ca_file: String,
+    /// A handshake must finish within this.
+    pub handshake_timeout_ms: u64,
+    /// How often the files are checked for a new certificate.
+    pub reload_check_ms: u64,
+}
+
+impl Default for TlsServing {
+    fn default() -> TlsServing {
+        TlsServing {
+            listen: Vec::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            handshake_timeout_ms: 5_000,
+            reload_check_ms: 2_000,
         }
     }
 }

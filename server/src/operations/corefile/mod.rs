@@ -4,8 +4,9 @@
 //! Two shapes translate:
 //! - a cluster DNS Corefile (kubeadm's): the first server block's
 //!   `kubernetes`, `forward`, `cache`, `autopath`, `k8s_external`, `health`,
-//!   `ready` and `prometheus`, and further blocks on its port that forward
-//!   their zones (stub domains);
+//!   `ready` and `prometheus`, further blocks on its port that forward
+//!   their zones (stub domains), and `tls://` blocks (DNS over TLS served
+//!   from the same answers, with the `tls` directive's files);
 //! - NodeLocal DNSCache's Corefile (zone blocks forwarded to kube-dns with
 //!   `force_tcp`, and `.` forwarded to the node's resolvers): node-local
 //!   mode with the cluster zones forwarded.
@@ -23,6 +24,7 @@ mod forward;
 mod kubernetes;
 mod node_local;
 mod parse;
+mod tls;
 
 use cache::{cache, judge_cache_disables};
 use forward::{forward, stub_domain_block};
@@ -30,6 +32,7 @@ use kubernetes::{k8s_external, kubernetes};
 use node_local::{PILLAR_LOCAL_DNS, is_node_local, node_local};
 use parse::{Directive, ServerBlock, go_duration_ms, parse, split_key};
 use std::collections::BTreeMap;
+use tls::{is_tls_block, tls_block};
 
 /// The result of a translation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +235,9 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
     // name) come first.
     let first_port = first.port();
     for other in others {
-        if other.keys.iter().all(|k| split_key(k).1 == first_port) {
+        if is_tls_block(other) {
+            tls_block(&mut b, other, first);
+        } else if other.keys.iter().all(|k| split_key(k).1 == first_port) {
             stub_domain_block(&mut b, other);
         } else {
             b.cannot(

@@ -421,3 +421,65 @@ fn a_node_local_corefile_with_its_cluster_address_and_bind_placeholders() {
         t.untranslated
     );
 }
+
+#[test]
+fn a_tls_block_serves_dns_over_tls_from_the_first_blocks_answers() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  errors\n  kubernetes cluster.local\n  forward . 192.0.2.53\n  cache 30\n}\n\
+         tls://.:853 {\n  tls /etc/tls/tls.crt /etc/tls/tls.key /etc/tls/ca.crt {\n    client_auth require_and_verify\n  }\n  errors\n  kubernetes cluster.local\n  forward . 192.0.2.53\n  cache 30\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.tls.listen, ["0.0.0.0:853".parse().unwrap()]);
+    assert_eq!(config.tls.cert_file, "/etc/tls/tls.crt");
+    assert_eq!(config.tls.key_file, "/etc/tls/tls.key");
+    assert_eq!(config.tls.client_ca_file, "/etc/tls/ca.crt");
+    assert!(
+        t.toml.contains("# from Corefile:7: tls://.:853"),
+        "{}",
+        t.toml
+    );
+
+    // A CA without client_auth asks nothing, as in CoreDNS; a plugin of the
+    // TLS block's own, or a client_auth kubewire lacks, is listed.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n}\n\
+         tls://.:8853 {\n  bind 10.0.0.1\n  tls a.crt a.key ca.crt\n  kubernetes cluster.local\n  rewrite name foo bar\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.tls.listen, ["10.0.0.1:8853".parse().unwrap()]);
+    assert_eq!(config.tls.client_ca_file, "");
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    assert!(
+        t.untranslated[0].contains("rewrite name foo bar"),
+        "{:?}",
+        t.untranslated
+    );
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n}\ntls://.:853 {\n  tls a.crt a.key ca.crt {\n    client_auth verify_if_given\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(
+        t.untranslated[0].contains("client_auth verify_if_given"),
+        "{:?}",
+        t.untranslated
+    );
+
+    // Without a certificate there is nothing to serve TLS with.
+    let error = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n}\ntls://.:853 {\n  kubernetes cluster.local\n}\n",
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("Corefile:4: tls://.:853: a tls:// block without `tls CERT KEY`"),
+        "{error}"
+    );
+}

@@ -155,6 +155,32 @@ pub struct Answered {
     pub response_len: usize,
 }
 
+/// How a TLS handshake ended (`kubewire_tls_handshakes_total`'s `outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Done: the connection serves queries.
+    Done,
+    /// Refused or broken (no shared version or cipher, a bad client
+    /// certificate, not TLS at all).
+    Failed,
+    /// Not finished within `tls.handshake_timeout_ms`.
+    TimedOut,
+}
+
+impl Handshake {
+    /// Every outcome, in counter order.
+    pub const ALL: [Handshake; 3] = [Handshake::Done, Handshake::Failed, Handshake::TimedOut];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Handshake::Done => "done",
+            Handshake::Failed => "failed",
+            Handshake::TimedOut => "timed_out",
+        }
+    }
+}
+
 /// One core's counters. Written only by that core.
 #[derive(Debug)]
 pub struct CoreMetrics {
@@ -173,6 +199,8 @@ pub struct CoreMetrics {
     response_size_sum: Box<[AtomicU64]>,
     /// Datagrams that were not DNS queries and got no reply.
     dropped: AtomicU64,
+    /// `[listen][outcome]`: TLS handshakes.
+    handshakes: Box<[AtomicU64]>,
     /// `[listen]`: queries autopath answered from a later search candidate.
     autopath_success: Box<[AtomicU64]>,
     delta_latency: Box<[AtomicU64]>,
@@ -194,6 +222,7 @@ impl CoreMetrics {
             response_size: counters(listens * 2 * size_slots),
             response_size_sum: counters(listens * 2),
             dropped: AtomicU64::new(0),
+            handshakes: counters(listens * Handshake::ALL.len()),
             autopath_success: counters(listens),
             delta_latency: counters(DELTA_BOUNDS_NS.len() + 1),
             delta_latency_sum_ns: AtomicU64::new(0),
@@ -266,6 +295,16 @@ impl CoreMetrics {
     /// A datagram that was not a DNS query got no reply.
     pub fn dropped(&self) {
         bump(&self.dropped, 1);
+    }
+
+    /// A TLS handshake on `listen` ended so.
+    pub fn handshake(&self, listen: usize, outcome: Handshake) {
+        if let Some(counter) = self
+            .handshakes
+            .get(listen * Handshake::ALL.len() + outcome as usize)
+        {
+            bump(counter, 1);
+        }
     }
 
     /// Records how long an update took from publication to applied.

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 pub struct Scrape {
     /// `server` label per listen address.
     pub servers: Vec<String>,
+    /// How many of them serve TLS (the last ones).
+    pub tls_servers: usize,
     /// `family` label per listen address.
     pub families: Vec<&'static str>,
     /// Per core: its CPU, its counters and its status.
@@ -30,9 +32,11 @@ pub struct Scrape {
 }
 
 impl Scrape {
-    /// Labels for the listen addresses.
+    /// Labels for the listen addresses, plain (`dns://`) then DNS over TLS
+    /// (`tls://`), in the order the cores count them.
     pub fn new(
         listen: &[SocketAddr],
+        tls_listen: &[SocketAddr],
         cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
         control: Arc<ControlMetrics>,
         forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
@@ -41,9 +45,15 @@ impl Scrape {
         Scrape {
             forward,
             cache,
-            servers: listen.iter().map(|a| format!("dns://{a}")).collect(),
+            servers: listen
+                .iter()
+                .map(|a| format!("dns://{a}"))
+                .chain(tls_listen.iter().map(|a| format!("tls://{a}")))
+                .collect(),
+            tls_servers: tls_listen.len(),
             families: listen
                 .iter()
+                .chain(tls_listen)
                 .map(|a| if a.is_ipv4() { "1" } else { "2" })
                 .collect(),
             cores,
@@ -437,7 +447,32 @@ impl Scrape {
         Ok(())
     }
 
+    fn encode_handshakes(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        if self.tls_servers == 0 {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubewire_tls_handshakes",
+            "TLS handshakes per DNS-over-TLS server, by outcome: done, failed, timed_out.",
+            None,
+            MetricType::Counter,
+        )?;
+        let first = self.servers.len() - self.tls_servers;
+        for (listen, server) in self.servers.iter().enumerate().skip(first) {
+            for outcome in Handshake::ALL {
+                let count = self.sum(
+                    |m| &m.handshakes,
+                    listen * Handshake::ALL.len() + outcome as usize,
+                );
+                let labels = [("server", server.as_str()), ("outcome", outcome.label())];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
     fn encode_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        self.encode_handshakes(encoder)?;
         self.encode_forward(encoder)?;
         self.encode_cache(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;

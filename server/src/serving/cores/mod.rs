@@ -23,6 +23,7 @@ use crate::serving::querylog::{QueryLog, QueryLogSampling};
 
 mod answer;
 mod tcp;
+mod tls;
 mod udp;
 mod uring;
 
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tcp::*;
+use tls::*;
 use udp::*;
 
 /// Test-only fault injection, compiled into debug builds alone: with
@@ -92,8 +94,11 @@ pub struct CoreSetup {
     /// One TCP listener per listen address (SO_REUSEPORT).
     pub tcp_fds: Vec<OwnedFd>,
     /// When set, the sockets above are unbound: the core binds them to
-    /// these addresses once its table holds the first sync.
+    /// these addresses once its table holds the first sync (the TLS
+    /// listeners to theirs).
     pub bind_when_synced: Option<Vec<std::net::SocketAddr>>,
+    /// DNS over TLS; `None` when it is not served.
+    pub tls: Option<TlsSetup>,
     /// This core's end of the delta hub.
     pub updates: DeltaReceiver,
     /// Readable when updates are waiting or shutdown has begun.
@@ -117,6 +122,21 @@ pub struct CoreSetup {
     pub cache: Option<CacheSetup>,
     /// Autopath's plan; `None` when autopath is off.
     pub autopath: Option<Arc<AutopathPlan>>,
+}
+
+/// A core's part of DNS over TLS.
+#[derive(Debug)]
+pub struct TlsSetup {
+    /// One TCP listener per `tls.listen` address (SO_REUSEPORT), in order.
+    pub fds: Vec<OwnedFd>,
+    /// Their addresses, to bind late with the rest.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// The certificate at start.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Every certificate loaded after.
+    pub reloads: crossbeam_channel::Receiver<Arc<rustls::ServerConfig>>,
+    /// A handshake must finish within this.
+    pub handshake_timeout_ms: u64,
 }
 
 /// A core's part of the cache.
@@ -237,6 +257,7 @@ async fn run(mut setup: CoreSetup) {
     let listeners = Listeners {
         udp: std::mem::take(&mut setup.udp_fds),
         tcp: std::mem::take(&mut setup.tcp_fds),
+        tls: setup.tls.take(),
     };
     // Sockets left to bind once the first sync is in, and where.
     let mut waiting = None;
@@ -293,6 +314,7 @@ async fn run(mut setup: CoreSetup) {
 struct Listeners {
     udp: Vec<OwnedFd>,
     tcp: Vec<OwnedFd>,
+    tls: Option<TlsSetup>,
 }
 
 impl Listeners {
@@ -307,6 +329,11 @@ impl Listeners {
         for (fd, &addr) in self.tcp.iter().zip(addrs) {
             crate::operations::preflight::bind_late(fd, addr, true)?;
         }
+        if let Some(tls) = &self.tls {
+            for (fd, &addr) in tls.fds.iter().zip(&tls.addrs) {
+                crate::operations::preflight::bind_late(fd, addr, true)?;
+            }
+        }
         Ok(())
     }
 }
@@ -320,6 +347,8 @@ fn start_serving(
     shared: &Shared,
 ) -> Vec<Rc<UdpSocket>> {
     let exclusive = listeners.udp.len() == 1;
+    // TLS listeners' metrics come after the plain ones'.
+    let plain_listens = listeners.udp.len();
     let mut udp_sockets = Vec::new();
     for (listen, fd) in listeners.udp.into_iter().enumerate() {
         // SAFETY: a bound UDP socket created for this core alone, whose
@@ -366,6 +395,26 @@ fn start_serving(
             listen,
         };
         glommio::spawn_local(accept_tcp(listener, tcp, Rc::clone(&connections))).detach();
+    }
+    if let Some(setup) = listeners.tls {
+        let config = Rc::new(RefCell::new(setup.config));
+        let reloads = Rc::new(setup.reloads);
+        for (index, fd) in setup.fds.into_iter().enumerate() {
+            // SAFETY: as for the TCP listeners above.
+            let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+            let tls = Tls {
+                tcp: Tcp {
+                    shared: shared.clone(),
+                    scratch: Rc::clone(&scratch),
+                    limits,
+                    listen: plain_listens + index,
+                },
+                config: Rc::clone(&config),
+                reloads: Rc::clone(&reloads),
+                handshake_timeout_ms: setup.handshake_timeout_ms,
+            };
+            glommio::spawn_local(accept_tls(listener, tls, Rc::clone(&connections))).detach();
+        }
     }
     udp_sockets
 }

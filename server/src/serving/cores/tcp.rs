@@ -13,21 +13,36 @@ pub(super) struct Tcp {
 }
 
 pub(super) async fn accept_tcp(listener: TcpListener, tcp: Tcp, connections: Rc<Cell<usize>>) {
+    let max = tcp.limits.max_connections;
+    accept_capped(listener, max, connections, |stream, guard| {
+        glommio::spawn_local(serve_tcp(stream, tcp.clone(), guard)).detach();
+    })
+    .await;
+}
+
+/// Accepts connections while fewer than `max` (TCP and TLS together) are
+/// open on this core, handing each to `serve` with its guard; closes the
+/// rest at once.
+pub(super) async fn accept_capped(
+    listener: TcpListener,
+    max: usize,
+    connections: Rc<Cell<usize>>,
+    serve: impl Fn(TcpStream, ConnectionGuard),
+) {
     let mut failures = Failures::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if connections.get() >= tcp.limits.max_connections {
+                if connections.get() >= max {
                     tracing::debug!(
-                        limit = tcp.limits.max_connections,
+                        limit = max,
                         "TCP connection limit reached; closing new connection"
                     );
                     drop(stream);
                     continue;
                 }
                 connections.set(connections.get() + 1);
-                let guard = ConnectionGuard(Rc::clone(&connections));
-                glommio::spawn_local(serve_tcp(stream, tcp.clone(), guard)).detach();
+                serve(stream, ConnectionGuard(Rc::clone(&connections)));
             }
             Err(error) => {
                 // Out of file descriptors, most likely: back off, keep serving UDP.
@@ -62,9 +77,21 @@ pub(super) async fn within<T>(
 /// RFC 7766: two-byte length framing, any number of queries, each answered
 /// as soon as it is read. A client idle too long, sending a query too slowly,
 /// announcing one too large, or not reading its replies is disconnected.
-pub(super) async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: ConnectionGuard) {
+pub(super) async fn serve_tcp(stream: TcpStream, tcp: Tcp, guard: ConnectionGuard) {
     let _ = stream.set_nodelay(true);
     let client = stream.peer_addr().ok();
+    serve_stream(stream, client, &tcp, guard).await;
+}
+
+/// The framing loop over any byte stream: plain TCP, or TLS over it.
+pub(super) async fn serve_stream<S>(
+    mut stream: S,
+    client: Option<std::net::SocketAddr>,
+    tcp: &Tcp,
+    _guard: ConnectionGuard,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
     let mut query = Vec::new();
     let mut reply = Vec::new();
     loop {
@@ -126,10 +153,12 @@ pub(super) async fn serve_tcp(mut stream: TcpStream, tcp: Tcp, _guard: Connectio
             // Not a query at all: a DNS peer would not send this.
             Verdict::Drop => return,
         };
-        if within(TCP_WRITE_TIMEOUT_MS, stream.write_all(&reply))
-            .await
-            .is_none()
-        {
+        // A TLS stream holds what is written until flushed.
+        let written = async {
+            stream.write_all(&reply).await?;
+            stream.flush().await
+        };
+        if within(TCP_WRITE_TIMEOUT_MS, written).await.is_none() {
             return;
         }
         finish_one(&tcp.shared, tcp.listen, started, client, &query, rcode);

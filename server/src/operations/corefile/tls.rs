@@ -1,0 +1,128 @@
+//! `tls://` server blocks: CoreDNS's DNS over TLS. kubewire serves it from
+//! the answers of its one server (the first block), so what translates is
+//! the block's address and its `tls` directive; a directive of its own
+//! that the first block does not share is listed as not translated.
+
+use super::{Builder, Directive, ServerBlock, address, server_directive, string};
+
+/// The scheme of a DNS-over-TLS server block key.
+pub(super) const TLS_SCHEME: &str = "tls://";
+
+/// Whether every key of `block` is `tls://…`.
+pub(super) fn is_tls_block(block: &ServerBlock) -> bool {
+    block.keys.iter().all(|key| key.starts_with(TLS_SCHEME))
+}
+
+pub(super) fn tls_block(b: &mut Builder, block: &ServerBlock, first: &ServerBlock) {
+    let port = block
+        .keys
+        .first()
+        .and_then(|key| key.strip_prefix(TLS_SCHEME))
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map_or("853", |(_, port)| port);
+    let bound: Vec<String> = block
+        .directives
+        .iter()
+        .filter(|d| d.name == "bind")
+        .flat_map(|d| d.args.iter())
+        .map(|host| match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        })
+        .collect();
+    let listen = if bound.is_empty() {
+        vec![address(&format!(":{port}"))]
+    } else {
+        bound
+    };
+    b.set(
+        "tls.listen",
+        toml::Value::Array(listen.into_iter().map(string).collect()),
+        block.line,
+        &block.keys.join(" "),
+    );
+    let mut certificate = false;
+    for directive in &block.directives {
+        match directive.name.as_str() {
+            "bind" => {}
+            "tls" => certificate |= tls_directive(b, directive),
+            _ if first.directives.iter().any(|d| same(d, directive)) => {}
+            _ if server_directive_text(directive) => {}
+            _ => b.cannot(
+                directive.line,
+                &directive.text(),
+                "kubewire serves DNS over TLS from the first block's answers; a tls:// block's own plugins are not translated",
+            ),
+        }
+    }
+    if !certificate {
+        b.refuse(
+            block.line,
+            &block.keys.join(" "),
+            "a tls:// block without `tls CERT KEY` serves no TLS; CoreDNS would serve plain DNS there, kubewire needs the certificate",
+        );
+    }
+}
+
+/// `tls CERT KEY [CA] { client_auth …; keylog … }`; whether it gave the
+/// certificate.
+fn tls_directive(b: &mut Builder, directive: &Directive) -> bool {
+    let line = directive.line;
+    let text = directive.text();
+    let (cert, key, ca) = match directive.args.as_slice() {
+        [cert, key] => (cert, key, None),
+        [cert, key, ca] => (cert, key, Some(ca)),
+        _ => {
+            b.cannot(
+                line,
+                &text,
+                "kubewire takes certificates from files: `tls CERT KEY [CA]` (ACME is not supported)",
+            );
+            return false;
+        }
+    };
+    b.set("tls.cert_file", string(cert.as_str()), line, &text);
+    b.set("tls.key_file", string(key.as_str()), line, &text);
+    let mut client_auth = "nocert";
+    for option in &directive.block {
+        match (option.name.as_str(), option.args.as_slice()) {
+            ("client_auth", [mode]) => client_auth = mode,
+            _ => b.cannot(
+                option.line,
+                &option.text(),
+                "not supported by kubewire's DNS over TLS",
+            ),
+        }
+    }
+    match (client_auth, ca) {
+        ("require_and_verify", Some(ca)) => {
+            b.set("tls.client_ca_file", string(ca.as_str()), line, &text)
+        }
+        ("nocert", Some(_)) => b.note(
+            line,
+            &text,
+            "a CA without client_auth asks no client certificate in CoreDNS, nor in kubewire",
+        ),
+        ("nocert", None) => {}
+        (mode, _) => b.cannot(
+            line,
+            &format!("client_auth {mode}"),
+            "kubewire asks no client certificate, or requires one chaining to the CA (client_auth require_and_verify with CA)",
+        ),
+    }
+    true
+}
+
+/// The directives every block may repeat (`errors`, `health`, …); checked
+/// on a scratch builder, so that a tls:// block's copy adds no second value.
+fn server_directive_text(directive: &Directive) -> bool {
+    server_directive(&mut Builder::new("scratch"), directive)
+}
+
+/// The same directive, nested blocks included.
+fn same(a: &Directive, b: &Directive) -> bool {
+    a.name == b.name
+        && a.args == b.args
+        && a.block.len() == b.block.len()
+        && a.block.iter().zip(&b.block).all(|(x, y)| same(x, y))
+}

@@ -1,0 +1,434 @@
+//! DNS over TLS served (RFC 7858): real clients (kdig, and rustls with
+//! hickory parsing), a certificate rotated under open connections, mutual
+//! TLS, and handshakes that are slow, broken or refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SERVER_NAME: &str = "dns.example";
+const KUBERNETES: &str = "kubernetes.default.svc.cluster.local";
+
+/// A test CA and the certificates it signs, as PEM files in a directory.
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(tag: &str, ca_name: &str) -> Pki {
+        let dir = tempdir(tag);
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, ca_name);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        Pki { dir, ca }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A certificate for `names`, as (certificate PEM, key PEM).
+    fn leaf(&self, common_name: &str, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes a serving certificate named `common_name` to `tls.crt` and
+    /// `tls.key` (as a Secret's files are replaced: written aside, renamed).
+    fn write_serving(&self, common_name: &str) {
+        let (cert, key) = self.leaf(common_name, &[SERVER_NAME, "127.0.0.1"]);
+        replace(&self.dir.join("tls.key"), &key);
+        replace(&self.dir.join("tls.crt"), &cert);
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--demo".into(),
+            "--tls-cert-file".into(),
+            self.dir.join("tls.crt").display().to_string(),
+            "--tls-key-file".into(),
+            self.dir.join("tls.key").display().to_string(),
+        ]
+    }
+}
+
+fn replace(path: &Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// kubewire serving DNS over TLS on a free port (with `extra` arguments);
+/// returns it and the TLS address.
+fn serve_tls(pki: &Pki, extra: &[&str]) -> (Server, SocketAddr) {
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut args = pki.args();
+    args.extend(["--tls-listen".to_string(), tls_addr.to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Server::start(&args), tls_addr)
+}
+
+/// A rustls client trusting `ca_file`, with a client certificate if given.
+fn client_config(ca_file: &Path, client: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    config.alpn_protocols = vec![b"dot".to_vec()];
+    Arc::new(config)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A finished handshake, or rustls's or the socket's error.
+fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<TlsStream> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let connection =
+        rustls::ClientConnection::new(config, ServerName::try_from(SERVER_NAME).unwrap())
+            .map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+/// One query and its reply, two-byte framed, on an open connection.
+fn ask(stream: &mut TlsStream, name: &str, qtype: RecordType) -> std::io::Result<Message> {
+    let query = build_query(name, qtype, None);
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed)?;
+    stream.flush()?;
+    let mut prefix = [0u8; 2];
+    stream.read_exact(&mut prefix)?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    stream.read_exact(&mut reply)?;
+    Ok(Message::from_vec(&reply).unwrap())
+}
+
+/// The common name of the certificate the server presented.
+fn presented(stream: &TlsStream) -> String {
+    let der = &stream.conn.peer_certificates().unwrap()[0];
+    // The test's names are ASCII, inside the DER as they were given.
+    ["first", "second", "third"]
+        .into_iter()
+        .find(|cn| der.windows(cn.len()).any(|w| w == cn.as_bytes()))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn kubernetes_answer() -> Vec<String> {
+    vec![format!("{KUBERNETES}. A 10.96.0.1")]
+}
+
+fn metrics_text(server: &mut Server) -> String {
+    http_get(server.http_addr("metrics"), "/metrics").1
+}
+
+/// Whether kdig is here; without it the kdig test skips with one line,
+/// unless `KUBEWIRE_REQUIRE_TOOLS=1` (CI).
+fn kdig() -> bool {
+    if Command::new("kdig").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var(netns::REQUIRE_TOOLS)
+            .ok()
+            .is_none_or(|v| v != "1"),
+        "kdig is missing: apt-get install knot-dnsutils"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: kdig is missing (apt-get install knot-dnsutils)"
+    );
+    false
+}
+
+#[test]
+fn kdig_over_tls_gets_the_answers_udp_gets() {
+    if !kdig() {
+        return;
+    }
+    let pki = Pki::new("tls-kdig", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (mut server, tls_addr) = serve_tls(&pki, &[]);
+    let output = Command::new("kdig")
+        .arg(format!("@{}", tls_addr.ip()))
+        .args(["-p", &tls_addr.port().to_string()])
+        .arg(format!("+tls-ca={}", pki.ca_file().display()))
+        .arg(format!("+tls-hostname={SERVER_NAME}"))
+        .args(["+keepopen", "+short", KUBERNETES, "A"])
+        .args(["+short", "nope.default.svc.cluster.local", "A"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "kdig: {output:?}");
+    assert_eq!(stdout.trim(), "10.96.0.1", "{output:?}");
+    let output = Command::new("kdig")
+        .arg(format!("@{}", tls_addr.ip()))
+        .args(["-p", &tls_addr.port().to_string()])
+        .arg(format!("+tls-ca={}", pki.ca_file().display()))
+        .arg(format!("+tls-hostname={SERVER_NAME}"))
+        .args(["nope.default.svc.cluster.local", "A"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("status: NXDOMAIN"), "{stdout}");
+    assert!(stdout.contains("TLS session (TLS1.3)"), "{stdout}");
+    // Under CoreDNS's labels: server tls://ADDR, proto tcp.
+    let text = metrics_text(&mut server);
+    let server_label = format!("tls://{tls_addr}");
+    let requests = format!(
+        "coredns_dns_requests_total{{server=\"{server_label}\",zone=\".\",view=\"\",proto=\"tcp\",family=\"1\",type=\"A\"}}"
+    );
+    assert!(metric(&text, &requests) >= 3.0, "{text}");
+    let done =
+        format!("kubewire_tls_handshakes_total{{server=\"{server_label}\",outcome=\"done\"}}");
+    assert_eq!(metric(&text, &done), 2.0, "{text}");
+    assert_eq!(
+        answers(&server.udp(KUBERNETES, RecordType::A)),
+        kubernetes_answer()
+    );
+}
+
+#[test]
+fn one_connection_carries_many_queries_with_alpn_dot() {
+    let pki = Pki::new("tls-many", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (_server, tls_addr) = serve_tls(&pki, &[]);
+    let mut stream = connect(tls_addr, client_config(&pki.ca_file(), None)).unwrap();
+    assert_eq!(stream.conn.alpn_protocol(), Some(&b"dot"[..]));
+    for _ in 0..20 {
+        let reply = ask(&mut stream, KUBERNETES, RecordType::A).unwrap();
+        assert_eq!(answers(&reply), kubernetes_answer());
+    }
+    let reply = ask(&mut stream, "nope.default.svc.cluster.local", RecordType::A).unwrap();
+    assert_eq!(rcode(&reply), 3);
+}
+
+#[test]
+fn a_rotated_certificate_reaches_new_connections_and_open_ones_keep_working() {
+    let pki = Pki::new("tls-rotate", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (mut server, tls_addr) = serve_tls(&pki, &["--tls-reload-check-ms", "50"]);
+    let config = client_config(&pki.ca_file(), None);
+    let mut open = connect(tls_addr, Arc::clone(&config)).unwrap();
+    assert_eq!(presented(&open), "first");
+
+    pki.write_serving("second");
+    server.wait_for_log("a new certificate loaded", Duration::from_secs(10));
+    let mut fresh = connect(tls_addr, Arc::clone(&config)).unwrap();
+    assert_eq!(presented(&fresh), "second");
+    assert_eq!(
+        answers(&ask(&mut fresh, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+    // The connection opened before still answers, on its first certificate.
+    assert_eq!(
+        answers(&ask(&mut open, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+
+    // A bad new certificate (a key that is not the certificate's) keeps the
+    // one in use, and says so.
+    let (cert, _) = pki.leaf("third", &[SERVER_NAME]);
+    replace(&pki.dir.join("tls.crt"), &cert);
+    let line = server.wait_for_log("keeping the certificate in use", Duration::from_secs(10));
+    assert!(line.contains("is the key the certificate's?"), "{line}");
+    let mut after = connect(tls_addr, config).unwrap();
+    assert_eq!(presented(&after), "second");
+    assert_eq!(
+        answers(&ask(&mut after, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+}
+
+#[test]
+fn mutual_tls_takes_only_clients_with_a_certificate_from_its_ca() {
+    let pki = Pki::new("tls-mutual", "kubewire-test-ca");
+    pki.write_serving("first");
+    let ca = pki.ca_file().display().to_string();
+    let (mut server, tls_addr) = serve_tls(&pki, &["--tls-client-ca-file", &ca]);
+    let ca_file = pki.ca_file();
+
+    let client = pki.leaf("pod-client", &["client.example"]);
+    let mut stream = connect(tls_addr, client_config(&ca_file, Some(client))).unwrap();
+    assert_eq!(
+        answers(&ask(&mut stream, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+
+    // No certificate, or one from another CA: refused. With TLS 1.3 the
+    // client learns it on its first read.
+    let stranger = Pki::new("tls-stranger", "another-ca").leaf("stranger", &["client.example"]);
+    for client in [None, Some(stranger)] {
+        let refused = connect(tls_addr, client_config(&ca_file, client))
+            .and_then(|mut stream| ask(&mut stream, KUBERNETES, RecordType::A));
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    let text = metrics_text(&mut server);
+    let failed =
+        format!("kubewire_tls_handshakes_total{{server=\"tls://{tls_addr}\",outcome=\"failed\"}}");
+    assert_eq!(metric(&text, &failed), 2.0, "{text}");
+}
+
+#[test]
+fn slow_broken_and_plain_handshakes_are_closed_and_udp_goes_on() {
+    let pki = Pki::new("tls-slow", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (mut server, tls_addr) = serve_tls(
+        &pki,
+        &[
+            "--tls-handshake-timeout-ms",
+            "300",
+            "--tcp-max-connections",
+            "40",
+        ],
+    );
+    // Slowloris: connected, never a byte.
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(tls_addr).unwrap())
+        .collect();
+    // Not TLS at all: plain DNS over TCP to the TLS port.
+    let mut plain = TcpStream::connect(tls_addr).unwrap();
+    let query = build_query(KUBERNETES, RecordType::A, None);
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    plain.write_all(&framed).unwrap();
+    assert_eq!(
+        answers(&server.udp(KUBERNETES, RecordType::A)),
+        kubernetes_answer()
+    );
+    let started = Instant::now();
+    for mut stream in silent.into_iter().chain([plain]) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        // Closed by the server (an alert for the plain client, then EOF).
+        let mut bytes = 0;
+        loop {
+            match stream.read(&mut byte) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes += n,
+            }
+            assert!(bytes < 100, "the server keeps talking to a non-TLS client");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the handshakes were not cut at their timeout"
+    );
+    // The slots are free again: a real client gets in.
+    let mut stream = connect(tls_addr, client_config(&pki.ca_file(), None)).unwrap();
+    assert_eq!(
+        answers(&ask(&mut stream, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+    let text = metrics_text(&mut server);
+    let count = |outcome: &str| {
+        metric(
+            &text,
+            &format!(
+                "kubewire_tls_handshakes_total{{server=\"tls://{tls_addr}\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("timed_out"), 20.0, "{text}");
+    assert_eq!(count("failed"), 1.0, "{text}");
+    assert_eq!(count("done"), 1.0, "{text}");
+}
+
+#[test]
+fn bad_tls_settings_stop_the_start_with_what_to_do() {
+    let pki = Pki::new("tls-bad", "kubewire-test-ca");
+    pki.write_serving("first");
+    let exit = |args: &[&str]| {
+        let server = Server::spawn(args, format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let (status, log) = server.wait_exit(Duration::from_secs(10));
+        assert!(!status.success(), "{log}");
+        log
+    };
+    let port = free_port().to_string();
+    let tls_listen = format!("127.0.0.1:{port}");
+    let log = exit(&["--demo", "--tls-listen", &tls_listen]);
+    assert!(
+        log.contains("tls.cert_file") && log.contains("a certificate is needed"),
+        "{log}"
+    );
+    // A key that is not the certificate's.
+    let (_, other_key) = pki.leaf("other", &[SERVER_NAME]);
+    let key = pki.dir.join("other.key");
+    std::fs::write(&key, other_key).unwrap();
+    let cert = pki.dir.join("tls.crt").display().to_string();
+    let key = key.display().to_string();
+    let log = exit(&[
+        "--demo",
+        "--tls-listen",
+        &tls_listen,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+    ]);
+    assert!(
+        log.contains("DNS over TLS cannot start") && log.contains("is the key the certificate's?"),
+        "{log}"
+    );
+    // A certificate file that is not there.
+    let log = exit(&[
+        "--demo",
+        "--tls-listen",
+        &tls_listen,
+        "--tls-cert-file",
+        "/nonexistent/tls.crt",
+        "--tls-key-file",
+        &key,
+    ]);
+    assert!(
+        log.contains("tls.cert_file /nonexistent/tls.crt: cannot read it as PEM"),
+        "{log}"
+    );
+}
