@@ -211,6 +211,7 @@ fn serve(
             metrics::Scrape::new(
                 &config.dns.listen,
                 &config.tls.listen,
+                &config.tls.https_listen,
                 counters.cores,
                 Arc::clone(&control_metrics),
                 (
@@ -380,16 +381,17 @@ struct Counters {
     cache: Vec<Arc<metrics::CacheMetrics>>,
 }
 
-/// The certificate DNS over TLS is served with, read at start; `None` when
-/// `tls.listen` is empty.
-fn served_tls(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-    if config.tls.listen.is_empty() {
+/// The certificate DNS over TLS and HTTPS are served with, read at start;
+/// `None` when neither is served.
+fn served_tls(config: &Config) -> anyhow::Result<Option<operations::tls::Certificates>> {
+    let tls = &config.tls;
+    if tls.listen.is_empty() && tls.https_listen.is_empty() {
         return Ok(None);
     }
-    let served = operations::tls::server_config(&config.tls).context(
-        "DNS over TLS cannot start: fix the certificate files or leave tls.listen empty",
+    let served = operations::tls::certificates(tls).context(
+        "DNS over TLS and HTTPS cannot start: fix the certificate files, or leave tls.listen and tls.https_listen empty",
     )?;
-    tracing::info!(listen = ?config.tls.listen, cert_file = %config.tls.cert_file, mutual = !config.tls.client_ca_file.is_empty(), "serving DNS over TLS");
+    tracing::info!(tls_listen = ?tls.listen, https_listen = ?tls.https_listen, cert_file = %tls.cert_file, mutual = !tls.client_ca_file.is_empty(), "serving DNS over TLS and HTTPS");
     Ok(Some(served))
 }
 
@@ -463,23 +465,31 @@ fn spawn_cores(
         }
         let tls = match &served {
             Some(served) => {
-                let mut fds = Vec::new();
+                let mut dot_fds = Vec::new();
                 for &addr in &config.tls.listen {
-                    fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
+                    dot_fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
+                }
+                let mut doh_fds = Vec::new();
+                for &addr in &config.tls.https_listen {
+                    doh_fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
                 }
                 let (reload, reloads) = crossbeam_channel::unbounded();
                 tls_reloads.push(reload);
                 Some(cores::TlsSetup {
-                    fds,
-                    addrs: config.tls.listen.clone(),
-                    config: Arc::clone(served),
+                    dot_fds,
+                    doh_fds,
+                    dot_addrs: config.tls.listen.clone(),
+                    doh_addrs: config.tls.https_listen.clone(),
+                    certificates: served.clone(),
                     reloads,
                     handshake_timeout_ms: config.tls.handshake_timeout_ms,
+                    https_max_streams: config.tls.https_max_streams,
                 })
             }
             None => None,
         };
-        let listens = config.dns.listen.len() + config.tls.listen.len();
+        let listens =
+            config.dns.listen.len() + config.tls.listen.len() + config.tls.https_listen.len();
         let core_metrics = metrics_on.then(|| Arc::new(metrics::CoreMetrics::new(listens)));
         if let Some(core_metrics) = &core_metrics {
             counters

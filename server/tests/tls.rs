@@ -1,6 +1,7 @@
-//! DNS over TLS served (RFC 7858): real clients (kdig, and rustls with
-//! hickory parsing), a certificate rotated under open connections, mutual
-//! TLS, and handshakes that are slow, broken or refused.
+//! DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) served: real clients
+//! (kdig, dig, curl, h2load, and rustls with hickory parsing), a
+//! certificate rotated under open connections, mutual TLS, handshakes that
+//! are slow, broken or refused, and HTTP requests that are not DNS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -167,28 +168,28 @@ fn metrics_text(server: &mut Server) -> String {
     http_get(server.http_addr("metrics"), "/metrics").1
 }
 
-/// Whether kdig is here; without it the kdig test skips with one line,
+/// Whether `program` is here; without it a test skips with one line,
 /// unless `KUBEWIRE_REQUIRE_TOOLS=1` (CI).
-fn kdig() -> bool {
-    if Command::new("kdig").arg("--version").output().is_ok() {
+fn tool(program: &str, package: &str) -> bool {
+    if Command::new(program).arg("--version").output().is_ok() {
         return true;
     }
     assert!(
         std::env::var(netns::REQUIRE_TOOLS)
             .ok()
             .is_none_or(|v| v != "1"),
-        "kdig is missing: apt-get install knot-dnsutils"
+        "{program} is missing: apt-get install {package}"
     );
     let _ = writeln!(
         std::io::stderr(),
-        "skipped: kdig is missing (apt-get install knot-dnsutils)"
+        "skipped: {program} is missing (apt-get install {package})"
     );
     false
 }
 
 #[test]
 fn kdig_over_tls_gets_the_answers_udp_gets() {
-    if !kdig() {
+    if !tool("kdig", "knot-dnsutils") {
         return;
     }
     let pki = Pki::new("tls-kdig", "kubewire-test-ca");
@@ -414,7 +415,8 @@ fn bad_tls_settings_stop_the_start_with_what_to_do() {
         &key,
     ]);
     assert!(
-        log.contains("DNS over TLS cannot start") && log.contains("is the key the certificate's?"),
+        log.contains("DNS over TLS and HTTPS cannot start")
+            && log.contains("is the key the certificate's?"),
         "{log}"
     );
     // A certificate file that is not there.
@@ -430,5 +432,190 @@ fn bad_tls_settings_stop_the_start_with_what_to_do() {
     assert!(
         log.contains("tls.cert_file /nonexistent/tls.crt: cannot read it as PEM"),
         "{log}"
+    );
+}
+
+/// kubewire serving DNS over HTTPS on a free port; returns it and the
+/// HTTPS address.
+fn serve_https(pki: &Pki, extra: &[&str]) -> (Server, SocketAddr) {
+    let https_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut args = pki.args();
+    args.extend(["--https-listen".to_string(), https_addr.to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Server::start(&args), https_addr)
+}
+
+/// A query as RFC 8484's GET carries it: base64url without padding.
+fn dns_parameter(name: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = build_query(name, RecordType::A, None);
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// curl against kubewire's HTTPS address, as `https://dns.example:PORT`;
+/// returns the status code, the headers (lowercase) and the body.
+fn curl(https_addr: SocketAddr, pki: &Pki, args: &[&str], path: &str) -> (u16, String, Vec<u8>) {
+    let dir = tempdir("curl");
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--cacert"])
+        .arg(pki.ca_file())
+        .arg("--resolve")
+        .arg(format!("{SERVER_NAME}:{}:127.0.0.1", https_addr.port()))
+        .arg("-D")
+        .arg(dir.join("headers"))
+        .args(["-w", "%{http_code}", "-o"])
+        .arg(dir.join("body"))
+        .args(args)
+        .arg(format!("https://{SERVER_NAME}:{}{path}", https_addr.port()))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0);
+    let headers = std::fs::read_to_string(dir.join("headers")).unwrap_or_default();
+    let body = std::fs::read(dir.join("body")).unwrap_or_default();
+    (code, headers.to_lowercase(), body)
+}
+
+#[test]
+fn kdig_and_dig_over_https_get_the_answers_udp_gets() {
+    if !tool("kdig", "knot-dnsutils") || !tool("dig", "bind9-dnsutils") {
+        return;
+    }
+    let pki = Pki::new("doh-kdig", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (mut server, https_addr) = serve_https(&pki, &[]);
+    let port = https_addr.port().to_string();
+    let ca = format!("+tls-ca={}", pki.ca_file().display());
+    let hostname = format!("+tls-hostname={SERVER_NAME}");
+    for method in ["+https", "+https-get"] {
+        let output = Command::new("kdig")
+            .args(["@127.0.0.1", "-p", &port, method, &ca, &hostname])
+            .args([KUBERNETES, "A"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("(HTTP/2-"), "{stdout}");
+        assert!(stdout.contains("(status: 200)"), "{stdout}");
+        assert!(stdout.contains("10.96.0.1"), "{stdout}");
+    }
+    let output = Command::new("dig")
+        .args(["+https", &ca, &hostname, "@127.0.0.1", "-p", &port])
+        .args(["+short", KUBERNETES, "A"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "10.96.0.1",
+        "{output:?}"
+    );
+    let text = metrics_text(&mut server);
+    let requests = format!(
+        "coredns_dns_requests_total{{server=\"https://{https_addr}\",zone=\".\",view=\"\",proto=\"tcp\",family=\"1\",type=\"A\"}}"
+    );
+    assert_eq!(metric(&text, &requests), 3.0, "{text}");
+}
+
+#[test]
+fn many_http2_streams_share_one_connection() {
+    if !tool("h2load", "nghttp2-client") {
+        return;
+    }
+    let pki = Pki::new("doh-streams", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (mut server, https_addr) = serve_https(&pki, &["--https-max-streams", "16"]);
+    let url = format!(
+        "https://{https_addr}/dns-query?dns={}",
+        dns_parameter(KUBERNETES)
+    );
+    // One connection, 16 requests in flight, each on a stream of its own.
+    // (A client that opens more streams than the cap before it reads the
+    // server's SETTINGS has those refused, as HTTP/2 says.)
+    let output = Command::new("h2load")
+        .args(["-n", "400", "-c", "1", "-m", "16", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("400 succeeded, 0 failed"), "{stdout}");
+    assert!(stdout.contains("400 2xx"), "{stdout}");
+    let text = metrics_text(&mut server);
+    let done = format!(
+        "kubewire_tls_handshakes_total{{server=\"https://{https_addr}\",outcome=\"done\"}}"
+    );
+    assert_eq!(metric(&text, &done), 1.0, "{text}");
+}
+
+#[test]
+fn http_requests_that_are_not_dns_get_their_status_never_a_crash() {
+    if !tool("curl", "curl") {
+        return;
+    }
+    let pki = Pki::new("doh-bad", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (server, https_addr) = serve_https(&pki, &[]);
+    let query = dns_parameter(KUBERNETES);
+
+    // HTTP/1.1 and HTTP/2, GET and POST: a reply with its max-age.
+    let post_body = tempdir("doh-post").join("query");
+    std::fs::write(&post_body, build_query(KUBERNETES, RecordType::A, None)).unwrap();
+    let post_body = format!("@{}", post_body.display());
+    let dns_message = "content-type: application/dns-message";
+    let get = format!("/dns-query?dns={query}");
+    let post = |version| vec![version, "-H", dns_message, "--data-binary", &post_body];
+    for (args, path) in [
+        (vec!["--http1.1"], get.as_str()),
+        (vec!["--http2"], get.as_str()),
+        (post("--http1.1"), "/dns-query"),
+        (post("--http2"), "/dns-query"),
+    ] {
+        let (code, headers, body) = curl(https_addr, &pki, &args, path);
+        assert_eq!(code, 200, "{args:?}: {headers}");
+        assert!(
+            headers.contains("content-type: application/dns-message"),
+            "{headers}"
+        );
+        assert!(headers.contains("cache-control: max-age=5"), "{headers}");
+        assert_eq!(
+            answers(&Message::from_vec(&body).unwrap()),
+            kubernetes_answer()
+        );
+    }
+    let too_big = tempdir("doh-big").join("body");
+    std::fs::write(&too_big, vec![0u8; 70_000]).unwrap();
+    let too_big = format!("@{}", too_big.display());
+    let plain = ["-H", "content-type: text/plain", "--data-binary", "x"];
+    for (args, path, want) in [
+        (vec![], "/dns-query", 400),
+        (vec![], "/dns-query?dns=!!!", 400),
+        (vec![], "/dns-query?dns=AAAA", 400),
+        (vec![], "/other", 404),
+        (vec!["-X", "PUT"], "/dns-query", 405),
+        (plain.to_vec(), "/dns-query", 415),
+        (
+            vec!["-H", dns_message, "--data-binary", &too_big],
+            "/dns-query",
+            413,
+        ),
+        (
+            vec!["-H", dns_message, "--data-binary", "xyz"],
+            "/dns-query",
+            400,
+        ),
+    ] {
+        let (code, headers, _) = curl(https_addr, &pki, &args, path);
+        assert_eq!(code, want, "{args:?} {path}: {headers}");
+    }
+    assert_eq!(
+        answers(&server.udp(KUBERNETES, RecordType::A)),
+        kubernetes_answer()
     );
 }

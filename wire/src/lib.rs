@@ -53,7 +53,7 @@ pub use prepared::{
 pub use query::{Edns, HEADER_LEN, Query, QueryBuf, QueryError, parse_query};
 pub use reply::{
     BufferTooSmall, MAX_MESSAGE, MIN_REPLY_BUF, OPT_LEN, OUR_UDP_PAYLOAD, ReplyError, Transport,
-    assemble_reply, error_reply, max_records_len,
+    assemble_reply, error_reply, max_records_len, min_ttl,
 };
 pub use upstream::{
     CheckedReply, MAX_UPSTREAM_QUERY, UpstreamError, UpstreamReply, check_upstream_reply,

@@ -285,3 +285,57 @@ pub(crate) fn write_opt(out: &mut [u8], rcode: Rcode, dnssec_ok: bool) -> usize 
     out[9..11].copy_from_slice(&[0, 0]);
     OPT_LEN
 }
+
+/// The smallest TTL among a message's records, OPT aside: what an HTTP
+/// cache may keep a DNS-over-HTTPS reply for (RFC 8484 §5.1). `None` when
+/// it has no such record, or does not parse.
+pub fn min_ttl(message: &[u8]) -> Option<u32> {
+    let header = message.get(..HEADER_LEN)?;
+    let count = |at: usize| u32::from(u16::from_be_bytes([header[at], header[at + 1]]));
+    let mut pos = HEADER_LEN;
+    for _ in 0..count(4) {
+        pos = crate::name::skip_compressed(message, pos).ok()? + 4;
+    }
+    let mut min: Option<u32> = None;
+    for _ in 0..count(6) + count(8) + count(10) {
+        pos = crate::name::skip_compressed(message, pos).ok()?;
+        let fixed = message.get(pos..pos + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        pos += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        if pos > message.len() {
+            return None;
+        }
+        if rtype != rtype::OPT {
+            min = Some(min.map_or(ttl, |m| m.min(ttl)));
+        }
+    }
+    min
+}
+
+#[cfg(test)]
+mod min_ttl_tests {
+    use super::min_ttl;
+
+    #[test]
+    fn the_smallest_ttl_skips_opt_and_refuses_a_cut_message() {
+        // Header: 1 question, 2 answers, 0 authority, 1 additional (OPT).
+        let mut message = vec![0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 1];
+        message.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        for ttl in [300u32, 30] {
+            message.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+            message.extend_from_slice(&ttl.to_be_bytes());
+            message.extend_from_slice(&[0, 4, 10, 0, 0, 1]);
+        }
+        // OPT: root, type 41, payload 1232, TTL 0 (flags), no data.
+        message.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(min_ttl(&message), Some(30));
+        assert_eq!(min_ttl(&message[..message.len() - 3]), None);
+        assert_eq!(min_ttl(&message[..20]), None);
+        // No records at all.
+        let mut empty = message[..12 + 7].to_vec();
+        empty[7] = 0;
+        empty[11] = 0;
+        assert_eq!(min_ttl(&empty), None);
+    }
+}

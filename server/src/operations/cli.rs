@@ -191,6 +191,25 @@ pub struct Flags {
     )]
     pub tls_listen: Option<Vec<SocketAddr>>,
 
+    /// Addresses served over DNS over HTTPS, comma-separated [default: none].
+    #[arg(
+        long = "https-listen",
+        global = true,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        env = "KUBEWIRE_HTTPS_LISTEN"
+    )]
+    pub https_listen: Option<Vec<SocketAddr>>,
+
+    /// Most HTTP/2 streams at once on one DNS-over-HTTPS connection [default: 100].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "KUBEWIRE_HTTPS_MAX_STREAMS"
+    )]
+    pub https_max_streams: Option<u32>,
+
     /// The served certificate chain, PEM.
     #[arg(
         long,
@@ -332,6 +351,8 @@ impl Flags {
         set(&mut config.tcp.idle_timeout_ms, &self.tcp_idle_timeout_ms);
         set(&mut config.tcp.max_connections, &self.tcp_max_connections);
         set(&mut config.tls.listen, &self.tls_listen);
+        set(&mut config.tls.https_listen, &self.https_listen);
+        set(&mut config.tls.https_max_streams, &self.https_max_streams);
         set(&mut config.tls.cert_file, &self.tls_cert_file);
         set(&mut config.tls.key_file, &self.tls_key_file);
         set(&mut config.tls.client_ca_file, &self.tls_client_ca_file);
@@ -398,6 +419,8 @@ mod tests {
         ("--tcp-idle-timeout-ms", Some("1")),
         ("--tcp-max-connections", Some("1")),
         ("--tls-listen", Some("127.0.0.2:853")),
+        ("--https-listen", Some("127.0.0.2:443")),
+        ("--https-max-streams", Some("1")),
         ("--tls-cert-file", Some("/tmp/tls.crt")),
         ("--tls-key-file", Some("/tmp/tls.key")),
         ("--tls-client-ca-file", Some("/tmp/ca.crt")),

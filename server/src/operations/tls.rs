@@ -1,8 +1,9 @@
-//! The certificate DNS over TLS is served with: read from PEM files at
-//! start, and read again whenever they change (a mounted Secret rotated),
-//! on a thread of its own. Each new rustls `ServerConfig` goes to every core
-//! over a channel; a connection keeps the one its handshake began with. A
-//! bad new certificate keeps the one in use, and the log says why.
+//! The certificate DNS over TLS and over HTTPS are served with: read from
+//! PEM files at start, and read again whenever they change (a mounted
+//! Secret rotated), on a thread of its own. Each new pair of rustls
+//! `ServerConfig`s goes to every core over a channel; a connection keeps the
+//! one its handshake began with. A bad new certificate keeps the one in
+//! use, and the log says why.
 
 use crate::operations::config::TlsServing;
 use crossbeam_channel::Sender;
@@ -15,6 +16,17 @@ use std::time::{Duration, SystemTime};
 
 /// ALPN for DNS over TLS (RFC 7858, as registered by IANA).
 pub const ALPN_DOT: &[u8] = b"dot";
+/// ALPN for DNS over HTTPS: HTTP/2 first (RFC 8484 §5.2), then HTTP/1.1.
+pub const ALPN_DOH: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// One certificate, as each served protocol's TLS setup.
+#[derive(Clone, Debug)]
+pub struct Certificates {
+    /// DNS over TLS.
+    pub dot: Arc<ServerConfig>,
+    /// DNS over HTTPS.
+    pub doh: Arc<ServerConfig>,
+}
 
 /// Why a certificate cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +70,8 @@ pub enum CertificateError {
     },
 }
 
-/// Reads the files and builds the server side of DNS over TLS.
-pub fn server_config(tls: &TlsServing) -> Result<Arc<ServerConfig>, CertificateError> {
+/// Reads the files and builds the server side of DNS over TLS and HTTPS.
+pub fn certificates(tls: &TlsServing) -> Result<Certificates, CertificateError> {
     let pem = |key, path: &str| {
         let path = path.to_string();
         move |source| CertificateError::Pem { key, path, source }
@@ -112,8 +124,13 @@ pub fn server_config(tls: &TlsServing) -> Result<Arc<ServerConfig>, CertificateE
                 key: tls.key_file.clone(),
                 source,
             })?;
+    let mut doh = config.clone();
     config.alpn_protocols = vec![ALPN_DOT.to_vec()];
-    Ok(Arc::new(config))
+    doh.alpn_protocols = ALPN_DOH.iter().map(|p| p.to_vec()).collect();
+    Ok(Certificates {
+        dot: Arc::new(config),
+        doh: Arc::new(doh),
+    })
 }
 
 /// What identifies a version of a file: following symlinks (a Secret's
@@ -144,7 +161,7 @@ fn stamps(tls: &TlsServing) -> [Stamp; 3] {
 /// fails, is logged, and the next check (once both are written) succeeds.
 pub fn spawn_reloader(
     tls: TlsServing,
-    cores: Vec<Sender<Arc<ServerConfig>>>,
+    cores: Vec<Sender<Certificates>>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -159,17 +176,17 @@ pub fn spawn_reloader(
                 if now == loaded || failed.as_ref() == Some(&now) {
                     continue;
                 }
-                match server_config(&tls) {
-                    Ok(config) => {
+                match certificates(&tls) {
+                    Ok(certificates) => {
                         for core in &cores {
-                            let _ = core.send(Arc::clone(&config));
+                            let _ = core.send(certificates.clone());
                         }
-                        tracing::info!(cert_file = %tls.cert_file, "DNS over TLS: a new certificate loaded; new connections get it");
+                        tracing::info!(cert_file = %tls.cert_file, "DNS over TLS and HTTPS: a new certificate loaded; new connections get it");
                         loaded = now;
                         failed = None;
                     }
                     Err(error) => {
-                        tracing::error!(error = %crate::operations::failure::Chain(&error), "DNS over TLS: the changed certificate files cannot be served; keeping the certificate in use");
+                        tracing::error!(error = %crate::operations::failure::Chain(&error), "DNS over TLS and HTTPS: the changed certificate files cannot be served; keeping the certificate in use");
                         failed = Some(now);
                     }
                 }

@@ -242,7 +242,7 @@ impl Config {
         fail: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         let tls = &self.tls;
-        if tls.listen.is_empty() {
+        if tls.listen.is_empty() && tls.https_listen.is_empty() {
             return Ok(());
         }
         for key in [
@@ -252,7 +252,7 @@ impl Config {
             if key.1.is_empty() {
                 return fail(
                     key.0,
-                    "tls.listen is set, so a certificate is needed: give tls.cert_file and tls.key_file (PEM files, as a Kubernetes TLS Secret holds)",
+                    "tls.listen or tls.https_listen is set, so a certificate is needed: give tls.cert_file and tls.key_file (PEM files, as a Kubernetes TLS Secret holds)",
                 );
             }
         }
@@ -263,6 +263,21 @@ impl Config {
                     "{addr} is also in dns.listen; DNS over TLS needs a port of its own (853)"
                 ),
             );
+        }
+        if let Some(addr) = tls
+            .https_listen
+            .iter()
+            .find(|a| self.dns.listen.contains(a) || tls.listen.contains(a))
+        {
+            return fail(
+                "tls.https_listen",
+                &format!(
+                    "{addr} is also in dns.listen or tls.listen; DNS over HTTPS needs a port of its own (443)"
+                ),
+            );
+        }
+        if tls.https_max_streams == 0 {
+            return fail("tls.https_max_streams", "must be at least 1");
         }
         if tls.handshake_timeout_ms == 0 {
             return fail("tls.handshake_timeout_ms", "must be at least 1");

@@ -444,14 +444,18 @@ impl Default for Tcp {
     }
 }
 
-/// `[tls]`: DNS over TLS served (RFC 7858), from the same table, forwarding
-/// and cache as UDP and TCP, under the TCP limits (one connection cap per
-/// core for both).
+/// `[tls]`: DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) served, from
+/// the same table, forwarding and cache as UDP and TCP, under the TCP
+/// limits (one connection cap per core for all three).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsServing {
     /// Addresses served over DNS over TLS; empty: none.
     pub listen: Vec<SocketAddr>,
+    /// Addresses served over DNS over HTTPS (`/dns-query`); empty: none.
+    pub https_listen: Vec<SocketAddr>,
+    /// Most HTTP/2 streams at once on one DNS-over-HTTPS connection.
+    pub https_max_streams: u32,
     /// The certificate chain, PEM, leaf first.
     pub cert_file: String,
     /// Its private key, PEM.
@@ -468,6 +472,8 @@ impl Default for TlsServing {
     fn default() -> TlsServing {
         TlsServing {
             listen: Vec::new(),
+            https_listen: Vec::new(),
+            https_max_streams: 100,
             cert_file: String::new(),
             key_file: String::new(),
             client_ca_file: String::new(),

@@ -282,6 +282,20 @@ pub const KEYS: &[KeyDoc] = &[
         "Addresses served over DNS over TLS (RFC 7858, ALPN \"dot\", port 853), as CoreDNS's `tls://.:853` server block: the same answers, forwarding and cache as UDP and TCP, under the tcp.* limits. Needs tls.cert_file and tls.key_file.",
     ),
     key(
+        "tls.https_listen",
+        "a list of IP:PORT; empty: none",
+        false,
+        &["--https-listen"],
+        "Addresses served over DNS over HTTPS (RFC 8484: GET with ?dns= and POST of application/dns-message at /dns-query; HTTP/2 or HTTP/1.1 by ALPN), as CoreDNS's `https://.:443` server block: the same answers as UDP and TCP, under the tcp.* limits. Needs tls.cert_file and tls.key_file.",
+    ),
+    key(
+        "tls.https_max_streams",
+        "at least 1",
+        false,
+        &["--https-max-streams"],
+        "Most HTTP/2 streams (queries in flight) at once on one DNS-over-HTTPS connection.",
+    ),
+    key(
         "tls.cert_file",
         "a path to a PEM certificate chain, leaf first",
         false,

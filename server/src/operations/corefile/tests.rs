@@ -479,7 +479,39 @@ fn a_tls_block_serves_dns_over_tls_from_the_first_blocks_answers() {
     assert!(
         error
             .to_string()
-            .contains("Corefile:4: tls://.:853: a tls:// block without `tls CERT KEY`"),
+            .contains("Corefile:4: tls://.:853: a tls:// or https:// block without `tls CERT KEY`"),
         "{error}"
+    );
+}
+
+#[test]
+fn an_https_block_serves_dns_over_https_with_the_same_certificate() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n}\n\
+         tls://.:853 {\n  tls /etc/tls/tls.crt /etc/tls/tls.key\n  kubernetes cluster.local\n}\n\
+         https://.:443 {\n  tls /etc/tls/tls.crt /etc/tls/tls.key\n  kubernetes cluster.local\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.tls.listen, ["0.0.0.0:853".parse().unwrap()]);
+    assert_eq!(config.tls.https_listen, ["0.0.0.0:443".parse().unwrap()]);
+    assert_eq!(config.tls.cert_file, "/etc/tls/tls.crt");
+    // Another certificate for HTTPS: kubewire has one.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n}\n\
+         tls://.:853 {\n  tls a.crt a.key\n}\nhttps://.:8443 {\n  tls b.crt b.key\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.tls.https_listen, ["0.0.0.0:8443".parse().unwrap()]);
+    assert_eq!(config.tls.cert_file, "a.crt");
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    assert!(
+        t.untranslated[0].contains("one certificate"),
+        "{:?}",
+        t.untranslated
     );
 }

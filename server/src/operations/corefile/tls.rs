@@ -1,25 +1,39 @@
-//! `tls://` server blocks: CoreDNS's DNS over TLS. kubewire serves it from
-//! the answers of its one server (the first block), so what translates is
-//! the block's address and its `tls` directive; a directive of its own
-//! that the first block does not share is listed as not translated.
+//! `tls://` and `https://` server blocks: CoreDNS's DNS over TLS and over
+//! HTTPS. kubewire serves them from the answers of its one server (the
+//! first block), so what translates is the block's address and its `tls`
+//! directive; a directive of its own that the first block does not share
+//! is listed as not translated.
 
 use super::{Builder, Directive, ServerBlock, address, server_directive, string};
 
-/// The scheme of a DNS-over-TLS server block key.
-pub(super) const TLS_SCHEME: &str = "tls://";
+/// The served schemes: key prefix, config key, default port.
+const SCHEMES: [(&str, &str, &str); 2] = [
+    ("tls://", "tls.listen", "853"),
+    ("https://", "tls.https_listen", "443"),
+];
 
-/// Whether every key of `block` is `tls://…`.
+/// The scheme every key of `block` has, if it is one of [`SCHEMES`].
+fn scheme(block: &ServerBlock) -> Option<(&'static str, &'static str, &'static str)> {
+    SCHEMES.into_iter().find(|(prefix, ..)| {
+        !block.keys.is_empty() && block.keys.iter().all(|key| key.starts_with(prefix))
+    })
+}
+
+/// Whether `block` is a `tls://` or an `https://` block.
 pub(super) fn is_tls_block(block: &ServerBlock) -> bool {
-    block.keys.iter().all(|key| key.starts_with(TLS_SCHEME))
+    scheme(block).is_some()
 }
 
 pub(super) fn tls_block(b: &mut Builder, block: &ServerBlock, first: &ServerBlock) {
+    let Some((prefix, listen_key, default_port)) = scheme(block) else {
+        return;
+    };
     let port = block
         .keys
         .first()
-        .and_then(|key| key.strip_prefix(TLS_SCHEME))
+        .and_then(|key| key.strip_prefix(prefix))
         .and_then(|rest| rest.rsplit_once(':'))
-        .map_or("853", |(_, port)| port);
+        .map_or(default_port, |(_, port)| port);
     let bound: Vec<String> = block
         .directives
         .iter()
@@ -36,7 +50,7 @@ pub(super) fn tls_block(b: &mut Builder, block: &ServerBlock, first: &ServerBloc
         bound
     };
     b.set(
-        "tls.listen",
+        listen_key,
         toml::Value::Array(listen.into_iter().map(string).collect()),
         block.line,
         &block.keys.join(" "),
@@ -51,7 +65,7 @@ pub(super) fn tls_block(b: &mut Builder, block: &ServerBlock, first: &ServerBloc
             _ => b.cannot(
                 directive.line,
                 &directive.text(),
-                "kubewire serves DNS over TLS from the first block's answers; a tls:// block's own plugins are not translated",
+                "kubewire serves DNS over TLS and HTTPS from the first block's answers; a tls:// or https:// block's own plugins are not translated",
             ),
         }
     }
@@ -59,7 +73,7 @@ pub(super) fn tls_block(b: &mut Builder, block: &ServerBlock, first: &ServerBloc
         b.refuse(
             block.line,
             &block.keys.join(" "),
-            "a tls:// block without `tls CERT KEY` serves no TLS; CoreDNS would serve plain DNS there, kubewire needs the certificate",
+            "a tls:// or https:// block without `tls CERT KEY` serves no TLS; CoreDNS would serve plain DNS or HTTP there, kubewire needs the certificate",
         );
     }
 }
@@ -81,6 +95,17 @@ fn tls_directive(b: &mut Builder, directive: &Directive) -> bool {
             return false;
         }
     };
+    let earlier = |b: &Builder, key: &str| b.values.get(key).map(|(value, _)| value.clone());
+    for (key, file) in [("tls.cert_file", cert), ("tls.key_file", key)] {
+        if earlier(b, key).is_some_and(|v| v.as_str() != Some(file.as_str())) {
+            b.cannot(
+                line,
+                &text,
+                "kubewire serves one certificate for DNS over TLS and HTTPS; the first block's is kept",
+            );
+            return true;
+        }
+    }
     b.set("tls.cert_file", string(cert.as_str()), line, &text);
     b.set("tls.key_file", string(key.as_str()), line, &text);
     let mut client_auth = "nocert";

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 pub struct Scrape {
     /// `server` label per listen address.
     pub servers: Vec<String>,
-    /// How many of them serve TLS (the last ones).
+    /// How many of them serve TLS or HTTPS (the last ones).
     pub tls_servers: usize,
     /// `family` label per listen address.
     pub families: Vec<&'static str>,
@@ -32,11 +32,13 @@ pub struct Scrape {
 }
 
 impl Scrape {
-    /// Labels for the listen addresses, plain (`dns://`) then DNS over TLS
-    /// (`tls://`), in the order the cores count them.
+    /// Labels for the listen addresses, plain (`dns://`), DNS over TLS
+    /// (`tls://`), then DNS over HTTPS (`https://`), in the order the cores
+    /// count them.
     pub fn new(
         listen: &[SocketAddr],
         tls_listen: &[SocketAddr],
+        https_listen: &[SocketAddr],
         cores: Vec<(usize, Arc<CoreMetrics>, Arc<CoreStatus>)>,
         control: Arc<ControlMetrics>,
         forward: (Vec<String>, Vec<Arc<ForwardMetrics>>),
@@ -49,11 +51,13 @@ impl Scrape {
                 .iter()
                 .map(|a| format!("dns://{a}"))
                 .chain(tls_listen.iter().map(|a| format!("tls://{a}")))
+                .chain(https_listen.iter().map(|a| format!("https://{a}")))
                 .collect(),
-            tls_servers: tls_listen.len(),
+            tls_servers: tls_listen.len() + https_listen.len(),
             families: listen
                 .iter()
                 .chain(tls_listen)
+                .chain(https_listen)
                 .map(|a| if a.is_ipv4() { "1" } else { "2" })
                 .collect(),
             cores,
@@ -453,7 +457,7 @@ impl Scrape {
         }
         let mut family = encoder.encode_descriptor(
             "kubewire_tls_handshakes",
-            "TLS handshakes per DNS-over-TLS server, by outcome: done, failed, timed_out.",
+            "TLS handshakes per DNS-over-TLS and DNS-over-HTTPS server, by outcome: done, failed, timed_out.",
             None,
             MetricType::Counter,
         )?;

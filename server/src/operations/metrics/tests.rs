@@ -27,6 +27,7 @@ fn counts_are_summed_across_cores_at_scrape() {
     let scrape = Arc::new(Scrape::new(
         &["127.0.0.1:53".parse().unwrap()],
         &[],
+        &[],
         vec![
             (0, a, Arc::new(CoreStatus::default())),
             (1, b, Arc::new(CoreStatus::default())),
@@ -59,6 +60,7 @@ fn kinds_not_watched_have_no_series() {
     let scrape = |control: ControlMetrics| {
         Arc::new(Scrape::new(
             &["127.0.0.1:53".parse().unwrap()],
+            &[],
             &[],
             Vec::new(),
             Arc::new(control),

@@ -22,6 +22,7 @@ use crate::serving::batch::{Outbox, UdpBatch};
 use crate::serving::querylog::{QueryLog, QueryLogSampling};
 
 mod answer;
+mod https;
 mod tcp;
 mod tls;
 mod udp;
@@ -97,7 +98,7 @@ pub struct CoreSetup {
     /// these addresses once its table holds the first sync (the TLS
     /// listeners to theirs).
     pub bind_when_synced: Option<Vec<std::net::SocketAddr>>,
-    /// DNS over TLS; `None` when it is not served.
+    /// DNS over TLS and HTTPS; `None` when neither is served.
     pub tls: Option<TlsSetup>,
     /// This core's end of the delta hub.
     pub updates: DeltaReceiver,
@@ -124,19 +125,24 @@ pub struct CoreSetup {
     pub autopath: Option<Arc<AutopathPlan>>,
 }
 
-/// A core's part of DNS over TLS.
+/// A core's part of DNS over TLS and HTTPS.
 #[derive(Debug)]
 pub struct TlsSetup {
     /// One TCP listener per `tls.listen` address (SO_REUSEPORT), in order.
-    pub fds: Vec<OwnedFd>,
+    pub dot_fds: Vec<OwnedFd>,
+    /// One TCP listener per `tls.https_listen` address, in order.
+    pub doh_fds: Vec<OwnedFd>,
     /// Their addresses, to bind late with the rest.
-    pub addrs: Vec<std::net::SocketAddr>,
+    pub dot_addrs: Vec<std::net::SocketAddr>,
+    pub doh_addrs: Vec<std::net::SocketAddr>,
     /// The certificate at start.
-    pub config: Arc<rustls::ServerConfig>,
+    pub certificates: crate::operations::tls::Certificates,
     /// Every certificate loaded after.
-    pub reloads: crossbeam_channel::Receiver<Arc<rustls::ServerConfig>>,
+    pub reloads: crossbeam_channel::Receiver<crate::operations::tls::Certificates>,
     /// A handshake must finish within this.
     pub handshake_timeout_ms: u64,
+    /// Most HTTP/2 streams at once on one connection.
+    pub https_max_streams: u32,
 }
 
 /// A core's part of the cache.
@@ -330,7 +336,8 @@ impl Listeners {
             crate::operations::preflight::bind_late(fd, addr, true)?;
         }
         if let Some(tls) = &self.tls {
-            for (fd, &addr) in tls.fds.iter().zip(&tls.addrs) {
+            let fds = tls.dot_fds.iter().chain(&tls.doh_fds);
+            for (fd, &addr) in fds.zip(tls.dot_addrs.iter().chain(&tls.doh_addrs)) {
                 crate::operations::preflight::bind_late(fd, addr, true)?;
             }
         }
@@ -383,7 +390,7 @@ fn start_serving(
         };
     }
     let connections = Rc::new(Cell::new(0usize));
-    let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; 2 + kubewire_wire::MAX_MESSAGE]));
+    let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; kubewire_wire::MAX_MESSAGE]));
     for (listen, fd) in listeners.tcp.into_iter().enumerate() {
         // SAFETY: a listening TCP socket created for this core alone, whose
         // ownership passes from the OwnedFd to glommio's listener.
@@ -397,9 +404,13 @@ fn start_serving(
         glommio::spawn_local(accept_tcp(listener, tcp, Rc::clone(&connections))).detach();
     }
     if let Some(setup) = listeners.tls {
-        let config = Rc::new(RefCell::new(setup.config));
+        let certificates = Rc::new(RefCell::new(setup.certificates));
         let reloads = Rc::new(setup.reloads);
-        for (index, fd) in setup.fds.into_iter().enumerate() {
+        let served = std::iter::repeat(Served::Dot)
+            .zip(setup.dot_fds)
+            .chain(std::iter::repeat(Served::Doh).zip(setup.doh_fds));
+        // Metrics count DoT listeners after the plain ones, then DoH's.
+        for (index, (served, fd)) in served.enumerate() {
             // SAFETY: as for the TCP listeners above.
             let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
             let tls = Tls {
@@ -409,11 +420,13 @@ fn start_serving(
                     limits,
                     listen: plain_listens + index,
                 },
-                config: Rc::clone(&config),
+                certificates: Rc::clone(&certificates),
                 reloads: Rc::clone(&reloads),
                 handshake_timeout_ms: setup.handshake_timeout_ms,
+                https_max_streams: setup.https_max_streams,
             };
-            glommio::spawn_local(accept_tls(listener, tls, Rc::clone(&connections))).detach();
+            glommio::spawn_local(accept_tls(listener, tls, served, Rc::clone(&connections)))
+                .detach();
         }
     }
     udp_sockets

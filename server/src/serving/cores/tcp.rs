@@ -115,44 +115,13 @@ pub(super) async fn serve_stream<S>(
             return;
         }
         let started = std::time::Instant::now();
-        let verdict = {
-            let mut scratch = tcp.scratch.borrow_mut();
-            let verdict = answer(
-                &mut tcp.shared.table.borrow_mut(),
-                tcp.shared.outside(),
-                tcp.shared.metrics.as_deref(),
-                tcp.listen,
-                Proto::Tcp,
-                &query,
-                &mut scratch[2..],
-                || client.map(|c| c.ip()),
-            );
-            if let Verdict::Reply(reply_len, _) = verdict {
-                scratch[..2].copy_from_slice(&(reply_len as u16).to_be_bytes());
-                reply.clear();
-                reply.extend_from_slice(&scratch[..2 + reply_len]);
-            }
-            verdict
+        // Not a query at all (a DNS peer would not send this), or no reply
+        // to give: the connection ends.
+        let Some(rcode) = answer_one(tcp, client, &query, &mut reply, 2).await else {
+            return;
         };
-        let rcode = match verdict {
-            Verdict::Reply(_, rcode) => rcode,
-            Verdict::Resolve(parsed, work) => {
-                // Counted, so that the UDP loop does not sleep in the kernel
-                // while this query's upstream reply waits on the reactor.
-                let _in_progress = tcp.shared.resolver.start();
-                let Some(resolved) =
-                    resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await
-                else {
-                    return;
-                };
-                reply.clear();
-                reply.extend_from_slice(&(resolved.reply.len() as u16).to_be_bytes());
-                reply.extend_from_slice(&resolved.reply);
-                resolved.rcode
-            }
-            // Not a query at all: a DNS peer would not send this.
-            Verdict::Drop => return,
-        };
+        let reply_len = (reply.len() - 2) as u16;
+        reply[..2].copy_from_slice(&reply_len.to_be_bytes());
         // A TLS stream holds what is written until flushed.
         let written = async {
             stream.write_all(&reply).await?;
@@ -162,5 +131,49 @@ pub(super) async fn serve_stream<S>(
             return;
         }
         finish_one(&tcp.shared, tcp.listen, started, client, &query, rcode);
+    }
+}
+
+/// Answers one query read from a stream (TCP, TLS or HTTPS) into `reply`,
+/// after `reserve` bytes left for the caller (TCP's length prefix). The
+/// RCODE, or `None` when there is nothing to send: not a query at all, or
+/// no reply from the resolver.
+pub(super) async fn answer_one(
+    tcp: &Tcp,
+    client: Option<std::net::SocketAddr>,
+    query: &[u8],
+    reply: &mut Vec<u8>,
+    reserve: usize,
+) -> Option<Rcode> {
+    reply.clear();
+    reply.resize(reserve, 0);
+    let verdict = {
+        let mut scratch = tcp.scratch.borrow_mut();
+        let verdict = answer(
+            &mut tcp.shared.table.borrow_mut(),
+            tcp.shared.outside(),
+            tcp.shared.metrics.as_deref(),
+            tcp.listen,
+            Proto::Tcp,
+            query,
+            &mut scratch[..],
+            || client.map(|c| c.ip()),
+        );
+        if let Verdict::Reply(reply_len, _) = verdict {
+            reply.extend_from_slice(&scratch[..reply_len]);
+        }
+        verdict
+    };
+    match verdict {
+        Verdict::Reply(_, rcode) => Some(rcode),
+        Verdict::Resolve(parsed, work) => {
+            // Counted, so that the UDP loop does not sleep in the kernel
+            // while this query's upstream reply waits on the reactor.
+            let _in_progress = tcp.shared.resolver.start();
+            let resolved = resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await?;
+            reply.extend_from_slice(&resolved.reply);
+            Some(resolved.rcode)
+        }
+        Verdict::Drop => None,
     }
 }

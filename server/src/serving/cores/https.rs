@@ -1,0 +1,252 @@
+//! DNS over HTTPS (RFC 8484): the TLS handshake (ALPN `h2` or `http/1.1`),
+//! then hyper on the core's executor serving `/dns-query`: GET with `?dns=`
+//! (base64url) and POST of `application/dns-message`. The answer is the
+//! TCP path's; `Cache-Control: max-age` is its smallest TTL. A request that
+//! is not a DNS query gets 400, a wrong content type 415, a body over
+//! 65535 bytes 413.
+
+use super::*;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// The path RFC 8484 suggests, and CoreDNS serves.
+const DOH_PATH: &str = "/dns-query";
+const DNS_MESSAGE: &str = "application/dns-message";
+
+/// base64url, with or without padding (RFC 8484 says without; some clients pad).
+const BASE64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+pub(super) async fn serve_doh(stream: TcpStream, tls: Tls, guard: ConnectionGuard) {
+    let _ = stream.set_nodelay(true);
+    let client = stream.peer_addr().ok();
+    let Some(stream) = tls.handshake(stream, client, Served::Doh).await else {
+        return;
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let activity = Rc::new(Cell::new(Instant::now()));
+    let io = HyperIo {
+        inner: stream,
+        activity: Rc::clone(&activity),
+    };
+    let doh = Rc::new(Doh {
+        tcp: tls.tcp.clone(),
+        client,
+    });
+    let service = hyper::service::service_fn(move |request| respond(Rc::clone(&doh), request));
+    let connection = async {
+        let served = if h2 {
+            hyper::server::conn::http2::Builder::new(LocalExecutor)
+                .max_concurrent_streams(tls.https_max_streams)
+                .serve_connection(io, service)
+                .await
+        } else {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+        };
+        if let Err(error) = served {
+            tracing::debug!(?client, %error, "DNS-over-HTTPS connection ended");
+        }
+    };
+    let idle = close_when_idle(activity, tls.tcp.limits.idle_timeout_ms);
+    futures_lite::future::or(connection, idle).await;
+    drop(guard);
+}
+
+/// Returns once no byte has moved for `idle_timeout_ms`: the TCP path's
+/// idle limit, for a connection hyper drives.
+async fn close_when_idle(activity: Rc<Cell<Instant>>, idle_timeout_ms: u64) {
+    let idle = Duration::from_millis(idle_timeout_ms);
+    loop {
+        let quiet = activity.get().elapsed();
+        if quiet >= idle {
+            return;
+        }
+        glommio::timer::sleep(idle - quiet).await;
+    }
+}
+
+/// What one connection's requests share.
+struct Doh {
+    tcp: Tcp,
+    client: Option<std::net::SocketAddr>,
+}
+
+async fn respond(
+    doh: Rc<Doh>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    Ok(match query_of(request).await {
+        Ok(query) => doh.answer(&query).await,
+        Err((status, why)) => refusal(status, why),
+    })
+}
+
+/// The DNS query a request carries, or the status that says what is wrong.
+async fn query_of(request: Request<Incoming>) -> Result<Vec<u8>, (StatusCode, &'static str)> {
+    if request.uri().path() != DOH_PATH {
+        return Err((StatusCode::NOT_FOUND, "DNS queries go to /dns-query\n"));
+    }
+    match *request.method() {
+        Method::GET => {
+            let encoded = request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("dns=")))
+                .ok_or((
+                    StatusCode::BAD_REQUEST,
+                    "a GET needs ?dns=QUERY (base64url)\n",
+                ))?;
+            BASE64URL
+                .decode(encoded)
+                .map_err(|_| (StatusCode::BAD_REQUEST, "?dns= is not base64url\n"))
+        }
+        Method::POST => {
+            let content_type = request.headers().get(header::CONTENT_TYPE);
+            if content_type.is_none_or(|t| t.as_bytes() != DNS_MESSAGE.as_bytes()) {
+                return Err((
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "a POST carries Content-Type: application/dns-message\n",
+                ));
+            }
+            let too_large = (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "a DNS message is at most 65535 bytes\n",
+            );
+            let announced = request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|l| l.to_str().ok()?.parse::<usize>().ok());
+            if announced.is_some_and(|l| l > kubewire_wire::MAX_MESSAGE) {
+                return Err(too_large);
+            }
+            let body = Limited::new(request.into_body(), kubewire_wire::MAX_MESSAGE);
+            match body.collect().await {
+                Ok(collected) => Ok(collected.to_bytes().to_vec()),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large),
+                Err(_) => Err((StatusCode::BAD_REQUEST, "the body could not be read\n")),
+            }
+        }
+        _ => Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "DNS over HTTPS takes GET and POST\n",
+        )),
+    }
+}
+
+impl Doh {
+    async fn answer(&self, query: &[u8]) -> Response<Full<Bytes>> {
+        let started = std::time::Instant::now();
+        let mut reply = Vec::new();
+        let Some(rcode) = answer_one(&self.tcp, self.client, query, &mut reply, 0).await else {
+            return if query.len() < kubewire_wire::HEADER_LEN {
+                refusal(StatusCode::BAD_REQUEST, "not a DNS query\n")
+            } else {
+                refusal(StatusCode::BAD_GATEWAY, "no DNS reply to give\n")
+            };
+        };
+        finish_one(
+            &self.tcp.shared,
+            self.tcp.listen,
+            started,
+            self.client,
+            query,
+            rcode,
+        );
+        let max_age = kubewire_wire::min_ttl(&reply).unwrap_or(0);
+        let mut response = Response::new(Full::new(Bytes::from(reply)));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(DNS_MESSAGE),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&format!("max-age={max_age}")) {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+        response
+    }
+}
+
+fn refusal(status: StatusCode, why: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(why.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+/// Spawns hyper's HTTP/2 stream tasks on the core's executor.
+#[derive(Clone, Copy)]
+struct LocalExecutor;
+
+impl<F> hyper::rt::Executor<F> for LocalExecutor
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, future: F) {
+        glommio::spawn_local(future).detach();
+    }
+}
+
+/// A futures-io stream as hyper's I/O, noting when bytes last moved.
+struct HyperIo<S> {
+    inner: S,
+    activity: Rc<Cell<Instant>>,
+}
+
+impl<S: futures_lite::AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // Read into initialised bytes, then copy: no unsafe for hyper's
+        // uninitialised buffer, at the cost of one small copy.
+        let mut chunk = [0u8; 8192];
+        let want = buf.remaining().min(chunk.len());
+        match Pin::new(&mut self.inner).poll_read(cx, &mut chunk[..want]) {
+            Poll::Ready(Ok(read)) => {
+                buf.put_slice(&chunk[..read]);
+                self.activity.set(Instant::now());
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: futures_lite::AsyncWrite + Unpin> hyper::rt::Write for HyperIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(_)) = written {
+            self.activity.set(Instant::now());
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
