@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the Go peers (CoreDNS, etcd, kube-apiserver) from their modules, at the
+# Builds the Go peers (CoreDNS, etcd, kube-apiserver, the dnstap collector) from their modules, at the
 # versions in versions.env, into a cache outside the tree. Idempotent: a peer
 # whose binary is already there for its version is not built again.
 #
-#   bench/peers/build.sh            # all three
-#   bench/peers/build.sh etcd       # one (coredns | etcd | kube-apiserver)
+#   bench/peers/build.sh            # all four
+#   bench/peers/build.sh etcd       # one (coredns | etcd | kube-apiserver | dnstap)
 #
 # The cache is $KUBEWIRE_PEERS_DIR (default ~/.cache/kubewire-peers); binaries
 # land in $KUBEWIRE_PEERS_DIR/bin as NAME (a symlink to NAME-VERSION).
@@ -43,6 +43,14 @@ build_coredns() {
   GOBIN="$gobin" go install -tags grpcnotrace -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION" \
     2> >(grep -v '^go: downloading' >&2)
   mv "$gobin/coredns" "$bin/coredns-$COREDNS_VERSION"
+}
+
+build_dnstap() {
+  # golang-dnstap's own collector: reads Frame Streams from a socket, prints YAML.
+  local gobin="$work/dnstap-$DNSTAP_VERSION"
+  GOBIN="$gobin" go install -ldflags "-s -w" "github.com/dnstap/golang-dnstap/dnstap@$DNSTAP_VERSION" \
+    2> >(grep -v '^go: downloading' >&2)
+  mv "$gobin/dnstap" "$bin/dnstap-$DNSTAP_VERSION"
 }
 
 build_etcd() {
@@ -114,14 +122,15 @@ build_kube_apiserver() {
 }
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(etcd kube-apiserver coredns)
+[ ${#want[@]} -gt 0 ] || want=(etcd kube-apiserver coredns dnstap)
 total=$SECONDS
 for peer in "${want[@]}"; do
   case $peer in
   coredns) timed coredns "$COREDNS_VERSION" build_coredns ;;
   etcd) timed etcd "$ETCD_VERSION" build_etcd ;;
   kube-apiserver) timed kube-apiserver "$KUBERNETES_VERSION" build_kube_apiserver ;;
-  *) echo "build.sh: unknown peer '$peer' (coredns | etcd | kube-apiserver)" >&2; exit 2 ;;
+  dnstap) timed dnstap "$DNSTAP_VERSION" build_dnstap ;;
+  *) echo "build.sh: unknown peer '$peer' (coredns | etcd | kube-apiserver | dnstap)" >&2; exit 2 ;;
   esac
 done
 echo "peers ready in $bin ($((SECONDS - total)) s)"

@@ -223,7 +223,8 @@ fn serve(
                 ),
                 counters.cache,
             )
-            .with_autopath(config.kubernetes.autopath),
+            .with_autopath(config.kubernetes.autopath)
+            .with_dnstap(counters.dnstap_dropped),
         )
     });
     let startup = control_plane::Startup {
@@ -379,6 +380,8 @@ struct Counters {
     )>,
     forward: Vec<Arc<metrics::ForwardMetrics>>,
     cache: Vec<Arc<metrics::CacheMetrics>>,
+    /// dnstap events dropped; `None` when dnstap is off.
+    dnstap_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The certificate DNS over TLS and HTTPS are served with, read at start;
@@ -393,6 +396,51 @@ fn served_tls(config: &Config) -> anyhow::Result<Option<operations::tls::Certifi
     )?;
     tracing::info!(tls_listen = ?tls.listen, https_listen = ?tls.https_listen, cert_file = %tls.cert_file, mutual = !tls.client_ca_file.is_empty(), "serving DNS over TLS and HTTPS");
     Ok(Some(served))
+}
+
+/// Starts dnstap's writer when `dnstap.to` is set; returns what each core
+/// sends through, and the count of events dropped.
+fn start_dnstap(
+    config: &Config,
+    shutdown: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<(cores::ServedTap, Arc<std::sync::atomic::AtomicU64>)>> {
+    use operations::dnstap::{DnstapPlan, Protocol, Target};
+    let settings = &config.dnstap;
+    if settings.to.is_empty() {
+        return Ok(None);
+    }
+    let target = Target::parse(&settings.to).map_err(|e| anyhow::anyhow!("dnstap.to {e}"))?;
+    let identity = match settings.identity.as_str() {
+        "" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        given => given.to_string(),
+    };
+    let version = match settings.version.as_str() {
+        "" => format!("kubewire {}", env!("CARGO_PKG_VERSION")),
+        given => given.to_string(),
+    };
+    let plan = DnstapPlan {
+        target,
+        full: settings.full,
+        identity,
+        version,
+        extra: settings.extra.clone(),
+    };
+    tracing::info!(to = %plan.target, full = plan.full, "dnstap: sending every query and upstream exchange");
+    let (tap, dropped) = operations::dnstap::start(plan, Arc::clone(shutdown))
+        .context("starting dnstap's writer thread")?;
+    let listens: Vec<_> = (config.dns.listen.iter().map(|&a| (a, Protocol::Tcp)))
+        .chain(config.tls.listen.iter().map(|&a| (a, Protocol::Dot)))
+        .chain(config.tls.https_listen.iter().map(|&a| (a, Protocol::Doh)))
+        .collect();
+    Ok(Some((
+        cores::ServedTap {
+            tap,
+            listens: listens.into(),
+        },
+        dropped,
+    )))
 }
 
 /// Opens every core's sockets and starts the cores, each with its end of
@@ -453,6 +501,8 @@ fn spawn_cores(
         None
     };
     let served = served_tls(config)?;
+    let dnstap = start_dnstap(config, shutdown)?;
+    counters.dnstap_dropped = dnstap.as_ref().map(|(_, dropped)| Arc::clone(dropped));
     let mut handles = Vec::new();
     let mut tls_reloads = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
@@ -534,6 +584,7 @@ fn spawn_cores(
             forward_metrics,
             cache,
             autopath: autopath.clone(),
+            dnstap: dnstap.as_ref().map(|(tap, _)| tap.clone()),
         };
         let handle = cores::spawn(setup)
             // glommio's error is not Send, so anyhow cannot hold it as a source.

@@ -210,6 +210,46 @@ pub struct Flags {
     )]
     pub https_max_streams: Option<u32>,
 
+    /// Send dnstap to unix:///PATH or tcp://IP:PORT; off by default.
+    #[arg(
+        long = "dnstap",
+        global = true,
+        value_name = "TARGET",
+        env = "KUBEWIRE_DNSTAP"
+    )]
+    pub dnstap: Option<String>,
+
+    /// Include the DNS messages in dnstap events.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", env = "KUBEWIRE_DNSTAP_FULL")]
+    pub dnstap_full: Option<bool>,
+
+    /// dnstap's identity; the host name by default.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TEXT",
+        env = "KUBEWIRE_DNSTAP_IDENTITY"
+    )]
+    pub dnstap_identity: Option<String>,
+
+    /// dnstap's version; kubewire and its version by default.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TEXT",
+        env = "KUBEWIRE_DNSTAP_VERSION"
+    )]
+    pub dnstap_version: Option<String>,
+
+    /// dnstap's extra field.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TEXT",
+        env = "KUBEWIRE_DNSTAP_EXTRA"
+    )]
+    pub dnstap_extra: Option<String>,
+
     /// The served certificate chain, PEM.
     #[arg(
         long,
@@ -351,6 +391,11 @@ impl Flags {
         set(&mut config.tcp.idle_timeout_ms, &self.tcp_idle_timeout_ms);
         set(&mut config.tcp.max_connections, &self.tcp_max_connections);
         set(&mut config.tls.listen, &self.tls_listen);
+        set(&mut config.dnstap.to, &self.dnstap);
+        set(&mut config.dnstap.full, &self.dnstap_full);
+        set(&mut config.dnstap.identity, &self.dnstap_identity);
+        set(&mut config.dnstap.version, &self.dnstap_version);
+        set(&mut config.dnstap.extra, &self.dnstap_extra);
         set(&mut config.tls.https_listen, &self.https_listen);
         set(&mut config.tls.https_max_streams, &self.https_max_streams);
         set(&mut config.tls.cert_file, &self.tls_cert_file);
@@ -419,6 +464,11 @@ mod tests {
         ("--tcp-idle-timeout-ms", Some("1")),
         ("--tcp-max-connections", Some("1")),
         ("--tls-listen", Some("127.0.0.2:853")),
+        ("--dnstap", Some("unix:///tmp/dnstap.sock")),
+        ("--dnstap-full", None),
+        ("--dnstap-identity", Some("node-1")),
+        ("--dnstap-version", Some("v")),
+        ("--dnstap-extra", Some("x")),
         ("--https-listen", Some("127.0.0.2:443")),
         ("--https-max-streams", Some("1")),
         ("--tls-cert-file", Some("/tmp/tls.crt")),

@@ -78,6 +78,8 @@ pub struct Forwarder {
     tcp: TcpPool,
     /// Per upstream, its kept UDP sockets.
     udp: Vec<Rc<UdpPool>>,
+    /// dnstap, when on: every upstream exchange.
+    dnstap: Option<crate::operations::dnstap::Tap>,
 }
 
 /// Why one attempt failed.
@@ -116,6 +118,7 @@ impl Forwarder {
             })
             .collect();
         Forwarder {
+            dnstap: None,
             tcp,
             udp,
             plan,
@@ -259,6 +262,9 @@ impl Forwarder {
                 .await
             {
                 Ok(reply) => {
+                    if let Some(tap) = &self.dnstap {
+                        self.tap(tap, upstream, &sent[..len], &reply, started);
+                    }
                     self.record(upstream, true);
                     if let Some(metrics) = &self.metrics {
                         metrics.request(upstream, reply.rcode().0, started.elapsed());
@@ -272,6 +278,44 @@ impl Forwarder {
             }
         }
         Fetched::Failed(Rcode::SERVFAIL)
+    }
+
+    /// Sends an upstream exchange to dnstap.
+    #[cold]
+    fn tap(
+        &self,
+        tap: &crate::operations::dnstap::Tap,
+        upstream: usize,
+        sent: &[u8],
+        reply: &CheckedReply,
+        started: Instant,
+    ) {
+        use crate::operations::config::Protocol as Upstream;
+        use crate::operations::dnstap::{Exchange, Protocol};
+        let address = &self.plan.upstreams[upstream];
+        let protocol = match address.protocol {
+            Upstream::Tls => Protocol::Dot,
+            _ if address.stream_only(self.plan.force_tcp) => Protocol::Tcp,
+            _ => Protocol::Udp,
+        };
+        let response_time = std::time::SystemTime::now();
+        tap.forwarder(&Exchange {
+            asker: None,
+            answerer: Some(address.addr),
+            protocol,
+            query: sent,
+            query_time: response_time
+                .checked_sub(started.elapsed())
+                .unwrap_or(response_time),
+            response: reply.view().packet(),
+            response_time,
+        });
+    }
+
+    /// Sends every upstream exchange to `tap` from now on.
+    pub fn with_dnstap(mut self, tap: Option<crate::operations::dnstap::Tap>) -> Forwarder {
+        self.dnstap = tap;
+        self
     }
 
     /// The client's reply to `query` from an upstream reply that

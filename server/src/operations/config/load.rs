@@ -232,6 +232,11 @@ impl Config {
             return fail("tcp.max_connections", "must be at least 1");
         }
         self.validate_tls(&fail)?;
+        if !self.dnstap.to.is_empty()
+            && let Err(error) = crate::operations::dnstap::Target::parse(&self.dnstap.to)
+        {
+            return fail("dnstap.to", &error);
+        }
         self.validate_forward(&fail)?;
         self.validate_cache(&fail)?;
         self.validate_node_local(&fail)

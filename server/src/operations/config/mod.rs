@@ -59,6 +59,24 @@ pub struct Config {
     pub cache: Cache,
     /// Node-local mode: the per-node cache on a link-local address.
     pub node_local: NodeLocal,
+    /// dnstap: every query and upstream exchange, to a collector.
+    pub dnstap: Dnstap,
+}
+
+/// `[dnstap]`, as CoreDNS's `dnstap` plugin.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dnstap {
+    /// `unix:///PATH` or `tcp://IP:PORT`; empty: off.
+    pub to: String,
+    /// With the DNS messages themselves.
+    pub full: bool,
+    /// Sent as `identity`; empty: the host name.
+    pub identity: String,
+    /// Sent as `version`; empty: `kubewire VERSION`.
+    pub version: String,
+    /// Sent as `extra`; empty: none.
+    pub extra: String,
 }
 
 /// `[dns]`

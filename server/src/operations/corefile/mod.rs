@@ -216,6 +216,7 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
             "kubernetes" => kubernetes(&mut b, directive),
             "forward" => forward(&mut b, directive),
             "cache" => cache(&mut b, directive),
+            "dnstap" => dnstap(&mut b, directive),
             "k8s_external" => k8s_external(&mut b, directive, &first.keys),
             "autopath" => match directive.args.as_slice() {
                 [only] if only == "@kubernetes" => {
@@ -258,6 +259,51 @@ pub fn translate(origin: &str, text: &str) -> Result<Translation, CorefileError>
         );
     }
     finish(origin, b)
+}
+
+/// `dnstap SOCKET [full] { identity …; version …; extra … }`.
+fn dnstap(b: &mut Builder, directive: &Directive) {
+    let line = directive.line;
+    let text = directive.text();
+    let (socket, full) = match directive.args.as_slice() {
+        [socket] => (socket, false),
+        [socket, full] if full == "full" => (socket, true),
+        _ => {
+            return b.refuse(
+                line,
+                &text,
+                "dnstap takes a socket and, optionally, full; CoreDNS refuses other arguments too",
+            );
+        }
+    };
+    if let Err(error) = crate::operations::dnstap::Target::parse(socket) {
+        return b.cannot(line, &text, &format!("kubewire sends dnstap to {error}"));
+    }
+    b.set("dnstap.to", string(socket.as_str()), line, &text);
+    if full {
+        b.set("dnstap.full", toml::Value::Boolean(true), line, &text);
+    }
+    for option in &directive.block {
+        let key = match option.name.as_str() {
+            "identity" => "dnstap.identity",
+            "version" => "dnstap.version",
+            "extra" => "dnstap.extra",
+            _ => {
+                b.cannot(
+                    option.line,
+                    &option.text(),
+                    "not supported by kubewire's dnstap",
+                );
+                continue;
+            }
+        };
+        b.set(
+            key,
+            string(option.args.join(" ")),
+            option.line,
+            &option.text(),
+        );
+    }
 }
 
 /// The TOML text, with where each value came from; checked to be a valid

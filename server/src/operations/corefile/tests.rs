@@ -515,3 +515,22 @@ fn an_https_block_serves_dns_over_https_with_the_same_certificate() {
         t.untranslated
     );
 }
+
+#[test]
+fn dnstap_translates_with_its_fields() {
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n  dnstap unix:///var/run/tap.sock full {\n    identity node-1\n    version v1\n    extra rack 4\n  }\n}\n",
+    )
+    .unwrap();
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.dnstap.to, "unix:///var/run/tap.sock");
+    assert!(config.dnstap.full);
+    assert_eq!(config.dnstap.identity, "node-1");
+    assert_eq!(config.dnstap.extra, "rack 4");
+    // A host name, or TLS to the collector: not kubewire's.
+    let t = translate("Corefile", ".:53 {\n  dnstap tcp://collector:6000\n}\n").unwrap();
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
+    assert!(translate("Corefile", ".:53 {\n  dnstap a b c\n}\n").is_err());
+}

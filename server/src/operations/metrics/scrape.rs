@@ -29,6 +29,8 @@ pub struct Scrape {
     /// Whether autopath is on: CoreDNS exports its counter only with the
     /// plugin, and a zero would say autopath ran and never helped.
     pub autopath: bool,
+    /// dnstap events dropped; `None` when dnstap is off.
+    pub dnstap_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Scrape {
@@ -63,7 +65,14 @@ impl Scrape {
             cores,
             control,
             autopath: false,
+            dnstap_dropped: None,
         }
+    }
+
+    /// Exports `kubewire_dnstap_dropped_total` too.
+    pub fn with_dnstap(mut self, dropped: Option<Arc<std::sync::atomic::AtomicU64>>) -> Scrape {
+        self.dnstap_dropped = dropped;
+        self
     }
 
     /// Exports `coredns_autopath_success_total` too.
@@ -477,6 +486,15 @@ impl Scrape {
 
     fn encode_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
         self.encode_handshakes(encoder)?;
+        if let Some(dropped) = &self.dnstap_dropped {
+            let family = encoder.encode_descriptor(
+                "kubewire_dnstap_dropped",
+                "dnstap events dropped: the queue to the writer was full, or the collector could not be reached.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(read(dropped)).encode(family)?;
+        }
         self.encode_forward(encoder)?;
         self.encode_cache(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;

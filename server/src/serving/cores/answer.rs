@@ -257,16 +257,15 @@ pub(super) fn spawn_udp_resolve(
         let Some(resolved) = resolve(&shared, listen, Proto::Udp, &query, work).await else {
             return;
         };
-        let rcode = resolved.rcode;
-        outbox.push(resolved.reply, peer);
         finish_one(
             &shared,
             listen,
             started,
             Some(peer),
-            query.query().packet(),
-            rcode,
+            (query.query().packet(), &resolved.reply),
+            (Proto::Udp, resolved.rcode),
         );
+        outbox.push(resolved.reply, peer);
     })
     .detach();
 }

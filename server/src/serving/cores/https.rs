@@ -160,8 +160,8 @@ impl Doh {
             self.tcp.listen,
             started,
             self.client,
-            query,
-            rcode,
+            (query, &reply),
+            (Proto::Tcp, rcode),
         );
         let max_age = kubewire_wire::min_ttl(&reply).unwrap_or(0);
         let mut response = Response::new(Full::new(Bytes::from(reply)));

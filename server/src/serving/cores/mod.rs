@@ -123,6 +123,53 @@ pub struct CoreSetup {
     pub cache: Option<CacheSetup>,
     /// Autopath's plan; `None` when autopath is off.
     pub autopath: Option<Arc<AutopathPlan>>,
+    /// dnstap; `None` when off.
+    pub dnstap: Option<ServedTap>,
+}
+
+/// dnstap as a core sends it: the tap, and each listen address (in the
+/// metrics' order) with the protocol its stream connections speak.
+#[derive(Clone, Debug)]
+pub struct ServedTap {
+    pub tap: crate::operations::dnstap::Tap,
+    pub listens: Arc<[(std::net::SocketAddr, crate::operations::dnstap::Protocol)]>,
+}
+
+impl ServedTap {
+    /// A client's query and its reply, which took from `started` to now.
+    #[cold]
+    fn client(
+        &self,
+        listen: usize,
+        proto: Proto,
+        client: Option<std::net::SocketAddr>,
+        query: &[u8],
+        reply: &[u8],
+        started: std::time::Instant,
+    ) {
+        use crate::operations::dnstap::{Exchange, Protocol};
+        let (answerer, stream) = self
+            .listens
+            .get(listen)
+            .map_or((None, Protocol::Tcp), |&(addr, protocol)| {
+                (Some(addr), protocol)
+            });
+        let response_time = std::time::SystemTime::now();
+        self.tap.client(&Exchange {
+            asker: client,
+            answerer,
+            protocol: match proto {
+                Proto::Udp => Protocol::Udp,
+                Proto::Tcp => stream,
+            },
+            query,
+            query_time: response_time
+                .checked_sub(started.elapsed())
+                .unwrap_or(response_time),
+            response: reply,
+            response_time,
+        });
+    }
 }
 
 /// A core's part of DNS over TLS and HTTPS.
@@ -201,6 +248,8 @@ struct Shared {
     /// UDP loop's `poll`: updates and other cores' cache messages arrive
     /// through it, and are read on glommio's reactor.
     wake_watch: Option<Rc<OwnedFd>>,
+    /// dnstap; `None` when off.
+    dnstap: Option<Rc<ServedTap>>,
 }
 
 /// Starts a core on its own pinned thread.
@@ -225,9 +274,10 @@ type Scratch = Rc<RefCell<Vec<u8>>>;
 
 async fn run(mut setup: CoreSetup) {
     let readiness = Rc::new(Readiness::default());
-    let forwarder = setup
-        .forward
-        .map(|plan| Forwarder::new(plan, setup.forward_metrics, setup.index, &readiness));
+    let forwarder = setup.forward.map(|plan| {
+        Forwarder::new(plan, setup.forward_metrics, setup.index, &readiness)
+            .with_dnstap(setup.dnstap.as_ref().map(|d| d.tap.clone()))
+    });
     let mut table = AnswerTable::new();
     table.set_recursion_available(forwarder.is_some());
     let cache = setup
@@ -249,6 +299,7 @@ async fn run(mut setup: CoreSetup) {
         }
     };
     let shared = Shared {
+        dnstap: setup.dnstap.take().map(Rc::new),
         wake_watch,
         table,
         updates: Rc::new(setup.updates),

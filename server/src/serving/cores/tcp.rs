@@ -130,7 +130,14 @@ pub(super) async fn serve_stream<S>(
         if within(TCP_WRITE_TIMEOUT_MS, written).await.is_none() {
             return;
         }
-        finish_one(&tcp.shared, tcp.listen, started, client, &query, rcode);
+        finish_one(
+            &tcp.shared,
+            tcp.listen,
+            started,
+            client,
+            (&query, &reply[2..]),
+            (Proto::Tcp, rcode),
+        );
     }
 }
 

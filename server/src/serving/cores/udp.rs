@@ -117,7 +117,8 @@ pub(super) async fn serve_udp_batched(
         // batch, not two per query.
         let log_interval = QueryLog::interval(&shared.query_log_sampling);
         let started =
-            (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
+            (shared.metrics.is_some() || log_interval.is_some() || shared.dnstap.is_some())
+                .then(std::time::Instant::now);
         apply_waiting_updates(&shared);
         {
             let mut table = shared.table.borrow_mut();
@@ -135,6 +136,16 @@ pub(super) async fn serve_udp_batched(
                     }
                     Verdict::Drop => return None,
                 };
+                if let (Some(dnstap), Some(started)) = (&shared.dnstap, started) {
+                    dnstap.client(
+                        listen,
+                        Proto::Udp,
+                        peer.address(),
+                        query,
+                        &out[..len],
+                        started,
+                    );
+                }
                 if let Some(interval) = log_interval
                     && query_log.pick(interval)
                 {
@@ -265,7 +276,14 @@ pub(super) async fn serve_udp_glommio(socket: Rc<UdpSocket>, shared: Shared, lis
         if let Err(error) = socket.send_to(&out[..reply], peer).await {
             tracing::debug!(%error, "UDP reply not sent");
         }
-        finish_one(&shared, listen, started, Some(peer), &query[..len], rcode);
+        finish_one(
+            &shared,
+            listen,
+            started,
+            Some(peer),
+            (&query[..len], &out[..reply]),
+            (Proto::Udp, rcode),
+        );
     }
 }
 
@@ -275,9 +293,12 @@ pub(super) fn finish_one(
     listen: usize,
     started: std::time::Instant,
     client: Option<std::net::SocketAddr>,
-    query: &[u8],
-    rcode: Rcode,
+    (query, reply): (&[u8], &[u8]),
+    (proto, rcode): (Proto, Rcode),
 ) {
+    if let Some(dnstap) = &shared.dnstap {
+        dnstap.client(listen, proto, client, query, reply, started);
+    }
     if let Some(metrics) = &shared.metrics {
         metrics.took(listen, 1, elapsed_ns(started));
     }

@@ -120,7 +120,8 @@ pub(super) async fn serve_udp_uring(
         }
         let log_interval = QueryLog::interval(&shared.query_log_sampling);
         let started =
-            (shared.metrics.is_some() || log_interval.is_some()).then(std::time::Instant::now);
+            (shared.metrics.is_some() || log_interval.is_some() || shared.dnstap.is_some())
+                .then(std::time::Instant::now);
         super::apply_waiting_updates(&shared);
         let turn = {
             let mut table = shared.table.borrow_mut();
@@ -130,6 +131,17 @@ pub(super) async fn serve_udp_uring(
             ring.process(|query, out, peer| {
                 match answer_udp(&mut table, outside, metrics, listen, query, out, peer) {
                     Verdict::Reply(len, rcode) => {
+                        if let (Some(dnstap), Some(started)) = (&shared.dnstap, started) {
+                            let reply = &out[..len];
+                            dnstap.client(
+                                listen,
+                                super::Proto::Udp,
+                                peer.address(),
+                                query,
+                                reply,
+                                started,
+                            );
+                        }
                         if let Some(interval) = log_interval
                             && query_log.pick(interval)
                         {
