@@ -1,7 +1,8 @@
 """Helpers the benchmark scripts share: starting, checking and stopping the
 servers under test (pinned to a CPU, each in its own process group), their
-CPU time and memory from /proc, a DNS probe, dnsperf, and the real API and
-CoreDNS from bench/peers/build.sh.
+CPU time and memory from /proc, DNS probes (UDP, DoT, DoH), a self-signed
+certificate, dnsperf and h2load, and the real API and CoreDNS from
+bench/peers/build.sh.
 
 Import it from a script in bench/: `from benchlib import Server, ...`.
 """
@@ -118,9 +119,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def query_bytes(name, qtype=1, qid=0xABCD):
+def query_bytes(name, qtype=1, qid=0xABCD, edns=0):
+    """A query (RD set); with `edns`, an OPT record advertising that UDP payload size."""
     wire = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
-    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack(">HH", qtype, 1)
+    opt = b"\0" + struct.pack(">HHIH", 41, edns, 0, 0) if edns else b""
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1 if edns else 0) + wire + struct.pack(">HH", qtype, 1) + opt
 
 
 def ask(port, name, qtype=1, timeout=0.3):
@@ -138,6 +141,77 @@ def ask(port, name, qtype=1, timeout=0.3):
         return None
     finally:
         s.close()
+
+
+def parse_reply(query, data):
+    """(rcode, answer count) of a reply to `query`, or None if it is not one."""
+    if len(data) < 12 or data[:2] != query[:2] or not data[2] & 0x80:
+        return None
+    return data[3] & 0x0F, struct.unpack(">H", data[6:8])[0]
+
+
+def tls_client_context(alpn=None):
+    """A TLS client context that does not verify the server (benchmark certificates are self-signed)."""
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def _recv_exact(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def ask_dot(port, name, qtype=1, timeout=1.0, alpn=("dot",)):
+    """(rcode, answer count) of a DNS-over-TLS query to 127.0.0.1:port (one connection), or None."""
+    query = query_bytes(name, qtype)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            with tls_client_context(list(alpn)).wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(struct.pack(">H", len(query)) + query)
+                size = struct.unpack(">H", _recv_exact(s, 2))[0]
+                return parse_reply(query, _recv_exact(s, size))
+    except (OSError, ValueError):
+        return None
+
+
+def ask_doh(port, name, qtype=1, timeout=1.0, path="/dns-query"):
+    """(rcode, answer count) of a DNS-over-HTTPS GET (HTTP/1.1) to 127.0.0.1:port, or None."""
+    import base64
+    import http.client
+    query = query_bytes(name, qtype, qid=0)  # RFC 8484 §4.1: ID 0 for GET
+    param = base64.urlsafe_b64encode(query).rstrip(b"=").decode()
+    try:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                           context=tls_client_context(["http/1.1"]))
+        conn.request("GET", f"{path}?dns={param}", headers={"Accept": "application/dns-message"})
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return parse_reply(query, data) if response.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+
+
+def self_signed_cert(work, key_type="ec"):
+    """A fresh self-signed certificate for localhost and 127.0.0.1 (`key_type`: ec, P-256, or rsa,
+    2048 bits), written as WORK/tls.crt and WORK/tls.key (PKCS #8); returns their paths."""
+    crt, key = Path(work) / "tls.crt", Path(work) / "tls.key"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if key_type == "ec" else \
+        ["-newkey", "rsa:2048"]
+    run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(crt)],
+        capture_output=True)
+    return str(crt), str(key)
 
 
 def answered(port, name="kubernetes.default.svc.cluster.local"):
@@ -201,25 +275,103 @@ class Server:
                 self.proc.wait()
 
 
-def dnsperf(port, queries, seconds, rate, cpu="1"):
+def dnsperf(port, queries, seconds, rate, cpu="1", mode="udp", clients=16, outstanding=1000, extra=(),
+            verbose=False):
+    """dnsperf's figures for one run against 127.0.0.1:port (`mode`: udp, tcp, dot or doh; `extra`:
+    more arguments, such as `-O doh-uri=...`). With `verbose`, dnsperf reports every answer's
+    latency (`-v`) and the result holds them too, sorted, in ms (`latencies_ms`)."""
     cmd = ["taskset", "-c", cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
-           "-l", str(seconds), "-c", "16", "-q", "1000"]
+           "-l", str(seconds), "-c", str(clients), "-q", str(outstanding)]
+    if mode != "udp":
+        cmd += ["-m", mode]
     if rate:
         cmd += ["-Q", str(rate)]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    cmd += [*extra, *(["-v"] if verbose else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    out = done.stdout
 
     def grab(pattern, cast=float):
         m = re.search(pattern, out)
         return cast(m.group(1)) if m else None
 
-    return {
+    result = {
+        "sent": grab(r"Queries sent:\s+(\d+)", int),
         "completed": grab(r"Queries completed:\s+(\d+)", int),
         "lost": grab(r"Queries lost:\s+(\d+)", int),
         "qps": grab(r"Queries per second:\s+([\d.]+)"),
         "avg_ms": (grab(r"Average Latency \(s\):\s+([\d.]+)") or 0) * 1000,
         "max_ms": (grab(r"Average Latency \(s\):.*max ([\d.]+)") or 0) * 1000,
         "sd_ms": (grab(r"Latency StdDev \(s\):\s+([\d.]+)") or 0) * 1000,
+        "rcodes": grab(r"Response codes:\s+(.*)", str) or "",
+        "reconnections": grab(r"Reconnections:\s+(\d+)", int),
+        "stderr": done.stderr.strip(),
+        "command": cmd,
     }
+    if verbose:
+        latencies = []
+        for line in out.splitlines():
+            fields = line.split()
+            # "> NOERROR name type 0.000123"; a timeout is "> T name type".
+            if len(fields) >= 3 and fields[0] == ">" and fields[1] not in ("T", "I"):
+                try:
+                    latencies.append(float(fields[-1]) * 1000)
+                except ValueError:
+                    pass
+        result["latencies_ms"] = sorted(latencies)
+    return result
+
+
+def h2load(uris, seconds, rate, cpu="1", streams=100, requests=None, extra=(), log_file=None):
+    """h2load's figures for one HTTP/2 connection (-c 1) over the URIs in the file `uris`, used in
+    order and again: for `seconds` at `rate` requests per second (--rps; 0: as fast as it goes), or
+    `requests` in all. With `log_file`, every request's time to the end of its response, sorted, in
+    ms (`latencies_ms`), from h2load's --log-file."""
+    cmd = ["taskset", "-c", cpu, "h2load", "-i", str(uris), "-c", "1", "-t", "1", "-m", str(streams),
+           "-H", "accept: application/dns-message", *extra]
+    cmd += ["-n", str(requests)] if requests else ["-D", str(seconds)]
+    if rate:
+        cmd += ["--rps", str(rate)]
+    if log_file:
+        cmd += ["--log-file", str(log_file)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    out = done.stdout
+
+    def grab(pattern, cast=int):
+        m = re.search(pattern, out)
+        return cast(m.group(1)) if m else None
+
+    result = {
+        "sent": grab(r"requests: \d+ total, (\d+) started"),
+        "completed": grab(r"(\d+) succeeded"),
+        "failed": grab(r"(\d+) failed"),
+        "errored": grab(r"(\d+) errored"),
+        "timeout": grab(r"(\d+) timeout"),
+        "status": grab(r"status codes: (.*)", str) or "",
+        "alpn": grab(r"Application protocol: (\S+)", str),
+        "elapsed_s": grab(r"finished in ([\d.]+)s", float),
+        "stderr": done.stderr.strip() + ("" if done.returncode == 0 else f" (exit {done.returncode})"),
+        "command": cmd,
+    }
+    result["lost"] = (result["sent"] or 0) - (result["completed"] or 0)
+    result["qps"] = result["completed"] / result["elapsed_s"] if result["completed"] and result["elapsed_s"] else 0
+    if log_file:
+        latencies, starts = [], []
+        for line in Path(log_file).read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 3 and fields[1].startswith("2"):
+                latencies.append(int(fields[2]) / 1000)
+                starts.append(int(fields[0]))
+        result["latencies_ms"] = sorted(latencies)
+        # How h2load released the requests: bursts are starts less than 200 µs apart.
+        starts.sort()
+        result["bursts"] = 1 + sum(1 for a, b in zip(starts, starts[1:]) if b - a >= 200) if starts else 0
+    return result
+
+
+def percentile(values, p):
+    """The nearest-rank p-quantile (p in 0..1) of `values`, or None if there are none."""
+    values = sorted(values)
+    return values[round((len(values) - 1) * p)] if values else None
 
 
 def bench_compare(servers, queries, seconds, rounds, rate, out_dir, load_cpu="1"):
