@@ -40,7 +40,13 @@ server serves the scenario cluster (`kubewire-bench scenario`).
    each ÷ the null responder's in the same run, and NX ÷ A (goal: within
    10%).
 
-Usage: python3 bench/faults.py [--part tcp|nxdomain|all] [--rate 20000] [--nx-rate 50000]
+1b. tls: the same against each kubewire's DNS-over-TLS port (`--part tls`):
+   `--idle` clients that finish a TLS handshake and then send nothing (held
+   for the run: tcp.idle_timeout_ms is raised to 600 s), and `--slow` ones
+   that send a real ClientHello one byte per `--slow-interval` and never
+   finish (kubewire closes them after tls.handshake_timeout_ms, 5 s).
+
+Usage: python3 bench/faults.py [--part tcp|tls|nxdomain|all] [--rate 20000] [--nx-rate 50000]
            [--seconds 5] [--rounds 3] [--idle 2000] [--slow 50] [--no-build]
 Installs nothing. Raises RLIMIT_NOFILE (within the hard limit, unless root) for
 the attacker and the kubewires it starts, and checks it in /proc/PID/limits.
@@ -56,6 +62,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -73,6 +80,8 @@ SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-head
 # Part 1's targets, and part 2's.
 TCP_PORTS = {"null": 5340, "quiet": 5341, "attacked": 5342}
 TCP_METRICS = {"quiet": "127.0.0.1:9341", "attacked": "127.0.0.1:9342"}
+# Part 1 with --part tls: each kubewire's DNS-over-TLS port.
+TLS_PORTS = {"quiet": 8851, "attacked": 8852}
 NX_PORTS = {"null": 5345, "kubewire": 5346}
 NX_METRICS = "127.0.0.1:9346"
 MAX_CONNECTIONS = 4096
@@ -122,10 +131,10 @@ def answers_ready_name(port):
         asker.close()
 
 
-def kubewire(release, work, name, port, metrics_addr, config=None):
+def kubewire(release, work, name, port, metrics_addr, config=None, extra=()):
     argv = [str(release / "kubewire"), "--manifests", str(work / "scenario" / "manifests.json"),
             "--cores", "0-0", "--listen", f"127.0.0.1:{port}", "--health-addr", "",
-            "--ready-addr", "", "--metrics-addr", metrics_addr]
+            "--ready-addr", "", "--metrics-addr", metrics_addr, *extra]
     if config:
         argv += ["--config", str(config)]
     return start(name, "0", argv, work)
@@ -188,6 +197,18 @@ def attack(args):
     addr = (host, int(port))
     query = query_packet(0x4b57, READY_NAME, "A")
     payload = struct.pack("!H", len(query)) + query
+    tls = None
+    if args.tls:
+        # Idle clients finish a handshake and then send nothing; slow ones
+        # send a real ClientHello, one byte per interval, and never finish.
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        hello = tls.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+        try:
+            hello.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        payload = hello.outgoing.read()
     want = {"idle": args.idle, "slow": args.slow}
     sel = selectors.DefaultSelector()
     live = {"idle": set(), "slow": set()}
@@ -216,6 +237,15 @@ def attack(args):
             fail(conn, err, now)
 
     def established(conn, now):
+        if tls and conn.kind == "idle" and conn.state != "handshaking":
+            conn.sock = tls.wrap_socket(conn.sock, do_handshake_on_connect=False)
+            conn.state = "handshaking"
+            try:
+                sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            sel.register(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+            return
         conn.state, conn.established = "open", now
         stats[conn.kind]["established"] += 1
         if conn.kind == "slow":
@@ -299,9 +329,19 @@ def attack(args):
                     connecting -= 1
                     established(conn, now)
                 continue
+            if conn.state == "handshaking":
+                try:
+                    conn.sock.do_handshake()
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    continue
+                except OSError:
+                    fail(conn, 0, now)
+                    continue
+                established(conn, now)
+                continue
             try:
                 data = conn.sock.recv(4096)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 continue
             except OSError:
                 closed(conn, now, reset=True)
@@ -325,7 +365,7 @@ def attack(args):
         if now >= next_status:
             # Handshakes not done in 5 s are given up and counted.
             for kind in want:
-                for conn in [c for c in live[kind] if c.state == "connecting"]:
+                for conn in [c for c in live[kind] if c.state in ("connecting", "handshaking")]:
                     if now - conn.began > 5:
                         fail(conn, 0, now)
             write_status(now)
@@ -382,16 +422,16 @@ class Sampler(threading.Thread):
     """Every 0.5 s: both kubewires' VmRSS and fds, the kernel's ESTABLISHED
     count on the attacked port, and the attacker's open connections."""
 
-    def __init__(self, pids, status_path):
+    def __init__(self, pids, status_path, port):
         super().__init__(daemon=True)
-        self.pids, self.status_path = pids, status_path
+        self.pids, self.status_path, self.port = pids, status_path, port
         self.phase, self.rows, self.done = "before", [], threading.Event()
 
     def sample(self):
         status = read_status(self.status_path)
         opened = (status or {}).get("open", {})
         row = {"phase": self.phase, "t": time.time(),
-               "est": established_on(TCP_PORTS["attacked"]),
+               "est": established_on(self.port),
                "idle": opened.get("idle", 0) if status else "-",
                "slow": opened.get("slow", 0) if status else "-"}
         for name, pid in self.pids.items():
@@ -405,10 +445,28 @@ class Sampler(threading.Thread):
             self.sample()
 
 
-def part_tcp(args, release, bench, work):
-    print("\n# 1. Idle TCP and slowloris clients under UDP load\n", flush=True)
+def part_tcp(args, release, bench, work, tls=False):
+    extra = {name: () for name in ("quiet", "attacked")}
+    attacked_port = TCP_PORTS["attacked"]
+    if tls:
+        print("\n# 1b. Idle DNS-over-TLS connections and slow handshakes under UDP load\n", flush=True)
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(work / "tls.key"), "-out", str(work / "tls.crt"), "-days", "1",
+             "-subj", "/CN=dns.example", "-addext", "subjectAltName=IP:127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name in extra:
+            extra[name] = ("--tls-listen", f"127.0.0.1:{TLS_PORTS[name]}", "--tls-cert-file",
+                           str(work / "tls.crt"), "--tls-key-file", str(work / "tls.key"))
+        attacked_port = TLS_PORTS["attacked"]
+        # Idle TLS connections are held for the whole run (not closed and
+        # opened again after 10 s, which would turn them into handshakes).
+        idle_ms = 600_000
+    else:
+        print("\n# 1. Idle TCP and slowloris clients under UDP load\n", flush=True)
+        idle_ms = None
     config = work / "kubewire-tcp.toml"
-    config.write_text(f"[tcp]\nmax_connections = {MAX_CONNECTIONS}\n")
+    config.write_text(f"[tcp]\nmax_connections = {MAX_CONNECTIONS}\n"
+                      + (f"idle_timeout_ms = {idle_ms}\n" if idle_ms else ""))
     run([str(release / "kubewire"), "config", "check", str(config)], stdout=subprocess.DEVNULL)
     printed = subprocess.run([str(release / "kubewire"), "--config", str(config), "config", "print"],
                              capture_output=True, text=True, check=True).stdout
@@ -427,7 +485,8 @@ def part_tcp(args, release, bench, work):
         procs["null"] = start("null", "0", [str(release / "kubewire-null-responder"),
                               f"127.0.0.1:{TCP_PORTS['null']}", "0"], work)
         for name in ("quiet", "attacked"):
-            procs[name] = kubewire(release, work, name, TCP_PORTS[name], TCP_METRICS[name], config)
+            procs[name] = kubewire(release, work, name, TCP_PORTS[name], TCP_METRICS[name], config,
+                                   extra[name])
         wait_up(procs, TCP_PORTS, work, answers_ready_name)
         for name in ("quiet", "attacked"):
             limit = nofile_limit(procs[name].pid)
@@ -437,13 +496,13 @@ def part_tcp(args, release, bench, work):
             sys.exit(f"RLIMIT_NOFILE is {have}; {need} are needed (run as root or raise the hard limit)")
         time.sleep(1)
         pids = {name: procs[name].pid for name in ("quiet", "attacked")}
-        sampler = Sampler(pids, status_path)
+        sampler = Sampler(pids, status_path, attacked_port)
         before = sampler.sample()
 
         attack_cmd = [sys.executable, str(Path(__file__).resolve()), "--attack",
-                      f"127.0.0.1:{TCP_PORTS['attacked']}", "--idle", str(args.idle),
+                      f"127.0.0.1:{attacked_port}", "--idle", str(args.idle),
                       "--slow", str(args.slow), "--slow-interval", str(args.slow_interval),
-                      "--status", str(status_path)]
+                      "--status", str(status_path)] + (["--tls"] if tls else [])
         print(f"$ taskset -c 1 {' '.join(attack_cmd[1:])}", flush=True)
         sampler.phase = "opening"
         sampler.start()
@@ -466,7 +525,8 @@ def part_tcp(args, release, bench, work):
         print(f"Attack open after {status.get('elapsed', 0):.1f} s: {opened.get('idle', 0)} idle, "
               f"{opened.get('slow', 0)} slow connections.", flush=True)
 
-        out_dir = Path(args.out_dir) / "tcp" if args.out_dir else work / "compare-tcp"
+        part = "tls" if tls else "tcp"
+        out_dir = Path(args.out_dir) / part if args.out_dir else work / f"compare-{part}"
         cmd = [bench, "compare", "--queries", str(work / "scenario" / "queries.txt"),
                "--rate", str(args.rate), "--seconds", str(args.seconds), "--rounds", str(args.rounds),
                "--cpus", "1", "--out-dir", str(out_dir)]
@@ -508,7 +568,7 @@ def part_tcp(args, release, bench, work):
         # Memory and connections, before, during and after.
         during = [row for row in sampler.rows if row["phase"] == "compare"]
         print("\n| moment | quiet VmRSS MiB | attacked VmRSS MiB | quiet fds | attacked fds "
-              f"| ESTABLISHED on :{TCP_PORTS['attacked']} | attacker's idle open | attacker's slow open |")
+              f"| ESTABLISHED on :{attacked_port} | attacker's idle open | attacker's slow open |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 
         def row(label, r):
@@ -565,13 +625,20 @@ def part_tcp(args, release, bench, work):
                   f"| {' / '.join(dash(life.get(p)) for p in ('p0', 'p50', 'p100'))} "
                   f"| {' / '.join(dash(sent.get(p)) for p in ('p0', 'p50', 'p100'))} "
                   f"| {s.get('replies', 0)} | {fails or 'none'} |")
-        print(f"\nExpected of kubewire: an idle connection closed after tcp.idle_timeout_ms "
-              f"({int(settings.get('idle_timeout_ms', '10000')) / 1000:g} s); a slowloris client "
-              f"closed 2 s after its length prefix is complete (the body timeout), so after "
-              f"{args.slow_interval + 2:g}-{2 * args.slow_interval + 2:g} s and 3-4 bytes "
-              f"(its first byte comes at a random point of its first interval); none closed at "
-              f"once while under max_connections; after the attacker is gone, fds back to what "
-              f"they were before. A reset is a slowloris byte that crossed kubewire's close.")
+        if tls:
+            print(f"\nExpected of kubewire: idle TLS connections held for the run "
+                  f"(tcp.idle_timeout_ms = {idle_ms}); a slow handshake (a ClientHello sent one "
+                  f"byte per {args.slow_interval:g} s) closed after tls.handshake_timeout_ms (5 s), "
+                  f"and counted in kubewire_tls_handshakes_total{{outcome=\"timed_out\"}}.")
+        else:
+            print(f"\nExpected of kubewire: an idle connection closed after tcp.idle_timeout_ms "
+                  f"({int(settings.get('idle_timeout_ms', '10000')) / 1000:g} s); a slowloris "
+                  f"client closed 2 s after its length prefix is complete (the body timeout), so "
+                  f"after {args.slow_interval + 2:g}-{2 * args.slow_interval + 2:g} s and 3-4 bytes "
+                  f"(its first byte comes at a random point of its first interval); none closed at "
+                  f"once while under max_connections; after the attacker is gone, fds back to "
+                  f"what they were before. A reset is a slowloris byte that crossed kubewire's "
+                  f"close.")
         for name in ("quiet", "attacked"):
             problems = log_problems(work / f"{name}.log")
             print(f"\n{name}'s log: {len(problems)} WARN/ERROR lines"
@@ -694,7 +761,7 @@ def part_nxdomain(args, release, bench, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("tcp", "nxdomain", "all"), default="all")
+    ap.add_argument("--part", choices=("tcp", "tls", "nxdomain", "all"), default="all")
     ap.add_argument("--rate", type=int, default=20000, help="part 1's offered UDP qps")
     ap.add_argument("--nx-rate", type=int, default=50000, help="part 2's offered qps")
     ap.add_argument("--seconds", type=int, default=5, help="seconds per run")
@@ -708,6 +775,7 @@ def main():
     # The attacker: this script run again as a process of its own.
     ap.add_argument("--attack", default="", help=argparse.SUPPRESS)
     ap.add_argument("--status", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--tls", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.attack:
         attack(args)
@@ -721,6 +789,8 @@ def main():
     run([bench, "scenario", *SCENARIO, "--out-dir", str(work / "scenario")], stdout=subprocess.DEVNULL)
     if args.part in ("tcp", "all"):
         part_tcp(args, release, bench, work)
+    if args.part in ("tls", "all"):
+        part_tcp(args, release, bench, work, tls=True)
     if args.part in ("nxdomain", "all"):
         part_nxdomain(args, release, bench, work)
 

@@ -179,11 +179,7 @@ fn every_query_and_upstream_exchange_reaches_a_real_collector() {
     assert!(forwarded[0].contains("192.0.2.1"), "{forwarded:?}");
     collector.wait_for(1, |m| m.contains("type: FORWARDER_QUERY"));
     let (_, text) = http_get(server.http_addr("metrics"), "/metrics");
-    assert_eq!(
-        metric(&text, "kubewire_dnstap_dropped_total"),
-        0.0,
-        "{text}"
-    );
+    assert_eq!(metric(&text, "coredns_dnstap_dropped_total"), 0.0, "{text}");
 }
 
 #[test]
@@ -210,7 +206,7 @@ fn a_collector_that_is_not_there_is_said_and_counted_and_queries_go_on() {
     }
     let dropped = |server: &mut Server| {
         let (_, text) = http_get(server.http_addr("metrics"), "/metrics");
-        metric(&text, "kubewire_dnstap_dropped_total")
+        metric(&text, "coredns_dnstap_dropped_total")
     };
     eventually("the dropped events to be counted", || {
         dropped(&mut server) >= 40.0

@@ -593,6 +593,11 @@ fn http_requests_that_are_not_dns_get_their_status_never_a_crash() {
     std::fs::write(&too_big, vec![0u8; 70_000]).unwrap();
     let too_big = format!("@{}", too_big.display());
     let plain = ["-H", "content-type: text/plain", "--data-binary", "x"];
+    let response = tempdir("doh-response").join("body");
+    let mut message = build_query(KUBERNETES, RecordType::A, None);
+    message[2] |= 0x80;
+    std::fs::write(&response, message).unwrap();
+    let response = format!("@{}", response.display());
     for (args, path, want) in [
         (vec![], "/dns-query", 400),
         (vec![], "/dns-query?dns=!!!", 400),
@@ -607,6 +612,12 @@ fn http_requests_that_are_not_dns_get_their_status_never_a_crash() {
         ),
         (
             vec!["-H", dns_message, "--data-binary", "xyz"],
+            "/dns-query",
+            400,
+        ),
+        // A whole message, but a response (QR set), not a query.
+        (
+            vec!["-H", dns_message, "--data-binary", &response],
             "/dns-query",
             400,
         ),

@@ -21,7 +21,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Frame Streams' content type for dnstap.
 pub const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
 /// Events waiting for the writer, at most; more are dropped.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 4096;
+/// A buffer grown past this (a large TCP reply in `full` mode) is shrunk
+/// before it goes back to the pool: the pool stays at most QUEUE × this.
+const KEPT_BUFFER: usize = 4096;
+/// Reconnecting waits this long after a failure, doubling up to the most.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MOST: Duration = Duration::from_secs(8);
 
 /// Where the events go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +159,7 @@ pub struct DnstapPlan {
 }
 
 /// Starts the writer thread; returns the taps' handle and the count of
-/// dropped events (`kubewire_dnstap_dropped_total`).
+/// dropped events (`coredns_dnstap_dropped_total`).
 pub fn start(
     plan: DnstapPlan,
     shutdown: Arc<AtomicBool>,
@@ -326,11 +332,13 @@ impl<T: Read + Write + Send> Stream for T {}
 impl Writer {
     fn run(self) {
         let mut last_error = String::new();
+        let mut backoff = BACKOFF_FIRST;
         while !self.shutdown.load(Ordering::Acquire) {
             match self.connect() {
                 Ok(stream) => {
                     tracing::info!(target = %self.target, "dnstap: connected");
                     last_error.clear();
+                    backoff = BACKOFF_FIRST;
                     let error = self.send_all(stream);
                     tracing::warn!(target = %self.target, %error, "dnstap: the collector went away; reconnecting, events dropped meanwhile");
                 }
@@ -344,12 +352,22 @@ impl Writer {
             }
             // Meanwhile the cores' events are dropped and counted; the
             // buffers go back to the pool.
-            let until = std::time::Instant::now() + Duration::from_secs(1);
+            let until = std::time::Instant::now() + backoff;
             while let Ok(buffer) = self.queued.recv_deadline(until) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                let _ = self.returned.try_send(buffer);
+                self.give_back(buffer);
             }
+            backoff = (backoff * 2).min(BACKOFF_MOST);
         }
+    }
+
+    /// Returns a buffer to the pool, shrunk if a large message grew it.
+    fn give_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > KEPT_BUFFER {
+            buffer.clear();
+            buffer.shrink_to(KEPT_BUFFER);
+        }
+        let _ = self.returned.try_send(buffer);
     }
 
     fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
@@ -410,7 +428,7 @@ impl Writer {
             let written = stream
                 .write_all(&(buffer.len() as u32).to_be_bytes())
                 .and_then(|()| stream.write_all(&buffer));
-            let _ = self.returned.try_send(buffer);
+            self.give_back(buffer);
             if let Err(error) = written {
                 return error;
             }

@@ -335,7 +335,7 @@ pub const KEYS: &[KeyDoc] = &[
         "unix:///PATH or tcp://IP:PORT; empty: off",
         false,
         &["--dnstap"],
-        "Send every query and reply (CLIENT_QUERY, CLIENT_RESPONSE) and every upstream exchange (FORWARDER_QUERY, FORWARDER_RESPONSE) as dnstap in Frame Streams, as CoreDNS's `dnstap` plugin. Events that cannot be sent at once are dropped and counted (kubewire_dnstap_dropped_total); queries never wait.",
+        "Send every query and reply (CLIENT_QUERY, CLIENT_RESPONSE) and every upstream exchange (FORWARDER_QUERY, FORWARDER_RESPONSE) as dnstap in Frame Streams, as CoreDNS's `dnstap` plugin. Events that cannot be sent at once are dropped and counted (coredns_dnstap_dropped_total); queries never wait.",
     ),
     key(
         "dnstap.full",

@@ -69,7 +69,7 @@ impl Scrape {
         }
     }
 
-    /// Exports `kubewire_dnstap_dropped_total` too.
+    /// Exports `coredns_dnstap_dropped_total` too.
     pub fn with_dnstap(mut self, dropped: Option<Arc<std::sync::atomic::AtomicU64>>) -> Scrape {
         self.dnstap_dropped = dropped;
         self
@@ -488,8 +488,8 @@ impl Scrape {
         self.encode_handshakes(encoder)?;
         if let Some(dropped) = &self.dnstap_dropped {
             let family = encoder.encode_descriptor(
-                "kubewire_dnstap_dropped",
-                "dnstap events dropped: the queue to the writer was full, or the collector could not be reached.",
+                "coredns_dnstap_dropped",
+                "dnstap events dropped (CoreDNS's name): the queue to the writer was full, or the collector could not be reached.",
                 None,
                 MetricType::Counter,
             )?;

@@ -148,12 +148,14 @@ impl Doh {
     async fn answer(&self, query: &[u8]) -> Response<Full<Bytes>> {
         let started = std::time::Instant::now();
         let mut reply = Vec::new();
-        let Some(rcode) = answer_one(&self.tcp, self.client, query, &mut reply, 0).await else {
-            return if query.len() < kubewire_wire::HEADER_LEN {
-                refusal(StatusCode::BAD_REQUEST, "not a DNS query\n")
-            } else {
-                refusal(StatusCode::BAD_GATEWAY, "no DNS reply to give\n")
-            };
+        let rcode = match answer_one(&self.tcp, self.client, query, &mut reply, 0).await {
+            StreamAnswer::Reply(rcode) => rcode,
+            StreamAnswer::NotAQuery => {
+                return refusal(StatusCode::BAD_REQUEST, "not a DNS query\n");
+            }
+            StreamAnswer::NoReply => {
+                return refusal(StatusCode::BAD_GATEWAY, "no DNS reply to give\n");
+            }
         };
         finish_one(
             &self.tcp.shared,

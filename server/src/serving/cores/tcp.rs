@@ -117,7 +117,8 @@ pub(super) async fn serve_stream<S>(
         let started = std::time::Instant::now();
         // Not a query at all (a DNS peer would not send this), or no reply
         // to give: the connection ends.
-        let Some(rcode) = answer_one(tcp, client, &query, &mut reply, 2).await else {
+        let StreamAnswer::Reply(rcode) = answer_one(tcp, client, &query, &mut reply, 2).await
+        else {
             return;
         };
         let reply_len = (reply.len() - 2) as u16;
@@ -141,17 +142,25 @@ pub(super) async fn serve_stream<S>(
     }
 }
 
+/// What became of one query read from a stream.
+pub(super) enum StreamAnswer {
+    /// `reply` holds the reply, with this RCODE.
+    Reply(Rcode),
+    /// Not a DNS query at all: nothing to answer.
+    NotAQuery,
+    /// The resolver gave no reply to send.
+    NoReply,
+}
+
 /// Answers one query read from a stream (TCP, TLS or HTTPS) into `reply`,
-/// after `reserve` bytes left for the caller (TCP's length prefix). The
-/// RCODE, or `None` when there is nothing to send: not a query at all, or
-/// no reply from the resolver.
+/// after `reserve` bytes left for the caller (TCP's length prefix).
 pub(super) async fn answer_one(
     tcp: &Tcp,
     client: Option<std::net::SocketAddr>,
     query: &[u8],
     reply: &mut Vec<u8>,
     reserve: usize,
-) -> Option<Rcode> {
+) -> StreamAnswer {
     reply.clear();
     reply.resize(reserve, 0);
     let verdict = {
@@ -172,15 +181,19 @@ pub(super) async fn answer_one(
         verdict
     };
     match verdict {
-        Verdict::Reply(_, rcode) => Some(rcode),
+        Verdict::Reply(_, rcode) => StreamAnswer::Reply(rcode),
         Verdict::Resolve(parsed, work) => {
             // Counted, so that the UDP loop does not sleep in the kernel
             // while this query's upstream reply waits on the reactor.
             let _in_progress = tcp.shared.resolver.start();
-            let resolved = resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await?;
-            reply.extend_from_slice(&resolved.reply);
-            Some(resolved.rcode)
+            match resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await {
+                Some(resolved) => {
+                    reply.extend_from_slice(&resolved.reply);
+                    StreamAnswer::Reply(resolved.rcode)
+                }
+                None => StreamAnswer::NoReply,
+            }
         }
-        Verdict::Drop => None,
+        Verdict::Drop => StreamAnswer::NotAQuery,
     }
 }
