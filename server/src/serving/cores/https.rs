@@ -8,7 +8,7 @@
 use super::*;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use std::pin::Pin;
@@ -18,6 +18,8 @@ use std::time::Instant;
 /// The path RFC 8484 suggests, and CoreDNS serves.
 const DOH_PATH: &str = "/dns-query";
 const DNS_MESSAGE: &str = "application/dns-message";
+/// The most of an oversized body read (and dropped) before its 413.
+const DRAIN_MOST: usize = 1 << 20;
 
 /// base64url, with or without padding (RFC 8484 says without; some clients pad).
 const BASE64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
@@ -127,15 +129,31 @@ async fn query_of(request: Request<Incoming>) -> Result<Vec<u8>, (StatusCode, &'
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|l| l.to_str().ok()?.parse::<usize>().ok());
-            if announced.is_some_and(|l| l > kubewire_wire::MAX_MESSAGE) {
+            if announced.is_some_and(|l| l > DRAIN_MOST) {
                 return Err(too_large);
             }
-            let body = Limited::new(request.into_body(), kubewire_wire::MAX_MESSAGE);
-            match body.collect().await {
-                Ok(collected) => Ok(collected.to_bytes().to_vec()),
-                Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large),
-                Err(_) => Err((StatusCode::BAD_REQUEST, "the body could not be read\n")),
+            // A body somewhat too large is read to its end before the 413,
+            // so that the client, still sending, sees the answer rather
+            // than a reset; one far too large is refused at once.
+            let mut body = request.into_body();
+            let mut query = Vec::new();
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|_| (StatusCode::BAD_REQUEST, "the body could not be read\n"))?;
+                if let Ok(data) = frame.into_data() {
+                    seen += data.len();
+                    if seen <= kubewire_wire::MAX_MESSAGE {
+                        query.extend_from_slice(&data);
+                    } else if seen > DRAIN_MOST {
+                        return Err(too_large);
+                    }
+                }
             }
+            if seen > kubewire_wire::MAX_MESSAGE {
+                return Err(too_large);
+            }
+            Ok(query)
         }
         _ => Err((
             StatusCode::METHOD_NOT_ALLOWED,

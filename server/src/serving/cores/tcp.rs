@@ -74,8 +74,8 @@ pub(super) async fn within<T>(
     .ok()
 }
 
-/// RFC 7766: two-byte length framing, any number of queries, each answered
-/// as soon as it is read. A client idle too long, sending a query too slowly,
+/// RFC 7766: two-byte length framing, any number of queries, answered in
+/// order as soon as they are read. A client idle too long, sending a query too slowly,
 /// announcing one too large, or not reading its replies is disconnected.
 pub(super) async fn serve_tcp(stream: TcpStream, tcp: Tcp, guard: ConnectionGuard) {
     let _ = stream.set_nodelay(true);
@@ -92,54 +92,114 @@ pub(super) async fn serve_stream<S>(
 ) where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
 {
-    let mut query = Vec::new();
+    // What has been read and not yet answered, from `start` on.
+    let mut received: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut start = 0;
+    let mut chunk = vec![0u8; READ_CHUNK];
+    // Replies not yet written, each with its length prefix.
+    let mut replies: Vec<u8> = Vec::new();
     let mut reply = Vec::new();
+    // When the query being read must be whole: its length is known.
+    let mut body_deadline: Option<std::time::Instant> = None;
     loop {
-        let mut prefix = [0u8; 2];
-        if within(tcp.limits.idle_timeout_ms, stream.read_exact(&mut prefix))
-            .await
-            .is_none()
-        {
-            return;
+        // Every query already read is answered before the next read, and
+        // their replies leave together: a pipelining client (or a TLS
+        // record holding several queries) costs one write, and over TLS
+        // one record, not one per query.
+        while let Some(len) = framed_len(&received[start..]) {
+            if len > MAX_TCP_QUERY {
+                tracing::debug!(len, "TCP query too long; closing connection");
+                return;
+            }
+            if received.len() - start < 2 + len {
+                break;
+            }
+            let query = &received[start + 2..start + 2 + len];
+            let started = std::time::Instant::now();
+            // Not a query at all (a DNS peer would not send this), or no
+            // reply to give: the connection ends.
+            let StreamAnswer::Reply(rcode) = answer_one(tcp, client, query, &mut reply, 2).await
+            else {
+                let _ = within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies)).await;
+                return;
+            };
+            let reply_len = (reply.len() - 2) as u16;
+            reply[..2].copy_from_slice(&reply_len.to_be_bytes());
+            replies.extend_from_slice(&reply);
+            finish_one(
+                &tcp.shared,
+                tcp.listen,
+                started,
+                client,
+                (query, &reply[2..]),
+                (Proto::Tcp, rcode),
+            );
+            start += 2 + len;
+            if replies.len() >= WRITE_BATCH {
+                break;
+            }
         }
-        let len = usize::from(u16::from_be_bytes(prefix));
-        if len > MAX_TCP_QUERY {
-            tracing::debug!(len, "TCP query too long; closing connection");
-            return;
+        if !replies.is_empty() {
+            if within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            replies.clear();
+            if framed_len(&received[start..]).is_some_and(|len| received.len() - start >= 2 + len) {
+                // More complete queries wait (the batch was full).
+                continue;
+            }
         }
-        query.resize(len, 0);
-        if within(TCP_BODY_TIMEOUT_MS, stream.read_exact(&mut query))
-            .await
-            .is_none()
-        {
-            return;
+        if start > 0 {
+            received.drain(..start);
+            start = 0;
+            body_deadline = None;
         }
-        let started = std::time::Instant::now();
-        // Not a query at all (a DNS peer would not send this), or no reply
-        // to give: the connection ends.
-        let StreamAnswer::Reply(rcode) = answer_one(tcp, client, &query, &mut reply, 2).await
-        else {
-            return;
+        // A client idle too long between queries, or sending one too
+        // slowly once its length is known (however it spreads the bytes),
+        // is disconnected.
+        let timeout_ms = if received.len() >= 2 {
+            let now = std::time::Instant::now();
+            let deadline =
+                *body_deadline.get_or_insert(now + Duration::from_millis(TCP_BODY_TIMEOUT_MS));
+            match u64::try_from(deadline.saturating_duration_since(now).as_millis()) {
+                Ok(0) | Err(_) => return,
+                Ok(ms) => ms,
+            }
+        } else {
+            tcp.limits.idle_timeout_ms
         };
-        let reply_len = (reply.len() - 2) as u16;
-        reply[..2].copy_from_slice(&reply_len.to_be_bytes());
-        // A TLS stream holds what is written until flushed.
-        let written = async {
-            stream.write_all(&reply).await?;
-            stream.flush().await
-        };
-        if within(TCP_WRITE_TIMEOUT_MS, written).await.is_none() {
-            return;
+        match within(timeout_ms, stream.read(&mut chunk)).await {
+            Some(read) if read > 0 => received.extend_from_slice(&chunk[..read]),
+            _ => return,
         }
-        finish_one(
-            &tcp.shared,
-            tcp.listen,
-            started,
-            client,
-            (&query, &reply[2..]),
-            (Proto::Tcp, rcode),
-        );
     }
+}
+
+/// Bytes read from a stream at a time.
+const READ_CHUNK: usize = 16 << 10;
+/// Replies are written once this many bytes of them are ready, even if
+/// more queries wait: a client that pipelines without reading is bounded.
+const WRITE_BATCH: usize = 64 << 10;
+
+/// The length a two-byte prefix announces, once both bytes are there.
+fn framed_len(bytes: &[u8]) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes([
+        *bytes.first()?,
+        *bytes.get(1)?,
+    ])))
+}
+
+/// Writes `bytes` and flushes: a TLS stream holds what is written until
+/// flushed.
+async fn write_out<S>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()>
+where
+    S: futures_lite::AsyncWrite + Unpin,
+{
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// What became of one query read from a stream.
