@@ -268,7 +268,7 @@ fn one_connection_carries_many_queries_with_alpn_dot() {
         let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
         stream.read_exact(&mut reply).unwrap();
         let reply = Message::from_vec(&reply).unwrap();
-        assert_eq!(reply.queries()[0].name().to_string(), format!("{name}."));
+        assert_eq!(reply.queries[0].name().to_string(), format!("{name}."));
         assert_eq!(rcode(&reply), if name == KUBERNETES { 0 } else { 3 });
     }
 }
