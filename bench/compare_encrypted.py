@@ -75,7 +75,9 @@ LOAD_CPU = "1"
 TTL = 3600
 API_KEY = "kubewire-bench"
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "TXT": 16, "AAAA": 28, "SRV": 33}
-PROTOCOL_NAMES = {"dot": "DoT", "doh": "DoH"}
+PROTOCOL_NAMES = {"tcp": "TCP", "dot": "DoT", "doh": "DoH"}
+# The kubewire binary measured (--kubewire).
+KUBEWIRE = [RELEASE / "kubewire"]
 EDNS_SIZE = 4096
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10", "--pods", "1000",
             "--namespaces", "10", "--queries", "100000", "--seed", "1"]
@@ -131,12 +133,13 @@ def answers_both(server):
 
 def kubewire_server(work, manifests, crt, key):
     udp, dot, doh = free_port(), free_port(), free_port()
-    argv = [str(RELEASE / "kubewire"), "--manifests", str(manifests), "--cores", f"{SERVER_CPU}-{SERVER_CPU}",
+    argv = [str(KUBEWIRE[0]), "--manifests", str(manifests), "--cores", f"{SERVER_CPU}-{SERVER_CPU}",
             "--listen", f"127.0.0.1:{udp}", "--tls-listen", f"127.0.0.1:{dot}", "--https-listen",
             f"127.0.0.1:{doh}", "--tls-cert-file", crt, "--tls-key-file", key, "--ttl", str(TTL),
             "--health-addr", "", "--ready-addr", "", "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"]
     server = Server("kubewire", udp, argv, work, cpus=SERVER_CPU, ready=answers_both)
-    server.ports = {"dot": dot, "doh": doh}
+    # Plain TCP on the UDP port: the reference DoT is held to (kubewire only).
+    server.ports = {"tcp": udp, "dot": dot, "doh": doh}
     return server
 
 
@@ -358,7 +361,9 @@ def main():
     ap.add_argument("--handshake-clients", type=int, default=1, help="openssl s_time processes at once")
     ap.add_argument("--outstanding", type=int, default=100, help="dnsperf -q (for DoH: concurrent streams)")
     ap.add_argument("--parts", default="queries,handshakes")
-    ap.add_argument("--protocols", default="dot,doh")
+    ap.add_argument("--protocols", default="tcp,dot,doh",
+                    help="tcp (kubewire's own plain TCP, the reference for DoT), dot, doh")
+    ap.add_argument("--kubewire", default=str(RELEASE / "kubewire"), help="the kubewire binary measured")
     ap.add_argument("--servers", default="kubewire,dnsdist,coredns")
     ap.add_argument("--dnsdist-backend", choices=("kubewire", "null"), default="kubewire")
     ap.add_argument("--doh-client", choices=("h2load", "dnsperf"), default="h2load",
@@ -370,6 +375,7 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
     ap.add_argument("--out", help="also write the report here")
     args = ap.parse_args()
+    KUBEWIRE[0] = Path(args.kubewire).resolve()
     command = shlex.join(["python3", "bench/compare_encrypted.py", *sys.argv[1:]])
     parts = args.parts.split(",")
     protocols = [p for p in args.protocols.split(",") if p in PROTOCOL_NAMES]
@@ -434,7 +440,7 @@ def main():
             if "handshakes" in parts:
                 for proto in protocols:
                     for s in servers:
-                        if proto not in s.ports or not alive(s, notes):
+                        if proto == "tcp" or proto not in s.ports or not alive(s, notes):
                             continue
                         h = s_time(args, s, proto)
                         handshakes.setdefault((s.name, proto), []).append(h)
@@ -547,6 +553,13 @@ def write_report(args, command, servers, others, protocols, parts, results, hand
                 if results.get((name, proto)):
                     lines.append(f"| {PROTOCOL_NAMES[proto]} | {name} | {fmt(cpu[name], 3)} | {fmt(p99[name], 3)} | "
                                  f"{fmt(qps[name], 3)} |")
+        own_tcp = results.get(("kubewire", "tcp"), [])
+        for proto in ("dot", "doh"):
+            mine = results.get(("kubewire", proto), [])
+            values = [a["cpu_us"] / b["cpu_us"] for a, b in zip(mine, own_tcp)
+                      if a.get("cpu_us") is not None and b.get("cpu_us")]
+            if values:
+                lines.append(f"| {PROTOCOL_NAMES[proto]} | kubewire's own TCP | {fmt(med(values), 3)} | – | – |")
         cache_rows = results.get(("dnsdist", "dot"), []) + results.get(("dnsdist", "doh"), [])
         if cache_rows:
             hits = sum(r["cache"].get("cache-hits", 0) for r in cache_rows)

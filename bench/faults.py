@@ -203,12 +203,13 @@ def attack(args):
         # send a real ClientHello, one byte per interval, and never finish.
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
-        hello = tls.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+        outgoing = ssl.MemoryBIO()
+        hello = tls.wrap_bio(ssl.MemoryBIO(), outgoing)
         try:
             hello.do_handshake()
         except ssl.SSLWantReadError:
             pass
-        payload = hello.outgoing.read()
+        payload = outgoing.read()
     want = {"idle": args.idle, "slow": args.slow}
     sel = selectors.DefaultSelector()
     live = {"idle": set(), "slow": set()}

@@ -93,9 +93,9 @@ pub(super) async fn serve_stream<S>(
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
 {
     // What has been read and not yet answered, from `start` on.
-    let mut received: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // (Allocated at the first read: an idle connection holds little.)
+    let mut received: Vec<u8> = Vec::new();
     let mut start = 0;
-    let mut chunk = vec![0u8; READ_CHUNK];
     // Replies not yet written, each with its length prefix.
     let mut replies: Vec<u8> = Vec::new();
     let mut reply = Vec::new();
@@ -171,15 +171,17 @@ pub(super) async fn serve_stream<S>(
         } else {
             tcp.limits.idle_timeout_ms
         };
-        match within(timeout_ms, stream.read(&mut chunk)).await {
-            Some(read) if read > 0 => received.extend_from_slice(&chunk[..read]),
+        let filled = received.len();
+        received.resize(filled + READ_CHUNK, 0);
+        match within(timeout_ms, stream.read(&mut received[filled..])).await {
+            Some(read) if read > 0 => received.truncate(filled + read),
             _ => return,
         }
     }
 }
 
-/// Bytes read from a stream at a time.
-const READ_CHUNK: usize = 16 << 10;
+/// Bytes read from a stream at a time, at most.
+const READ_CHUNK: usize = 4 << 10;
 /// Replies are written once this many bytes of them are ready, even if
 /// more queries wait: a client that pipelines without reading is bounded.
 const WRITE_BATCH: usize = 64 << 10;
