@@ -21,10 +21,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Frame Streams' content type for dnstap.
 pub const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
 /// Events waiting for the writer, at most; more are dropped.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 8192;
 /// A buffer grown past this (a large TCP reply in `full` mode) is shrunk
 /// before it goes back to the pool: the pool stays at most QUEUE × this.
 const KEPT_BUFFER: usize = 4096;
+/// How often the writer takes what the cores queued: the most an event
+/// waits, and (queue ÷ tick) the most events a second it carries.
+const WRITER_TICK: Duration = Duration::from_millis(1);
 /// Reconnecting waits this long after a failure, doubling up to the most.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MOST: Duration = Duration::from_secs(8);
@@ -340,6 +343,9 @@ impl Writer {
                     last_error.clear();
                     backoff = BACKOFF_FIRST;
                     let error = self.send_all(stream);
+                    if self.shutdown.load(Ordering::Acquire) {
+                        return;
+                    }
                     tracing::warn!(target = %self.target, %error, "dnstap: the collector went away; reconnecting, events dropped meanwhile");
                 }
                 Err(error) => {
@@ -352,10 +358,14 @@ impl Writer {
             }
             // Meanwhile the cores' events are dropped and counted; the
             // buffers go back to the pool.
+            // (In ticks, as when connected: a core never wakes the writer.)
             let until = std::time::Instant::now() + backoff;
-            while let Ok(buffer) = self.queued.recv_deadline(until) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.give_back(buffer);
+            while std::time::Instant::now() < until && !self.shutdown.load(Ordering::Acquire) {
+                while let Ok(buffer) = self.queued.try_recv() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.give_back(buffer);
+                }
+                std::thread::sleep(WRITER_TICK);
             }
             backoff = (backoff * 2).min(BACKOFF_MOST);
         }
@@ -411,33 +421,36 @@ impl Writer {
     fn send_all(&self, stream: Box<dyn Stream>) -> std::io::Error {
         let mut stream = std::io::BufWriter::with_capacity(64 << 10, stream);
         loop {
-            let buffer = match self.queued.recv_timeout(Duration::from_millis(200)) {
-                Ok(buffer) => buffer,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if self.shutdown.load(Ordering::Acquire) {
-                        let _ = stream.write_all(&control(STOP, false));
-                        let _ = stream.flush();
-                        return std::io::Error::other("shutting down");
+            // The writer never waits on the queue: a core's send then never
+            // has a sleeping writer to wake (a system call per event).
+            // Each tick takes what came, and sends it in few writes.
+            let mut wrote = false;
+            loop {
+                let buffer = match self.queued.try_recv() {
+                    Ok(buffer) => buffer,
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        return std::io::Error::other("no core sends any more");
                     }
-                    continue;
+                };
+                let written = stream
+                    .write_all(&(buffer.len() as u32).to_be_bytes())
+                    .and_then(|()| stream.write_all(&buffer));
+                self.give_back(buffer);
+                if let Err(error) = written {
+                    return error;
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return std::io::Error::other("no core sends any more");
-                }
-            };
-            let written = stream
-                .write_all(&(buffer.len() as u32).to_be_bytes())
-                .and_then(|()| stream.write_all(&buffer));
-            self.give_back(buffer);
-            if let Err(error) = written {
+                wrote = true;
+            }
+            if wrote && let Err(error) = stream.flush() {
                 return error;
             }
-            // Flush once the queue is empty: a burst goes out in few writes.
-            if self.queued.is_empty()
-                && let Err(error) = stream.flush()
-            {
-                return error;
+            if self.shutdown.load(Ordering::Acquire) {
+                let _ = stream.write_all(&control(STOP, false));
+                let _ = stream.flush();
+                return std::io::Error::other("shutting down");
             }
+            std::thread::sleep(WRITER_TICK);
         }
     }
 }
