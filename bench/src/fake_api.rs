@@ -205,6 +205,7 @@ impl FakeApi {
     /// Adds or replaces an object (a full API object with `kind`). Returns
     /// its new resourceVersion.
     pub fn apply(&self, object: Value) -> u64 {
+        refuse_as_the_real_one(&object);
         let rv = insert(&mut lock(&self.shared), object);
         let _ = self.shared.events.send(Signal::Changed);
         rv
@@ -212,6 +213,8 @@ impl FakeApi {
 
     /// Adds many objects at once (one notification), for large fixtures.
     pub fn apply_all(&self, objects: impl IntoIterator<Item = Value>) {
+        let objects: Vec<Value> = objects.into_iter().collect();
+        objects.iter().for_each(refuse_as_the_real_one);
         {
             let mut state = lock(&self.shared);
             for object in objects {
@@ -376,10 +379,16 @@ fn refused(object: &Value) -> Option<String> {
     })
 }
 
-fn insert(state: &mut State, mut object: Value) -> u64 {
-    if let Some(why) = refused(&object) {
+/// Panics, before the fake's lock is taken, on what the real API server
+/// refuses.
+fn refuse_as_the_real_one(object: &Value) {
+    if let Some(why) = refused(object) {
         panic!("{why}");
     }
+}
+
+/// Adds or replaces an object; returns its new resourceVersion.
+fn insert(state: &mut State, mut object: Value) -> u64 {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let Some((path, ..)) = RESOURCES.iter().find(|r| r.3 == kind) else {
         return 0;

@@ -386,16 +386,19 @@ struct Counters {
 
 /// The certificate DNS over TLS and HTTPS are served with, read at start;
 /// `None` when neither is served.
-fn served_tls(config: &Config) -> anyhow::Result<Option<operations::tls::Certificates>> {
+fn served_tls(
+    config: &Config,
+) -> anyhow::Result<Option<(operations::tls::Certificates, operations::tls::FileStamps)>> {
     let tls = &config.tls;
     if tls.listen.is_empty() && tls.https_listen.is_empty() {
         return Ok(None);
     }
+    let stamps = operations::tls::stamps(tls);
     let served = operations::tls::certificates(tls).context(
         "DNS over TLS and HTTPS cannot start: fix the certificate files, or leave tls.listen and tls.https_listen empty",
     )?;
     tracing::info!(tls_listen = ?tls.listen, https_listen = ?tls.https_listen, cert_file = %tls.cert_file, mutual = !tls.client_ca_file.is_empty(), "serving DNS over TLS and HTTPS");
-    Ok(Some(served))
+    Ok(Some((served, stamps)))
 }
 
 /// Starts dnstap's writer when `dnstap.to` is set; returns what each core
@@ -514,7 +517,7 @@ fn spawn_cores(
             tcp_fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
         }
         let tls = match &served {
-            Some(served) => {
+            Some((served, _)) => {
                 let mut dot_fds = Vec::new();
                 for &addr in &config.tls.listen {
                     dot_fds.push(preflight::tcp_listener(addr, !join_when_synced)?);
@@ -591,9 +594,14 @@ fn spawn_cores(
             .map_err(|e| anyhow::anyhow!("core {index} on CPU {cpu} could not start: {e}"))?;
         handles.push((index, cpu, handle));
     }
-    if !tls_reloads.is_empty() {
-        operations::tls::spawn_reloader(config.tls.clone(), tls_reloads, Arc::clone(shutdown))
-            .context("starting the thread that reloads the DNS-over-TLS certificate")?;
+    if let Some((_, stamps)) = served {
+        operations::tls::spawn_reloader(
+            config.tls.clone(),
+            stamps,
+            tls_reloads,
+            Arc::clone(shutdown),
+        )
+        .context("starting the thread that reloads the DNS-over-TLS certificate")?;
     }
     Ok(Cores {
         handles,

@@ -24,7 +24,12 @@ pub const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
 const QUEUE: usize = 8192;
 /// A buffer grown past this (a large TCP reply in `full` mode) is shrunk
 /// before it goes back to the pool: the pool stays at most QUEUE × this.
-const KEPT_BUFFER: usize = 4096;
+const KEPT_BUFFER: usize = 1024;
+/// The most bytes of events queued at once; past it, events are dropped.
+/// (QUEUE events of up to 64 KiB each would otherwise be half a GiB.)
+const QUEUED_BYTES_MOST: usize = 32 << 20;
+/// A collector that stops reading is given up on after this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the writer takes what the cores queued: the most an event
 /// waits, and (queue ÷ tick) the most events a second it carries.
 const WRITER_TICK: Duration = Duration::from_millis(1);
@@ -42,8 +47,12 @@ pub enum Target {
 }
 
 impl Target {
-    /// Parses `unix:///path` or `tcp://IP:PORT`, as CoreDNS's `dnstap`.
+    /// Parses `unix:///path` (or a bare `/path`) or `tcp://IP:PORT`, as
+    /// CoreDNS's `dnstap`.
     pub fn parse(text: &str) -> Result<Target, String> {
+        if text.starts_with('/') {
+            return Ok(Target::Unix(PathBuf::from(text)));
+        }
         if let Some(path) = text.strip_prefix("unix://") {
             if path.is_empty() {
                 return Err(format!("{text:?}: no socket path after unix://"));
@@ -98,6 +107,10 @@ struct Shared {
     header: Vec<u8>,
     full: bool,
     dropped: Arc<AtomicU64>,
+    /// Bytes of the events queued, up to [`QUEUED_BYTES_MOST`].
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// The pool's other end, for an event that could not be queued.
+    recycle: Sender<Vec<u8>>,
 }
 
 /// A core's handle on dnstap.
@@ -141,11 +154,21 @@ impl Tap {
         };
         buffer.clear();
         encode(&mut buffer, &shared.header, kind, exchange, shared.full);
-        match shared.events.try_send(buffer) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let size = buffer.len();
+        let queued = shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        let sent = if queued + size > QUEUED_BYTES_MOST {
+            Err(buffer)
+        } else {
+            shared.events.try_send(buffer).map_err(|error| match error {
+                TrySendError::Full(buffer) | TrySendError::Disconnected(buffer) => buffer,
+            })
+        };
+        if let Err(mut buffer) = sent {
+            shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            // Back to the pool, which would otherwise shrink by one.
+            buffer.clear();
+            let _ = shared.recycle.try_send(buffer);
         }
     }
 }
@@ -174,12 +197,15 @@ pub fn start(
     }
     let header = header(&plan);
     let dropped = Arc::new(AtomicU64::new(0));
+    let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tap = Tap(Arc::new(Shared {
         events,
         pool,
         header,
         full: plan.full,
         dropped: Arc::clone(&dropped),
+        queued_bytes: Arc::clone(&queued_bytes),
+        recycle: returned.clone(),
     }));
     let target = plan.target.clone();
     let writer_dropped = Arc::clone(&dropped);
@@ -192,6 +218,7 @@ pub fn start(
                 returned,
                 shutdown,
                 dropped: writer_dropped,
+                queued_bytes,
             }
             .run()
         })?;
@@ -307,6 +334,7 @@ struct Writer {
     returned: Sender<Vec<u8>>,
     shutdown: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A Frame Streams control frame: the escape, its length, its type and a
@@ -373,6 +401,7 @@ impl Writer {
 
     /// Returns a buffer to the pool, shrunk if a large message grew it.
     fn give_back(&self, mut buffer: Vec<u8>) {
+        self.queued_bytes.fetch_sub(buffer.len(), Ordering::Relaxed);
         if buffer.capacity() > KEPT_BUFFER {
             buffer.clear();
             buffer.shrink_to(KEPT_BUFFER);
@@ -385,11 +414,13 @@ impl Writer {
             Target::Unix(path) => {
                 let stream = std::os::unix::net::UnixStream::connect(path)?;
                 stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 Box::new(stream)
             }
             Target::Tcp(addr) => {
                 let stream = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(5))?;
                 stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 stream.set_nodelay(true)?;
                 Box::new(stream)
             }
@@ -474,8 +505,12 @@ mod tests {
                 .unwrap_err()
                 .contains("IP:PORT")
         );
+        assert_eq!(
+            Target::parse("/var/run/dnstap.sock"),
+            Ok(Target::Unix("/var/run/dnstap.sock".into()))
+        );
         assert!(
-            Target::parse("/var/run/dnstap.sock")
+            Target::parse("collector:6000")
                 .unwrap_err()
                 .contains("unix:///PATH")
         );

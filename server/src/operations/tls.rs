@@ -138,6 +138,9 @@ pub fn certificates(tls: &TlsServing) -> Result<Certificates, CertificateError> 
 /// modification time. `None` while it cannot be read.
 type Stamp = Option<(u64, u64, SystemTime)>;
 
+/// The versions of the certificate, key and client CA files.
+pub type FileStamps = [Stamp; 3];
+
 fn stamp(path: &str) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     if path.is_empty() {
@@ -147,7 +150,9 @@ fn stamp(path: &str) -> Stamp {
     Some((meta.ino(), meta.len(), meta.modified().ok()?))
 }
 
-fn stamps(tls: &TlsServing) -> [Stamp; 3] {
+/// The files' versions now: taken before they are read, so that a change
+/// while they are read is seen at the next check.
+pub fn stamps(tls: &TlsServing) -> FileStamps {
     [
         stamp(&tls.cert_file),
         stamp(&tls.key_file),
@@ -161,6 +166,7 @@ fn stamps(tls: &TlsServing) -> [Stamp; 3] {
 /// fails, is logged, and the next check (once both are written) succeeds.
 pub fn spawn_reloader(
     tls: TlsServing,
+    loaded: FileStamps,
     cores: Vec<Sender<Certificates>>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -168,7 +174,7 @@ pub fn spawn_reloader(
         .name("kubewire-tls".into())
         .spawn(move || {
             let interval = Duration::from_millis(tls.reload_check_ms);
-            let mut loaded = stamps(&tls);
+            let mut loaded = loaded;
             let mut failed = None;
             while !shutdown.load(Ordering::Acquire) {
                 std::thread::sleep(interval);

@@ -52,14 +52,13 @@ impl Relay {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Cuts every connection carried so far; returns how many were open.
+    /// Cuts every connection carried so far; returns how many ends were
+    /// still open (a shutdown of one already closed fails).
     pub fn cut(&self) -> usize {
         let mut open = self.open.lock().unwrap();
-        let count = open.len() / 2;
-        for stream in open.drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        count
+        open.drain(..)
+            .filter(|stream| stream.shutdown(Shutdown::Both).is_ok())
+            .count()
     }
 }
 

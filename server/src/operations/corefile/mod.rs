@@ -268,6 +268,14 @@ fn dnstap(b: &mut Builder, directive: &Directive) {
     let (socket, full) = match directive.args.as_slice() {
         [socket] => (socket, false),
         [socket, full] if full == "full" => (socket, true),
+        [socket, full, ..] if full == "full" && directive.args.len() == 4 => {
+            b.cannot(
+                line,
+                &text,
+                "the write buffer and queue sizes are kubewire's own (a bounded queue per server)",
+            );
+            (socket, true)
+        }
         _ => {
             return b.refuse(
                 line,

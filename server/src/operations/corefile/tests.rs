@@ -514,6 +514,21 @@ fn an_https_block_serves_dns_over_https_with_the_same_certificate() {
         "{:?}",
         t.untranslated
     );
+    // Two tls:// blocks (IPv4 and IPv6 binds): both addresses.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  kubernetes cluster.local\n}\n\
+         tls://.:853 {\n  bind 10.0.0.1\n  tls a.crt a.key\n}\ntls://.:853 {\n  bind fd00::1\n  tls a.crt a.key\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(
+        config.tls.listen,
+        [
+            "10.0.0.1:853".parse().unwrap(),
+            "[fd00::1]:853".parse().unwrap()
+        ]
+    );
 }
 
 #[test]
@@ -533,4 +548,13 @@ fn dnstap_translates_with_its_fields() {
     let t = translate("Corefile", ".:53 {\n  dnstap tcp://collector:6000\n}\n").unwrap();
     assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
     assert!(translate("Corefile", ".:53 {\n  dnstap a b c\n}\n").is_err());
+    // A bare path is a Unix socket, as in CoreDNS's first example.
+    let t = translate(
+        "Corefile",
+        ".:53 {\n  dnstap /tmp/dnstap.sock full 1024 2048\n}\n",
+    )
+    .unwrap();
+    let config = Config::parse("t", &t.toml).unwrap();
+    assert_eq!(config.dnstap.to, "/tmp/dnstap.sock");
+    assert_eq!(t.untranslated.len(), 1, "{:?}", t.untranslated);
 }

@@ -49,9 +49,15 @@ pub(super) fn tls_block(b: &mut Builder, block: &ServerBlock, first: &ServerBloc
     } else {
         bound
     };
+    // A second block of the scheme (another bind, say) adds its addresses.
+    let mut addresses: Vec<toml::Value> = match b.values.get(listen_key) {
+        Some((toml::Value::Array(earlier), _)) => earlier.clone(),
+        _ => Vec::new(),
+    };
+    addresses.extend(listen.into_iter().map(string));
     b.set(
         listen_key,
-        toml::Value::Array(listen.into_iter().map(string).collect()),
+        toml::Value::Array(addresses),
         block.line,
         &block.keys.join(" "),
     );

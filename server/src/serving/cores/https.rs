@@ -36,19 +36,21 @@ pub(super) async fn serve_doh(stream: TcpStream, tls: Tls, guard: ConnectionGuar
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let activity = Rc::new(Cell::new(Instant::now()));
-    let io = HyperIo {
-        inner: stream,
-        activity: Rc::clone(&activity),
-    };
+    let io = HyperIo { inner: stream };
     let doh = Rc::new(Doh {
         tcp: tls.tcp.clone(),
         client,
+        activity: Rc::clone(&activity),
     });
     let service = hyper::service::service_fn(move |request| respond(Rc::clone(&doh), request));
     let connection = async {
         let served = if h2 {
+            // Windows sized to DNS messages (hyper's defaults let a
+            // connection buffer megabytes of request bodies).
             hyper::server::conn::http2::Builder::new(LocalExecutor)
                 .max_concurrent_streams(tls.https_max_streams)
+                .initial_stream_window_size(64 << 10)
+                .initial_connection_window_size(256 << 10)
                 .serve_connection(io, service)
                 .await
         } else {
@@ -65,8 +67,9 @@ pub(super) async fn serve_doh(stream: TcpStream, tls: Tls, guard: ConnectionGuar
     drop(guard);
 }
 
-/// Returns once no byte has moved for `idle_timeout_ms`: the TCP path's
-/// idle limit, for a connection hyper drives.
+/// Returns once no request has begun or ended for `idle_timeout_ms`: the
+/// TCP path's idle limit, for a connection hyper drives. Bytes alone (a
+/// header sent slowly, pings) do not keep a connection.
 async fn close_when_idle(activity: Rc<Cell<Instant>>, idle_timeout_ms: u64) {
     let idle = Duration::from_millis(idle_timeout_ms);
     loop {
@@ -82,16 +85,27 @@ async fn close_when_idle(activity: Rc<Cell<Instant>>, idle_timeout_ms: u64) {
 struct Doh {
     tcp: Tcp,
     client: Option<std::net::SocketAddr>,
+    /// When a request last began or ended.
+    activity: Rc<Cell<Instant>>,
 }
 
 async fn respond(
     doh: Rc<Doh>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    Ok(match query_of(request).await {
-        Ok(query) => doh.answer(&query).await,
-        Err((status, why)) => refusal(status, why),
+    doh.activity.set(Instant::now());
+    // A request's body must be whole within the TCP path's body limit.
+    let query = glommio::timer::timeout(Duration::from_millis(TCP_BODY_TIMEOUT_MS), async {
+        Ok(query_of(request).await)
     })
+    .await;
+    let response = match query {
+        Ok(Ok(query)) => doh.answer(&query).await,
+        Ok(Err((status, why))) => refusal(status, why),
+        Err(_) => refusal(StatusCode::REQUEST_TIMEOUT, "the request came too slowly\n"),
+    };
+    doh.activity.set(Instant::now());
+    Ok(response)
 }
 
 /// The DNS query a request carries, or the status that says what is wrong.
@@ -221,10 +235,9 @@ where
     }
 }
 
-/// A futures-io stream as hyper's I/O, noting when bytes last moved.
+/// A futures-io stream as hyper's I/O.
 struct HyperIo<S> {
     inner: S,
-    activity: Rc<Cell<Instant>>,
 }
 
 impl<S: futures_lite::AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
@@ -240,7 +253,6 @@ impl<S: futures_lite::AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
         match Pin::new(&mut self.inner).poll_read(cx, &mut chunk[..want]) {
             Poll::Ready(Ok(read)) => {
                 buf.put_slice(&chunk[..read]);
-                self.activity.set(Instant::now());
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
@@ -255,11 +267,7 @@ impl<S: futures_lite::AsyncWrite + Unpin> hyper::rt::Write for HyperIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(_)) = written {
-            self.activity.set(Instant::now());
-        }
-        written
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

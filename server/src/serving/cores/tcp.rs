@@ -118,12 +118,31 @@ pub(super) async fn serve_stream<S>(
             let started = std::time::Instant::now();
             // Not a query at all (a DNS peer would not send this), or no
             // reply to give: the connection ends.
-            let StreamAnswer::Reply(rcode) = answer_one(tcp, client, query, &mut reply, 2).await
-            else {
+            let answered = match answer_from_table(tcp, client, query, &mut reply, 2) {
+                Ok(answered) => answered,
+                Err((parsed, work)) => {
+                    // Replies already made do not wait for the resolver.
+                    if !replies.is_empty() {
+                        if within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies))
+                            .await
+                            .is_none()
+                        {
+                            return;
+                        }
+                        replies.clear();
+                    }
+                    resolve_into(tcp, &parsed, work, &mut reply).await
+                }
+            };
+            let StreamAnswer::Reply(rcode) = answered else {
                 let _ = within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies)).await;
                 return;
             };
-            let reply_len = (reply.len() - 2) as u16;
+            // Every reply fits a length prefix (each source is capped at
+            // MAX_MESSAGE); one that did not would end the connection.
+            let Ok(reply_len) = u16::try_from(reply.len() - 2) else {
+                return;
+            };
             reply[..2].copy_from_slice(&reply_len.to_be_bytes());
             replies.extend_from_slice(&reply);
             finish_one(
@@ -223,39 +242,59 @@ pub(super) async fn answer_one(
     reply: &mut Vec<u8>,
     reserve: usize,
 ) -> StreamAnswer {
+    match answer_from_table(tcp, client, query, reply, reserve) {
+        Ok(answered) => answered,
+        Err((parsed, work)) => resolve_into(tcp, &parsed, work, reply).await,
+    }
+}
+
+/// The table's part of [`answer_one`], without waiting; `Err` with what the
+/// resolver must finish.
+pub(super) fn answer_from_table(
+    tcp: &Tcp,
+    client: Option<std::net::SocketAddr>,
+    query: &[u8],
+    reply: &mut Vec<u8>,
+    reserve: usize,
+) -> Result<StreamAnswer, (Box<QueryBuf>, Work)> {
     reply.clear();
     reply.resize(reserve, 0);
-    let verdict = {
-        let mut scratch = tcp.scratch.borrow_mut();
-        let verdict = answer(
-            &mut tcp.shared.table.borrow_mut(),
-            tcp.shared.outside(),
-            tcp.shared.metrics.as_deref(),
-            tcp.listen,
-            Proto::Tcp,
-            query,
-            &mut scratch[..],
-            || client.map(|c| c.ip()),
-        );
-        if let Verdict::Reply(reply_len, _) = verdict {
-            reply.extend_from_slice(&scratch[..reply_len]);
-        }
-        verdict
-    };
+    let mut scratch = tcp.scratch.borrow_mut();
+    let verdict = answer(
+        &mut tcp.shared.table.borrow_mut(),
+        tcp.shared.outside(),
+        tcp.shared.metrics.as_deref(),
+        tcp.listen,
+        Proto::Tcp,
+        query,
+        &mut scratch[..],
+        || client.map(|c| c.ip()),
+    );
     match verdict {
-        Verdict::Reply(_, rcode) => StreamAnswer::Reply(rcode),
-        Verdict::Resolve(parsed, work) => {
-            // Counted, so that the UDP loop does not sleep in the kernel
-            // while this query's upstream reply waits on the reactor.
-            let _in_progress = tcp.shared.resolver.start();
-            match resolve(&tcp.shared, tcp.listen, Proto::Tcp, &parsed, work).await {
-                Some(resolved) => {
-                    reply.extend_from_slice(&resolved.reply);
-                    StreamAnswer::Reply(resolved.rcode)
-                }
-                None => StreamAnswer::NoReply,
-            }
+        Verdict::Reply(reply_len, rcode) => {
+            reply.extend_from_slice(&scratch[..reply_len]);
+            Ok(StreamAnswer::Reply(rcode))
         }
-        Verdict::Drop => StreamAnswer::NotAQuery,
+        Verdict::Resolve(parsed, work) => Err((parsed, work)),
+        Verdict::Drop => Ok(StreamAnswer::NotAQuery),
+    }
+}
+
+/// The resolver's part of [`answer_one`]: `reply` keeps what is reserved.
+pub(super) async fn resolve_into(
+    tcp: &Tcp,
+    parsed: &QueryBuf,
+    work: Work,
+    reply: &mut Vec<u8>,
+) -> StreamAnswer {
+    // Counted, so that the UDP loop does not sleep in the kernel while
+    // this query's upstream reply waits on the reactor.
+    let _in_progress = tcp.shared.resolver.start();
+    match resolve(&tcp.shared, tcp.listen, Proto::Tcp, parsed, work).await {
+        Some(resolved) => {
+            reply.extend_from_slice(&resolved.reply);
+            StreamAnswer::Reply(resolved.rcode)
+        }
+        None => StreamAnswer::NoReply,
     }
 }
