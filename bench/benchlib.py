@@ -275,6 +275,12 @@ class Server:
                 self.proc.wait()
 
 
+def grab_from(text, pattern, cast):
+    """The first group of `pattern` in a tool's output, cast; None when absent."""
+    m = re.search(pattern, text)
+    return cast(m.group(1)) if m else None
+
+
 def dnsperf(port, queries, seconds, rate, cpu="1", mode="udp", clients=16, outstanding=1000, extra=(),
             verbose=False):
     """dnsperf's figures for one run against 127.0.0.1:port (`mode`: udp, tcp, dot or doh; `extra`:
@@ -291,8 +297,7 @@ def dnsperf(port, queries, seconds, rate, cpu="1", mode="udp", clients=16, outst
     out = done.stdout
 
     def grab(pattern, cast=float):
-        m = re.search(pattern, out)
-        return cast(m.group(1)) if m else None
+        return grab_from(out, pattern, cast)
 
     result = {
         "sent": grab(r"Queries sent:\s+(\d+)", int),
@@ -337,8 +342,7 @@ def h2load(uris, seconds, rate, cpu="1", streams=100, requests=None, extra=(), l
     out = done.stdout
 
     def grab(pattern, cast=int):
-        m = re.search(pattern, out)
-        return cast(m.group(1)) if m else None
+        return grab_from(out, pattern, cast)
 
     result = {
         "sent": grab(r"requests: \d+ total, (\d+) started"),

@@ -72,7 +72,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchlib import run, start, stop, wait_up
+from benchlib import run, self_signed_cert, start, stop, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ["--services", "1000", "--headless-every", "5", "--endpoints-per-headless", "10",
@@ -451,13 +451,10 @@ def part_tcp(args, release, bench, work, tls=False):
     attacked_port = TCP_PORTS["attacked"]
     if tls:
         print("\n# 1b. Idle DNS-over-TLS connections and slow handshakes under UDP load\n", flush=True)
-        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(work / "tls.key"), "-out", str(work / "tls.crt"), "-days", "1",
-             "-subj", "/CN=dns.example", "-addext", "subjectAltName=IP:127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        crt, key = self_signed_cert(work)
         for name in extra:
-            extra[name] = ("--tls-listen", f"127.0.0.1:{TLS_PORTS[name]}", "--tls-cert-file",
-                           str(work / "tls.crt"), "--tls-key-file", str(work / "tls.key"))
+            extra[name] = ("--tls-listen", f"127.0.0.1:{TLS_PORTS[name]}", "--tls-cert-file", crt,
+                           "--tls-key-file", key)
         attacked_port = TLS_PORTS["attacked"]
         # Idle TLS connections are held for the whole run (not closed and
         # opened again after 10 s, which would turn them into handshakes).

@@ -122,20 +122,14 @@ pub(super) async fn serve_stream<S>(
                 Ok(answered) => answered,
                 Err((parsed, work)) => {
                     // Replies already made do not wait for the resolver.
-                    if !replies.is_empty() {
-                        if within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies))
-                            .await
-                            .is_none()
-                        {
-                            return;
-                        }
-                        replies.clear();
+                    if !send_replies(&mut stream, &mut replies).await {
+                        return;
                     }
                     resolve_into(tcp, &parsed, work, &mut reply).await
                 }
             };
             let StreamAnswer::Reply(rcode) = answered else {
-                let _ = within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies)).await;
+                send_replies(&mut stream, &mut replies).await;
                 return;
             };
             // Every reply fits a length prefix (each source is capped at
@@ -159,13 +153,9 @@ pub(super) async fn serve_stream<S>(
             }
         }
         if !replies.is_empty() {
-            if within(TCP_WRITE_TIMEOUT_MS, write_out(&mut stream, &replies))
-                .await
-                .is_none()
-            {
+            if !send_replies(&mut stream, &mut replies).await {
                 return;
             }
-            replies.clear();
             if framed_len(&received[start..]).is_some_and(|len| received.len() - start >= 2 + len) {
                 // More complete queries wait (the batch was full).
                 continue;
@@ -213,14 +203,23 @@ fn framed_len(bytes: &[u8]) -> Option<usize> {
     ])))
 }
 
-/// Writes `bytes` and flushes: a TLS stream holds what is written until
-/// flushed.
-async fn write_out<S>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()>
+/// Writes the replies made so far, if any, and flushes (a TLS stream holds
+/// what is written until flushed), within the write limit; empties them.
+/// Whether the connection may go on.
+async fn send_replies<S>(stream: &mut S, replies: &mut Vec<u8>) -> bool
 where
     S: futures_lite::AsyncWrite + Unpin,
 {
-    stream.write_all(bytes).await?;
-    stream.flush().await
+    if replies.is_empty() {
+        return true;
+    }
+    let written = async {
+        stream.write_all(replies).await?;
+        stream.flush().await
+    };
+    let sent = within(TCP_WRITE_TIMEOUT_MS, written).await.is_some();
+    replies.clear();
+    sent
 }
 
 /// What became of one query read from a stream.
