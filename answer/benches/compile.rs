@@ -81,6 +81,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             ServiceKind::ClusterIp(vec![ip(s + 1)])
         };
         objects.push(Object::Service(ServiceModel {
+            stamp: Default::default(),
             key: ObjectKey::new(namespace.clone(), name.clone()),
             kind,
             ports: ports.clone(),
@@ -100,6 +101,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             })
             .collect();
         objects.push(Object::Slice(SliceModel {
+            stamp: Default::default(),
             key: ObjectKey::new(namespace, format!("{name}-slice")),
             service: Some(name),
             address_type: "IPv4".into(),
@@ -199,6 +201,7 @@ fn endpoint_flip() {
         .collect();
     let key = ObjectKey::new("default", "big");
     compiler.apply(ObjectChange::Upsert(Object::Service(ServiceModel {
+        stamp: Default::default(),
         key: key.clone(),
         kind: ServiceKind::Headless,
         ports: vec![PortModel {
@@ -214,6 +217,7 @@ fn endpoint_flip() {
         .chunks(100)
         .enumerate()
         .map(|(i, chunk)| SliceModel {
+            stamp: Default::default(),
             key: ObjectKey::new("default", format!("big-{i}")),
             service: Some("big".into()),
             address_type: "IPv4".into(),

@@ -16,12 +16,31 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// What a core reports back, read by readiness checks and metrics.
+/// Revisions whose apply time a core remembers, for `explain`.
+const APPLY_LOG: usize = 32;
+
+/// What a core reports back, read by readiness checks, metrics and
+/// `explain`.
 #[derive(Debug, Default)]
 pub struct CoreStatus {
     applied_revision: AtomicU64,
     synced: AtomicBool,
     names: AtomicU64,
+    /// The last [`APPLY_LOG`] revisions applied, each with when (µs since
+    /// the Unix epoch), by revision modulo its length. Written by the core
+    /// alone, read by the control plane.
+    applied_log: [(AtomicU64, AtomicU64); APPLY_LOG],
+}
+
+/// When a core first held a revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppliedAt {
+    /// At this time (µs since the Unix epoch).
+    At(u64),
+    /// Before this time: its log has moved past the revision.
+    Before(u64),
+    /// Not yet.
+    NotYet,
 }
 
 impl CoreStatus {
@@ -39,9 +58,47 @@ impl CoreStatus {
     }
     /// Called by the core after applying updates.
     pub fn record(&self, revision: u64, synced: bool, names: u64) {
+        if revision != self.applied_revision.load(Ordering::Relaxed) {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            let (logged, at) = &self.applied_log[(revision % APPLY_LOG as u64) as usize];
+            // Time first: a reader that sees the revision sees its time.
+            at.store(now_us, Ordering::Relaxed);
+            logged.store(revision, Ordering::Release);
+        }
         self.names.store(names, Ordering::Relaxed);
         self.synced.store(synced, Ordering::Release);
         self.applied_revision.store(revision, Ordering::Release);
+    }
+
+    /// When the core first held `revision` (or a later one that it jumped
+    /// to, by a Reset).
+    pub fn applied_at(&self, revision: u64) -> AppliedAt {
+        if self.applied_revision() < revision {
+            return AppliedAt::NotYet;
+        }
+        let mut first: Option<(u64, u64)> = None;
+        let mut oldest: Option<(u64, u64)> = None;
+        for (logged, at) in &self.applied_log {
+            let logged = logged.load(Ordering::Acquire);
+            let at = at.load(Ordering::Relaxed);
+            if logged == 0 {
+                continue;
+            }
+            if logged >= revision && first.is_none_or(|(r, _)| logged < r) {
+                first = Some((logged, at));
+            }
+            if oldest.is_none_or(|(r, _)| logged < r) {
+                oldest = Some((logged, at));
+            }
+        }
+        match (first, oldest) {
+            // The log still reaches back to it (or to the jump over it).
+            (Some((_, at)), Some((oldest, _))) if oldest <= revision => AppliedAt::At(at),
+            (_, Some((_, at))) => AppliedAt::Before(at),
+            _ => AppliedAt::Before(0),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub mod update;
 
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
 pub use entry::{NameEntry, ZoneAnswers, Zones};
-pub use hub::{CoreStatus, DeltaHub, DeltaReceiver};
+pub use hub::{AppliedAt, CoreStatus, DeltaHub, DeltaReceiver};
 pub use model::{Kind, ListedKeys, Object, ObjectKey};
 pub use settings::{ExternalZones, PodMode, Settings};
 pub use table::{AnswerTable, Response};

@@ -34,6 +34,47 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// Where an object's current DNS content came from: the API's
+/// `resourceVersion` and when kubewire received it. Provenance for
+/// `explain`, not content: two stamps always compare equal, so an event
+/// that changes nothing DNS serves (a status or annotation edit) keeps the
+/// stamp of the event that did, and never marks a unit dirty.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stamp {
+    /// `metadata.resourceVersion` as a number (etcd's revision), 0 when it
+    /// was absent or not a number (manifests without one).
+    pub resource_version: u64,
+    /// When the event (or the manifest file's load) arrived, in
+    /// milliseconds since the Unix epoch; 0 when unknown.
+    pub arrived_unix_ms: u64,
+}
+
+impl Stamp {
+    /// A stamp for an object received now.
+    pub fn now(resource_version: Option<&str>) -> Stamp {
+        Stamp {
+            resource_version: resource_version.and_then(|v| v.parse().ok()).unwrap_or(0),
+            arrived_unix_ms: unix_ms_now(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, _: &Stamp) -> bool {
+        true
+    }
+}
+
+impl Eq for Stamp {}
+
 /// How a Service is exposed in DNS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -70,6 +111,8 @@ pub struct ServiceModel {
     /// `spec.externalIPs` and the load balancer's ingress points, for
     /// `k8s_external`; `None` for nearly every Service, so it costs a word.
     pub external: Option<Box<ExternalAddresses>>,
+    /// Provenance, for `explain` (never compared).
+    pub stamp: Stamp,
 }
 
 /// Where a Service is reached from outside the cluster.
@@ -101,6 +144,8 @@ pub struct ImportModel {
     pub kind: ImportKind,
     /// `spec.ports`.
     pub ports: Vec<PortModel>,
+    /// Provenance, for `explain` (never compared).
+    pub stamp: Stamp,
 }
 
 /// An EndpointSlice's link to a ServiceImport.
@@ -187,6 +232,8 @@ pub struct SliceModel {
     /// The ServiceImport it belongs to, for a slice of the Multi-Cluster
     /// Services API; `None` for nearly all, so it costs a word.
     pub import: Option<Box<ImportLink>>,
+    /// Provenance, for `explain` (never compared).
+    pub stamp: Stamp,
 }
 
 impl SliceModel {

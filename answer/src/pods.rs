@@ -413,11 +413,29 @@ impl PodIndex {
     }
 
     fn keys_borrowed(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pods.iter().map(|slot| {
-            // Names come from `&str` keys, so they are UTF-8.
-            let name = std::str::from_utf8(self.names.get(slot)).unwrap_or_default();
-            (&*self.namespaces[slot.namespace as usize].name, name)
-        })
+        self.pods.iter().map(|slot| self.key_of(slot))
+    }
+
+    /// The pods (namespace, name) holding `ip`; a scan, for `explain`.
+    pub fn pods_at(&self, ip: IpAddr) -> impl Iterator<Item = (&str, &str)> {
+        self.pods
+            .iter()
+            .filter(move |slot| slot.ips.iter().any(|held| held == ip))
+            .map(|slot| self.key_of(slot))
+    }
+
+    /// The addresses of a pod, if it is held; a scan, for `explain`.
+    pub fn ips_of(&self, namespace: &str, name: &str) -> Option<Vec<IpAddr>> {
+        self.pods
+            .iter()
+            .find(|slot| self.key_of(slot) == (namespace, name))
+            .map(|slot| slot.ips.iter().collect())
+    }
+
+    fn key_of(&self, slot: &PodSlot) -> (&str, &str) {
+        // Names come from `&str` keys, so they are UTF-8.
+        let name = std::str::from_utf8(self.names.get(slot)).unwrap_or_default();
+        (&*self.namespaces[slot.namespace as usize].name, name)
     }
 
     /// The changes since the last call.

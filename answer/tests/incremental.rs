@@ -73,6 +73,7 @@ fn service() -> impl Strategy<Value = Object> {
     )
         .prop_map(|(ns, name, kind, ports, publish, external)| {
             Object::Service(ServiceModel {
+                stamp: Default::default(),
                 key: ObjectKey::new(ns, name),
                 kind,
                 ports,
@@ -98,6 +99,7 @@ fn import_object() -> impl Strategy<Value = Object> {
     )
         .prop_map(|(ns, name, kind, ports)| {
             Object::Import(ImportModel {
+                stamp: Default::default(),
                 key: ObjectKey::new(ns, name),
                 kind,
                 ports,
@@ -134,6 +136,7 @@ fn slice_object() -> impl Strategy<Value = Object> {
     )
         .prop_map(|(ns, name, service, ports, endpoints, import)| {
             Object::Slice(SliceModel {
+                stamp: Default::default(),
                 key: ObjectKey::new(ns, name),
                 service: service.map(Into::into),
                 address_type: "IPv4".into(),
@@ -394,6 +397,7 @@ fn a_name_two_objects_give_passes_to_the_other_when_its_holder_goes() {
     let endpoint_objects = vec![
         headless("alpha", "svc", vec![], false),
         Object::Slice(SliceModel {
+            stamp: Default::default(),
             key: ObjectKey::new("alpha", "svc-1"),
             service: Some("svc".into()),
             address_type: "IPv4".into(),

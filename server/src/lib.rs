@@ -246,6 +246,8 @@ fn serve(
         metrics: control_metrics,
         scrape,
         node,
+        mailboxes: cores.mailboxes,
+        published: std::collections::VecDeque::new(),
     })
     .context("starting the control plane thread")?;
     wait_for(cores.handles, control)
@@ -368,6 +370,8 @@ struct Cores {
     wakers: Vec<UnixStream>,
     /// Every core's counters; `None` when metrics are off.
     counters: Option<Counters>,
+    /// The cache's mailboxes, for `explain`; `None` without a cache.
+    mailboxes: Option<Arc<resolving::cache::Mailboxes>>,
 }
 
 /// Every core's counters, for the scrape.
@@ -607,6 +611,7 @@ fn spawn_cores(
         handles,
         wakers,
         counters: metrics_on.then_some(counters),
+        mailboxes: cache_mailboxes,
     })
 }
 

@@ -10,8 +10,33 @@ fn main() -> ExitCode {
     // Before any thread starts: an allocator setting.
     kubewire::fix_mmap_threshold();
     let cli = Cli::parse();
-    if let Some(Command::Config { action }) = &cli.command {
-        return kubewire::config_command(action, &cli.flags);
+    let asked = match &cli.command {
+        Some(Command::Config { action }) => return kubewire::config_command(action, &cli.flags),
+        Some(Command::Explain {
+            name,
+            qtype,
+            from,
+            ask,
+        }) => Some(kubewire::operations::debug::explain_command(
+            ask,
+            name,
+            qtype.as_deref(),
+            from.as_deref(),
+        )),
+        Some(Command::Top { ask }) => Some(kubewire::operations::debug::top_command(ask)),
+        None => None,
+    };
+    if let Some(asked) = asked {
+        return match asked {
+            Ok(text) => {
+                let _ = write!(std::io::stdout(), "{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                let _ = writeln!(std::io::stderr(), "error: {}", Chain(&error));
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match cli.flags.config() {
         Ok(config) => config,

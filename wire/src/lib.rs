@@ -41,6 +41,7 @@ pub mod prepared;
 pub mod query;
 pub mod records;
 pub mod reply;
+pub mod text;
 pub mod upstream;
 
 pub use addr::{address_from_dashed, address_from_reverse, dashed_label, reverse_name};

@@ -39,6 +39,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 mod encode;
+pub mod explain;
 mod ptr;
 mod units;
 
@@ -136,6 +137,9 @@ struct UnitState {
     ptr_ips: Box<[IpAddr]>,
     /// By address: a hash of the targets this unit gives it.
     ptr_hashes: Box<[u64]>,
+    /// The revision whose delta last changed one of its names (0: none
+    /// yet), for `explain`.
+    changed_revision: u64,
 }
 
 /// PTR pairs of the units computed in one pass, by unit id.
@@ -688,6 +692,7 @@ impl Compiler {
                 id
             }
         };
+        let changes_before = changes.len();
         let slot = &mut self.units[id as usize];
         let old_names = std::mem::take(&mut slot.names);
         let old_hashes = std::mem::take(&mut slot.name_hashes);
@@ -739,6 +744,10 @@ impl Compiler {
         }
         for (gone, _) in old_iter {
             self.release(gone.key(), changes);
+        }
+        if changes.len() != changes_before {
+            // The delta this pass makes gets the next revision.
+            self.units[id as usize].changed_revision = self.revision + 1;
         }
 
         // Per address, a hash of this unit's targets: an address whose

@@ -319,7 +319,7 @@ impl Compiler {
     }
 
     /// The slices listed for a service or import.
-    fn slices_of(
+    pub(super) fn slices_of(
         &self,
         lists: &Map<ObjectKey, Vec<Box<str>>>,
         key: &ObjectKey,

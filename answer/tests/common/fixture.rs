@@ -25,6 +25,7 @@ pub fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 pub fn cluster_ip(ns: &str, name: &str, cluster_ips: &[&str], ports: Vec<PortModel>) -> Object {
     Object::Service(ServiceModel {
+        stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::ClusterIp(ips(cluster_ips)),
         ports,
@@ -35,6 +36,7 @@ pub fn cluster_ip(ns: &str, name: &str, cluster_ips: &[&str], ports: Vec<PortMod
 
 pub fn headless(ns: &str, name: &str, ports: Vec<PortModel>, publish_not_ready: bool) -> Object {
     Object::Service(ServiceModel {
+        stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::Headless,
         ports,
@@ -45,6 +47,7 @@ pub fn headless(ns: &str, name: &str, ports: Vec<PortModel>, publish_not_ready: 
 
 pub fn external(ns: &str, name: &str, target: &str) -> Object {
     Object::Service(ServiceModel {
+        stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::ExternalName(target.into()),
         ports: vec![],
@@ -79,6 +82,7 @@ pub fn slice(
         "IPv4"
     };
     Object::Slice(SliceModel {
+        stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         service: Some(service.into()),
         address_type: address_type.into(),
@@ -219,6 +223,7 @@ pub fn with_external(service: Object, ips: &[&str], hostnames: &[&str]) -> Objec
 /// A ServiceImport in `testns`.
 pub fn import(name: &str, kind: ImportKind, ports: Vec<PortModel>) -> Object {
     Object::Import(ImportModel {
+        stamp: Default::default(),
         key: ObjectKey::new("testns", name),
         kind,
         ports,

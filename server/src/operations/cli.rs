@@ -35,6 +35,28 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Ask a running kubewire why NAME answers what it answers: the reply,
+    /// the objects behind it, why not, and what a pod's resolver tries.
+    Explain {
+        /// The name.
+        name: String,
+        /// The record type [default: A].
+        #[arg(value_name = "TYPE")]
+        qtype: Option<String>,
+        /// Walk the search path of this client: a pod's IP, or NAMESPACE/POD.
+        #[arg(long, value_name = "POD_IP_OR_NAMESPACE/POD")]
+        from: Option<String>,
+        /// Where and how to ask.
+        #[command(flatten)]
+        ask: crate::operations::debug::AskArgs,
+    },
+    /// Ask a running kubewire who makes the DNS traffic: top names,
+    /// namespaces, clients and NXDOMAIN names.
+    Top {
+        /// Where and how to ask.
+        #[command(flatten)]
+        ask: crate::operations::debug::AskArgs,
+    },
 }
 
 /// `kubewire config …`
@@ -125,6 +147,28 @@ pub struct Flags {
         env = "KUBEWIRE_METRICS_ADDR"
     )]
     pub metrics_addr: Option<OptionalAddr>,
+
+    /// Read-only debug endpoint (`kubewire explain`, `kubewire top`), "" for none [default: none].
+    #[arg(long, global = true, value_name = "ADDR", env = "KUBEWIRE_DEBUG_ADDR")]
+    pub debug_addr: Option<OptionalAddr>,
+
+    /// File with the bearer token the debug endpoint asks for.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KUBEWIRE_DEBUG_TOKEN_FILE"
+    )]
+    pub debug_token_file: Option<String>,
+
+    /// Most debug requests a second [default: 20].
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "KUBEWIRE_DEBUG_REQUESTS_PER_SECOND"
+    )]
+    pub debug_requests_per_second: Option<u32>,
 
     /// Address to serve DNS on, over UDP and TCP; repeat for several
     /// [default: 127.0.0.1:5353].
@@ -383,6 +427,12 @@ impl Flags {
         set(&mut config.http.health_addr, &self.health_addr);
         set(&mut config.http.ready_addr, &self.ready_addr);
         set(&mut config.http.metrics_addr, &self.metrics_addr);
+        set(&mut config.http.debug_addr, &self.debug_addr);
+        set(&mut config.http.debug_token_file, &self.debug_token_file);
+        set(
+            &mut config.http.debug_requests_per_second,
+            &self.debug_requests_per_second,
+        );
         set(&mut config.dns.listen, &self.listen);
         set(&mut config.dns.cores, &self.cores);
         set(&mut config.dns.zones, &self.zones);
@@ -455,6 +505,9 @@ mod tests {
         ("--health-addr", Some("")),
         ("--ready-addr", Some("")),
         ("--metrics-addr", Some("")),
+        ("--debug-addr", Some("127.0.0.1:9155")),
+        ("--debug-token-file", Some("/tmp/token")),
+        ("--debug-requests-per-second", Some("1")),
         ("--listen", Some("127.0.0.2:53")),
         ("--cores", Some("1")),
         ("--zone", Some("example.test")),

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod corefile;
+pub mod debug;
 pub mod dnstap;
 pub mod failure;
 pub mod http;

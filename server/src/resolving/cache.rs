@@ -113,6 +113,8 @@ pub struct Stored {
     pub answer: CachedAnswer,
     /// When it was built.
     pub stored_at: Instant,
+    /// The index of the upstream whose reply it is.
+    pub upstream: usize,
 }
 
 impl Stored {
@@ -144,6 +146,13 @@ pub enum CacheMessage {
         query: Box<QueryBuf>,
         /// Ask the upstream even if the home core holds a fresh entry.
         refresh: bool,
+    },
+    /// What the home core holds for this query, for `explain`.
+    Inspect {
+        /// The query.
+        query: Box<QueryBuf>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<CacheView>,
     },
     /// The outcome for `key`.
     Resolved {
@@ -192,9 +201,62 @@ impl Mailboxes {
         self.hasher.hash_one(key)
     }
 
+    /// Asks `query`'s home core what it holds (for `explain`); the answer
+    /// comes on the returned channel, or it closes if the core is gone.
+    pub fn inspect(&self, query: &Query<'_>) -> oneshot::Receiver<CacheView> {
+        let mut buf = [0u8; MAX_CACHE_KEY];
+        let home = self.home(self.hash(cache_key(query, &mut buf)));
+        let (reply, receiver) = oneshot::channel();
+        self.send(
+            home,
+            CacheMessage::Inspect {
+                query: Box::new(query.to_buf()),
+                reply,
+            },
+        );
+        receiver
+    }
+
     fn home(&self, hash: u64) -> usize {
         (hash % self.senders.len().max(1) as u64) as usize
     }
+}
+
+/// What a home core holds for one query, for `explain`.
+#[derive(Debug)]
+pub struct CacheView {
+    /// The home core.
+    pub core: usize,
+    /// Its entry, if any.
+    pub entry: Option<EntryView>,
+    /// An upstream query for it is under way.
+    pub fetching: bool,
+    /// The upstreams' health as this core sees it.
+    pub upstreams: Vec<super::forward::UpstreamHealth>,
+}
+
+/// One cache entry, as `explain` shows it.
+#[derive(Debug)]
+pub struct EntryView {
+    /// The entry.
+    pub stored: Arc<Stored>,
+    /// Seconds since it was stored.
+    pub age_s: u64,
+    /// Seconds of TTL left; negative once expired.
+    pub ttl_left_s: i64,
+    /// Expired, and still served under serve-stale.
+    pub stale: bool,
+    /// Prefetch: hits in a row within the window, and whether a refresh is
+    /// under way.
+    pub hits: u32,
+    /// A refresh (prefetch or stale) is under way.
+    pub refreshing: bool,
+    /// A client's query now would go upstream (a miss, or a stale entry
+    /// that is verified first).
+    pub would_go_upstream: bool,
+    /// The reply a client gets from it now (over TCP, so never truncated),
+    /// unless it goes upstream.
+    pub reply: Option<Vec<u8>>,
 }
 
 /// One entry in a core's table.
@@ -403,6 +465,59 @@ impl CoreCache {
         Lookup::Hit { len, rcode }
     }
 
+    /// What this core holds for `query`, for `explain`.
+    fn inspect(&self, query: &Query<'_>, forwarder: &Forwarder) -> CacheView {
+        let mut buf = [0u8; MAX_CACHE_KEY];
+        let key = cache_key(query, &mut buf);
+        let now = Instant::now();
+        let entry = self
+            .table
+            .find(self.mail.hash(key), |s| &*s.key == key)
+            .map(|slot| {
+                let expires = slot.stored.expires();
+                let fresh = now < expires;
+                let stale_window = self.plan.serve_stale.map(|s| (s.window, s.verify));
+                let stale =
+                    !fresh && stale_window.is_some_and(|(window, _)| now < expires + window);
+                let view = match self.plan.serve_stale {
+                    Some(s) if stale => TtlView::Fixed(s.ttl_s),
+                    _ => ttl_view(self.plan.keep_ttl, &slot.stored, now),
+                };
+                let mut out = vec![0u8; kubewire_wire::MAX_MESSAGE];
+                let reply = (fresh || stale)
+                    .then(|| {
+                        slot.stored
+                            .answer
+                            .write_reply(query, view, Transport::Tcp, &mut out)
+                    })
+                    .and_then(Result::ok)
+                    .map(|len| out[..len].to_vec());
+                EntryView {
+                    reply,
+                    stored: Arc::clone(&slot.stored),
+                    age_s: now
+                        .saturating_duration_since(slot.stored.stored_at)
+                        .as_secs(),
+                    ttl_left_s: if fresh {
+                        (expires - now).as_secs() as i64
+                    } else {
+                        -(now.saturating_duration_since(expires).as_secs() as i64)
+                    },
+                    stale,
+                    hits: slot.hits,
+                    refreshing: slot.refreshing,
+                    would_go_upstream: !fresh
+                        && !(stale && stale_window.is_some_and(|(_, verify)| !verify)),
+                }
+            });
+        CacheView {
+            core: self.core,
+            entry,
+            fetching: self.fetching.contains_key(key),
+            upstreams: forwarder.health(),
+        }
+    }
+
     /// The hash `query`'s entry is filed under, for [`CoreCache::likely`].
     #[inline]
     pub fn key_hash(&self, query: &Query<'_>) -> u64 {
@@ -517,6 +632,10 @@ impl CoreCache {
                 CacheMessage::Resolved { key, resolution } => {
                     this.borrow_mut().on_resolved(key, &resolution);
                 }
+                CacheMessage::Inspect { query, reply } => {
+                    let view = this.borrow().inspect(&query.query(), forwarder);
+                    let _ = reply.send(view);
+                }
             }
         }
     }
@@ -570,7 +689,7 @@ impl CoreCache {
         let askers = self.fetching.remove(&key).unwrap_or_default();
         let resolution = match fetched {
             Fetched::Failed(rcode) => Resolution::Failed(rcode),
-            Fetched::Reply(reply) => match self.build(&key, &reply) {
+            Fetched::Reply(reply, upstream) => match self.build(&key, &reply, upstream) {
                 Ok(stored) => Resolution::Stored(Arc::new(stored)),
                 Err(BuildFailure::KeepStale) => Resolution::Failed(Rcode::SERVFAIL),
                 Err(BuildFailure::Not(reason)) => {
@@ -601,7 +720,12 @@ impl CoreCache {
         self.on_resolved(key, &resolution);
     }
 
-    fn build(&self, key: &[u8], reply: &CheckedReply) -> Result<Stored, BuildFailure> {
+    fn build(
+        &self,
+        key: &[u8],
+        reply: &CheckedReply,
+        upstream: usize,
+    ) -> Result<Stored, BuildFailure> {
         let zones = &self.plan.cluster_zones;
         let answer = CachedAnswer::from_upstream(
             &reply.view(),
@@ -623,6 +747,7 @@ impl CoreCache {
         Ok(Stored {
             answer,
             stored_at: Instant::now(),
+            upstream,
         })
     }
 

@@ -44,6 +44,18 @@ struct Health {
     down: Cell<bool>,
 }
 
+/// An upstream's health as one core sees it, for `explain`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// The upstream, as configured.
+    pub upstream: String,
+    /// Marked down (failed `max_fails` times in a row), health-checked until
+    /// it answers.
+    pub down: bool,
+    /// Failures in a row.
+    pub fails: u32,
+}
+
 /// A forwarded query's result: the client's reply and its RCODE.
 #[derive(Debug)]
 pub struct Forwarded {
@@ -56,8 +68,8 @@ pub struct Forwarded {
 /// What [`Forwarder::fetch`] got.
 #[derive(Debug)]
 pub enum Fetched {
-    /// A sound upstream reply.
-    Reply(CheckedReply),
+    /// A sound upstream reply, and the index of the upstream that gave it.
+    Reply(CheckedReply, usize),
     /// No upstream reply to pass on: answer with this RCODE.
     Failed(Rcode),
 }
@@ -132,6 +144,21 @@ impl Forwarder {
             servfail: PreparedAnswer::empty(Rcode::SERVFAIL, false),
             refused: PreparedAnswer::empty(Rcode::REFUSED, false),
         }
+    }
+
+    /// Each upstream as this core sees it: its address, whether it is
+    /// marked down, and its failures in a row (for `explain`).
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        self.plan
+            .upstreams
+            .iter()
+            .zip(&self.health)
+            .map(|(upstream, health)| UpstreamHealth {
+                upstream: upstream.to_string(),
+                down: health.down.get(),
+                fails: health.fails.get(),
+            })
+            .collect()
     }
 
     /// Whether `query`, which the table says is not ours, is to be
@@ -216,7 +243,7 @@ impl Forwarder {
         transport: Transport,
     ) -> Option<Forwarded> {
         match self.fetch(query).await {
-            Fetched::Reply(reply) => self.client_reply(query, &reply, transport),
+            Fetched::Reply(reply, _) => self.client_reply(query, &reply, transport),
             Fetched::Failed(rcode) => self.fixed(query, transport, rcode),
         }
     }
@@ -269,7 +296,7 @@ impl Forwarder {
                     if let Some(metrics) = &self.metrics {
                         metrics.request(upstream, reply.rcode().0, started.elapsed());
                     }
-                    return Fetched::Reply(reply);
+                    return Fetched::Reply(reply, upstream);
                 }
                 Err(error) => {
                     tracing::debug!(core = self.core, upstream = %self.plan.upstreams[upstream], error = %crate::operations::failure::Chain(&error), "upstream attempt failed");

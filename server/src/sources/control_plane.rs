@@ -6,6 +6,7 @@
 //! starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
 
 use crate::operations::config::{Config, KEYS};
+use crate::operations::debug::DebugRequest;
 use crate::operations::http::{health_router, metrics_router, ready_router, serve_http};
 use crate::operations::logging::{PROPAGATION_TARGET, QueryLogSampling};
 use crate::operations::metrics::{ControlMetrics, Scrape};
@@ -70,7 +71,15 @@ pub struct Control {
     pub scrape: Option<Arc<Scrape>>,
     /// Node-local mode's interface and rules, checked and repaired.
     pub node: Option<crate::operations::nodelocal::NodeNetwork>,
+    /// The cores' cache mailboxes, for `explain` (`None` without a cache).
+    pub mailboxes: Option<Arc<crate::resolving::cache::Mailboxes>>,
+    /// Revisions published and when (ms since the epoch), newest last, for
+    /// `explain`.
+    pub published: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// Publications remembered for `explain`.
+const PUBLISHED_KEPT: usize = 4096;
 
 /// What the startup line reports besides object counts.
 #[derive(Clone, Debug)]
@@ -184,7 +193,7 @@ impl Control {
         use tokio::signal::unix::{SignalKind, signal};
         let started = Instant::now();
         let ready = Arc::new(AtomicBool::new(false));
-        self.serve_endpoints(&ready);
+        let mut debug_requests = self.serve_endpoints(&ready);
         if let Some(node) = self.node.clone() {
             let every = Duration::from_secs(self.config.node_local.check_interval_s);
             tokio::spawn(keep_node(node, every, Arc::clone(&self.metrics)));
@@ -237,6 +246,9 @@ impl Control {
                     tracing::info!("lameduck period over: stopping");
                     break;
                 }
+                Some(request) = async { match debug_requests.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    self.on_debug(request, cluster.as_ref().map(|(client, _)| client));
+                }
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     self.reload_config(&mut cluster, &watch_tx);
@@ -281,8 +293,40 @@ impl Control {
         self.stop();
     }
 
-    /// Serves `/health`, `/ready` and `/metrics`, each where configured.
-    fn serve_endpoints(&self, ready: &Arc<AtomicBool>) {
+    /// Answers a debug request: what the compiler knows now, completed off
+    /// the loop.
+    fn on_debug(&self, request: DebugRequest, client: Option<&kube::Client>) {
+        match request {
+            DebugRequest::Explain(request, reply) => {
+                let manifests = match &self.source {
+                    Source::Manifests(_, set) => Some(set),
+                    _ => None,
+                };
+                let context = crate::sources::explain::Context {
+                    compiler: &self.compiler,
+                    hub: &self.hub,
+                    published: &self.published,
+                    config: &self.config,
+                    manifests,
+                };
+                let (explained, followup) =
+                    context.explain(&request, self.mailboxes.as_ref(), client);
+                tokio::spawn(crate::sources::explain::finish(
+                    explained, request, followup, reply,
+                ));
+            }
+            DebugRequest::Top(reply) => {
+                let _ = reply.send(crate::operations::debug::TopReport::default());
+            }
+        }
+    }
+
+    /// Serves `/health`, `/ready`, `/metrics` and the debug endpoint, each
+    /// where configured; returns the debug endpoint's requests.
+    fn serve_endpoints(
+        &self,
+        ready: &Arc<AtomicBool>,
+    ) -> Option<tokio::sync::mpsc::Receiver<DebugRequest>> {
         let http = &self.config.http;
         if let Some(addr) = http.health_addr.0 {
             tokio::spawn(serve_http(addr, "health", health_router()));
@@ -297,6 +341,31 @@ impl Control {
                 metrics_router(Arc::clone(scrape)),
             ));
         }
+        let addr = http.debug_addr.0?;
+        let token = if http.debug_token_file.is_empty() {
+            None
+        } else {
+            match crate::operations::debug::read_token(&http.debug_token_file) {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    tracing::error!("{error}; the debug endpoint is not served, DNS keeps serving");
+                    return None;
+                }
+            }
+        };
+        // A few at a time: a request is answered in milliseconds.
+        let (requests, received) = tokio::sync::mpsc::channel(8);
+        let state = crate::operations::debug::DebugState::new(
+            requests,
+            token,
+            http.debug_requests_per_second,
+        );
+        tokio::spawn(serve_http(
+            addr,
+            "debug",
+            crate::operations::debug::debug_router(state),
+        ));
+        Some(received)
     }
 
     /// Starts following the config file and the source: file watchers, or
@@ -561,6 +630,11 @@ impl Control {
             names_changed = shipped.1,
             "delta published"
         );
+        if self.published.len() >= PUBLISHED_KEPT {
+            self.published.pop_front();
+        }
+        self.published
+            .push_back((shipped.0, kubewire_answer::model::unix_ms_now()));
         self.hub.publish(delta, || self.compiler.snapshot());
         wake_all(&self.wakers);
         Some(shipped)

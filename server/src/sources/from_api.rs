@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kubewire_answer::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey, PodModel,
-    PortModel, ServiceKind, ServiceModel, SliceModel,
+    PortModel, ServiceKind, ServiceModel, SliceModel, Stamp,
 };
 use std::net::IpAddr;
 
@@ -170,6 +170,7 @@ impl FromApi<Service> for ServiceModel {
             ports,
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
             external,
+            stamp: Stamp::now(service.metadata.resource_version.as_deref()),
         })
     }
 }
@@ -267,6 +268,7 @@ impl FromApi<EndpointSlice> for SliceModel {
             ports,
             endpoints,
             zones: zones.into_boxed_slice(),
+            stamp: Stamp::now(slice.metadata.resource_version.as_deref()),
         })
     }
 }
@@ -359,7 +361,12 @@ impl FromApi<DynamicObject> for ImportModel {
             .iter()
             .map(|p| port_model(&key, p.name.as_deref(), p.protocol.as_deref(), p.port))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ImportModel { key, kind, ports })
+        Ok(ImportModel {
+            key,
+            kind,
+            ports,
+            stamp: Stamp::now(meta.resource_version.as_deref()),
+        })
     }
 }
 

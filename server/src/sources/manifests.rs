@@ -390,6 +390,21 @@ impl ManifestSet {
         Ok(errors)
     }
 
+    /// Whether an object of `kind` and `key` is in the files but `filter`
+    /// leaves it out (for `explain`).
+    pub fn filtered_out(
+        &self,
+        filter: &Filter,
+        kind: Kind,
+        key: &kubewire_answer::ObjectKey,
+    ) -> bool {
+        self.files.values().flatten().any(|(object, labels)| {
+            object.kind() == kind
+                && object.key_parts() == (key.namespace.as_str(), key.name.as_str())
+                && !filter.admits(object, labels)
+        })
+    }
+
     /// The objects `filter` admits, grouped by kind, for one relist per
     /// kind.
     pub fn by_kind(&self, filter: &Filter) -> Vec<(Kind, Vec<Object>)> {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod explain;
 pub mod from_api;
 pub mod manifests;
 pub mod watch;

@@ -231,6 +231,20 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return fail("tcp.max_connections", "must be at least 1");
         }
+        if let Some(addr) = self.http.debug_addr.0
+            && !addr.ip().is_loopback()
+            && self.http.debug_token_file.is_empty()
+        {
+            return fail(
+                "http.debug_addr",
+                &format!(
+                    "{addr} is not a loopback address: set http.debug_token_file too, or listen on 127.0.0.1"
+                ),
+            );
+        }
+        if self.http.debug_requests_per_second == 0 {
+            return fail("http.debug_requests_per_second", "must be at least 1");
+        }
         self.validate_tls(&fail)?;
         if !self.dnstap.to.is_empty()
             && let Err(error) = crate::operations::dnstap::Target::parse(&self.dnstap.to)

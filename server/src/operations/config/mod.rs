@@ -391,6 +391,14 @@ pub struct Http {
     /// `/metrics`.
     #[serde(with = "as_text")]
     pub metrics_addr: OptionalAddr,
+    /// `/debug/explain` and `/debug/top`, read-only; off by default.
+    #[serde(with = "as_text")]
+    pub debug_addr: OptionalAddr,
+    /// A file holding the bearer token the debug endpoint asks for; empty:
+    /// none (then it must listen on loopback).
+    pub debug_token_file: String,
+    /// Most debug requests a second, over all clients.
+    pub debug_requests_per_second: u32,
 }
 
 impl Default for Http {
@@ -400,6 +408,9 @@ impl Default for Http {
             health_addr: all(8080),
             ready_addr: all(8181),
             metrics_addr: all(9153),
+            debug_addr: OptionalAddr(None),
+            debug_token_file: String::new(),
+            debug_requests_per_second: 20,
         }
     }
 }

@@ -226,6 +226,27 @@ pub const KEYS: &[KeyDoc] = &[
         "Prometheus /metrics, with CoreDNS's metric names.",
     ),
     key(
+        "http.debug_addr",
+        "IP:PORT, or \"\" for none (such as 127.0.0.1:9155)",
+        false,
+        &["--debug-addr"],
+        "The read-only debug endpoint that `kubewire explain` and `kubewire top` ask: why a name answers what it answers, and who makes the traffic. Off by default; an address other than loopback needs http.debug_token_file.",
+    ),
+    key(
+        "http.debug_token_file",
+        "a path to a file holding a token, or empty",
+        false,
+        &["--debug-token-file"],
+        "When set, the debug endpoint asks for `Authorization: Bearer <token>` (the file's first line); `kubewire explain` reads the same file with --token-file.",
+    ),
+    key(
+        "http.debug_requests_per_second",
+        "at least 1",
+        false,
+        &["--debug-requests-per-second"],
+        "Most debug requests a second, over all clients; more get 429.",
+    ),
+    key(
         "lifecycle.lameduck_ms",
         "milliseconds",
         false,

@@ -1,0 +1,490 @@
+//! `kubewire explain` end to end: watched manifests, the debug endpoint
+//! over HTTP, the reply a real listener gives, autopath answering from pod
+//! addresses in 127.0.0.0/8, and a forwarded name's cache entry filled
+//! from the scripted upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::upstream::Upstream;
+use common::*;
+use hickory_proto::rr::RecordType;
+use kubewire::operations::debug::Explained;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+const CLUSTER: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: team, resourceVersion: '300', labels: {dns: served}}
+spec: {clusterIP: 10.96.7.7, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: team, labels: {kubernetes.io/service-name: api, dns: served}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.1.7.1]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: other, resourceVersion: '310', labels: {dns: served}}
+spec: {clusterIP: 10.96.8.8, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: other, labels: {kubernetes.io/service-name: web, dns: served}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.1.8.8]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: other, labels: {dns: served}}
+spec: {clusterIP: None, ports: [{name: sql, port: 5432}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, namespace: other, labels: {kubernetes.io/service-name: db, dns: served}}
+addressType: IPv4
+ports: [{name: sql, port: 5432, protocol: TCP}]
+endpoints:
+- {addresses: [10.1.9.1], conditions: {ready: false}}
+- {addresses: [10.1.9.2], conditions: {ready: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: default, labels: {dns: served}}
+spec: {clusterIP: 10.96.9.9, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: empty-1, namespace: default, labels: {kubernetes.io/service-name: empty, dns: served}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.1.8.1], conditions: {ready: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hidden, namespace: default}
+spec: {clusterIP: 10.96.6.6, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: team}
+status: {phase: Running, podIP: 127.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: other}
+status: {phase: Running, podIP: 127.0.0.3}
+";
+
+fn web(resource_version: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default, resourceVersion: '{resource_version}', labels: {{dns: served}}}}\nspec: {{clusterIP: {ip}, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: default, resourceVersion: '101', labels: {{kubernetes.io/service-name: web, dns: served}}}}\naddressType: IPv4\nendpoints:\n- {{addresses: [10.1.0.5]}}\n"
+    )
+}
+
+/// kubewire on the manifests in `dir`, with the debug endpoint, verified
+/// pods, autopath, `ignore_empty_service`, namespace and label filters,
+/// and `upstream` behind; `extra` is more of the config file.
+fn start(dir: &Path, upstream: &Upstream, extra: &str) -> (Server, SocketAddr) {
+    let config = dir.join("kubewire.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kubernetes]\nautopath = true\nautopath_resolv_conf = \"\"\npods = \"verified\"\n\
+             ignore_empty_service = true\nnamespaces = [\"default\", \"team\", \"other\"]\n\
+             labels = \"dns=served\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("cluster.yaml"), CLUSTER).unwrap();
+    std::fs::write(manifests.join("web.yaml"), web("100", "10.96.5.5")).unwrap();
+    let mut server = Server::start(&[
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--forward",
+        &upstream.addr.to_string(),
+        "--debug-addr",
+        "127.0.0.1:0",
+        "--cores",
+        "2",
+    ]);
+    let debug = server.http_addr("debug");
+    (server, debug)
+}
+
+/// GET with optional bearer token and method; the status and the body.
+fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: kubewire\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn explain(debug: SocketAddr, query: &str) -> Explained {
+    let (status, body) = request(debug, "GET", &format!("/debug/explain?{query}"), None);
+    assert_eq!(status, 200, "{query}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn reason(explained: &Explained) -> String {
+    explained
+        .reason
+        .as_ref()
+        .map(|r| r.code.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn each_nxdomain_says_why_and_the_reply_is_the_listeners() {
+    let dir = tempdir("explain-why");
+    let upstream = Upstream::start();
+    let (_server, debug) = start(&dir, &upstream, "");
+
+    let cases = [
+        // Another namespace holds one: it is named.
+        ("name=api.default.svc.cluster.local", "no_service", "team"),
+        (
+            "name=db.other.svc.cluster.local",
+            "headless_no_ready",
+            "2 not ready",
+        ),
+        (
+            "name=empty.default.svc.cluster.local",
+            "empty_service_ignored",
+            "ignore_empty_service",
+        ),
+        (
+            "name=hidden.default.svc.cluster.local",
+            "filtered_labels",
+            "dns=served",
+        ),
+        (
+            "name=x.secret.svc.cluster.local",
+            "filtered_namespace",
+            "secret",
+        ),
+        (
+            "name=127-0-0-9.team.pod.cluster.local",
+            "pod_unknown",
+            "127.0.0.9",
+        ),
+        (
+            "name=nobody.api.team.svc.cluster.local",
+            "no_endpoint",
+            "has 1 endpoints",
+        ),
+        (
+            "name=_grpc._tcp.api.team.svc.cluster.local&type=SRV",
+            "no_port",
+            "_grpc._tcp",
+        ),
+    ];
+    for (query, code, mentions) in cases {
+        let explained = explain(debug, query);
+        assert_eq!(explained.outcome, "nxdomain", "{query}: {explained:#?}");
+        assert_eq!(reason(&explained), code, "{query}: {explained:#?}");
+        let text = &explained.reason.as_ref().unwrap().text;
+        assert!(text.contains(mentions), "{query}: {text}");
+        let reply = explained.reply.as_ref().expect("the listener's reply");
+        assert_eq!(reply.rcode, "NXDOMAIN", "{query}");
+        assert!(reply.authority[0].contains(" SOA "), "{query}: {reply:?}");
+    }
+
+    // NODATA: the name has other types.
+    let explained = explain(debug, "name=api.team.svc.cluster.local&type=TXT");
+    assert_eq!(explained.outcome, "nodata");
+    assert_eq!(reason(&explained), "other_types");
+    assert_eq!(explained.reply.unwrap().rcode, "NOERROR");
+
+    // Outside every zone: forwarded, and not cached yet.
+    let before = upstream.queries();
+    let explained = explain(debug, "name=www.example.org");
+    assert_eq!(explained.outcome, "forwarded");
+    assert_eq!(reason(&explained), "outside_zones");
+    let cache = explained.cache.expect("the cache entry's state");
+    assert!(!cache.cached && cache.would_go_upstream);
+    assert_eq!(upstream.queries(), before, "explain sent nothing upstream");
+
+    // An answer: the reply, the types, the objects with their versions.
+    let explained = explain(debug, "name=web.default.svc.cluster.local");
+    assert_eq!(explained.outcome, "answer");
+    assert!(explained.reason.is_none());
+    let reply = explained.reply.unwrap();
+    assert_eq!(
+        reply.answer,
+        ["web.default.svc.cluster.local. 5 IN A 10.96.5.5"]
+    );
+    assert!(reply.flags.contains(&"aa".to_string()));
+    let sources: Vec<(String, String, Option<u64>)> = explained
+        .sources
+        .iter()
+        .map(|s| (s.kind.clone(), s.name.clone(), s.resource_version))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("Service".into(), "web".into(), Some(100)),
+            ("EndpointSlice".into(), "web-1".into(), Some(101)),
+        ]
+    );
+    assert!(
+        explained
+            .sources
+            .iter()
+            .all(|s| s.arrived_unix_ms.is_some())
+    );
+}
+
+#[test]
+fn provenance_follows_an_edit() {
+    let dir = tempdir("explain-edit");
+    let upstream = Upstream::start();
+    let (_server, debug) = start(&dir, &upstream, "");
+    let first = explain(debug, "name=web.default.svc.cluster.local");
+    let first_change = first.change.clone().expect("a revision");
+    assert_eq!(first_change.all_cores, "at", "{first_change:?}");
+    let service_arrived = |e: &Explained| e.sources[0].arrived_unix_ms.unwrap();
+
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(
+        dir.join("manifests").join("web.yaml"),
+        web("200", "10.96.5.6"),
+    )
+    .unwrap();
+    let mut second = first.clone();
+    eventually("the edit is explained", || {
+        second = explain(debug, "name=web.default.svc.cluster.local");
+        second.sources[0].resource_version == Some(200)
+    });
+    assert_eq!(
+        second.reply.as_ref().unwrap().answer,
+        ["web.default.svc.cluster.local. 5 IN A 10.96.5.6"]
+    );
+    assert!(service_arrived(&second) > service_arrived(&first));
+    // The slice did not change: it keeps its version and its arrival.
+    assert_eq!(second.sources[1].resource_version, Some(101));
+    assert_eq!(
+        second.sources[1].arrived_unix_ms,
+        first.sources[1].arrived_unix_ms
+    );
+    let change = second.change.clone().expect("a revision");
+    assert!(change.revision > first_change.revision);
+    assert_eq!(change.all_cores, "at");
+    let took = change.event_to_all_cores_ms.expect("event to every core");
+    assert!((0.0..10_000.0).contains(&took), "{took}");
+    assert!(change.published_unix_ms.unwrap() >= service_arrived(&second));
+}
+
+/// A query from `source` (an address in 127.0.0.0/8).
+fn ask_from(server: &Server, source: &str, name: &str) -> Vec<String> {
+    let socket = UdpSocket::bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
+    let reply = udp_query_from(
+        &socket,
+        server.addr,
+        &build_query(name, RecordType::A, Some(1232)),
+    );
+    answers(&reply)
+}
+
+#[test]
+fn the_search_walk_of_pods_in_two_namespaces_agrees_with_autopath() {
+    let dir = tempdir("explain-walk");
+    let upstream = Upstream::start();
+    let (server, debug) = start(&dir, &upstream, "");
+
+    // `api` lives in `team`: found at once from there.
+    let team = explain(debug, "name=api&from=127.0.0.2").from.unwrap();
+    assert_eq!(team.namespace, "team");
+    assert_eq!(team.pods, ["team/client"]);
+    assert!(team.autopath_on && team.autopath_client);
+    assert_eq!(team.candidates[0].name, "api.team.svc.cluster.local.");
+    assert!(team.candidates[0].ends_walk);
+    assert_eq!((team.round_trips, team.round_trips_autopath), (1, 1));
+
+    // From `other`, every search domain misses, then the bare name goes up.
+    let other = explain(debug, "name=api&from=other/client").from.unwrap();
+    assert_eq!(other.namespace, "other");
+    let walked: Vec<(&str, &str)> = other
+        .candidates
+        .iter()
+        .map(|c| (c.name.as_str(), c.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        walked,
+        [
+            ("api.other.svc.cluster.local.", "nxdomain"),
+            ("api.svc.cluster.local.", "nxdomain"),
+            ("api.cluster.local.", "nxdomain"),
+            ("api.", "forwarded"),
+        ]
+    );
+    assert_eq!((other.round_trips, other.round_trips_autopath), (4, 1));
+
+    // What autopath answers from each pod ends where the walk ends.
+    for (source, namespace, name) in [
+        ("127.0.0.2", "team", "web.other"),
+        ("127.0.0.3", "other", "web.other"),
+        ("127.0.0.3", "other", "api"),
+    ] {
+        let walk = explain(debug, &format!("name={name}&from={source}"))
+            .from
+            .unwrap();
+        let ends = walk
+            .candidates
+            .iter()
+            .find(|c| c.ends_walk)
+            .unwrap()
+            .name
+            .clone();
+        let first = format!("{name}.{namespace}.svc.cluster.local.");
+        let answered = ask_from(&server, source, first.trim_end_matches('.'));
+        if walk.round_trips == 1 {
+            assert!(answered[0].starts_with(&first), "{answered:?}");
+        } else {
+            let cname = format!("{first} CNAME {ends}");
+            assert!(answered.contains(&cname), "{cname} in {answered:?}");
+        }
+    }
+}
+
+#[test]
+fn a_forwarded_names_cache_entry_ages() {
+    let dir = tempdir("explain-cache");
+    let upstream = Upstream::start();
+    let (server, debug) = start(&dir, &upstream, "");
+    assert_eq!(rcode(&server.udp("aging.example.test", RecordType::A)), 0);
+
+    let first = explain(debug, "name=aging.example.test");
+    let cache = first.cache.clone().expect("cache state");
+    assert!(cache.cached && !cache.would_go_upstream, "{cache:?}");
+    assert_eq!(cache.rcode.as_deref(), Some("NOERROR"));
+    assert_eq!(cache.filled_by, Some(upstream.addr.to_string()));
+    assert!(cache.upstreams.iter().all(|u| !u.down));
+    let reply = first.reply.expect("the cached reply");
+    assert!(reply.from.contains("cache"), "{}", reply.from);
+    assert!(reply.answer[0].ends_with(" IN A 192.0.2.1"), "{reply:?}");
+
+    std::thread::sleep(Duration::from_millis(2100));
+    let later = explain(debug, "name=aging.example.test").cache.unwrap();
+    assert!(later.age_s.unwrap() >= cache.age_s.unwrap() + 2);
+    assert!(later.ttl_left_s.unwrap() <= cache.ttl_left_s.unwrap() - 2);
+}
+
+#[test]
+fn the_debug_endpoint_refuses_what_it_should() {
+    let dir = tempdir("explain-safety");
+    let upstream = Upstream::start();
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let (_server, debug) = start(
+        &dir,
+        &upstream,
+        &format!(
+            "[http]\ndebug_token_file = {:?}\ndebug_requests_per_second = 3\n",
+            token.display().to_string()
+        ),
+    );
+    let path = "/debug/explain?name=api.team.svc.cluster.local";
+    assert_eq!(request(debug, "GET", path, None).0, 401);
+    assert_eq!(request(debug, "GET", path, Some("wrong")).0, 401);
+    assert_eq!(request(debug, "POST", path, Some("s3cret")).0, 405);
+    for (bad, says) in [
+        ("/debug/explain", "give a name"),
+        ("/debug/explain?name=a..b", "not a DNS name"),
+        ("/debug/explain?name=a&type=BOGUS", "not a record type"),
+        ("/debug/explain?name=a&from=not%20a%20pod", "NAMESPACE/POD"),
+    ] {
+        std::thread::sleep(Duration::from_millis(400));
+        let (status, body) = request(debug, "GET", bad, Some("s3cret"));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains(says), "{bad}: {body}");
+    }
+    let long = format!("/debug/explain?name=a&from={}", "a".repeat(5000));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(request(debug, "GET", &long, Some("s3cret")).0, 400);
+
+    // Three a second: a burst gets 429s, and the endpoint comes back.
+    std::thread::sleep(Duration::from_millis(1100));
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| request(debug, "GET", path, Some("s3cret")).0)
+        .collect();
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(request(debug, "GET", path, Some("s3cret")).0, 200);
+
+    // The command, with the token.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
+        .args(["explain", "api.team.svc.cluster.local", "--server"])
+        .arg(format!("http://{debug}"))
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text.contains("api.team.svc.cluster.local. 5 IN A 10.96.7.7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Service team/api, resourceVersion 300"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_debug_endpoint_off_loopback_needs_a_token() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
+        .args(["--demo", "--debug-addr", "0.0.0.0:9155"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("http.debug_addr") && stderr.contains("debug_token_file"),
+        "{stderr}"
+    );
+}
