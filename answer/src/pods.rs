@@ -432,6 +432,17 @@ impl PodIndex {
             .map(|slot| slot.ips.iter().collect())
     }
 
+    /// Calls `each` with every pod address: its namespace, the address, and
+    /// whether the pod uses the node's network.
+    pub fn each_address(&self, mut each: impl FnMut(&str, IpAddr, bool)) {
+        for slot in self.pods.iter() {
+            let namespace = &*self.namespaces[slot.namespace as usize].name;
+            for ip in slot.ips.iter() {
+                each(namespace, ip, slot.host_network);
+            }
+        }
+    }
+
     fn key_of(&self, slot: &PodSlot) -> (&str, &str) {
         // Names come from `&str` keys, so they are UTF-8.
         let name = std::str::from_utf8(self.names.get(slot)).unwrap_or_default();

@@ -521,6 +521,22 @@ async fn handle(
         }
     }
     let path = request.uri().path().to_string();
+    // GET of one Service, as `kubewire explain` asks it.
+    if let Some(rest) = path.strip_prefix("/api/v1/namespaces/")
+        && let Some((namespace, name)) = rest.split_once("/services/")
+    {
+        let found = lock(&shared)
+            .collections
+            .get("/api/v1/services")
+            .and_then(|c| c.objects.get(&format!("{namespace}/{name}")).cloned());
+        return Ok(match found {
+            Some(object) => full(StatusCode::OK, object),
+            None => full(
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+            ),
+        });
+    }
     let installed = path != SERVICE_IMPORTS || lock(&shared).service_imports_installed;
     let Some(&(collection_path, list_kind, api_version, _)) =
         RESOURCES.iter().find(|r| r.0 == path).filter(|_| installed)

@@ -224,7 +224,8 @@ fn serve(
                 counters.cache,
             )
             .with_autopath(config.kubernetes.autopath)
-            .with_dnstap(counters.dnstap_dropped),
+            .with_dnstap(counters.dnstap_dropped)
+            .with_top(cores.top.clone()),
         )
     });
     let startup = control_plane::Startup {
@@ -247,6 +248,7 @@ fn serve(
         scrape,
         node,
         mailboxes: cores.mailboxes,
+        top: cores.top,
         published: std::collections::VecDeque::new(),
     })
     .context("starting the control plane thread")?;
@@ -372,6 +374,8 @@ struct Cores {
     counters: Option<Counters>,
     /// The cache's mailboxes, for `explain`; `None` without a cache.
     mailboxes: Option<Arc<resolving::cache::Mailboxes>>,
+    /// Each core's `kubewire top` counts; empty when the debug endpoint is off.
+    top: Vec<operations::top::Published>,
 }
 
 /// Every core's counters, for the scrape.
@@ -512,6 +516,7 @@ fn spawn_cores(
     counters.dnstap_dropped = dnstap.as_ref().map(|(_, dropped)| Arc::clone(dropped));
     let mut handles = Vec::new();
     let mut tls_reloads = Vec::new();
+    let mut top = Vec::new();
     for ((index, &cpu), wake_end) in cpus.iter().enumerate().zip(wake_ends) {
         let updates = hub.subscribe(|| compiler.snapshot());
         let mut udp_fds = Vec::new();
@@ -592,6 +597,11 @@ fn spawn_cores(
             cache,
             autopath: autopath.clone(),
             dnstap: dnstap.as_ref().map(|(tap, _)| tap.clone()),
+            top: config.http.debug_addr.0.map(|_| {
+                let published = operations::top::Published::default();
+                top.push(Arc::clone(&published));
+                published
+            }),
         };
         let handle = cores::spawn(setup)
             // glommio's error is not Send, so anyhow cannot hold it as a source.
@@ -612,6 +622,7 @@ fn spawn_cores(
         wakers,
         counters: metrics_on.then_some(counters),
         mailboxes: cache_mailboxes,
+        top,
     })
 }
 

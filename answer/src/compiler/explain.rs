@@ -496,6 +496,31 @@ impl Compiler {
             .collect()
     }
 
+    /// For each of `ips` held by pods of one namespace alone, that
+    /// namespace (one scan of the pods; for `top`).
+    pub fn pod_namespaces(&self, ips: &[IpAddr]) -> std::collections::HashMap<IpAddr, String> {
+        let wanted: Set<IpAddr> = ips.iter().copied().collect();
+        let mut found: std::collections::HashMap<IpAddr, Option<String>> =
+            std::collections::HashMap::new();
+        self.pods.each_address(|namespace, ip, host_network| {
+            if host_network || !wanted.contains(&ip) {
+                return;
+            }
+            found
+                .entry(ip)
+                .and_modify(|held| {
+                    if held.as_deref() != Some(namespace) {
+                        *held = None;
+                    }
+                })
+                .or_insert_with(|| Some(namespace.to_string()));
+        });
+        found
+            .into_iter()
+            .filter_map(|(ip, namespace)| Some((ip, namespace?)))
+            .collect()
+    }
+
     /// The addresses of pod `key`, if the compiler holds it.
     pub fn pod_ips(&self, key: &ObjectKey) -> Option<Vec<IpAddr>> {
         self.pods.ips_of(&key.namespace, &key.name)

@@ -148,7 +148,7 @@ pub struct Flags {
     )]
     pub metrics_addr: Option<OptionalAddr>,
 
-    /// Read-only debug endpoint (`kubewire explain`, `kubewire top`), "" for none [default: none].
+    /// Read-only debug endpoint for `kubewire explain` and `kubewire top`, such as 127.0.0.1:9155; off by default.
     #[arg(long, global = true, value_name = "ADDR", env = "KUBEWIRE_DEBUG_ADDR")]
     pub debug_addr: Option<OptionalAddr>,
 

@@ -18,7 +18,8 @@ use kubewire_answer::ObjectKey;
 use kubewire_wire::NameBuf;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where `explain` is asked.
@@ -133,7 +134,7 @@ fn is_object_name(text: &str) -> bool {
 #[derive(Debug)]
 pub enum DebugRequest {
     /// Explain a name.
-    Explain(ExplainRequest, tokio::sync::oneshot::Sender<Explained>),
+    Explain(Box<ExplainRequest>, tokio::sync::oneshot::Sender<Explained>),
     /// The cores' top-k, merged.
     Top(tokio::sync::oneshot::Sender<TopReport>),
 }
@@ -378,11 +379,48 @@ pub struct TopReport {
     pub notes: Vec<String>,
 }
 
-/// A token bucket over all clients.
+/// A rate limit over all clients, without a lock: the time (ns since
+/// `epoch`) at which the next request conforms, as GCRA keeps it. A
+/// request is admitted while that time is less than a second of requests
+/// ahead of now, and moves it on by one request's share of a second.
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+struct Limit {
+    epoch: Instant,
+    next_ns: AtomicU64,
+    interval_ns: u64,
+    burst_ns: u64,
+}
+
+impl Limit {
+    fn new(per_second: u32) -> Limit {
+        let interval_ns = 1_000_000_000 / u64::from(per_second.max(1));
+        Limit {
+            epoch: Instant::now(),
+            next_ns: AtomicU64::new(0),
+            interval_ns,
+            burst_ns: 1_000_000_000 - interval_ns,
+        }
+    }
+
+    fn admit(&self) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let mut next = self.next_ns.load(Ordering::Relaxed);
+        loop {
+            let from = next.max(now);
+            if from - now > self.burst_ns {
+                return false;
+            }
+            match self.next_ns.compare_exchange_weak(
+                next,
+                from + self.interval_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => next = seen,
+            }
+        }
+    }
 }
 
 /// What the debug routes share.
@@ -390,8 +428,8 @@ struct Bucket {
 pub struct DebugState {
     requests: tokio::sync::mpsc::Sender<DebugRequest>,
     token: Option<Arc<str>>,
-    per_second: f64,
-    bucket: Arc<Mutex<Bucket>>,
+    per_second: u32,
+    limit: Arc<Limit>,
 }
 
 impl DebugState {
@@ -401,15 +439,11 @@ impl DebugState {
         token: Option<String>,
         per_second: u32,
     ) -> DebugState {
-        let per_second = f64::from(per_second.max(1));
         DebugState {
             requests,
             token: token.map(Into::into),
             per_second,
-            bucket: Arc::new(Mutex::new(Bucket {
-                tokens: per_second,
-                at: Instant::now(),
-            })),
+            limit: Arc::new(Limit::new(per_second)),
         }
     }
 
@@ -431,15 +465,7 @@ impl DebugState {
                 ));
             }
         }
-        let mut bucket = self
-            .bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(self.per_second);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
+        if !self.limit.admit() {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -448,7 +474,6 @@ impl DebugState {
                 ),
             ));
         }
-        bucket.tokens -= 1.0;
         Ok(())
     }
 
@@ -503,7 +528,7 @@ pub fn debug_router(state: DebugState) -> axum::Router {
             Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
         };
         match state
-            .ask(|reply| DebugRequest::Explain(request, reply))
+            .ask(|reply| DebugRequest::Explain(Box::new(request), reply))
             .await
         {
             Ok(explained) => axum::Json(explained).into_response(),

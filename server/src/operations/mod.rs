@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod nodelocal;
 pub mod preflight;
 pub mod tls;
+pub mod top;

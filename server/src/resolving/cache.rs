@@ -506,8 +506,9 @@ impl CoreCache {
                     stale,
                     hits: slot.hits,
                     refreshing: slot.refreshing,
-                    would_go_upstream: !fresh
-                        && !(stale && stale_window.is_some_and(|(_, verify)| !verify)),
+                    // Fresh, or stale and served at once: from the cache.
+                    would_go_upstream: !(fresh
+                        || (stale && stale_window.is_some_and(|(_, verify)| !verify))),
                 }
             });
         CacheView {

@@ -73,6 +73,8 @@ pub struct Control {
     pub node: Option<crate::operations::nodelocal::NodeNetwork>,
     /// The cores' cache mailboxes, for `explain` (`None` without a cache).
     pub mailboxes: Option<Arc<crate::resolving::cache::Mailboxes>>,
+    /// Each core's `kubewire top` counts (empty when the debug endpoint is off).
+    pub top: Vec<crate::operations::top::Published>,
     /// Revisions published and when (ms since the epoch), newest last, for
     /// `explain`.
     pub published: std::collections::VecDeque<(u64, u64)>,
@@ -312,11 +314,14 @@ impl Control {
                 let (explained, followup) =
                     context.explain(&request, self.mailboxes.as_ref(), client);
                 tokio::spawn(crate::sources::explain::finish(
-                    explained, request, followup, reply,
+                    explained, *request, followup, reply,
                 ));
             }
             DebugRequest::Top(reply) => {
-                let _ = reply.send(crate::operations::debug::TopReport::default());
+                let compiler = &self.compiler;
+                let report =
+                    crate::operations::top::report(&self.top, |ips| compiler.pod_namespaces(ips));
+                let _ = reply.send(report);
             }
         }
     }

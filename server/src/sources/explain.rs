@@ -477,7 +477,7 @@ pub async fn finish(
     if let Some((client, key)) = followup.labels {
         let api: kube::Api<k8s_openapi::api::core::v1::Service> =
             kube::Api::namespaced(client, &key.namespace);
-        match tokio::time::timeout(ASK_WITHIN, api.get_metadata_opt(&key.name)).await {
+        match tokio::time::timeout(ASK_WITHIN, api.get_opt(&key.name)).await {
             Ok(Ok(Some(_))) => {
                 // Visible to us, yet not watched: the selector hides it.
                 explained.reason = Some(labels_reason(&key, "the label selector in force"));

@@ -31,7 +31,14 @@ pub struct Scrape {
     pub autopath: bool,
     /// dnstap events dropped; `None` when dnstap is off.
     pub dnstap_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// `kubewire top`'s counts, for the top namespaces' gauge (at most
+    /// [`TOP_NAMESPACES`] series); empty when
+    /// the debug endpoint is off.
+    pub top: Vec<crate::operations::top::Published>,
 }
+
+/// Namespaces in the top namespaces' gauge: a bounded set of series.
+const TOP_NAMESPACES: usize = 10;
 
 impl Scrape {
     /// Labels for the listen addresses, plain (`dns://`), DNS over TLS
@@ -66,7 +73,14 @@ impl Scrape {
             control,
             autopath: false,
             dnstap_dropped: None,
+            top: Vec::new(),
         }
+    }
+
+    /// Exports the top namespaces' query rates too.
+    pub fn with_top(mut self, top: Vec<crate::operations::top::Published>) -> Scrape {
+        self.top = top;
+        self
     }
 
     /// Exports `coredns_dnstap_dropped_total` too.
@@ -494,6 +508,20 @@ impl Scrape {
                 MetricType::Counter,
             )?;
             ConstCounter::new(read(dropped)).encode(family)?;
+        }
+        if !self.top.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "kubewire_top_namespace_queries_per_second",
+                "Queries a second from the pods of the namespaces that send the most (at most 10, from a sample of the queries over the last one to two minutes; known when autopath is on).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (namespace, rate) in
+                crate::operations::top::top_namespaces(&self.top, TOP_NAMESPACES)
+            {
+                let labels = [("namespace", namespace.as_str())];
+                ConstGauge::new(rate).encode(family.encode_family(&labels)?)?;
+            }
         }
         self.encode_forward(encoder)?;
         self.encode_cache(encoder)?;

@@ -12,6 +12,7 @@ use crate::operations::config::UdpIo;
 use crate::operations::failure::CORE_THREAD_PREFIX;
 use crate::operations::metrics::{Answered, CoreMetrics, Plugin, Proto};
 use crate::operations::preflight::UDP_FLOWING_WAIT_MS;
+use crate::operations::top::TopCounts;
 use crate::resolving::autopath::{self, AutopathPlan};
 use crate::resolving::cache::{CacheMessage, CachePlan, CoreCache, Lookup, Mailboxes};
 use crate::resolving::forward::Forwarder;
@@ -125,6 +126,9 @@ pub struct CoreSetup {
     pub autopath: Option<Arc<AutopathPlan>>,
     /// dnstap; `None` when off.
     pub dnstap: Option<ServedTap>,
+    /// Where `kubewire top`'s counts are published; `None` when the debug
+    /// endpoint is off (then nothing is counted).
+    pub top: Option<crate::operations::top::Published>,
 }
 
 /// dnstap as a core sends it: the tap, and each listen address (in the
@@ -250,6 +254,27 @@ struct Shared {
     wake_watch: Option<Rc<OwnedFd>>,
     /// dnstap; `None` when off.
     dnstap: Option<Rc<ServedTap>>,
+    /// `kubewire top`'s sampled counts; `None` when off.
+    top: Option<Rc<RefCell<TopCounts>>>,
+}
+
+impl Shared {
+    /// Counts a query `kubewire top` picked.
+    #[cold]
+    fn count_top(&self, query: &[u8], client: Option<std::net::SocketAddr>, rcode: Rcode) {
+        let Some(top) = &self.top else { return };
+        let table = self.table.borrow();
+        let ip = client.map(|c| c.ip());
+        let namespace = ip.and_then(|ip| table.client_namespace(ip));
+        top.borrow_mut()
+            .record(query, ip, namespace, rcode, table.zones());
+    }
+
+    /// Whether `kubewire top` counts this query (one in a few, at random).
+    #[inline]
+    fn top_picks(&self) -> bool {
+        self.top.as_ref().is_some_and(|top| top.borrow_mut().pick())
+    }
 }
 
 /// Starts a core on its own pinned thread.
@@ -298,7 +323,24 @@ async fn run(mut setup: CoreSetup) {
             None
         }
     };
+    let top = setup.top.take().map(|published| {
+        let seed = (setup.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        let top = Rc::new(RefCell::new(TopCounts::new(published, seed)));
+        let publishing = Rc::clone(&top);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(crate::operations::top::PUBLISH_EVERY).await;
+                publishing.borrow_mut().publish(std::time::Instant::now());
+            }
+        })
+        .detach();
+        top
+    });
     let shared = Shared {
+        top,
         dnstap: setup.dnstap.take().map(Rc::new),
         wake_watch,
         table,

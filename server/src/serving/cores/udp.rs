@@ -28,6 +28,7 @@ pub(super) async fn serve_udp_batched(
     let mut last_yield = std::time::Instant::now();
     // Queries of this batch picked for the query log: index and RCODE.
     let mut picked: Vec<(usize, Rcode)> = Vec::with_capacity(crate::serving::batch::BATCH);
+    let mut picked_top: Vec<(usize, Rcode)> = Vec::with_capacity(crate::serving::batch::BATCH);
     let mut failures = Failures::default();
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
     let readiness = shared.resolver.readiness();
@@ -151,6 +152,9 @@ pub(super) async fn serve_udp_batched(
                 {
                     picked.push((i, rcode));
                 }
+                if shared.top_picks() {
+                    picked_top.push((i, rcode));
+                }
                 Some(len)
             });
         }
@@ -166,6 +170,9 @@ pub(super) async fn serve_udp_batched(
         }
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
             metrics.took(listen, answered, elapsed_ns(started));
+        }
+        for (i, rcode) in picked_top.drain(..) {
+            shared.count_top(batch.query(i), batch.peer(i), rcode);
         }
         if !picked.is_empty() {
             let mut query_log = shared.query_log.borrow_mut();
@@ -301,6 +308,9 @@ pub(super) fn finish_one(
     }
     if let Some(metrics) = &shared.metrics {
         metrics.took(listen, 1, elapsed_ns(started));
+    }
+    if shared.top_picks() {
+        shared.count_top(query, client, rcode);
     }
     if let Some(interval) = QueryLog::interval(&shared.query_log_sampling) {
         let mut query_log = shared.query_log.borrow_mut();

@@ -94,6 +94,7 @@ pub(super) async fn serve_udp_uring(
     let outbox = Outbox::new(&socket);
     // Queries of this turn picked for the query log.
     let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, Rcode)> = Vec::new();
+    let mut picked_top: Vec<(Option<std::net::SocketAddr>, Vec<u8>, Rcode)> = Vec::new();
     let mut failures = Failures::default();
     // Datagrams keep coming: the core waits for them in the ring.
     let mut flowing = false;
@@ -146,6 +147,9 @@ pub(super) async fn serve_udp_uring(
                             && query_log.pick(interval)
                         {
                             picked.push((peer.address(), query.to_vec(), rcode));
+                        }
+                        if shared.top_picks() {
+                            picked_top.push((peer.address(), query.to_vec(), rcode));
                         }
                         Some(len)
                     }
@@ -208,6 +212,9 @@ pub(super) async fn serve_udp_uring(
         // queuing their replies, which leave in the next io_uring_enter.
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
             metrics.took(listen, turn.replied as u64, elapsed_ns(started));
+        }
+        for (client, query, rcode) in picked_top.drain(..) {
+            shared.count_top(&query, client, rcode);
         }
         if !picked.is_empty() {
             let mut query_log = shared.query_log.borrow_mut();
