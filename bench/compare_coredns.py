@@ -20,10 +20,12 @@ EndpointSlice, and Running pods (`kubewire-bench real-api`).
     a large cluster, pods `verified` on both, in alternating rounds.
   - `propagation`: an EndpointSlice's endpoint flips at the API server;
     both servers are polled until they answer the new set: p50 and p99.
+  - `dnstap`: each server with and without dnstap to a golang-dnstap
+    collector, at `--dnstap-load` qps (not a default part).
 
 Usage:
-  python3 bench/compare_coredns.py [--parts serve,sync,propagation] [--rounds 5] [--seconds 8]
-      [--loads 20000,50000,0] [--out bench/results/coredns.md]
+  python3 bench/compare_coredns.py [--parts serve,sync,propagation,dnstap] [--rounds 5] [--seconds 8]
+      [--loads 20000,50000,0] [--dnstap-load 10000] [--out bench/results/coredns.md]
 """
 
 import argparse
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 from benchlib import (RELEASE, ROOT, RealApi, Server, ask, bench_compare, build_release, cpu_model,
-                      ensure_debian, free_port, git_commit, http_status, peers_bin)
+                      ensure_debian, free_port, git_commit, http_status, peers_bin, start, stop)
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -62,7 +64,7 @@ COREFILE = """.:{port} {{
         disable denial cluster.local
     }}
     loop
-    loadbalance
+    loadbalance{extra}
 }}
 """
 
@@ -90,22 +92,24 @@ def query_file(path, services, count=100_000, seed=1):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def coredns(work, name, kubeconfig, upstream, pods="insecure", cpus=SERVER_CPU, procs=1):
+def coredns(work, name, kubeconfig, upstream, pods="insecure", cpus=SERVER_CPU, procs=1, extra=""):
+    """CoreDNS with the kubeadm Corefile; `extra` directives go at its end."""
     port, health, ready, metrics = free_port(), free_port(), free_port(), free_port()
     corefile = Path(work) / f"{name}.Corefile"
     corefile.write_text(COREFILE.format(port=port, health=health, ready=ready, kubeconfig=kubeconfig, pods=pods,
-                                        metrics=metrics, upstream=upstream))
+                                        metrics=metrics, upstream=upstream,
+                                        extra="".join(f"\n    {line}" for line in extra.splitlines())))
     server = Server(name, port, [peers_bin("coredns"), "-conf", str(corefile)], work, cpus=cpus,
                     env={"GOMAXPROCS": str(procs)}, ready=lambda s: http_status(ready, "/ready") == 200)
     return server
 
 
-def kubewire(work, name, kubeconfig, upstream, pods="insecure", cpus=SERVER_CPU):
+def kubewire(work, name, kubeconfig, upstream, pods="insecure", cpus=SERVER_CPU, extra=()):
     port, ready = free_port(), free_port()
     argv = [str(RELEASE / "kubewire"), "--kubeconfig", kubeconfig, "--listen", f"127.0.0.1:{port}",
             "--cores", cpus if "-" in cpus or "," in cpus else f"{cpus}-{cpus}", "--forward", f"127.0.0.1:{upstream}",
             "--ttl", "30", "--pods", pods, "--log-level", "warn", "--health-addr", "127.0.0.1:0",
-            "--ready-addr", f"127.0.0.1:{ready}", "--metrics-addr", "127.0.0.1:0"]
+            "--ready-addr", f"127.0.0.1:{ready}", "--metrics-addr", "127.0.0.1:0", *extra]
     return Server(name, port, argv, work, cpus=cpus, ready=lambda s: http_status(ready, "/ready") == 200)
 
 
@@ -163,6 +167,63 @@ def serve_on(args, work, report, api, queries, upstream, label, cpus, procs):
     finally:
         for s in servers:
             s.stop()
+
+
+def part_dnstap(args, work, report):
+    """Each server with and without dnstap (client queries and responses,
+    no message bytes) to a golang-dnstap collector, at a load CoreDNS
+    keeps up with on one CPU."""
+    api = RealApi(work / "api-dnstap", args.services, args.endpoints, args.pods)
+    api.start()
+    queries = work / "queries.txt"
+    query_file(queries, args.services)
+    upstream = null_responder(work)
+    upstream.name = "upstream"
+    upstream.cpus = LOAD_CPU
+    collectors = {}
+    servers = []
+    try:
+        upstream.start()
+        sockets = {}
+        for name in ("coredns", "kubewire"):
+            sockets[name] = work / f"{name}-tap.sock"
+            collectors[name] = start(f"{name}-collector", LOAD_CPU, [peers_bin("dnstap"), "-u", str(sockets[name]),
+                                     "-w", str(work / f"{name}.fstrm")], work)
+        for sock in sockets.values():
+            deadline = time.monotonic() + 10
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        kubeconfig = api.info["kubeconfig"]
+        servers = [null_responder(work),
+                   coredns(work, "coredns", kubeconfig, upstream.port),
+                   coredns(work, "coredns-dnstap", kubeconfig, upstream.port,
+                           extra=f"dnstap unix://{sockets['coredns']}"),
+                   kubewire(work, "kubewire", kubeconfig, upstream.port),
+                   kubewire(work, "kubewire-dnstap", kubeconfig, upstream.port,
+                            extra=("--dnstap", f"unix://{sockets['kubewire']}"))]
+        for s in servers:
+            s.start(timeout=120)
+        load = args.dnstap_load
+        report += [f"## dnstap on and off, at {load:,} qps", "",
+                   "Each server on CPU 0 (CoreDNS with GOMAXPROCS=1), the load and both golang-dnstap "
+                   f"collectors (`dnstap -u SOCK -w FILE`) on CPU 1; {args.rounds} interleaved rounds of "
+                   f"{args.seconds} s. \"-dnstap\" sends CLIENT_QUERY and CLIENT_RESPONSE for every query, "
+                   "without the message bytes (CoreDNS's `dnstap unix://SOCK`, kubewire's `--dnstap "
+                   "unix://SOCK`).", ""]
+        out = bench_compare(servers, queries, args.seconds, args.rounds, load, work / "compare-dnstap",
+                            load_cpu=LOAD_CPU)
+        print(out, flush=True)
+        report += [("\n" + out).replace("\n## ", "\n### ").strip(), ""]
+        for name in ("coredns", "kubewire"):
+            size = (work / f"{name}.fstrm").stat().st_size if (work / f"{name}.fstrm").exists() else 0
+            report += [f"- {name}'s collector wrote {size:,} bytes."]
+        report += [""]
+    finally:
+        for s in servers:
+            s.stop()
+        stop(collectors)
+        upstream.stop()
+        api.stop()
 
 
 def part_sync(args, work, report):
@@ -279,6 +340,7 @@ def main():
     ap.add_argument("--sync-pods", type=int, default=100_000)
     ap.add_argument("--sync-rounds", type=int, default=3)
     ap.add_argument("--flips", type=int, default=100)
+    ap.add_argument("--dnstap-load", type=int, default=10_000)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "coredns.md"))
     args = ap.parse_args()
     ensure_debian([("dnsperf", "dnsperf")])
@@ -305,6 +367,8 @@ def main():
         part_propagation(args, work, report)
     if "sync" in parts:
         part_sync(args, work, report)
+    if "dnstap" in parts:
+        part_dnstap(args, work, report)
     Path(args.out).write_text("\n".join(report) + "\n")
     print(f"wrote {args.out}")
 

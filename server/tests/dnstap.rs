@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::upstream::Upstream;
+use common::upstream::{Behaviour, Upstream};
 use common::*;
 use hickory_proto::rr::RecordType;
 use kubewire_bench::peers::{self, PeerError};
@@ -177,7 +177,20 @@ fn every_query_and_upstream_exchange_reaches_a_real_collector() {
         "{forwarded:?}"
     );
     assert!(forwarded[0].contains("192.0.2.1"), "{forwarded:?}");
+    assert!(
+        forwarded[0].contains("socket_protocol: UDP"),
+        "{forwarded:?}"
+    );
     collector.wait_for(1, |m| m.contains("type: FORWARDER_QUERY"));
+
+    // A truncated UDP reply is asked again over TCP: the exchange that
+    // answered is the one told, with its protocol.
+    upstream.set(Behaviour::TruncateUdp);
+    assert_eq!(rcode(&server.udp("big.example", RecordType::A)), 0);
+    let retried = collector.wait_for(1, |m| {
+        m.contains("type: FORWARDER_RESPONSE") && m.contains("big.example.")
+    });
+    assert!(retried[0].contains("socket_protocol: TCP"), "{retried:?}");
     let (_, text) = http_get(server.http_addr("metrics"), "/metrics");
     assert_eq!(metric(&text, "coredns_dnstap_dropped_total"), 0.0, "{text}");
 }
@@ -218,4 +231,81 @@ fn a_collector_that_is_not_there_is_said_and_counted_and_queries_go_on() {
     server.wait_for_log("dnstap: connected", Duration::from_secs(10));
     assert_eq!(rcode(&server.udp(KUBERNETES, RecordType::A)), 0);
     collector.wait_for(1, |m| m.contains("type: CLIENT_RESPONSE"));
+}
+
+#[test]
+fn queries_over_tls_and_https_are_told_with_their_protocols() {
+    use common::tls::{Pki, ask, client_config, client_config_alpn, connect};
+    use std::io::Read;
+    let dir = tempdir("dnstap-tls");
+    let socket = dir.join("tap.sock");
+    let Some(collector) = Collector::start(&["-u", socket.to_str().unwrap()], &dir) else {
+        return;
+    };
+    wait_for_socket(&socket);
+    let pki = Pki::new("dnstap-pki", "dnstap test CA");
+    pki.write_serving("first");
+    let dot: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let doh: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let to = format!("unix://{}", socket.display());
+    let mut args = pki.args();
+    for arg in [
+        "--cores",
+        "1",
+        "--tls-listen",
+        &dot.to_string(),
+        "--https-listen",
+        &doh.to_string(),
+        "--dnstap",
+        &to,
+        "--dnstap-full",
+    ] {
+        args.push(arg.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start(&args);
+    server.wait_for_log("dnstap: connected", Duration::from_secs(10));
+
+    let mut stream = connect(dot, client_config(&pki.ca_file(), None)).unwrap();
+    assert_eq!(
+        rcode(&ask(&mut stream, KUBERNETES, RecordType::A).unwrap()),
+        0
+    );
+
+    // DNS over HTTPS, HTTP/1.1, POST.
+    let mut https = connect(doh, client_config_alpn(&pki.ca_file(), b"http/1.1")).unwrap();
+    let query = build_query(KUBERNETES, RecordType::AAAA, None);
+    write!(
+        https,
+        "POST /dns-query HTTP/1.1\r\nHost: dns.example\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\n\r\n",
+        query.len()
+    )
+    .unwrap();
+    https.write_all(&query).unwrap();
+    https.flush().unwrap();
+    let mut head = [0u8; 12];
+    https.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let told = |protocol: &str, qtype: &str| {
+        collector.wait_for(1, |m| {
+            m.contains("type: CLIENT_RESPONSE")
+                && m.contains(&format!("socket_protocol: {protocol}"))
+                // The question line, as miekg/dns prints it.
+                && m.contains(&format!("IN\t {qtype}\n"))
+        })
+    };
+    let over_tls = told("DOT", "A");
+    assert!(
+        over_tls[0].contains(&format!("response_port: {}", dot.port())),
+        "{over_tls:?}"
+    );
+    let over_https = told("DOH", "AAAA");
+    assert!(
+        over_https[0].contains(&format!("response_port: {}", doh.port())),
+        "{over_https:?}"
+    );
+    collector.wait_for(1, |m| {
+        m.contains("type: CLIENT_QUERY") && m.contains("socket_protocol: DOH")
+    });
 }

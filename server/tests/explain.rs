@@ -230,6 +230,16 @@ fn each_nxdomain_says_why_and_the_reply_is_the_listeners() {
         assert!(reply.authority[0].contains(" SOA "), "{query}: {reply:?}");
     }
 
+    // A verified pod's name: the pod is its source.
+    let explained = explain(debug, "name=127-0-0-2.team.pod.cluster.local");
+    assert_eq!(explained.outcome, "answer");
+    let pods: Vec<(&str, &str)> = explained
+        .sources
+        .iter()
+        .map(|s| (s.kind.as_str(), s.name.as_str()))
+        .collect();
+    assert_eq!(pods, [("Pod", "client")]);
+
     // NODATA: the name has other types.
     let explained = explain(debug, "name=api.team.svc.cluster.local&type=TXT");
     assert_eq!(explained.outcome, "nodata");

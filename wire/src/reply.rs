@@ -287,8 +287,9 @@ pub(crate) fn write_opt(out: &mut [u8], rcode: Rcode, dnssec_ok: bool) -> usize 
 }
 
 /// The smallest TTL among a message's records, OPT aside: what an HTTP
-/// cache may keep a DNS-over-HTTPS reply for (RFC 8484 §5.1). `None` when
-/// it has no such record, or does not parse.
+/// cache may keep a DNS-over-HTTPS reply for (RFC 8484 §5.1). With no
+/// answer records, an SOA's MINIMUM caps it too (the negative TTL, RFC
+/// 2308). `None` when it has no such record, or does not parse.
 pub fn min_ttl(message: &[u8]) -> Option<u32> {
     let header = message.get(..HEADER_LEN)?;
     let count = |at: usize| u32::from(u16::from_be_bytes([header[at], header[at + 1]]));
@@ -297,14 +298,23 @@ pub fn min_ttl(message: &[u8]) -> Option<u32> {
         pos = crate::name::skip_compressed(message, pos).ok()? + 4;
     }
     let mut min: Option<u32> = None;
+    let negative = count(6) == 0;
     for _ in 0..count(6) + count(8) + count(10) {
         pos = crate::name::skip_compressed(message, pos).ok()?;
         let fixed = message.get(pos..pos + 10)?;
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
-        pos += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let mut ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let rdlength = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        pos += 10 + rdlength;
         if pos > message.len() {
             return None;
+        }
+        if rtype == rtype::SOA && negative && rdlength >= 22 {
+            // MINIMUM is the rdata's last field.
+            let minimum = message.get(pos - 4..pos)?;
+            ttl = ttl.min(u32::from_be_bytes([
+                minimum[0], minimum[1], minimum[2], minimum[3],
+            ]));
         }
         if rtype != rtype::OPT {
             min = Some(min.map_or(ttl, |m| m.min(ttl)));
@@ -316,6 +326,28 @@ pub fn min_ttl(message: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod min_ttl_tests {
     use super::min_ttl;
+
+    #[test]
+    fn a_negative_reply_lives_no_longer_than_its_soa_minimum() {
+        // NXDOMAIN: 1 question, no answer, the SOA in authority with TTL
+        // 3600 and MINIMUM 10.
+        let mut message = vec![0, 1, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        message.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        message.extend_from_slice(&[0, 0, 6, 0, 1, 0, 0, 0x0E, 0x10, 0, 22]);
+        message.extend_from_slice(&[0, 0]); // MNAME and RNAME: the root
+        for field in [1u32, 7200, 900, 86400, 10] {
+            message.extend_from_slice(&field.to_be_bytes());
+        }
+        assert_eq!(min_ttl(&message), Some(10));
+        // With an answer, the SOA's own TTL counts, not its MINIMUM.
+        let mut positive = message.clone();
+        positive[7] = 1;
+        positive.splice(
+            19..19,
+            [0xC0, 12, 0, 1, 0, 1, 0, 0, 0x0E, 0x10, 0, 4, 10, 0, 0, 1],
+        );
+        assert_eq!(min_ttl(&positive), Some(3600));
+    }
 
     #[test]
     fn the_smallest_ttl_skips_opt_and_refuses_a_cut_message() {

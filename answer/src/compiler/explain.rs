@@ -264,9 +264,18 @@ impl Compiler {
         }
         let address = address_from_dashed(dashed.as_bytes())?;
         let known = if zone.pods_verified {
-            self.pods
-                .pods_at(address)
-                .any(|(ns, _)| ns.eq_ignore_ascii_case(namespace))
+            // The pods holding it are its sources (the pod index keeps no
+            // resourceVersion: a pod costs 32 bytes there).
+            for (ns, name) in self.pods.pods_at(address) {
+                if ns.eq_ignore_ascii_case(namespace) {
+                    facts.sources.push(SourceObject {
+                        kind: Kind::Pod,
+                        key: ObjectKey::new(ns, name),
+                        stamp: Stamp::default(),
+                    });
+                }
+            }
+            !facts.sources.is_empty()
         } else {
             let mut namespace_name = NameBuf::from_text(&format!("{namespace}.pod")).ok()?;
             namespace_name = namespace_name.append(&zone.apex).ok()?;

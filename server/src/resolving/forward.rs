@@ -44,6 +44,16 @@ struct Health {
     down: Cell<bool>,
 }
 
+/// What carried an upstream's reply: dnstap names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carrier {
+    /// A UDP datagram.
+    Datagram,
+    /// A TCP (or TLS) connection: the upstream speaks only streams, or
+    /// its UDP reply was truncated.
+    Stream,
+}
+
 /// An upstream's health as one core sees it, for `explain`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamHealth {
@@ -288,9 +298,9 @@ impl Forwarder {
                 .exchange(upstream, &mut sent[..len], self.plan.timeout)
                 .await
             {
-                Ok(reply) => {
+                Ok((reply, carrier)) => {
                     if let Some(tap) = &self.dnstap {
-                        self.tap(tap, upstream, &sent[..len], &reply, started);
+                        self.tap(tap, upstream, carrier, (&sent[..len], &reply), started);
                     }
                     self.record(upstream, true);
                     if let Some(metrics) = &self.metrics {
@@ -313,17 +323,17 @@ impl Forwarder {
         &self,
         tap: &crate::operations::dnstap::Tap,
         upstream: usize,
-        sent: &[u8],
-        reply: &CheckedReply,
+        carrier: Carrier,
+        (sent, reply): (&[u8], &CheckedReply),
         started: Instant,
     ) {
         use crate::operations::config::Protocol as Upstream;
         use crate::operations::dnstap::{Exchange, Protocol};
         let address = &self.plan.upstreams[upstream];
-        let protocol = match address.protocol {
-            Upstream::Tls => Protocol::Dot,
-            _ if address.stream_only(self.plan.force_tcp) => Protocol::Tcp,
-            _ => Protocol::Udp,
+        let protocol = match (address.protocol, carrier) {
+            (Upstream::Tls, _) => Protocol::Dot,
+            (_, Carrier::Stream) => Protocol::Tcp,
+            (_, Carrier::Datagram) => Protocol::Udp,
         };
         let response_time = std::time::SystemTime::now();
         tap.forwarder(&Exchange {
@@ -411,12 +421,13 @@ impl Forwarder {
         upstream: usize,
         query: &mut [u8],
         timeout: Duration,
-    ) -> Result<CheckedReply, AttemptError> {
+    ) -> Result<(CheckedReply, Carrier), AttemptError> {
         let question: Box<[u8]> = sent_question(query).into();
         let deadline = Instant::now() + timeout;
         let address = self.plan.upstreams[upstream];
         if address.stream_only(self.plan.force_tcp) {
-            return self.over_tcp(upstream, query, &question, deadline).await;
+            let reply = self.over_tcp(upstream, query, &question, deadline).await?;
+            return Ok((reply, Carrier::Stream));
         }
         let udp = &self.udp[upstream];
         let reply = match udp
@@ -428,10 +439,14 @@ impl Forwarder {
             other => Some(other?),
         };
         match reply {
-            Some(reply) if !reply.truncated() || self.plan.prefer_udp => Ok(reply),
+            Some(reply) if !reply.truncated() || self.plan.prefer_udp => {
+                Ok((reply, Carrier::Datagram))
+            }
             _ => {
+                // Truncated (or too large): the same query again over TCP.
                 let deadline = Instant::now() + timeout;
-                self.over_tcp(upstream, query, &question, deadline).await
+                let reply = self.over_tcp(upstream, query, &question, deadline).await?;
+                Ok((reply, Carrier::Stream))
             }
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod netns;
 pub mod relay;
+pub mod tls;
 pub mod upstream;
 
 use hickory_proto::op::{Edns, Message, Query};
