@@ -281,8 +281,12 @@ impl Context<'_> {
             published_unix_ms,
             all_cores_unix_ms: latest.map(|us| us / 1000),
             all_cores: if exact { "at" } else { "before" }.into(),
+            // A source whose newest event changed its model but none of
+            // this unit's names arrived after the revision: no such span.
             event_to_all_cores_ms: match (latest, arrived_ms) {
-                (Some(us), Some(ms)) if exact => Some((us as f64 / 1000.0) - ms as f64),
+                (Some(us), Some(ms)) if exact && us / 1000 >= ms => {
+                    Some((us as f64 / 1000.0) - ms as f64)
+                }
                 _ => None,
             },
         }
