@@ -289,6 +289,19 @@ pub enum Kind {
     Import,
 }
 
+impl Kind {
+    /// The API kind's name, as Kubernetes spells it (`EndpointSlice`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Slice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::Namespace => "Namespace",
+            Kind::Import => "ServiceImport",
+        }
+    }
+}
+
 impl Object {
     /// The object's kind.
     pub fn kind(&self) -> Kind {

@@ -10,8 +10,7 @@ use common::upstream::Upstream;
 use common::*;
 use hickory_proto::rr::RecordType;
 use kubewire::operations::debug::Explained;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -134,34 +133,8 @@ fn start(dir: &Path, upstream: &Upstream, extra: &str) -> (Server, SocketAddr) {
     (server, debug)
 }
 
-/// GET with optional bearer token and method; the status and the body.
-fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: kubewire\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn explain(debug: SocketAddr, query: &str) -> Explained {
-    let (status, body) = request(debug, "GET", &format!("/debug/explain?{query}"), None);
+    let (status, body) = http_request(debug, "GET", &format!("/debug/explain?{query}"), None);
     assert_eq!(status, 200, "{query}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -437,9 +410,9 @@ fn the_debug_endpoint_refuses_what_it_should() {
         ),
     );
     let path = "/debug/explain?name=api.team.svc.cluster.local";
-    assert_eq!(request(debug, "GET", path, None).0, 401);
-    assert_eq!(request(debug, "GET", path, Some("wrong")).0, 401);
-    assert_eq!(request(debug, "POST", path, Some("s3cret")).0, 405);
+    assert_eq!(http_request(debug, "GET", path, None).0, 401);
+    assert_eq!(http_request(debug, "GET", path, Some("wrong")).0, 401);
+    assert_eq!(http_request(debug, "POST", path, Some("s3cret")).0, 405);
     for (bad, says) in [
         ("/debug/explain", "give a name"),
         ("/debug/explain?name=a..b", "not a DNS name"),
@@ -447,25 +420,25 @@ fn the_debug_endpoint_refuses_what_it_should() {
         ("/debug/explain?name=a&from=not%20a%20pod", "NAMESPACE/POD"),
     ] {
         std::thread::sleep(Duration::from_millis(400));
-        let (status, body) = request(debug, "GET", bad, Some("s3cret"));
+        let (status, body) = http_request(debug, "GET", bad, Some("s3cret"));
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains(says), "{bad}: {body}");
     }
     let long = format!("/debug/explain?name=a&from={}", "a".repeat(5000));
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(request(debug, "GET", &long, Some("s3cret")).0, 400);
+    assert_eq!(http_request(debug, "GET", &long, Some("s3cret")).0, 400);
 
     // Three a second: a burst gets 429s, and the endpoint comes back.
     std::thread::sleep(Duration::from_millis(1100));
     let statuses: Vec<u16> = (0..10)
-        .map(|_| request(debug, "GET", path, Some("s3cret")).0)
+        .map(|_| http_request(debug, "GET", path, Some("s3cret")).0)
         .collect();
     assert!(
         statuses.contains(&200) && statuses.contains(&429),
         "{statuses:?}"
     );
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(request(debug, "GET", path, Some("s3cret")).0, 200);
+    assert_eq!(http_request(debug, "GET", path, Some("s3cret")).0, 200);
 
     // The command, with the token.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
@@ -619,7 +592,7 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
     load_from(&server, "127.0.0.9", "missing.cluster.local", 1000);
     std::thread::sleep(Duration::from_millis(1300));
 
-    let (status, body) = request(debug, "GET", "/debug/top", None);
+    let (status, body) = http_request(debug, "GET", "/debug/top", None);
     assert_eq!(status, 200, "{body}");
     let top: TopReport = serde_json::from_str(&body).unwrap();
     // One query in 16 is counted, at random: about 312 samples, so a share

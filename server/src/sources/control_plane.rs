@@ -1,9 +1,10 @@
 //! The control plane: a tokio runtime on its own thread (never on a serving
 //! core). It owns the compiler and the delta hub, follows the source of
 //! objects (the Kubernetes API, watched manifests, or the fixed demo), ships
-//! deltas to the cores and wakes them, serves `/health`, `/ready` and
-//! `/metrics`, reloads the configuration, and handles signals: SIGTERM
-//! starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
+//! deltas to the cores and wakes them, serves `/health`, `/ready`,
+//! `/metrics` and the debug endpoint (answering `explain` and `top` from the
+//! compiler it owns), reloads the configuration, and handles signals:
+//! SIGTERM starts the lameduck period, SIGINT stops at once, SIGHUP reloads.
 
 use crate::operations::config::{Config, KEYS};
 use crate::operations::debug::DebugRequest;

@@ -170,16 +170,6 @@ pub fn reason_report(reason: &Reason) -> ReasonReport {
     }
 }
 
-fn kind_text(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Service => "Service",
-        Kind::Slice => "EndpointSlice",
-        Kind::Pod => "Pod",
-        Kind::Namespace => "Namespace",
-        Kind::Import => "ServiceImport",
-    }
-}
-
 /// The first DNS listener, as this host reaches it.
 fn own_listener(config: &Config) -> Option<SocketAddr> {
     let mut addr = *config.dns.listen.first()?;
@@ -212,7 +202,7 @@ impl Context<'_> {
                 .sources
                 .iter()
                 .map(|s| SourceReport {
-                    kind: kind_text(s.kind).to_string(),
+                    kind: s.kind.name().to_string(),
                     namespace: s.key.namespace.clone(),
                     name: s.key.name.clone(),
                     resource_version: (s.stamp.resource_version > 0)

@@ -355,16 +355,6 @@ fn kind_slot(kind: Kind) -> usize {
     KINDS.iter().position(|&k| k == kind).unwrap_or(0)
 }
 
-fn kind_label(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Service => "Service",
-        Kind::Slice => "EndpointSlice",
-        Kind::Pod => "Pod",
-        Kind::Namespace => "Namespace",
-        Kind::Import => "ServiceImport",
-    }
-}
-
 impl ControlMetrics {
     /// `cluster`: whether the source is the Kubernetes API (the API contact
     /// age is reported only then).

@@ -594,7 +594,7 @@ impl Scrape {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for kind in KINDS.into_iter().filter(|&k| control.watched[kind_slot(k)]) {
                 ConstCounter::new(read(&values[kind_slot(kind)]))
-                    .encode(family.encode_family(&[("kind", kind_label(kind))])?)?;
+                    .encode(family.encode_family(&[("kind", kind.name())])?)?;
             }
         }
         let family = encoder.encode_descriptor(
