@@ -119,14 +119,21 @@ def null_responder(work, port=None):
                   cpus=SERVER_CPU)
 
 
-def part_serve(args, work, report):
-    api = RealApi(work / "api-serve", args.services, args.endpoints, args.pods)
+def served_cluster(args, work, tag):
+    """The real API holding the serving cluster (started), its query file,
+    and the scripted upstream on the load's CPU (not started)."""
+    api = RealApi(work / tag, args.services, args.endpoints, args.pods)
     api.start()
     queries = work / "queries.txt"
     query_file(queries, args.services)
     upstream = null_responder(work)
     upstream.name = "upstream"
     upstream.cpus = LOAD_CPU
+    return api, queries, upstream
+
+
+def part_serve(args, work, report):
+    api, queries, upstream = served_cluster(args, work, "api-serve")
     try:
         upstream.start()
         for label, cpus, procs in (("one CPU", SERVER_CPU, 1), ("two CPUs", "0-1", 2)):
@@ -173,13 +180,7 @@ def part_dnstap(args, work, report):
     """Each server with and without dnstap (client queries and responses,
     no message bytes) to a golang-dnstap collector, at a load CoreDNS
     keeps up with on one CPU."""
-    api = RealApi(work / "api-dnstap", args.services, args.endpoints, args.pods)
-    api.start()
-    queries = work / "queries.txt"
-    query_file(queries, args.services)
-    upstream = null_responder(work)
-    upstream.name = "upstream"
-    upstream.cpus = LOAD_CPU
+    api, queries, upstream = served_cluster(args, work, "api-dnstap")
     collectors = {}
     servers = []
     try:

@@ -462,13 +462,14 @@ impl Compiler {
                             stamp: Stamp::default(),
                         });
                     }
+                    // The first three by name, the same on every ask.
                     let mut services: Vec<&ServiceModel> = self
                         .services
                         .iter()
                         .filter(|s| s.key.namespace == *namespace)
-                        .take(3)
                         .collect();
                     services.sort_by(|a, b| a.key.cmp(&b.key));
+                    services.truncate(3);
                     facts
                         .sources
                         .extend(services.into_iter().map(|s| SourceObject {
