@@ -59,6 +59,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,13 +132,13 @@ def answers_both(server):
     return True
 
 
-def kubewire_server(work, manifests, crt, key):
+def kubewire_server(work, manifests, crt, key, name="kubewire", binary=None):
     udp, dot, doh = free_port(), free_port(), free_port()
-    argv = [str(KUBEWIRE[0]), "--manifests", str(manifests), "--cores", f"{SERVER_CPU}-{SERVER_CPU}",
+    argv = [str(binary or KUBEWIRE[0]), "--manifests", str(manifests), "--cores", f"{SERVER_CPU}-{SERVER_CPU}",
             "--listen", f"127.0.0.1:{udp}", "--tls-listen", f"127.0.0.1:{dot}", "--https-listen",
             f"127.0.0.1:{doh}", "--tls-cert-file", crt, "--tls-key-file", key, "--ttl", str(TTL),
             "--health-addr", "", "--ready-addr", "", "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"]
-    server = Server("kubewire", udp, argv, work, cpus=SERVER_CPU, ready=answers_both)
+    server = Server(name, udp, argv, work, cpus=SERVER_CPU, ready=answers_both)
     # Plain TCP on the UDP port: the reference DoT is held to (kubewire only).
     server.ports = {"tcp": udp, "dot": dot, "doh": doh}
     return server
@@ -364,6 +365,10 @@ def main():
     ap.add_argument("--protocols", default="tcp,dot,doh",
                     help="tcp (kubewire's own plain TCP, the reference for DoT), dot, doh")
     ap.add_argument("--kubewire", default=str(RELEASE / "kubewire"), help="the kubewire binary measured")
+    ap.add_argument("--baseline", help="another kubewire binary, measured in the same rounds as "
+                    "kubewire-before (before and after a change)")
+    ap.add_argument("--aa", action="store_true", help="also a copy of the measured binary, as kubewire-aa: "
+                    "the run's own noise")
     ap.add_argument("--servers", default="kubewire,dnsdist,coredns")
     ap.add_argument("--dnsdist-backend", choices=("kubewire", "null"), default="kubewire")
     ap.add_argument("--doh-client", choices=("h2load", "dnsperf"), default="h2load",
@@ -403,7 +408,18 @@ def main():
     makers = {"kubewire": lambda: kubewire_server(work, manifests, crt, key),
               "dnsdist": lambda: dnsdist_server(work, crt, key, backend.port, dnsdist_doh),
               "coredns": lambda: coredns_server(work, zone, crt, key)}
-    servers = [makers[name]() for name in ("kubewire", "dnsdist", "coredns") if name in wanted]
+    if args.aa:
+        # A copy, not the same file: two binaries, as a before and after are.
+        copy = work / "kubewire-aa"
+        shutil.copy2(KUBEWIRE[0], copy)
+        makers["kubewire-aa"] = lambda: kubewire_server(work, manifests, crt, key, "kubewire-aa", copy)
+        wanted.append("kubewire-aa")
+    if args.baseline:
+        makers["kubewire-before"] = lambda: kubewire_server(work, manifests, crt, key, "kubewire-before",
+                                                            Path(args.baseline).resolve())
+        wanted.append("kubewire-before")
+    servers = [makers[name]() for name in ("kubewire", "kubewire-aa", "kubewire-before", "dnsdist", "coredns")
+               if name in wanted]
     for s in servers:
         if "doh" in s.ports:
             edns = 0 if args.no_edns else EDNS_SIZE

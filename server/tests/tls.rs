@@ -551,3 +551,99 @@ fn http_requests_that_are_not_dns_get_their_status_never_a_crash() {
         kubernetes_answer()
     );
 }
+
+/// Reads until the server closes `stream`; how long that took.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => continue,
+            Err(error) => panic!("not closed within {limit:?}: {error}"),
+        }
+    }
+}
+
+#[test]
+fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out() {
+    // One core. A DoT connection asking without pause keeps the core's UDP
+    // loop polling the connections itself (not glommio's reactor). Meanwhile
+    // UDP, a new plain TCP connection and a new DoT connection are answered;
+    // a silent connection is cut at the handshake timeout and an idle one at
+    // the idle timeout (timers still fire); when the busy connection stops,
+    // the core goes back to the reactor, and a query after the pause is
+    // answered.
+    let pki = Pki::new("tls-driven", "kubewire-test-ca");
+    pki.write_serving("first");
+    let (server, tls_addr) = serve_tls(
+        &pki,
+        &[
+            "--cores",
+            "1",
+            "--tls-handshake-timeout-ms",
+            "300",
+            "--tcp-idle-timeout-ms",
+            "500",
+        ],
+    );
+    let config = client_config(&pki.ca_file(), None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let mut stream = connect(tls_addr, Arc::clone(&config)).unwrap();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut asked = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let known = asked.is_multiple_of(2);
+                let name = if known {
+                    KUBERNETES.to_string()
+                } else {
+                    format!("nope{asked}.default.svc.cluster.local")
+                };
+                let reply = ask(&mut stream, &name, RecordType::A).unwrap();
+                assert_eq!(reply.queries[0].name().to_string(), format!("{name}."));
+                assert_eq!(rcode(&reply), if known { 0 } else { 3 });
+                asked += 1;
+            }
+            (asked, stream)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut silent = TcpStream::connect(tls_addr).unwrap();
+    let mut idle = connect(tls_addr, Arc::clone(&config)).unwrap();
+    assert_eq!(
+        answers(&ask(&mut idle, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            answers(&server.udp(KUBERNETES, RecordType::A)),
+            kubernetes_answer()
+        );
+        assert_eq!(
+            answers(&server.tcp(KUBERNETES, RecordType::A)),
+            kubernetes_answer()
+        );
+    }
+    let cut = closed_within(&mut silent, Duration::from_secs(3));
+    assert!(cut < Duration::from_secs(2), "handshake cut after {cut:?}");
+    let cut = closed_within(&mut idle.sock, Duration::from_secs(3));
+    assert!(
+        cut < Duration::from_secs(2),
+        "idle connection cut after {cut:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, mut stream) = busy.join().unwrap();
+    assert!(
+        asked > 100,
+        "the busy connection asked only {asked} queries"
+    );
+    // Quiet now: the connection waits on the reactor again, and is woken.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        answers(&ask(&mut stream, KUBERNETES, RecordType::A).unwrap()),
+        kubernetes_answer()
+    );
+}

@@ -94,11 +94,16 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     doh.activity.set(Instant::now());
-    // A request's body must be whole within the TCP path's body limit.
-    let query = glommio::timer::timeout(Duration::from_millis(TCP_BODY_TIMEOUT_MS), async {
+    // A request's body must be whole within the TCP path's body limit (a
+    // GET has none: no timer).
+    let query = if request.method() == Method::GET {
         Ok(query_of(request).await)
-    })
-    .await;
+    } else {
+        glommio::timer::timeout(Duration::from_millis(TCP_BODY_TIMEOUT_MS), async {
+            Ok(query_of(request).await)
+        })
+        .await
+    };
     let response = match query {
         Ok(Ok(query)) => doh.answer(&query).await,
         Ok(Err((status, why))) => refusal(status, why),
@@ -204,7 +209,9 @@ impl Doh {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(DNS_MESSAGE),
         );
-        if let Ok(value) = header::HeaderValue::from_str(&format!("max-age={max_age}")) {
+        if let Ok(value) =
+            header::HeaderValue::from_maybe_shared(Bytes::from(format!("max-age={max_age}")))
+        {
             headers.insert(header::CACHE_CONTROL, value);
         }
         response
@@ -221,7 +228,13 @@ fn refusal(status: StatusCode, why: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-/// Spawns hyper's HTTP/2 stream tasks on the core's executor.
+/// Spawns hyper's HTTP/2 stream tasks on the core's executor, queued
+/// behind the connection's task rather than run at once (glommio's
+/// `spawn_local` runs a new task right away): h2 flushes each time it
+/// accepts a stream, so a stream answered at once left in a write of its
+/// own, one `send` per request. Queued, the requests one read brings are
+/// all answered before the connection writes, and their responses leave
+/// together.
 #[derive(Clone, Copy)]
 struct LocalExecutor;
 
@@ -231,7 +244,16 @@ where
     F::Output: 'static,
 {
     fn execute(&self, future: F) {
-        glommio::spawn_local(future).detach();
+        let here = glommio::executor().current_task_queue();
+        match glommio::spawn_local_into(future, here) {
+            Ok(task) => {
+                task.detach();
+            }
+            // The running task's own queue always exists.
+            Err(error) => {
+                tracing::warn!(%error, "cannot queue a DNS-over-HTTPS stream; it is dropped")
+            }
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::serving::querylog::{QueryLog, QueryLogSampling};
 
 mod answer;
 mod https;
+mod streams;
 mod tcp;
 mod tls;
 mod udp;
@@ -256,6 +257,8 @@ struct Shared {
     dnstap: Option<Rc<ServedTap>>,
     /// `kubewire top`'s sampled counts; `None` when off.
     top: Option<Rc<RefCell<TopCounts>>>,
+    /// Stream connections, for the UDP loop to drive while they are busy.
+    streams: Rc<streams::Streams>,
 }
 
 impl Shared {
@@ -349,6 +352,7 @@ async fn run(mut setup: CoreSetup) {
         query_log_sampling: setup.query_log,
         query_log: Rc::new(RefCell::new(QueryLog::default())),
         resolver: Rc::new(resolver),
+        streams: Rc::new(streams::Streams::new()),
     };
     apply_updates(&shared);
     shared.resolver.start_tasks();
@@ -485,6 +489,7 @@ fn start_serving(
     let connections = Rc::new(Cell::new(0usize));
     let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; kubewire_wire::MAX_MESSAGE]));
     for (listen, fd) in listeners.tcp.into_iter().enumerate() {
+        shared.streams.listen(fd.as_raw_fd());
         // SAFETY: a listening TCP socket created for this core alone, whose
         // ownership passes from the OwnedFd to glommio's listener.
         let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
@@ -504,6 +509,7 @@ fn start_serving(
             .chain(std::iter::repeat(Served::Doh).zip(setup.doh_fds));
         // Metrics count DoT listeners after the plain ones, then DoH's.
         for (index, (served, fd)) in served.enumerate() {
+            shared.streams.listen(fd.as_raw_fd());
             // SAFETY: as for the TCP listeners above.
             let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
             let tls = Tls {

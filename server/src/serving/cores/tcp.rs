@@ -1,6 +1,7 @@
 //! The TCP path: accept with a connection cap, then length-prefixed
 //! queries with idle, body and write timeouts.
 
+use super::streams::DrivenStream;
 use super::*;
 
 /// What TCP connections on a core share.
@@ -80,6 +81,7 @@ pub(super) async fn within<T>(
 pub(super) async fn serve_tcp(stream: TcpStream, tcp: Tcp, guard: ConnectionGuard) {
     let _ = stream.set_nodelay(true);
     let client = stream.peer_addr().ok();
+    let stream = DrivenStream::new(stream, Rc::clone(&tcp.shared.streams), true);
     serve_stream(stream, client, &tcp, guard).await;
 }
 
@@ -243,7 +245,10 @@ pub(super) async fn answer_one(
 ) -> StreamAnswer {
     match answer_from_table(tcp, client, query, reply, reserve) {
         Ok(answered) => answered,
-        Err((parsed, work)) => resolve_into(tcp, &parsed, work, reply).await,
+        // Boxed: the resolver's state is large, and hyper spawns a task
+        // per DoH request holding this future; the table's answers should
+        // not copy it about.
+        Err((parsed, work)) => Box::pin(resolve_into(tcp, &parsed, work, reply)).await,
     }
 }
 

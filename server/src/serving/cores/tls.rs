@@ -2,6 +2,7 @@
 //! path's framing, limits and answers over the TLS stream. DNS over HTTPS
 //! (`https.rs`) shares the handshake.
 
+use super::streams::DrivenStream;
 use super::*;
 use crate::operations::metrics::Handshake;
 use crate::operations::tls::Certificates;
@@ -52,16 +53,18 @@ impl Tls {
         stream: TcpStream,
         client: Option<std::net::SocketAddr>,
         served: Served,
-    ) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
+    ) -> Option<futures_rustls::server::TlsStream<DrivenStream>> {
         let acceptor = self.acceptor(served);
+        let stream = DrivenStream::new(stream, Rc::clone(&self.tcp.shared.streams), false);
         let handshake =
             glommio::timer::timeout(Duration::from_millis(self.handshake_timeout_ms), async {
                 Ok(acceptor.accept(stream).await)
             })
             .await;
         match handshake {
-            Ok(Ok(stream)) => {
+            Ok(Ok(mut stream)) => {
                 self.count(Handshake::Done);
+                stream.get_mut().0.drive();
                 Some(stream)
             }
             Ok(Err(error)) => {

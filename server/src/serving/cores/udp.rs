@@ -32,14 +32,17 @@ pub(super) async fn serve_udp_batched(
     let mut failures = Failures::default();
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
     let readiness = shared.resolver.readiness();
+    let streams = &shared.streams;
     loop {
         let waiting_upstream = shared.resolver.in_progress() > 0;
-        // Clients keep sending while queries wait upstream: the core's only
-        // UDP socket sleeps in one `poll` on itself and the kept upstream
-        // sockets, and kicks the readers of those with replies, instead of
-        // going round glommio's reactor for each datagram.
-        let drive = flowing && exclusive && waiting_upstream;
+        // Clients keep sending while queries wait upstream, or a stream
+        // connection is busy: the core's only UDP socket sleeps in one
+        // `poll` on itself, the kept upstream sockets and the connections,
+        // and kicks the readers of those with bytes, instead of going round
+        // glommio's reactor for each datagram and each query.
+        let drive = exclusive && ((flowing && waiting_upstream) || streams.busy());
         readiness.set_driven(drive);
+        streams.set_driven(drive);
         if drive {
             // Before sleeping in the kernel, let the tasks that are ready
             // run: a kicked reader wakes the queries it answers, which
@@ -57,21 +60,30 @@ pub(super) async fn serve_udp_batched(
                     revents: 0,
                 });
             }
+            pollfds.push(streams.pollfd());
             readiness.append_pollfds(&mut pollfds);
             if let Err(error) = poll(&mut pollfds, UDP_FLOWING_WAIT_MS) {
                 failures.record("poll failed; retrying", &error);
             }
-            let kicked = readiness.kick_ready(&pollfds[2..]);
-            if pollfds[1].revents != 0 {
+            let kicked = readiness.kick_ready(&pollfds[3..]);
+            let (streams_kicked, to_accept) = if pollfds[2].revents != 0 {
+                streams.kick_ready()
+            } else {
+                (0, false)
+            };
+            if pollfds[1].revents != 0 || to_accept {
                 // An update or another core's cache message is waiting, to
-                // be read on the reactor, which a driven loop never parks
-                // on: wait there a moment, so that the root task runs now
-                // rather than at the next preemption.
+                // be read on the reactor, or a connection to accept there,
+                // which a driven loop never parks on: wait there a moment,
+                // so that its task runs now rather than at the next
+                // preemption.
                 glommio::timer::sleep(Duration::from_micros(1)).await;
             }
+            streams.settle(streams_kicked);
             if pollfds[0].revents == 0 {
                 // No client datagram: a whole tick of nothing ends the
-                // flow; replies that came let their queries run.
+                // flow; replies that came let their queries run (and
+                // connections' queries, their tasks).
                 flowing = kicked > 0;
                 glommio::executor().yield_now().await;
                 continue;
@@ -81,11 +93,24 @@ pub(super) async fn serve_udp_batched(
             // the core waits on the reactor, which also reaps those
             // replies; it does not sleep in the kernel, where they would
             // wait for it.
-            // Wait on the reactor until a datagram is there, without taking it.
-            if let Err(error) = socket.peek_from(&mut peek).await {
-                failures.record("UDP receive failed; retrying", &error);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
+            // Wait on the reactor until a datagram is there, without taking
+            // it, or until a stream connection is busy (then it drives).
+            let woken = futures_lite::future::or(
+                async { socket.peek_from(&mut peek).await.map(|_| true) },
+                async {
+                    streams.until_busy().await;
+                    Ok(false)
+                },
+            )
+            .await;
+            match woken {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    failures.record("UDP receive failed; retrying", &error);
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             }
         }
         // Replies resolved since the last turn leave before the loop can
@@ -95,7 +120,7 @@ pub(super) async fn serve_udp_batched(
         // core's only UDP socket does it, and only while no forwarded or
         // chased query waits on the reactor for its upstream's reply;
         // otherwise it takes what is there.
-        let received = if exclusive && !waiting_upstream {
+        let received = if exclusive && !waiting_upstream && !drive {
             batch.receive_waiting(fd)
         } else {
             batch.receive(fd)
