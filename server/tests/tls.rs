@@ -1,5 +1,6 @@
 //! DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) served: real clients
-//! (kdig, dig, curl, h2load, and rustls with hickory parsing), a
+//! (kdig, dig, curl, h2load, hickory's DoT and DoH clients, and rustls with
+//! hickory parsing), a busy connection driven by the core's own poll, a
 //! certificate rotated under open connections, mutual TLS, handshakes that
 //! are slow, broken or refused, and HTTP requests that are not DNS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -646,4 +647,73 @@ fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out(
         answers(&ask(&mut stream, KUBERNETES, RecordType::A).unwrap()),
         kubernetes_answer()
     );
+}
+
+#[test]
+fn hickorys_own_clients_over_tls_and_https_get_the_answers_udp_gets() {
+    use hickory_net::xfer::{DnsHandle, FirstAnswer};
+    use hickory_proto::op::{DnsRequest, DnsRequestOptions, Query};
+    use hickory_proto::rr::Name;
+
+    let pki = Pki::new("tls-hickory", "kubewire-test-ca");
+    pki.write_serving("first");
+    let https_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (server, tls_addr) = serve_tls(&pki, &["--https-listen", &https_addr.to_string()]);
+    let names = [
+        (KUBERNETES, RecordType::A),
+        ("nope.default.svc.cluster.local", RecordType::A),
+        (KUBERNETES, RecordType::AAAA),
+    ];
+    let over_udp: Vec<(u16, Vec<String>)> = names
+        .iter()
+        .map(|(name, qtype)| {
+            let reply = server.udp(name, *qtype);
+            (rcode(&reply), answers(&reply))
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Its background tasks live as long as a clone of it does.
+        let provider = hickory_net::runtime::TokioRuntimeProvider::new();
+        let dot = hickory_net::tls::tls_exchange(
+            tls_addr,
+            rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap(),
+            (*client_config(&pki.ca_file(), None)).clone(),
+            Duration::from_secs(5),
+            None,
+            provider.clone(),
+        )
+        .await
+        .expect("hickory's DoT client connects");
+        let doh = hickory_net::h2::HttpsClientStream::builder(
+            client_config_alpn(&pki.ca_file(), b"h2"),
+            provider.clone(),
+        )
+        .exchange(https_addr, Arc::from(SERVER_NAME), Arc::from("/dns-query"))
+        .await
+        .expect("hickory's DoH client connects");
+        for ((name, qtype), expected) in names.iter().zip(&over_udp) {
+            let request = || {
+                DnsRequest::from_query(
+                    Query::query(Name::from_ascii(name).unwrap(), *qtype),
+                    DnsRequestOptions::default(),
+                )
+            };
+            for (protocol, reply) in [
+                ("DoT", dot.send(request()).first_answer().await),
+                ("DoH", doh.send(request()).first_answer().await),
+            ] {
+                let reply = reply.unwrap_or_else(|e| panic!("{protocol} {name}: {e}"));
+                assert_eq!(
+                    &(rcode(&reply), answers(&reply)),
+                    expected,
+                    "{protocol} {name} {qtype}"
+                );
+            }
+        }
+    });
 }

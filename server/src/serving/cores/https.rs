@@ -9,6 +9,7 @@ use super::*;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use std::pin::Pin;
@@ -95,8 +96,8 @@ async fn respond(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     doh.activity.set(Instant::now());
     // A request's body must be whole within the TCP path's body limit (a
-    // GET has none: no timer).
-    let query = if request.method() == Method::GET {
+    // GET without one needs no timer).
+    let query = if request.method() == Method::GET && request.body().is_end_stream() {
         Ok(query_of(request).await)
     } else {
         glommio::timer::timeout(Duration::from_millis(TCP_BODY_TIMEOUT_MS), async {
@@ -114,10 +115,59 @@ async fn respond(
 }
 
 /// The DNS query a request carries, or the status that says what is wrong.
+/// A request refused for its path, method or content type has its body
+/// (if any) read first, up to [`DRAIN_MOST`]: refused before its body was
+/// read, an HTTP/2 stream was reset under the client still sending it, and
+/// curl, say, saw a framing error instead of the status.
 async fn query_of(request: Request<Incoming>) -> Result<Vec<u8>, (StatusCode, &'static str)> {
-    if request.uri().path() != DOH_PATH {
-        return Err((StatusCode::NOT_FOUND, "DNS queries go to /dns-query\n"));
+    match refused(&request) {
+        Some(refusal) => {
+            drain(request.into_body()).await;
+            Err(refusal)
+        }
+        None => query_in(request).await,
     }
+}
+
+/// What is wrong with a request's path, method or content type, if anything.
+fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
+    if request.uri().path() != DOH_PATH {
+        return Some((StatusCode::NOT_FOUND, "DNS queries go to /dns-query\n"));
+    }
+    match *request.method() {
+        Method::GET => None,
+        Method::POST => {
+            let content_type = request.headers().get(header::CONTENT_TYPE);
+            content_type
+                .is_none_or(|t| t.as_bytes() != DNS_MESSAGE.as_bytes())
+                .then_some((
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "a POST carries Content-Type: application/dns-message\n",
+                ))
+        }
+        _ => Some((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "DNS over HTTPS takes GET and POST\n",
+        )),
+    }
+}
+
+/// Reads a refused request's body to its end, or until [`DRAIN_MOST`]
+/// bytes or an error.
+async fn drain(mut body: Incoming) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > DRAIN_MOST {
+                return;
+            }
+        }
+    }
+}
+
+/// The query of a GET or POST [`refused`] found nothing wrong with.
+async fn query_in(request: Request<Incoming>) -> Result<Vec<u8>, (StatusCode, &'static str)> {
     match *request.method() {
         Method::GET => {
             let encoded = request
@@ -133,13 +183,6 @@ async fn query_of(request: Request<Incoming>) -> Result<Vec<u8>, (StatusCode, &'
                 .map_err(|_| (StatusCode::BAD_REQUEST, "?dns= is not base64url\n"))
         }
         Method::POST => {
-            let content_type = request.headers().get(header::CONTENT_TYPE);
-            if content_type.is_none_or(|t| t.as_bytes() != DNS_MESSAGE.as_bytes()) {
-                return Err((
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "a POST carries Content-Type: application/dns-message\n",
-                ));
-            }
             let too_large = (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "a DNS message is at most 65535 bytes\n",
