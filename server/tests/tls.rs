@@ -578,7 +578,7 @@ fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out(
     // answered.
     let pki = Pki::new("tls-driven", "kubewire-test-ca");
     pki.write_serving("first");
-    let (server, tls_addr) = serve_tls(
+    let (mut server, tls_addr) = serve_tls(
         &pki,
         &[
             "--cores",
@@ -640,6 +640,17 @@ fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out(
     assert!(
         asked > 100,
         "the busy connection asked only {asked} queries"
+    );
+    let text = metrics_text(&mut server);
+    // The one core's series, whichever CPU it runs on.
+    let driven: f64 = text
+        .lines()
+        .filter(|line| line.starts_with("kubewire_core_driven_stream_wakes_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        driven >= f64::from(asked) / 10.0,
+        "{driven} of {asked} queries woken by the core's own poll"
     );
     // Quiet now: the connection waits on the reactor again, and is woken.
     std::thread::sleep(Duration::from_millis(50));

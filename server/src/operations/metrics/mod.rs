@@ -199,6 +199,8 @@ pub struct CoreMetrics {
     response_size_sum: Box<[AtomicU64]>,
     /// Datagrams that were not DNS queries and got no reply.
     dropped: AtomicU64,
+    /// Stream connections woken by the UDP loop's own poll.
+    driven_stream_wakes: AtomicU64,
     /// `[listen][outcome]`: TLS handshakes.
     handshakes: Box<[AtomicU64]>,
     /// `[listen]`: queries autopath answered from a later search candidate.
@@ -222,6 +224,7 @@ impl CoreMetrics {
             response_size: counters(listens * 2 * size_slots),
             response_size_sum: counters(listens * 2),
             dropped: AtomicU64::new(0),
+            driven_stream_wakes: AtomicU64::new(0),
             handshakes: counters(listens * Handshake::ALL.len()),
             autopath_success: counters(listens),
             delta_latency: counters(DELTA_BOUNDS_NS.len() + 1),
@@ -295,6 +298,11 @@ impl CoreMetrics {
     /// A datagram that was not a DNS query got no reply.
     pub fn dropped(&self) {
         bump(&self.dropped, 1);
+    }
+
+    /// The UDP loop's poll woke `count` stream connections with bytes.
+    pub fn driven_stream_wakes(&self, count: u64) {
+        bump(&self.driven_stream_wakes, count);
     }
 
     /// A TLS handshake on `listen` ended so.

@@ -526,7 +526,7 @@ impl Scrape {
         self.encode_forward(encoder)?;
         self.encode_cache(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;
-        let per_core: [(&str, &str, MetricType, PerCore); 4] = [
+        let per_core: [(&str, &str, MetricType, PerCore); 5] = [
             (
                 "kubewire_core_queries",
                 "DNS queries answered per serving core.",
@@ -538,6 +538,12 @@ impl Scrape {
                 "Datagrams that were not DNS queries and got no reply, per serving core.",
                 MetricType::Counter,
                 |m, _| read(&m.dropped),
+            ),
+            (
+                "kubewire_core_driven_stream_wakes",
+                "TCP, TLS and HTTPS connections woken with bytes to read by the serving core's own poll (while a connection is busy) rather than by glommio's reactor, per serving core.",
+                MetricType::Counter,
+                |m, _| read(&m.driven_stream_wakes),
             ),
             (
                 "kubewire_core_table_names",

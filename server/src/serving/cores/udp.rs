@@ -71,6 +71,11 @@ pub(super) async fn serve_udp_batched(
             } else {
                 (0, false)
             };
+            if streams_kicked > 0
+                && let Some(metrics) = &shared.metrics
+            {
+                metrics.driven_stream_wakes(streams_kicked as u64);
+            }
             if pollfds[1].revents != 0 || to_accept {
                 // An update or another core's cache message is waiting, to
                 // be read on the reactor, or a connection to accept there,
