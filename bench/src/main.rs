@@ -176,6 +176,11 @@ enum Commands {
         /// Running pods.
         #[arg(long, default_value_t = 100_000)]
         pods: usize,
+        /// The node role: no pods in the cluster, and kubewire started with
+        /// `--pods disabled` (a node-local instance watching the cluster's
+        /// Services and EndpointSlices), instead of `--pods verified`.
+        #[arg(long, conflicts_with = "pods")]
+        node_role: bool,
         /// Keep the server running this long after the measurement, so a
         /// profiler (heaptrack, perf) attached to it sees the synced state.
         #[arg(long, default_value_t = 0)]
@@ -268,8 +273,12 @@ fn main() {
             services,
             endpoints,
             pods,
+            node_role,
             hold_s,
-        } => sync(&cli.kubewire, services, endpoints, pods, hold_s),
+        } => {
+            let pods = if node_role { None } else { Some(pods) };
+            sync(&cli.kubewire, services, endpoints, pods, hold_s)
+        }
         Commands::Propagation {
             source,
             changes,
@@ -403,19 +412,33 @@ impl Drop for Kubewire {
     }
 }
 
+/// `pods`: how many, with kubewire's pod records verified; `None` for the
+/// node role (no pods, pod records disabled).
 fn sync(
     binary: &PathBuf,
     services: usize,
     endpoints: usize,
-    pods: usize,
+    pods: Option<usize>,
     hold_s: u64,
 ) -> Result<()> {
     let api = FakeApi::start()?;
-    let cluster = SyntheticCluster::new(services, endpoints, pods);
+    let cluster = SyntheticCluster::new(services, endpoints, pods.unwrap_or(0));
     api.apply_all(cluster.objects());
-    println!("fake API holds {cluster}");
-
-    let (kubewire, started) = Kubewire::start(binary, &api, &["--pods", "verified"], "info")?;
+    println!(
+        "fake API holds {cluster}{}",
+        if pods.is_none() {
+            " (the node role: kubewire --pods disabled)"
+        } else {
+            ""
+        }
+    );
+    let pods_mode = if pods.is_some() {
+        "verified"
+    } else {
+        "disabled"
+    };
+    let pods = pods.unwrap_or(0);
+    let (kubewire, started) = Kubewire::start(binary, &api, &["--pods", pods_mode], "info")?;
     let (synced_at, line) = kubewire.wait_for(
         "initial sync with the API server complete",
         Duration::from_secs(120),
