@@ -360,12 +360,7 @@ fn bad_tls_settings_stop_the_start_with_what_to_do() {
 /// kubewire serving DNS over HTTPS on a free port; returns it and the
 /// HTTPS address.
 fn serve_https(pki: &Pki, extra: &[&str]) -> (Server, SocketAddr) {
-    let https_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut args = pki.args();
-    args.extend(["--https-listen".to_string(), https_addr.to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (Server::start(&args), https_addr)
+    serve_listening(pki, "--https-listen", extra)
 }
 
 /// A query as RFC 8484's GET carries it: base64url without padding.

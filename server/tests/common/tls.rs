@@ -79,12 +79,19 @@ pub fn replace(path: &Path, text: &str) {
 /// kubewire serving DNS over TLS on a free port (with `extra` arguments);
 /// returns it and the TLS address.
 pub fn serve_tls(pki: &Pki, extra: &[&str]) -> (Server, SocketAddr) {
-    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    serve_listening(pki, "--tls-listen", extra)
+}
+
+/// kubewire with `pki`'s certificate and `listen_flag` (`--tls-listen` or
+/// `--https-listen`) on a free port, with `extra` arguments; returns it and
+/// that address.
+pub fn serve_listening(pki: &Pki, listen_flag: &str, extra: &[&str]) -> (Server, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut args = pki.args();
-    args.extend(["--tls-listen".to_string(), tls_addr.to_string()]);
+    args.extend([listen_flag.to_string(), addr.to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (Server::start(&args), tls_addr)
+    (Server::start(&args), addr)
 }
 
 /// A rustls client trusting `ca_file`, with a client certificate if given.
