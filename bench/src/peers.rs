@@ -463,8 +463,9 @@ impl RealApi {
     /// temporary directory, and waits until `/readyz` answers 200 and the
     /// default namespace exists.
     pub fn start() -> Result<RealApi, PeerError> {
+        remove_dead_runs_dirs();
         let dir = std::env::temp_dir().join(format!(
-            "kubewire-real-api-{}-{}",
+            "{REAL_API_DIR_PREFIX}{}-{}",
             std::process::id(),
             free_port()
         ));
@@ -716,6 +717,32 @@ impl fmt::Debug for RealApi {
             .field("url", &self.url())
             .field("etcd", &self.etcd.url())
             .finish()
+    }
+}
+
+/// The start of a [`RealApi`]'s directory's name, before `PID-PORT`.
+const REAL_API_DIR_PREFIX: &str = "kubewire-real-api-";
+
+/// Removes the directories (etcd's data is 100 MB and more) of API servers
+/// whose process has ended without dropping them: a test binary keeps one
+/// in a static, and statics are never dropped.
+fn remove_dead_runs_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(REAL_API_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

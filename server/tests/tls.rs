@@ -482,7 +482,8 @@ fn http_requests_that_are_not_dns_get_their_status_never_a_crash() {
     let query = dns_parameter(KUBERNETES);
 
     // HTTP/1.1 and HTTP/2, GET and POST: a reply with its max-age.
-    let post_body = tempdir("doh-post").join("query");
+    let files = tempdir("doh-bodies");
+    let post_body = files.join("query");
     std::fs::write(&post_body, build_query(KUBERNETES, RecordType::A, None)).unwrap();
     let post_body = format!("@{}", post_body.display());
     let dns_message = "content-type: application/dns-message";
@@ -506,11 +507,11 @@ fn http_requests_that_are_not_dns_get_their_status_never_a_crash() {
             kubernetes_answer()
         );
     }
-    let too_big = tempdir("doh-big").join("body");
+    let too_big = files.join("big");
     std::fs::write(&too_big, vec![0u8; 70_000]).unwrap();
     let too_big = format!("@{}", too_big.display());
     let plain = ["-H", "content-type: text/plain", "--data-binary", "x"];
-    let response = tempdir("doh-response").join("body");
+    let response = files.join("response");
     let mut message = build_query(KUBERNETES, RecordType::A, None);
     message[2] |= 0x80;
     std::fs::write(&response, message).unwrap();

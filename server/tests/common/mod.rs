@@ -370,15 +370,38 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A fresh directory under the system temp dir.
-pub fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A fresh directory under the system temp dir, removed with what it holds
+/// when dropped.
+pub fn tempdir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "kubewire-{tag}-{}-{}",
         std::process::id(),
         free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A directory of one test's files; see [`tempdir`].
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Asks a stable name from a thread, every 200 µs, until `finish`; counts

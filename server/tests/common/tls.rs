@@ -16,7 +16,7 @@ pub const SERVER_NAME: &str = "dns.example";
 
 /// A test CA and the certificates it signs, as PEM files in a directory.
 pub struct Pki {
-    pub dir: PathBuf,
+    pub dir: TempDir,
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
