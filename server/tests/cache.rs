@@ -28,6 +28,7 @@ fn caching(upstream: &Upstream, cores: &str, config: &str) -> Server {
         "--config",
         path.as_str(),
     ])
+    .keeping(dir)
 }
 
 fn ttls(message: &Message) -> Vec<u32> {

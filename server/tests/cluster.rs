@@ -19,7 +19,7 @@ fn start_against(api: &FakeApi, extra: &[&str]) -> Server {
     args.extend_from_slice(extra);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::spawn(&args, format!("127.0.0.1:{}", free_port()).parse().unwrap())
+    Server::spawn(&args, format!("127.0.0.1:{}", free_port()).parse().unwrap()).keeping(dir)
 }
 
 fn a_records(server: &Server, name: &str) -> (u16, Vec<String>) {

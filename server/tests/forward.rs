@@ -19,14 +19,6 @@ fn forwarding(upstreams: &[&Upstream], extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-/// A config file with `[forward]` keys, for settings without flags.
-fn config_file(body: &str) -> String {
-    let dir = tempdir("forward-config");
-    let path = dir.join("kubewire.toml");
-    std::fs::write(&path, body).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn external_names_are_forwarded_with_the_clients_id_and_case() {
     let upstream = Upstream::start();
@@ -70,7 +62,10 @@ fn external_names_are_forwarded_with_the_clients_id_and_case() {
 #[test]
 fn forged_and_broken_replies_are_dropped_and_the_client_gets_servfail_in_time() {
     let upstream = Upstream::start();
-    let config = config_file("[forward]\ntimeout_ms = 300\nmax_attempts = 2\nmax_fails = 0\n");
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        "[forward]\ntimeout_ms = 300\nmax_attempts = 2\nmax_fails = 0\n",
+    );
     let mut server = forwarding(&[&upstream], &["--config", config.as_str()]);
     for behaviour in [
         Behaviour::WrongId,
@@ -160,7 +155,7 @@ fn truncated_udp_is_retried_over_tcp_and_force_tcp_uses_tcp_only() {
     // force_tcp: one kept connection per core, reused, with queries
     // pipelined on it.
     let upstream = Upstream::start();
-    let config = config_file("[forward]\nforce_tcp = true\n");
+    let (_config_dir, config) = config_file("forward-config", "[forward]\nforce_tcp = true\n");
     let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
     for i in 0..3 {
         let reply = server.udp(&format!("tcp{i}.example.com"), RecordType::A);
@@ -220,7 +215,8 @@ fn a_failing_upstream_is_marked_down_health_checked_and_taken_back() {
     first.answer("who.example.com", Ipv4Addr::new(192, 0, 2, 11));
     second.answer("who.example.com", Ipv4Addr::new(192, 0, 2, 22));
     first.set(Behaviour::Drop);
-    let config = config_file(
+    let (_config_dir, config) = config_file(
+        "forward-config",
         "[forward]\npolicy = \"sequential\"\ntimeout_ms = 300\nmax_fails = 1\nhealth_check_ms = 100\n\n[cache]\nenabled = false\n",
     );
     let mut server = forwarding(
@@ -258,10 +254,13 @@ fn stub_domains_take_the_longest_zone_and_except_refuses() {
     let corp = Upstream::start();
     general.answer("www.corp.example", Ipv4Addr::new(192, 0, 2, 1));
     corp.answer("www.corp.example", Ipv4Addr::new(192, 0, 2, 99));
-    let config = config_file(&format!(
-        "[forward]\nto = [\"{}\"]\nexcept = [\"private.example\"]\n\n[forward.stub_domains]\n\"corp.example\" = [\"{}\"]\n",
-        general.addr, corp.addr
-    ));
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        &format!(
+            "[forward]\nto = [\"{}\"]\nexcept = [\"private.example\"]\n\n[forward.stub_domains]\n\"corp.example\" = [\"{}\"]\n",
+            general.addr, corp.addr
+        ),
+    );
     let server = Server::start(&["--demo", "--cores", "2", "--config", config.as_str()]);
     assert_eq!(
         answers(&server.udp("www.corp.example", RecordType::A)),
@@ -280,7 +279,8 @@ fn stub_domains_take_the_longest_zone_and_except_refuses() {
 fn queries_over_max_concurrent_are_refused() {
     let upstream = Upstream::start();
     upstream.set(Behaviour::Delay(800));
-    let config = config_file("[forward]\nmax_concurrent_per_core = 2\n");
+    let (_config_dir, config) =
+        config_file("forward-config", "[forward]\nmax_concurrent_per_core = 2\n");
     let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
     let sockets: Vec<UdpSocket> = (0..5)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
@@ -350,7 +350,10 @@ fn a_loop_through_another_resolver_is_detected_by_the_probe() {
     // it, the probe can.
     let (port_a, port_b) = (free_port(), free_port());
     let (a, b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
-    let config = config_file("[forward]\ntimeout_ms = 500\nmax_attempts = 1\n");
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        "[forward]\ntimeout_ms = 500\nmax_attempts = 1\n",
+    );
     let mut first = Server::spawn(
         &[
             "--demo",
@@ -411,7 +414,10 @@ fn a_loop_through_another_resolver_is_detected_by_the_probe() {
 #[test]
 fn fallthrough_zones_forward_unknown_names_and_reverse_zones_can_be_authoritative() {
     let upstream = Upstream::start();
-    let config = config_file("[kubernetes]\nfallthrough = [\"cluster.local\"]\n");
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        "[kubernetes]\nfallthrough = [\"cluster.local\"]\n",
+    );
     let server = forwarding(&[&upstream], &["--config", config.as_str()]);
     // An unknown cluster name goes upstream; known names stay local.
     let reply = server.udp("nothere.default.svc.cluster.local", RecordType::A);
@@ -554,9 +560,12 @@ fn dns_over_tls_upstreams_are_verified_and_kept() {
     let upstream = Upstream::start_tls();
     let ca = upstream.ca_file.as_ref().unwrap().display().to_string();
     let to = format!("tls://{}", upstream.addr);
-    let config = config_file(&format!(
-        "[forward]\nto = [\"{to}\"]\ntls_servername = \"dns.test\"\ntls_ca_file = \"{ca}\"\n"
-    ));
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        &format!(
+            "[forward]\nto = [\"{to}\"]\ntls_servername = \"dns.test\"\ntls_ca_file = \"{ca}\"\n"
+        ),
+    );
     let server = Server::start(&["--demo", "--cores", "1", "--config", config.as_str()]);
     for name in ["one.example.com", "two.example.com", "three.example.com"] {
         let reply = server.udp(name, RecordType::A);
@@ -577,9 +586,12 @@ fn dns_over_tls_upstreams_are_verified_and_kept() {
     drop(server);
 
     // A certificate for another name: no answer from that upstream.
-    let config = config_file(&format!(
-        "[forward]\nto = [\"{to}\"]\ntls_servername = \"other.test\"\ntls_ca_file = \"{ca}\"\ntimeout_ms = 500\nmax_attempts = 1\n"
-    ));
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        &format!(
+            "[forward]\nto = [\"{to}\"]\ntls_servername = \"other.test\"\ntls_ca_file = \"{ca}\"\ntimeout_ms = 500\nmax_attempts = 1\n"
+        ),
+    );
     let server = Server::start(&["--demo", "--cores", "1", "--config", config.as_str()]);
     let before = upstream.queries();
     assert_eq!(rcode(&server.udp("www.example.com", RecordType::A)), 2);
@@ -587,7 +599,8 @@ fn dns_over_tls_upstreams_are_verified_and_kept() {
     drop(server);
 
     // tls:// without a server name is a configuration error.
-    let config = config_file(&format!("[forward]\nto = [\"{to}\"]\n"));
+    let (_config_dir, config) =
+        config_file("forward-config", &format!("[forward]\nto = [\"{to}\"]\n"));
     let (ok, _, stderr) = {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
             .args(["config", "check", config.as_str()])
@@ -608,7 +621,7 @@ fn prefer_udp_dnssec_bits_and_the_clients_size_limit() {
     // prefer_udp: a truncated UDP reply goes to the client as it is.
     let upstream = Upstream::start();
     upstream.set(Behaviour::TruncateUdp);
-    let config = config_file("[forward]\nprefer_udp = true\n");
+    let (_config_dir, config) = config_file("forward-config", "[forward]\nprefer_udp = true\n");
     let server = forwarding(&[&upstream], &["--config", config.as_str()]);
     let reply = server.udp("big.example.com", RecordType::A);
     assert!(reply.metadata.truncation, "TC passed on");
@@ -670,7 +683,7 @@ fn concurrent_upstream_queries_never_share_a_source_port() {
     // other's socket and be dropped as mismatched.
     let upstream = Upstream::start();
     upstream.set(Behaviour::Delay(300));
-    let config = config_file("[cache]\nenabled = false\n");
+    let (_config_dir, config) = config_file("forward-config", "[cache]\nenabled = false\n");
     let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -752,7 +765,10 @@ fn forged_answers_to_every_kept_source_port_are_refused_while_queries_wait() {
     // another port. None may be taken; every client gets the real answer.
     let upstream = Upstream::start();
     upstream.set(Behaviour::Delay(600));
-    let config = config_file("[cache]\nenabled = false\n[forward]\ntimeout_ms = 3000\n");
+    let (_config_dir, config) = config_file(
+        "forward-config",
+        "[cache]\nenabled = false\n[forward]\ntimeout_ms = 3000\n",
+    );
     let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client

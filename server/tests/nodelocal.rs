@@ -28,15 +28,6 @@ fn nft_table() -> Option<String> {
     try_run("nft", &["list", "table", "inet", "kubewire-nodelocal"])
 }
 
-/// Writes `body` as a config file: its directory (removed when dropped) and
-/// its path.
-fn write_config(tag: &str, body: &str) -> (TempDir, String) {
-    let dir = tempdir(tag);
-    let path = dir.join("kubewire.toml");
-    std::fs::write(&path, body).unwrap();
-    (dir, path.display().to_string())
-}
-
 fn node_local_config(kind: &str, extra: &str, upstream: SocketAddr) -> String {
     format!(
         r#"
@@ -68,7 +59,7 @@ fn usable_kind(upstream: SocketAddr) -> &'static str {
     if kernel_has_dummy() {
         return "dummy";
     }
-    let (_dir, path) = write_config(
+    let (_dir, path) = config_file(
         "nodelocal-nodummy",
         &node_local_config("dummy", "", upstream),
     );
@@ -87,7 +78,7 @@ fn node_local_sets_up_serves_repairs_and_tears_down() {
     in_new_netns(|| {
         let upstream = Upstream::start();
         let kind = usable_kind(upstream.addr);
-        let (_dir, path) = write_config("nodelocal", &node_local_config(kind, "", upstream.addr));
+        let (_dir, path) = config_file("nodelocal", &node_local_config(kind, "", upstream.addr));
         let mut server = Server::spawn(&["--config", &path], local_addr());
         server.wait_for_log(READY_LINE, Duration::from_secs(20));
 
@@ -150,7 +141,7 @@ fn node_local_sets_up_serves_repairs_and_tears_down() {
         assert!(nft_table().is_none(), "the rules are gone");
 
         // skip_teardown leaves both for the other instance of an HA pair.
-        let (_dir, path) = write_config(
+        let (_dir, path) = config_file(
             "nodelocal-skip",
             &node_local_config(kind, "skip_teardown = true", upstream.addr),
         );
@@ -169,7 +160,7 @@ fn iptables_mode_adds_and_removes_raw_rules() {
     in_new_netns(|| {
         let upstream = Upstream::start();
         let kind = interface_kind();
-        let (_dir, path) = write_config(
+        let (_dir, path) = config_file(
             "nodelocal-iptables",
             &node_local_config(kind, "notrack = \"iptables\"", upstream.addr),
         );
@@ -203,7 +194,7 @@ fn forward_mode_sends_cluster_names_to_kube_dns_over_tcp() {
         let kube_dns = Upstream::start();
         let resolver = Upstream::start();
         let kind = interface_kind();
-        let (_dir, path) = write_config(
+        let (_dir, path) = config_file(
             "nodelocal-forward",
             &node_local_config(
                 kind,
@@ -250,7 +241,7 @@ fn forward_mode_without_an_upstream_says_what_to_set() {
     in_new_netns(|| {
         let resolver = Upstream::start();
         let kind = interface_kind();
-        let (_dir, path) = write_config(
+        let (_dir, path) = config_file(
             "nodelocal-noupstream",
             &node_local_config(kind, "cluster_names = \"forward\"", resolver.addr),
         );
@@ -280,11 +271,11 @@ fn an_ha_pair_restarts_one_instance_under_load_without_losing_queries() {
     in_new_netns(|| {
         let upstream = Upstream::start();
         let kind = interface_kind();
-        let (_first_dir, first) = write_config(
+        let (_first_dir, first) = config_file(
             "nodelocal-ha-a",
             &node_local_config(kind, "skip_teardown = true", upstream.addr),
         );
-        let (_second_dir, second) = write_config(
+        let (_second_dir, second) = config_file(
             "nodelocal-ha-b",
             &node_local_config(kind, "", upstream.addr),
         );
@@ -339,7 +330,7 @@ fn without_cap_net_admin_the_error_names_the_capability() {
     in_new_netns(|| {
         let upstream = Upstream::start();
         let kind = interface_kind();
-        let (_dir, path) = write_config(
+        let (_dir, path) = config_file(
             "nodelocal-nocap",
             &node_local_config(kind, "", upstream.addr),
         );
@@ -375,7 +366,7 @@ fn without_nft_or_iptables_the_error_says_what_to_install() {
     in_new_netns(|| {
         let upstream = Upstream::start();
         let kind = interface_kind();
-        let (_dir, path) = write_config(
+        let (_dir, path) = config_file(
             "nodelocal-notools",
             &node_local_config(kind, "", upstream.addr),
         );

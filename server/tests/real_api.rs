@@ -114,7 +114,7 @@ fn kubewire_on(api: &RealApi, token: &str, extra: &[&str], env: &[(&str, Option<
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    Server::spawn_with_env(&args, addr, env)
+    Server::spawn_with_env(&args, addr, env).keeping(dir)
 }
 
 fn apply_all(api: &RealApi, objects: &[Value]) {

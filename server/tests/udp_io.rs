@@ -15,13 +15,6 @@ use std::time::Duration;
 /// The warning logged once when the ring is refused.
 const FALLBACK_LINE: &str = "dns.udp_io = \"io_uring\" is unavailable";
 
-fn config_file(body: &str) -> String {
-    let dir = tempdir("udp-io-config");
-    let path = dir.join("kubewire.toml");
-    std::fs::write(&path, body).unwrap();
-    path.display().to_string()
-}
-
 /// The server's user and system CPU time so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -36,7 +29,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn the_io_uring_path_answers_cluster_forwarded_and_cached_names_and_idles_at_no_cpu() {
     let upstream = Upstream::start();
     upstream.answer("www.example.com", Ipv4Addr::new(192, 0, 2, 80));
-    let config = config_file("[dns]\nudp_io = \"io_uring\"\n");
+    let (_config_dir, config) = config_file("udp-io-config", "[dns]\nudp_io = \"io_uring\"\n");
     let to = upstream.addr.to_string();
     let mut server = Server::start(&[
         "--demo",

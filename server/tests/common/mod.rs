@@ -30,6 +30,8 @@ pub struct Server {
     pub addr: SocketAddr,
     logs: Receiver<String>,
     pub seen: Vec<String>,
+    /// Directories the server reads while it runs, removed after it stops.
+    files: Vec<TempDir>,
 }
 
 /// A port free for both UDP and TCP on loopback.
@@ -113,6 +115,7 @@ impl Server {
             addr,
             logs,
             seen: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -193,6 +196,12 @@ impl Server {
 
     /// The address an HTTP endpoint (`"health"` or `"ready"`) listens on,
     /// from its log line.
+    /// Keeps `dir` until the server has stopped.
+    pub fn keeping(mut self, dir: TempDir) -> Server {
+        self.files.push(dir);
+        self
+    }
+
     pub fn http_addr(&mut self, what: &str) -> SocketAddr {
         let line = self.wait_for_log(
             &format!("{what} endpoint listening"),
@@ -380,6 +389,15 @@ pub fn tempdir(tag: &str) -> TempDir {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     TempDir(dir)
+}
+
+/// Writes `body` as `kubewire.toml` in a new directory: the directory
+/// (keep it while the server runs; removed when dropped) and the file's path.
+pub fn config_file(tag: &str, body: &str) -> (TempDir, String) {
+    let dir = tempdir(tag);
+    let path = dir.join("kubewire.toml");
+    std::fs::write(&path, body).unwrap();
+    (dir, path.display().to_string())
 }
 
 /// A directory of one test's files; see [`tempdir`].

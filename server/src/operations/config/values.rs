@@ -366,5 +366,6 @@ mod tests {
             path.to_str().unwrap().parse::<UpstreamEntry>(),
             Err(UpstreamSpecError::NoNameservers(_))
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
