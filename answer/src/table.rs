@@ -253,6 +253,12 @@ impl AnswerTable {
         self.names.get(key)
     }
 
+    /// Whether the name (lowercase wire form) exists here: it has records,
+    /// or names below it do.
+    pub fn holds(&self, name: &[u8]) -> bool {
+        self.find(name).is_some()
+    }
+
     /// The hash `key`'s entry is filed under, for
     /// [`AnswerTable::likely_entry`].
     #[inline]

@@ -225,7 +225,7 @@ fn serve(
             )
             .with_autopath(config.kubernetes.autopath)
             .with_dnstap(counters.dnstap_dropped)
-            .with_top(cores.top.clone()),
+            .with_top(!cores.top.is_empty()),
         )
     });
     let startup = control_plane::Startup {
@@ -249,6 +249,7 @@ fn serve(
         node,
         mailboxes: cores.mailboxes,
         top: cores.top,
+        top_gauge_at: None,
         published: std::collections::VecDeque::new(),
     })
     .context("starting the control plane thread")?;

@@ -458,6 +458,36 @@ fn the_debug_endpoint_refuses_what_it_should() {
         text.contains("Service team/api, resourceVersion 300"),
         "{text}"
     );
+
+    let ask = |args: &[&str]| {
+        std::thread::sleep(Duration::from_millis(400));
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
+            .arg("explain")
+            .args(args)
+            .arg("--server")
+            .arg(format!("http://{debug}"))
+            .arg("--token-file")
+            .arg(&token)
+            .output()
+            .unwrap()
+    };
+    // `--json` gives the report as the endpoint sends it.
+    let output = ask(&["api.team.svc.cluster.local", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["sources"][0]["name"], "api", "{json}");
+    assert_eq!(json["sources"][0]["resource_version"], 300, "{json}");
+    // A pod kubewire does not hold, although it watches pods: an error that
+    // says what to check, not a walk from a guess.
+    let output = ask(&["api", "--from", "team/nosuch"]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("404") && stderr.contains("no pod team/nosuch is known"),
+        "{stderr}"
+    );
+    let output = ask(&["api", "--from", "team/client"]);
+    assert!(output.status.success(), "{output:?}");
 }
 
 #[test]
@@ -579,8 +609,12 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
     ]);
     let debug = server.http_addr("debug");
 
-    // 5000 queries: team 60% (two thirds of them search-path misses),
-    // other 20%, and a client that is no pod 20%, all real NXDOMAINs.
+    // 5600 queries: team 3000 (two thirds of them search-path misses),
+    // other 1000, and a client that is no pod 1600: 1400 real NXDOMAINs
+    // (a name under the zone with no dot, a Service missing from a
+    // namespace that exists, a hostname missing from a Service that
+    // exists) and 200 search-path misses (`example.com` + `svc.<zone>`:
+    // there is no namespace `com`).
     load_from(
         &server,
         "127.0.0.2",
@@ -590,6 +624,14 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
     load_from(&server, "127.0.0.2", "api.team.svc.cluster.local", 1000);
     load_from(&server, "127.0.0.3", "web.other.svc.cluster.local", 1000);
     load_from(&server, "127.0.0.9", "missing.cluster.local", 1000);
+    load_from(&server, "127.0.0.9", "absent.team.svc.cluster.local", 200);
+    load_from(
+        &server,
+        "127.0.0.9",
+        "nohost.api.team.svc.cluster.local",
+        200,
+    );
+    load_from(&server, "127.0.0.9", "example.com.svc.cluster.local", 200);
     std::thread::sleep(Duration::from_millis(1300));
 
     let (status, body) = http_request(debug, "GET", "/debug/top", None);
@@ -597,7 +639,7 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
     let top: TopReport = serde_json::from_str(&body).unwrap();
     // One query in 16 is counted, at random: about 312 samples, so a share
     // is within 0.1 of the truth by more than three standard deviations.
-    assert!((4000..6000).contains(&top.queries), "{top:#?}");
+    assert!((4600..6600).contains(&top.queries), "{top:#?}");
     let share = |namespace: &str| {
         top.namespaces
             .iter()
@@ -606,14 +648,14 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
             .clone()
     };
     let team = share("team");
-    assert!((team.share - 0.6).abs() < 0.1, "{team:?}");
+    assert!((team.share - 3000.0 / 5600.0).abs() < 0.1, "{team:?}");
     assert!(
         (team.search_miss_share - 2.0 / 3.0).abs() < 0.12,
         "{team:?}"
     );
     assert!(team.autopath_saves_per_second > 0.0);
     let other = share("other");
-    assert!((other.share - 0.2).abs() < 0.1, "{other:?}");
+    assert!((other.share - 1000.0 / 5600.0).abs() < 0.1, "{other:?}");
     assert_eq!(other.search_miss_share, 0.0);
     assert_eq!(top.clients[0].key, "127.0.0.9", "{top:#?}");
     assert_eq!(
@@ -621,6 +663,26 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
         "google.com.team.svc.cluster.local."
     );
     assert_eq!(top.nxdomain_other[0].key, "missing.cluster.local.");
+    // 200 queries are about 12 samples: each name is there but for a chance
+    // of (15/16)^200, about 2.5 in a million.
+    let keys = |items: &[kubewire::operations::debug::TopItem]| -> Vec<String> {
+        items.iter().map(|i| i.key.clone()).collect()
+    };
+    let (search, other_misses) = (keys(&top.nxdomain_search), keys(&top.nxdomain_other));
+    assert!(
+        search.contains(&"example.com.svc.cluster.local.".to_string()),
+        "{search:?}"
+    );
+    for real in [
+        "absent.team.svc.cluster.local.",
+        "nohost.api.team.svc.cluster.local.",
+    ] {
+        assert!(
+            other_misses.contains(&real.to_string()),
+            "{real} in {other_misses:?}"
+        );
+        assert!(!search.contains(&real.to_string()), "{real} in {search:?}");
+    }
     // Besides the load, only kubewire's own loop probe, if it was picked.
     let names: Vec<&str> = top
         .names
@@ -629,7 +691,7 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
         .filter(|n| !n.contains(".kubewire-loop-probe."))
         .collect();
     assert_eq!(names[0], "google.com.team.svc.cluster.local.");
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 7, "{names:?}");
 
     // The command prints the estimate.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubewire"))
@@ -640,33 +702,57 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(
-        text.contains("team: ") && text.contains("autopath would save about"),
+        text.contains("namespace team: ") && text.contains("autopath would save about"),
         "{text}"
     );
 }
 
 #[test]
 fn the_top_namespaces_gauge_is_bounded_and_follows_the_pods() {
-    let dir = tempdir("explain-gauge");
     let upstream = Upstream::start();
-    let (mut server, _debug) = start(&dir, &upstream, "");
-    let metrics = server.http_addr("metrics");
-    load_from(&server, "127.0.0.2", "api.team.svc.cluster.local", 1000);
-    load_from(&server, "127.0.0.3", "web.other.svc.cluster.local", 500);
-    std::thread::sleep(Duration::from_millis(1300));
-    let (_, exposition) = http_get(metrics, "/metrics");
-    let team = metric(
-        &exposition,
-        "kubewire_top_namespace_queries_per_second{namespace=\"team\"}",
-    );
-    let other = metric(
-        &exposition,
-        "kubewire_top_namespace_queries_per_second{namespace=\"other\"}",
-    );
-    assert!(team > other && other > 0.0, "{team} {other}");
-    let series = exposition
-        .lines()
-        .filter(|l| l.starts_with("kubewire_top_namespace_queries_per_second{"))
-        .count();
-    assert!(series <= 10);
+    // With autopath the cores know each client's namespace; without it,
+    // the control plane places the sampled clients by its pod index.
+    for kubernetes in [
+        "autopath = true\nautopath_resolv_conf = \"\"\npods = \"verified\"\n",
+        "pods = \"verified\"\n",
+    ] {
+        let dir = tempdir("explain-gauge");
+        let config = dir.join("kubewire.toml");
+        std::fs::write(&config, format!("[kubernetes]\n{kubernetes}")).unwrap();
+        let manifests = dir.join("cluster.yaml");
+        std::fs::write(&manifests, CLUSTER).unwrap();
+        let mut server = Server::start(&[
+            "--manifests",
+            manifests.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--forward",
+            &upstream.addr.to_string(),
+            "--debug-addr",
+            "127.0.0.1:0",
+            "--cores",
+            "2",
+        ]);
+        let metrics = server.http_addr("metrics");
+        load_from(&server, "127.0.0.2", "api.team.svc.cluster.local", 1000);
+        load_from(&server, "127.0.0.3", "web.other.svc.cluster.local", 500);
+        let series = |namespace: &str| {
+            format!("kubewire_top_namespace_queries_per_second{{namespace=\"{namespace}\"}}")
+        };
+        // The cores publish every second, the control plane places them
+        // every 2 s.
+        let mut exposition = String::new();
+        eventually("both namespaces in the gauge", || {
+            exposition = http_get(metrics, "/metrics").1;
+            exposition.contains(&series("team")) && exposition.contains(&series("other"))
+        });
+        let team = metric(&exposition, &series("team"));
+        let other = metric(&exposition, &series("other"));
+        assert!(team > other && other > 0.0, "{kubernetes}: {team} {other}");
+        let count = exposition
+            .lines()
+            .filter(|l| l.starts_with("kubewire_top_namespace_queries_per_second{"))
+            .count();
+        assert!(count <= 10);
+    }
 }

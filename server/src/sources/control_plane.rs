@@ -76,6 +76,8 @@ pub struct Control {
     pub mailboxes: Option<Arc<crate::resolving::cache::Mailboxes>>,
     /// Each core's `kubewire top` counts (empty when the debug endpoint is off).
     pub top: Vec<crate::operations::top::Published>,
+    /// When the metrics' top namespaces were last placed.
+    pub top_gauge_at: Option<std::time::Instant>,
     /// Revisions published and when (ms since the epoch), newest last, for
     /// `explain`.
     pub published: std::collections::VecDeque<(u64, u64)>,
@@ -312,6 +314,10 @@ impl Control {
                     config: &self.config,
                     manifests,
                 };
+                if let Some(refused) = context.refuse(&request) {
+                    let _ = reply.send(Err(refused));
+                    return;
+                }
                 let (explained, followup) =
                     context.explain(&request, self.mailboxes.as_ref(), client);
                 tokio::spawn(crate::sources::explain::finish(
@@ -445,6 +451,24 @@ impl Control {
         self.publish();
     }
 
+    /// Every [`GAUGE_EVERY`](crate::operations::top::GAUGE_EVERY), places
+    /// the cores' sampled clients in namespaces by the pod index, as
+    /// `kubewire top` does, for the metrics' top namespaces gauge.
+    fn refresh_top_gauge(&mut self) {
+        let Some(scrape) = &self.scrape else { return };
+        if self.top.is_empty()
+            || self
+                .top_gauge_at
+                .is_some_and(|at| at.elapsed() < crate::operations::top::GAUGE_EVERY)
+        {
+            return;
+        }
+        self.top_gauge_at = Some(std::time::Instant::now());
+        let compiler = &self.compiler;
+        let report = crate::operations::top::report(&self.top, |ips| compiler.pod_namespaces(ips));
+        scrape.set_top_namespaces(crate::operations::top::namespace_rates(&report));
+    }
+
     /// The periodic check: a dead core stops the process; pending Resets
     /// are retried; `/ready` turns 200 once every core holds the first sync.
     fn on_tick(&mut self, ready: &AtomicBool, lameduck: bool, sync: &Sync) -> Tick {
@@ -459,6 +483,7 @@ impl Control {
             self.hub.retry_resets(|| self.compiler.snapshot());
             wake_all(&self.wakers);
         }
+        self.refresh_top_gauge();
         if !ready.load(Ordering::Relaxed)
             && !lameduck
             && sync.done

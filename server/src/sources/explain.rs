@@ -183,6 +183,23 @@ fn own_listener(config: &Config) -> Option<SocketAddr> {
 }
 
 impl Context<'_> {
+    /// Why `request` cannot be explained, if it cannot: a `--from` pod that
+    /// kubewire does not hold although it watches pods (a typo, or a pod
+    /// gone), rather than a walk from a guess.
+    pub fn refuse(&self, request: &ExplainRequest) -> Option<String> {
+        match &request.from {
+            Some(Client::Pod(key))
+                if self.compiler.keeps_pods() && self.compiler.pod_ips(key).is_none() =>
+            {
+                Some(format!(
+                    "no pod {key} is known to kubewire (it watches pods): check the namespace and name with `kubectl get pod -n {} {}`, or give the pod's address",
+                    key.namespace, key.name
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// The report from what the compiler holds, and what is left to ask.
     pub fn explain(
         &self,
@@ -336,17 +353,15 @@ impl Context<'_> {
                 (key.to_string(), held.into_iter().collect())
             }
         };
+        // An unknown pod is refused before this (`refuse`) where pods are
+        // watched; here it can only be that they are not.
         let mut namespaces: Vec<&str> = pods.iter().map(|p| p.namespace.as_str()).collect();
         namespaces.sort_unstable();
         namespaces.dedup();
         let namespace = match (from, namespaces.as_slice()) {
             (_, [one]) => (*one).to_string(),
             (Client::Pod(key), _) => {
-                notes.push(if compiler.keeps_pods() {
-                    format!("no pod {key} is known; its namespace is taken from --from")
-                } else {
-                    "pods are not watched (kubernetes.pods is not \"verified\" and autopath is off); the namespace is taken from --from".to_string()
-                });
+                notes.push("pods are not watched (kubernetes.pods is not \"verified\" and autopath is off); the namespace is taken from --from".to_string());
                 key.namespace.clone()
             }
             (Client::Ip(ip), []) => {
@@ -438,7 +453,7 @@ pub async fn finish(
     mut explained: Explained,
     request: ExplainRequest,
     followup: Followup,
-    reply: tokio::sync::oneshot::Sender<Explained>,
+    reply: tokio::sync::oneshot::Sender<Result<Explained, String>>,
 ) {
     if let Some(addr) = followup.listener {
         match ask_listener(addr, &request.name, request.qtype).await {
@@ -486,7 +501,7 @@ pub async fn finish(
             )),
         }
     }
-    let _ = reply.send(explained);
+    let _ = reply.send(Ok(explained));
 }
 
 fn cache_report(explained: &mut Explained, view: CacheView) {

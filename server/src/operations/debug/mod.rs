@@ -7,12 +7,15 @@
 //! control-plane loop (which owns the compiler) and back, and never reaches
 //! a serving core except to read one cache entry.
 //!
-//! What it gives away: nothing a pod could not learn through DNS already
-//! (every Service name and address in every namespace is one query away),
-//! plus the references of the objects behind an answer (kind, namespace,
-//! name, resourceVersion) and the traffic counts of `top`. It is off by
-//! default, binds loopback unless a bearer token is set, accepts no
-//! writes, and is rate-limited.
+//! What it gives away beyond what a pod could learn through DNS already
+//! (every Service name and address in every namespace is one query away):
+//! the references of the objects behind an answer (kind, namespace, name,
+//! resourceVersion); Services that `namespaces` or `labels` hide from DNS
+//! (a reason names them, and the labels reason asks the API server); how
+//! many of a Service's endpoints are not ready; and in `top`, the traffic
+//! counts with client addresses and namespaces. So it is off by default,
+//! binds loopback unless a bearer token is set, accepts no writes, and is
+//! rate-limited.
 
 mod ask;
 mod report;
@@ -139,8 +142,12 @@ fn is_object_name(text: &str) -> bool {
 /// What the endpoint asks of the control plane.
 #[derive(Debug)]
 pub enum DebugRequest {
-    /// Explain a name.
-    Explain(Box<ExplainRequest>, tokio::sync::oneshot::Sender<Explained>),
+    /// Explain a name: the report, or why it cannot be made (a `--from`
+    /// pod kubewire does not hold).
+    Explain(
+        Box<ExplainRequest>,
+        tokio::sync::oneshot::Sender<Result<Explained, String>>,
+    ),
     /// The cores' top-k, merged.
     Top(tokio::sync::oneshot::Sender<TopReport>),
 }
@@ -297,7 +304,8 @@ pub fn debug_router(state: DebugState) -> axum::Router {
             .ask(|reply| DebugRequest::Explain(Box::new(request), reply))
             .await
         {
-            Ok(explained) => axum::Json(explained).into_response(),
+            Ok(Ok(explained)) => axum::Json(explained).into_response(),
+            Ok(Err(unknown)) => (StatusCode::NOT_FOUND, format!("{unknown}\n")).into_response(),
             Err(refused) => refused.into_response(),
         }
     }

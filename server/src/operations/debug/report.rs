@@ -440,7 +440,7 @@ impl std::fmt::Display for TopReport {
             for ns in &self.namespaces {
                 writeln!(
                     f,
-                    "  {}: {:.0}% of queries ({:.1}/s), {:.0}% of them search-path misses; autopath would save about {:.1} queries a second",
+                    "  namespace {}: {:.0}% of queries ({:.1}/s), {:.0}% of them search-path misses; autopath would save about {:.1} queries a second",
                     ns.namespace,
                     ns.share * 100.0,
                     ns.queries_per_second,

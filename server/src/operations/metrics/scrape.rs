@@ -31,10 +31,11 @@ pub struct Scrape {
     pub autopath: bool,
     /// dnstap events dropped; `None` when dnstap is off.
     pub dnstap_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
-    /// `kubewire top`'s counts, for the top namespaces' gauge (at most
-    /// [`TOP_NAMESPACES`] series); empty when
-    /// the debug endpoint is off.
-    pub top: Vec<crate::operations::top::Published>,
+    /// The top namespaces' query rates (at most [`TOP_NAMESPACES`] series),
+    /// as the control plane last placed them; `None` when the debug
+    /// endpoint (and so `kubewire top`'s counting) is off.
+    #[allow(clippy::disallowed_types)] // written every few seconds, read per scrape
+    top_namespaces: Option<std::sync::Mutex<Vec<(String, f64)>>>,
 }
 
 /// Namespaces in the top namespaces' gauge: a bounded set of series.
@@ -73,14 +74,25 @@ impl Scrape {
             control,
             autopath: false,
             dnstap_dropped: None,
-            top: Vec::new(),
+            top_namespaces: None,
         }
     }
 
-    /// Exports the top namespaces' query rates too.
-    pub fn with_top(mut self, top: Vec<crate::operations::top::Published>) -> Scrape {
-        self.top = top;
+    /// Exports the top namespaces' query rates too (when `kubewire top`
+    /// counts).
+    pub fn with_top(mut self, on: bool) -> Scrape {
+        self.top_namespaces = on.then(Default::default);
         self
+    }
+
+    /// The top namespaces' query rates for the next scrapes, largest first.
+    pub fn set_top_namespaces(&self, mut rates: Vec<(String, f64)>) {
+        rates.truncate(TOP_NAMESPACES);
+        if let Some(held) = &self.top_namespaces {
+            *held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
+        }
     }
 
     /// Exports `coredns_dnstap_dropped_total` too.
@@ -509,16 +521,18 @@ impl Scrape {
             )?;
             ConstCounter::new(read(dropped)).encode(family)?;
         }
-        if !self.top.is_empty() {
+        if let Some(held) = &self.top_namespaces {
             let mut family = encoder.encode_descriptor(
                 "kubewire_top_namespace_queries_per_second",
-                "Queries a second from the pods of the namespaces that send the most (at most 10, from a sample of the queries over the last one to two minutes; known when autopath is on).",
+                "Queries a second from the pods of the namespaces that send the most (at most 10, from a sample of the queries over the last one to two minutes, placed by the pod index every 2 s; pods must be watched: autopath, or pods verified).",
                 None,
                 MetricType::Gauge,
             )?;
-            for (namespace, rate) in
-                crate::operations::top::top_namespaces(&self.top, TOP_NAMESPACES)
-            {
+            let rates = held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for (namespace, rate) in rates {
                 let labels = [("namespace", namespace.as_str())];
                 ConstGauge::new(rate).encode(family.encode_family(&labels)?)?;
             }

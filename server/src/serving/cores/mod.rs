@@ -269,8 +269,7 @@ impl Shared {
         let table = self.table.borrow();
         let ip = client.map(|c| c.ip());
         let namespace = ip.and_then(|ip| table.client_namespace(ip));
-        top.borrow_mut()
-            .record(query, ip, namespace, rcode, table.zones());
+        top.borrow_mut().record(query, ip, namespace, rcode, &table);
     }
 
     /// Whether `kubewire top` counts this query (one in a few, at random).
