@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::upstream::Upstream;
+use common::upstream::{Behaviour, Upstream};
 use common::*;
 use hickory_proto::rr::RecordType;
 use kubewire::operations::debug::Explained;
@@ -393,6 +393,62 @@ fn a_forwarded_names_cache_entry_ages() {
     let later = explain(debug, "name=aging.example.test").cache.unwrap();
     assert!(later.age_s.unwrap() >= cache.age_s.unwrap() + 2);
     assert!(later.ttl_left_s.unwrap() <= cache.ttl_left_s.unwrap() - 2);
+}
+
+#[test]
+fn a_stale_entry_its_prefetch_count_and_a_down_upstream_are_told() {
+    let dir = tempdir("explain-stale");
+    let upstream = Upstream::start();
+    let config = dir.join("kubewire.toml");
+    std::fs::write(
+        &config,
+        "[forward]\ntimeout_ms = 200\nmax_attempts = 1\nmax_fails = 1\n\
+         [cache]\nmin_ttl_s = 1\nmax_ttl_s = 1\nserve_stale_s = 60\nprefetch_amount = 100\n",
+    )
+    .unwrap();
+    let manifests = dir.join("cluster.yaml");
+    std::fs::write(&manifests, CLUSTER).unwrap();
+    // One core: the entry, its refresh and the upstream's health are its.
+    let mut server = Server::start(&[
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--forward",
+        &upstream.addr.to_string(),
+        "--debug-addr",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+    ]);
+    let debug = server.http_addr("debug");
+    for _ in 0..3 {
+        assert_eq!(rcode(&server.udp("stale.example.test", RecordType::A)), 0);
+    }
+    let fresh = explain(debug, "name=stale.example.test").cache.unwrap();
+    // A miss, then two hits towards prefetch's 100.
+    assert!(fresh.cached && !fresh.stale && fresh.hits == 2, "{fresh:?}");
+    assert!(!fresh.refreshing && !fresh.would_go_upstream, "{fresh:?}");
+
+    // The upstream goes silent; the entry expires and is served stale while
+    // its refresh times out, and the upstream is marked down.
+    upstream.set(Behaviour::Drop);
+    std::thread::sleep(Duration::from_millis(1300));
+    let reply = server.udp("stale.example.test", RecordType::A);
+    assert_eq!(answers(&reply), ["stale.example.test. A 192.0.2.1"]);
+    let mut told = None;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let cache = explain(debug, "name=stale.example.test").cache.unwrap();
+        if cache.upstreams.iter().any(|u| u.down) {
+            told = Some(cache);
+            break;
+        }
+    }
+    let stale = told.expect("the upstream told as down");
+    assert!(stale.cached && stale.stale, "{stale:?}");
+    assert!(stale.ttl_left_s.unwrap() <= 0, "{stale:?}");
+    assert_eq!(stale.upstreams[0].upstream, upstream.addr.to_string());
 }
 
 #[test]
