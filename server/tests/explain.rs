@@ -103,34 +103,43 @@ fn web(resource_version: &str, ip: &str) -> String {
 /// pods, autopath, `ignore_empty_service`, namespace and label filters,
 /// and `upstream` behind; `extra` is more of the config file.
 fn start(dir: &Path, upstream: &Upstream, extra: &str) -> (Server, SocketAddr) {
-    let config = dir.join("kubewire.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("web.yaml"), web("100", "10.96.5.5")).unwrap();
+    let mut server = serve(
+        dir,
+        upstream,
+        &format!(
             "[kubernetes]\nautopath = true\nautopath_resolv_conf = \"\"\npods = \"verified\"\n\
              ignore_empty_service = true\nnamespaces = [\"default\", \"team\", \"other\"]\n\
              labels = \"dns=served\"\n{extra}"
         ),
-    )
-    .unwrap();
+        "2",
+    );
+    let debug = server.http_addr("debug");
+    (server, debug)
+}
+
+/// Serves `CLUSTER` (and whatever else `dir/manifests` holds) with
+/// `config`, forwarding to `upstream`, on `cores`, with the debug endpoint.
+fn serve(dir: &Path, upstream: &Upstream, config: &str, cores: &str) -> Server {
+    let config_path = dir.join("kubewire.toml");
+    std::fs::write(&config_path, config).unwrap();
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     std::fs::write(manifests.join("cluster.yaml"), CLUSTER).unwrap();
-    std::fs::write(manifests.join("web.yaml"), web("100", "10.96.5.5")).unwrap();
-    let mut server = Server::start(&[
+    Server::start(&[
         "--manifests",
         manifests.to_str().unwrap(),
         "--config",
-        config.to_str().unwrap(),
+        config_path.to_str().unwrap(),
         "--forward",
         &upstream.addr.to_string(),
         "--debug-addr",
         "127.0.0.1:0",
         "--cores",
-        "2",
-    ]);
-    let debug = server.http_addr("debug");
-    (server, debug)
+        cores,
+    ])
 }
 
 fn explain(debug: SocketAddr, query: &str) -> Explained {
@@ -399,28 +408,14 @@ fn a_forwarded_names_cache_entry_ages() {
 fn a_stale_entry_its_prefetch_count_and_a_down_upstream_are_told() {
     let dir = tempdir("explain-stale");
     let upstream = Upstream::start();
-    let config = dir.join("kubewire.toml");
-    std::fs::write(
-        &config,
+    // One core: the entry, its refresh and the upstream's health are its.
+    let mut server = serve(
+        &dir,
+        &upstream,
         "[forward]\ntimeout_ms = 200\nmax_attempts = 1\nmax_fails = 1\n\
          [cache]\nmin_ttl_s = 1\nmax_ttl_s = 1\nserve_stale_s = 60\nprefetch_amount = 100\n",
-    )
-    .unwrap();
-    let manifests = dir.join("cluster.yaml");
-    std::fs::write(&manifests, CLUSTER).unwrap();
-    // One core: the entry, its refresh and the upstream's health are its.
-    let mut server = Server::start(&[
-        "--manifests",
-        manifests.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--forward",
-        &upstream.addr.to_string(),
-        "--debug-addr",
-        "127.0.0.1:0",
-        "--cores",
         "1",
-    ]);
+    );
     let debug = server.http_addr("debug");
     for _ in 0..3 {
         assert_eq!(rcode(&server.udp("stale.example.test", RecordType::A)), 0);
@@ -646,23 +641,7 @@ fn top_finds_a_known_mix_of_namespaces_and_search_path_misses() {
     let upstream = Upstream::start();
     // Without autopath, search-path misses are NXDOMAIN, and clients get
     // their namespace from the control plane's pod index.
-    let config = dir.join("kubewire.toml");
-    std::fs::write(&config, "[kubernetes]\npods = \"verified\"\n").unwrap();
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    std::fs::write(manifests.join("cluster.yaml"), CLUSTER).unwrap();
-    let mut server = Server::start(&[
-        "--manifests",
-        manifests.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--forward",
-        &upstream.addr.to_string(),
-        "--debug-addr",
-        "127.0.0.1:0",
-        "--cores",
-        "2",
-    ]);
+    let mut server = serve(&dir, &upstream, "[kubernetes]\npods = \"verified\"\n", "2");
     let debug = server.http_addr("debug");
 
     // 5600 queries: team 3000 (two thirds of them search-path misses),
@@ -773,22 +752,7 @@ fn the_top_namespaces_gauge_is_bounded_and_follows_the_pods() {
         "pods = \"verified\"\n",
     ] {
         let dir = tempdir("explain-gauge");
-        let config = dir.join("kubewire.toml");
-        std::fs::write(&config, format!("[kubernetes]\n{kubernetes}")).unwrap();
-        let manifests = dir.join("cluster.yaml");
-        std::fs::write(&manifests, CLUSTER).unwrap();
-        let mut server = Server::start(&[
-            "--manifests",
-            manifests.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--forward",
-            &upstream.addr.to_string(),
-            "--debug-addr",
-            "127.0.0.1:0",
-            "--cores",
-            "2",
-        ]);
+        let mut server = serve(&dir, &upstream, &format!("[kubernetes]\n{kubernetes}"), "2");
         let metrics = server.http_addr("metrics");
         load_from(&server, "127.0.0.2", "api.team.svc.cluster.local", 1000);
         load_from(&server, "127.0.0.3", "web.other.svc.cluster.local", 500);
