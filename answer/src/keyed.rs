@@ -13,6 +13,16 @@ pub trait HasKey {
     fn key(&self) -> &Self::Key;
 }
 
+/// A boxed value is filed under its value's key: a table of boxes keeps
+/// its empty slots (an eighth or more of it, and up to half after it grew)
+/// at a pointer's size, not a model's.
+impl<T: HasKey + ?Sized> HasKey for Box<T> {
+    type Key = T::Key;
+    fn key(&self) -> &T::Key {
+        (**self).key()
+    }
+}
+
 /// Values by their own key.
 #[derive(Clone)]
 pub struct KeyedTable<T> {

@@ -466,6 +466,7 @@ impl Compiler {
                     let mut services: Vec<&ServiceModel> = self
                         .services
                         .iter()
+                        .map(|s| &**s)
                         .filter(|s| s.key.namespace == *namespace)
                         .collect();
                     services.sort_by(|a, b| a.key.cmp(&b.key));

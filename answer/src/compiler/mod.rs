@@ -164,8 +164,9 @@ pub struct ObjectCounts {
 #[derive(Debug)]
 pub struct Compiler {
     settings: Settings,
-    services: KeyedTable<ServiceModel>,
-    slices: KeyedTable<SliceModel>,
+    /// Boxed, as are slices and imports: see `HasKey for Box`.
+    services: KeyedTable<Box<ServiceModel>>,
+    slices: KeyedTable<Box<SliceModel>>,
     /// Slices with an endpoint at one of our own addresses, and their
     /// Service: what answers for `ns.dns.<zone>`.
     fronting: BTreeMap<ObjectKey, ObjectKey>,
@@ -173,7 +174,7 @@ pub struct Compiler {
     /// B-tree set cost 280 bytes a service).
     slices_by_service: Map<ObjectKey, Vec<Box<str>>>,
     /// ServiceImports (`multicluster`).
-    imports: KeyedTable<ImportModel>,
+    imports: KeyedTable<Box<ImportModel>>,
     /// Slice names by ServiceImport, sorted.
     slices_by_import: Map<ObjectKey, Vec<Box<str>>>,
     /// Services per namespace: `<ns>.svc` exists while any does.
@@ -374,8 +375,8 @@ impl Compiler {
         match object {
             Object::Service(service) => {
                 let key = service.key.clone();
-                if self.services.get(&key) != Some(&service) {
-                    if self.services.insert(service).is_none() {
+                if self.services.get(&key).map(|held| &**held) != Some(&service) {
+                    if self.services.insert(Box::new(service)).is_none() {
                         self.count_service(&key.namespace, true);
                     }
                     if self.is_name_server(&key) {
@@ -386,7 +387,7 @@ impl Compiler {
             }
             Object::Slice(slice) => {
                 let key = slice.key.clone();
-                let old = self.slices.get(&key);
+                let old = self.slices.get(&key).map(|held| &**held);
                 if old == Some(&slice) {
                     return;
                 }
@@ -414,12 +415,12 @@ impl Compiler {
                     link_slice(&mut self.slices_by_import, &import_key, &key.name);
                     self.dirty_units.insert(Unit::Import(import_key));
                 }
-                self.slices.insert(slice);
+                self.slices.insert(Box::new(slice));
             }
             Object::Import(import) => {
-                if self.imports.get(&import.key) != Some(&import) {
+                if self.imports.get(&import.key).map(|held| &**held) != Some(&import) {
                     self.dirty_units.insert(Unit::Import(import.key.clone()));
-                    self.imports.insert(import);
+                    self.imports.insert(Box::new(import));
                 }
             }
             Object::Pod(pod) => self.pods.upsert(&pod),

@@ -331,6 +331,7 @@ impl Compiler {
             .filter_map(|name| {
                 self.slices
                     .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
+                    .map(|slice| &**slice)
             })
             .collect()
     }
