@@ -304,6 +304,8 @@ struct Kubewire {
     child: Child,
     addr: SocketAddr,
     lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    /// The kubeconfig's directory, removed when the server stops.
+    dir: Option<PathBuf>,
 }
 
 impl Kubewire {
@@ -319,7 +321,9 @@ impl Kubewire {
         let kubeconfig = kubeconfig.to_string_lossy().into_owned();
         let mut args = vec!["--kubeconfig", kubeconfig.as_str()];
         args.extend_from_slice(extra);
-        Kubewire::spawn(binary, &args, rust_log)
+        let (mut kubewire, started) = Kubewire::spawn(binary, &args, rust_log)?;
+        kubewire.dir = Some(dir);
+        Ok((kubewire, started))
     }
 
     fn spawn(binary: &PathBuf, args: &[&str], rust_log: &str) -> Result<(Kubewire, Instant)> {
@@ -360,7 +364,15 @@ impl Kubewire {
                 }
             }
         });
-        Ok((Kubewire { child, addr, lines }, started))
+        Ok((
+            Kubewire {
+                child,
+                addr,
+                lines,
+                dir: None,
+            },
+            started,
+        ))
     }
 
     fn wait_for(&self, needle: &str, timeout: Duration) -> Result<(Instant, String)> {
@@ -409,6 +421,9 @@ impl Drop for Kubewire {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
