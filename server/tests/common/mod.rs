@@ -163,6 +163,14 @@ impl Server {
         );
     }
 
+    /// Every log line so far, for a failure's message.
+    pub fn log_so_far(&mut self) -> String {
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
     /// Waits for the process to exit and returns its status and whole log.
     pub fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + timeout;
