@@ -27,8 +27,12 @@ current binary (`kubewire-aa`), whose ratio to `kubewire` is the run's noise.
 kubewire's socket opens per 1000 forwarded queries are read from its
 `coredns_proxy_conn_cache_{hits,misses}_total` after the run.
 
+With --udp-io MODE, kubewire (and kubewire-aa) serve with `dns.udp_io = MODE`
+(`io_uring` carries the upstream sockets on the core's ring too); the
+baseline keeps the default unless --baseline-udp-io says otherwise.
+
 Usage: python3 bench/compare_forwarders.py [--rate 20000] [--seconds 5] [--rounds 3]
-           [--cache] [--baseline PATH] [--aa]
+           [--cache] [--baseline PATH] [--aa] [--udp-io MODE] [--baseline-udp-io MODE]
 Needs root on first run: installs unbound and dnsdist from Debian.
 """
 
@@ -64,6 +68,10 @@ def main():
                     help="a kubewire binary from before a change, run as kubewire-before")
     ap.add_argument("--aa", action="store_true",
                     help="a second copy of the current kubewire, as kubewire-aa")
+    ap.add_argument("--udp-io", default="",
+                    help="dns.udp_io for kubewire and kubewire-aa (batched, glommio, io_uring)")
+    ap.add_argument("--baseline-udp-io", default="",
+                    help="dns.udp_io for kubewire-before")
     args = ap.parse_args()
     ensure_sbin_tools(["unbound", "dnsdist"])
     release = ROOT / "target" / "release"
@@ -100,7 +108,11 @@ forward-zone:
 """)
     # No cache anywhere, or every cache on and every name new: this
     # measures a forwarded miss.
-    (work / "kubewire.toml").write_text("" if args.cache else "[cache]\nenabled = false\n")
+    def kubewire_config(udp_io):
+        text = "" if args.cache else "[cache]\nenabled = false\n"
+        return text + (f'[dns]\nudp_io = "{udp_io}"\n' if udp_io else "")
+    (work / "kubewire.toml").write_text(kubewire_config(args.udp_io))
+    (work / "kubewire-before.toml").write_text(kubewire_config(args.baseline_udp_io))
     packet_cache = ('pc = newPacketCache(100000)\ngetPool(""):setCache(pc)\n'
                     if args.cache else "")
     (work / "dnsdist.conf").write_text(f"""setLocal("127.0.0.1:5303")
@@ -123,12 +135,13 @@ setSecurityPollSuffix("")
                                   "--metrics-addr", ""], work)
         procs["null"] = start("null", "0", [str(release / "kubewire-null-responder"),
                               "127.0.0.1:5300", "0"], work)
-        def forwarder(binary, port, metrics_port):
+        def forwarder(name, binary, port, metrics_port):
+            config = "kubewire-before.toml" if name == "kubewire-before" else "kubewire.toml"
             return [binary, "--manifests", str(work / "empty.json"), "--zone",
                     "kubewire.internal", "--cores", "0-0", "--listen", f"127.0.0.1:{port}",
                     "--forward", UPSTREAM, "--health-addr", "", "--ready-addr", "",
                     "--metrics-addr", f"127.0.0.1:{metrics_port}", "--config",
-                    str(work / "kubewire.toml")]
+                    str(work / config)]
         kubewires = [("kubewire", str(release / "kubewire"), 5301, 9161)]
         if args.baseline:
             kubewires.append(("kubewire-before", args.baseline, 5305, 9162))
@@ -137,7 +150,7 @@ setSecurityPollSuffix("")
             shutil.copy(release / "kubewire", work / "kubewire-aa")
             kubewires.append(("kubewire-aa", str(work / "kubewire-aa"), 5306, 9163))
         for name, binary, port, metrics_port in kubewires:
-            procs[name] = start(name, "0", forwarder(binary, port, metrics_port), work)
+            procs[name] = start(name, "0", forwarder(name, binary, port, metrics_port), work)
         procs["unbound"] = start("unbound", "0", ["unbound", "-d", "-c", str(work / "unbound.conf")], work)
         procs["dnsdist"] = start("dnsdist", "0", ["dnsdist", "--supervised", "--disable-syslog", "-C",
                                  str(work / "dnsdist.conf")], work)

@@ -757,6 +757,15 @@ fn spoof(raw: &socket2::Socket, from_port: u16, to_port: u16, payload: &[u8]) {
 
 #[test]
 fn forged_answers_to_every_kept_source_port_are_refused_while_queries_wait() {
+    forged_answers_are_refused("batched");
+}
+
+#[test]
+fn forged_answers_are_refused_where_upstream_sockets_ride_on_the_io_uring() {
+    forged_answers_are_refused("io_uring");
+}
+
+fn forged_answers_are_refused(udp_io: &str) {
     // Upstream queries leave from a few kept sockets. While real queries
     // wait on them, a spoofer who knows every port in use, every question
     // asked and the upstream's address floods each port with forged
@@ -769,7 +778,17 @@ fn forged_answers_to_every_kept_source_port_are_refused_while_queries_wait() {
         "forward-config",
         "[cache]\nenabled = false\n[forward]\ntimeout_ms = 3000\n",
     );
-    let mut server = forwarding(&[&upstream], &["--config", config.as_str(), "--cores", "1"]);
+    let mut server = forwarding(
+        &[&upstream],
+        &[
+            "--config",
+            config.as_str(),
+            "--cores",
+            "1",
+            "--udp-io",
+            udp_io,
+        ],
+    );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))

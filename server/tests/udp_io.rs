@@ -129,27 +129,59 @@ fn a_slow_upstream_reply_is_relayed_while_the_io_uring_path_keeps_answering() {
     assert_eq!(answers(&reply), ["slow.example.com. A 192.0.2.1"]);
 }
 
+#[cfg(target_arch = "x86_64")]
+const LOAD_WORD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+#[cfg(target_arch = "x86_64")]
+const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+#[cfg(target_arch = "x86_64")]
+const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+#[cfg(target_arch = "x86_64")]
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+#[cfg(target_arch = "x86_64")]
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+
+#[cfg(target_arch = "x86_64")]
+fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
 /// A classic BPF seccomp filter: `io_uring_register(fd, IORING_REGISTER_PBUF_RING, …)`
 /// fails with EPERM, as under a profile that refuses the call; every other
 /// call, glommio's own rings included, is allowed.
 #[cfg(target_arch = "x86_64")]
 fn refuse_buffer_rings() -> std::io::Result<()> {
-    const LOAD_WORD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
     const IO_URING_REGISTER: u32 = 427;
     const REGISTER_PBUF_RING: u32 = 22;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let program = [
+    install(&[
         op(LOAD_WORD, 0, 0, 0), // the syscall number
         op(JUMP_IF_EQUAL, 0, 3, IO_URING_REGISTER),
         op(LOAD_WORD, 0, 0, 24), // the low half of its second argument
         op(JUMP_IF_EQUAL, 0, 1, REGISTER_PBUF_RING),
         op(RETURN, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32),
         op(RETURN, 0, 0, SECCOMP_RET_ALLOW),
-    ];
+    ])
+}
+
+/// A seccomp filter under which every datagram system call fails with
+/// EPERM: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `recvmmsg`,
+/// and `sendmmsg`. Only io_uring can move a datagram then.
+#[cfg(target_arch = "x86_64")]
+fn refuse_datagram_calls() -> std::io::Result<()> {
+    const REFUSED: [u32; 6] = [44, 45, 46, 47, 299, 307];
+    let mut program = vec![op(LOAD_WORD, 0, 0, 0)];
+    for (i, &call) in REFUSED.iter().enumerate() {
+        // Equal: jump over the remaining tests and the allow, to the refusal.
+        program.push(op(JUMP_IF_EQUAL, (REFUSED.len() - i) as u8, 0, call));
+    }
+    program.push(op(RETURN, 0, 0, SECCOMP_RET_ALLOW));
+    program.push(op(RETURN, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    install(&program)
+}
+
+/// Installs a seccomp filter program on the calling thread (and what it
+/// runs next).
+#[cfg(target_arch = "x86_64")]
+fn install(program: &[libc::sock_filter]) -> std::io::Result<()> {
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_ptr().cast_mut(),
@@ -216,4 +248,48 @@ fn a_kernel_refusing_the_ring_falls_back_to_recvmmsg_with_one_log_line() {
         .filter(|l| l.contains(FALLBACK_LINE))
         .count();
     assert_eq!(fallbacks, 1, "{:?}", server.seen);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_forwarded_miss_on_the_io_uring_path_makes_no_datagram_system_call() {
+    // The upstream queries, their replies and the clients' replies all ride
+    // on the core's ring: under a filter that refuses every datagram system
+    // call, forwarded names are still answered, and cluster names too.
+    let upstream = Upstream::start();
+    let to = upstream.addr.to_string();
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = Server::spawn_with(
+        &[
+            "--demo",
+            "--cores",
+            "1",
+            "--forward",
+            to.as_str(),
+            "--udp-io",
+            "io_uring",
+        ],
+        addr,
+        |command| {
+            use std::os::unix::process::CommandExt;
+            #[allow(unsafe_code)]
+            // SAFETY: the closure only makes two prctl calls, which are
+            // async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(refuse_datagram_calls)
+            };
+        },
+    );
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    for i in 0..40 {
+        let name = format!("ring{i}.example.com");
+        let reply = server.udp(&name, RecordType::A);
+        assert_eq!(answers(&reply), [format!("{name}. A 192.0.2.1")]);
+        assert_eq!(
+            answers(&server.udp("kubernetes.default.svc.cluster.local", RecordType::A)),
+            ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+        );
+    }
+    assert!(upstream.queries() >= 40, "{}", upstream.queries());
+    assert!(!server.logged(FALLBACK_LINE, Duration::from_millis(200)));
 }

@@ -12,6 +12,11 @@
 //!   datagrams), or [`UdpRing::flush`] where waiting is done elsewhere.
 //! - A thread that also runs other work parks on an eventfd the ring signals
 //!   ([`UdpRing::notifier`], [`UdpRing::park`]).
+//! - Other sockets can be received on in the same ring ([`UdpRing::watch`]:
+//!   a forwarder's upstream sockets), with buffers of their own, and any
+//!   socket can send through it ([`UdpRing::send_to`]), so that a forwarded
+//!   query's send, its reply and the client's reply all ride on the
+//!   `io_uring_enter` the loop makes anyway.
 //!
 //! With `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1) the kernel does the
 //! receive work of all datagrams that arrived since the last turn in that
@@ -39,6 +44,15 @@ const RECEIVE: u64 = u64::MAX;
 const CANCEL: u64 = u64::MAX - 1;
 /// `user_data` of the tick ([`UdpRing::arm_tick`]).
 const TICK: u64 = u64::MAX - 2;
+/// The buffer group of the watched sockets' receives.
+const WATCHED_GROUP: u16 = 1;
+/// `user_data` of a watched socket's receive: this bit, and its index.
+/// (Send slots are below it, and the constants above are matched first.)
+const WATCHED: u64 = 1 << 40;
+/// Bytes per receive buffer of a watched socket: the kernel's header, the
+/// sender's address, and a datagram of more than 4096 bytes; a longer one
+/// is passed on marked truncated.
+pub const WATCHED_BUFFER_LEN: usize = 4096 + 128;
 
 /// How a ring is sized and set up.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +70,9 @@ pub struct Options {
     pub defer_taskrun: bool,
     /// How replies leave.
     pub send: SendPath,
+    /// Receive buffers shared by the watched sockets ([`UdpRing::watch`]);
+    /// 0 for none (then nothing can be watched). A power of two.
+    pub watched_buffers: u16,
 }
 
 /// How a ring's replies leave.
@@ -79,6 +96,7 @@ impl Default for Options {
             reply_len: 1232,
             defer_taskrun: true,
             send: SendPath::Ring,
+            watched_buffers: 0,
         }
     }
 }
@@ -133,6 +151,23 @@ pub struct Turn {
     pub replied: usize,
     /// Whether the tick ([`UdpRing::arm_tick`]) fired.
     pub ticked: bool,
+    /// Datagrams received on watched sockets and handed on.
+    pub watched: usize,
+}
+
+/// A socket the ring receives on beside its own ([`UdpRing::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch(u32);
+
+/// A watched socket's multishot receive.
+#[derive(Debug)]
+struct Watched {
+    fd: RawFd,
+    /// Its receive is in the kernel: until its last completion is reaped,
+    /// the slot is not reused.
+    armed: bool,
+    /// Not unwatched: re-armed when its receive ends.
+    wanted: bool,
 }
 
 /// A UDP socket's io_uring. The socket must outlive it.
@@ -142,6 +177,9 @@ pub struct UdpRing {
     ring: IoUring,
     socket: RawFd,
     buffers: ProvidedBuffers,
+    /// The watched sockets' buffers; `None` when none may be watched.
+    watched_buffers: Option<ProvidedBuffers>,
+    watched: Vec<Watched>,
     receive_header: Box<[libc::msghdr]>,
     sends: SendSlots,
     armed: bool,
@@ -195,24 +233,24 @@ impl UdpRing {
             other => other,
         }
         .map_err(failed("io_uring_setup"))?;
-        let buffers = ProvidedBuffers::new(buffers)?;
-        // SAFETY: the entries live in `buffers`, which outlives the ring's
-        // use of them (see `Drop`).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                buffers.entries as u64,
-                buffers.count,
-                BUFFER_GROUP,
-                0,
-            )
-        }
-        .map_err(failed("registering a provided-buffer ring"))?;
+        let buffers = ProvidedBuffers::new(buffers, RECEIVE_BUFFER_LEN)?;
+        buffers.register(&ring, BUFFER_GROUP)?;
+        let watched_buffers = match options.watched_buffers {
+            0 => None,
+            count => {
+                let watched = ProvidedBuffers::new(count.next_power_of_two(), WATCHED_BUFFER_LEN)?;
+                watched.register(&ring, WATCHED_GROUP)?;
+                Some(watched)
+            }
+        };
         let mut receive_header: Box<[libc::msghdr]> = zeroed(1);
         receive_header[0].msg_namelen = NAME_LEN as libc::socklen_t;
         let mut ring = UdpRing {
             ring,
             socket: socket.as_raw_fd(),
             buffers,
+            watched_buffers,
+            watched: Vec::new(),
             receive_header,
             sends: SendSlots::new(usize::from(options.send_slots.max(1)), options.reply_len),
             armed: false,
@@ -229,6 +267,12 @@ impl UdpRing {
             ring.buffers.provide(bid);
         }
         ring.buffers.publish();
+        if let Some(watched) = &mut ring.watched_buffers {
+            for bid in 0..watched.count {
+                watched.provide(bid);
+            }
+            watched.publish();
+        }
         ring.arm();
         ring.flush()?;
         Ok(ring)
@@ -278,7 +322,18 @@ impl UdpRing {
     /// without multishot `recvmsg`): the caller should use another path.
     pub fn process(
         &mut self,
+        answer: impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+    ) -> Result<Turn, RingError> {
+        self.process_with(answer, |_, _, _, _| {})
+    }
+
+    /// As [`UdpRing::process`], and each datagram received on a watched
+    /// socket goes to `watched` with the socket's [`Watch`], its bytes,
+    /// whether it was cut short (longer than a buffer), and its sender.
+    pub fn process_with(
+        &mut self,
         mut answer: impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+        mut watched: impl FnMut(Watch, &[u8], bool, Peer<'_>),
     ) -> Result<Turn, RingError> {
         let mut turn = Turn::default();
         // Completions are copied out in chunks (they are 16 bytes each), so
@@ -295,7 +350,11 @@ impl UdpRing {
                 break;
             }
             for &(user_data, result, flags) in &chunk[..taken] {
-                self.complete(user_data, result, flags, &mut answer, &mut turn)?;
+                if user_data & WATCHED != 0 && user_data < TICK {
+                    self.complete_watched(user_data, result, flags, &mut watched, &mut turn);
+                } else {
+                    self.complete(user_data, result, flags, &mut answer, &mut turn)?;
+                }
             }
         }
         self.buffers.publish();
@@ -303,7 +362,171 @@ impl UdpRing {
             self.stats.rearmed += 1;
             self.arm();
         }
+        if let Some(buffers) = &self.watched_buffers {
+            buffers.publish();
+        }
+        for index in 0..self.watched.len() {
+            let socket = &self.watched[index];
+            if socket.wanted && !socket.armed && !self.closing {
+                self.stats.rearmed += 1;
+                self.arm_watched(index);
+            }
+        }
         Ok(turn)
+    }
+
+    /// Receives on `socket` too, until [`UdpRing::unwatch`]: each datagram
+    /// goes to [`UdpRing::process_with`]'s `watched`. `None` when the ring
+    /// was made without watched buffers. The kernel holds the socket open
+    /// until it is unwatched, even if its descriptor is closed.
+    pub fn watch(&mut self, socket: RawFd) -> Option<Watch> {
+        self.watched_buffers.as_ref()?;
+        let index = match self.watched.iter().position(|w| !w.armed && !w.wanted) {
+            Some(index) => index,
+            None => {
+                self.watched.push(Watched {
+                    fd: socket,
+                    armed: false,
+                    wanted: false,
+                });
+                self.watched.len() - 1
+            }
+        };
+        self.watched[index] = Watched {
+            fd: socket,
+            armed: false,
+            wanted: true,
+        };
+        self.arm_watched(index);
+        Some(Watch(index as u32))
+    }
+
+    /// Stops receiving on a watched socket: its receive is cancelled, and
+    /// nothing more of it is handed on.
+    pub fn unwatch(&mut self, watch: Watch) {
+        let index = watch.0 as usize;
+        let Some(socket) = self.watched.get_mut(index) else {
+            return;
+        };
+        if !socket.wanted {
+            return;
+        }
+        socket.wanted = false;
+        if socket.armed {
+            let cancel = opcode::AsyncCancel::new(WATCHED | index as u64)
+                .build()
+                .user_data(CANCEL);
+            self.push(&cancel);
+        }
+    }
+
+    /// Whether the ring was made with buffers for watched sockets.
+    pub fn watch_capacity(&self) -> bool {
+        self.watched_buffers.is_some()
+    }
+
+    /// Sockets watched now.
+    pub fn watching(&self) -> usize {
+        self.watched.iter().filter(|w| w.wanted).count()
+    }
+
+    fn arm_watched(&mut self, index: usize) {
+        let fd = self.watched[index].fd;
+        let receive =
+            opcode::RecvMsgMulti::new(types::Fd(fd), self.receive_header.as_ptr(), WATCHED_GROUP)
+                .build()
+                .user_data(WATCHED | index as u64);
+        self.watched[index].armed = true;
+        self.push(&receive);
+    }
+
+    fn complete_watched(
+        &mut self,
+        user_data: u64,
+        result: i32,
+        flags: u32,
+        watched: &mut impl FnMut(Watch, &[u8], bool, Peer<'_>),
+        turn: &mut Turn,
+    ) {
+        let index = (user_data & !WATCHED) as usize;
+        if !cqueue::more(flags)
+            && let Some(socket) = self.watched.get_mut(index)
+        {
+            socket.armed = false;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return;
+        };
+        let wanted = self.watched.get(index).is_some_and(|w| w.wanted);
+        if let Some(buffers) = &self.watched_buffers
+            && result > 0
+            && wanted
+        {
+            let received = buffers.buffer(bid, result as usize);
+            if let Ok(message) = types::RecvMsgOut::parse(received, &self.receive_header[0])
+                && !message.is_name_data_truncated()
+            {
+                let name = message.name_data();
+                // SAFETY: all-zero bytes are a valid (unset) socket address.
+                let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                // SAFETY: `name` is at most NAME_LEN bytes, less than a
+                // sockaddr_storage, and does not overlap the local.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        name.as_ptr(),
+                        (&raw mut storage).cast::<u8>(),
+                        name.len(),
+                    );
+                }
+                let peer = Peer::new(&storage, name.len() as libc::socklen_t);
+                self.stats.received += 1;
+                turn.watched += 1;
+                watched(
+                    Watch(index as u32),
+                    message.payload_data(),
+                    message.is_payload_truncated(),
+                    peer,
+                );
+            } else {
+                self.stats.dropped += 1;
+            }
+        }
+        if let Some(buffers) = &mut self.watched_buffers {
+            buffers.provide(bid);
+        }
+    }
+
+    /// Queues `bytes` to the address in `to` (`to_len` bytes of it) on
+    /// `socket`, sent at the next enter. False, and nothing queued, when no
+    /// send slot is free or `bytes` is longer than a slot: the caller sends
+    /// it another way. `socket` must stay open until then.
+    pub fn send_to(
+        &mut self,
+        socket: RawFd,
+        bytes: &[u8],
+        to: &libc::sockaddr_storage,
+        to_len: libc::socklen_t,
+    ) -> bool {
+        let capacity = self.sends.reply_len;
+        if bytes.len() > capacity {
+            return false;
+        }
+        let Some(slot) = self.sends.free.pop() else {
+            return false;
+        };
+        self.sends.replies[slot * capacity..slot * capacity + bytes.len()].copy_from_slice(bytes);
+        self.sends.names[slot] = *to;
+        let send = opcode::Send::new(
+            types::Fd(socket),
+            self.sends.replies[slot * capacity..].as_ptr(),
+            bytes.len() as u32,
+        )
+        .dest_addr((&raw const self.sends.names[slot]).cast())
+        .dest_addr_len(to_len)
+        .build()
+        .user_data(slot as u64);
+        self.push(&send);
+        true
     }
 
     fn complete(
@@ -596,12 +819,24 @@ impl Drop for UdpRing {
         self.closing = true;
         let cancel = opcode::AsyncCancel::new(RECEIVE).build().user_data(CANCEL);
         self.push(&cancel);
+        for index in 0..self.watched.len() {
+            if self.watched[index].armed {
+                self.unwatch(Watch(index as u32));
+            }
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         // The receive is armed until its last completion (no MORE flag) is
         // reaped; each send until its completion.
-        while self.armed || self.tick_armed || self.sends.free.len() < self.sends.count {
+        while self.armed
+            || self.tick_armed
+            || self.sends.free.len() < self.sends.count
+            || self.watched.iter().any(|w| w.armed)
+        {
             if std::time::Instant::now() > deadline {
                 self.buffers.leak();
+                if let Some(watched) = &mut self.watched_buffers {
+                    watched.leak();
+                }
                 self.sends.leak();
                 std::mem::forget(std::mem::take(&mut self.receive_header));
                 return;
@@ -618,12 +853,14 @@ struct ProvidedBuffers {
     /// `count` ring entries in page-aligned memory (mmap), shared with the kernel.
     entries: *mut types::BufRingEntry,
     count: u16,
+    /// Bytes per buffer.
+    len: usize,
     tail: u16,
     memory: Box<[u8]>,
 }
 
 impl ProvidedBuffers {
-    fn new(count: u16) -> Result<ProvidedBuffers, RingError> {
+    fn new(count: u16, len: usize) -> Result<ProvidedBuffers, RingError> {
         let bytes = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: an anonymous private mapping, no pointers passed in.
         let entries = unsafe {
@@ -645,27 +882,39 @@ impl ProvidedBuffers {
         Ok(ProvidedBuffers {
             entries: entries.cast(),
             count,
+            len,
             tail: 0,
-            memory: vec![0u8; usize::from(count) * RECEIVE_BUFFER_LEN].into_boxed_slice(),
+            memory: vec![0u8; usize::from(count) * len].into_boxed_slice(),
         })
+    }
+
+    /// Registers the buffers with `ring` as buffer group `group`.
+    fn register(&self, ring: &IoUring, group: u16) -> Result<(), RingError> {
+        // SAFETY: the entries live in `self`, which the ring's owner keeps
+        // until the kernel is done with them (see `UdpRing`'s `Drop`).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(self.entries as u64, self.count, group, 0)
+        }
+        .map_err(failed("registering a provided-buffer ring"))
     }
 
     /// Buffer `bid`'s first `len` bytes, as the kernel filled them.
     fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid % self.count) * RECEIVE_BUFFER_LEN;
-        &self.memory[start..start + len.min(RECEIVE_BUFFER_LEN)]
+        let start = usize::from(bid % self.count) * self.len;
+        &self.memory[start..start + len.min(self.len)]
     }
 
     /// Gives buffer `bid` back to the kernel (seen at the next `publish`).
     fn provide(&mut self, bid: u16) {
         let bid = bid % self.count;
         let index = usize::from(self.tail & (self.count - 1));
-        let address = self.memory.as_ptr() as u64 + (usize::from(bid) * RECEIVE_BUFFER_LEN) as u64;
+        let address = self.memory.as_ptr() as u64 + (usize::from(bid) * self.len) as u64;
         // SAFETY: `index < count`, within the mapping; the kernel reads this
         // entry only once the tail below passes it.
         let entry = unsafe { &mut *self.entries.add(index) };
         entry.set_addr(address);
-        entry.set_len(RECEIVE_BUFFER_LEN as u32);
+        entry.set_len(self.len as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -752,6 +1001,7 @@ impl SendSlots {
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
 
     fn echo_turns(ring: &mut UdpRing, want: usize) -> usize {
         let mut answered = 0;
@@ -839,6 +1089,86 @@ mod tests {
             .unwrap();
         let (len, _) = client.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"\x97ello");
+    }
+
+    #[test]
+    fn a_watched_socket_receives_and_sends_through_the_ring_until_unwatched() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let options = Options {
+            watched_buffers: 4,
+            ..Options::default()
+        };
+        let mut ring = UdpRing::new(&server, options).unwrap();
+        let upstream_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let watch = ring.watch(upstream_socket.as_raw_fd()).unwrap();
+        assert_eq!(ring.watching(), 1);
+
+        // A send on the watched socket, through the ring.
+        let to = socket2::SockAddr::from(upstream.local_addr().unwrap());
+        // SAFETY: a SockAddr's storage is a sockaddr_storage.
+        let storage = unsafe { *to.as_ptr().cast::<libc::sockaddr_storage>() };
+        assert!(ring.send_to(upstream_socket.as_raw_fd(), b"query", &storage, to.len()));
+        ring.flush().unwrap();
+        let mut buf = [0u8; 16];
+        let (len, from) = upstream.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..len], from),
+            (&b"query"[..], upstream_socket.local_addr().unwrap())
+        );
+
+        // More replies than buffers, and one longer than a buffer.
+        for i in 0..6u8 {
+            upstream.send_to(&[i; 3], from).unwrap();
+        }
+        upstream
+            .send_to(&vec![9u8; WATCHED_BUFFER_LEN], from)
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            ring.submit_and_wait(Some(Duration::from_millis(10)))
+                .unwrap();
+            ring.process_with(
+                |_, _, _| None,
+                |w, bytes, truncated, peer| {
+                    assert_eq!(w, watch);
+                    assert_eq!(peer.address(), Some(upstream.local_addr().unwrap()));
+                    got.push((bytes.to_vec(), truncated));
+                },
+            )
+            .unwrap();
+            if got.len() == 7 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 7, "{got:?}");
+        for (i, (bytes, truncated)) in got[..6].iter().enumerate() {
+            assert_eq!((bytes.as_slice(), *truncated), (&[i as u8; 3][..], false));
+        }
+        assert!(
+            got[6].1,
+            "a datagram longer than a buffer is marked truncated"
+        );
+
+        // Unwatched: nothing more is handed on.
+        ring.unwatch(watch);
+        assert_eq!(ring.watching(), 0);
+        ring.flush().unwrap();
+        ring.process_with(|_, _, _| None, |_, _, _, _| panic!("unwatched"))
+            .unwrap();
+        upstream.send_to(b"late", from).unwrap();
+        for _ in 0..5 {
+            ring.submit_and_wait(Some(Duration::from_millis(10)))
+                .unwrap();
+            ring.process_with(|_, _, _| None, |_, _, _, _| panic!("unwatched"))
+                .unwrap();
+        }
+        // The slot is free for the next socket.
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(ring.watch(other.as_raw_fd()), Some(watch));
     }
 
     #[test]

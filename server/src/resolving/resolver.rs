@@ -117,7 +117,7 @@ impl Resolver {
     }
 
     /// The kept upstream sockets, for the serving loop.
-    pub fn readiness(&self) -> &Readiness {
+    pub fn readiness(&self) -> &Rc<Readiness> {
         &self.readiness
     }
 

@@ -21,6 +21,13 @@
 //! the reader of a socket that has replies: no reactor round trip per reply.
 //! When the loop parks on glommio's reactor, each reader waits there itself.
 //!
+//! On the io_uring path (`dns.udp_io = "io_uring"`) the sockets ride on the
+//! core's ring instead ([`Readiness::use_ring`]): each is armed there with a
+//! multishot receive and has no reader task; queries to the upstream are
+//! queued and leave in the serving loop's next `io_uring_enter`, and the
+//! loop hands each reply to [`Readiness::deliver`]. A forwarded miss then
+//! costs the core no system call of its own.
+//!
 //! Timeouts are not a timer per query (each would be an io_uring timeout
 //! added, and cancelled when the reply comes): one sweeper task per pool
 //! runs every [`SWEEP_TICK`] while queries wait, and fails those past their
@@ -31,6 +38,7 @@ use crate::operations::metrics::ForwardMetrics;
 use futures::channel::oneshot;
 use glommio::net::UdpSocket;
 use kubewire_udp::mmsg::{Headers, zeroed};
+use kubewire_udp::uring::{UdpRing, Watch};
 use kubewire_wire::{CheckedReply, HEADER_LEN, UpstreamError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -107,6 +115,26 @@ struct Pooled {
     kicked: Cell<bool>,
     /// Registrations so far, for [`Waiter::serial`].
     serials: Cell<u64>,
+    /// The upstream: a reply must come from it.
+    upstream: SocketAddr,
+    /// The upstream's address as the kernel takes it, for the ring's sends.
+    upstream_raw: (libc::sockaddr_storage, libc::socklen_t),
+    metrics: Option<Arc<ForwardMetrics>>,
+    /// On the ring: the core's wiring, and the socket's receive there once
+    /// armed.
+    ring: Option<Rc<Readiness>>,
+    watch: Cell<Option<Watch>>,
+}
+
+impl Drop for Pooled {
+    /// A socket on the ring is unwatched there: the kernel holds it open
+    /// until its receive is cancelled.
+    fn drop(&mut self) {
+        if let (Some(readiness), Some(watch)) = (&self.ring, self.watch.get()) {
+            readiness.to_unwatch.borrow_mut().push(watch);
+            readiness.nudge();
+        }
+    }
 }
 
 impl Pooled {
@@ -150,6 +178,49 @@ impl Pooled {
             waker.wake();
         }
     }
+
+    /// Hands a datagram that came to this socket to the query waiting for
+    /// it, if it comes from the upstream and matches one; otherwise counts
+    /// it as mismatched. `too_large`: longer than [`MAX_UDP_REPLY`].
+    fn deliver(&self, reply: &[u8], too_large: bool, from: Option<SocketAddr>) {
+        let mismatch = || {
+            if let Some(metrics) = &self.metrics {
+                metrics.mismatched();
+            }
+        };
+        if from != Some(self.upstream) || reply.len() < HEADER_LEN {
+            mismatch();
+            return;
+        }
+        let id = u16::from_be_bytes([reply[0], reply[1]]);
+        let mut waiting = self.waiting.borrow_mut();
+        let Some(waiter) = waiting.get(&id) else {
+            mismatch();
+            return;
+        };
+        let delivery = if too_large {
+            Err(UdpError::TooLarge)
+        } else {
+            match CheckedReply::check(reply, id, &waiter.question) {
+                Ok(checked) => Ok(checked),
+                Err(error) if error.is_mismatch() => {
+                    mismatch();
+                    return;
+                }
+                Err(error) => Err(UdpError::Malformed(error)),
+            }
+        };
+        if let Some(waiter) = waiting.remove(&id) {
+            let _ = waiter.reply.send(delivery);
+        }
+    }
+}
+
+/// Wakes the serving loop when it parked with work queued for it.
+#[derive(Default)]
+struct Nudge {
+    nudged: Cell<bool>,
+    waker: Cell<Option<Waker>>,
 }
 
 /// What wakes a reader.
@@ -169,6 +240,15 @@ enum Signal {
 pub struct Readiness {
     driven: Cell<bool>,
     sockets: RefCell<Vec<std::rc::Weak<Pooled>>>,
+    /// The sockets ride on the serving loop's io_uring.
+    ring: Cell<bool>,
+    /// For the ring: sockets to arm, receives to cancel, and queries to
+    /// send (their bytes in `send_bytes`), taken by [`Readiness::feed`].
+    to_watch: RefCell<Vec<std::rc::Weak<Pooled>>>,
+    to_unwatch: RefCell<Vec<Watch>>,
+    to_send: RefCell<Vec<(Rc<Pooled>, std::ops::Range<usize>)>>,
+    send_bytes: RefCell<Vec<u8>>,
+    nudge: Nudge,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -232,7 +312,149 @@ impl Readiness {
     }
 
     fn add(&self, pooled: &Rc<Pooled>) {
-        self.sockets.borrow_mut().push(Rc::downgrade(pooled));
+        let mut sockets = self.sockets.borrow_mut();
+        sockets.retain(|pooled| pooled.strong_count() > 0);
+        sockets.push(Rc::downgrade(pooled));
+    }
+
+    /// From now on, sockets opened ride on the serving loop's ring, which
+    /// feeds them ([`Readiness::feed`]) and hands their replies on
+    /// ([`Readiness::deliver`]).
+    pub fn use_ring(&self) {
+        self.ring.set(true);
+    }
+
+    /// The ring is gone (its loop serves another way): every socket on it
+    /// gets a reader task again, and sockets opened from now on too.
+    pub fn leave_ring(self: &Rc<Self>) {
+        if !self.ring.replace(false) {
+            return;
+        }
+        self.to_watch.borrow_mut().clear();
+        self.to_unwatch.borrow_mut().clear();
+        let queued = std::mem::take(&mut *self.to_send.borrow_mut());
+        let bytes = std::mem::take(&mut *self.send_bytes.borrow_mut());
+        for (pooled, range) in queued {
+            if let Err(error) = send_to(&pooled.socket, &bytes[range], pooled.upstream) {
+                tracing::debug!(%error, upstream = %pooled.upstream, "upstream UDP query not sent");
+            }
+        }
+        let sockets: Vec<Rc<Pooled>> = self
+            .sockets
+            .borrow()
+            .iter()
+            .filter_map(std::rc::Weak::upgrade)
+            .collect();
+        for pooled in sockets {
+            if pooled.watch.take().is_some() {
+                glommio::spawn_local(read_replies(Rc::clone(&pooled), Rc::clone(self))).detach();
+            }
+        }
+    }
+
+    /// Whether the sockets ride on the ring.
+    pub fn on_ring(&self) -> bool {
+        self.ring.get()
+    }
+
+    /// Wakes the serving loop if it waits in [`Readiness::nudged`].
+    pub fn nudge(&self) {
+        self.nudge.nudged.set(true);
+        if let Some(waker) = self.nudge.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once [`Readiness::nudge`] was called since the last time.
+    pub async fn nudged(&self) {
+        std::future::poll_fn(|cx| {
+            if self.nudge.nudged.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.nudge.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Whether work was queued for the ring since the last call.
+    pub fn take_nudge(&self) -> bool {
+        self.nudge.nudged.replace(false)
+    }
+
+    /// Queues a query for the ring; it leaves in the loop's next enter.
+    fn queue_send(&self, pooled: &Rc<Pooled>, query: &[u8]) {
+        let mut bytes = self.send_bytes.borrow_mut();
+        let start = bytes.len();
+        bytes.extend_from_slice(query);
+        self.to_send
+            .borrow_mut()
+            .push((Rc::clone(pooled), start..bytes.len()));
+        drop(bytes);
+        self.nudge();
+    }
+
+    /// Hands the ring what was queued for it: sockets to arm, receives to
+    /// cancel, queries to send. A query the ring has no room for is sent
+    /// at once instead.
+    pub fn feed(self: &Rc<Self>, ring: &mut UdpRing) {
+        let to_watch = std::mem::take(&mut *self.to_watch.borrow_mut());
+        for pooled in to_watch.iter().filter_map(std::rc::Weak::upgrade) {
+            match ring.watch(pooled.socket.as_raw_fd()) {
+                Some(watch) => pooled.watch.set(Some(watch)),
+                // A ring made without room for watched sockets: read it
+                // the other way.
+                None => {
+                    glommio::spawn_local(read_replies(Rc::clone(&pooled), Rc::clone(self)))
+                        .detach();
+                }
+            }
+        }
+        let to_unwatch = std::mem::take(&mut *self.to_unwatch.borrow_mut());
+        for &watch in &to_unwatch {
+            ring.unwatch(watch);
+        }
+        let mut to_send = std::mem::take(&mut *self.to_send.borrow_mut());
+        let mut bytes = std::mem::take(&mut *self.send_bytes.borrow_mut());
+        for (pooled, range) in to_send.drain(..) {
+            let query = &bytes[range];
+            let (to, to_len) = &pooled.upstream_raw;
+            if !ring.send_to(pooled.socket.as_raw_fd(), query, to, *to_len)
+                && let Err(error) = send_to(&pooled.socket, query, pooled.upstream)
+            {
+                tracing::debug!(%error, upstream = %pooled.upstream, "upstream UDP query not sent");
+            }
+        }
+        bytes.clear();
+        // Keep the allocations for the next turn, unless more was queued
+        // meanwhile (a socket dropped above unwatches itself).
+        let mut kept = self.to_send.borrow_mut();
+        if kept.is_empty() {
+            *kept = to_send;
+        }
+        let mut kept = self.send_bytes.borrow_mut();
+        if kept.is_empty() {
+            *kept = bytes;
+        }
+    }
+
+    /// Hands a datagram the ring received on watched socket `watch` to the
+    /// query waiting for it. `truncated`: longer than the ring's buffer.
+    pub fn deliver(&self, watch: Watch, reply: &[u8], truncated: bool, from: Option<SocketAddr>) {
+        let pooled = self
+            .sockets
+            .borrow()
+            .iter()
+            .filter_map(std::rc::Weak::upgrade)
+            .find(|pooled| pooled.watch.get() == Some(watch));
+        match pooled {
+            Some(pooled) => {
+                pooled.deliver(reply, truncated || reply.len() > MAX_UDP_REPLY, from);
+            }
+            // A socket already closed: nobody waits on it.
+            None => tracing::trace!(?from, "a datagram for a closed upstream socket"),
+        }
     }
 }
 
@@ -340,7 +562,11 @@ impl UdpPool {
             id,
             serial,
         };
-        send_to(&pooled.socket, query, self.upstream).map_err(UdpError::Send)?;
+        if pooled.ring.is_some() && self.readiness.on_ring() {
+            self.readiness.queue_send(&pooled, query);
+        } else {
+            send_to(&pooled.socket, query, self.upstream).map_err(UdpError::Send)?;
+        }
         if !self.sweeping.replace(true) {
             glommio::spawn_local(Rc::clone(self).sweep()).detach();
         }
@@ -400,6 +626,7 @@ impl UdpPool {
             }
             return Ok(Rc::clone(pooled));
         }
+        let on_ring = self.readiness.on_ring();
         let pooled = Rc::new(Pooled {
             socket: open(self.upstream).map_err(UdpError::Socket)?,
             waiting: RefCell::new(HashMap::new()),
@@ -409,18 +636,26 @@ impl UdpPool {
             reader: Cell::new(None),
             kicked: Cell::new(false),
             serials: Cell::new(0),
+            upstream: self.upstream,
+            upstream_raw: raw_address(self.upstream),
+            metrics: self.metrics.clone(),
+            ring: on_ring.then(|| Rc::clone(&self.readiness)),
+            watch: Cell::new(None),
         });
         self.readiness.add(&pooled);
         if let Some(metrics) = &self.metrics {
             metrics.conn_miss(self.index, false);
         }
-        glommio::spawn_local(read_replies(
-            Rc::clone(&pooled),
-            Rc::clone(&self.readiness),
-            self.upstream,
-            self.metrics.clone(),
-        ))
-        .detach();
+        if on_ring {
+            self.readiness
+                .to_watch
+                .borrow_mut()
+                .push(Rc::downgrade(&pooled));
+            self.readiness.nudge();
+        } else {
+            glommio::spawn_local(read_replies(Rc::clone(&pooled), Rc::clone(&self.readiness)))
+                .detach();
+        }
         if slot < sockets.len() {
             let old = std::mem::replace(&mut sockets[slot], Rc::clone(&pooled));
             old.retired.set(true);
@@ -454,6 +689,24 @@ fn open(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
     // SAFETY: `fd` is the UDP socket just created, whose ownership
     // `into_raw_fd` gave up; glommio's socket takes it over and closes it.
     Ok(unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// `address` as the kernel takes it.
+fn raw_address(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let address = socket2::SockAddr::from(address);
+    // SAFETY: all-zero bytes are a valid (unset) socket address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = (address.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `address` holds `len` bytes of a socket address, `storage` has
+    // room for any, and they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            address.as_ptr().cast::<u8>(),
+            (&raw mut storage).cast::<u8>(),
+            len,
+        );
+    }
+    (storage, len as libc::socklen_t)
 }
 
 /// One `sendto`, without waiting: a full buffer is a failed attempt.
@@ -509,19 +762,10 @@ impl ReplyBatch {
 
 /// A socket's reader: hands each reply to the query waiting for it, until
 /// the socket is retired and no query waits on it.
-async fn read_replies(
-    pooled: Rc<Pooled>,
-    readiness: Rc<Readiness>,
-    upstream: SocketAddr,
-    metrics: Option<Arc<ForwardMetrics>>,
-) {
+async fn read_replies(pooled: Rc<Pooled>, readiness: Rc<Readiness>) {
     let mut batch = ReplyBatch::new();
     let mut peek = [0u8; 1];
-    let mismatch = || {
-        if let Some(metrics) = &metrics {
-            metrics.mismatched();
-        }
-    };
+    let upstream = pooled.upstream;
     loop {
         // Driven, the serving loop's `poll` watches the socket; otherwise
         // the reader waits on the reactor for a datagram, without taking it.
@@ -556,31 +800,7 @@ async fn read_replies(
             };
             for i in 0..count {
                 let (reply, from) = batch.reply(i);
-                if from != Some(upstream) || reply.len() < HEADER_LEN {
-                    mismatch();
-                    continue;
-                }
-                let id = u16::from_be_bytes([reply[0], reply[1]]);
-                let mut waiting = pooled.waiting.borrow_mut();
-                let Some(waiter) = waiting.get(&id) else {
-                    mismatch();
-                    continue;
-                };
-                let delivery = if reply.len() > MAX_UDP_REPLY {
-                    Err(UdpError::TooLarge)
-                } else {
-                    match CheckedReply::check(reply, id, &waiter.question) {
-                        Ok(checked) => Ok(checked),
-                        Err(error) if error.is_mismatch() => {
-                            mismatch();
-                            continue;
-                        }
-                        Err(error) => Err(UdpError::Malformed(error)),
-                    }
-                };
-                if let Some(waiter) = waiting.remove(&id) {
-                    let _ = waiter.reply.send(delivery);
-                }
+                pooled.deliver(reply, reply.len() > MAX_UDP_REPLY, from);
             }
             if count < READ_BATCH {
                 break;

@@ -165,6 +165,9 @@ pub struct Outbox {
     headers: RefCell<Headers>,
     /// A flush is spawned and has not run yet.
     scheduled: Cell<bool>,
+    /// Set when an io_uring loop takes the replies ([`Outbox::drain`]): a
+    /// push nudges it, and spawns no flush.
+    drained_by: RefCell<Option<Rc<crate::resolving::udp_pool::Readiness>>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -183,7 +186,32 @@ impl Outbox {
             queued: RefCell::new(Vec::new()),
             headers: RefCell::new(Headers::new(BATCH)),
             scheduled: Cell::new(false),
+            drained_by: RefCell::new(None),
         })
+    }
+
+    /// From now on an io_uring loop takes the replies ([`Outbox::drain`]);
+    /// a push wakes it through `readiness` if it is parked.
+    pub fn drained_by(&self, readiness: Rc<crate::resolving::udp_pool::Readiness>) {
+        *self.drained_by.borrow_mut() = Some(readiness);
+    }
+
+    /// Hands each queued reply and its address to `send`; those it refuses
+    /// (false: no room) leave at once in `sendmmsg` batches.
+    pub fn drain(
+        &self,
+        mut send: impl FnMut(&[u8], &libc::sockaddr_storage, libc::socklen_t) -> bool,
+    ) {
+        let mut queued = self.queued.borrow_mut();
+        if queued.is_empty() {
+            return;
+        }
+        queued.retain(|(reply, peer, peer_len)| !send(reply, peer, *peer_len));
+        let left = !queued.is_empty();
+        drop(queued);
+        if left {
+            self.flush();
+        }
     }
 
     /// Queues `reply` to `peer`; it leaves with the others of this turn.
@@ -206,6 +234,10 @@ impl Outbox {
         self.queued
             .borrow_mut()
             .push((reply, storage, len as libc::socklen_t));
+        if let Some(readiness) = &*self.drained_by.borrow() {
+            readiness.nudge();
+            return;
+        }
         if !self.scheduled.replace(true) {
             // Tasks run in the order they were woken or spawned: this one
             // runs after every task already ready, whose replies it takes.

@@ -466,23 +466,25 @@ fn start_serving(
             UdpIo::Glommio => {
                 glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach()
             }
-            UdpIo::IoUring => match uring::ring_for(&socket) {
-                Some(ring) => glommio::spawn_local(uring::serve_udp_uring(
-                    socket,
-                    shared.clone(),
-                    exclusive,
-                    listen,
-                    ring,
-                ))
-                .detach(),
-                None => glommio::spawn_local(serve_udp_batched(
-                    socket,
-                    shared.clone(),
-                    exclusive,
-                    listen,
-                ))
-                .detach(),
-            },
+            UdpIo::IoUring => {
+                match uring::ring_for(&socket, exclusive && shared.resolver.forwarder().is_some()) {
+                    Some(ring) => glommio::spawn_local(uring::serve_udp_uring(
+                        socket,
+                        shared.clone(),
+                        exclusive,
+                        listen,
+                        ring,
+                    ))
+                    .detach(),
+                    None => glommio::spawn_local(serve_udp_batched(
+                        socket,
+                        shared.clone(),
+                        exclusive,
+                        listen,
+                    ))
+                    .detach(),
+                }
+            }
         };
     }
     let connections = Rc::new(Cell::new(0usize));

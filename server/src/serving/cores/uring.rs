@@ -10,6 +10,13 @@
 //!   on glommio's reactor, the task parks on an eventfd the ring signals,
 //!   read through that reactor, so an idle core costs nothing and its other
 //!   tasks (TCP, updates, forwarded replies) run.
+//! - Where the core's only UDP socket is served here and names are
+//!   forwarded, the forwarder's kept upstream sockets ride on the same ring
+//!   (`udp_pool::Readiness::use_ring`): their queries leave, their replies
+//!   arrive and the clients' replies leave in the enters the loop makes
+//!   anyway, so a forwarded miss costs no system call of its own. The loop
+//!   then sleeps in the ring while queries wait upstream, and runs the
+//!   tasks their replies wake before it enters again.
 //! - Where the kernel refuses the ring, one log line says why and the
 //!   socket is served by the batched path.
 
@@ -26,9 +33,18 @@ use std::time::Duration;
 /// Whether the fallback has been logged: once per process, not per socket.
 static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
+/// Receive buffers for the forwarder's upstream sockets on a ring: replies
+/// taken per turn at most (4 KiB each).
+const UPSTREAM_BUFFERS: u16 = 64;
+
 /// A ring for `socket`, or `None` (logged) where the kernel refuses it.
-pub(super) fn ring_for(socket: &UdpSocket) -> Option<UdpRing> {
-    match UdpRing::new(socket, Options::default()) {
+/// `forwards`: the forwarder's upstream sockets ride on it too.
+pub(super) fn ring_for(socket: &UdpSocket, forwards: bool) -> Option<UdpRing> {
+    let options = Options {
+        watched_buffers: if forwards { UPSTREAM_BUFFERS } else { 0 },
+        ..Options::default()
+    };
+    match UdpRing::new(socket, options) {
         Ok(ring) => Some(ring),
         Err(error) => {
             log_fallback(&error);
@@ -60,6 +76,14 @@ fn log_fallback(error: &RingError) {
     );
 }
 
+/// Lets the tasks that are ready run: a query woken by its reply, then the
+/// cache's waiters behind it.
+async fn settle() {
+    for _ in 0..super::SETTLE_YIELDS {
+        glommio::executor().yield_now().await;
+    }
+}
+
 /// The eventfd a parked ring signals, as a file glommio's reactor can read.
 fn notifier(ring: &mut UdpRing) -> Result<glommio::io::BufferedFile, RingError> {
     let raw = ring.notifier()?;
@@ -89,9 +113,17 @@ pub(super) async fn serve_udp_uring(
             return serve_udp_batched(socket, shared, exclusive, listen).await;
         }
     };
+    let readiness = Rc::clone(shared.resolver.readiness());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*socket);
     // Queries of this turn the table could not finish, with their senders.
     let mut to_resolve: Vec<(Box<QueryBuf>, Work, std::net::SocketAddr)> = Vec::new();
     let outbox = Outbox::new(&socket);
+    // The forwarder's sockets and the resolved replies ride on this ring.
+    let forwards_here = exclusive && shared.resolver.forwarder().is_some() && ring.watch_capacity();
+    if forwards_here {
+        readiness.use_ring();
+        outbox.drained_by(Rc::clone(&readiness));
+    }
     // Queries of this turn picked for the query log.
     let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, Rcode)> = Vec::new();
     let mut picked_top: Vec<(Option<std::net::SocketAddr>, Vec<u8>, Rcode)> = Vec::new();
@@ -104,10 +136,16 @@ pub(super) async fn serve_udp_uring(
     let mut last_yield = std::time::Instant::now();
     let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
     loop {
+        if forwards_here {
+            readiness.feed(&mut ring);
+            outbox.drain(|reply, to, to_len| ring.send_to(fd, reply, to, to_len));
+        }
         // Sleeping in the kernel blocks the core's other tasks, so only a
         // core's only UDP socket does it, and only while no forwarded or
-        // chased query waits on the reactor for its upstream's reply.
-        let sleep_in_ring = exclusive && shared.resolver.in_progress() == 0;
+        // chased query waits on the reactor for its upstream's reply (on
+        // this ring, upstream replies wake it; a query that waits on the
+        // reactor, over TCP say, waits for the tick at most).
+        let sleep_in_ring = exclusive && (forwards_here || shared.resolver.in_progress() == 0);
         let entered = if flowing && sleep_in_ring {
             ring.arm_tick(flowing_wait);
             ring.submit_and_wait(None)
@@ -129,8 +167,10 @@ pub(super) async fn serve_udp_uring(
             let metrics = shared.metrics.as_deref();
             let outside = shared.outside_for_batch(started);
             let mut query_log = shared.query_log.borrow_mut();
-            ring.process(|query, out, peer| {
-                match answer_udp(&mut table, outside, metrics, listen, query, out, peer) {
+            ring.process_with(
+                |query, out, peer| match answer_udp(
+                    &mut table, outside, metrics, listen, query, out, peer,
+                ) {
                     Verdict::Reply(len, rcode) => {
                         if let (Some(dnstap), Some(started)) = (&shared.dnstap, started) {
                             let reply = &out[..len];
@@ -160,8 +200,11 @@ pub(super) async fn serve_udp_uring(
                         None
                     }
                     Verdict::Drop => None,
-                }
-            })
+                },
+                |watch, reply, truncated, from| {
+                    readiness.deliver(watch, reply, truncated, from.address());
+                },
+            )
         };
         let turn = match turn {
             Ok(turn) => turn,
@@ -170,6 +213,7 @@ pub(super) async fn serve_udp_uring(
                 // serve this socket the other way.
                 log_fallback(&error);
                 drop(ring);
+                readiness.leave_ring();
                 return serve_udp_batched(socket, shared, exclusive, listen).await;
             }
         };
@@ -182,17 +226,32 @@ pub(super) async fn serve_udp_uring(
             }
             received_since_tick = false;
         }
+        if turn.watched > 0 {
+            // Upstream replies woke their queries: let those (and the
+            // cache's waiters behind them) run, so that their replies leave
+            // in the next enter.
+            settle().await;
+        }
         if turn.received == 0 {
-            if flowing && sleep_in_ring {
-                // Only send completions, or a tick within the flow: wait
-                // in the ring again.
+            if (flowing && sleep_in_ring) || turn.watched > 0 || readiness.take_nudge() {
+                // Only send completions, or a tick within the flow, or
+                // replies and queries to hand the ring: enter again.
                 continue;
             }
             // Quiet, or the reactor has other work waiting (a forwarded
-            // query's reply, say): park until the ring signals.
+            // query's reply, say): park until the ring signals, or a task
+            // queues something for it.
             match ring.park() {
                 Ok(true) => {
-                    if let Err(error) = notifier.read_at(0, 8).await {
+                    let woken = futures_lite::future::or(
+                        async { notifier.read_at(0, 8).await.map(|_| ()) },
+                        async {
+                            readiness.nudged().await;
+                            Ok(())
+                        },
+                    )
+                    .await;
+                    if let Err(error) = woken {
                         failures.record("reading the io_uring eventfd failed; retrying", &error);
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
@@ -205,8 +264,14 @@ pub(super) async fn serve_udp_uring(
         }
         received_since_tick = true;
         flowing = true;
+        let resolving = !to_resolve.is_empty();
         for (query, work, peer) in to_resolve.drain(..) {
             spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
+        }
+        if forwards_here && resolving {
+            // The new queries' tasks run now and queue their upstream
+            // queries (or, from the cache, their replies) for the next enter.
+            settle().await;
         }
         // A turn's queries are charged the time from taking them in to
         // queuing their replies, which leave in the next io_uring_enter.
