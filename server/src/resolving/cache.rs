@@ -792,35 +792,50 @@ impl CoreCache {
 
     /// Registers a client waiting for `key`; the first also asks the home
     /// core. `None` when too many keys are already waited for.
+    ///
+    /// When this core is the key's home and nobody fetches it yet, the
+    /// caller is told to fetch it itself ([`Waiting::fetch_here`]) and then
+    /// call [`CoreCache::finish`], which answers every waiter, the caller
+    /// included: no task of its own, and no message, for the commonest miss.
     fn wait(
         this: &Rc<RefCell<CoreCache>>,
-        forwarder: &Rc<Forwarder>,
-        background: &Rc<Cell<usize>>,
         key: &[u8],
         query: &Query<'_>,
-    ) -> Option<oneshot::Receiver<Arc<Resolution>>> {
+        max_concurrent: usize,
+    ) -> Option<Waiting> {
         let (sender, receiver) = oneshot::channel();
         let mut cache = this.borrow_mut();
         if let Some(waiters) = cache.waiting.get_mut(key) {
             waiters.push(sender);
-            return Some(receiver);
+            return Some(Waiting {
+                receiver,
+                fetch_here: false,
+            });
         }
-        if cache.waiting.len() >= forwarder.max_concurrent() {
+        if cache.waiting.len() >= max_concurrent {
             return None;
         }
         cache.waiting.insert(key.into(), vec![sender]);
         let hash = cache.mail.hash(key);
         if cache.mail.home(hash) == cache.core {
             let core = cache.core;
-            drop(cache);
-            Self::on_ask(
-                this,
-                forwarder,
-                background,
-                core,
-                Box::new(query.to_buf()),
-                false,
-            );
+            let fetch_here = match cache.fetching.get_mut(key) {
+                // Another core asked for it first: its fetch answers us too.
+                Some(askers) => {
+                    if !askers.contains(&core) {
+                        askers.push(core);
+                    }
+                    false
+                }
+                None => {
+                    cache.fetching.insert(key.into(), vec![core]);
+                    true
+                }
+            };
+            return Some(Waiting {
+                receiver,
+                fetch_here,
+            });
         } else {
             ask(
                 &cache.mail,
@@ -830,8 +845,19 @@ impl CoreCache {
                 false,
             );
         }
-        Some(receiver)
+        Some(Waiting {
+            receiver,
+            fetch_here: false,
+        })
     }
+}
+
+/// A client's wait for a key's resolution.
+struct Waiting {
+    receiver: oneshot::Receiver<Arc<Resolution>>,
+    /// This core is the key's home and nobody fetches it yet: the waiter
+    /// fetches it, then calls [`CoreCache::finish`].
+    fetch_here: bool,
 }
 
 /// Why an upstream reply became no entry.
@@ -877,7 +903,6 @@ fn ttl_view(keep_ttl: bool, stored: &Stored, now: Instant) -> TtlView {
 pub async fn resolve(
     cache: &Rc<RefCell<CoreCache>>,
     forwarder: &Rc<Forwarder>,
-    background: &Rc<Cell<usize>>,
     query: &Query<'_>,
     transport: Transport,
 ) -> Option<Forwarded> {
@@ -896,15 +921,25 @@ pub async fn resolve(
     }
     let mut buf = [0u8; MAX_CACHE_KEY];
     let key = cache_key(query, &mut buf);
-    let Some(receiver) = CoreCache::wait(cache, forwarder, background, key, query) else {
+    let Some(waiting) = CoreCache::wait(cache, key, query, forwarder.max_concurrent()) else {
         return forwarder.reject_over_limit(query, transport);
     };
-    let budget = forwarder.longest_fetch() + Duration::from_secs(1);
-    let resolution = futures_lite::future::or(async { receiver.await.ok() }, async {
-        glommio::timer::sleep(budget).await;
-        None
-    })
-    .await;
+    let resolution = if waiting.fetch_here {
+        // The fetch ends by its own deadlines, and `finish` answers every
+        // waiter, this one first among them.
+        let fetched = forwarder.fetch(query).await;
+        cache.borrow_mut().finish(key.into(), fetched);
+        waiting.receiver.await.ok()
+    } else {
+        // Another core fetches: a message lost on the way must not hold the
+        // client forever.
+        let budget = forwarder.longest_fetch() + Duration::from_secs(1);
+        futures_lite::future::or(async { waiting.receiver.await.ok() }, async {
+            glommio::timer::sleep(budget).await;
+            None
+        })
+        .await
+    };
     if resolution.is_none() {
         // Nothing came: forget the clients that gave up, so that the next
         // query for the key asks again instead of joining a dead wait.

@@ -195,7 +195,7 @@ impl Resolver {
         let forwarder = self.forwarder.as_ref()?;
         match &self.cache {
             Some(cache) if !LoopProbes::is_probe(query.key()) => {
-                cache::resolve(cache, forwarder, &self.in_progress, query, transport).await
+                cache::resolve(cache, forwarder, query, transport).await
             }
             _ => forwarder.forward(query, transport).await,
         }
