@@ -133,8 +133,10 @@ pub struct Stats {
     pub received: u64,
     /// Replies handed to the kernel.
     pub replied: u64,
-    /// Datagrams dropped: too long, or no send slot free.
+    /// Datagrams dropped: too long, or unanswerable.
     pub dropped: u64,
+    /// Replies sent at once with `sendto`, every send slot being taken.
+    pub sent_directly: u64,
     /// Replies the kernel failed to send.
     pub send_errors: u64,
     /// Times the multishot receive ended (out of buffers, or an error) and
@@ -196,6 +198,10 @@ pub struct UdpRing {
     stats: Stats,
     /// The last send error, for the caller's log.
     last_send_error: Option<i32>,
+    /// Completions copied out of the queue, kept for the next turn.
+    completions: Vec<(u64, i32, u32)>,
+    /// A reply written when every send slot is taken, sent at once.
+    overflow: Box<[u8]>,
 }
 
 impl std::fmt::Debug for UdpRing {
@@ -262,6 +268,8 @@ impl UdpRing {
             send_path: options.send,
             stats: Stats::default(),
             last_send_error: None,
+            completions: Vec::with_capacity(cq_entries as usize),
+            overflow: vec![0u8; options.reply_len].into_boxed_slice(),
         };
         for bid in 0..ring.buffers.count {
             ring.buffers.provide(bid);
@@ -336,27 +344,35 @@ impl UdpRing {
         mut watched: impl FnMut(Watch, &[u8], bool, Peer<'_>),
     ) -> Result<Turn, RingError> {
         let mut turn = Turn::default();
-        // Completions are copied out in chunks (they are 16 bytes each), so
-        // the queue is not borrowed while they are handled, and the kernel
-        // can reuse the space as we go.
-        let mut chunk = [(0u64, 0i32, 0u32); 64];
+        // Completions are copied out (16 bytes each), so the queue is not
+        // borrowed while they are handled. Sends' completions are handled
+        // before any datagram is answered: the queue holds them in the order
+        // they came, and a burst of receives ahead of them would otherwise
+        // find every send slot still taken.
+        let mut completions = std::mem::take(&mut self.completions);
         loop {
-            let mut taken = 0;
-            for (slot, cqe) in chunk.iter_mut().zip(&mut self.ring.completion()) {
-                *slot = (cqe.user_data(), cqe.result(), cqe.flags());
-                taken += 1;
-            }
-            if taken == 0 {
+            completions.clear();
+            completions.extend(
+                (&mut self.ring.completion())
+                    .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+            );
+            if completions.is_empty() {
                 break;
             }
-            for &(user_data, result, flags) in &chunk[..taken] {
+            for &(user_data, result, flags) in &completions {
                 if user_data & WATCHED != 0 && user_data < TICK {
                     self.complete_watched(user_data, result, flags, &mut watched, &mut turn);
-                } else {
+                } else if user_data != RECEIVE {
+                    self.complete(user_data, result, flags, &mut answer, &mut turn)?;
+                }
+            }
+            for &(user_data, result, flags) in &completions {
+                if user_data == RECEIVE {
                     self.complete(user_data, result, flags, &mut answer, &mut turn)?;
                 }
             }
         }
+        self.completions = completions;
         self.buffers.publish();
         if !self.armed && !self.closing {
             self.stats.rearmed += 1;
@@ -595,8 +611,14 @@ impl UdpRing {
             return false;
         }
         let Some(slot) = self.sends.free.pop() else {
-            self.stats.dropped += 1;
-            return false;
+            return answer_directly(
+                self.socket,
+                &mut self.overflow,
+                &mut self.stats,
+                &mut self.last_send_error,
+                (message.payload_data(), message.name_data()),
+                answer,
+            );
         };
         let name = message.name_data();
         let name_len = name.len() as libc::socklen_t;
@@ -801,6 +823,52 @@ impl UdpRing {
     pub fn unpark(&mut self) {
         self.ring.completion().disable_eventfd();
     }
+}
+
+/// Answers a datagram when every send slot is taken (a burst bigger than
+/// the slots): the reply is written to the spare buffer and sent at once
+/// with one `sendto`, rather than the query dropped.
+fn answer_directly(
+    socket: RawFd,
+    overflow: &mut [u8],
+    stats: &mut Stats,
+    last_send_error: &mut Option<i32>,
+    (query, name): (&[u8], &[u8]),
+    answer: &mut impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+) -> bool {
+    // SAFETY: all-zero bytes are a valid (unset) socket address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is at most NAME_LEN bytes, less than a
+    // sockaddr_storage, and does not overlap the local.
+    unsafe {
+        std::ptr::copy_nonoverlapping(name.as_ptr(), (&raw mut storage).cast::<u8>(), name.len());
+    }
+    let name_len = name.len() as libc::socklen_t;
+    let peer = Peer::new(&storage, name_len);
+    let Some(len) = answer(query, overflow, peer) else {
+        return false;
+    };
+    let len = len.min(overflow.len());
+    // SAFETY: the reply and the address are live locals and fields for
+    // the length of the call.
+    let sent = unsafe {
+        libc::sendto(
+            socket,
+            overflow.as_ptr().cast(),
+            len,
+            libc::MSG_DONTWAIT,
+            (&raw const storage).cast(),
+            name_len,
+        )
+    };
+    if sent < 0 {
+        stats.send_errors += 1;
+        *last_send_error = io::Error::last_os_error().raw_os_error();
+        return false;
+    }
+    stats.sent_directly += 1;
+    stats.replied += 1;
+    true
 }
 
 fn interrupted(error: &io::Error) -> bool {
@@ -1169,6 +1237,39 @@ mod tests {
         // The slot is free for the next socket.
         let other = UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(ring.watch(other.as_raw_fd()), Some(watch));
+    }
+
+    #[test]
+    fn a_burst_bigger_than_the_send_slots_is_answered_whole() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let options = Options {
+            send_slots: 2,
+            ..Options::default()
+        };
+        let mut ring = UdpRing::new(&server, options).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for i in 0..10u8 {
+            client.send_to(&[i], server.local_addr().unwrap()).unwrap();
+        }
+        // All ten arrive before the first turn: two take the slots, the rest
+        // go out at once.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(echo_turns(&mut ring, 10), 10);
+        let mut got: Vec<u8> = (0..10)
+            .map(|_| {
+                let mut buf = [0u8; 4];
+                client.recv_from(&mut buf).unwrap();
+                buf[0] ^ 0xff
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+        let stats = ring.stats();
+        assert_eq!(stats.dropped, 0, "{stats:?}");
+        assert!(stats.sent_directly >= 8, "{stats:?}");
     }
 
     #[test]
