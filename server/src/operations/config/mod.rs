@@ -596,8 +596,10 @@ pub enum UdpIo {
     /// glommio's `recv_from`/`send_to`.
     Glommio,
     /// An io_uring per socket: a multishot `recvmsg` over provided buffers,
-    /// and replies as `send` requests. Where the kernel refuses io_uring,
-    /// kubewire logs why once and serves with `batched`.
+    /// and replies as `send` requests. On a core with one listen address,
+    /// the forwarder's upstream sockets ride on the same ring. Where the
+    /// kernel refuses io_uring, kubewire logs why once and serves with
+    /// `batched`.
     #[value(name = "io_uring")]
     #[serde(rename = "io_uring")]
     IoUring,

@@ -69,7 +69,7 @@ pub const KEYS: &[KeyDoc] = &[
         "\"batched\", \"io_uring\" or \"glommio\"",
         false,
         &["--udp-io"],
-        "UDP I/O: recvmmsg/sendmmsg batches, an io_uring per socket, or glommio's one-datagram calls.",
+        "UDP I/O: recvmmsg/sendmmsg batches, an io_uring per socket (which, with one listen address, carries the forwarder's upstream sockets too: the cheapest forwarded miss), or glommio's one-datagram calls.",
     ),
     key(
         "kubernetes.pods",
