@@ -168,14 +168,31 @@ fn refuse_buffer_rings() -> std::io::Result<()> {
 #[cfg(target_arch = "x86_64")]
 fn refuse_datagram_calls() -> std::io::Result<()> {
     const REFUSED: [u32; 6] = [44, 45, 46, 47, 299, 307];
-    let mut program = vec![op(LOAD_WORD, 0, 0, 0)];
+    // No allocation: this runs between fork and exec.
+    let mut program = [op(RETURN, 0, 0, SECCOMP_RET_ALLOW); REFUSED.len() + 3];
+    program[0] = op(LOAD_WORD, 0, 0, 0); // the syscall number
     for (i, &call) in REFUSED.iter().enumerate() {
         // Equal: jump over the remaining tests and the allow, to the refusal.
-        program.push(op(JUMP_IF_EQUAL, (REFUSED.len() - i) as u8, 0, call));
+        program[1 + i] = op(JUMP_IF_EQUAL, (REFUSED.len() - i) as u8, 0, call);
     }
-    program.push(op(RETURN, 0, 0, SECCOMP_RET_ALLOW));
-    program.push(op(RETURN, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    program[REFUSED.len() + 2] = op(RETURN, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32);
     install(&program)
+}
+
+/// Starts kubewire with `args` under the seccomp filter `install_filter`
+/// installs (between fork and exec).
+#[cfg(target_arch = "x86_64")]
+fn start_under(args: &[&str], install_filter: fn() -> std::io::Result<()>) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    Server::spawn_with(args, addr, |command| {
+        use std::os::unix::process::CommandExt;
+        #[allow(unsafe_code)]
+        // SAFETY: the filters only make two prctl calls, which are
+        // async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(install_filter)
+        };
+    })
 }
 
 /// Installs a seccomp filter program on the calling thread (and what it
@@ -206,19 +223,9 @@ fn install(program: &[libc::sock_filter]) -> std::io::Result<()> {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn a_kernel_refusing_the_ring_falls_back_to_recvmmsg_with_one_log_line() {
-    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut server = Server::spawn_with(
+    let mut server = start_under(
         &["--demo", "--cores", "2", "--udp-io", "io_uring"],
-        addr,
-        |command| {
-            use std::os::unix::process::CommandExt;
-            #[allow(unsafe_code)]
-            // SAFETY: the closure only makes two prctl calls, which are
-            // async-signal-safe, between fork and exec.
-            unsafe {
-                command.pre_exec(refuse_buffer_rings)
-            };
-        },
+        refuse_buffer_rings,
     );
     server.wait_for_log(READY_LINE, Duration::from_secs(20));
     let line = server.wait_for_log(FALLBACK_LINE, Duration::from_secs(5));
@@ -258,8 +265,7 @@ fn a_forwarded_miss_on_the_io_uring_path_makes_no_datagram_system_call() {
     // call, forwarded names are still answered, and cluster names too.
     let upstream = Upstream::start();
     let to = upstream.addr.to_string();
-    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut server = Server::spawn_with(
+    let mut server = start_under(
         &[
             "--demo",
             "--cores",
@@ -269,16 +275,7 @@ fn a_forwarded_miss_on_the_io_uring_path_makes_no_datagram_system_call() {
             "--udp-io",
             "io_uring",
         ],
-        addr,
-        |command| {
-            use std::os::unix::process::CommandExt;
-            #[allow(unsafe_code)]
-            // SAFETY: the closure only makes two prctl calls, which are
-            // async-signal-safe, between fork and exec.
-            unsafe {
-                command.pre_exec(refuse_datagram_calls)
-            };
-        },
+        refuse_datagram_calls,
     );
     server.wait_for_log(READY_LINE, Duration::from_secs(20));
     for i in 0..40 {

@@ -70,6 +70,39 @@ impl<'a> Peer<'a> {
     }
 }
 
+/// `address` as the kernel takes it, with its length: the inverse of
+/// [`Peer::address`].
+pub fn socket_address(address: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid (unset) socket address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match address {
+        std::net::SocketAddr::V4(v4) => {
+            // SAFETY: a sockaddr_in is smaller than and aligned within a
+            // sockaddr_storage, which is not otherwise borrowed.
+            let sin = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(v6) => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6 = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: v6.ip().octets(),
+            };
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +125,14 @@ mod tests {
         assert_eq!(peer.address(), Some(client.local_addr().unwrap()));
         // A length shorter than the family's address is not an address.
         assert_eq!(Peer::new(&storage[0], 4).address(), None);
+    }
+
+    #[test]
+    fn a_socket_address_reads_back_as_itself() {
+        for address in ["192.0.2.1:53", "[2001:db8::1]:5353", "[fe80::1%2]:853"] {
+            let address: std::net::SocketAddr = address.parse().unwrap();
+            let (storage, len) = socket_address(address);
+            assert_eq!(Peer::new(&storage, len).address(), Some(address));
+        }
     }
 }

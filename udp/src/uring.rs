@@ -1176,10 +1176,8 @@ mod tests {
         assert_eq!(ring.watching(), 1);
 
         // A send on the watched socket, through the ring.
-        let to = socket2::SockAddr::from(upstream.local_addr().unwrap());
-        // SAFETY: a SockAddr's storage is a sockaddr_storage.
-        let storage = unsafe { *to.as_ptr().cast::<libc::sockaddr_storage>() };
-        assert!(ring.send_to(upstream_socket.as_raw_fd(), b"query", &storage, to.len()));
+        let (to, to_len) = crate::socket_address(upstream.local_addr().unwrap());
+        assert!(ring.send_to(upstream_socket.as_raw_fd(), b"query", &to, to_len));
         ring.flush().unwrap();
         let mut buf = [0u8; 16];
         let (len, from) = upstream.recv_from(&mut buf).unwrap();

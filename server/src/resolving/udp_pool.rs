@@ -637,7 +637,7 @@ impl UdpPool {
             kicked: Cell::new(false),
             serials: Cell::new(0),
             upstream: self.upstream,
-            upstream_raw: raw_address(self.upstream),
+            upstream_raw: kubewire_udp::socket_address(self.upstream),
             metrics: self.metrics.clone(),
             ring: on_ring.then(|| Rc::clone(&self.readiness)),
             watch: Cell::new(None),
@@ -689,24 +689,6 @@ fn open(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
     // SAFETY: `fd` is the UDP socket just created, whose ownership
     // `into_raw_fd` gave up; glommio's socket takes it over and closes it.
     Ok(unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
-/// `address` as the kernel takes it.
-fn raw_address(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    let address = socket2::SockAddr::from(address);
-    // SAFETY: all-zero bytes are a valid (unset) socket address.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = (address.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-    // SAFETY: `address` holds `len` bytes of a socket address, `storage` has
-    // room for any, and they do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            address.as_ptr().cast::<u8>(),
-            (&raw mut storage).cast::<u8>(),
-            len,
-        );
-    }
-    (storage, len as libc::socklen_t)
 }
 
 /// One `sendto`, without waiting: a full buffer is a failed attempt.

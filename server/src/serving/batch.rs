@@ -216,24 +216,8 @@ impl Outbox {
 
     /// Queues `reply` to `peer`; it leaves with the others of this turn.
     pub fn push(self: &Rc<Self>, reply: Vec<u8>, peer: std::net::SocketAddr) {
-        let address = socket2::SockAddr::from(peer);
-        // SAFETY: all-zero bytes are a valid `sockaddr_storage` (an unset
-        // address family).
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = (address.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-        // SAFETY: `address` holds `len` bytes of a socket address, and
-        // `storage` is large enough for any socket address; they do not
-        // overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                address.as_ptr().cast::<u8>(),
-                std::ptr::from_mut(&mut storage).cast::<u8>(),
-                len,
-            );
-        }
-        self.queued
-            .borrow_mut()
-            .push((reply, storage, len as libc::socklen_t));
+        let (storage, len) = kubewire_udp::socket_address(peer);
+        self.queued.borrow_mut().push((reply, storage, len));
         if let Some(readiness) = &*self.drained_by.borrow() {
             readiness.nudge();
             return;
