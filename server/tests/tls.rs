@@ -565,6 +565,15 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
 
 #[test]
 fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out() {
+    busy_connection_is_driven("batched");
+}
+
+#[test]
+fn a_busy_connection_is_driven_by_the_io_uring_path_too() {
+    busy_connection_is_driven("io_uring");
+}
+
+fn busy_connection_is_driven(udp_io: &str) {
     // One core. A DoT connection asking without pause keeps the core's UDP
     // loop polling the connections itself (not glommio's reactor). Meanwhile
     // UDP, a new plain TCP connection and a new DoT connection are answered;
@@ -572,7 +581,7 @@ fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out(
     // the idle timeout (timers still fire); when the busy connection stops,
     // the core goes back to the reactor, and a query after the pause is
     // answered.
-    let pki = Pki::new("tls-driven", "kubewire-test-ca");
+    let pki = Pki::new(&format!("tls-driven-{udp_io}"), "kubewire-test-ca");
     pki.write_serving("first");
     let (mut server, tls_addr) = serve_tls(
         &pki,
@@ -583,6 +592,8 @@ fn a_busy_connection_is_driven_while_others_are_accepted_answered_and_timed_out(
             "300",
             "--tcp-idle-timeout-ms",
             "500",
+            "--udp-io",
+            udp_io,
         ],
     );
     let config = client_config(&pki.ca_file(), None);

@@ -46,11 +46,18 @@ const RECEIVE: u64 = u64::MAX;
 const CANCEL: u64 = u64::MAX - 1;
 /// `user_data` of the tick ([`UdpRing::arm_tick`]).
 const TICK: u64 = u64::MAX - 2;
+/// `user_data` of the readiness poll ([`UdpRing::watch_readable`]).
+const READABLE: u64 = u64::MAX - 3;
 /// The buffer group of the watched sockets' receives.
 const WATCHED_GROUP: u16 = 1;
-/// `user_data` of a watched socket's receive: this bit, and its index.
-/// (Send slots are below it, and the constants above are matched first.)
+/// `user_data` of a watched socket's receive: this bit, and its index
+/// below 2^32 (send slots are below this bit).
 const WATCHED: u64 = 1 << 40;
+
+/// Whether `user_data` is a watched socket's receive.
+fn is_watched(user_data: u64) -> bool {
+    user_data & !0xFFFF_FFFF == WATCHED
+}
 /// Bytes per receive buffer of a watched socket: the kernel's header, the
 /// sender's address, and a datagram of more than 4096 bytes; a longer one
 /// is passed on marked truncated.
@@ -155,6 +162,9 @@ pub struct Turn {
     pub replied: usize,
     /// Whether the tick ([`UdpRing::arm_tick`]) fired.
     pub ticked: bool,
+    /// Whether the descriptor of [`UdpRing::watch_readable`] became
+    /// readable.
+    pub readable: bool,
     /// Datagrams received on watched sockets and handed on.
     pub watched: usize,
 }
@@ -196,6 +206,10 @@ pub struct UdpRing {
     /// The tick's period, read by the kernel when the tick is submitted.
     tick: Box<types::Timespec>,
     tick_armed: bool,
+    /// The descriptor watched for readability, and whether its poll is in
+    /// the kernel.
+    readable: Option<RawFd>,
+    readable_armed: bool,
     send_path: SendPath,
     stats: Stats,
     /// The last send error, for the caller's log.
@@ -267,6 +281,8 @@ impl UdpRing {
             notifier: None,
             tick: Box::new(types::Timespec::new()),
             tick_armed: false,
+            readable: None,
+            readable_armed: false,
             send_path: options.send,
             stats: Stats::default(),
             last_send_error: None,
@@ -362,7 +378,7 @@ impl UdpRing {
                 break;
             }
             for &(user_data, result, flags) in &completions {
-                if user_data & WATCHED != 0 && user_data < TICK {
+                if is_watched(user_data) {
                     self.complete_watched(user_data, result, flags, &mut watched, &mut turn);
                 } else if user_data != RECEIVE {
                     self.complete(user_data, result, flags, &mut answer, &mut turn)?;
@@ -382,6 +398,9 @@ impl UdpRing {
         }
         if let Some(buffers) = &self.watched_buffers {
             buffers.publish();
+        }
+        if self.readable.is_some() && !self.readable_armed && !self.closing {
+            self.arm_readable();
         }
         for index in 0..self.watched.len() {
             let socket = &self.watched[index];
@@ -436,6 +455,38 @@ impl UdpRing {
                 .user_data(CANCEL);
             self.push(&cancel);
         }
+    }
+
+    /// Reports each time `fd` becomes readable ([`Turn::readable`]), until
+    /// [`UdpRing::unwatch_readable`]: a multishot poll, for a descriptor
+    /// the caller reads itself (an epoll set, say). One at a time.
+    pub fn watch_readable(&mut self, fd: RawFd) {
+        if self.readable.replace(fd).is_some() {
+            return;
+        }
+        // A poll still being cancelled is re-armed by `process` once its
+        // last completion is in.
+        if !self.readable_armed {
+            self.arm_readable();
+        }
+    }
+
+    /// Stops [`UdpRing::watch_readable`]'s reports.
+    pub fn unwatch_readable(&mut self) {
+        if self.readable.take().is_some() && self.readable_armed {
+            let cancel = opcode::AsyncCancel::new(READABLE).build().user_data(CANCEL);
+            self.push(&cancel);
+        }
+    }
+
+    fn arm_readable(&mut self) {
+        let Some(fd) = self.readable else { return };
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(READABLE);
+        self.readable_armed = true;
+        self.push(&poll);
     }
 
     /// Whether the ring was made with buffers for watched sockets.
@@ -580,6 +631,14 @@ impl UdpRing {
                 self.buffers.provide(bid);
             }
             CANCEL => {}
+            READABLE => {
+                if !cqueue::more(flags) {
+                    self.readable_armed = false;
+                }
+                if result > 0 {
+                    turn.readable = true;
+                }
+            }
             TICK => {
                 self.tick_armed = false;
                 turn.ticked = true;
@@ -894,11 +953,13 @@ impl Drop for UdpRing {
                 self.unwatch(Watch(index as u32));
             }
         }
+        self.unwatch_readable();
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         // The receive is armed until its last completion (no MORE flag) is
         // reaped; each send until its completion.
         while self.armed
             || self.tick_armed
+            || self.readable_armed
             || self.sends.free.len() < self.sends.count
             || self.watched.iter().any(|w| w.armed)
         {

@@ -215,3 +215,29 @@ fn a_datagram_longer_than_a_buffer_is_dropped_and_counted() {
     assert_eq!(echo_turns(&mut ring, 1), 1);
     assert_eq!(ring.stats().dropped, 1);
 }
+
+#[test]
+fn a_watched_descriptor_is_reported_readable_until_unwatched() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut ring = UdpRing::new(&server, Options::default()).unwrap();
+    let (reader, writer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    reader.set_nonblocking(true).unwrap();
+    let readable_turn = |ring: &mut UdpRing| {
+        ring.submit_and_wait(Some(Duration::from_millis(20)))
+            .unwrap();
+        ring.process(|_, _, _| None).unwrap().readable
+    };
+    ring.watch_readable(reader.as_raw_fd());
+    assert!(!readable_turn(&mut ring), "nothing written yet");
+    for round in 0..3u8 {
+        writer.send(&[round]).unwrap();
+        assert!(readable_turn(&mut ring), "round {round}");
+        let mut buf = [0u8; 4];
+        assert_eq!(reader.recv(&mut buf).unwrap(), 1);
+    }
+    ring.unwatch_readable();
+    ring.flush().unwrap();
+    ring.process(|_, _, _| None).unwrap();
+    writer.send(b"x").unwrap();
+    assert!(!readable_turn(&mut ring), "unwatched");
+}

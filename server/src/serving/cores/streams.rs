@@ -147,27 +147,42 @@ impl Streams {
         }
     }
 
-    /// Wakes the connections with bytes to read, once `poll` found the
-    /// epoll set ready; returns how many, and whether a listening socket
-    /// has a connection to accept.
+    /// Wakes the connections with bytes to read, once `poll` (or a ring's
+    /// poll) found the epoll set ready; returns how many, and whether a
+    /// listening socket has a connection to accept. Takes every ready
+    /// event: a ring's poll reports the set once, not while it stays ready.
     pub(super) fn kick_ready(&self) -> (usize, bool) {
         let Some(epoll) = &self.epoll else {
             return (0, false);
         };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        // SAFETY: `events` is a live, exclusive array whose length is passed
-        // with it; a zero timeout never blocks.
-        let ready = unsafe {
-            libc::epoll_wait(
-                epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                0,
-            )
-        };
+        let (mut kicked, mut accept) = (0, false);
+        loop {
+            // SAFETY: `events` is a live, exclusive array whose length is
+            // passed with it; a zero timeout never blocks.
+            let ready = unsafe {
+                libc::epoll_wait(
+                    epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS as libc::c_int,
+                    0,
+                )
+            };
+            let ready = usize::try_from(ready).unwrap_or(0);
+            let (k, a) = self.kick(&events[..ready]);
+            kicked += k;
+            accept |= a;
+            if ready < EVENTS {
+                return (kicked, accept);
+            }
+        }
+    }
+
+    /// Wakes the connections of `events`; see [`Streams::kick_ready`].
+    fn kick(&self, events: &[libc::epoll_event]) -> (usize, bool) {
         let mut kicked = 0;
         let mut accept = false;
-        for event in events.iter().take(usize::try_from(ready).unwrap_or(0)) {
+        for event in events {
             let data = event.u64;
             if data & LISTENER != 0 {
                 accept = true;
@@ -184,6 +199,11 @@ impl Streams {
             }
         }
         (kicked, accept)
+    }
+
+    /// The epoll set's descriptor, for a ring to poll.
+    pub(super) fn epoll_fd(&self) -> Option<RawFd> {
+        self.epoll.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Watches a listening socket for connections while driven.

@@ -17,6 +17,10 @@
 //!   anyway, so a forwarded miss costs no system call of its own. The loop
 //!   then sleeps in the ring while queries wait upstream, and runs the
 //!   tasks their replies wake before it enters again.
+//! - While a stream connection (TCP, TLS, HTTPS) is busy, the core's only
+//!   UDP socket's ring also polls the core's epoll set of connections, and
+//!   the loop wakes those with bytes, as the batched path's `poll` does
+//!   (`streams`), so their queries do not wait for glommio's reactor.
 //! - Where the kernel refuses the ring, one log line says why and the
 //!   socket is served by the batched path.
 
@@ -135,7 +139,21 @@ pub(super) async fn serve_udp_uring(
     let mut received_since_tick = false;
     let mut last_yield = std::time::Instant::now();
     let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
+    let streams = &shared.streams;
+    // The ring polls the stream connections' epoll set.
+    let mut driving = false;
     loop {
+        // Only the core's only UDP socket may sleep in its ring, so only it
+        // drives the connections.
+        let drive = exclusive && streams.busy();
+        if drive != driving {
+            driving = drive;
+            streams.set_driven(drive);
+            match streams.epoll_fd() {
+                Some(fd) if drive => ring.watch_readable(fd),
+                _ => ring.unwatch_readable(),
+            }
+        }
         if forwards_here {
             readiness.feed(&mut ring);
             outbox.drain(|reply, to, to_len| ring.send_to(fd, reply, to, to_len));
@@ -146,7 +164,7 @@ pub(super) async fn serve_udp_uring(
         // this ring, upstream replies wake it; a query that waits on the
         // reactor, over TCP say, waits for the tick at most).
         let sleep_in_ring = exclusive && (forwards_here || shared.resolver.in_progress() == 0);
-        let entered = if flowing && sleep_in_ring {
+        let entered = if (flowing || driving) && sleep_in_ring {
             ring.arm_tick(flowing_wait);
             ring.submit_and_wait(None)
         } else {
@@ -226,6 +244,25 @@ pub(super) async fn serve_udp_uring(
             }
             received_since_tick = false;
         }
+        if driving {
+            let (kicked, to_accept) = if turn.readable {
+                streams.kick_ready()
+            } else {
+                (0, false)
+            };
+            if kicked > 0 {
+                if let Some(metrics) = &shared.metrics {
+                    metrics.driven_stream_wakes(kicked as u64);
+                }
+                settle().await;
+            }
+            if to_accept {
+                // glommio accepts on its reactor, which a driving loop
+                // visits only when it yields: go there for a moment.
+                glommio::timer::sleep(Duration::from_micros(1)).await;
+            }
+            streams.settle(kicked);
+        }
         if turn.watched > 0 {
             // Upstream replies woke their queries: let those (and the
             // cache's waiters behind them) run, so that their replies leave
@@ -233,7 +270,8 @@ pub(super) async fn serve_udp_uring(
             settle().await;
         }
         if turn.received == 0 {
-            if (flowing && sleep_in_ring) || turn.watched > 0 || readiness.take_nudge() {
+            if ((flowing || driving) && sleep_in_ring) || turn.watched > 0 || readiness.take_nudge()
+            {
                 // Only send completions, or a tick within the flow, or
                 // replies and queries to hand the ring: enter again.
                 continue;
@@ -246,7 +284,16 @@ pub(super) async fn serve_udp_uring(
                     let woken = futures_lite::future::or(
                         async { notifier.read_at(0, 8).await.map(|_| ()) },
                         async {
-                            readiness.nudged().await;
+                            futures_lite::future::or(readiness.nudged(), async {
+                                // Driving already, the ring's poll of the
+                                // connections signals the eventfd.
+                                if exclusive && !driving {
+                                    streams.until_busy().await;
+                                } else {
+                                    std::future::pending::<()>().await;
+                                }
+                            })
+                            .await;
                             Ok(())
                         },
                     )
