@@ -15,6 +15,19 @@ use std::time::Duration;
 /// The warning logged once when the ring is refused.
 const FALLBACK_LINE: &str = "dns.udp_io = \"io_uring\" is unavailable";
 
+/// Arguments for one core on the io_uring path, forwarding to `to`.
+fn one_core_on_the_ring_forwarding_to(to: &str) -> [&str; 7] {
+    [
+        "--demo",
+        "--cores",
+        "1",
+        "--forward",
+        to,
+        "--udp-io",
+        "io_uring",
+    ]
+}
+
 /// The server's user and system CPU time so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -103,15 +116,7 @@ fn a_slow_upstream_reply_is_relayed_while_the_io_uring_path_keeps_answering() {
     let upstream = Upstream::start();
     upstream.set(Behaviour::Delay(300));
     let to = upstream.addr.to_string();
-    let server = Server::start(&[
-        "--demo",
-        "--cores",
-        "1",
-        "--forward",
-        to.as_str(),
-        "--udp-io",
-        "io_uring",
-    ]);
+    let server = Server::start(&one_core_on_the_ring_forwarding_to(&to));
     let slow = UdpSocket::bind("127.0.0.1:0").unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let query = build_query("slow.example.com", RecordType::A, None);
@@ -266,15 +271,7 @@ fn a_forwarded_miss_on_the_io_uring_path_makes_no_datagram_system_call() {
     let upstream = Upstream::start();
     let to = upstream.addr.to_string();
     let mut server = start_under(
-        &[
-            "--demo",
-            "--cores",
-            "1",
-            "--forward",
-            to.as_str(),
-            "--udp-io",
-            "io_uring",
-        ],
+        &one_core_on_the_ring_forwarding_to(&to),
         refuse_datagram_calls,
     );
     server.wait_for_log(READY_LINE, Duration::from_secs(20));
