@@ -287,3 +287,23 @@ fn a_forwarded_miss_on_the_io_uring_path_makes_no_datagram_system_call() {
     assert!(upstream.queries() >= 40, "{}", upstream.queries());
     assert!(!server.logged(FALLBACK_LINE, Duration::from_millis(200)));
 }
+
+#[test]
+fn a_datagram_the_ring_cannot_take_is_counted_and_the_next_is_answered() {
+    let mut server = Server::start(&["--demo", "--cores", "1", "--udp-io", "io_uring"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Longer than the ring's receive buffers (2048 bytes with the sender).
+    client.send_to(&[0u8; 3000], server.addr).unwrap();
+    let query = build_query("kubernetes.default.svc.cluster.local", RecordType::A, None);
+    assert_eq!(
+        answers(&udp_query_from(&client, server.addr, &query)),
+        ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+    );
+    let (_, body) = http_get(server.http_addr("metrics"), "/metrics");
+    let dropped: f64 = body
+        .lines()
+        .filter(|line| line.starts_with("kubewire_core_udp_ring_dropped_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dropped, 1.0, "{body}");
+}

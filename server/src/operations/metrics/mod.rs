@@ -201,6 +201,10 @@ pub struct CoreMetrics {
     dropped: AtomicU64,
     /// Stream connections woken by the UDP loop's own poll.
     driven_stream_wakes: AtomicU64,
+    /// Datagrams the io_uring path dropped unanswered.
+    ring_dropped: AtomicU64,
+    /// Replies the io_uring path sent with a plain `sendto`.
+    ring_direct_replies: AtomicU64,
     /// `[listen][outcome]`: TLS handshakes.
     handshakes: Box<[AtomicU64]>,
     /// `[listen]`: queries autopath answered from a later search candidate.
@@ -225,6 +229,8 @@ impl CoreMetrics {
             response_size_sum: counters(listens * 2),
             dropped: AtomicU64::new(0),
             driven_stream_wakes: AtomicU64::new(0),
+            ring_dropped: AtomicU64::new(0),
+            ring_direct_replies: AtomicU64::new(0),
             handshakes: counters(listens * Handshake::ALL.len()),
             autopath_success: counters(listens),
             delta_latency: counters(DELTA_BOUNDS_NS.len() + 1),
@@ -298,6 +304,14 @@ impl CoreMetrics {
     /// A datagram that was not a DNS query got no reply.
     pub fn dropped(&self) {
         bump(&self.dropped, 1);
+    }
+
+    /// The io_uring path dropped `dropped` datagrams unanswered (longer
+    /// than its buffers), and sent `direct` replies with a plain `sendto`
+    /// (every send slot taken).
+    pub fn udp_ring(&self, dropped: u64, direct: u64) {
+        bump(&self.ring_dropped, dropped);
+        bump(&self.ring_direct_replies, direct);
     }
 
     /// The UDP loop's poll woke `count` stream connections with bytes.

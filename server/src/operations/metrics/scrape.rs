@@ -540,7 +540,7 @@ impl Scrape {
         self.encode_forward(encoder)?;
         self.encode_cache(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;
-        let per_core: [(&str, &str, MetricType, PerCore); 5] = [
+        let per_core: [(&str, &str, MetricType, PerCore); 7] = [
             (
                 "kubewire_core_queries",
                 "DNS queries answered per serving core.",
@@ -558,6 +558,18 @@ impl Scrape {
                 "TCP, TLS and HTTPS connections woken with bytes to read by the serving core's own poll (while a connection is busy) rather than by glommio's reactor, per serving core.",
                 MetricType::Counter,
                 |m, _| read(&m.driven_stream_wakes),
+            ),
+            (
+                "kubewire_core_udp_ring_dropped",
+                "Datagrams the io_uring UDP path dropped unanswered (longer than its receive buffers), per serving core.",
+                MetricType::Counter,
+                |m, _| read(&m.ring_dropped),
+            ),
+            (
+                "kubewire_core_udp_ring_direct_replies",
+                "Replies the io_uring UDP path sent with a plain sendto because every send slot was taken (a burst), per serving core.",
+                MetricType::Counter,
+                |m, _| read(&m.ring_direct_replies),
             ),
             (
                 "kubewire_core_table_names",

@@ -139,6 +139,8 @@ pub(super) async fn serve_udp_uring(
     let mut received_since_tick = false;
     let mut last_yield = std::time::Instant::now();
     let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
+    // The ring's counters as last read, for the metrics' increments.
+    let mut counted = ring.stats();
     let streams = &shared.streams;
     // The ring polls the stream connections' epoll set.
     let mut driving = false;
@@ -235,6 +237,16 @@ pub(super) async fn serve_udp_uring(
                 return serve_udp_batched(socket, shared, exclusive, listen).await;
             }
         };
+        if let Some(metrics) = &shared.metrics {
+            let stats = ring.stats();
+            if (stats.dropped, stats.sent_directly) != (counted.dropped, counted.sent_directly) {
+                metrics.udp_ring(
+                    stats.dropped - counted.dropped,
+                    stats.sent_directly - counted.sent_directly,
+                );
+                counted = stats;
+            }
+        }
         if let Some(error) = ring.take_send_error() {
             failures.record("UDP reply not sent", &error);
         }
