@@ -665,13 +665,9 @@ impl CoreCache {
             cache.deliver(from, key, resolution);
             return;
         }
-        if let Some(askers) = cache.fetching.get_mut(&key) {
-            if !askers.contains(&from) {
-                askers.push(from);
-            }
+        if !cache.claim_fetch(&key, from) {
             return;
         }
-        cache.fetching.insert(key.clone(), vec![from]);
         drop(cache);
         let this = Rc::clone(this);
         let forwarder = Rc::clone(forwarder);
@@ -805,50 +801,40 @@ impl CoreCache {
     ) -> Option<Waiting> {
         let (sender, receiver) = oneshot::channel();
         let mut cache = this.borrow_mut();
+        let mut fetch_here = false;
         if let Some(waiters) = cache.waiting.get_mut(key) {
             waiters.push(sender);
-            return Some(Waiting {
-                receiver,
-                fetch_here: false,
-            });
-        }
-        if cache.waiting.len() >= max_concurrent {
+        } else if cache.waiting.len() >= max_concurrent {
             return None;
-        }
-        cache.waiting.insert(key.into(), vec![sender]);
-        let hash = cache.mail.hash(key);
-        if cache.mail.home(hash) == cache.core {
-            let core = cache.core;
-            let fetch_here = match cache.fetching.get_mut(key) {
-                // Another core asked for it first: its fetch answers us too.
-                Some(askers) => {
-                    if !askers.contains(&core) {
-                        askers.push(core);
-                    }
-                    false
-                }
-                None => {
-                    cache.fetching.insert(key.into(), vec![core]);
-                    true
-                }
-            };
-            return Some(Waiting {
-                receiver,
-                fetch_here,
-            });
         } else {
-            ask(
-                &cache.mail,
-                cache.core,
-                hash,
-                Box::new(query.to_buf()),
-                false,
-            );
+            cache.waiting.insert(key.into(), vec![sender]);
+            let hash = cache.mail.hash(key);
+            let core = cache.core;
+            if cache.mail.home(hash) == core {
+                // Unless another core asked for it first: its fetch answers
+                // us too.
+                fetch_here = cache.claim_fetch(key, core);
+            } else {
+                ask(&cache.mail, core, hash, Box::new(query.to_buf()), false);
+            }
         }
         Some(Waiting {
             receiver,
-            fetch_here: false,
+            fetch_here,
         })
+    }
+
+    /// As home core: records that core `asker` waits for `key`'s fetch;
+    /// true if nobody fetches it yet, and the caller is to.
+    fn claim_fetch(&mut self, key: &[u8], asker: usize) -> bool {
+        if let Some(askers) = self.fetching.get_mut(key) {
+            if !askers.contains(&asker) {
+                askers.push(asker);
+            }
+            return false;
+        }
+        self.fetching.insert(key.into(), vec![asker]);
+        true
     }
 }
 
