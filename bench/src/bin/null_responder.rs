@@ -7,12 +7,13 @@
 //! - `io_uring`: a multishot `recvmsg` over provided buffers and `sendmsg`
 //!   requests, one `io_uring_enter` per turn that sends the last turn's
 //!   replies and sleeps until the next datagrams (`kubewire_udp::uring`, the
-//!   server's own ring); `io_uring-plain` is the same ring without
-//!   `DEFER_TASKRUN`.
+//!   server's own ring, `COOP_TASKRUN`); `io_uring-deferred` is the same
+//!   ring with `DEFER_TASKRUN`, `io_uring-plain` with neither.
 //!
-//! Usage: `kubewire-null-responder ADDR [CPU] [recvmmsg|io_uring|io_uring-plain]`
+//! Usage: `kubewire-null-responder ADDR [CPU] [recvmmsg|io_uring|io_uring-deferred|io_uring-plain]`
 #![allow(unsafe_code, clippy::print_stderr)] // raw batched socket calls
 
+use kubewire_udp::uring::TaskRun;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -23,7 +24,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let Some(addr) = args.next().and_then(|a| a.parse::<SocketAddr>().ok()) else {
         eprintln!(
-            "usage: kubewire-null-responder ADDR [CPU] [recvmmsg|io_uring|io_uring-plain]  (for example 127.0.0.1:5300 0 io_uring)"
+            "usage: kubewire-null-responder ADDR [CPU] [recvmmsg|io_uring|io_uring-deferred|io_uring-plain]  (for example 127.0.0.1:5300 0 io_uring)"
         );
         std::process::exit(2);
     };
@@ -46,33 +47,40 @@ fn main() {
     };
     match io.as_str() {
         "recvmmsg" => serve_recvmmsg(&socket),
-        "io_uring" => serve_io_uring(&socket, true),
-        "io_uring-plain" => serve_io_uring(&socket, false),
-        "io_uring-sendmsg" => {
-            serve_io_uring_with(&socket, true, kubewire_udp::uring::SendPath::RingSendmsg)
-        }
-        "io_uring-sendmmsg" => {
-            serve_io_uring_with(&socket, true, kubewire_udp::uring::SendPath::Sendmmsg)
-        }
+        "io_uring" => serve_io_uring(&socket, TaskRun::Cooperative),
+        "io_uring-deferred" => serve_io_uring(&socket, TaskRun::Deferred),
+        "io_uring-plain" => serve_io_uring(&socket, TaskRun::Interrupting),
+        "io_uring-sendmsg" => serve_io_uring_with(
+            &socket,
+            TaskRun::Cooperative,
+            kubewire_udp::uring::SendPath::RingSendmsg,
+        ),
+        "io_uring-sendmmsg" => serve_io_uring_with(
+            &socket,
+            TaskRun::Cooperative,
+            kubewire_udp::uring::SendPath::Sendmmsg,
+        ),
         other => {
-            eprintln!("unknown I/O path {other:?}: write recvmmsg, io_uring or io_uring-plain");
+            eprintln!(
+                "unknown I/O path {other:?}: write recvmmsg, io_uring, io_uring-deferred or io_uring-plain"
+            );
             std::process::exit(2);
         }
     }
 }
 
-fn serve_io_uring(socket: &UdpSocket, defer_taskrun: bool) {
-    serve_io_uring_with(socket, defer_taskrun, kubewire_udp::uring::SendPath::Ring)
+fn serve_io_uring(socket: &UdpSocket, task_run: TaskRun) {
+    serve_io_uring_with(socket, task_run, kubewire_udp::uring::SendPath::Ring)
 }
 
 fn serve_io_uring_with(
     socket: &UdpSocket,
-    defer_taskrun: bool,
+    task_run: TaskRun,
     send: kubewire_udp::uring::SendPath,
 ) {
     let options = kubewire_udp::uring::Options {
         reply_len: kubewire_udp::uring::RECEIVE_BUFFER_LEN,
-        defer_taskrun,
+        task_run,
         send,
         ..kubewire_udp::uring::Options::default()
     };

@@ -18,9 +18,9 @@
 //!   query's send, its reply and the client's reply all ride on the
 //!   `io_uring_enter` the loop makes anyway.
 //!
-//! With `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1) the kernel does the
-//! receive work of all datagrams that arrived since the last turn in that
-//! turn's `io_uring_enter`, instead of interrupting the thread for each one.
+//! The kernel does a ring's completion work (taking a datagram into a
+//! buffer, ending a send) when the thread next enters the kernel, not by
+//! interrupting it for each datagram ([`TaskRun::Cooperative`]).
 
 use crate::Peer;
 use crate::mmsg::zeroed;
@@ -74,14 +74,34 @@ pub struct Options {
     pub send_slots: u16,
     /// Longest reply.
     pub reply_len: usize,
-    /// Ask for `DEFER_TASKRUN` (and `SINGLE_ISSUER`); a kernel without them
-    /// gets a plain ring.
-    pub defer_taskrun: bool,
+    /// When the kernel does the ring's completion work; a kernel without
+    /// the flags asked for gets [`TaskRun::Interrupting`].
+    pub task_run: TaskRun,
     /// How replies leave.
     pub send: SendPath,
     /// Receive buffers shared by the watched sockets ([`UdpRing::watch`]);
     /// 0 for none (then nothing can be watched). A power of two.
     pub watched_buffers: u16,
+}
+
+/// When the kernel does a ring's completion work: the `io_uring_setup`
+/// flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRun {
+    /// `COOP_TASKRUN`, `TASKRUN_FLAG` and `SINGLE_ISSUER` (Linux 6.0): at
+    /// the thread's next entry to the kernel, with no interrupt, and a
+    /// thread asleep anywhere (in another ring, say) is woken for it. What
+    /// a ring that parks on its [`UdpRing::notifier`] needs.
+    Cooperative,
+    /// `DEFER_TASKRUN` and `SINGLE_ISSUER` (Linux 6.1): only inside this
+    /// ring's own `io_uring_enter` with `GETEVENTS`. No cheaper than
+    /// `Cooperative` here, and a thread parked elsewhere on the notifier
+    /// hears of a datagram late: 13 to 16 ms after it came, on Linux 6.18
+    /// (bench/results/io-uring.md). Only for a thread that never parks.
+    Deferred,
+    /// No flags: each completion interrupts the thread (1.4 times the CPU
+    /// per datagram of the others).
+    Interrupting,
 }
 
 /// How a ring's replies leave.
@@ -103,7 +123,7 @@ impl Default for Options {
             receive_buffers: 256,
             send_slots: 256,
             reply_len: 1232,
-            defer_taskrun: true,
+            task_run: TaskRun::Cooperative,
             send: SendPath::Ring,
             watched_buffers: 0,
         }
@@ -240,17 +260,29 @@ impl UdpRing {
         // queue at once, so a push never finds it full.
         let sq_entries = (slots + 4).next_power_of_two();
         let cq_entries = (2 * (slots + u32::from(buffers))).next_power_of_two();
-        let build = |defer: bool| {
+        let build = |task_run: TaskRun| {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(cq_entries).setup_submit_all();
-            if defer {
-                builder.setup_single_issuer().setup_defer_taskrun();
+            match task_run {
+                TaskRun::Cooperative => {
+                    builder
+                        .setup_single_issuer()
+                        .setup_coop_taskrun()
+                        .setup_taskrun_flag();
+                }
+                TaskRun::Deferred => {
+                    builder.setup_single_issuer().setup_defer_taskrun();
+                }
+                TaskRun::Interrupting => {}
             }
             builder.build(sq_entries)
         };
-        let ring = match build(options.defer_taskrun) {
-            Err(e) if options.defer_taskrun && e.raw_os_error() == Some(libc::EINVAL) => {
-                build(false)
+        let ring = match build(options.task_run) {
+            Err(e)
+                if options.task_run != TaskRun::Interrupting
+                    && e.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                build(TaskRun::Interrupting)
             }
             other => other,
         }

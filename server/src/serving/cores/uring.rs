@@ -137,6 +137,10 @@ pub(super) async fn serve_udp_uring(
     // A datagram came since the tick last fired: a tick ends the flow only
     // after a whole period without one.
     let mut received_since_tick = false;
+    // The loop has just woken from a park: one datagram is not yet a flow,
+    // so the loop takes what came meanwhile without waiting for more, and
+    // parks again if nothing did (sparse queries then cost no tick).
+    let mut unparked = false;
     let mut last_yield = std::time::Instant::now();
     let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
     // The ring's counters as last read, for the metrics' increments.
@@ -315,6 +319,7 @@ pub(super) async fn serve_udp_uring(
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
                     ring.unpark();
+                    unparked = true;
                 }
                 Ok(false) => {}
                 Err(error) => failures.record("io_uring_enter failed; retrying", &error),
@@ -322,7 +327,7 @@ pub(super) async fn serve_udp_uring(
             continue;
         }
         received_since_tick = true;
-        flowing = true;
+        flowing = flowing || !std::mem::take(&mut unparked);
         let resolving = !to_resolve.is_empty();
         for (query, work, peer) in to_resolve.drain(..) {
             spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
