@@ -339,7 +339,7 @@ pub struct Flags {
     )]
     pub tls_reload_check_ms: Option<u64>,
 
-    /// UDP I/O: `batched` (recvmmsg/sendmmsg), `io_uring` or `glommio` [default: batched].
+    /// UDP I/O: `io_uring`, `batched` (recvmmsg/sendmmsg) or `glommio` [default: io_uring].
     #[arg(
         long,
         global = true,

@@ -103,7 +103,7 @@ impl Default for Dns {
             cores: CoreSpec::All,
             zones: vec![DnsName::from_static("cluster.local")],
             ttl_seconds: 5,
-            udp_io: UdpIo::Batched,
+            udp_io: UdpIo::IoUring,
         }
     }
 }
@@ -591,15 +591,16 @@ impl Forward {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UdpIo {
-    /// `recvmmsg`/`sendmmsg` on the raw socket, driven inside the executor.
+    /// `recvmmsg`/`sendmmsg` on the raw socket, driven inside the executor:
+    /// what `io_uring` falls back to.
     Batched,
     /// glommio's `recv_from`/`send_to`.
     Glommio,
-    /// An io_uring per socket: a multishot `recvmsg` over provided buffers,
-    /// and replies as `send` requests. On a core with one listen address,
-    /// the forwarder's upstream sockets ride on the same ring. Where the
-    /// kernel refuses io_uring, kubewire logs why once and serves with
-    /// `batched`.
+    /// The default. An io_uring per socket: a multishot `recvmsg` over
+    /// provided buffers, and replies as `send` requests. On a core with one
+    /// listen address, the forwarder's upstream sockets ride on the same
+    /// ring. Where the kernel refuses the ring, kubewire logs why once and
+    /// serves with `batched`.
     #[value(name = "io_uring")]
     #[serde(rename = "io_uring")]
     IoUring,

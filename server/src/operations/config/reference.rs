@@ -69,7 +69,7 @@ pub const KEYS: &[KeyDoc] = &[
         "\"batched\", \"io_uring\" or \"glommio\"",
         false,
         &["--udp-io"],
-        "UDP I/O: recvmmsg/sendmmsg batches, an io_uring per socket (which, with one listen address, carries the forwarder's upstream sockets too: the cheapest forwarded miss), or glommio's one-datagram calls.",
+        "UDP I/O: an io_uring per socket (the default; with one listen address it carries the forwarder's upstream sockets too: the cheapest forwarded miss), recvmmsg/sendmmsg batches (what io_uring falls back to), or glommio's one-datagram calls.",
     ),
     key(
         "kubernetes.pods",
