@@ -288,6 +288,42 @@ fn a_forwarded_miss_on_the_io_uring_path_makes_no_datagram_system_call() {
     assert!(!server.logged(FALLBACK_LINE, Duration::from_millis(200)));
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_core_with_two_listen_addresses_serves_both_on_its_one_ring() {
+    // Node-local mode listens on two addresses. Both are answered through
+    // the core's one ring, forwarded names included: under the filter that
+    // refuses every datagram system call, a second ring's sockets (or the
+    // batched path) could not answer at all.
+    let upstream = Upstream::start();
+    let to = upstream.addr.to_string();
+    let second: std::net::SocketAddr = format!("127.0.0.2:{}", free_port()).parse().unwrap();
+    let second_arg = second.to_string();
+    let mut args = one_core_on_the_ring_forwarding_to(&to).to_vec();
+    args.extend(["--listen", second_arg.as_str()]);
+    let mut server = start_under(&args, refuse_datagram_calls);
+    server.wait_for_log(READY_LINE, Duration::from_secs(20));
+    for i in 0..20 {
+        for addr in [server.addr, second] {
+            let name = format!("both{i}-{}.example.com", addr.ip());
+            let reply = udp_query(addr, &build_query(&name, RecordType::A, None));
+            assert_eq!(
+                answers(&reply),
+                [format!("{name}. A 192.0.2.1")],
+                "via {addr}"
+            );
+            let cluster = build_query("kubernetes.default.svc.cluster.local", RecordType::A, None);
+            assert_eq!(
+                answers(&udp_query(addr, &cluster)),
+                ["kubernetes.default.svc.cluster.local. A 10.96.0.1"],
+                "via {addr}"
+            );
+        }
+    }
+    assert!(upstream.queries() >= 40, "{}", upstream.queries());
+    assert!(!server.logged(FALLBACK_LINE, Duration::from_millis(200)));
+}
+
 #[test]
 fn a_datagram_the_ring_cannot_take_is_counted_and_the_next_is_answered() {
     let mut server = Server::start(&["--demo", "--cores", "1", "--udp-io", "io_uring"]);

@@ -73,11 +73,7 @@ fn serve_io_uring(socket: &UdpSocket, task_run: TaskRun) {
     serve_io_uring_with(socket, task_run, kubewire_udp::uring::SendPath::Ring)
 }
 
-fn serve_io_uring_with(
-    socket: &UdpSocket,
-    task_run: TaskRun,
-    send: kubewire_udp::uring::SendPath,
-) {
+fn serve_io_uring_with(socket: &UdpSocket, task_run: TaskRun, send: kubewire_udp::uring::SendPath) {
     let options = kubewire_udp::uring::Options {
         reply_len: kubewire_udp::uring::RECEIVE_BUFFER_LEN,
         task_run,

@@ -31,6 +31,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 mod buffers;
+mod watched;
+
+pub use watched::Watch;
+use watched::Watched;
 
 /// Bytes per provided receive buffer: the kernel's 16-byte header, the
 /// sender's address, then the datagram (up to 2004 bytes; longer ones are
@@ -40,8 +44,10 @@ pub const RECEIVE_BUFFER_LEN: usize = 2048;
 const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
 /// The buffer group of the one buffer ring each ring has.
 const BUFFER_GROUP: u16 = 0;
-/// `user_data` of the multishot receive; send slots use their index.
-const RECEIVE: u64 = u64::MAX;
+/// `user_data` of a listening socket's multishot receive: this bit, and
+/// the socket's index (0: the ring's own; [`UdpRing::listen_also`]) below
+/// 2^32. Send slots use their index, below [`WATCHED`].
+const RECEIVE: u64 = 1 << 41;
 /// `user_data` of the cancellation submitted when a ring is dropped.
 const CANCEL: u64 = u64::MAX - 1;
 /// `user_data` of the tick ([`UdpRing::arm_tick`]).
@@ -53,6 +59,19 @@ const WATCHED_GROUP: u16 = 1;
 /// `user_data` of a watched socket's receive: this bit, and its index
 /// below 2^32 (send slots are below this bit).
 const WATCHED: u64 = 1 << 40;
+
+/// The listening socket whose receive `user_data` is, by index.
+fn listen_of(user_data: u64) -> Option<usize> {
+    (user_data & !0xffff_ffff == RECEIVE).then_some((user_data & 0xffff_ffff) as usize)
+}
+
+/// A socket the ring answers datagrams on.
+#[derive(Debug)]
+struct Listening {
+    fd: RawFd,
+    /// Its multishot receive is in the kernel.
+    armed: bool,
+}
 
 /// Whether `user_data` is a watched socket's receive.
 fn is_watched(user_data: u64) -> bool {
@@ -189,34 +208,19 @@ pub struct Turn {
     pub watched: usize,
 }
 
-/// A socket the ring receives on beside its own ([`UdpRing::watch`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watch(u32);
-
-/// A watched socket's multishot receive.
-#[derive(Debug)]
-struct Watched {
-    fd: RawFd,
-    /// Its receive is in the kernel: until its last completion is reaped,
-    /// the slot is not reused.
-    armed: bool,
-    /// Not unwatched: re-armed when its receive ends.
-    wanted: bool,
-}
-
 /// A UDP socket's io_uring. The socket must outlive it.
 pub struct UdpRing {
     // Dropped first, after `Drop` has cancelled every request, so the kernel
     // never writes to the memory below once it is freed.
     ring: IoUring,
-    socket: RawFd,
+    /// The sockets answered on: the ring's own first.
+    listens: Vec<Listening>,
     buffers: ProvidedBuffers,
     /// The watched sockets' buffers; `None` when none may be watched.
     watched_buffers: Option<ProvidedBuffers>,
     watched: Vec<Watched>,
     receive_header: Box<[libc::msghdr]>,
     sends: SendSlots,
-    armed: bool,
     /// A datagram has been received: an `EINVAL` receive is then an error of
     /// the moment, not a kernel without multishot `recvmsg`.
     receive_worked: bool,
@@ -243,7 +247,7 @@ pub struct UdpRing {
 impl std::fmt::Debug for UdpRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdpRing")
-            .field("socket", &self.socket)
+            .field("listens", &self.listens)
             .field("stats", &self.stats)
             .finish()
     }
@@ -301,13 +305,15 @@ impl UdpRing {
         receive_header[0].msg_namelen = NAME_LEN as libc::socklen_t;
         let mut ring = UdpRing {
             ring,
-            socket: socket.as_raw_fd(),
+            listens: vec![Listening {
+                fd: socket.as_raw_fd(),
+                armed: false,
+            }],
             buffers,
             watched_buffers,
             watched: Vec::new(),
             receive_header,
             sends: SendSlots::new(usize::from(options.send_slots.max(1)), options.reply_len),
-            armed: false,
             receive_worked: false,
             closing: false,
             notifier: None,
@@ -331,9 +337,24 @@ impl UdpRing {
             }
             watched.publish();
         }
-        ring.arm();
+        ring.arm(0);
         ring.flush()?;
         Ok(ring)
+    }
+
+    /// Answers datagrams on `socket` too, with the same buffers: each goes
+    /// to [`UdpRing::process_with`]'s `answer` with the index returned
+    /// here (the ring's own socket is 0), and its reply leaves on `socket`.
+    /// So one ring, and one wait, serves every address a core listens on.
+    /// `socket` must outlive the ring.
+    pub fn listen_also(&mut self, socket: &impl AsRawFd) -> usize {
+        self.listens.push(Listening {
+            fd: socket.as_raw_fd(),
+            armed: false,
+        });
+        let index = self.listens.len() - 1;
+        self.arm(index);
+        index
     }
 
     /// Counters since the ring was made.
@@ -348,16 +369,16 @@ impl UdpRing {
             .map(io::Error::from_raw_os_error)
     }
 
-    fn arm(&mut self) {
+    fn arm(&mut self, listen: usize) {
         let receive = opcode::RecvMsgMulti::new(
-            types::Fd(self.socket),
+            types::Fd(self.listens[listen].fd),
             self.receive_header.as_ptr(),
             BUFFER_GROUP,
         )
         .build()
-        .user_data(RECEIVE);
+        .user_data(RECEIVE | listen as u64);
         self.push(&receive);
-        self.armed = true;
+        self.listens[listen].armed = true;
     }
 
     fn push(&mut self, entry: &squeue::Entry) {
@@ -380,17 +401,22 @@ impl UdpRing {
     /// without multishot `recvmsg`): the caller should use another path.
     pub fn process(
         &mut self,
-        answer: impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+        mut answer: impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
     ) -> Result<Turn, RingError> {
-        self.process_with(answer, |_, _, _, _| {})
+        self.process_with(
+            |_, query, out, peer| answer(query, out, peer),
+            |_, _, _, _| {},
+        )
     }
 
-    /// As [`UdpRing::process`], and each datagram received on a watched
-    /// socket goes to `watched` with the socket's [`Watch`], its bytes,
-    /// whether it was cut short (longer than a buffer), and its sender.
+    /// As [`UdpRing::process`], with the index of the listening socket a
+    /// datagram came to ([`UdpRing::listen_also`]) first in `answer`'s
+    /// arguments; and each datagram received on a watched socket goes to
+    /// `watched` with the socket's [`Watch`], its bytes, whether it was cut
+    /// short (longer than a buffer), and its sender.
     pub fn process_with(
         &mut self,
-        mut answer: impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+        mut answer: impl FnMut(usize, &[u8], &mut [u8], Peer<'_>) -> Option<usize>,
         mut watched: impl FnMut(Watch, &[u8], bool, Peer<'_>),
     ) -> Result<Turn, RingError> {
         let mut turn = Turn::default();
@@ -412,21 +438,23 @@ impl UdpRing {
             for &(user_data, result, flags) in &completions {
                 if is_watched(user_data) {
                     self.complete_watched(user_data, result, flags, &mut watched, &mut turn);
-                } else if user_data != RECEIVE {
+                } else if listen_of(user_data).is_none() {
                     self.complete(user_data, result, flags, &mut answer, &mut turn)?;
                 }
             }
             for &(user_data, result, flags) in &completions {
-                if user_data == RECEIVE {
+                if listen_of(user_data).is_some() {
                     self.complete(user_data, result, flags, &mut answer, &mut turn)?;
                 }
             }
         }
         self.completions = completions;
         self.buffers.publish();
-        if !self.armed && !self.closing {
-            self.stats.rearmed += 1;
-            self.arm();
+        for listen in 0..self.listens.len() {
+            if !self.listens[listen].armed && !self.closing {
+                self.stats.rearmed += 1;
+                self.arm(listen);
+            }
         }
         if let Some(buffers) = &self.watched_buffers {
             buffers.publish();
@@ -442,159 +470,6 @@ impl UdpRing {
             }
         }
         Ok(turn)
-    }
-
-    /// Receives on `socket` too, until [`UdpRing::unwatch`]: each datagram
-    /// goes to [`UdpRing::process_with`]'s `watched`. `None` when the ring
-    /// was made without watched buffers. The kernel holds the socket open
-    /// until it is unwatched, even if its descriptor is closed.
-    pub fn watch(&mut self, socket: RawFd) -> Option<Watch> {
-        self.watched_buffers.as_ref()?;
-        let index = match self.watched.iter().position(|w| !w.armed && !w.wanted) {
-            Some(index) => index,
-            None => {
-                self.watched.push(Watched {
-                    fd: socket,
-                    armed: false,
-                    wanted: false,
-                });
-                self.watched.len() - 1
-            }
-        };
-        self.watched[index] = Watched {
-            fd: socket,
-            armed: false,
-            wanted: true,
-        };
-        self.arm_watched(index);
-        Some(Watch(index as u32))
-    }
-
-    /// Stops receiving on a watched socket: its receive is cancelled, and
-    /// nothing more of it is handed on.
-    pub fn unwatch(&mut self, watch: Watch) {
-        let index = watch.0 as usize;
-        let Some(socket) = self.watched.get_mut(index) else {
-            return;
-        };
-        if !socket.wanted {
-            return;
-        }
-        socket.wanted = false;
-        if socket.armed {
-            let cancel = opcode::AsyncCancel::new(WATCHED | index as u64)
-                .build()
-                .user_data(CANCEL);
-            self.push(&cancel);
-        }
-    }
-
-    /// Reports each time `fd` becomes readable ([`Turn::readable`]), until
-    /// [`UdpRing::unwatch_readable`]: a multishot poll, for a descriptor
-    /// the caller reads itself (an epoll set, say). One at a time.
-    pub fn watch_readable(&mut self, fd: RawFd) {
-        if self.readable.replace(fd).is_some() {
-            return;
-        }
-        // A poll still being cancelled is re-armed by `process` once its
-        // last completion is in.
-        if !self.readable_armed {
-            self.arm_readable();
-        }
-    }
-
-    /// Stops [`UdpRing::watch_readable`]'s reports.
-    pub fn unwatch_readable(&mut self) {
-        if self.readable.take().is_some() && self.readable_armed {
-            let cancel = opcode::AsyncCancel::new(READABLE).build().user_data(CANCEL);
-            self.push(&cancel);
-        }
-    }
-
-    fn arm_readable(&mut self) {
-        let Some(fd) = self.readable else { return };
-        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(READABLE);
-        self.readable_armed = true;
-        self.push(&poll);
-    }
-
-    /// Whether the ring was made with buffers for watched sockets.
-    pub fn watch_capacity(&self) -> bool {
-        self.watched_buffers.is_some()
-    }
-
-    /// Sockets watched now.
-    pub fn watching(&self) -> usize {
-        self.watched.iter().filter(|w| w.wanted).count()
-    }
-
-    fn arm_watched(&mut self, index: usize) {
-        let fd = self.watched[index].fd;
-        let receive =
-            opcode::RecvMsgMulti::new(types::Fd(fd), self.receive_header.as_ptr(), WATCHED_GROUP)
-                .build()
-                .user_data(WATCHED | index as u64);
-        self.watched[index].armed = true;
-        self.push(&receive);
-    }
-
-    fn complete_watched(
-        &mut self,
-        user_data: u64,
-        result: i32,
-        flags: u32,
-        watched: &mut impl FnMut(Watch, &[u8], bool, Peer<'_>),
-        turn: &mut Turn,
-    ) {
-        let index = (user_data & !WATCHED) as usize;
-        if !cqueue::more(flags)
-            && let Some(socket) = self.watched.get_mut(index)
-        {
-            socket.armed = false;
-        }
-        let Some(bid) = cqueue::buffer_select(flags) else {
-            return;
-        };
-        let wanted = self.watched.get(index).is_some_and(|w| w.wanted);
-        if let Some(buffers) = &self.watched_buffers
-            && result > 0
-            && wanted
-        {
-            let received = buffers.buffer(bid, result as usize);
-            if let Ok(message) = types::RecvMsgOut::parse(received, &self.receive_header[0])
-                && !message.is_name_data_truncated()
-            {
-                let name = message.name_data();
-                // SAFETY: all-zero bytes are a valid (unset) socket address.
-                let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-                // SAFETY: `name` is at most NAME_LEN bytes, less than a
-                // sockaddr_storage, and does not overlap the local.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        name.as_ptr(),
-                        (&raw mut storage).cast::<u8>(),
-                        name.len(),
-                    );
-                }
-                let peer = Peer::new(&storage, name.len() as libc::socklen_t);
-                self.stats.received += 1;
-                turn.watched += 1;
-                watched(
-                    Watch(index as u32),
-                    message.payload_data(),
-                    message.is_payload_truncated(),
-                    peer,
-                );
-            } else {
-                self.stats.dropped += 1;
-            }
-        }
-        if let Some(buffers) = &mut self.watched_buffers {
-            buffers.provide(bid);
-        }
     }
 
     /// Queues `bytes` to the address in `to` (`to_len` bytes of it) on
@@ -635,33 +510,36 @@ impl UdpRing {
         user_data: u64,
         result: i32,
         flags: u32,
-        answer: &mut impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+        answer: &mut impl FnMut(usize, &[u8], &mut [u8], Peer<'_>) -> Option<usize>,
         turn: &mut Turn,
     ) -> Result<(), RingError> {
-        match user_data {
-            RECEIVE => {
-                if !cqueue::more(flags) {
-                    self.armed = false;
-                }
-                if result == -libc::EINVAL && !self.receive_worked {
-                    return Err(RingError {
-                        step: "multishot recvmsg (Linux 6.0 or later)",
-                        source: io::Error::from_raw_os_error(libc::EINVAL),
-                    });
-                }
-                let Some(bid) = cqueue::buffer_select(flags) else {
-                    return Ok(());
-                };
-                if result > 0 {
-                    self.receive_worked = true;
-                    self.stats.received += 1;
-                    turn.received += 1;
-                    if self.answer_one(bid, result as usize, answer) {
-                        turn.replied += 1;
-                    }
-                }
-                self.buffers.provide(bid);
+        if let Some(listen) = listen_of(user_data) {
+            if !cqueue::more(flags)
+                && let Some(listening) = self.listens.get_mut(listen)
+            {
+                listening.armed = false;
             }
+            if result == -libc::EINVAL && !self.receive_worked {
+                return Err(RingError {
+                    step: "multishot recvmsg (Linux 6.0 or later)",
+                    source: io::Error::from_raw_os_error(libc::EINVAL),
+                });
+            }
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                return Ok(());
+            };
+            if result > 0 {
+                self.receive_worked = true;
+                self.stats.received += 1;
+                turn.received += 1;
+                if self.answer_one(listen, bid, result as usize, answer) {
+                    turn.replied += 1;
+                }
+            }
+            self.buffers.provide(bid);
+            return Ok(());
+        }
+        match user_data {
             CANCEL => {}
             READABLE => {
                 if !cqueue::more(flags) {
@@ -687,13 +565,18 @@ impl UdpRing {
         Ok(())
     }
 
-    /// Answers the datagram in buffer `bid`; true if a reply was queued.
+    /// Answers the datagram in buffer `bid`, which came to listening
+    /// socket `listen`; true if a reply was queued.
     fn answer_one(
         &mut self,
+        listen: usize,
         bid: u16,
         len: usize,
-        answer: &mut impl FnMut(&[u8], &mut [u8], Peer<'_>) -> Option<usize>,
+        answer: &mut impl FnMut(usize, &[u8], &mut [u8], Peer<'_>) -> Option<usize>,
     ) -> bool {
+        let Some(socket) = self.listens.get(listen).map(|l| l.fd) else {
+            return false;
+        };
         let received = self.buffers.buffer(bid, len);
         let Ok(message) = types::RecvMsgOut::parse(received, &self.receive_header[0]) else {
             self.stats.dropped += 1;
@@ -705,12 +588,12 @@ impl UdpRing {
         }
         let Some(slot) = self.sends.free.pop() else {
             return answer_directly(
-                self.socket,
+                socket,
                 &mut self.overflow,
                 &mut self.stats,
                 &mut self.last_send_error,
                 (message.payload_data(), message.name_data()),
-                answer,
+                &mut |query, out, peer| answer(listen, query, out, peer),
             );
         };
         let name = message.name_data();
@@ -727,22 +610,24 @@ impl UdpRing {
         let capacity = self.sends.reply_len;
         let reply = &mut self.sends.replies[slot * capacity..(slot + 1) * capacity];
         let peer = Peer::new(&self.sends.names[slot], name_len);
-        let Some(reply_len) = answer(message.payload_data(), reply, peer) else {
+        let Some(reply_len) = answer(listen, message.payload_data(), reply, peer) else {
             self.sends.free.push(slot);
             return false;
         };
         let reply_len = reply_len.min(capacity);
         let entry = self.sends.point(slot, reply_len, name_len);
-        if self.send_path == SendPath::Sendmmsg {
+        // One sendmmsg per turn goes to the ring's own socket: the others'
+        // replies leave as send requests.
+        if self.send_path == SendPath::Sendmmsg && listen == 0 {
             self.sends.batch.push(slot);
             self.stats.replied += 1;
             return true;
         }
         let send = if self.send_path == SendPath::RingSendmsg {
-            opcode::SendMsg::new(types::Fd(self.socket), entry).build()
+            opcode::SendMsg::new(types::Fd(socket), entry).build()
         } else {
             let reply = self.sends.replies[slot * capacity..].as_ptr();
-            opcode::Send::new(types::Fd(self.socket), reply, reply_len as u32)
+            opcode::Send::new(types::Fd(socket), reply, reply_len as u32)
                 .dest_addr((&raw const self.sends.names[slot]).cast())
                 .dest_addr_len(name_len)
                 .build()
@@ -841,7 +726,7 @@ impl UdpRing {
                     self.sends.mmsg[i] = header;
                 }
                 libc::sendmmsg(
-                    self.socket,
+                    self.listens[0].fd,
                     self.sends.mmsg.as_mut_ptr(),
                     (count - first) as libc::c_uint,
                     libc::MSG_DONTWAIT,
@@ -978,8 +863,12 @@ impl Drop for UdpRing {
     /// under the kernel.
     fn drop(&mut self) {
         self.closing = true;
-        let cancel = opcode::AsyncCancel::new(RECEIVE).build().user_data(CANCEL);
-        self.push(&cancel);
+        for listen in 0..self.listens.len() {
+            let cancel = opcode::AsyncCancel::new(RECEIVE | listen as u64)
+                .build()
+                .user_data(CANCEL);
+            self.push(&cancel);
+        }
         for index in 0..self.watched.len() {
             if self.watched[index].armed {
                 self.unwatch(Watch(index as u32));
@@ -989,7 +878,7 @@ impl Drop for UdpRing {
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         // The receive is armed until its last completion (no MORE flag) is
         // reaped; each send until its completion.
-        while self.armed
+        while self.listens.iter().any(|l| l.armed)
             || self.tick_armed
             || self.readable_armed
             || self.sends.free.len() < self.sends.count

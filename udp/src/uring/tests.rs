@@ -131,7 +131,7 @@ fn a_watched_socket_receives_and_sends_through_the_ring_until_unwatched() {
         ring.submit_and_wait(Some(Duration::from_millis(10)))
             .unwrap();
         ring.process_with(
-            |_, _, _| None,
+            |_, _, _, _| None,
             |w, bytes, truncated, peer| {
                 assert_eq!(w, watch);
                 assert_eq!(peer.address(), Some(upstream.local_addr().unwrap()));
@@ -156,13 +156,13 @@ fn a_watched_socket_receives_and_sends_through_the_ring_until_unwatched() {
     ring.unwatch(watch);
     assert_eq!(ring.watching(), 0);
     ring.flush().unwrap();
-    ring.process_with(|_, _, _| None, |_, _, _, _| panic!("unwatched"))
+    ring.process_with(|_, _, _, _| None, |_, _, _, _| panic!("unwatched"))
         .unwrap();
     upstream.send_to(b"late", from).unwrap();
     for _ in 0..5 {
         ring.submit_and_wait(Some(Duration::from_millis(10)))
             .unwrap();
-        ring.process_with(|_, _, _| None, |_, _, _, _| panic!("unwatched"))
+        ring.process_with(|_, _, _, _| None, |_, _, _, _| panic!("unwatched"))
             .unwrap();
     }
     // The slot is free for the next socket.
@@ -240,4 +240,65 @@ fn a_watched_descriptor_is_reported_readable_until_unwatched() {
     ring.process(|_, _, _| None).unwrap();
     writer.send(b"x").unwrap();
     assert!(!readable_turn(&mut ring), "unwatched");
+}
+
+#[test]
+fn a_ring_answers_on_every_socket_it_listens_on_from_that_socket() {
+    let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let options = Options {
+        receive_buffers: 4,
+        ..Options::default()
+    };
+    let mut ring = UdpRing::new(&first, options).unwrap();
+    assert_eq!(ring.listen_also(&second), 1);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let servers = [first.local_addr().unwrap(), second.local_addr().unwrap()];
+    // More datagrams than buffers, to both: each receive runs dry and is
+    // re-armed on its own socket.
+    let rounds = 6u8;
+    for round in 0..rounds {
+        for (i, server) in servers.iter().enumerate() {
+            client.send_to(&[i as u8, round], server).unwrap();
+        }
+    }
+    let want = usize::from(rounds) * servers.len();
+    let mut answered = 0;
+    for _ in 0..200 {
+        ring.submit_and_wait(Some(Duration::from_millis(10)))
+            .unwrap();
+        let turn = ring
+            .process_with(
+                |listen, query, out, _| {
+                    // The reply says which socket the ring saw the query on.
+                    out[0] = query[0];
+                    out[1] = query[1];
+                    out[2] = listen as u8;
+                    Some(3)
+                },
+                |_, _, _, _| {},
+            )
+            .unwrap();
+        answered += turn.replied;
+        if answered >= want {
+            ring.flush().unwrap();
+            break;
+        }
+    }
+    assert_eq!(answered, want);
+    for _ in 0..want {
+        let mut buf = [0u8; 8];
+        let (len, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(len, 3);
+        let asked = usize::from(buf[0]);
+        assert_eq!(usize::from(buf[2]), asked, "the index of the socket asked");
+        assert_eq!(
+            from, servers[asked],
+            "the reply leaves from the socket asked"
+        );
+    }
+    assert!(ring.stats().rearmed >= 2, "{:?}", ring.stats());
 }

@@ -453,6 +453,7 @@ fn start_serving(
     // TLS listeners' metrics come after the plain ones'.
     let plain_listens = listeners.udp.len();
     let mut udp_sockets = Vec::new();
+    let mut ring_sockets = uring::Listening::new();
     for (listen, fd) in listeners.udp.into_iter().enumerate() {
         // SAFETY: a bound UDP socket created for this core alone, whose
         // ownership passes from the OwnedFd to glommio's socket.
@@ -461,31 +462,25 @@ fn start_serving(
         match udp_io {
             UdpIo::Batched => {
                 glommio::spawn_local(serve_udp_batched(socket, shared.clone(), exclusive, listen))
-                    .detach()
+                    .detach();
             }
             UdpIo::Glommio => {
-                glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach()
+                glommio::spawn_local(serve_udp_glommio(socket, shared.clone(), listen)).detach();
             }
-            UdpIo::IoUring => {
-                match uring::ring_for(&socket, exclusive && shared.resolver.forwarder().is_some()) {
-                    Some(ring) => glommio::spawn_local(uring::serve_udp_uring(
-                        socket,
-                        shared.clone(),
-                        exclusive,
-                        listen,
-                        ring,
-                    ))
-                    .detach(),
-                    None => glommio::spawn_local(serve_udp_batched(
-                        socket,
-                        shared.clone(),
-                        exclusive,
-                        listen,
-                    ))
-                    .detach(),
-                }
+            // One ring for all of them, below.
+            UdpIo::IoUring => ring_sockets.push((socket, listen)),
+        }
+    }
+    if !ring_sockets.is_empty() {
+        match uring::ring_for(&ring_sockets, shared.resolver.forwarder().is_some()) {
+            Some(ring) => {
+                glommio::spawn_local(uring::serve_udp_uring(ring_sockets, shared.clone(), ring))
+                    .detach();
             }
-        };
+            None => {
+                glommio::spawn_local(uring::serve_batched(ring_sockets, shared.clone())).detach();
+            }
+        }
     }
     let connections = Rc::new(Cell::new(0usize));
     let scratch: Scratch = Rc::new(RefCell::new(vec![0u8; kubewire_wire::MAX_MESSAGE]));

@@ -1,5 +1,6 @@
-//! The io_uring UDP path (`dns.udp_io = "io_uring"`): one ring per socket,
-//! beside glommio's own, driven from this core's executor.
+//! The io_uring UDP path (`dns.udp_io = "io_uring"`, the default): one
+//! ring per core for all its UDP sockets, beside glommio's own, driven from
+//! this core's executor.
 //!
 //! - While datagrams keep coming, each turn is one `io_uring_enter` that
 //!   sends the last turn's replies and sleeps until the next datagram, as
@@ -10,19 +11,19 @@
 //!   on glommio's reactor, the task parks on an eventfd the ring signals,
 //!   read through that reactor, so an idle core costs nothing and its other
 //!   tasks (TCP, updates, forwarded replies) run.
-//! - Where the core's only UDP socket is served here and names are
-//!   forwarded, the forwarder's kept upstream sockets ride on the same ring
+//! - Where names are forwarded, the forwarder's kept upstream sockets ride
+//!   on the same ring
 //!   (`udp_pool::Readiness::use_ring`): their queries leave, their replies
 //!   arrive and the clients' replies leave in the enters the loop makes
 //!   anyway, so a forwarded miss costs no system call of its own. The loop
 //!   then sleeps in the ring while queries wait upstream, and runs the
 //!   tasks their replies wake before it enters again.
-//! - While a stream connection (TCP, TLS, HTTPS) is busy, the core's only
-//!   UDP socket's ring also polls the core's epoll set of connections, and
+//! - While a stream connection (TCP, TLS, HTTPS) is busy, the ring also
+//!   polls the core's epoll set of connections, and
 //!   the loop wakes those with bytes, as the batched path's `poll` does
 //!   (`streams`), so their queries do not wait for glommio's reactor.
 //! - Where the kernel refuses the ring, one log line says why and the
-//!   socket is served by the batched path.
+//!   sockets are served by the batched path.
 
 use super::{
     Failures, Outbox, QueryBuf, QueryLog, Rcode, Shared, UDP_FLOWING_WAIT_MS, UdpSocket, Verdict,
@@ -41,19 +42,45 @@ static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 /// taken per turn at most (4 KiB each).
 const UPSTREAM_BUFFERS: u16 = 64;
 
-/// A ring for `socket`, or `None` (logged) where the kernel refuses it.
-/// `forwards`: the forwarder's upstream sockets ride on it too.
-pub(super) fn ring_for(socket: &UdpSocket, forwards: bool) -> Option<UdpRing> {
+/// A core's UDP sockets, each with its index among the listen addresses.
+pub(super) type Listening = Vec<(Rc<UdpSocket>, usize)>;
+
+/// One ring for all of `sockets` (at least one), or `None` (logged) where
+/// the kernel refuses it. `forwards`: the forwarder's upstream sockets ride
+/// on it too.
+pub(super) fn ring_for(sockets: &Listening, forwards: bool) -> Option<UdpRing> {
     let options = Options {
         watched_buffers: if forwards { UPSTREAM_BUFFERS } else { 0 },
         ..Options::default()
     };
-    match UdpRing::new(socket, options) {
-        Ok(ring) => Some(ring),
+    let (first, others) = sockets.split_first()?;
+    match UdpRing::new(&*first.0, options) {
+        Ok(mut ring) => {
+            for (socket, _) in others {
+                ring.listen_also(&**socket);
+            }
+            Some(ring)
+        }
         Err(error) => {
             log_fallback(&error);
             None
         }
+    }
+}
+
+/// Serves `sockets` the batched way, one task each: where the kernel
+/// refuses the ring. Returns when the first socket's task does.
+pub(super) async fn serve_batched(sockets: Listening, shared: Shared) {
+    let exclusive = sockets.len() == 1;
+    let mut tasks = sockets.into_iter().map(|(socket, listen)| {
+        glommio::spawn_local(serve_udp_batched(socket, shared.clone(), exclusive, listen))
+    });
+    let first = tasks.next();
+    tasks.for_each(|task| {
+        task.detach();
+    });
+    if let Some(first) = first {
+        first.await;
     }
 }
 
@@ -101,32 +128,41 @@ fn notifier(ring: &mut UdpRing) -> Result<glommio::io::BufferedFile, RingError> 
     Ok(unsafe { glommio::io::BufferedFile::from_raw_fd(OwnedFd::into_raw_fd(own)) })
 }
 
-/// Serves one UDP socket through `ring`; see the module's description.
-pub(super) async fn serve_udp_uring(
-    socket: Rc<UdpSocket>,
-    shared: Shared,
-    exclusive: bool,
-    listen: usize,
-    mut ring: UdpRing,
-) {
+/// Serves a core's UDP sockets through `ring` ([`ring_for`]); see the
+/// module's description.
+pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring: UdpRing) {
     let notifier = match notifier(&mut ring) {
         Ok(file) => file,
         Err(error) => {
             log_fallback(&error);
             drop(ring);
-            return serve_udp_batched(socket, shared, exclusive, listen).await;
+            return serve_batched(sockets, shared).await;
         }
     };
     let readiness = Rc::clone(shared.resolver.readiness());
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&*socket);
-    // Queries of this turn the table could not finish, with their senders.
-    let mut to_resolve: Vec<(Box<QueryBuf>, Work, std::net::SocketAddr)> = Vec::new();
-    let outbox = Outbox::new(&socket);
+    // By the ring's index of each socket: its descriptor, its index among
+    // the listen addresses, and the outbox of its resolved replies.
+    let fds: Vec<_> = sockets
+        .iter()
+        .map(|(socket, _)| std::os::fd::AsRawFd::as_raw_fd(&**socket))
+        .collect();
+    let listens: Vec<usize> = sockets.iter().map(|(_, listen)| *listen).collect();
+    let outboxes: Vec<_> = sockets
+        .iter()
+        .map(|(socket, _)| Outbox::new(socket))
+        .collect();
+    // Queries of this turn the table could not finish, with their socket
+    // (the ring's index) and senders.
+    let mut to_resolve: Vec<(usize, Box<QueryBuf>, Work, std::net::SocketAddr)> = Vec::new();
+    // Replies queued this turn, by the ring's index of their socket.
+    let mut replied = vec![0u64; sockets.len()];
     // The forwarder's sockets and the resolved replies ride on this ring.
-    let forwards_here = exclusive && shared.resolver.forwarder().is_some() && ring.watch_capacity();
+    let forwards_here = shared.resolver.forwarder().is_some() && ring.watch_capacity();
     if forwards_here {
         readiness.use_ring();
-        outbox.drained_by(Rc::clone(&readiness));
+        for outbox in &outboxes {
+            outbox.drained_by(Rc::clone(&readiness));
+        }
     }
     // Queries of this turn picked for the query log.
     let mut picked: Vec<(Option<std::net::SocketAddr>, Vec<u8>, Rcode)> = Vec::new();
@@ -149,9 +185,8 @@ pub(super) async fn serve_udp_uring(
     // The ring polls the stream connections' epoll set.
     let mut driving = false;
     loop {
-        // Only the core's only UDP socket may sleep in its ring, so only it
-        // drives the connections.
-        let drive = exclusive && streams.busy();
+        // The core's one ring drives the connections while one is busy.
+        let drive = streams.busy();
         if drive != driving {
             driving = drive;
             streams.set_driven(drive);
@@ -162,14 +197,16 @@ pub(super) async fn serve_udp_uring(
         }
         if forwards_here {
             readiness.feed(&mut ring);
-            outbox.drain(|reply, to, to_len| ring.send_to(fd, reply, to, to_len));
+            for (outbox, &fd) in outboxes.iter().zip(&fds) {
+                outbox.drain(|reply, to, to_len| ring.send_to(fd, reply, to, to_len));
+            }
         }
-        // Sleeping in the kernel blocks the core's other tasks, so only a
-        // core's only UDP socket does it, and only while no forwarded or
-        // chased query waits on the reactor for its upstream's reply (on
-        // this ring, upstream replies wake it; a query that waits on the
-        // reactor, over TCP say, waits for the tick at most).
-        let sleep_in_ring = exclusive && (forwards_here || shared.resolver.in_progress() == 0);
+        // Sleeping in the kernel blocks the core's other tasks, so the ring
+        // does it only while no forwarded or chased query waits on the
+        // reactor for its upstream's reply (on this ring, upstream replies
+        // wake it; a query that waits on the reactor, over TCP say, waits
+        // for the tick at most).
+        let sleep_in_ring = forwards_here || shared.resolver.in_progress() == 0;
         let entered = if (flowing || driving) && sleep_in_ring {
             ring.arm_tick(flowing_wait);
             ring.submit_and_wait(None)
@@ -192,38 +229,40 @@ pub(super) async fn serve_udp_uring(
             let outside = shared.outside_for_batch(started);
             let mut query_log = shared.query_log.borrow_mut();
             ring.process_with(
-                |query, out, peer| match answer_udp(
-                    &mut table, outside, metrics, listen, query, out, peer,
-                ) {
-                    Verdict::Reply(len, rcode) => {
-                        if let (Some(dnstap), Some(started)) = (&shared.dnstap, started) {
-                            let reply = &out[..len];
-                            dnstap.client(
-                                listen,
-                                super::Proto::Udp,
-                                peer.address(),
-                                query,
-                                reply,
-                                started,
-                            );
+                |index, query, out, peer| {
+                    let listen = listens[index];
+                    match answer_udp(&mut table, outside, metrics, listen, query, out, peer) {
+                        Verdict::Reply(len, rcode) => {
+                            replied[index] += 1;
+                            if let (Some(dnstap), Some(started)) = (&shared.dnstap, started) {
+                                let reply = &out[..len];
+                                dnstap.client(
+                                    listen,
+                                    super::Proto::Udp,
+                                    peer.address(),
+                                    query,
+                                    reply,
+                                    started,
+                                );
+                            }
+                            if let Some(interval) = log_interval
+                                && query_log.pick(interval)
+                            {
+                                picked.push((peer.address(), query.to_vec(), rcode));
+                            }
+                            if shared.top_picks() {
+                                picked_top.push((peer.address(), query.to_vec(), rcode));
+                            }
+                            Some(len)
                         }
-                        if let Some(interval) = log_interval
-                            && query_log.pick(interval)
-                        {
-                            picked.push((peer.address(), query.to_vec(), rcode));
+                        Verdict::Resolve(query, work) => {
+                            if let Some(address) = peer.address() {
+                                to_resolve.push((index, query, work, address));
+                            }
+                            None
                         }
-                        if shared.top_picks() {
-                            picked_top.push((peer.address(), query.to_vec(), rcode));
-                        }
-                        Some(len)
+                        Verdict::Drop => None,
                     }
-                    Verdict::Resolve(query, work) => {
-                        if let Some(address) = peer.address() {
-                            to_resolve.push((query, work, address));
-                        }
-                        None
-                    }
-                    Verdict::Drop => None,
                 },
                 |watch, reply, truncated, from| {
                     readiness.deliver(watch, reply, truncated, from.address());
@@ -234,11 +273,11 @@ pub(super) async fn serve_udp_uring(
             Ok(turn) => turn,
             Err(error) => {
                 // The kernel cannot run the receive at all (an old kernel):
-                // serve this socket the other way.
+                // serve the sockets the other way.
                 log_fallback(&error);
                 drop(ring);
                 readiness.leave_ring();
-                return serve_udp_batched(socket, shared, exclusive, listen).await;
+                return serve_batched(sockets, shared).await;
             }
         };
         if let Some(metrics) = &shared.metrics {
@@ -303,7 +342,7 @@ pub(super) async fn serve_udp_uring(
                             futures_lite::future::or(readiness.nudged(), async {
                                 // Driving already, the ring's poll of the
                                 // connections signals the eventfd.
-                                if exclusive && !driving {
+                                if !driving {
                                     streams.until_busy().await;
                                 } else {
                                     std::future::pending::<()>().await;
@@ -329,8 +368,8 @@ pub(super) async fn serve_udp_uring(
         received_since_tick = true;
         flowing = flowing || !std::mem::take(&mut unparked);
         let resolving = !to_resolve.is_empty();
-        for (query, work, peer) in to_resolve.drain(..) {
-            spawn_udp_resolve(&shared, &outbox, listen, query, work, peer);
+        for (index, query, work, peer) in to_resolve.drain(..) {
+            spawn_udp_resolve(&shared, &outboxes[index], listens[index], query, work, peer);
         }
         if forwards_here && resolving {
             // The new queries' tasks run now and queue their upstream
@@ -340,8 +379,14 @@ pub(super) async fn serve_udp_uring(
         // A turn's queries are charged the time from taking them in to
         // queuing their replies, which leave in the next io_uring_enter.
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
-            metrics.took(listen, turn.replied as u64, elapsed_ns(started));
+            let took = elapsed_ns(started);
+            for (index, count) in replied.iter().enumerate() {
+                if *count > 0 {
+                    metrics.took(listens[index], *count, took);
+                }
+            }
         }
+        replied.fill(0);
         for (client, query, rcode) in picked_top.drain(..) {
             shared.count_top(&query, client, rcode);
         }
