@@ -30,9 +30,12 @@ kubewire's socket opens per 1000 forwarded queries are read from its
 With --udp-io MODE, kubewire (and kubewire-aa) serve with `dns.udp_io = MODE`
 (`io_uring` carries the upstream sockets on the core's ring too); the
 baseline keeps the default unless --baseline-udp-io says otherwise.
+With --two-listens every kubewire also listens on 127.0.0.2 (the load
+still goes to 127.0.0.1), as node-local mode listens on two addresses.
 
 Usage: python3 bench/compare_forwarders.py [--rate 20000] [--seconds 5] [--rounds 3]
            [--cache] [--baseline PATH] [--aa] [--udp-io MODE] [--baseline-udp-io MODE]
+           [--two-listens]
 Needs root on first run: installs unbound and dnsdist from Debian.
 """
 
@@ -70,6 +73,8 @@ def main():
                     help="a second copy of the current kubewire, as kubewire-aa")
     ap.add_argument("--udp-io", default="",
                     help="dns.udp_io for kubewire and kubewire-aa (batched, glommio, io_uring)")
+    ap.add_argument("--two-listens", action="store_true",
+                    help="kubewire listens on 127.0.0.2 too, as node-local mode does")
     ap.add_argument("--baseline-udp-io", default="",
                     help="dns.udp_io for kubewire-before")
     args = ap.parse_args()
@@ -137,8 +142,9 @@ setSecurityPollSuffix("")
                               "127.0.0.1:5300", "0"], work)
         def forwarder(name, binary, port, metrics_port):
             config = "kubewire-before.toml" if name == "kubewire-before" else "kubewire.toml"
+            listen = f"127.0.0.1:{port}" + (f",127.0.0.2:{port}" if args.two_listens else "")
             return [binary, "--manifests", str(work / "empty.json"), "--zone",
-                    "kubewire.internal", "--cores", "0-0", "--listen", f"127.0.0.1:{port}",
+                    "kubewire.internal", "--cores", "0-0", "--listen", listen,
                     "--forward", UPSTREAM, "--health-addr", "", "--ready-addr", "",
                     "--metrics-addr", f"127.0.0.1:{metrics_port}", "--config",
                     str(work / config)]
