@@ -5,7 +5,7 @@
 //! - [`mmsg`]: `recvmmsg`/`sendmmsg` batches on a non-blocking socket, used by
 //!   the server's `batched` path, the load generator and the `recvmmsg` null
 //!   responder;
-//! - [`uring`]: one io_uring per socket with a multishot `recvmsg` over a
+//! - [`uring`]: an io_uring for one or more sockets, with a multishot `recvmsg` over a
 //!   provided-buffer ring and replies as `send` requests, used by the server's
 //!   `io_uring` path and the io_uring null responder.
 #![allow(unsafe_code)] // system calls and kernel-shared memory, each one explained

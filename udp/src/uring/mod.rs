@@ -1,4 +1,5 @@
-//! UDP on io_uring: one ring per socket, owned by one thread.
+//! UDP on io_uring: one ring for one or more sockets ([`UdpRing::listen_also`]),
+//! owned by one thread.
 //!
 //! - Receiving is armed once: a multishot `recvmsg` takes each datagram into
 //!   a buffer of a provided-buffer ring, and posts one completion per

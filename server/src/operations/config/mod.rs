@@ -596,11 +596,11 @@ pub enum UdpIo {
     Batched,
     /// glommio's `recv_from`/`send_to`.
     Glommio,
-    /// The default. An io_uring per socket: a multishot `recvmsg` over
-    /// provided buffers, and replies as `send` requests. On a core with one
-    /// listen address, the forwarder's upstream sockets ride on the same
-    /// ring. Where the kernel refuses the ring, kubewire logs why once and
-    /// serves with `batched`.
+    /// The default. One io_uring per core for all its listen sockets: a
+    /// multishot `recvmsg` over provided buffers, and replies as `send`
+    /// requests. The forwarder's upstream sockets ride on the same ring.
+    /// Where the kernel refuses the ring, kubewire logs why once and serves
+    /// with `batched`.
     #[value(name = "io_uring")]
     #[serde(rename = "io_uring")]
     IoUring,

@@ -69,7 +69,7 @@ pub const KEYS: &[KeyDoc] = &[
         "\"batched\", \"io_uring\" or \"glommio\"",
         false,
         &["--udp-io"],
-        "UDP I/O: an io_uring per socket (the default; with one listen address it carries the forwarder's upstream sockets too: the cheapest forwarded miss), recvmmsg/sendmmsg batches (what io_uring falls back to), or glommio's one-datagram calls.",
+        "UDP I/O: one io_uring per core (the default; it carries the forwarder's upstream sockets too: the cheapest forwarded miss), recvmmsg/sendmmsg batches (what io_uring falls back to), or glommio's one-datagram calls.",
     ),
     key(
         "kubernetes.pods",
