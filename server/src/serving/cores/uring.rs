@@ -173,10 +173,12 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
     // A datagram came since the tick last fired: a tick ends the flow only
     // after a whole period without one.
     let mut received_since_tick = false;
-    // The loop has just woken from a park: one datagram is not yet a flow,
-    // so the loop takes what came meanwhile without waiting for more, and
-    // parks again if nothing did (sparse queries then cost no tick).
-    let mut unparked = false;
+    // How long the loop was parked, just after it woke. After a short park
+    // (queries come every millisecond or more often) its datagrams start a
+    // flow, which the first tick without another ends; after a long one
+    // they do not, and the loop parks again once they are answered, so a
+    // sparse query costs no tick.
+    let mut unparked: Option<Duration> = None;
     let mut last_yield = std::time::Instant::now();
     let flowing_wait = Duration::from_millis(UDP_FLOWING_WAIT_MS);
     // The ring's counters as last read, for the metrics' increments.
@@ -336,6 +338,7 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
             // queues something for it.
             match ring.park() {
                 Ok(true) => {
+                    let parked_at = std::time::Instant::now();
                     let woken = futures_lite::future::or(
                         async { notifier.read_at(0, 8).await.map(|_| ()) },
                         async {
@@ -358,15 +361,23 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
                     ring.unpark();
-                    unparked = true;
+                    unparked = Some(parked_at.elapsed());
                 }
                 Ok(false) => {}
                 Err(error) => failures.record("io_uring_enter failed; retrying", &error),
             }
             continue;
         }
-        received_since_tick = true;
-        flowing = flowing || !std::mem::take(&mut unparked);
+        match unparked.take() {
+            Some(parked) => {
+                flowing = parked < 2 * flowing_wait;
+                received_since_tick = false;
+            }
+            None => {
+                flowing = true;
+                received_since_tick = true;
+            }
+        }
         let resolving = !to_resolve.is_empty();
         for (index, query, work, peer) in to_resolve.drain(..) {
             spawn_udp_resolve(&shared, &outboxes[index], listens[index], query, work, peer);
