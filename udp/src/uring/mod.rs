@@ -61,9 +61,15 @@ const WATCHED_GROUP: u16 = 1;
 /// below 2^32 (send slots are below this bit).
 const WATCHED: u64 = 1 << 40;
 
+/// The index below 2^32 in a `user_data` tagged `tag` ([`RECEIVE`] or
+/// [`WATCHED`]), or `None` if it bears another tag.
+fn tagged(tag: u64, user_data: u64) -> Option<usize> {
+    (user_data & !0xffff_ffff == tag).then_some((user_data & 0xffff_ffff) as usize)
+}
+
 /// The listening socket whose receive `user_data` is, by index.
 fn listen_of(user_data: u64) -> Option<usize> {
-    (user_data & !0xffff_ffff == RECEIVE).then_some((user_data & 0xffff_ffff) as usize)
+    tagged(RECEIVE, user_data)
 }
 
 /// A socket the ring answers datagrams on.
@@ -76,7 +82,7 @@ struct Listening {
 
 /// Whether `user_data` is a watched socket's receive.
 fn is_watched(user_data: u64) -> bool {
-    user_data & !0xFFFF_FFFF == WATCHED
+    tagged(WATCHED, user_data).is_some()
 }
 /// Bytes per receive buffer of a watched socket: the kernel's header, the
 /// sender's address, and a datagram of more than 4096 bytes; a longer one

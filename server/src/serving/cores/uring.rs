@@ -84,6 +84,17 @@ pub(super) async fn serve_batched(sockets: Listening, shared: Shared) {
     }
 }
 
+/// One of the ring's sockets, at the ring's index of it.
+struct Served {
+    fd: std::os::fd::RawFd,
+    /// Its index among the listen addresses (metrics, dnstap).
+    listen: usize,
+    /// Its resolved replies.
+    outbox: Rc<Outbox>,
+    /// Replies queued on it this turn.
+    replied: u64,
+}
+
 /// The one log line for a refused ring, with what to do about it.
 fn log_fallback(error: &RingError) {
     if FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
@@ -140,28 +151,24 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
         }
     };
     let readiness = Rc::clone(shared.resolver.readiness());
-    // By the ring's index of each socket: its descriptor, its index among
-    // the listen addresses, and the outbox of its resolved replies.
-    let fds: Vec<_> = sockets
+    let mut served: Vec<Served> = sockets
         .iter()
-        .map(|(socket, _)| std::os::fd::AsRawFd::as_raw_fd(&**socket))
-        .collect();
-    let listens: Vec<usize> = sockets.iter().map(|(_, listen)| *listen).collect();
-    let outboxes: Vec<_> = sockets
-        .iter()
-        .map(|(socket, _)| Outbox::new(socket))
+        .map(|(socket, listen)| Served {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&**socket),
+            listen: *listen,
+            outbox: Outbox::new(socket),
+            replied: 0,
+        })
         .collect();
     // Queries of this turn the table could not finish, with their socket
     // (the ring's index) and senders.
     let mut to_resolve: Vec<(usize, Box<QueryBuf>, Work, std::net::SocketAddr)> = Vec::new();
-    // Replies queued this turn, by the ring's index of their socket.
-    let mut replied = vec![0u64; sockets.len()];
     // The forwarder's sockets and the resolved replies ride on this ring.
     let forwards_here = shared.resolver.forwarder().is_some() && ring.watch_capacity();
     if forwards_here {
         readiness.use_ring();
-        for outbox in &outboxes {
-            outbox.drained_by(Rc::clone(&readiness));
+        for socket in &served {
+            socket.outbox.drained_by(Rc::clone(&readiness));
         }
     }
     // Queries of this turn picked for the query log.
@@ -199,8 +206,11 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
         }
         if forwards_here {
             readiness.feed(&mut ring);
-            for (outbox, &fd) in outboxes.iter().zip(&fds) {
-                outbox.drain(|reply, to, to_len| ring.send_to(fd, reply, to, to_len));
+            for socket in &served {
+                let fd = socket.fd;
+                socket
+                    .outbox
+                    .drain(|reply, to, to_len| ring.send_to(fd, reply, to, to_len));
             }
         }
         // Sleeping in the kernel blocks the core's other tasks, so the ring
@@ -232,10 +242,11 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
             let mut query_log = shared.query_log.borrow_mut();
             ring.process_with(
                 |index, query, out, peer| {
-                    let listen = listens[index];
+                    let socket = &mut served[index];
+                    let listen = socket.listen;
                     match answer_udp(&mut table, outside, metrics, listen, query, out, peer) {
                         Verdict::Reply(len, rcode) => {
-                            replied[index] += 1;
+                            socket.replied += 1;
                             if let (Some(dnstap), Some(started)) = (&shared.dnstap, started) {
                                 let reply = &out[..len];
                                 dnstap.client(
@@ -380,7 +391,8 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
         }
         let resolving = !to_resolve.is_empty();
         for (index, query, work, peer) in to_resolve.drain(..) {
-            spawn_udp_resolve(&shared, &outboxes[index], listens[index], query, work, peer);
+            let socket = &served[index];
+            spawn_udp_resolve(&shared, &socket.outbox, socket.listen, query, work, peer);
         }
         if forwards_here && resolving {
             // The new queries' tasks run now and queue their upstream
@@ -391,13 +403,11 @@ pub(super) async fn serve_udp_uring(sockets: Listening, shared: Shared, mut ring
         // queuing their replies, which leave in the next io_uring_enter.
         if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
             let took = elapsed_ns(started);
-            for (index, count) in replied.iter().enumerate() {
-                if *count > 0 {
-                    metrics.took(listens[index], *count, took);
-                }
+            for socket in served.iter().filter(|socket| socket.replied > 0) {
+                metrics.took(socket.listen, socket.replied, took);
             }
         }
-        replied.fill(0);
+        served.iter_mut().for_each(|socket| socket.replied = 0);
         for (client, query, rcode) in picked_top.drain(..) {
             shared.count_top(&query, client, rcode);
         }
