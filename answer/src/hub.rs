@@ -11,6 +11,7 @@
 //! room, so a slow core never blocks the control plane or the other cores,
 //! and never applies a delta on top of a state it did not have.
 
+use crate::names::NameIndex;
 use crate::update::{Delta, Snapshot, Update};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub struct CoreStatus {
     applied_revision: AtomicU64,
     synced: AtomicBool,
     names: AtomicU64,
+    own_bytes: AtomicU64,
     /// The last [`APPLY_LOG`] revisions applied, each with when (µs since
     /// the Unix epoch), by revision modulo its length. Written by the core
     /// alone, read by the control plane.
@@ -56,8 +58,13 @@ impl CoreStatus {
     pub fn names(&self) -> u64 {
         self.names.load(Ordering::Relaxed)
     }
+    /// Heap bytes the core holds for itself: its name changes over the
+    /// index every core shares.
+    pub fn own_bytes(&self) -> u64 {
+        self.own_bytes.load(Ordering::Relaxed)
+    }
     /// Called by the core after applying updates.
-    pub fn record(&self, revision: u64, synced: bool, names: u64) {
+    pub fn record(&self, revision: u64, synced: bool, names: u64, own_bytes: u64) {
         if revision != self.applied_revision.load(Ordering::Relaxed) {
             let now_us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -68,6 +75,7 @@ impl CoreStatus {
             logged.store(revision, Ordering::Release);
         }
         self.names.store(names, Ordering::Relaxed);
+        self.own_bytes.store(own_bytes, Ordering::Relaxed);
         self.synced.store(synced, Ordering::Release);
         self.applied_revision.store(revision, Ordering::Release);
     }
@@ -112,6 +120,10 @@ struct Consumer {
 pub struct DeltaHub {
     consumers: Vec<Consumer>,
     capacity: usize,
+    /// Every name index shipped, until no core holds it: the hub drops it
+    /// last, so a core never spends its time freeing an index (a hash
+    /// table and a reference count per name) between queries.
+    indexes: Vec<Arc<NameIndex>>,
 }
 
 impl std::fmt::Debug for DeltaHub {
@@ -146,6 +158,7 @@ impl DeltaHub {
         DeltaHub {
             consumers: Vec::new(),
             capacity: capacity.max(1),
+            indexes: Vec::new(),
         }
     }
 
@@ -159,7 +172,9 @@ impl DeltaHub {
             needs_reset: true,
             status: Arc::clone(&status),
         };
-        send_reset(&mut consumer, &Arc::new(snapshot()));
+        let snapshot = Arc::new(snapshot());
+        self.keep(&snapshot.names);
+        send_reset(&mut consumer, &snapshot);
         self.consumers.push(consumer);
         DeltaReceiver { receiver, status }
     }
@@ -183,15 +198,22 @@ impl DeltaHub {
     /// most once) to a core that fell behind. Cores whose receiving end is
     /// gone are dropped.
     pub fn publish(&mut self, delta: Delta, snapshot: impl FnOnce() -> Snapshot) {
+        self.release_indexes();
+        if let Some(index) = &delta.names {
+            self.keep(index);
+        }
         let update = Update::Delta(Arc::new(delta));
         let mut snapshot = Some(snapshot);
         let mut taken: Option<Arc<Snapshot>> = None;
+        let indexes = &mut self.indexes;
         self.consumers.retain_mut(|consumer| {
             if consumer.needs_reset {
                 if taken.is_none()
                     && let Some(make) = snapshot.take()
                 {
-                    taken = Some(Arc::new(make()));
+                    let made = Arc::new(make());
+                    keep_index(indexes, &made.names);
+                    taken = Some(made);
                 }
                 let Some(reset) = &taken else {
                     return true;
@@ -215,14 +237,36 @@ impl DeltaHub {
         if self.consumers.iter().all(|c| !c.needs_reset) {
             return;
         }
+        self.release_indexes();
         let snapshot = Arc::new(snapshot());
+        self.keep(&snapshot.names);
         self.consumers
             .retain_mut(|consumer| !consumer.needs_reset || send_reset(consumer, &snapshot));
+    }
+
+    /// Drops the name indexes no core holds any more; call it now and then.
+    pub fn release_indexes(&mut self) {
+        self.indexes.retain(|index| Arc::strong_count(index) > 1);
+    }
+
+    /// How many name indexes are held, by the hub or a core.
+    pub fn indexes_held(&self) -> usize {
+        self.indexes.len()
+    }
+
+    fn keep(&mut self, index: &Arc<NameIndex>) {
+        keep_index(&mut self.indexes, index);
     }
 
     /// Whether any core is waiting for a `Reset`.
     pub fn resets_pending(&self) -> bool {
         self.consumers.iter().any(|c| c.needs_reset)
+    }
+}
+
+fn keep_index(indexes: &mut Vec<Arc<NameIndex>>, index: &Arc<NameIndex>) {
+    if !indexes.iter().any(|held| Arc::ptr_eq(held, index)) {
+        indexes.push(Arc::clone(index));
     }
 }
 

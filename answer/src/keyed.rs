@@ -56,11 +56,31 @@ impl<T: HasKey> KeyedTable<T> {
         }
     }
 
+    /// An empty table that hashes with `hasher`: tables that share one
+    /// can be searched with one hash.
+    pub fn with_hasher(hasher: ahash::RandomState) -> Self {
+        KeyedTable {
+            table: HashTable::new(),
+            hasher,
+        }
+    }
+
+    /// What it hashes keys with.
+    pub fn hasher(&self) -> &ahash::RandomState {
+        &self.hasher
+    }
+
     /// The value with this key.
     #[inline]
     pub fn get(&self, key: &T::Key) -> Option<&T> {
-        self.table
-            .find(self.hash_of(key), |value| value.key() == key)
+        self.get_hashed(self.hash_of(key), key)
+    }
+
+    /// The value with this key, whose hash ([`KeyedTable::hash_of`]) the
+    /// caller has.
+    #[inline]
+    pub fn get_hashed(&self, hash: u64, key: &T::Key) -> Option<&T> {
+        self.table.find(hash, |value| value.key() == key)
     }
 
     /// The hash the table files `key` under.
@@ -107,6 +127,13 @@ impl<T: HasKey> KeyedTable<T> {
             .find_entry(hash, |value| value.key() == key)
             .ok()?;
         Some(held.remove().0)
+    }
+
+    /// Shrinks the table to the fewest buckets its values fit in, which
+    /// also clears the slots removals left behind.
+    pub fn shrink_to_fit(&mut self) {
+        let hasher = &self.hasher;
+        self.table.shrink_to_fit(|held| hasher.hash_one(held.key()));
     }
 
     /// Every value, in no particular order.

@@ -17,7 +17,7 @@
 //! needs a walk up the tree.
 
 use crate::entry::{NameEntry, Zones};
-use crate::keyed::KeyedTable;
+use crate::names::CoreNames;
 use crate::update::{PodAddress, Update};
 use hashbrown::HashTable;
 use kubewire_wire::{
@@ -57,7 +57,8 @@ pub enum Response {
 /// One core's table. Not shared: each core owns one and changes it only by
 /// applying [`Update`]s between batches of queries.
 pub struct AnswerTable {
-    names: KeyedTable<NameEntry>,
+    /// The shared index of every name, and this core's changes over it.
+    names: CoreNames,
     /// Verified pod mode: the pod addresses that answer.
     pods: PodSet,
     /// Autopath: pod address to its namespace's label id.
@@ -93,7 +94,7 @@ impl AnswerTable {
     /// An empty table: no zones, so every name is not ours.
     pub fn new() -> AnswerTable {
         AnswerTable {
-            names: KeyedTable::default(),
+            names: CoreNames::default(),
             pods: PodSet::default(),
             clients: hashbrown::HashMap::default(),
             hasher: ahash::RandomState::new(),
@@ -126,7 +127,7 @@ impl AnswerTable {
     }
     /// Whether no names are held.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.names.len() == 0
     }
     /// The zone answers in force.
     pub fn zones(&self) -> &Zones {
@@ -137,9 +138,15 @@ impl AnswerTable {
         self.names.iter()
     }
 
-    /// The hash table's own heap bytes on this core (entries are shared).
+    /// Heap bytes this core holds for itself: its changes over the shared
+    /// index (entries and the index are shared).
     pub fn table_bytes(&self) -> usize {
-        self.names.allocation_size()
+        self.names.own_bytes()
+    }
+
+    /// How many name changes this core holds over the shared index.
+    pub fn overlaid(&self) -> usize {
+        self.names.overlaid()
     }
 
     /// Autopath: the namespace (its lowercase label) of the pod that holds
@@ -165,11 +172,7 @@ impl AnswerTable {
                 if snapshot.revision < self.revision {
                     return false;
                 }
-                let mut names = KeyedTable::with_capacity(snapshot.entries.len());
-                for entry in &snapshot.entries {
-                    names.insert(entry.clone());
-                }
-                self.names = names;
+                self.names = CoreNames::new(Arc::clone(&snapshot.names));
                 let mut pods = PodSet::default();
                 for (id, label) in &snapshot.pod_namespaces {
                     pods.add_namespace(&self.hasher, *id, label);
@@ -189,10 +192,17 @@ impl AnswerTable {
                 if delta.revision != self.revision + 1 {
                     return false;
                 }
+                if let Some(index) = &delta.names {
+                    // The index holds this delta's name changes too.
+                    self.names = CoreNames::new(Arc::clone(index));
+                }
+                let names_indexed = delta.names.is_some();
                 for change in &delta.changes {
                     match change {
-                        crate::update::Change::Upsert(entry) => self.upsert(entry),
-                        crate::update::Change::Remove(key) => self.remove(key),
+                        crate::update::Change::Upsert(_) | crate::update::Change::Remove(_)
+                            if names_indexed => {}
+                        crate::update::Change::Upsert(entry) => self.names.upsert(entry),
+                        crate::update::Change::Remove(key) => self.names.remove(key),
                         crate::update::Change::PodNamespace(id, label) => {
                             self.pods.add_namespace(&self.hasher, *id, label);
                         }
@@ -216,14 +226,6 @@ impl AnswerTable {
                 true
             }
         }
-    }
-
-    fn upsert(&mut self, entry: &NameEntry) {
-        self.names.insert(entry.clone());
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        self.names.remove(key);
     }
 
     /// The verified pod addresses held, with their namespace labels, in no
@@ -266,7 +268,7 @@ impl AnswerTable {
         self.names.hash_of(key.as_wire())
     }
 
-    /// Most likely the entry filed under `hash` (see [`KeyedTable::likely`]),
+    /// Most likely the entry filed under `hash` (see [`crate::keyed::KeyedTable::likely`]),
     /// found without reading any entry. The serving loop hashes a whole
     /// batch's names, then looks them up this way and prefetches the
     /// entries, before it answers any query: the batch's cache misses then

@@ -3,6 +3,7 @@
 //! hub that carries them is [`crate::hub`].
 
 use crate::entry::{NameEntry, Zones};
+use crate::names::NameIndex;
 use std::sync::Arc;
 
 /// A pod address that `verified` pod mode answers for: the id of the pod's
@@ -45,6 +46,11 @@ pub struct Delta {
     pub revision: u64,
     /// Name changes.
     pub changes: Vec<Change>,
+    /// A new index of every name, this delta's changes included: a core
+    /// takes it in place of its own and applies only the delta's pod
+    /// changes. Sent once the first sync is whole, and when enough names
+    /// changed since the last index.
+    pub names: Option<Arc<NameIndex>>,
     /// The zone answers at this revision (the SOA serial changes with data).
     pub zones: Arc<Zones>,
     /// Whether the first full sync is in this state.
@@ -58,8 +64,8 @@ pub struct Delta {
 pub struct Snapshot {
     /// The revision of this state.
     pub revision: u64,
-    /// Every entry.
-    pub entries: Vec<NameEntry>,
+    /// Every name.
+    pub names: Arc<NameIndex>,
     /// Every namespace label id.
     pub pod_namespaces: Vec<(u32, Arc<[u8]>)>,
     /// Every verified pod address (empty unless pod mode is `verified`).

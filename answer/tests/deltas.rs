@@ -17,7 +17,7 @@ fn drain(receiver: &kubewire_answer::DeltaReceiver, table: &mut AnswerTable) -> 
         }
         receiver
             .status()
-            .record(table.revision(), table.synced(), table.len() as u64);
+            .record(table.revision(), table.synced(), table.len() as u64, 0);
     }
     applied
 }

@@ -303,6 +303,9 @@ proptest! {
         autopath in any::<bool>(),
         multicluster in any::<bool>(),
         external in any::<bool>(),
+        reindex_often in any::<bool>(),
+        synced_at in 0usize..40,
+        join_at in 0usize..40,
     ) {
         let name = |text: &str| NameBuf::from_text(text).unwrap();
         let base = name_server_settings(mode, pod_names, own, dns);
@@ -326,27 +329,56 @@ proptest! {
             ..base
         };
         let mut compiler = Compiler::new(settings.clone());
+        if reindex_often {
+            // A new shared index at nearly every delta, so that cores
+            // switch indexes in the middle of their changes.
+            compiler.set_reindex_after(1);
+        }
         let mut core = AnswerTable::new();
-        for op in &ops {
+        // A core that joins later, from a snapshot, then follows deltas.
+        let mut late: Option<AnswerTable> = None;
+        for (at, op) in ops.iter().enumerate() {
+            if at == synced_at {
+                compiler.mark_synced();
+            }
+            if at == join_at {
+                let mut joined = AnswerTable::new();
+                prop_assert!(joined.apply(&Update::Reset(Arc::new(compiler.snapshot()))));
+                late = Some(joined);
+            }
             match op {
                 Op::Change(change) => compiler.apply(change.clone()),
                 Op::Ship => {
                     if let Some(delta) = compiler.take_delta() {
-                        prop_assert!(core.apply(&Update::Delta(Arc::new(delta))));
+                        let update = Update::Delta(Arc::new(delta));
+                        prop_assert!(core.apply(&update));
+                        if let Some(late) = late.as_mut() {
+                            prop_assert!(late.apply(&update));
+                        }
                     }
                 }
             }
         }
         if let Some(delta) = compiler.take_delta() {
-            prop_assert!(core.apply(&Update::Delta(Arc::new(delta))));
+            let update = Update::Delta(Arc::new(delta));
+            prop_assert!(core.apply(&update));
+            if let Some(late) = late.as_mut() {
+                prop_assert!(late.apply(&update));
+            }
         }
         let scratch = compile(settings, final_objects(&ops), false);
         let incremental = entries_of(compiler.entries());
         let fresh = entries_of(scratch.entries());
         prop_assert_eq!(incremental.keys().collect::<Vec<_>>(), fresh.keys().collect::<Vec<_>>());
         prop_assert_eq!(&incremental, &fresh);
-        // The core, fed only deltas, holds the same.
+        // The core, fed only deltas, holds the same, and so does the core
+        // that joined from a snapshot.
         prop_assert_eq!(&entries_of(core.entries()), &fresh);
+        prop_assert_eq!(core.len(), fresh.len());
+        if let Some(late) = &late {
+            prop_assert_eq!(&entries_of(late.entries()), &fresh);
+            prop_assert_eq!(late.len(), fresh.len());
+        }
         prop_assert_eq!(core.revision(), compiler.revision());
         // The verified pod addresses too, in the compiler and on the core.
         // Label ids depend on the order namespaces came in: compare labels.

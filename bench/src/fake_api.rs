@@ -159,6 +159,10 @@ impl FakeApi {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As a real API server (Go sets TCP_NODELAY on every TCP
+                // connection): otherwise a response written in two parts
+                // waits for the client's delayed ACK, 40 ms a list page.
+                let _ = stream.set_nodelay(true);
                 let for_connection = Arc::clone(&shared);
                 let task = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {

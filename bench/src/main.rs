@@ -6,6 +6,7 @@
 //!   core answering the new data.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod memory;
 mod propagation;
 
 use clap::{Parser, Subcommand};
@@ -459,6 +460,8 @@ fn sync(
         Duration::from_secs(120),
     )?;
     let (ready_at, _) = kubewire.wait_for(" ready cores=", Duration::from_secs(120))?;
+    // Logged right after `ready`; builds before it logged none.
+    let memory_line = kubewire.wait_for(" memory names=", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(500));
     let (rss, hwm) = kubewire.rss_kib();
     let (anonymous, file_backed) = kubewire.rss_split_kib();
@@ -484,6 +487,10 @@ fn sync(
         anonymous as f64 / 1024.0,
         file_backed as f64 / 1024.0
     );
+    match memory_line {
+        Ok((_, line)) => memory::print_table(&line, services + endpoints + pods)?,
+        Err(_) => println!("kubewire logged no memory line (a build from before it)"),
+    }
     // A sample of answers, so that a broken sync cannot pass for a fast one.
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     for s in (0..services).step_by(services.max(1) / 10 + 1) {

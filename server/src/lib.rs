@@ -36,6 +36,15 @@ pub fn release_free_memory() {
     }
 }
 
+/// The heap as glibc's allocator counts it: bytes in use (small blocks and
+/// mmapped ones), and bytes it holds free (not returned to the kernel).
+#[allow(unsafe_code)] // a libc call that fills a plain struct
+pub fn heap_usage() -> (u64, u64) {
+    // SAFETY: mallinfo2 takes no arguments and returns counts by value.
+    let info = unsafe { libc::mallinfo2() };
+    ((info.uordblks + info.hblkhd) as u64, info.fordblks as u64)
+}
+
 /// Keeps glibc's mmap threshold at its start value (128 KiB). Left alone,
 /// glibc raises it to the size of any mmapped block freed, up to 32 MiB;
 /// from then on the compiler's big hash tables live in the heap, and each

@@ -24,6 +24,7 @@ use crate::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportModel, Kind, ListedKeys, Object, ObjectKey,
     ServiceKind, ServiceModel, SliceModel,
 };
+use crate::names::NameIndex;
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 
@@ -40,9 +41,11 @@ use std::sync::Arc;
 
 mod encode;
 pub mod explain;
+mod index;
 mod ptr;
 mod units;
 
+pub use index::{CompilerMemory, REINDEX_AFTER_CHANGES};
 use ptr::*;
 use units::*;
 
@@ -194,6 +197,14 @@ pub struct Compiler {
     /// Every compiled name, by its key; each entry names its owner (a unit
     /// id, or [`PTR_OWNER`]).
     names: KeyedTable<NameEntry>,
+    /// The index of every name the cores share: `names` as it was when
+    /// the delta that shipped it was made.
+    index: Arc<NameIndex>,
+    /// Name changes shipped since `index` was made: each core holds them
+    /// over it.
+    changed_since_index: usize,
+    /// The fewest changes that earn a new index; see [`Compiler::take_delta`].
+    reindex_after: usize,
     name_hasher: ahash::RandomState,
     /// The units that point a PTR at each address.
     ptr_sources: PtrSources,
@@ -240,6 +251,9 @@ impl Compiler {
             units: Vec::new(),
             free_ids: Vec::new(),
             names: KeyedTable::default(),
+            index: Arc::new(NameIndex::default()),
+            changed_since_index: 0,
+            reindex_after: REINDEX_AFTER_CHANGES,
             name_hasher: ahash::RandomState::new(),
             ptr_sources: PtrSources::default(),
             contested: Map::default(),
@@ -627,9 +641,11 @@ impl Compiler {
         self.synced_announced |= self.synced;
         self.revision += 1;
         changes.shrink_to_fit();
+        let names = self.reindex(&changes, announce_sync);
         Some(Delta {
             revision: self.revision,
             changes,
+            names,
             zones: Arc::clone(&self.zones),
             synced: self.synced,
             created: std::time::Instant::now(),
@@ -638,9 +654,14 @@ impl Compiler {
 
     /// The whole current state, for a core that starts or falls behind.
     pub fn snapshot(&self) -> Snapshot {
+        let names = if self.changed_since_index == 0 {
+            Arc::clone(&self.index)
+        } else {
+            NameIndex::new(self.names.clone())
+        };
         Snapshot {
             revision: self.revision,
-            entries: self.entries().cloned().collect(),
+            names,
             pod_namespaces: self
                 .pods
                 .labels()

@@ -483,6 +483,7 @@ impl Control {
             self.hub.retry_resets(|| self.compiler.snapshot());
             wake_all(&self.wakers);
         }
+        self.hub.release_indexes();
         self.refresh_top_gauge();
         if !ready.load(Ordering::Relaxed)
             && !lameduck
@@ -690,6 +691,28 @@ impl Control {
             namespaces = counts.namespaces,
             names = self.compiler.name_count(),
             "ready"
+        );
+        self.report_memory();
+    }
+
+    /// Logs what the node holds, by part, from its own accounting (the
+    /// compiler's parts, each core's own, and the heap as glibc counts it);
+    /// `kubewire-bench sync` turns it into a table per name and per object.
+    fn report_memory(&self) {
+        let parts = self.compiler.memory();
+        let (heap_in_use, heap_free) = crate::heap_usage();
+        let core_bytes: Vec<u64> = self.hub.statuses().map(|s| s.own_bytes()).collect();
+        tracing::info!(
+            names = parts.names,
+            entry_bytes = parts.entry_bytes,
+            compiler_table_bytes = parts.table_bytes,
+            shared_index_bytes = parts.index_bytes,
+            unit_bytes = parts.unit_bytes,
+            model_table_bytes = parts.model_table_bytes,
+            core_own_bytes = ?core_bytes,
+            heap_in_use_bytes = heap_in_use,
+            heap_free_bytes = heap_free,
+            "memory"
         );
     }
 

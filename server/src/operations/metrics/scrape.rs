@@ -540,7 +540,7 @@ impl Scrape {
         self.encode_forward(encoder)?;
         self.encode_cache(encoder)?;
         type PerCore = fn(&CoreMetrics, &CoreStatus) -> u64;
-        let per_core: [(&str, &str, MetricType, PerCore); 7] = [
+        let per_core: [(&str, &str, MetricType, PerCore); 8] = [
             (
                 "kubewire_core_queries",
                 "DNS queries answered per serving core.",
@@ -576,6 +576,12 @@ impl Scrape {
                 "Names in each serving core's answer table.",
                 MetricType::Gauge,
                 |_, status| status.names(),
+            ),
+            (
+                "kubewire_core_table_bytes",
+                "Heap bytes each serving core holds for itself: its name changes since the index of every name that the cores share (entries and the index are counted once, not per core).",
+                MetricType::Gauge,
+                |_, status| status.own_bytes(),
             ),
             (
                 "kubewire_core_table_revision",

@@ -602,10 +602,12 @@ fn apply_updates(shared: &Shared) {
         }
     }
     if applied {
-        shared
-            .updates
-            .status()
-            .record(table.revision(), table.synced(), table.len() as u64);
+        shared.updates.status().record(
+            table.revision(),
+            table.synced(),
+            table.len() as u64,
+            table.table_bytes() as u64,
+        );
         tracing::debug!(
             target: crate::operations::logging::PROPAGATION_TARGET,
             revision = table.revision(),

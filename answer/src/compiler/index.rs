@@ -1,0 +1,109 @@
+//! The index of every name that the cores share (when the compiler makes
+//! a new one), and what the compiler holds, for the memory report.
+
+use super::{Compiler, UnitState};
+use crate::names::NameIndex;
+use crate::update::Change;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The fewest name changes since the last index that earn a new one.
+pub const REINDEX_AFTER_CHANGES: usize = 1024;
+
+/// After the first sync, a new index once the names changed by this
+/// fraction of the index (a sixteenth).
+const REINDEX_FRACTION: usize = 16;
+
+/// Heap bytes the compiler holds, by part, from its own accounting (the
+/// models' own strings and vectors are not itemized).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompilerMemory {
+    /// Compiled names.
+    pub names: usize,
+    /// The compiled entries' blocks, shared with every core.
+    pub entry_bytes: usize,
+    /// The compiler's own table of names.
+    pub table_bytes: usize,
+    /// The index of every name that the cores share.
+    pub index_bytes: usize,
+    /// The compile units: each one's names, record hashes and PTR sources.
+    pub unit_bytes: usize,
+    /// The tables of Services, EndpointSlices and ServiceImports (slots,
+    /// not the models they box).
+    pub model_table_bytes: usize,
+}
+
+impl Compiler {
+    /// A new index of every name for the delta being made, when it is
+    /// due: once the first sync is whole (so that every core starts from
+    /// one index and no overlay), while syncing each time the names changed
+    /// by as many as the index holds (a doubling: the sync copies each name
+    /// about twice), and after that when they changed by a sixteenth of it,
+    /// and at least `reindex_after`. A core's overlay stays that small, and
+    /// a new index costs the control plane a copy of the table (pointers
+    /// and reference counts, no hashing) that often.
+    pub(super) fn reindex(
+        &mut self,
+        changes: &[Change],
+        first_synced: bool,
+    ) -> Option<Arc<NameIndex>> {
+        self.changed_since_index += changes
+            .iter()
+            .filter(|change| matches!(change, Change::Upsert(_) | Change::Remove(_)))
+            .count();
+        let indexed = self.index.len();
+        let due = if self.synced_announced {
+            indexed / REINDEX_FRACTION
+        } else {
+            indexed
+        };
+        if !first_synced && self.changed_since_index <= due.max(self.reindex_after) {
+            return None;
+        }
+        if first_synced {
+            // The sync's removals left tombstones that grew the table; the
+            // index copies its buckets, so give it the fewest first.
+            self.names.shrink_to_fit();
+        }
+        self.index = NameIndex::new(self.names.clone());
+        self.changed_since_index = 0;
+        Some(Arc::clone(&self.index))
+    }
+
+    /// Sets the fewest name changes that earn a new index (tests use 1, to
+    /// index often; the default is [`REINDEX_AFTER_CHANGES`]).
+    pub fn set_reindex_after(&mut self, changes: usize) {
+        self.reindex_after = changes;
+    }
+
+    /// The index the cores share now.
+    pub fn index(&self) -> &Arc<NameIndex> {
+        &self.index
+    }
+
+    /// What the compiler holds, by part.
+    pub fn memory(&self) -> CompilerMemory {
+        let unit_bytes = self.units.capacity() * size_of::<UnitState>()
+            + self.unit_ids.allocation_size()
+            + self
+                .units
+                .iter()
+                .map(|unit| {
+                    unit.names.len() * size_of::<crate::NameEntry>()
+                        + unit.name_hashes.len() * size_of::<u64>()
+                        + unit.ptr_ips.len() * size_of::<IpAddr>()
+                        + unit.ptr_hashes.len() * size_of::<u64>()
+                })
+                .sum::<usize>();
+        CompilerMemory {
+            names: self.names.len(),
+            entry_bytes: self.names.iter().map(|entry| entry.heap_bytes()).sum(),
+            table_bytes: self.names.allocation_size(),
+            index_bytes: self.index.allocation_size(),
+            unit_bytes,
+            model_table_bytes: self.services.allocation_size()
+                + self.slices.allocation_size()
+                + self.imports.allocation_size(),
+        }
+    }
+}
