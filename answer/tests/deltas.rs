@@ -164,3 +164,68 @@ fn a_relist_never_removes_a_name_that_stays() {
     }
     assert!(!delta.changes.is_empty());
 }
+
+/// The cores share one index of every name; a core never holds the last
+/// reference to one, so it never spends its time freeing it: the hub lets
+/// go of an index only once no core holds it.
+#[test]
+fn cores_share_one_index_and_the_hub_frees_the_old_ones() {
+    let mut compiler = Compiler::new(Settings::default());
+    compiler.set_reindex_after(1);
+    let mut hub = DeltaHub::new(8);
+    let cores: Vec<_> = (0..2)
+        .map(|_| hub.subscribe(|| compiler.snapshot()))
+        .collect();
+    let mut tables: Vec<AnswerTable> = (0..2).map(|_| AnswerTable::new()).collect();
+    for object in fixture_objects() {
+        compiler.apply(ObjectChange::Upsert(object));
+    }
+    compiler.mark_synced();
+    let delta = compiler.take_delta().unwrap();
+    // Watched without a reference of its own: the hub counts references.
+    let first =
+        std::sync::Arc::downgrade(delta.names.as_ref().expect("the first sync ships an index"));
+    let first_len = delta.names.as_ref().map_or(0, |index| index.len());
+    hub.publish(delta, || compiler.snapshot());
+    for (core, table) in cores.iter().zip(&mut tables) {
+        drain(core, table);
+        assert_eq!(
+            table.overlaid(),
+            0,
+            "a core holds nothing over a fresh index"
+        );
+        assert_eq!(table.len(), first_len);
+    }
+    // Held by the compiler, the hub and both cores.
+    assert_eq!(first.strong_count(), 4);
+
+    // Enough changes for a new index: one core takes it, the other lags.
+    for i in 0..40u8 {
+        compiler.apply(ObjectChange::Upsert(cluster_ip(
+            "default",
+            &format!("new{i}"),
+            &[&format!("10.2.0.{i}")],
+            vec![],
+        )));
+    }
+    let delta = compiler.take_delta().unwrap();
+    assert!(delta.names.is_some(), "40 new Services earn a new index");
+    hub.publish(delta, || compiler.snapshot());
+    drain(&cores[0], &mut tables[0]);
+    assert!(answers_a(&mut tables[0], "new7.default.svc.cluster.local"));
+    hub.release_indexes();
+    assert_eq!(
+        hub.indexes_held(),
+        2,
+        "the lagging core still holds the first"
+    );
+    assert_eq!(first.strong_count(), 2, "the hub and the lagging core");
+    drain(&cores[1], &mut tables[1]);
+    assert!(answers_a(&mut tables[1], "new7.default.svc.cluster.local"));
+    // The lagging core let go of it: the hub's is the last reference, and
+    // the hub frees it.
+    assert_eq!(first.strong_count(), 1);
+    hub.release_indexes();
+    assert_eq!(hub.indexes_held(), 1);
+    assert_eq!(first.strong_count(), 0);
+}
