@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kubewire::sources::from_api::{FromApi, ModelError};
+use kubewire::sources::from_api::{FromApi, LeanPod, ModelError};
 use kubewire_answer::model::{
     ExternalAddresses, ImportKind, ImportLink, ImportModel, PodModel, ServiceKind, ServiceModel,
     SliceModel,
@@ -253,4 +253,56 @@ fn pods() {
     assert_eq!(model.ips.len(), 2);
     assert!(model.host_network);
     assert_eq!(model.phase, "Running");
+}
+
+/// The watch decodes Pods as `LeanPod`, reading only what DNS needs: the
+/// model is the same as from a whole Pod, whatever else the Pod carries.
+#[test]
+fn lean_pods_give_the_same_model_as_whole_ones() {
+    let pods = [
+        serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "4711", "uid": "u-1",
+                         "labels": {"app": "web"},
+                         "managedFields": [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1",
+                                            "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:podIPs": {}}}}]},
+            "spec": {"nodeName": "node-3", "containers": [{"name": "web", "image": "nginx",
+                     "env": [{"name": "A", "value": "b"}], "ports": [{"containerPort": 80}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.9",
+                       "podIPs": [{"ip": "10.244.1.9"}, {"ip": "fd00::9"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }),
+        // podIP alone (an older kubelet), host network.
+        serde_json::json!({
+            "metadata": {"name": "agent", "namespace": "kube-system"},
+            "spec": {"hostNetwork": true, "containers": []},
+            "status": {"phase": "Pending", "podIP": "192.168.1.4"}
+        }),
+        // Not yet scheduled: no status fields, a null spec.
+        serde_json::json!({"metadata": {"name": "new", "namespace": "default"}, "spec": null}),
+    ];
+    for json in pods {
+        let whole: Pod = serde_json::from_value(json.clone()).unwrap();
+        let lean: LeanPod = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(
+            PodModel::from_api(&lean).unwrap(),
+            PodModel::from_api(&whole).unwrap(),
+            "{json}"
+        );
+        // What kube's watcher reads of the metadata is kept; nothing else.
+        assert_eq!(lean.metadata.name, whole.metadata.name);
+        assert_eq!(lean.metadata.namespace, whole.metadata.namespace);
+        assert_eq!(
+            lean.metadata.resource_version,
+            whole.metadata.resource_version
+        );
+        assert!(lean.metadata.managed_fields.is_none() && lean.metadata.labels.is_none());
+    }
+    // A bad address is refused as from a whole Pod, naming the field.
+    let bad: LeanPod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "default"},
+        "status": {"podIPs": [{"ip": "10.244.1.300"}]}
+    }))
+    .unwrap();
+    let error = PodModel::from_api(&bad).unwrap_err().to_string();
+    assert!(error.contains("status.podIPs"), "{error}");
 }

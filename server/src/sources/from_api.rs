@@ -276,29 +276,150 @@ impl FromApi<EndpointSlice> for SliceModel {
 impl FromApi<Pod> for PodModel {
     /// Keeps what DNS needs of a Pod.
     fn from_api(pod: &Pod) -> Result<PodModel, ModelError> {
-        let key = key_of(&pod.metadata)?;
         let status = pod.status.as_ref();
-        let mut ips = Vec::new();
-        if let Some(list) = status.and_then(|s| s.pod_ips.as_ref()) {
-            for ip in list {
-                ips.push(parse_ip(&key, "status.podIPs", &ip.ip)?);
-            }
-        }
-        if ips.is_empty()
-            && let Some(ip) = status.and_then(|s| s.pod_ip.as_ref())
-        {
-            ips.push(parse_ip(&key, "status.podIP", ip)?);
-        }
-        Ok(PodModel {
-            key,
-            ips,
-            phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
-            host_network: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false),
-        })
+        pod_model(
+            &pod.metadata,
+            status
+                .and_then(|s| s.pod_ips.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|ip| ip.ip.as_str()),
+            status.and_then(|s| s.pod_ip.as_deref()),
+            status.and_then(|s| s.phase.as_deref()),
+            pod.spec.as_ref().and_then(|s| s.host_network),
+        )
+    }
+}
+
+impl FromApi<LeanPod> for PodModel {
+    /// Keeps what DNS needs of a Pod, as the watch decodes it.
+    fn from_api(pod: &LeanPod) -> Result<PodModel, ModelError> {
+        let status = pod.status.as_ref();
+        pod_model(
+            &pod.metadata,
+            status
+                .and_then(|s| s.pod_ips.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|ip| ip.ip.as_str()),
+            status.and_then(|s| s.pod_ip.as_deref()),
+            status.and_then(|s| s.phase.as_deref()),
+            pod.spec.as_ref().and_then(|s| s.host_network),
+        )
+    }
+}
+
+/// A Pod's model from the fields DNS reads: `status.podIPs` (or
+/// `status.podIP` when that is empty), `status.phase` and
+/// `spec.hostNetwork`.
+fn pod_model<'a>(
+    meta: &ObjectMeta,
+    pod_ips: impl Iterator<Item = &'a str>,
+    pod_ip: Option<&str>,
+    phase: Option<&str>,
+    host_network: Option<bool>,
+) -> Result<PodModel, ModelError> {
+    let key = key_of(meta)?;
+    let mut ips = Vec::new();
+    for ip in pod_ips {
+        ips.push(parse_ip(&key, "status.podIPs", ip)?);
+    }
+    if ips.is_empty()
+        && let Some(ip) = pod_ip
+    {
+        ips.push(parse_ip(&key, "status.podIP", ip)?);
+    }
+    Ok(PodModel {
+        key,
+        ips,
+        phase: phase.unwrap_or_default().to_string(),
+        host_network: host_network.unwrap_or(false),
+    })
+}
+
+/// A Pod as the watch decodes it: only what DNS and kube's watcher read.
+/// The rest of each Pod (its containers, volumes, `managedFields`) is
+/// skipped as it is read, never built: decoding whole Pods into
+/// k8s-openapi's types was most of the cluster role's sync.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct LeanPod {
+    /// Name, namespace and resourceVersion; nothing else is kept.
+    #[serde(deserialize_with = "lean_metadata")]
+    pub metadata: ObjectMeta,
+    /// `spec.hostNetwork`.
+    pub spec: Option<LeanPodSpec>,
+    /// `status.phase`, `status.podIP` and `status.podIPs`.
+    pub status: Option<LeanPodStatus>,
+}
+
+/// The part of a Pod's spec DNS reads.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LeanPodSpec {
+    /// Pods on the host's network share its address: no pod record.
+    pub host_network: Option<bool>,
+}
+
+/// The part of a Pod's status DNS reads.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LeanPodStatus {
+    /// `Running`, `Pending`, …
+    pub phase: Option<String>,
+    /// The first address.
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    /// Every address.
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Option<Vec<LeanPodIp>>,
+}
+
+/// One of a Pod's addresses.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct LeanPodIp {
+    /// The address, as text.
+    pub ip: String,
+}
+
+/// The metadata fields the watch and the model use.
+#[derive(Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct LeanMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    uid: Option<String>,
+}
+
+fn lean_metadata<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<ObjectMeta, D::Error> {
+    let lean = <LeanMetadata as serde::Deserialize>::deserialize(decoder)?;
+    Ok(ObjectMeta {
+        name: lean.name,
+        namespace: lean.namespace,
+        resource_version: lean.resource_version,
+        uid: lean.uid,
+        ..ObjectMeta::default()
+    })
+}
+
+impl k8s_openapi::Resource for LeanPod {
+    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for LeanPod {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
     }
 }
 

@@ -281,7 +281,10 @@ fn read_document(
             .map_err(error)?,
         ),
         "Pod" => push(
-            decode(document, &kind, |p| PodModel::from_api(p).map(Object::Pod)).map_err(error)?,
+            decode(document, &kind, |p: &k8s_openapi::api::core::v1::Pod| {
+                PodModel::from_api(p).map(Object::Pod)
+            })
+            .map_err(error)?,
         ),
         "Namespace" => push(
             decode(document, &kind, |n| {

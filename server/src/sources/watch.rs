@@ -11,11 +11,11 @@
 //! re-watches from the last resourceVersion, and relists after `410 Gone`.
 //! Meanwhile the last good state keeps serving.
 
-use super::from_api::{FromApi, ModelError, SERVICE_IMPORT_RESOURCE};
+use super::from_api::{FromApi, LeanPod, ModelError, SERVICE_IMPORT_RESOURCE};
 use crate::operations::failure::Chain;
 use crate::operations::logging::PROPAGATION_TARGET;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -157,7 +157,7 @@ pub fn spawn_watchers(client: &Client, options: &WatchOptions, events: &Sender) 
     if options.pods {
         kinds.push(Kind::Pod);
         tasks.push(tokio::spawn(run(
-            Api::<Pod>::all(client.clone()),
+            Api::<LeanPod>::all(client.clone()),
             watcher::Config::default().fields(&pod_field_selector(options.pods_of_node.as_deref())),
             Kind::Pod,
             |p| PodModel::from_api(p).map(Object::Pod),
