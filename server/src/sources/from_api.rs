@@ -273,71 +273,40 @@ impl FromApi<EndpointSlice> for SliceModel {
     }
 }
 
-impl FromApi<Pod> for PodModel {
-    /// Keeps what DNS needs of a Pod.
-    fn from_api(pod: &Pod) -> Result<PodModel, ModelError> {
-        let status = pod.status.as_ref();
-        pod_model(
-            &pod.metadata,
-            status
-                .and_then(|s| s.pod_ips.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|ip| ip.ip.as_str()),
-            status.and_then(|s| s.pod_ip.as_deref()),
-            status.and_then(|s| s.phase.as_deref()),
-            pod.spec.as_ref().and_then(|s| s.host_network),
-        )
-    }
-}
-
 impl FromApi<LeanPod> for PodModel {
-    /// Keeps what DNS needs of a Pod, as the watch decodes it.
+    /// Keeps what DNS needs of a Pod: `status.podIPs` (or `status.podIP`
+    /// when that is empty), `status.phase` and `spec.hostNetwork`.
     fn from_api(pod: &LeanPod) -> Result<PodModel, ModelError> {
+        let key = key_of(&pod.metadata)?;
         let status = pod.status.as_ref();
-        pod_model(
-            &pod.metadata,
-            status
-                .and_then(|s| s.pod_ips.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|ip| ip.ip.as_str()),
-            status.and_then(|s| s.pod_ip.as_deref()),
-            status.and_then(|s| s.phase.as_deref()),
-            pod.spec.as_ref().and_then(|s| s.host_network),
-        )
+        let mut ips = Vec::new();
+        for ip in status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            ips.push(parse_ip(&key, "status.podIPs", &ip.ip)?);
+        }
+        if ips.is_empty()
+            && let Some(ip) = status.and_then(|s| s.pod_ip.as_ref())
+        {
+            ips.push(parse_ip(&key, "status.podIP", ip)?);
+        }
+        Ok(PodModel {
+            key,
+            ips,
+            phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+        })
     }
 }
 
-/// A Pod's model from the fields DNS reads: `status.podIPs` (or
-/// `status.podIP` when that is empty), `status.phase` and
-/// `spec.hostNetwork`.
-fn pod_model<'a>(
-    meta: &ObjectMeta,
-    pod_ips: impl Iterator<Item = &'a str>,
-    pod_ip: Option<&str>,
-    phase: Option<&str>,
-    host_network: Option<bool>,
-) -> Result<PodModel, ModelError> {
-    let key = key_of(meta)?;
-    let mut ips = Vec::new();
-    for ip in pod_ips {
-        ips.push(parse_ip(&key, "status.podIPs", ip)?);
-    }
-    if ips.is_empty()
-        && let Some(ip) = pod_ip
-    {
-        ips.push(parse_ip(&key, "status.podIP", ip)?);
-    }
-    Ok(PodModel {
-        key,
-        ips,
-        phase: phase.unwrap_or_default().to_string(),
-        host_network: host_network.unwrap_or(false),
-    })
-}
-
-/// A Pod as the watch decodes it: only what DNS and kube's watcher read.
+/// A Pod as the watch and the manifests decode it: only what DNS and
+/// kube's watcher read.
 /// The rest of each Pod (its containers, volumes, `managedFields`) is
 /// skipped as it is read, never built: decoding whole Pods into
 /// k8s-openapi's types was most of the cluster role's sync.

@@ -281,7 +281,7 @@ fn read_document(
             .map_err(error)?,
         ),
         "Pod" => push(
-            decode(document, &kind, |p: &k8s_openapi::api::core::v1::Pod| {
+            decode(document, &kind, |p: &super::from_api::LeanPod| {
                 PodModel::from_api(p).map(Object::Pod)
             })
             .map_err(error)?,
