@@ -84,7 +84,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             stamp: Default::default(),
             key: ObjectKey::new(namespace.clone(), name.clone()),
             kind,
-            ports: ports.clone(),
+            ports: ports.clone().into(),
             publish_not_ready_addresses: false,
             external: None,
         }));
@@ -104,8 +104,7 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
             stamp: Default::default(),
             key: ObjectKey::new(namespace, format!("{name}-slice")),
             service: Some(name),
-            address_type: "IPv4".into(),
-            ports: ports.clone(),
+            ports: ports.clone().into(),
             endpoints,
             zones: Box::default(),
             import: None,
@@ -208,7 +207,8 @@ fn endpoint_flip() {
             name: "http".into(),
             protocol: "tcp".into(),
             port: 80,
-        }],
+        }]
+        .into(),
         publish_not_ready_addresses: false,
         external: None,
     })));
@@ -220,12 +220,12 @@ fn endpoint_flip() {
             stamp: Default::default(),
             key: ObjectKey::new("default", format!("big-{i}")),
             service: Some("big".into()),
-            address_type: "IPv4".into(),
             ports: vec![PortModel {
                 name: "http".into(),
                 protocol: "tcp".into(),
                 port: 80,
-            }],
+            }]
+            .into(),
             endpoints: chunk.to_vec(),
             zones: Box::default(),
             import: None,

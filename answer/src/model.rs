@@ -4,19 +4,22 @@
 //! as it arrives, keeping only what DNS needs; the API object is dropped.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
-    /// The namespace (empty for cluster-scoped objects).
-    pub namespace: String,
+    /// The namespace (empty for cluster-scoped objects). Shared: a cluster
+    /// has tens of namespaces and tens of thousands of objects, and the
+    /// compiler keeps one copy of each namespace's name.
+    pub namespace: Arc<str>,
     /// The name.
     pub name: String,
 }
 
 impl ObjectKey {
     /// Makes a key.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectKey {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<String>) -> ObjectKey {
         ObjectKey {
             namespace: namespace.into(),
             name: name.into(),
@@ -97,6 +100,11 @@ pub struct PortModel {
     pub port: u16,
 }
 
+/// A list of ports, shared: most Services and their slices list the same
+/// few ports, so the compiler keeps each distinct list once (see
+/// `compiler::shared`) instead of two strings a port per object.
+pub type Ports = Arc<[PortModel]>;
+
 /// What DNS needs of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceModel {
@@ -105,7 +113,7 @@ pub struct ServiceModel {
     /// ClusterIP, headless or ExternalName.
     pub kind: ServiceKind,
     /// The service's ports.
-    pub ports: Vec<PortModel>,
+    pub ports: Ports,
     /// Publish endpoints that are not ready.
     pub publish_not_ready_addresses: bool,
     /// `spec.externalIPs` and the load balancer's ingress points, for
@@ -143,7 +151,7 @@ pub struct ImportModel {
     /// ClusterSetIP or headless.
     pub kind: ImportKind,
     /// `spec.ports`.
-    pub ports: Vec<PortModel>,
+    pub ports: Ports,
     /// Provenance, for `explain` (never compared).
     pub stamp: Stamp,
 }
@@ -221,10 +229,9 @@ pub struct SliceModel {
     pub key: ObjectKey,
     /// The service it belongs to, from the `kubernetes.io/service-name` label.
     pub service: Option<String>,
-    /// `IPv4`, `IPv6` or `FQDN`.
-    pub address_type: String,
-    /// The endpoint ports.
-    pub ports: Vec<PortModel>,
+    /// The endpoint ports. (The slice's address type is not kept: an FQDN
+    /// slice's endpoints simply have no addresses.)
+    pub ports: Ports,
     /// The endpoints.
     pub endpoints: Vec<EndpointModel>,
     /// The topology zones of its endpoints, lowercase, each once.

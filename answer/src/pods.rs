@@ -361,7 +361,7 @@ impl PodIndex {
 
     /// Removes a pod.
     pub fn remove(&mut self, key: &ObjectKey) {
-        let Some(&namespace) = self.namespace_ids.get(key.namespace.as_str()) else {
+        let Some(&namespace) = self.namespace_ids.get(&*key.namespace) else {
             return;
         };
         let name = key.name.as_bytes();

@@ -76,7 +76,7 @@ fn service() -> impl Strategy<Value = Object> {
                 stamp: Default::default(),
                 key: ObjectKey::new(ns, name),
                 kind,
-                ports,
+                ports: ports.into(),
                 publish_not_ready_addresses: publish,
                 external,
             })
@@ -102,7 +102,7 @@ fn import_object() -> impl Strategy<Value = Object> {
                 stamp: Default::default(),
                 key: ObjectKey::new(ns, name),
                 kind,
-                ports,
+                ports: ports.into(),
             })
         })
 }
@@ -139,8 +139,7 @@ fn slice_object() -> impl Strategy<Value = Object> {
                 stamp: Default::default(),
                 key: ObjectKey::new(ns, name),
                 service: service.map(Into::into),
-                address_type: "IPv4".into(),
-                ports,
+                ports: ports.into(),
                 endpoints,
                 zones: Box::default(),
                 import: import.map(|(service, cluster)| {
@@ -251,8 +250,7 @@ fn final_objects(ops: &[Op]) -> Vec<Object> {
             ObjectChange::Reset(kind, listed) => {
                 let listed: Vec<(&str, &str)> = listed.iter().collect();
                 objects.retain(|(k, key), _| {
-                    *k != tag(*kind)
-                        || listed.contains(&(key.namespace.as_str(), key.name.as_str()))
+                    *k != tag(*kind) || listed.contains(&(&*key.namespace, key.name.as_str()))
                 });
             }
         }
@@ -432,8 +430,7 @@ fn a_name_two_objects_give_passes_to_the_other_when_its_holder_goes() {
             stamp: Default::default(),
             key: ObjectKey::new("alpha", "svc-1"),
             service: Some("svc".into()),
-            address_type: "IPv4".into(),
-            ports: vec![],
+            ports: Vec::new().into(),
             endpoints: vec![endpoint("10.0.0.9", Some("y"), true)],
             zones: Box::default(),
             import: None,

@@ -345,13 +345,13 @@ impl Compiler {
                 self.imports
                     .keys()
                     .filter(|k| k.name == *service_name)
-                    .map(|k| k.namespace.clone())
+                    .map(|k| k.namespace.to_string())
                     .collect()
             } else {
                 self.services
                     .keys()
                     .filter(|k| k.name == *service_name)
-                    .map(|k| k.namespace.clone())
+                    .map(|k| k.namespace.to_string())
                     .collect()
             };
             elsewhere.sort();
@@ -467,7 +467,7 @@ impl Compiler {
                         .services
                         .iter()
                         .map(|s| &**s)
-                        .filter(|s| s.key.namespace == *namespace)
+                        .filter(|s| *s.key.namespace == **namespace)
                         .collect();
                     services.sort_by(|a, b| a.key.cmp(&b.key));
                     services.truncate(3);

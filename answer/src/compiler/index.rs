@@ -29,7 +29,8 @@ pub struct CompilerMemory {
     /// The compile units: each one's names, record hashes and PTR sources.
     pub unit_bytes: usize,
     /// The tables of Services, EndpointSlices and ServiceImports (slots,
-    /// not the models they box).
+    /// not the models they box), and the port lists and namespaces they
+    /// share.
     pub model_table_bytes: usize,
 }
 
@@ -103,7 +104,9 @@ impl Compiler {
             unit_bytes,
             model_table_bytes: self.services.allocation_size()
                 + self.slices.allocation_size()
-                + self.imports.allocation_size(),
+                + self.imports.allocation_size()
+                + self.port_lists.heap_bytes()
+                + self.namespace_names.heap_bytes(),
         }
     }
 }

@@ -22,7 +22,7 @@
 use crate::entry::{NameEntry, ZoneAnswers, Zones};
 use crate::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportModel, Kind, ListedKeys, Object, ObjectKey,
-    ServiceKind, ServiceModel, SliceModel,
+    PortModel, ServiceKind, ServiceModel, SliceModel,
 };
 use crate::names::NameIndex;
 use crate::pods::PodIndex;
@@ -43,10 +43,12 @@ mod encode;
 pub mod explain;
 mod index;
 mod ptr;
+mod shared;
 mod units;
 
 pub use index::{CompilerMemory, REINDEX_AFTER_CHANGES};
 use ptr::*;
+use shared::Shared;
 use units::*;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -86,7 +88,7 @@ fn unlisted<'a>(
     keys: impl Iterator<Item = &'a ObjectKey>,
     keep: &Set<(&str, &str)>,
 ) -> Vec<ObjectKey> {
-    keys.filter(|k| !keep.contains(&(k.namespace.as_str(), k.name.as_str())))
+    keys.filter(|k| !keep.contains(&(&*k.namespace, k.name.as_str())))
         .cloned()
         .collect()
 }
@@ -180,6 +182,10 @@ pub struct Compiler {
     imports: KeyedTable<Box<ImportModel>>,
     /// Slice names by ServiceImport, sorted.
     slices_by_import: Map<ObjectKey, Vec<Box<str>>>,
+    /// The port lists of Services, slices and imports, each held once.
+    port_lists: Shared<[PortModel]>,
+    /// The namespaces of their keys, each held once.
+    namespace_names: Shared<str>,
     /// Services per namespace: `<ns>.svc` exists while any does.
     services_per_namespace: Map<String, u32>,
     /// Pods, by address (`verified` pod mode).
@@ -244,6 +250,8 @@ impl Compiler {
             slices_by_service: Map::default(),
             imports: KeyedTable::default(),
             slices_by_import: Map::default(),
+            port_lists: Shared::default(),
+            namespace_names: Shared::default(),
             services_per_namespace: Map::default(),
             namespaces: Set::default(),
             unit_ids: HashTable::new(),
@@ -387,9 +395,12 @@ impl Compiler {
 
     fn upsert(&mut self, object: Object) {
         match object {
-            Object::Service(service) => {
+            Object::Service(mut service) => {
+                // First, so that the keys the units keep share it too.
+                self.namespace_names.share(&mut service.key.namespace);
                 let key = service.key.clone();
                 if self.services.get(&key).map(|held| &**held) != Some(&service) {
+                    self.port_lists.share(&mut service.ports);
                     if self.services.insert(Box::new(service)).is_none() {
                         self.count_service(&key.namespace, true);
                     }
@@ -399,12 +410,14 @@ impl Compiler {
                     self.dirty_units.insert(Unit::Service(key));
                 }
             }
-            Object::Slice(slice) => {
+            Object::Slice(mut slice) => {
+                self.namespace_names.share(&mut slice.key.namespace);
                 let key = slice.key.clone();
                 let old = self.slices.get(&key).map(|held| &**held);
                 if old == Some(&slice) {
                     return;
                 }
+                self.port_lists.share(&mut slice.ports);
                 let old_service = old.and_then(|s| s.service.clone());
                 let old_import = old.and_then(|s| s.import.as_ref().map(|l| l.service.clone()));
                 let new_import = slice.import.as_ref().map(|l| &l.service);
@@ -431,8 +444,10 @@ impl Compiler {
                 }
                 self.slices.insert(Box::new(slice));
             }
-            Object::Import(import) => {
+            Object::Import(mut import) => {
+                self.namespace_names.share(&mut import.key.namespace);
                 if self.imports.get(&import.key).map(|held| &**held) != Some(&import) {
+                    self.port_lists.share(&mut import.ports);
                     self.dirty_units.insert(Unit::Import(import.key.clone()));
                     self.imports.insert(Box::new(import));
                 }

@@ -239,7 +239,7 @@ fn external_address_records(
             base.as_wire().into()
         }
     };
-    for port in &service.ports {
+    for port in service.ports.iter() {
         let srv = SrvRecord {
             port: port.port,
             target: target.clone(),
@@ -654,7 +654,7 @@ impl Compiler {
                     for ip in ips {
                         base_records.add_ip(*ip);
                     }
-                    for port in &service.ports {
+                    for port in service.ports.iter() {
                         let srv = SrvRecord {
                             port: port.port,
                             target: base.as_wire().into(),

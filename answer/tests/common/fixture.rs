@@ -28,7 +28,7 @@ pub fn cluster_ip(ns: &str, name: &str, cluster_ips: &[&str], ports: Vec<PortMod
         stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::ClusterIp(ips(cluster_ips)),
-        ports,
+        ports: ports.into(),
         publish_not_ready_addresses: false,
         external: None,
     })
@@ -39,7 +39,7 @@ pub fn headless(ns: &str, name: &str, ports: Vec<PortModel>, publish_not_ready: 
         stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::Headless,
-        ports,
+        ports: ports.into(),
         publish_not_ready_addresses: publish_not_ready,
         external: None,
     })
@@ -50,7 +50,7 @@ pub fn external(ns: &str, name: &str, target: &str) -> Object {
         stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::ExternalName(target.into()),
-        ports: vec![],
+        ports: Vec::new().into(),
         publish_not_ready_addresses: false,
         external: None,
     })
@@ -73,20 +73,11 @@ pub fn slice(
     ports: Vec<PortModel>,
     endpoints: Vec<EndpointModel>,
 ) -> Object {
-    let address_type = if endpoints
-        .iter()
-        .any(|e| e.addresses.iter().any(IpAddr::is_ipv6))
-    {
-        "IPv6"
-    } else {
-        "IPv4"
-    };
     Object::Slice(SliceModel {
         stamp: Default::default(),
         key: ObjectKey::new(ns, name),
         service: Some(service.into()),
-        address_type: address_type.into(),
-        ports,
+        ports: ports.into(),
         endpoints,
         zones: Box::default(),
         import: None,
@@ -226,7 +217,7 @@ pub fn import(name: &str, kind: ImportKind, ports: Vec<PortModel>) -> Object {
         stamp: Default::default(),
         key: ObjectKey::new("testns", name),
         kind,
-        ports,
+        ports: ports.into(),
     })
 }
 

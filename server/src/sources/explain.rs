@@ -220,7 +220,7 @@ impl Context<'_> {
                 .iter()
                 .map(|s| SourceReport {
                     kind: s.kind.name().to_string(),
-                    namespace: s.key.namespace.clone(),
+                    namespace: s.key.namespace.to_string(),
                     name: s.key.name.clone(),
                     resource_version: (s.stamp.resource_version > 0)
                         .then_some(s.stamp.resource_version),
@@ -355,14 +355,14 @@ impl Context<'_> {
         };
         // An unknown pod is refused before this (`refuse`) where pods are
         // watched; here it can only be that they are not.
-        let mut namespaces: Vec<&str> = pods.iter().map(|p| p.namespace.as_str()).collect();
+        let mut namespaces: Vec<&str> = pods.iter().map(|p| &*p.namespace).collect();
         namespaces.sort_unstable();
         namespaces.dedup();
         let namespace = match (from, namespaces.as_slice()) {
             (_, [one]) => (*one).to_string(),
             (Client::Pod(key), _) => {
                 notes.push("pods are not watched (kubernetes.pods is not \"verified\" and autopath is off); the namespace is taken from --from".to_string());
-                key.namespace.clone()
+                key.namespace.to_string()
             }
             (Client::Ip(ip), []) => {
                 notes.push(if compiler.keeps_pods() {

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kubewire_answer::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey, PodModel,
-    PortModel, ServiceKind, ServiceModel, SliceModel, Stamp,
+    PortModel, Ports, ServiceKind, ServiceModel, SliceModel, Stamp,
 };
 use std::net::IpAddr;
 
@@ -72,7 +72,7 @@ fn key_of(meta: &ObjectMeta) -> Result<ObjectKey, ModelError> {
         .namespace
         .clone()
         .ok_or_else(|| ModelError::NoNamespace(name.clone()))?;
-    Ok(ObjectKey { namespace, name })
+    Ok(ObjectKey::new(namespace, name))
 }
 
 fn parse_ip(object: &ObjectKey, field: &'static str, value: &str) -> Result<IpAddr, ModelError> {
@@ -136,9 +136,7 @@ impl FromApi<Service> for ServiceModel {
             .unwrap_or_default()
             .iter()
             .map(|p| port_model(&key, p.name.as_deref(), p.protocol.as_deref(), p.port))
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        let mut ports = ports;
-        ports.shrink_to_fit();
+            .collect::<Result<Ports, ModelError>>()?;
         let mut external = ExternalAddresses::default();
         for ip in spec.external_ips.as_deref().unwrap_or_default() {
             external.ips.push(parse_ip(&key, "spec.externalIPs", ip)?);
@@ -198,7 +196,7 @@ impl FromApi<EndpointSlice> for SliceModel {
                     p.port?,
                 ))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Ports, _>>()?;
         let fqdn = slice.address_type == "FQDN";
         let api_endpoints = slice.endpoints.as_deref().unwrap_or_default();
         let mut endpoints = Vec::with_capacity(api_endpoints.len());
@@ -245,8 +243,6 @@ impl FromApi<EndpointSlice> for SliceModel {
                 zone,
             });
         }
-        let mut ports = ports;
-        ports.shrink_to_fit();
         let labels = slice.metadata.labels.as_ref();
         let import = labels
             .and_then(|l| l.get(IMPORT_NAME_LABEL))
@@ -264,7 +260,6 @@ impl FromApi<EndpointSlice> for SliceModel {
             key,
             import,
             service,
-            address_type: slice.address_type.clone(),
             ports,
             endpoints,
             zones: zones.into_boxed_slice(),
@@ -450,7 +445,7 @@ impl FromApi<DynamicObject> for ImportModel {
             .unwrap_or_default()
             .iter()
             .map(|p| port_model(&key, p.name.as_deref(), p.protocol.as_deref(), p.port))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Ports, _>>()?;
         Ok(ImportModel {
             key,
             kind,

@@ -403,7 +403,7 @@ impl ManifestSet {
     ) -> bool {
         self.files.values().flatten().any(|(object, labels)| {
             object.kind() == kind
-                && object.key_parts() == (key.namespace.as_str(), key.name.as_str())
+                && object.key_parts() == (&*key.namespace, key.name.as_str())
                 && !filter.admits(object, labels)
         })
     }

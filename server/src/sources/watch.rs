@@ -175,7 +175,7 @@ pub fn served(object: &Object, namespaces: Option<&HashSet<String>>) -> bool {
     };
     match object {
         Object::Namespace(name) => namespaces.contains(name),
-        other => namespaces.contains(&other.key().namespace),
+        other => namespaces.contains(other.key_parts().0),
     }
 }
 
