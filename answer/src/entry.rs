@@ -15,6 +15,29 @@ use triomphe::ThinArc;
 #[derive(Clone)]
 pub struct NameEntry(ThinArc<EntryHeader, u8>);
 
+/// A name entry's bytes, by part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryBytes {
+    /// The block's reference count, entry header and length.
+    pub block_header: usize,
+    /// The name, in wire form.
+    pub key: usize,
+    /// Each answer's type and flat header (RCODE, flags, counts, lengths).
+    pub answer_headers: usize,
+    /// The answers' records, as they go on the wire (with a second copy
+    /// where answers rotate, and the fixups that patch them).
+    pub records: usize,
+}
+
+impl std::ops::AddAssign for EntryBytes {
+    fn add_assign(&mut self, other: EntryBytes) {
+        self.block_header += other.block_header;
+        self.key += other.key;
+        self.answer_headers += other.answer_headers;
+        self.records += other.records;
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct EntryHeader {
     /// Index of the zone the name is in, into [`Zones`].
@@ -89,8 +112,22 @@ impl NameEntry {
     }
     /// Heap bytes of the shared block, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        // The reference count and the header with the block's length.
-        2 * std::mem::size_of::<usize>() + self.0.slice.len()
+        let parts = self.bytes_by_part();
+        parts.block_header + parts.key + parts.answer_headers + parts.records
+    }
+
+    /// The shared block's bytes by part, for memory accounting: what the
+    /// wire answers need (the records) beside what serves them.
+    pub fn bytes_by_part(&self) -> EntryBytes {
+        let key = usize::from(self.0.header.header.key_len);
+        let records: usize = self.answers().map(|(_, answer)| answer.heap_bytes()).sum();
+        EntryBytes {
+            // The reference count, the entry header and the block's length.
+            block_header: 2 * size_of::<usize>() + size_of::<EntryHeader>(),
+            key,
+            answer_headers: self.0.slice.len() - key - records,
+            records,
+        }
     }
     /// Where the entry's block starts: its header, then its key and
     /// answers. Taking it reads nothing, so it can be handed to a prefetch

@@ -555,9 +555,19 @@ impl SyntheticCluster {
                 .collect();
             let eps: Vec<(&str, bool, Option<&str>)> =
                 addrs.iter().map(|a| (a.as_str(), true, None)).collect();
+            let mut slice = endpoint_slice(&ns, &format!("{name}-abc"), &name, &eps);
+            // As the EndpointSlice controller writes them: each endpoint
+            // names its pod (a Deployment's, by ReplicaSet hash and suffix).
+            if let Some(endpoints) = slice["endpoints"].as_array_mut() {
+                for (e, endpoint) in endpoints.iter_mut().enumerate() {
+                    endpoint["targetRef"] = serde_json::json!({
+                        "kind": "Pod", "namespace": ns, "name": format!("{name}-7d9f8c6b5-{e:05}")
+                    });
+                }
+            }
             [
                 service(&ns, &name, &cluster_ip, &[("http", 80), ("grpc", 9090)]),
-                endpoint_slice(&ns, &format!("{name}-abc"), &name, &eps),
+                slice,
             ]
         });
         let pods = (0..self.pods).map(|p| {

@@ -68,8 +68,26 @@ pub(crate) fn print_table(line: &str, objects: usize) -> Result<(), String> {
             bytes as f64 / objects as f64
         );
     };
-    for (part, bytes) in parts {
+    for (i, (part, bytes)) in parts.into_iter().enumerate() {
         row(part, bytes);
+        // The entries come first: what the wire answers need, beside what
+        // serves them (builds before this accounting log no parts).
+        let first = |key| field(line, key).and_then(|values| values.first().copied());
+        if i == 0
+            && let (Some(keys), Some(headers), Some(records)) = (
+                first("entry_key_bytes"),
+                first("entry_answer_header_bytes"),
+                first("entry_record_bytes"),
+            )
+        {
+            row("… of which the names (keys)", keys);
+            row("… of which the answers' records", records);
+            row("… of which each answer's type and flat header", headers);
+            row(
+                "… of which each block's header (reference count, length)",
+                bytes.saturating_sub(keys + headers + records),
+            );
+        }
     }
     row(
         "each core's own (name changes since the index; the most of any core)",

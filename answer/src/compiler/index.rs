@@ -2,6 +2,7 @@
 //! a new one), and what the compiler holds, for the memory report.
 
 use super::{Compiler, UnitState};
+use crate::entry::EntryBytes;
 use crate::names::NameIndex;
 use crate::update::Change;
 use std::net::IpAddr;
@@ -22,6 +23,8 @@ pub struct CompilerMemory {
     pub names: usize,
     /// The compiled entries' blocks, shared with every core.
     pub entry_bytes: usize,
+    /// The same blocks by part.
+    pub entry_parts: EntryBytes,
     /// The compiler's own table of names.
     pub table_bytes: usize,
     /// The index of every name that the cores share.
@@ -96,9 +99,17 @@ impl Compiler {
                         + unit.ptr_hashes.len() * size_of::<u64>()
                 })
                 .sum::<usize>();
+        let mut entry_parts = EntryBytes::default();
+        for entry in self.names.iter() {
+            entry_parts += entry.bytes_by_part();
+        }
         CompilerMemory {
             names: self.names.len(),
-            entry_bytes: self.names.iter().map(|entry| entry.heap_bytes()).sum(),
+            entry_bytes: entry_parts.block_header
+                + entry_parts.key
+                + entry_parts.answer_headers
+                + entry_parts.records,
+            entry_parts,
             table_bytes: self.names.allocation_size(),
             index_bytes: self.index.allocation_size(),
             unit_bytes,

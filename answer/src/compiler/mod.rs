@@ -285,10 +285,15 @@ impl Compiler {
     }
 
     /// Replaces the settings; every name is recompiled on the next delta.
-    pub fn set_settings(&mut self, settings: Settings) {
+    /// Returns whether the slices must be given again: endpoints' pod names
+    /// are kept only while `endpoint_pod_names` is on, so turning it on
+    /// needs them relisted.
+    #[must_use = "turning endpoint_pod_names on needs the slices relisted"]
+    pub fn set_settings(&mut self, settings: Settings) -> bool {
         if settings == self.settings {
-            return;
+            return false;
         }
+        let relist_slices = settings.endpoint_pod_names && !self.settings.endpoint_pod_names;
         // The cores' pod set appears or goes whole.
         self.pods
             .set_verified(settings.pod_mode == PodMode::Verified);
@@ -319,6 +324,7 @@ impl Compiler {
         );
         self.zones_dirty = true;
         self.reencode = true;
+        relist_slices
     }
 
     /// Records that the first full state has been given; the next delta
@@ -412,6 +418,15 @@ impl Compiler {
             }
             Object::Slice(mut slice) => {
                 self.namespace_names.share(&mut slice.key.namespace);
+                if !self.settings.endpoint_pod_names {
+                    // Read only for `endpoint_pod_names`, and a cluster
+                    // names a pod for nearly every endpoint: a block each.
+                    // Turning the setting on needs the slices again
+                    // ([`Compiler::set_settings`]).
+                    for endpoint in &mut slice.endpoints {
+                        endpoint.pod_name = None;
+                    }
+                }
                 let key = slice.key.clone();
                 let old = self.slices.get(&key).map(|held| &**held);
                 if old == Some(&slice) {

@@ -562,11 +562,11 @@ impl Control {
 
         // Our own addresses were read at start and are not a live setting.
         let own_ips = self.compiler.settings().own_ips.clone();
-        self.compiler.set_settings(kubewire_answer::Settings {
+        let relist_slices = self.compiler.set_settings(kubewire_answer::Settings {
             own_ips,
             ..self.config.compiler_settings()
         });
-        if filters_changed {
+        if filters_changed || relist_slices {
             match (cluster.as_mut(), &mut self.source) {
                 (Some((client, watchers)), Source::Cluster { options, .. }) => {
                     *options = crate::watch_options(&self.config);
@@ -577,7 +577,7 @@ impl Control {
                 // Manifests are filtered here: read them again, filtered anew.
                 (_, Source::Manifests(..)) => self.reload_manifests(),
                 _ => tracing::warn!(
-                    "kubernetes.namespaces and kubernetes.labels apply to the cluster and manifests sources, not the demo"
+                    "kubernetes.namespaces, kubernetes.labels and turning kubernetes.endpoint_pod_names on apply to the cluster and manifests sources, not the demo: restart kubewire to see them there"
                 ),
             }
         }
@@ -705,6 +705,9 @@ impl Control {
         tracing::info!(
             names = parts.names,
             entry_bytes = parts.entry_bytes,
+            entry_key_bytes = parts.entry_parts.key,
+            entry_answer_header_bytes = parts.entry_parts.answer_headers,
+            entry_record_bytes = parts.entry_parts.records,
             compiler_table_bytes = parts.table_bytes,
             shared_index_bytes = parts.index_bytes,
             unit_bytes = parts.unit_bytes,
