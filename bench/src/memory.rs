@@ -48,8 +48,15 @@ pub(crate) fn print_table(line: &str, objects: usize) -> Result<(), String> {
             one(line, "unit_bytes")?,
         ),
         (
-            "model tables (slots; the models themselves are in the rest)",
+            "model tables (slots, and the port lists and namespaces the models share)",
             one(line, "model_table_bytes")?,
+        ),
+        (
+            "the models (Services, slices, imports; their strings and vectors) and slices by Service",
+            // Builds before this accounting do not log it.
+            field(line, "model_bytes")
+                .and_then(|values| values.first().copied())
+                .unwrap_or(0),
         ),
     ];
     let in_use = one(line, "heap_in_use_bytes")?;
@@ -94,7 +101,7 @@ pub(crate) fn print_table(line: &str, objects: usize) -> Result<(), String> {
         core_bytes,
     );
     row(
-        "the rest of the heap (the models' strings and vectors, watch state, runtimes, buffers)",
+        "the rest of the heap (the allocator's headers and rounding, watch state, runtimes, buffers)",
         in_use.saturating_sub(itemized),
     );
     row("heap in use (glibc's count)", in_use);

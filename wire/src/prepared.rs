@@ -196,10 +196,21 @@ pub struct PreparedAnswer<B = Box<[u8]>> {
 /// A [`PreparedAnswer`] borrowed from where it is stored.
 pub type AnswerRef<'a> = PreparedAnswer<&'a [u8]>;
 
-/// Bytes of the flat form before the stored bytes: rcode (2), flags (1),
-/// counts (6), rotate_records (2), record_len (2), fixup_count (1), and
-/// the length of the stored bytes (4).
-const ENCODED_HEADER_LEN: usize = 18;
+/// The flat form's header comes in two forms. The short one fits nearly
+/// every answer a cluster holds (hundreds of thousands of them, one per
+/// name): a first byte with [`SHORT_FORM`] set, the AA flag
+/// ([`SHORT_AUTHORITATIVE`]) and the RCODE in its low four bits, then the
+/// three counts, rotate_records, record_len and fixup_count a byte each,
+/// and the stored bytes' length in two.
+const SHORT_HEADER_LEN: usize = 9;
+const SHORT_FORM: u8 = 0x80;
+const SHORT_AUTHORITATIVE: u8 = 0x40;
+const SHORT_RCODE_MASK: u8 = 0x0f;
+
+/// The long form, for any answer: a first byte of 0, then rcode (2),
+/// flags (1), counts (6), rotate_records (2), record_len (2), fixup_count
+/// (1), and the length of the stored bytes (4).
+const LONG_HEADER_LEN: usize = 19;
 
 impl<B: AsRef<[u8]>> fmt::Debug for PreparedAnswer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -233,25 +244,43 @@ impl<'a> AnswerRef<'a> {
     /// Reads an answer from the front of `bytes`, as
     /// [`PreparedAnswer::encode_into`] wrote it; returns it and the bytes
     /// after it, or `None` if `bytes` does not start with one.
+    #[inline]
     pub fn decode(bytes: &'a [u8]) -> Option<(AnswerRef<'a>, &'a [u8])> {
-        let header = bytes.get(..ENCODED_HEADER_LEN)?;
-        let u16_at = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
-        let stored_len =
-            u32::from_le_bytes([header[14], header[15], header[16], header[17]]) as usize;
-        let rest = &bytes[ENCODED_HEADER_LEN..];
+        let first = *bytes.first()?;
+        let (mut answer, stored_len, rest) = if first & SHORT_FORM != 0 {
+            let (header, rest) = bytes.split_first_chunk::<SHORT_HEADER_LEN>()?;
+            let answer = PreparedAnswer {
+                rcode: Rcode(u16::from(first & SHORT_RCODE_MASK)),
+                authoritative: first & SHORT_AUTHORITATIVE != 0,
+                counts: [header[1], header[2], header[3]].map(u16::from),
+                rotate_records: u16::from(header[4]),
+                record_len: u16::from(header[5]),
+                fixup_count: header[6],
+                bytes: &[][..],
+            };
+            let stored_len = usize::from(u16::from_le_bytes([header[7], header[8]]));
+            (answer, stored_len, &rest[..])
+        } else {
+            let (header, rest) = bytes.split_first_chunk::<LONG_HEADER_LEN>()?;
+            let u16_at = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+            let answer = PreparedAnswer {
+                rcode: Rcode(u16_at(1)),
+                authoritative: header[3] != 0,
+                counts: [u16_at(4), u16_at(6), u16_at(8)],
+                rotate_records: u16_at(10),
+                record_len: u16_at(12),
+                fixup_count: header[14],
+                bytes: &[][..],
+            };
+            let stored_len =
+                u32::from_le_bytes([header[15], header[16], header[17], header[18]]) as usize;
+            (answer, stored_len, &rest[..])
+        };
         if rest.len() < stored_len {
             return None;
         }
         let (stored, rest) = rest.split_at(stored_len);
-        let answer = PreparedAnswer {
-            rcode: Rcode(u16_at(0)),
-            authoritative: header[2] != 0,
-            counts: [u16_at(3), u16_at(5), u16_at(7)],
-            rotate_records: u16_at(9),
-            record_len: u16_at(11),
-            fixup_count: header[13],
-            bytes: stored,
-        };
+        answer.bytes = stored;
         Some((answer, rest))
     }
 
@@ -284,12 +313,51 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
 
     /// Bytes [`PreparedAnswer::encode_into`] writes.
     pub fn encoded_len(&self) -> usize {
-        ENCODED_HEADER_LEN + self.bytes.as_ref().len()
+        let header = if self.short_form().is_some() {
+            SHORT_HEADER_LEN
+        } else {
+            LONG_HEADER_LEN
+        };
+        header + self.bytes.as_ref().len()
+    }
+
+    /// The short form's header, if the answer fits it.
+    fn short_form(&self) -> Option<[u8; SHORT_HEADER_LEN]> {
+        let byte = |n: u16| u8::try_from(n).ok();
+        let rcode = u8::try_from(self.rcode.0)
+            .ok()
+            .filter(|r| r & !SHORT_RCODE_MASK == 0)?;
+        let stored_len = u16::try_from(self.bytes.as_ref().len()).ok()?;
+        let first = SHORT_FORM
+            | rcode
+            | if self.authoritative {
+                SHORT_AUTHORITATIVE
+            } else {
+                0
+            };
+        let [len_low, len_high] = stored_len.to_le_bytes();
+        Some([
+            first,
+            byte(self.counts[0])?,
+            byte(self.counts[1])?,
+            byte(self.counts[2])?,
+            byte(self.rotate_records)?,
+            byte(self.record_len)?,
+            self.fixup_count,
+            len_low,
+            len_high,
+        ])
     }
 
     /// Appends the flat form, which [`AnswerRef::decode`] reads back.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let stored = self.bytes.as_ref();
+        if let Some(header) = self.short_form() {
+            out.extend_from_slice(&header);
+            out.extend_from_slice(stored);
+            return;
+        }
+        out.push(0);
         out.extend_from_slice(&self.rcode.0.to_le_bytes());
         out.push(u8::from(self.authoritative));
         for count in self.counts {

@@ -183,7 +183,7 @@ fn check_reply(
     let mut again = vec![0u8; 65535];
     let again_len = assemble_reply(&parsed, decoded, 0, transport, true, &mut again).unwrap();
     prop_assert_eq!(&again[..again_len], reply);
-    for cut in [0, 1, 17, answer.encoded_len() - 1] {
+    for cut in [0, 1, answer.encoded_len() / 2, answer.encoded_len() - 1] {
         prop_assert!(
             AnswerRef::decode(&flat[3..3 + cut]).is_none(),
             "decoded {} bytes",
@@ -355,4 +355,39 @@ proptest! {
         // The first record is the rotation-th of the built order.
         prop_assert_eq!(first, order[rotation as usize % order.len()]);
     }
+}
+
+/// The flat form has a short header (9 bytes) for what nearly every answer
+/// is, and a long one (19) for the rest: more than 255 records, an
+/// extended RCODE, a long tail. Both read back whole, and neither reads
+/// from a cut copy.
+#[test]
+fn flat_forms_short_and_long_read_back() {
+    let name = nb("big.default.svc.cluster.local");
+    let with_records = |count: u32| {
+        let mut builder = AnswerBuilder::new(&name);
+        for i in 0..count {
+            let rdata = Rdata::A(Ipv4Addr::from(0x0a00_0000 + i));
+            builder.push(Owner::Question, 5, rdata).unwrap();
+        }
+        builder.finish().unwrap()
+    };
+    let small = with_records(3);
+    let many = with_records(300);
+    let extended = PreparedAnswer::empty(Rcode(16), true);
+    let plain = PreparedAnswer::empty(Rcode::SERVFAIL, false);
+    for (answer, header_len) in [(&small, 9), (&plain, 9), (&many, 19), (&extended, 19)] {
+        let mut flat = Vec::new();
+        answer.encode_into(&mut flat);
+        assert_eq!(flat.len(), answer.encoded_len());
+        assert_eq!(flat.len() - answer.heap_bytes(), header_len, "{answer:?}");
+        flat.push(0xEE);
+        let (decoded, rest) = AnswerRef::decode(&flat).unwrap();
+        assert_eq!(&decoded.to_owned(), answer);
+        assert_eq!(rest, [0xEE]);
+        for cut in 0..answer.encoded_len() {
+            assert!(AnswerRef::decode(&flat[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+    assert_eq!(many.counts()[0], 300);
 }

@@ -3,6 +3,10 @@
 
 use super::{Compiler, UnitState};
 use crate::entry::EntryBytes;
+use crate::model::{
+    Addresses, EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey,
+    ServiceKind, ServiceModel, SliceModel,
+};
 use crate::names::NameIndex;
 use crate::update::Change;
 use std::net::IpAddr;
@@ -35,6 +39,9 @@ pub struct CompilerMemory {
     /// not the models they box), and the port lists and namespaces they
     /// share.
     pub model_table_bytes: usize,
+    /// The models those tables box (their strings and vectors too), and
+    /// the lists of slices by Service and by ServiceImport.
+    pub model_bytes: usize,
 }
 
 impl Compiler {
@@ -113,6 +120,15 @@ impl Compiler {
             table_bytes: self.names.allocation_size(),
             index_bytes: self.index.allocation_size(),
             unit_bytes,
+            model_bytes: self
+                .services
+                .iter()
+                .map(|s| service_bytes(s))
+                .sum::<usize>()
+                + self.slices.iter().map(|s| slice_bytes(s)).sum::<usize>()
+                + self.imports.iter().map(|i| import_bytes(i)).sum::<usize>()
+                + link_bytes(&self.slices_by_service)
+                + link_bytes(&self.slices_by_import),
             model_table_bytes: self.services.allocation_size()
                 + self.slices.allocation_size()
                 + self.imports.allocation_size()
@@ -120,4 +136,70 @@ impl Compiler {
                 + self.namespace_names.heap_bytes(),
         }
     }
+}
+
+// What a model holds on the heap, by its own count (the allocator's
+// rounding and headers are not counted). Namespaces and port lists are
+// shared, and counted once with the tables.
+
+fn service_bytes(service: &ServiceModel) -> usize {
+    let kind = match &service.kind {
+        ServiceKind::ClusterIp(ips) => ips.capacity() * size_of::<IpAddr>(),
+        ServiceKind::Headless => 0,
+        ServiceKind::ExternalName(target) => target.capacity(),
+    };
+    let external = service.external.as_ref().map_or(0, |external| {
+        size_of::<ExternalAddresses>()
+            + external.ips.capacity() * size_of::<IpAddr>()
+            + external.hostnames.capacity() * size_of::<Box<str>>()
+            + external.hostnames.iter().map(|h| h.len()).sum::<usize>()
+    });
+    size_of::<ServiceModel>() + service.key.name.capacity() + kind + external
+}
+
+fn slice_bytes(slice: &SliceModel) -> usize {
+    let endpoints: usize = slice
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let addresses = match &endpoint.addresses {
+                Addresses::One(_) => 0,
+                Addresses::Other(ips) => ips.len() * size_of::<IpAddr>(),
+            };
+            addresses
+                + endpoint.hostname.as_ref().map_or(0, |h| h.len())
+                + endpoint.pod_name.as_ref().map_or(0, |p| p.len())
+        })
+        .sum();
+    let import = slice.import.as_ref().map_or(0, |link| {
+        size_of::<ImportLink>() + link.service.capacity() + link.cluster.len()
+    });
+    size_of::<SliceModel>()
+        + slice.key.name.capacity()
+        + slice.service.as_ref().map_or(0, String::capacity)
+        + slice.endpoints.capacity() * size_of::<EndpointModel>()
+        + endpoints
+        + slice.zones.len() * size_of::<Box<str>>()
+        + slice.zones.iter().map(|z| z.len()).sum::<usize>()
+        + import
+}
+
+fn import_bytes(import: &ImportModel) -> usize {
+    let kind = match &import.kind {
+        ImportKind::ClusterSetIp(ips) => ips.capacity() * size_of::<IpAddr>(),
+        ImportKind::Headless => 0,
+    };
+    size_of::<ImportModel>() + import.key.name.capacity() + kind
+}
+
+fn link_bytes(links: &super::Map<ObjectKey, Vec<Box<str>>>) -> usize {
+    links.capacity() * (size_of::<(ObjectKey, Vec<Box<str>>)>() + 1)
+        + links
+            .iter()
+            .map(|(key, names)| {
+                key.name.capacity()
+                    + names.capacity() * size_of::<Box<str>>()
+                    + names.iter().map(|n| n.len()).sum::<usize>()
+            })
+            .sum::<usize>()
 }

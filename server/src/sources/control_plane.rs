@@ -712,6 +712,7 @@ impl Control {
             shared_index_bytes = parts.index_bytes,
             unit_bytes = parts.unit_bytes,
             model_table_bytes = parts.model_table_bytes,
+            model_bytes = parts.model_bytes,
             core_own_bytes = ?core_bytes,
             heap_in_use_bytes = heap_in_use,
             heap_free_bytes = heap_free,
