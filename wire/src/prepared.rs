@@ -259,7 +259,7 @@ impl<'a> AnswerRef<'a> {
                 bytes: &[][..],
             };
             let stored_len = usize::from(u16::from_le_bytes([header[7], header[8]]));
-            (answer, stored_len, &rest[..])
+            (answer, stored_len, rest)
         } else {
             let (header, rest) = bytes.split_first_chunk::<LONG_HEADER_LEN>()?;
             let u16_at = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
@@ -274,7 +274,7 @@ impl<'a> AnswerRef<'a> {
             };
             let stored_len =
                 u32::from_le_bytes([header[15], header[16], header[17], header[18]]) as usize;
-            (answer, stored_len, &rest[..])
+            (answer, stored_len, rest)
         };
         if rest.len() < stored_len {
             return None;
