@@ -102,8 +102,13 @@ impl<T: HasKey> KeyedTable<T> {
 
     /// Inserts or replaces; returns what it replaced.
     pub fn insert(&mut self, value: T) -> Option<T> {
+        let hash = self.hash_of(value.key());
+        self.insert_hashed(hash, value)
+    }
+
+    /// [`KeyedTable::insert`] of a value whose key's hash the caller has.
+    pub fn insert_hashed(&mut self, hash: u64, value: T) -> Option<T> {
         let hasher = &self.hasher;
-        let hash = hasher.hash_one(value.key());
         match self.table.entry(
             hash,
             |held| held.key() == value.key(),
@@ -121,7 +126,11 @@ impl<T: HasKey> KeyedTable<T> {
 
     /// Removes the value with this key, and returns it.
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
-        let hash = self.hash_of(key);
+        self.remove_hashed(self.hash_of(key), key)
+    }
+
+    /// [`KeyedTable::remove`] of a key whose hash the caller has.
+    pub fn remove_hashed(&mut self, hash: u64, key: &T::Key) -> Option<T> {
         let held = self
             .table
             .find_entry(hash, |value| value.key() == key)

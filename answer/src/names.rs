@@ -67,8 +67,11 @@ impl HasKey for Overlaid {
     }
 }
 
-/// One core's names: the shared index, and its own changes over it.
-pub(crate) struct CoreNames {
+/// Names over a shared index: the index, and the changes made since it.
+/// Each core holds its names this way, and so does the compiler, which
+/// makes the next index from it ([`IndexedNames::merged`]): one table of
+/// every name for the node, not one more for the compiler.
+pub(crate) struct IndexedNames {
     index: Arc<NameIndex>,
     overlay: KeyedTable<Overlaid>,
     len: usize,
@@ -76,16 +79,26 @@ pub(crate) struct CoreNames {
     removed_key_bytes: usize,
 }
 
-impl Default for CoreNames {
-    fn default() -> CoreNames {
-        CoreNames::new(Arc::new(NameIndex::default()))
+impl std::fmt::Debug for IndexedNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedNames")
+            .field("indexed", &self.index.len())
+            .field("overlaid", &self.overlay.len())
+            .field("len", &self.len)
+            .finish()
     }
 }
 
-impl CoreNames {
+impl Default for IndexedNames {
+    fn default() -> IndexedNames {
+        IndexedNames::new(Arc::new(NameIndex::default()))
+    }
+}
+
+impl IndexedNames {
     /// The names of `index`, with nothing over it.
-    pub(crate) fn new(index: Arc<NameIndex>) -> CoreNames {
-        CoreNames {
+    pub(crate) fn new(index: Arc<NameIndex>) -> IndexedNames {
+        IndexedNames {
             overlay: KeyedTable::with_hasher(index.names.hasher().clone()),
             len: index.len(),
             removed_key_bytes: 0,
@@ -99,7 +112,12 @@ impl CoreNames {
         if self.overlay.is_empty() {
             return self.index.names.get(key);
         }
-        let hash = self.index.names.hash_of(key);
+        self.get_hashed(self.index.names.hash_of(key), key)
+    }
+
+    /// [`IndexedNames::get`] with the key's hash.
+    #[inline]
+    fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<&NameEntry> {
         match self.overlay.get_hashed(hash, key) {
             Some(Overlaid::Upsert(entry)) => Some(entry),
             Some(Overlaid::Removed(_)) => None,
@@ -107,7 +125,7 @@ impl CoreNames {
         }
     }
 
-    /// The hash a key is filed under, for [`CoreNames::likely`].
+    /// The hash a key is filed under, for [`IndexedNames::likely`].
     #[inline]
     pub(crate) fn hash_of(&self, key: &[u8]) -> u64 {
         self.index.names.hash_of(key)
@@ -127,15 +145,18 @@ impl CoreNames {
 
     /// Adds or replaces the entry of a name.
     pub(crate) fn upsert(&mut self, entry: &NameEntry) {
-        if self.get(entry.key()).is_none() {
+        let key = entry.key();
+        let hash = self.index.names.hash_of(key);
+        if self.get_hashed(hash, key).is_none() {
             self.len += 1;
         }
-        let indexed = self.index.names.get(entry.key());
+        let indexed = self.index.names.get_hashed(hash, key);
         let replaced = if indexed.is_some_and(|held| held.ptr_eq(entry)) {
             // Back to what the index holds: nothing to keep over it.
-            self.overlay.remove(entry.key())
+            self.overlay.remove_hashed(hash, key)
         } else {
-            self.overlay.insert(Overlaid::Upsert(entry.clone()))
+            self.overlay
+                .insert_hashed(hash, Overlaid::Upsert(entry.clone()))
         };
         self.forget(replaced);
     }
@@ -147,19 +168,44 @@ impl CoreNames {
         }
     }
 
-    /// Removes the entry with this key, if there is one.
-    pub(crate) fn remove(&mut self, key: &[u8]) {
-        if self.get(key).is_none() {
-            return;
+    /// Removes the entry with this key; whether there was one.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> bool {
+        let hash = self.index.names.hash_of(key);
+        if self.get_hashed(hash, key).is_none() {
+            return false;
         }
         self.len -= 1;
-        let replaced = if self.index.names.get(key).is_some() {
+        let replaced = if self.index.names.get_hashed(hash, key).is_some() {
             self.removed_key_bytes += key.len();
-            self.overlay.insert(Overlaid::Removed(key.into()))
+            self.overlay
+                .insert_hashed(hash, Overlaid::Removed(key.into()))
         } else {
-            self.overlay.remove(key)
+            self.overlay.remove_hashed(hash, key)
         };
         self.forget(replaced);
+        true
+    }
+
+    /// The index it is over.
+    pub(crate) fn index(&self) -> &Arc<NameIndex> {
+        &self.index
+    }
+
+    /// Every name it holds, in one table: a copy of the index's (pointers
+    /// and reference counts, no hashing), with the changes applied.
+    pub(crate) fn merged(&self) -> KeyedTable<NameEntry> {
+        let mut table = self.index.names.clone();
+        for held in self.overlay.iter() {
+            match held {
+                Overlaid::Upsert(entry) => {
+                    table.insert(entry.clone());
+                }
+                Overlaid::Removed(key) => {
+                    table.remove(key);
+                }
+            }
+        }
+        table
     }
 
     /// How many names it holds.
@@ -225,7 +271,7 @@ mod tests {
         /// exactly those of a plain map given the same changes.
         #[test]
         fn a_core_holds_what_a_plain_map_would(steps in prop::collection::vec(step(), 0..60)) {
-            let mut names = CoreNames::default();
+            let mut names = IndexedNames::default();
             let mut expected: BTreeMap<Vec<u8>, NameEntry> = BTreeMap::new();
             for step in steps {
                 match step {
@@ -244,7 +290,12 @@ mod tests {
                         for entry in names.iter() {
                             table.insert(entry.clone());
                         }
-                        names = CoreNames::new(NameIndex::new(table));
+                        let merged = names.merged();
+                        prop_assert_eq!(merged.len(), table.len());
+                        for entry in table.iter() {
+                            prop_assert!(merged.get(entry.key()).is_some_and(|m| m.ptr_eq(entry)));
+                        }
+                        names = IndexedNames::new(NameIndex::new(merged));
                         prop_assert_eq!(names.overlaid(), 0);
                     }
                 }
@@ -273,7 +324,7 @@ mod tests {
         table.insert(entry(0, 1));
         table.insert(entry(1, 1));
         let index = NameIndex::new(table);
-        let mut names = CoreNames::new(Arc::clone(&index));
+        let mut names = IndexedNames::new(Arc::clone(&index));
         assert_eq!((names.len(), names.overlaid()), (2, 0));
         // Setting a name back to the index's entry leaves nothing over it.
         let indexed = index.names.get(entry(0, 0).key()).cloned();

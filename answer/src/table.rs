@@ -17,7 +17,7 @@
 //! needs a walk up the tree.
 
 use crate::entry::{NameEntry, Zones};
-use crate::names::CoreNames;
+use crate::names::IndexedNames;
 use crate::update::{PodAddress, Update};
 use hashbrown::HashTable;
 use kubewire_wire::{
@@ -58,7 +58,7 @@ pub enum Response {
 /// applying [`Update`]s between batches of queries.
 pub struct AnswerTable {
     /// The shared index of every name, and this core's changes over it.
-    names: CoreNames,
+    names: IndexedNames,
     /// Verified pod mode: the pod addresses that answer.
     pods: PodSet,
     /// Autopath: pod address to its namespace's label id.
@@ -94,7 +94,7 @@ impl AnswerTable {
     /// An empty table: no zones, so every name is not ours.
     pub fn new() -> AnswerTable {
         AnswerTable {
-            names: CoreNames::default(),
+            names: IndexedNames::default(),
             pods: PodSet::default(),
             clients: hashbrown::HashMap::default(),
             hasher: ahash::RandomState::new(),
@@ -172,7 +172,7 @@ impl AnswerTable {
                 if snapshot.revision < self.revision {
                     return false;
                 }
-                self.names = CoreNames::new(Arc::clone(&snapshot.names));
+                self.names = IndexedNames::new(Arc::clone(&snapshot.names));
                 let mut pods = PodSet::default();
                 for (id, label) in &snapshot.pod_namespaces {
                     pods.add_namespace(&self.hasher, *id, label);
@@ -194,7 +194,7 @@ impl AnswerTable {
                 }
                 if let Some(index) = &delta.names {
                     // The index holds this delta's name changes too.
-                    self.names = CoreNames::new(Arc::clone(index));
+                    self.names = IndexedNames::new(Arc::clone(index));
                 }
                 let names_indexed = delta.names.is_some();
                 for change in &delta.changes {
@@ -202,7 +202,9 @@ impl AnswerTable {
                         crate::update::Change::Upsert(_) | crate::update::Change::Remove(_)
                             if names_indexed => {}
                         crate::update::Change::Upsert(entry) => self.names.upsert(entry),
-                        crate::update::Change::Remove(key) => self.names.remove(key),
+                        crate::update::Change::Remove(key) => {
+                            self.names.remove(key);
+                        }
                         crate::update::Change::PodNamespace(id, label) => {
                             self.pods.add_namespace(&self.hasher, *id, label);
                         }

@@ -7,7 +7,7 @@ use crate::model::{
     Addresses, EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey,
     ServiceKind, ServiceModel, SliceModel,
 };
-use crate::names::NameIndex;
+use crate::names::{IndexedNames, NameIndex};
 use crate::update::Change;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct CompilerMemory {
     pub entry_bytes: usize,
     /// The same blocks by part.
     pub entry_parts: EntryBytes,
-    /// The compiler's own table of names.
+    /// The compiler's own names over the index: the changes since it.
     pub table_bytes: usize,
     /// The index of every name that the cores share.
     pub index_bytes: usize,
@@ -62,7 +62,7 @@ impl Compiler {
             .iter()
             .filter(|change| matches!(change, Change::Upsert(_) | Change::Remove(_)))
             .count();
-        let indexed = self.index.len();
+        let indexed = self.names.index().len();
         let due = if self.synced_announced {
             indexed / REINDEX_FRACTION
         } else {
@@ -71,14 +71,16 @@ impl Compiler {
         if !first_synced && self.changed_since_index <= due.max(self.reindex_after) {
             return None;
         }
+        let mut table = self.names.merged();
         if first_synced {
             // The sync's removals left tombstones that grew the table; the
-            // index copies its buckets, so give it the fewest first.
-            self.names.shrink_to_fit();
+            // index keeps its buckets, so give it the fewest.
+            table.shrink_to_fit();
         }
-        self.index = NameIndex::new(self.names.clone());
+        let index = NameIndex::new(table);
+        self.names = IndexedNames::new(Arc::clone(&index));
         self.changed_since_index = 0;
-        Some(Arc::clone(&self.index))
+        Some(index)
     }
 
     /// Sets the fewest name changes that earn a new index (tests use 1, to
@@ -89,7 +91,7 @@ impl Compiler {
 
     /// The index the cores share now.
     pub fn index(&self) -> &Arc<NameIndex> {
-        &self.index
+        self.names.index()
     }
 
     /// What the compiler holds, by part.
@@ -117,8 +119,8 @@ impl Compiler {
                 + entry_parts.answer_headers
                 + entry_parts.records,
             entry_parts,
-            table_bytes: self.names.allocation_size(),
-            index_bytes: self.index.allocation_size(),
+            table_bytes: self.names.own_bytes(),
+            index_bytes: self.names.index().allocation_size(),
             unit_bytes,
             model_bytes: self
                 .services

@@ -24,7 +24,7 @@ use crate::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportModel, Kind, ListedKeys, Object, ObjectKey,
     PortModel, ServiceKind, ServiceModel, SliceModel,
 };
-use crate::names::NameIndex;
+use crate::names::{IndexedNames, NameIndex};
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 
@@ -201,13 +201,12 @@ pub struct Compiler {
     units: Vec<UnitState>,
     free_ids: Vec<u32>,
     /// Every compiled name, by its key; each entry names its owner (a unit
-    /// id, or [`PTR_OWNER`]).
-    names: KeyedTable<NameEntry>,
-    /// The index of every name the cores share: `names` as it was when
-    /// the delta that shipped it was made.
-    index: Arc<NameIndex>,
-    /// Name changes shipped since `index` was made: each core holds them
-    /// over it.
+    /// id, or [`PTR_OWNER`]). Held as the cores hold theirs: the index of
+    /// every name they share (as it was when the delta that shipped it was
+    /// made), and the changes since.
+    names: IndexedNames,
+    /// Name changes shipped since the index was made: each core holds
+    /// them over it.
     changed_since_index: usize,
     /// The fewest changes that earn a new index; see [`Compiler::take_delta`].
     reindex_after: usize,
@@ -258,8 +257,7 @@ impl Compiler {
             unit_hasher: ahash::RandomState::new(),
             units: Vec::new(),
             free_ids: Vec::new(),
-            names: KeyedTable::default(),
-            index: Arc::new(NameIndex::default()),
+            names: IndexedNames::default(),
             changed_since_index: 0,
             reindex_after: REINDEX_AFTER_CHANGES,
             name_hasher: ahash::RandomState::new(),
@@ -685,9 +683,9 @@ impl Compiler {
     /// The whole current state, for a core that starts or falls behind.
     pub fn snapshot(&self) -> Snapshot {
         let names = if self.changed_since_index == 0 {
-            Arc::clone(&self.index)
+            Arc::clone(self.names.index())
         } else {
-            NameIndex::new(self.names.clone())
+            NameIndex::new(self.names.merged())
         };
         Snapshot {
             revision: self.revision,
@@ -901,7 +899,7 @@ impl Compiler {
 
     /// Inserts or replaces the entry of a name.
     fn put(&mut self, entry: &NameEntry) {
-        self.names.insert(entry.clone());
+        self.names.upsert(entry);
     }
 
     /// Adds a name new to a unit, unless another unit owns it; then the
@@ -923,7 +921,7 @@ impl Compiler {
 
     /// Removes a name, and wakes the units waiting for it.
     fn release(&mut self, key: &[u8], changes: &mut Vec<Change>) {
-        if self.names.remove(key).is_some() {
+        if self.names.remove(key) {
             changes.push(Change::Remove(key.into()));
         }
         if let Some(waiting) = self.contested.remove(key) {
