@@ -36,7 +36,7 @@ pub(crate) fn print_table(line: &str, objects: usize) -> Result<(), String> {
             one(line, "entry_bytes")?,
         ),
         (
-            "the compiler's table of names",
+            "the compiler's own names (its changes since the index)",
             one(line, "compiler_table_bytes")?,
         ),
         (

@@ -3,6 +3,8 @@
 
 use super::{Compiler, UnitState};
 use crate::entry::EntryBytes;
+use crate::entry::NameEntry;
+use crate::keyed::KeyedTable;
 use crate::model::{
     Addresses, EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey,
     ServiceKind, ServiceModel, SliceModel,
@@ -18,6 +20,122 @@ pub const REINDEX_AFTER_CHANGES: usize = 1024;
 /// After the first sync, a new index once the names changed by this
 /// fraction of the index (a sixteenth).
 const REINDEX_FRACTION: usize = 16;
+
+/// The compiler's names. While the first sync is under way they change
+/// faster than an overlay pays for, so the compiler keeps a table of its
+/// own and ships a copy of it as each index. The first synced index takes
+/// that table whole, and from then on the compiler holds its names as the
+/// cores do: that index, and the changes since (one table of every name
+/// for the node, not two).
+#[derive(Debug)]
+pub(super) enum CompilerNames {
+    /// Before the first synced index: every name, and the last index shipped.
+    Syncing {
+        table: KeyedTable<NameEntry>,
+        index: Arc<NameIndex>,
+    },
+    /// From the first synced index on.
+    Indexed(IndexedNames),
+}
+
+impl Default for CompilerNames {
+    fn default() -> Self {
+        CompilerNames::Syncing {
+            table: KeyedTable::default(),
+            index: Arc::default(),
+        }
+    }
+}
+
+impl CompilerNames {
+    pub(super) fn get(&self, key: &[u8]) -> Option<&NameEntry> {
+        match self {
+            CompilerNames::Syncing { table, .. } => table.get(key),
+            CompilerNames::Indexed(names) => names.get(key),
+        }
+    }
+
+    /// Adds or replaces the entry of a name.
+    pub(super) fn upsert(&mut self, entry: &NameEntry) {
+        match self {
+            CompilerNames::Syncing { table, .. } => {
+                table.insert(entry.clone());
+            }
+            CompilerNames::Indexed(names) => names.upsert(entry),
+        }
+    }
+
+    /// Removes the entry with this key; whether there was one.
+    pub(super) fn remove(&mut self, key: &[u8]) -> bool {
+        match self {
+            CompilerNames::Syncing { table, .. } => table.remove(key).is_some(),
+            CompilerNames::Indexed(names) => names.remove(key),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            CompilerNames::Syncing { table, .. } => table.len(),
+            CompilerNames::Indexed(names) => names.len(),
+        }
+    }
+
+    /// Every entry, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &NameEntry> {
+        let (own, indexed) = match self {
+            CompilerNames::Syncing { table, .. } => (Some(table.iter()), None),
+            CompilerNames::Indexed(names) => (None, Some(names.iter())),
+        };
+        own.into_iter()
+            .flatten()
+            .chain(indexed.into_iter().flatten())
+    }
+
+    /// The index last shipped.
+    pub(super) fn index(&self) -> &Arc<NameIndex> {
+        match self {
+            CompilerNames::Syncing { index, .. } => index,
+            CompilerNames::Indexed(names) => names.index(),
+        }
+    }
+
+    /// Every name, in one table of its own.
+    pub(super) fn merged(&self) -> KeyedTable<NameEntry> {
+        match self {
+            CompilerNames::Syncing { table, .. } => table.clone(),
+            CompilerNames::Indexed(names) => names.merged(),
+        }
+    }
+
+    /// Bytes the compiler holds beyond the index.
+    pub(super) fn own_bytes(&self) -> usize {
+        match self {
+            CompilerNames::Syncing { table, .. } => table.allocation_size(),
+            CompilerNames::Indexed(names) => names.own_bytes(),
+        }
+    }
+
+    /// A new index of every name; with the first synced one, the compiler
+    /// hands it its table and holds its names over it from then on.
+    fn reindex(&mut self, first_synced: bool) -> Arc<NameIndex> {
+        let index = match self {
+            CompilerNames::Syncing { table, .. } if first_synced => {
+                let mut table = std::mem::take(table);
+                // The sync's removals left tombstones that grew the table;
+                // the index keeps its buckets, so give it the fewest.
+                table.shrink_to_fit();
+                NameIndex::new(table)
+            }
+            CompilerNames::Syncing { table, index } => {
+                *index = NameIndex::new(table.clone());
+                return Arc::clone(index);
+            }
+            CompilerNames::Indexed(names) => NameIndex::new(names.merged()),
+        };
+        *self = CompilerNames::Indexed(IndexedNames::new(Arc::clone(&index)));
+        index
+    }
+}
 
 /// Heap bytes the compiler holds, by part, from its own accounting (the
 /// models' own strings and vectors are not itemized).
@@ -71,16 +189,8 @@ impl Compiler {
         if !first_synced && self.changed_since_index <= due.max(self.reindex_after) {
             return None;
         }
-        let mut table = self.names.merged();
-        if first_synced {
-            // The sync's removals left tombstones that grew the table; the
-            // index keeps its buckets, so give it the fewest.
-            table.shrink_to_fit();
-        }
-        let index = NameIndex::new(table);
-        self.names = IndexedNames::new(Arc::clone(&index));
         self.changed_since_index = 0;
-        Some(index)
+        Some(self.names.reindex(first_synced))
     }
 
     /// Sets the fewest name changes that earn a new index (tests use 1, to

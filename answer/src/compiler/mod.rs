@@ -24,7 +24,7 @@ use crate::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportModel, Kind, ListedKeys, Object, ObjectKey,
     PortModel, ServiceKind, ServiceModel, SliceModel,
 };
-use crate::names::{IndexedNames, NameIndex};
+use crate::names::NameIndex;
 use crate::pods::PodIndex;
 use crate::update::{Change, Delta, Snapshot};
 
@@ -46,6 +46,7 @@ mod ptr;
 mod shared;
 mod units;
 
+use index::CompilerNames;
 pub use index::{CompilerMemory, REINDEX_AFTER_CHANGES};
 use ptr::*;
 use shared::Shared;
@@ -201,10 +202,10 @@ pub struct Compiler {
     units: Vec<UnitState>,
     free_ids: Vec<u32>,
     /// Every compiled name, by its key; each entry names its owner (a unit
-    /// id, or [`PTR_OWNER`]). Held as the cores hold theirs: the index of
-    /// every name they share (as it was when the delta that shipped it was
-    /// made), and the changes since.
-    names: IndexedNames,
+    /// id, or [`PTR_OWNER`]). Once synced, held as the cores hold theirs:
+    /// the index of every name they share (as it was when the delta that
+    /// shipped it was made), and the changes since.
+    names: CompilerNames,
     /// Name changes shipped since the index was made: each core holds
     /// them over it.
     changed_since_index: usize,
@@ -257,7 +258,7 @@ impl Compiler {
             unit_hasher: ahash::RandomState::new(),
             units: Vec::new(),
             free_ids: Vec::new(),
-            names: IndexedNames::default(),
+            names: CompilerNames::default(),
             changed_since_index: 0,
             reindex_after: REINDEX_AFTER_CHANGES,
             name_hasher: ahash::RandomState::new(),
