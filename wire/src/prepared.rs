@@ -197,11 +197,10 @@ pub struct PreparedAnswer<B = Box<[u8]>> {
 pub type AnswerRef<'a> = PreparedAnswer<&'a [u8]>;
 
 /// The flat form's header comes in two forms. The short one fits nearly
-/// every answer a cluster holds (hundreds of thousands of them, one per
-/// name): a first byte with [`SHORT_FORM`] set, the AA flag
-/// ([`SHORT_AUTHORITATIVE`]) and the RCODE in its low four bits, then the
-/// three counts, rotate_records, record_len and fixup_count a byte each,
-/// and the stored bytes' length in two.
+/// every answer a cluster holds (one per name): a first byte with
+/// [`SHORT_FORM`], the AA flag ([`SHORT_AUTHORITATIVE`]) and the RCODE in
+/// its low four bits, then the three counts, rotate_records, record_len
+/// and fixup_count a byte each, and the stored bytes' length in two.
 const SHORT_HEADER_LEN: usize = 9;
 const SHORT_FORM: u8 = 0x80;
 const SHORT_AUTHORITATIVE: u8 = 0x40;
@@ -328,13 +327,8 @@ impl<B: AsRef<[u8]>> PreparedAnswer<B> {
             .ok()
             .filter(|r| r & !SHORT_RCODE_MASK == 0)?;
         let stored_len = u16::try_from(self.bytes.as_ref().len()).ok()?;
-        let first = SHORT_FORM
-            | rcode
-            | if self.authoritative {
-                SHORT_AUTHORITATIVE
-            } else {
-                0
-            };
+        let authoritative = SHORT_AUTHORITATIVE * u8::from(self.authoritative);
+        let first = SHORT_FORM | rcode | authoritative;
         let [len_low, len_high] = stored_len.to_le_bytes();
         Some([
             first,

@@ -209,7 +209,8 @@ pub struct Compiler {
     /// Name changes shipped since the index was made: each core holds
     /// them over it.
     changed_since_index: usize,
-    /// The fewest changes that earn a new index; see [`Compiler::take_delta`].
+    /// The fewest changes that earn a new index (the rule is `reindex`'s,
+    /// in `index.rs`).
     reindex_after: usize,
     name_hasher: ahash::RandomState,
     /// The units that point a PTR at each address.
