@@ -137,8 +137,9 @@ impl CompilerNames {
     }
 }
 
-/// Heap bytes the compiler holds, by part, from its own accounting (the
-/// models' own strings and vectors are not itemized).
+/// Heap bytes the compiler holds, by part, from its own accounting (what
+/// each part asked for; the allocator's headers and rounding are not
+/// counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompilerMemory {
     /// Compiled names.
