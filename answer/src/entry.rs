@@ -112,8 +112,8 @@ impl NameEntry {
     }
     /// Heap bytes of the shared block, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        let parts = self.bytes_by_part();
-        parts.block_header + parts.key + parts.answer_headers + parts.records
+        // The reference count, the entry header and the block's length.
+        2 * size_of::<usize>() + size_of::<EntryHeader>() + self.0.slice.len()
     }
 
     /// The shared block's bytes by part, for memory accounting: what the
@@ -122,8 +122,7 @@ impl NameEntry {
         let key = usize::from(self.0.header.header.key_len);
         let records: usize = self.answers().map(|(_, answer)| answer.heap_bytes()).sum();
         EntryBytes {
-            // The reference count, the entry header and the block's length.
-            block_header: 2 * size_of::<usize>() + size_of::<EntryHeader>(),
+            block_header: self.heap_bytes() - self.0.slice.len(),
             key,
             answer_headers: self.0.slice.len() - key - records,
             records,
