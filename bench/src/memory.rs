@@ -17,10 +17,14 @@ fn field(line: &str, key: &str) -> Option<Vec<u64>> {
     rest[..end].parse().ok().map(|n| vec![n])
 }
 
+/// The number `key=` gives, if the line has it (builds before a part was
+/// accounted for do not log it).
+fn optional(line: &str, key: &str) -> Option<u64> {
+    field(line, key).and_then(|values| values.first().copied())
+}
+
 fn one(line: &str, key: &str) -> Result<u64, String> {
-    field(line, key)
-        .and_then(|values| values.first().copied())
-        .ok_or_else(|| format!("kubewire's memory line has no {key}: {line}"))
+    optional(line, key).ok_or_else(|| format!("kubewire's memory line has no {key}: {line}"))
 }
 
 /// Prints the table for a node holding `objects` Services, endpoints and
@@ -53,10 +57,7 @@ pub(crate) fn print_table(line: &str, objects: usize) -> Result<(), String> {
         ),
         (
             "the models (Services, slices, imports; their strings and vectors) and slices by Service",
-            // Builds before this accounting do not log it.
-            field(line, "model_bytes")
-                .and_then(|values| values.first().copied())
-                .unwrap_or(0),
+            optional(line, "model_bytes").unwrap_or(0),
         ),
     ];
     let in_use = one(line, "heap_in_use_bytes")?;
@@ -78,20 +79,19 @@ pub(crate) fn print_table(line: &str, objects: usize) -> Result<(), String> {
     for (i, (part, bytes)) in parts.into_iter().enumerate() {
         row(part, bytes);
         // The entries come first: what the wire answers need, beside what
-        // serves them (builds before this accounting log no parts).
-        let first = |key| field(line, key).and_then(|values| values.first().copied());
+        // serves them.
         if i == 0
             && let (Some(keys), Some(headers), Some(records)) = (
-                first("entry_key_bytes"),
-                first("entry_answer_header_bytes"),
-                first("entry_record_bytes"),
+                optional(line, "entry_key_bytes"),
+                optional(line, "entry_answer_header_bytes"),
+                optional(line, "entry_record_bytes"),
             )
         {
             row("… of which the names (keys)", keys);
             row("… of which the answers' records", records);
             row("… of which each answer's type and flat header", headers);
             row(
-                "… of which each block's header (reference count, length)",
+                "… of which each block's header (reference count, entry header, length)",
                 bytes.saturating_sub(keys + headers + records),
             );
         }
