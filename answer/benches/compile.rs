@@ -13,7 +13,7 @@
 )]
 
 use kubewire_answer::model::{
-    EndpointModel, PodModel, PortModel, ServiceKind, ServiceModel, SliceModel,
+    EndpointModel, EndpointNames, PodModel, PortModel, ServiceKind, ServiceModel, SliceModel,
 };
 use kubewire_answer::{
     AnswerTable, Compiler, Object, ObjectChange, ObjectKey, PodMode, Settings, Update,
@@ -94,8 +94,10 @@ fn cluster(services: u32, endpoints_per_service: u32, pods: u32) -> Vec<Object> 
                 EndpointModel {
                     addresses: vec![ip(next_ip)].into(),
                     ready: true,
-                    hostname: (s % 5 == 0).then(|| format!("{name}-{e}").into()),
-                    pod_name: Some(format!("{name}-{e}").into()),
+                    names: EndpointNames::boxed(
+                        (s % 5 == 0).then(|| format!("{name}-{e}").into()),
+                        Some(format!("{name}-{e}").into()),
+                    ),
                     zone: None,
                 }
             })
@@ -193,8 +195,7 @@ fn endpoint_flip() {
         .map(|e| EndpointModel {
             addresses: vec![ip(e + 100)].into(),
             ready: true,
-            hostname: None,
-            pod_name: None,
+            names: None,
             zone: None,
         })
         .collect();

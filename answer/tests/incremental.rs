@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use kubewire_answer::model::{
-    EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ServiceKind,
-    ServiceModel, SliceModel,
+    EndpointModel, EndpointNames, ExternalAddresses, ImportKind, ImportLink, ImportModel,
+    ServiceKind, ServiceModel, SliceModel,
 };
 use kubewire_answer::{
     AnswerTable, Compiler, ExternalZones, Kind, NameEntry, Object, ObjectChange, ObjectKey,
@@ -115,8 +115,8 @@ fn endpoint_model() -> impl Strategy<Value = EndpointModel> {
         prop::option::of(Just("pod-a")),
     )
         .prop_map(|(ip, ready, hostname, pod_name)| {
-            let mut e = endpoint(&ip, hostname, ready);
-            e.pod_name = pod_name.map(Into::into);
+            let mut e = endpoint(&ip, None, ready);
+            e.names = EndpointNames::boxed(hostname.map(Into::into), pod_name.map(Into::into));
             e
         })
 }

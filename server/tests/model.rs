@@ -209,8 +209,8 @@ fn endpoint_slices() {
     assert_eq!(model.service.as_deref(), Some("web"));
     assert_eq!(model.ports[0].port, 8080);
     assert!(model.endpoints[0].ready, "a missing condition means ready");
-    assert_eq!(model.endpoints[0].hostname.as_deref(), Some("web-0"));
-    assert_eq!(model.endpoints[0].pod_name.as_deref(), Some("web-0"));
+    assert_eq!(model.endpoints[0].hostname(), Some("web-0"));
+    assert_eq!(model.endpoints[0].pod_name(), Some("web-0"));
     assert!(!model.endpoints[1].ready);
     assert_eq!(model.zone_of(&model.endpoints[0]), Some("z1"));
     assert_eq!(model.zone_of(&model.endpoints[1]), None);

@@ -6,8 +6,8 @@ use crate::entry::EntryBytes;
 use crate::entry::NameEntry;
 use crate::keyed::KeyedTable;
 use crate::model::{
-    Addresses, EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey,
-    ServiceKind, ServiceModel, SliceModel,
+    Addresses, EndpointModel, EndpointNames, ExternalAddresses, ImportKind, ImportLink,
+    ImportModel, ObjectKey, ServiceKind, ServiceModel, SliceModel,
 };
 use crate::names::{IndexedNames, NameIndex};
 use crate::update::Change;
@@ -279,9 +279,12 @@ fn slice_bytes(slice: &SliceModel) -> usize {
                 Addresses::One(_) => 0,
                 Addresses::Other(ips) => ips.len() * size_of::<IpAddr>(),
             };
-            addresses
-                + endpoint.hostname.as_ref().map_or(0, |h| h.len())
-                + endpoint.pod_name.as_ref().map_or(0, |p| p.len())
+            let names = endpoint.names.as_ref().map_or(0, |names| {
+                size_of::<EndpointNames>()
+                    + names.hostname.as_ref().map_or(0, |h| h.len())
+                    + names.pod_name.as_ref().map_or(0, |p| p.len())
+            });
+            addresses + names
         })
         .sum();
     let import = slice.import.as_ref().map_or(0, |link| {

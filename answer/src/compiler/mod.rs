@@ -424,7 +424,7 @@ impl Compiler {
                     // Turning the setting on needs the slices again
                     // ([`Compiler::set_settings`]).
                     for endpoint in &mut slice.endpoints {
-                        endpoint.pod_name = None;
+                        endpoint.drop_pod_name();
                     }
                 }
                 let key = slice.key.clone();

@@ -588,7 +588,7 @@ impl Compiler {
     /// The label of an endpoint's name: its hostname, else (with
     /// `endpoint_pod_names`) its pod's name, else its dashed address.
     fn endpoint_label(&self, endpoint: &EndpointModel, ip: IpAddr) -> String {
-        match (&endpoint.hostname, &endpoint.pod_name) {
+        match (endpoint.hostname(), endpoint.pod_name()) {
             (Some(hostname), _) => hostname.to_ascii_lowercase(),
             (None, Some(pod)) if self.settings.endpoint_pod_names => pod.to_ascii_lowercase(),
             _ => dashed_label(ip),

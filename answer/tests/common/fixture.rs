@@ -4,8 +4,8 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use kubewire_answer::model::{
-    EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, PodModel, PortModel,
-    ServiceKind, ServiceModel, SliceModel,
+    EndpointModel, EndpointNames, ExternalAddresses, ImportKind, ImportLink, ImportModel, PodModel,
+    PortModel, ServiceKind, ServiceModel, SliceModel,
 };
 use kubewire_answer::{ExternalZones, Object, ObjectKey, PodMode, Settings};
 use kubewire_wire::NameBuf;
@@ -60,8 +60,7 @@ pub fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> EndpointModel 
     EndpointModel {
         addresses: ips(&[ip]).into(),
         ready,
-        hostname: hostname.map(Into::into),
-        pod_name: None,
+        names: EndpointNames::boxed(hostname.map(Into::into), None),
         zone: None,
     }
 }
@@ -97,7 +96,7 @@ pub fn pod(ns: &str, name: &str, ip: &str, phase: &str) -> Object {
 pub fn fixture_objects() -> Vec<Object> {
     let http = || vec![port("http", "tcp", 80)];
     let mut pod_endpoint = endpoint("172.0.0.50", None, true);
-    pod_endpoint.pod_name = Some("web-7".into());
+    pod_endpoint.names = EndpointNames::boxed(None, Some("web-7".into()));
     vec![
         Object::Namespace("testns".into()),
         Object::Namespace("podns".into()),

@@ -8,8 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kubewire_answer::model::{
-    EndpointModel, ExternalAddresses, ImportKind, ImportLink, ImportModel, ObjectKey, PodModel,
-    PortModel, Ports, ServiceKind, ServiceModel, SliceModel, Stamp,
+    EndpointModel, EndpointNames, ExternalAddresses, ImportKind, ImportLink, ImportModel,
+    ObjectKey, PodModel, PortModel, Ports, ServiceKind, ServiceModel, SliceModel, Stamp,
 };
 use std::net::IpAddr;
 
@@ -238,8 +238,7 @@ impl FromApi<EndpointSlice> for SliceModel {
                     .as_ref()
                     .and_then(|c| c.ready)
                     .unwrap_or(true),
-                hostname: endpoint.hostname.as_deref().map(Box::from),
-                pod_name,
+                names: EndpointNames::boxed(endpoint.hostname.as_deref().map(Box::from), pod_name),
                 zone,
             });
         }
