@@ -52,9 +52,43 @@ const RESOURCES: [(&str, &str, &str, &str); 5] = [
 #[derive(Default)]
 struct Collection {
     /// Current objects by "namespace/name".
-    objects: BTreeMap<String, Value>,
-    /// Every change: (resourceVersion, event type, object).
-    events: Vec<(u64, &'static str, Value)>,
+    objects: BTreeMap<String, Stored>,
+    /// Every change, in resourceVersion order.
+    events: Vec<Event>,
+}
+
+/// An object with its JSON, serialized once when it is stored: a list or a
+/// watch sends the bytes, so that the fake API's own work stays small
+/// beside kubewire's on the same CPUs (a sync of 60k objects would
+/// otherwise serialize each afresh).
+struct Stored {
+    object: Value,
+    json: Bytes,
+}
+
+impl Stored {
+    fn new(object: Value) -> Stored {
+        let json = Bytes::from(object.to_string());
+        Stored { object, json }
+    }
+}
+
+/// One change, with its watch line (`{"type":…,"object":…}` and a newline).
+struct Event {
+    resource_version: u64,
+    object: Value,
+    line: Bytes,
+}
+
+impl Event {
+    fn new(resource_version: u64, event: &'static str, object: Value) -> Event {
+        let line = line(event, &object);
+        Event {
+            resource_version,
+            object,
+            line,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -250,9 +284,9 @@ impl FakeApi {
             state.resource_version += 1;
             let rv = state.resource_version;
             let collection = state.collections.entry(path).or_default();
-            if let Some(mut object) = collection.objects.remove(&key) {
+            if let Some(Stored { mut object, .. }) = collection.objects.remove(&key) {
                 object["metadata"]["resourceVersion"] = json!(rv.to_string());
-                collection.events.push((rv, "DELETED", object));
+                collection.events.push(Event::new(rv, "DELETED", object));
             }
         }
         let _ = self.shared.events.send(Signal::Changed);
@@ -407,8 +441,11 @@ fn insert(state: &mut State, mut object: Value) -> u64 {
     } else {
         "ADDED"
     };
-    collection.objects.insert(key, object.clone());
-    collection.events.push((rv, event, object));
+    let stored = Stored::new(object);
+    collection
+        .events
+        .push(Event::new(rv, event, stored.object.clone()));
+    collection.objects.insert(key, stored);
     rv
 }
 
@@ -422,7 +459,11 @@ fn object_key(object: &Value) -> String {
 }
 
 fn full(status: StatusCode, body: Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    json_response(status, Bytes::from(body.to_string()))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -532,7 +573,8 @@ async fn handle(
         let found = lock(&shared)
             .collections
             .get("/api/v1/services")
-            .and_then(|c| c.objects.get(&format!("{namespace}/{name}")).cloned());
+            .and_then(|c| c.objects.get(&format!("{namespace}/{name}")))
+            .map(|stored| stored.object.clone());
         return Ok(match found {
             Some(object) => full(StatusCode::OK, object),
             None => full(
@@ -583,7 +625,7 @@ async fn handle(
     let mut state = lock(&shared);
     state.lists_served += 1;
     let rv = state.resource_version;
-    let mut page: Vec<Value> = Vec::new();
+    let mut page: Vec<Bytes> = Vec::new();
     let mut last_key = None;
     let mut more = false;
     if let Some(collection) = state.collections.get(collection_path) {
@@ -593,23 +635,35 @@ async fn handle(
                 .range::<String, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
             None => collection.objects.range::<String, _>(..),
         };
-        for (key, object) in range.filter(|(_, o)| matches(o, labels, fields)) {
+        for (key, stored) in range.filter(|(_, s)| matches(&s.object, labels, fields)) {
             if page.len() == limit {
                 more = true;
                 break;
             }
-            page.push(object.clone());
+            page.push(stored.json.clone());
             last_key = Some(key.clone());
         }
     }
+    drop(state);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if more && let Some(key) = last_key {
         metadata["continue"] = json!(key);
     }
-    Ok(full(
-        StatusCode::OK,
-        json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata, "items": page}),
-    ))
+    // The list's envelope, then the stored items, comma-separated.
+    let head = json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata});
+    let mut body = head.to_string();
+    body.pop(); // the closing brace
+    body.push_str(",\"items\":[");
+    let mut body = body.into_bytes();
+    body.reserve(page.iter().map(|item| item.len() + 1).sum::<usize>() + 2);
+    for (i, item) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json_response(StatusCode::OK, Bytes::from(body)))
 }
 
 fn line(event: &str, object: &Value) -> Bytes {
@@ -646,12 +700,15 @@ fn watch_response(
                 let Some(collection) = state.collections.get(collection_path) else {
                     return;
                 };
-                let new: Vec<Bytes> = collection
+                // Events are in resourceVersion order: start at the first
+                // after the cursor rather than scanning the history.
+                let first = collection
                     .events
+                    .partition_point(|e| e.resource_version <= cursor);
+                let new: Vec<Bytes> = collection.events[first..]
                     .iter()
-                    .filter(|(rv, ..)| *rv > cursor)
-                    .filter(|(_, _, object)| matches(object, labels.as_ref(), fields.as_ref()))
-                    .map(|(_, event, object)| line(event, object))
+                    .filter(|e| matches(&e.object, labels.as_ref(), fields.as_ref()))
+                    .map(|e| e.line.clone())
                     .collect();
                 cursor = state.resource_version;
                 new
