@@ -11,8 +11,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kubewire_wire::{
-    CacheKind, CachedAnswer, NameBuf, Transport, TtlPolicy, TtlView, check_upstream_reply,
-    parse_query,
+    CacheKind, CachedAnswer, NameBuf, NotCached, Transport, TtlPolicy, TtlView,
+    check_upstream_reply, parse_query,
 };
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
@@ -175,7 +175,6 @@ proptest! {
             denial_max_s: max_s,
             servfail_s: 5,
         };
-        let entry = CachedAnswer::from_upstream(&checked, question, &policy, |_| false).unwrap();
         // The entry's life: the smallest kept TTL (for a negative answer,
         // the smaller of the SOA's TTL and MINIMUM), clamped.
         let lowest = match case.negative {
@@ -183,6 +182,13 @@ proptest! {
             Some((soa_ttl, minimum)) => soa_ttl.min(minimum),
             None => kept.iter().map(|r| r.ttl).min().unwrap(),
         };
+        let made = CachedAnswer::from_upstream(&checked, question, &policy, |_| false);
+        if lowest.clamp(min_s, max_s) == 0 {
+            // A TTL of 0 (with no floor) means "do not keep": not cached.
+            prop_assert!(matches!(made, Err(NotCached::ZeroTtl)), "{:?}", made.err());
+            return Ok(());
+        }
+        let entry = made.unwrap();
         prop_assert_eq!(entry.ttl_s(), lowest.clamp(min_s, max_s));
         let kind = if case.negative.is_some() { CacheKind::Denial } else { CacheKind::Success };
         prop_assert_eq!(entry.kind(), kind);
