@@ -217,11 +217,17 @@ impl EndpointModel {
     }
     /// Forgets the pod name (and the block, if that was all it held).
     pub fn drop_pod_name(&mut self) {
-        if let Some(names) = self.names.take() {
-            self.names = EndpointNames::boxed(names.hostname, None);
+        if let Some(names) = &mut self.names {
+            names.pod_name = None;
+            if names.hostname.is_none() {
+                self.names = None;
+            }
         }
     }
 }
+
+// A cluster holds tens of thousands of endpoints: keep one at 40 bytes.
+const _: () = assert!(size_of::<EndpointModel>() <= 40);
 
 /// An endpoint's addresses: one kept inline, with no allocation of its own
 /// (a cluster holds tens of thousands of endpoints for as long as it runs).
@@ -476,5 +482,29 @@ mod tests {
             ]
         );
         assert!(ListedKeys::new().is_empty());
+    }
+
+    #[test]
+    fn dropping_a_pod_name_keeps_the_hostname_and_frees_an_empty_block() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut both = EndpointModel {
+            addresses: Addresses::One(ip),
+            ready: true,
+            names: EndpointNames::boxed(Some("web-0".into()), Some("web-0".into())),
+            zone: None,
+        };
+        both.drop_pod_name();
+        assert_eq!((both.hostname(), both.pod_name()), (Some("web-0"), None));
+        let mut pod_only = EndpointModel {
+            names: EndpointNames::boxed(None, Some("web-7d9f".into())),
+            ..both.clone()
+        };
+        assert_eq!(pod_only.pod_name(), Some("web-7d9f"));
+        pod_only.drop_pod_name();
+        assert!(
+            pod_only.names.is_none(),
+            "no block for an endpoint with no names"
+        );
+        assert!(EndpointNames::boxed(None, None).is_none());
     }
 }
