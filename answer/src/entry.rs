@@ -1,6 +1,7 @@
 //! What a core holds per name, and per zone.
 
 use kubewire_block::ThinBlock;
+use kubewire_wire::name::MAX_NAME_LEN;
 use kubewire_wire::{AnswerRef, NameBuf, PreparedAnswer, rtype};
 
 /// Everything a core answers for one name: a prepared answer per query type.
@@ -43,7 +44,7 @@ impl std::ops::AddAssign for EntryBytes {
 struct EntryHeader {
     /// Index of the zone the name is in, into [`Zones`].
     zone: u8,
-    /// Length of the wire name at the start of the block (at most 255).
+    /// Length of the table key at the start of the block (at most 255).
     key_len: u8,
     /// What made the entry, in the compiler's numbering. Kept in the block,
     /// so the compiler's table of names holds just the entries instead of
@@ -53,10 +54,11 @@ struct EntryHeader {
 
 impl NameEntry {
     /// Makes an entry. `answers` holds at most one answer per type; `key`
-    /// is a wire name, so at most 255 bytes. `owner` is the compiler's
-    /// number for what made it (cores ignore it).
-    pub fn new(key: &[u8], zone: u8, owner: u32, answers: Vec<(u16, PreparedAnswer)>) -> NameEntry {
-        let key = &key[..key.len().min(usize::from(u8::MAX))];
+    /// is the name's [`TableKey`], whose last byte is `zone`. `owner` is the
+    /// compiler's number for what made it (cores ignore it).
+    pub fn new(key: &TableKey, owner: u32, answers: Vec<(u16, PreparedAnswer)>) -> NameEntry {
+        let zone = key.zone();
+        let key = key.as_bytes();
         let len = key.len()
             + answers
                 .iter()
@@ -75,9 +77,10 @@ impl NameEntry {
         };
         NameEntry(ThinBlock::new(header, &block))
     }
-    /// The lowercase wire name.
+    /// The name's [`TableKey`]: its labels below its zone's apex, then the
+    /// zone's index.
     #[inline]
-    pub fn key(&self) -> &[u8] {
+    pub fn table_key(&self) -> &[u8] {
         &self.0.bytes()[..usize::from(self.0.header().key_len)]
     }
     /// The zone index.
@@ -153,9 +156,8 @@ impl Eq for NameEntry {}
 
 impl std::fmt::Debug for NameEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let key = self.key();
         f.debug_struct("NameEntry")
-            .field("key", &NameBuf::from_wire(key).map(|(n, _)| n.to_string()))
+            .field("key", &kubewire_wire::name::to_text(self.table_key()))
             .field("zone", &self.zone())
             .field("answers", &self.answers().collect::<Vec<_>>())
             .finish()
@@ -221,6 +223,30 @@ impl Zones {
             .find(|(_, z)| key.ends_with(&z.apex))
             .map(|(i, z)| (i as u8, z))
     }
+
+    /// The [`TableKey`] of a lowercase name, or `None` outside every zone.
+    pub fn table_key(&self, name: &NameBuf) -> Option<TableKey> {
+        let (index, zone) = self.find(name)?;
+        Some(TableKey::new(name.as_wire(), zone.apex.wire_len(), index))
+    }
+
+    /// [`Zones::table_key`] of a lowercase wire name.
+    pub fn table_key_of_wire(&self, name: &[u8]) -> Option<TableKey> {
+        let (name, _) = NameBuf::from_wire(name).ok()?;
+        self.table_key(&name)
+    }
+
+    /// The name a [`TableKey`]'s bytes stand for, or `None` if its zone is
+    /// not one of these.
+    pub fn name_of(&self, key: &[u8]) -> Option<NameBuf> {
+        let (&zone, labels) = key.split_last()?;
+        let apex = self.zones.get(usize::from(zone))?.apex.as_wire();
+        let mut wire = [0u8; MAX_NAME_LEN];
+        let whole = wire.get_mut(..labels.len() + apex.len())?;
+        whole[..labels.len()].copy_from_slice(labels);
+        whole[labels.len()..].copy_from_slice(apex);
+        NameBuf::from_wire(whole).ok().map(|(name, _)| name)
+    }
 }
 
 /// The answer for a query type; ANY gets the first answer there is (a
@@ -239,7 +265,75 @@ impl crate::keyed::HasKey for NameEntry {
     type Key = [u8];
     #[inline]
     fn key(&self) -> &[u8] {
-        NameEntry::key(self)
+        self.table_key()
+    }
+}
+
+/// What tables file a name under: its wire labels below its zone's apex
+/// (no root byte), then the zone's index as one byte.
+///
+/// The apex is the same for every name of a zone: `svc.cluster.local.`'s
+/// `cluster.local.` is 15 bytes of the 38 an average key took, in every one
+/// of a cluster's hundreds of thousands of entries. A name lies in exactly
+/// one zone (the longest apex that it ends with, as [`Zones::find`] picks),
+/// so two names have equal keys exactly when they are equal. The last byte
+/// is the zone's index whatever the labels: equal keys have equal zones
+/// and equal labels.
+#[derive(Clone, Copy)]
+pub struct TableKey {
+    bytes: [u8; MAX_NAME_LEN],
+    len: u8,
+}
+
+impl TableKey {
+    /// The key of `name` (lowercase wire form, root byte included) in the
+    /// zone at `zone` whose apex takes `apex_len` bytes of it. The caller
+    /// has checked that `name` ends with that apex.
+    #[inline]
+    pub fn new(name: &[u8], apex_len: usize, zone: u8) -> TableKey {
+        let labels = &name[..name.len().saturating_sub(apex_len)];
+        let mut bytes = [0u8; MAX_NAME_LEN];
+        // A wire name is at most 255 bytes and its apex at least one (the
+        // root), so the labels and the zone byte fit.
+        let len = labels.len().min(MAX_NAME_LEN - 1);
+        bytes[..len].copy_from_slice(&labels[..len]);
+        bytes[len] = zone;
+        TableKey {
+            bytes,
+            len: (len + 1) as u8,
+        }
+    }
+
+    /// A key from its bytes ([`TableKey::as_bytes`]); `None` if they are
+    /// empty or longer than a key can be.
+    pub fn from_bytes(key: &[u8]) -> Option<TableKey> {
+        let len = u8::try_from(key.len()).ok().filter(|len| *len > 0)?;
+        let mut bytes = [0u8; MAX_NAME_LEN];
+        bytes.get_mut(..key.len())?.copy_from_slice(key);
+        Some(TableKey { bytes, len })
+    }
+
+    /// The key's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The zone's index.
+    pub fn zone(&self) -> u8 {
+        self.bytes[usize::from(self.len) - 1]
+    }
+}
+
+impl std::fmt::Debug for TableKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableKey")
+            .field(
+                "labels",
+                &kubewire_wire::name::to_text(&self.as_bytes()[..usize::from(self.len) - 1]),
+            )
+            .field("zone", &self.zone())
+            .finish()
     }
 }
 
@@ -261,15 +355,18 @@ mod tests {
     #[test]
     fn an_entry_gives_back_its_key_zone_and_answers_by_type() {
         let name = NameBuf::from_text("web.default.svc.cluster.local").unwrap();
+        let apex = NameBuf::from_text("cluster.local").unwrap();
+        let key = TableKey::new(name.as_wire(), apex.wire_len(), 2);
+        // The apex is left out: the labels, then the zone's index.
+        assert_eq!(key.as_bytes(), b"\x03web\x07default\x03svc\x02");
         let one = a_answer(&name, &[1]);
         let three = a_answer(&name, &[1, 2, 3]);
         let entry = NameEntry::new(
-            name.as_wire(),
-            2,
+            &key,
             7,
             vec![(rtype::A, one.clone()), (rtype::SRV, three.clone())],
         );
-        assert_eq!(entry.key(), name.as_wire());
+        assert_eq!(entry.table_key(), key.as_bytes());
         assert_eq!(entry.zone(), 2);
         assert_eq!(entry.types().collect::<Vec<_>>(), [rtype::A, rtype::SRV]);
         assert_eq!(entry.answer(rtype::A).unwrap().to_owned(), one);
@@ -277,21 +374,13 @@ mod tests {
         assert_eq!(entry.answer(rtype::ANY).unwrap().to_owned(), one);
         assert!(entry.answer(rtype::AAAA).is_none());
         // Equal content is equal; a clone shares the block.
-        let same = NameEntry::new(
-            name.as_wire(),
-            2,
-            7,
-            vec![(rtype::A, one.clone()), (rtype::SRV, three)],
-        );
+        let same = NameEntry::new(&key, 7, vec![(rtype::A, one.clone()), (rtype::SRV, three)]);
         assert_eq!(entry, same);
         assert!(!entry.ptr_eq(&same) && entry.ptr_eq(&entry.clone()));
-        assert_ne!(
-            entry,
-            NameEntry::new(name.as_wire(), 2, 7, vec![(rtype::A, one)])
-        );
-        let bare = NameEntry::new(name.as_wire(), 0, 1, Vec::new());
+        assert_ne!(entry, NameEntry::new(&key, 7, vec![(rtype::A, one)]));
+        let bare = NameEntry::new(&key, 1, Vec::new());
         assert_eq!((entry.owner(), bare.owner()), (7, 1));
-        assert_eq!(bare, NameEntry::new(name.as_wire(), 0, 2, Vec::new()));
+        assert_eq!(bare, NameEntry::new(&key, 2, Vec::new()));
         assert!(bare.answer(rtype::ANY).is_none() && bare.types().next().is_none());
     }
 }

@@ -28,7 +28,7 @@ pub mod table;
 pub mod update;
 
 pub use compiler::{Compiler, ObjectChange, ObjectCounts};
-pub use entry::{NameEntry, ZoneAnswers, Zones};
+pub use entry::{NameEntry, TableKey, ZoneAnswers, Zones};
 pub use hub::{AppliedAt, CoreStatus, DeltaHub, DeltaReceiver};
 pub use model::{Kind, ListedKeys, Object, ObjectKey};
 pub use names::NameIndex;

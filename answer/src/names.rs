@@ -61,7 +61,7 @@ impl HasKey for Overlaid {
     type Key = [u8];
     fn key(&self) -> &[u8] {
         match self {
-            Overlaid::Upsert(entry) => entry.key(),
+            Overlaid::Upsert(entry) => entry.table_key(),
             Overlaid::Removed(key) => key,
         }
     }
@@ -145,7 +145,7 @@ impl IndexedNames {
 
     /// Adds or replaces the entry of a name.
     pub(crate) fn upsert(&mut self, entry: &NameEntry) {
-        let key = entry.key();
+        let key = entry.table_key();
         let hash = self.index.names.hash_of(key);
         if self.get_hashed(hash, key).is_none() {
             self.len += 1;
@@ -220,7 +220,7 @@ impl IndexedNames {
             .index
             .names
             .iter()
-            .filter(move |entry| overlay.get(entry.key()).is_none());
+            .filter(move |entry| overlay.get(entry.table_key()).is_none());
         let over = self.overlay.iter().filter_map(|held| match held {
             Overlaid::Upsert(entry) => Some(entry),
             Overlaid::Removed(_) => None,
@@ -243,11 +243,16 @@ impl IndexedNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::TableKey;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     fn entry(name: u8, version: u8) -> NameEntry {
-        NameEntry::new(&[1, b'a' + name % 8, 0], 0, u32::from(version), Vec::new())
+        NameEntry::new(
+            &TableKey::new(&[1, b'a' + name % 8, 0], 1, 0),
+            u32::from(version),
+            Vec::new(),
+        )
     }
 
     #[derive(Clone, Debug)]
@@ -278,10 +283,10 @@ mod tests {
                     Step::Upsert(n, v) => {
                         let entry = entry(n, v);
                         names.upsert(&entry);
-                        expected.insert(entry.key().to_vec(), entry);
+                        expected.insert(entry.table_key().to_vec(), entry);
                     }
                     Step::Remove(n) => {
-                        let key = entry(n, 0).key().to_vec();
+                        let key = entry(n, 0).table_key().to_vec();
                         names.remove(&key);
                         expected.remove(&key);
                     }
@@ -293,7 +298,7 @@ mod tests {
                         let merged = names.merged();
                         prop_assert_eq!(merged.len(), table.len());
                         for entry in table.iter() {
-                            prop_assert!(merged.get(entry.key()).is_some_and(|m| m.ptr_eq(entry)));
+                            prop_assert!(merged.get(entry.table_key()).is_some_and(|m| m.ptr_eq(entry)));
                         }
                         names = IndexedNames::new(NameIndex::new(merged));
                         prop_assert_eq!(names.overlaid(), 0);
@@ -306,11 +311,11 @@ mod tests {
                 }).sum();
                 prop_assert_eq!(names.removed_key_bytes, removed_keys);
                 for n in 0..8 {
-                    let key = entry(n, 0).key().to_vec();
+                    let key = entry(n, 0).table_key().to_vec();
                     let held = names.get(&key).map(NameEntry::owner);
                     prop_assert_eq!(held, expected.get(&key).map(NameEntry::owner));
                 }
-                let mut listed: Vec<_> = names.iter().map(|e| (e.key().to_vec(), e.owner())).collect();
+                let mut listed: Vec<_> = names.iter().map(|e| (e.table_key().to_vec(), e.owner())).collect();
                 listed.sort();
                 let wanted: Vec<_> = expected.iter().map(|(k, e)| (k.clone(), e.owner())).collect();
                 prop_assert_eq!(listed, wanted);
@@ -327,16 +332,16 @@ mod tests {
         let mut names = IndexedNames::new(Arc::clone(&index));
         assert_eq!((names.len(), names.overlaid()), (2, 0));
         // Setting a name back to the index's entry leaves nothing over it.
-        let indexed = index.names.get(entry(0, 0).key()).cloned();
+        let indexed = index.names.get(entry(0, 0).table_key()).cloned();
         names.upsert(&entry(0, 2));
         assert_eq!(names.overlaid(), 1);
         names.upsert(&indexed.expect("indexed"));
         assert_eq!(names.overlaid(), 0);
         // A removal of an indexed name is held; of one held over it, dropped.
-        names.remove(entry(1, 0).key());
+        names.remove(entry(1, 0).table_key());
         names.upsert(&entry(2, 1));
-        names.remove(entry(2, 0).key());
+        names.remove(entry(2, 0).table_key());
         assert_eq!((names.len(), names.overlaid()), (1, 1));
-        assert!(names.get(entry(1, 0).key()).is_none());
+        assert!(names.get(entry(1, 0).table_key()).is_none());
     }
 }

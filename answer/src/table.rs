@@ -1,14 +1,17 @@
 //! A serving core's answer table, and the pure `respond` function.
 //!
-//! The table maps lowercase wire names to shared, immutable entries. A name
-//! it does not hold is answered in constant time without allocating:
-//! 1. find the zone by suffix (a handful of zones, longest first);
-//! 2. the apex answers from the zone's own answers;
-//! 3. `<dashed-ip>.<ns>.pod.<zone>` is answered from a template with the
+//! The table maps names to shared, immutable entries. A query's name is
+//! answered in constant time without allocating:
+//! 1. find the zone by suffix (a handful of zones, longest first); a name
+//!    in none is not ours;
+//! 2. the entry filed under the name's [`TableKey`] (its labels below the
+//!    zone's apex, then the zone's index), if there is one;
+//! 3. the apex answers from the zone's own answers;
+//! 4. `<dashed-ip>.<ns>.pod.<zone>` is answered from a template with the
 //!    address patched in: in `insecure` pod mode if `<ns>.pod.<zone>` exists,
 //!    in `verified` mode if a pod holds that address in that namespace (the
 //!    core's set of pod addresses, kept by `UpsertPod`/`RemovePod`);
-//! 4. any other name in a cluster zone is NXDOMAIN (SERVFAIL before the
+//! 5. any other name in a cluster zone is NXDOMAIN (SERVFAIL before the
 //!    first sync, as CoreDNS), or not ours in a `fallthrough` zone; in a
 //!    reverse zone it is not ours.
 //!
@@ -16,7 +19,7 @@
 //! as `<ns>.svc.<zone>` and `_tcp.<svc>.<ns>.svc.<zone>`), so NXDOMAIN never
 //! needs a walk up the tree.
 
-use crate::entry::{NameEntry, Zones};
+use crate::entry::{NameEntry, TableKey, Zones};
 use crate::names::IndexedNames;
 use crate::update::{PodAddress, Update};
 use hashbrown::HashTable;
@@ -252,22 +255,28 @@ impl AnswerTable {
         }
     }
 
+    /// The entry of `name` (lowercase wire form), which lies in the zone
+    /// at `zone` whose apex takes its last `apex_len` bytes.
     #[inline]
-    fn find(&self, key: &[u8]) -> Option<&NameEntry> {
-        self.names.get(key)
+    fn find_in(&self, name: &[u8], apex_len: usize, zone: u8) -> Option<&NameEntry> {
+        self.names
+            .get(TableKey::new(name, apex_len, zone).as_bytes())
     }
 
     /// Whether the name (lowercase wire form) exists here: it has records,
     /// or names below it do.
     pub fn holds(&self, name: &[u8]) -> bool {
-        self.find(name).is_some()
+        self.zones
+            .table_key_of_wire(name)
+            .is_some_and(|key| self.names.get(key.as_bytes()).is_some())
     }
 
     /// The hash `key`'s entry is filed under, for
-    /// [`AnswerTable::likely_entry`].
+    /// [`AnswerTable::likely_entry`]; `None` outside every zone (no entry).
     #[inline]
-    pub fn name_hash(&self, key: &NameBuf) -> u64 {
-        self.names.hash_of(key.as_wire())
+    pub fn name_hash(&self, key: &NameBuf) -> Option<u64> {
+        let key = self.zones.table_key(key)?;
+        Some(self.names.hash_of(key.as_bytes()))
     }
 
     /// Most likely the entry filed under `hash` (see [`crate::keyed::KeyedTable::likely`]),
@@ -330,13 +339,12 @@ impl AnswerTable {
             // No zone transfers: the cluster zone is not a zone file.
             return reply(self.refused.as_ref(), out);
         }
-        if let Some(entry) = self.find(key.as_wire()) {
-            // Entries and zones arrive in the same update, so the index is
-            // always valid; were it not (a compiler bug), answer what the
-            // entry has, or REFUSED, rather than panic.
-            let Some(zone) = self.zones.zones.get(usize::from(entry.zone())) else {
-                return reply(entry.answer(qtype).unwrap_or(self.refused.as_ref()), out);
-            };
+        // Every name with an entry lies in a zone: a name in none is not ours.
+        let Some((zone_index, zone)) = self.zones.find(key) else {
+            return not_ours(reply(self.refused.as_ref(), out));
+        };
+        let apex_len = zone.apex.wire_len();
+        if let Some(entry) = self.find_in(key.as_wire(), apex_len, zone_index) {
             let answer = entry.answer(qtype).unwrap_or(zone.nodata.as_ref());
             let chase = (qtype == rtype::A || qtype == rtype::AAAA) && answer.leads_with_cname();
             return match reply(answer, out) {
@@ -351,10 +359,7 @@ impl AnswerTable {
                 other => other,
             };
         }
-        let Some((zone_index, zone)) = self.zones.find(key) else {
-            return not_ours(reply(self.refused.as_ref(), out));
-        };
-        if key.wire_len() == zone.apex.wire_len() {
+        if key.wire_len() == apex_len {
             return reply(
                 zone.apex_answer(qtype).unwrap_or(&zone.nodata).as_ref(),
                 out,
@@ -364,11 +369,11 @@ impl AnswerTable {
             return not_ours(reply(self.refused.as_ref(), out));
         }
         if zone.zonal
-            && let Some(entry) = self.zonal_fallback(key, zone.apex.wire_len())
+            && let Some(entry) = self.zonal_fallback(key, apex_len, zone_index)
         {
             return reply(entry.answer(qtype).unwrap_or(zone.nodata.as_ref()), out);
         }
-        match self.pod_address(key, zone.apex.wire_len(), zone_index) {
+        match self.pod_address(key, apex_len, zone_index) {
             PodLookup::NotPod => {}
             PodLookup::Address(ip) => {
                 let zone_index = usize::from(zone_index);
@@ -409,7 +414,7 @@ impl AnswerTable {
     /// where no endpoint is in `<zone>` (so no entry has that name), the
     /// service's `*.<pin|prefer>._zone.…` entry: NODATA for `pin`, every
     /// endpoint for `prefer`. `<zone>` may be several labels.
-    fn zonal_fallback(&self, key: &NameBuf, apex_len: usize) -> Option<&NameEntry> {
+    fn zonal_fallback(&self, key: &NameBuf, apex_len: usize, zone: u8) -> Option<&NameEntry> {
         let wire = key.as_wire();
         let relative = &wire[..wire.len().saturating_sub(apex_len)];
         let mut at = 0;
@@ -426,7 +431,7 @@ impl AnswerTable {
                 let rest = &wire[directive_at..];
                 any[..2].copy_from_slice(b"\x01*");
                 any.get_mut(2..2 + rest.len())?.copy_from_slice(rest);
-                if let Some(entry) = self.find(&any[..2 + rest.len()]) {
+                if let Some(entry) = self.find_in(&any[..2 + rest.len()], apex_len, zone) {
                     return Some(entry);
                 }
             }
@@ -467,7 +472,8 @@ impl AnswerTable {
             self.pods.contains(&self.hasher, namespace, ip)
         } else {
             // The namespace: `<ns>.pod.<zone>` is the key without its first label.
-            self.find(&wire[1 + ip_label.len()..]).is_some()
+            self.find_in(&wire[1 + ip_label.len()..], apex_len, zone_index)
+                .is_some()
         };
         if exists {
             PodLookup::Address(ip)

@@ -24,7 +24,7 @@ pub struct PodAddress {
 pub enum Change {
     /// Add or replace the entry with this key.
     Upsert(NameEntry),
-    /// Remove the entry with this lowercase wire key.
+    /// Remove the entry with this [`crate::TableKey`] (its bytes).
     Remove(Box<[u8]>),
     /// A namespace label (lowercase) gets an id for [`PodAddress`]es. Ids
     /// are never reused, and come before the first address that uses them.

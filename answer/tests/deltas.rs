@@ -152,11 +152,11 @@ fn a_relist_never_removes_a_name_that_stays() {
     // Only svc6's names change: no Remove of any other name, no Upsert of svc1.
     for change in &delta.changes {
         let key = match change {
-            kubewire_answer::Change::Upsert(entry) => entry.key().to_vec(),
+            kubewire_answer::Change::Upsert(entry) => entry.table_key().to_vec(),
             kubewire_answer::Change::Remove(key) => key.to_vec(),
             other => panic!("a service relist changed a pod address: {other:?}"),
         };
-        let text = kubewire_wire::name::to_text(&key);
+        let text = delta.zones.name_of(&key).unwrap().to_string();
         assert!(
             text.contains("svc6") || text.contains("ip6.arpa"),
             "unexpected change to {text}"

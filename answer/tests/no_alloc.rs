@@ -24,7 +24,13 @@ fn respond_allocates_nothing_in_any_pod_mode() {
         let mut table = table_from(&compile(settings, fixture_objects(), true));
         let mut names: Vec<String> = table
             .entries()
-            .map(|entry| kubewire_wire::name::to_text(entry.key()))
+            .map(|entry| {
+                table
+                    .zones()
+                    .name_of(entry.table_key())
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         names.extend(
             [

@@ -56,10 +56,6 @@ fn configurations() -> Vec<Vec<Switch>> {
     all
 }
 
-fn text(name: &[u8]) -> String {
-    NameBuf::from_wire(name).unwrap().0.to_string()
-}
-
 /// `ip` as a pod name's first label: dots (or colons) become dashes.
 fn dashed(ip: &std::net::IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
@@ -77,7 +73,11 @@ fn names(compiler: &Compiler, objects: &[Object]) -> BTreeSet<String> {
     zones.extend(["in-addr.arpa.".to_string(), "ip6.arpa.".to_string()]);
     let mut names = BTreeSet::new();
     for entry in compiler.entries() {
-        let name = text(entry.key());
+        let name = compiler
+            .zones()
+            .name_of(entry.table_key())
+            .unwrap()
+            .to_string();
         if let Some(rest) = name.strip_prefix("*.") {
             for stand_in in STAND_INS {
                 names.insert(format!("{stand_in}.{rest}"));

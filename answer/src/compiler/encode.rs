@@ -219,16 +219,17 @@ impl Compiler {
 
     /// Encodes a name's answers, one per type. A type whose answer cannot be
     /// encoded is left out with a warning; the name's other types still
-    /// answer. Returns `None` for a name outside every zone.
+    /// answer. `key` is the name's [`TableKey`]; returns `None` if its zone
+    /// is not one of the compiler's.
     pub(super) fn build_entry(
         &self,
         b: &mut AnswerBuilder,
-        key: &[u8],
+        key: &TableKey,
         owner: u32,
         records: &Records,
     ) -> Option<NameEntry> {
-        let (name, _) = NameBuf::from_wire(key).ok()?;
-        let (zone, answers) = self.zones.find(&name)?;
+        let name = self.zones.name_of(key.as_bytes())?;
+        let answers = self.zones.zones.get(usize::from(key.zone()))?;
         let ttl = match &self.settings.external {
             Some(external) if answers.external => external.ttl,
             _ => self.settings.ttl,
@@ -254,7 +255,7 @@ impl Compiler {
                 .push(Owner::Question, ttl, Rdata::Cname(&target))
                 .and_then(|()| b.take());
             add(&[rtype::A, rtype::AAAA, rtype::CNAME], built);
-            return Some(NameEntry::new(key, zone, owner, answers));
+            return Some(NameEntry::new(key, owner, answers));
         }
         // Addresses are sorted, IPv4 first.
         let v6_from = records.addrs.partition_point(IpAddr::is_ipv4);
@@ -299,7 +300,7 @@ impl Compiler {
                 .and_then(|()| b.take());
             add(&[rtype::TXT], built);
         }
-        Some(NameEntry::new(key, zone, owner, answers))
+        Some(NameEntry::new(key, owner, answers))
     }
 
     pub(super) fn build_zones(&self, serial: u32) -> Zones {

@@ -176,7 +176,11 @@ impl Compiler {
             changed_revision: None,
             reason: None,
         };
-        if let Some(entry) = self.names.get(facts.name.as_wire()) {
+        let entry = self
+            .zones
+            .table_key(&facts.name)
+            .and_then(|key| self.names.get(key.as_bytes()));
+        if let Some(entry) = entry {
             facts.types = entry.types().collect();
             match entry.answer(qtype) {
                 Some(answer) => {
@@ -279,7 +283,8 @@ impl Compiler {
         } else {
             let mut namespace_name = NameBuf::from_text(&format!("{namespace}.pod")).ok()?;
             namespace_name = namespace_name.append(&zone.apex).ok()?;
-            self.names.get(namespace_name.as_wire()).is_some()
+            let key = self.zones.table_key(&namespace_name)?;
+            self.names.get(key.as_bytes()).is_some()
         };
         if !known {
             facts.reason = Some(if zone.pods_verified {

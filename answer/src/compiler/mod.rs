@@ -19,7 +19,7 @@
 //! that came out different. Work is batched: a relist of 10k objects is one
 //! pass.
 
-use crate::entry::{NameEntry, ZoneAnswers, Zones};
+use crate::entry::{NameEntry, TableKey, ZoneAnswers, Zones};
 use crate::model::{
     EndpointModel, ExternalAddresses, ImportKind, ImportModel, Kind, ListedKeys, Object, ObjectKey,
     PortModel, ServiceKind, ServiceModel, SliceModel,
@@ -201,7 +201,7 @@ pub struct Compiler {
     /// By unit id.
     units: Vec<UnitState>,
     free_ids: Vec<u32>,
-    /// Every compiled name, by its key; each entry names its owner (a unit
+    /// Every compiled name, by its [`TableKey`]; each entry names its owner (a unit
     /// id, or [`PTR_OWNER`]). Once synced, held as the cores hold theirs:
     /// the index of every name they share (as it was when the delta that
     /// shipped it was made), and the changes since.
@@ -635,11 +635,21 @@ impl Compiler {
     /// Compiles what changed since the last call into a delta, or returns
     /// `None` if no name, zone answer or sync state changed.
     pub fn take_delta(&mut self) -> Option<Delta> {
+        let mut zones_moved = false;
         if self.zones_dirty || self.zones.zones.is_empty() {
             // Zone answers first: entries need the zone order.
-            self.zones = Arc::new(self.build_zones(self.zones.serial));
+            let zones = Arc::new(self.build_zones(self.zones.serial));
+            zones_moved = !zones.zones.iter().map(|z| &z.apex).eq(self
+                .zones
+                .zones
+                .iter()
+                .map(|z| &z.apex));
+            self.zones = zones;
         }
         let mut changes = self.pods.take_changes();
+        if zones_moved {
+            self.forget_names(&mut changes);
+        }
         let mut builder = self
             .builder
             .take()
@@ -760,10 +770,10 @@ impl Compiler {
         let mut kept_hashes: Vec<u64> = Vec::with_capacity(fresh.names.len());
         let mut old_iter = old_names.into_vec().into_iter().zip(old_hashes).peekable();
         for (name, records) in &fresh.names {
-            while let Some((gone, _)) = old_iter.next_if(|(e, _)| e.key() < name.as_slice()) {
-                self.release(gone.key(), changes);
+            while let Some((gone, _)) = old_iter.next_if(|(e, _)| e.table_key() < name.as_slice()) {
+                self.release(gone.table_key(), changes);
             }
-            let previous = old_iter.next_if(|(e, _)| e.key() == name.as_slice());
+            let previous = old_iter.next_if(|(e, _)| e.table_key() == name.as_slice());
             let hash = self.name_hasher.hash_one(records);
             if let Some((entry, old_hash)) = &previous
                 && *old_hash == hash
@@ -773,9 +783,11 @@ impl Compiler {
                 kept_hashes.push(hash);
                 continue;
             }
-            let Some(entry) = self.build_entry(builder, name, id, records) else {
+            let built = TableKey::from_bytes(name)
+                .and_then(|key| self.build_entry(builder, &key, id, records));
+            let Some(entry) = built else {
                 if let Some((previous, _)) = previous {
-                    self.release(previous.key(), changes);
+                    self.release(previous.table_key(), changes);
                 }
                 continue;
             };
@@ -795,7 +807,7 @@ impl Compiler {
             kept_hashes.push(hash);
         }
         for (gone, _) in old_iter {
-            self.release(gone.key(), changes);
+            self.release(gone.table_key(), changes);
         }
         if changes.len() != changes_before {
             // The delta this pass makes gets the next revision.
@@ -868,14 +880,18 @@ impl Compiler {
             );
         }
         let name = reverse_name(ip);
-        let key = name.as_wire();
+        // An address outside every reverse zone has no PTR name.
+        let Some(table_key) = self.zones.table_key(&name) else {
+            return;
+        };
+        let key = table_key.as_bytes();
         let entry = if targets.is_empty() {
             None
         } else {
             let mut records = Records::default();
             records.extra().ptr = targets;
             records.normalize();
-            self.build_entry(builder, key, PTR_OWNER, &records)
+            self.build_entry(builder, &table_key, PTR_OWNER, &records)
         };
         // Who holds the name now, and whether it holds this very entry.
         let held = self.slot(key).map(|held| {
@@ -907,18 +923,39 @@ impl Compiler {
     /// Adds a name new to a unit, unless another unit owns it; then the
     /// unit waits for it.
     fn claim(&mut self, entry: NameEntry, id: u32, changes: &mut Vec<Change>) -> Option<NameEntry> {
-        if self.slot(entry.key()).is_some() {
-            let waiting = self.contested.entry(entry.key().into()).or_default();
+        if self.slot(entry.table_key()).is_some() {
+            let waiting = self.contested.entry(entry.table_key().into()).or_default();
             if !waiting.contains(&id) {
                 waiting.push(id);
             }
-            let name = name_from_key(entry.key());
+            let name = self
+                .zones
+                .name_of(entry.table_key())
+                .unwrap_or(NameBuf::ROOT);
             tracing::warn!(%name, "two objects give the same name (overlapping zones?); the first keeps it");
             return None;
         }
         self.put(&entry);
         changes.push(Change::Upsert(entry.clone()));
         Some(entry)
+    }
+
+    /// Removes every name, and what each unit remembers of its names, so
+    /// that this pass makes every entry afresh. For a change of the zones'
+    /// apexes or their order: a [`TableKey`] holds its zone's index, so the
+    /// same key may now stand for another name. (Only a settings change
+    /// does this, and it has made every unit dirty and every entry
+    /// re-encoded.) Cores get the removals and the new entries in one delta.
+    fn forget_names(&mut self, changes: &mut Vec<Change>) {
+        let keys: Vec<Box<[u8]>> = self.names.iter().map(|e| e.table_key().into()).collect();
+        for key in keys {
+            self.release(&key, changes);
+        }
+        self.contested.clear();
+        for slot in &mut self.units {
+            slot.names = Box::default();
+            slot.name_hashes = Box::default();
+        }
     }
 
     /// Removes a name, and wakes the units waiting for it.

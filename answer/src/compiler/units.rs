@@ -82,12 +82,22 @@ impl UnitOutput {
         self.ptrs.push((ip, target.as_wire().into()));
     }
 
-    /// Names sorted, record sets normalized, PTR pairs sorted and unique.
-    pub(super) fn finish(self) -> Computed {
-        let mut names: Vec<(Vec<u8>, Records)> = self.names.into_iter().collect();
-        for (_, records) in &mut names {
-            records.normalize();
-        }
+    /// Names as their table keys in `zones` (a name in no zone has no
+    /// entry, so it is left out), sorted by key; record sets normalized;
+    /// PTR pairs sorted and unique.
+    pub(super) fn finish(self, zones: &Zones) -> Computed {
+        let mut names: Vec<(Vec<u8>, Records)> = self
+            .names
+            .into_iter()
+            .filter_map(|(mut name, mut records)| {
+                let key = zones.table_key_of_wire(&name)?;
+                // The key is the name cut short and a byte: no allocation.
+                name.clear();
+                name.extend_from_slice(key.as_bytes());
+                records.normalize();
+                Some((name, records))
+            })
+            .collect();
         names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut ptrs = self.ptrs;
         ptrs.sort_unstable();
@@ -98,7 +108,7 @@ impl UnitOutput {
 
 /// A unit's finished output.
 pub(super) struct Computed {
-    /// Sorted by name.
+    /// Record sets by [`crate::TableKey`] (its bytes), sorted by key.
     pub(super) names: Vec<(Vec<u8>, Records)>,
     /// Sorted by address, then target.
     pub(super) ptrs: Vec<(IpAddr, Box<[u8]>)>,
@@ -315,7 +325,7 @@ impl Compiler {
                 }
             }
         }
-        out.finish()
+        out.finish(&self.zones)
     }
 
     /// The slices listed for a service or import.

@@ -50,3 +50,76 @@ fn turning_endpoint_pod_names_on_asks_for_the_slices_again() {
     assert!(!compiler.set_settings(on));
     assert!(!compiler.set_settings(off_again));
 }
+
+/// A name is filed under its labels below its zone's apex and the zone's
+/// index ([`kubewire_answer::TableKey`]). A new zone whose apex is longer
+/// comes first and moves every other zone's index, so the same key bytes
+/// now stand for another name: the next delta must take every old key
+/// away and give every new one, and a core fed only deltas must end with
+/// exactly what a fresh compile of the new settings holds.
+#[test]
+fn a_new_zone_moves_every_key_and_a_core_fed_deltas_follows() {
+    use kubewire_answer::{NameEntry, Update};
+    use kubewire_wire::NameBuf;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let entries = |iter: &mut dyn Iterator<Item = &NameEntry>| {
+        iter.map(|e| (e.table_key().to_vec(), e.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mut compiler = compile(Settings::default(), fixture_objects(), true);
+    let mut core = table_from(&compiler);
+    let before = compiler.zones().zones.len();
+    let wider = Settings {
+        zones: ["cluster.local", "a-longer-apex.example.internal"]
+            .iter()
+            .map(|z| NameBuf::from_text(z).unwrap())
+            .collect(),
+        ..Settings::default()
+    };
+    assert!(
+        !compiler.set_settings(wider.clone()),
+        "no relist: endpoint pod names stay off"
+    );
+    let delta = compiler.take_delta().expect("new zones make a delta");
+    assert!(core.apply(&Update::Delta(Arc::new(delta))));
+    assert_eq!(compiler.zones().zones.len(), before + 1);
+    assert_eq!(
+        compiler.zones().zones[0].apex,
+        NameBuf::from_text("a-longer-apex.example.internal").unwrap()
+    );
+    let fresh = compile(wider, fixture_objects(), true);
+    let expected = entries(&mut fresh.entries());
+    assert_eq!(entries(&mut compiler.entries()), expected);
+    assert_eq!(entries(&mut core.entries()), expected);
+    // The core answers from both zones, and PTRs name both (svc1 and
+    // svcempty share 10.0.0.1).
+    let mut tester = Tester { table: core };
+    for name in [
+        "svc1.testns.svc.cluster.local",
+        "svc1.testns.svc.a-longer-apex.example.internal",
+    ] {
+        tester.check(
+            name,
+            "A",
+            "NOERROR",
+            &[&format!("{name}. 5 A 10.0.0.1")],
+            &[],
+            &[],
+        );
+    }
+    tester.check(
+        "1.0.0.10.in-addr.arpa",
+        "PTR",
+        "NOERROR",
+        &[
+            "1.0.0.10.in-addr.arpa. 5 PTR svc1.testns.svc.a-longer-apex.example.internal.",
+            "1.0.0.10.in-addr.arpa. 5 PTR svc1.testns.svc.cluster.local.",
+            "1.0.0.10.in-addr.arpa. 5 PTR svcempty.testns.svc.a-longer-apex.example.internal.",
+            "1.0.0.10.in-addr.arpa. 5 PTR svcempty.testns.svc.cluster.local.",
+        ],
+        &[],
+        &[],
+    );
+}

@@ -47,9 +47,10 @@ pub fn warm_batch(
     let count = count.min(BATCH);
     let cache = cache.and_then(|cache| cache.try_borrow().ok());
     // Parse and hash: the datagrams are in cache, the tables are not.
-    // Per datagram, its name's hash in the table, and its key's in the
-    // cache; none for a datagram that is not a query.
-    let mut hashes = [None::<(u64, u64)>; BATCH];
+    // Per datagram, its name's hash in the table (none outside every
+    // zone), and its key's in the cache; none for a datagram that is not a
+    // query.
+    let mut hashes = [None::<(Option<u64>, u64)>; BATCH];
     for (i, hashed) in hashes.iter_mut().enumerate().take(count) {
         let Ok(query) = kubewire_wire::parse_query(batch.query(i)) else {
             continue;
@@ -62,7 +63,7 @@ pub fn warm_batch(
     for (found, &(name_hash, key_hash)) in
         likely.iter_mut().zip(hashes.iter().take(count).flatten())
     {
-        *found = if let Some(entry) = table.likely_entry(name_hash) {
+        *found = if let Some(entry) = name_hash.and_then(|hash| table.likely_entry(hash)) {
             prefetch(std::ptr::from_ref(entry).cast(), 1);
             Some(Likely::Entry(entry))
         } else {
