@@ -124,6 +124,25 @@ impl<T: HasKey> KeyedTable<T> {
         }
     }
 
+    /// Inserts `value` unless a value with its key is held: one hash and
+    /// one probe where a lookup and then an insert took two. Gives the
+    /// value back if one was held.
+    pub fn insert_new(&mut self, value: T) -> Result<(), T> {
+        let hash = self.hash_of(value.key());
+        let hasher = &self.hasher;
+        match self.table.entry(
+            hash,
+            |held| held.key() == value.key(),
+            |held| hasher.hash_one(held.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => Err(value),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(value);
+                Ok(())
+            }
+        }
+    }
+
     /// Removes the value with this key, and returns it.
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
         self.remove_hashed(self.hash_of(key), key)

@@ -143,6 +143,18 @@ impl IndexedNames {
         self.index.names.likely(hash)
     }
 
+    /// Adds the entry of a name it does not hold; whether it did not.
+    pub(crate) fn insert_new(&mut self, entry: &NameEntry) -> bool {
+        let key = entry.table_key();
+        let hash = self.index.names.hash_of(key);
+        if self.get_hashed(hash, key).is_some() {
+            return false;
+        }
+        self.len += 1;
+        self.overlay_put(hash, entry);
+        true
+    }
+
     /// Adds or replaces the entry of a name.
     pub(crate) fn upsert(&mut self, entry: &NameEntry) {
         let key = entry.table_key();
@@ -150,6 +162,13 @@ impl IndexedNames {
         if self.get_hashed(hash, key).is_none() {
             self.len += 1;
         }
+        self.overlay_put(hash, entry);
+    }
+
+    /// Makes `entry` the one its key finds: over the index, or by leaving
+    /// nothing over it where the index holds this very entry.
+    fn overlay_put(&mut self, hash: u64, entry: &NameEntry) {
+        let key = entry.table_key();
         let indexed = self.index.names.get_hashed(hash, key);
         let replaced = if indexed.is_some_and(|held| held.ptr_eq(entry)) {
             // Back to what the index holds: nothing to keep over it.
@@ -258,6 +277,8 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Step {
         Upsert(u8, u8),
+        /// Added only if the name is not held.
+        InsertNew(u8, u8),
         Remove(u8),
         /// A new index of everything held now.
         Reindex,
@@ -266,6 +287,7 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             4 => (0u8..8, any::<u8>()).prop_map(|(n, v)| Step::Upsert(n, v)),
+            2 => (0u8..8, any::<u8>()).prop_map(|(n, v)| Step::InsertNew(n, v)),
             3 => (0u8..8).prop_map(Step::Remove),
             1 => Just(Step::Reindex),
         ]
@@ -284,6 +306,12 @@ mod tests {
                         let entry = entry(n, v);
                         names.upsert(&entry);
                         expected.insert(entry.table_key().to_vec(), entry);
+                    }
+                    Step::InsertNew(n, v) => {
+                        let entry = entry(n, v);
+                        let absent = !expected.contains_key(entry.table_key());
+                        prop_assert_eq!(names.insert_new(&entry), absent);
+                        expected.entry(entry.table_key().to_vec()).or_insert(entry);
                     }
                     Step::Remove(n) => {
                         let key = entry(n, 0).table_key().to_vec();

@@ -65,6 +65,14 @@ impl CompilerNames {
         }
     }
 
+    /// Adds the entry of a name not held yet; whether it was not.
+    pub(super) fn insert_new(&mut self, entry: &NameEntry) -> bool {
+        match self {
+            CompilerNames::Syncing { table, .. } => table.insert_new(entry.clone()).is_ok(),
+            CompilerNames::Indexed(names) => names.insert_new(entry),
+        }
+    }
+
     /// Removes the entry with this key; whether there was one.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
         match self {

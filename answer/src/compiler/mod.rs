@@ -923,7 +923,7 @@ impl Compiler {
     /// Adds a name new to a unit, unless another unit owns it; then the
     /// unit waits for it.
     fn claim(&mut self, entry: NameEntry, id: u32, changes: &mut Vec<Change>) -> Option<NameEntry> {
-        if self.slot(entry.table_key()).is_some() {
+        if !self.names.insert_new(&entry) {
             let waiting = self.contested.entry(entry.table_key().into()).or_default();
             if !waiting.contains(&id) {
                 waiting.push(id);
@@ -935,7 +935,6 @@ impl Compiler {
             tracing::warn!(%name, "two objects give the same name (overlapping zones?); the first keeps it");
             return None;
         }
-        self.put(&entry);
         changes.push(Change::Upsert(entry.clone()));
         Some(entry)
     }
