@@ -148,6 +148,9 @@ struct UnitState {
     changed_revision: u64,
 }
 
+// A slot a unit: 10k Services are 10k of these.
+const _: () = assert!(size_of::<UnitState>() == 120);
+
 /// PTR pairs of the units computed in one pass, by unit id.
 type PtrCache = Map<u32, Vec<(IpAddr, Box<[u8]>)>>;
 
@@ -682,6 +685,9 @@ impl Compiler {
         self.revision += 1;
         changes.shrink_to_fit();
         let names = self.reindex(&changes, announce_sync);
+        if announce_sync {
+            self.shrink_after_sync();
+        }
         Some(Delta {
             revision: self.revision,
             changes,
@@ -937,6 +943,16 @@ impl Compiler {
         }
         changes.push(Change::Upsert(entry.clone()));
         Some(entry)
+    }
+
+    /// Gives back what the first sync's growth left unused, keeping room
+    /// for an eighth more: a cluster's units are nearly all there once it
+    /// is synced, and their slots (120 bytes each) grew by doubling, so up
+    /// to half of them were spare.
+    fn shrink_after_sync(&mut self) {
+        let units = self.units.len();
+        self.units.shrink_to(units + units / 8);
+        self.free_ids.shrink_to_fit();
     }
 
     /// Removes every name, and what each unit remembers of its names, so
