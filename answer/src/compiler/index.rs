@@ -1,5 +1,7 @@
-//! The index of every name that the cores share (when the compiler makes
-//! a new one), and what the compiler holds, for the memory report.
+//! The compiler's names: who holds each (claimed, released, forgotten
+//! when the zones move), the index of every name that the cores share
+//! (when the compiler makes a new one), and what the compiler holds, for
+//! the memory report.
 
 use super::{Compiler, UnitState};
 use crate::entry::EntryBytes;
@@ -11,6 +13,7 @@ use crate::model::{
 };
 use crate::names::{IndexedNames, NameIndex};
 use crate::update::Change;
+use kubewire_wire::NameBuf;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -142,6 +145,84 @@ impl CompilerNames {
         };
         *self = CompilerNames::Indexed(IndexedNames::new(Arc::clone(&index)));
         index
+    }
+}
+
+/// The compiler's names: who holds each, and letting go of them.
+impl Compiler {
+    pub(super) fn slot(&self, key: &[u8]) -> Option<&NameEntry> {
+        self.names.get(key)
+    }
+
+    /// Inserts or replaces the entry of a name.
+    pub(super) fn put(&mut self, entry: &NameEntry) {
+        self.names.upsert(entry);
+    }
+
+    /// Adds a name new to a unit, unless another unit owns it; then the
+    /// unit waits for it.
+    pub(super) fn claim(
+        &mut self,
+        entry: NameEntry,
+        id: u32,
+        changes: &mut Vec<Change>,
+    ) -> Option<NameEntry> {
+        if !self.names.insert_new(&entry) {
+            let waiting = self.contested.entry(entry.table_key().into()).or_default();
+            if !waiting.contains(&id) {
+                waiting.push(id);
+            }
+            let name = self
+                .zones
+                .name_of(entry.table_key())
+                .unwrap_or(NameBuf::ROOT);
+            tracing::warn!(%name, "two objects give the same name (overlapping zones?); the first keeps it");
+            return None;
+        }
+        changes.push(Change::Upsert(entry.clone()));
+        Some(entry)
+    }
+
+    /// Gives back what the first sync's growth left unused, keeping room
+    /// for an eighth more: a cluster's units are nearly all there once it
+    /// is synced, and their slots (120 bytes each) grew by doubling, so up
+    /// to half of them were spare.
+    pub(super) fn shrink_after_sync(&mut self) {
+        let units = self.units.len();
+        self.units.shrink_to(units + units / 8);
+        self.free_ids.shrink_to_fit();
+    }
+
+    /// Removes every name, and what each unit remembers of its names, so
+    /// that this pass makes every entry afresh. For a change of the zones'
+    /// apexes or their order: a [`crate::TableKey`] holds its zone's index, so the
+    /// same key may now stand for another name. (Only a settings change
+    /// does this, and it has made every unit dirty and every entry
+    /// re-encoded.) Cores get the removals and the new entries in one delta.
+    pub(super) fn forget_names(&mut self, changes: &mut Vec<Change>) {
+        let keys: Vec<Box<[u8]>> = self.names.iter().map(|e| e.table_key().into()).collect();
+        for key in keys {
+            self.release(&key, changes);
+        }
+        self.contested.clear();
+        for slot in &mut self.units {
+            slot.names = Box::default();
+            slot.name_hashes = Box::default();
+        }
+    }
+
+    /// Removes a name, and wakes the units waiting for it.
+    pub(super) fn release(&mut self, key: &[u8], changes: &mut Vec<Change>) {
+        if self.names.remove(key) {
+            changes.push(Change::Remove(key.into()));
+        }
+        if let Some(waiting) = self.contested.remove(key) {
+            for id in waiting {
+                if let Some(unit) = self.units.get(id as usize).and_then(|u| u.unit.clone()) {
+                    self.dirty_units.insert(unit);
+                }
+            }
+        }
     }
 }
 
