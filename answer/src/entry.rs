@@ -22,7 +22,8 @@ pub struct NameEntry(ThinBlock<EntryHeader>);
 pub struct EntryBytes {
     /// The block's reference count, length and entry header.
     pub block_header: usize,
-    /// The name, in wire form.
+    /// The name's table key: its labels below the zone's apex, and the
+    /// zone's index.
     pub key: usize,
     /// Each answer's type and flat header (RCODE, flags, counts, lengths).
     pub answer_headers: usize,
@@ -157,7 +158,7 @@ impl Eq for NameEntry {}
 impl std::fmt::Debug for NameEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NameEntry")
-            .field("key", &kubewire_wire::name::to_text(self.table_key()))
+            .field("key", &TableKey::from_bytes(self.table_key()))
             .field("zone", &self.zone())
             .field("answers", &self.answers().collect::<Vec<_>>())
             .finish()

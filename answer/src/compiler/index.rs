@@ -185,7 +185,7 @@ impl Compiler {
 
     /// Gives back what the first sync's growth left unused, keeping room
     /// for an eighth more: a cluster's units are nearly all there once it
-    /// is synced, and their slots (120 bytes each) grew by doubling, so up
+    /// is synced, and their slots (104 bytes each) grew by doubling, so up
     /// to half of them were spare.
     pub(super) fn shrink_after_sync(&mut self) {
         let units = self.units.len();
@@ -207,7 +207,6 @@ impl Compiler {
         self.contested.clear();
         for slot in &mut self.units {
             slot.names = Box::default();
-            slot.name_hashes = Box::default();
         }
     }
 
@@ -302,8 +301,7 @@ impl Compiler {
                 .units
                 .iter()
                 .map(|unit| {
-                    unit.names.len() * size_of::<crate::NameEntry>()
-                        + unit.name_hashes.len() * size_of::<u64>()
+                    unit.names.len() * size_of::<(crate::NameEntry, u64)>()
                         + unit.ptr_ips.len() * size_of::<IpAddr>()
                         + unit.ptr_hashes.len() * size_of::<u64>()
                 })

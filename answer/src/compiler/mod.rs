@@ -135,10 +135,9 @@ enum Unit {
 struct UnitState {
     /// `None` while the id is free.
     unit: Option<Unit>,
-    /// The entries it owns, sorted by key.
-    names: Box<[NameEntry]>,
-    /// By name: a hash of the record set each entry was encoded from.
-    name_hashes: Box<[u64]>,
+    /// The entries it owns, sorted by key, each with a hash of the record
+    /// set it was encoded from (one block, not two: a unit has a few names).
+    names: Box<[(NameEntry, u64)]>,
     /// The addresses it gives PTR targets for, sorted.
     ptr_ips: Box<[IpAddr]>,
     /// By address: a hash of the targets this unit gives it.
@@ -149,7 +148,7 @@ struct UnitState {
 }
 
 // A slot a unit: 10k Services are 10k of these.
-const _: () = assert!(size_of::<UnitState>() == 120);
+const _: () = assert!(size_of::<UnitState>() == 104);
 
 /// PTR pairs of the units computed in one pass, by unit id.
 type PtrCache = Map<u32, Vec<(IpAddr, Box<[u8]>)>>;
@@ -763,7 +762,6 @@ impl Compiler {
         let changes_before = changes.len();
         let slot = &mut self.units[id as usize];
         let old_names = std::mem::take(&mut slot.names);
-        let old_hashes = std::mem::take(&mut slot.name_hashes);
         let old_ips = std::mem::take(&mut slot.ptr_ips);
         let old_ptr_hashes = std::mem::take(&mut slot.ptr_hashes);
 
@@ -772,9 +770,8 @@ impl Compiler {
         // again, so one endpoint's change in a 1000-endpoint service encodes
         // a few names, not a thousand. (A 64-bit collision would keep a
         // stale answer until the name's next change: odds of 2^-64 a change.)
-        let mut kept: Vec<NameEntry> = Vec::with_capacity(fresh.names.len());
-        let mut kept_hashes: Vec<u64> = Vec::with_capacity(fresh.names.len());
-        let mut old_iter = old_names.into_vec().into_iter().zip(old_hashes).peekable();
+        let mut kept: Vec<(NameEntry, u64)> = Vec::with_capacity(fresh.names.len());
+        let mut old_iter = old_names.into_vec().into_iter().peekable();
         for (name, records) in &fresh.names {
             while let Some((gone, _)) = old_iter.next_if(|(e, _)| e.table_key() < name.as_slice()) {
                 self.release(gone.table_key(), changes);
@@ -785,8 +782,7 @@ impl Compiler {
                 && *old_hash == hash
                 && !self.reencode
             {
-                kept.push(entry.clone());
-                kept_hashes.push(hash);
+                kept.push((entry.clone(), hash));
                 continue;
             }
             let built = TableKey::from_bytes(name)
@@ -809,8 +805,7 @@ impl Compiler {
                     None => continue,
                 },
             };
-            kept.push(entry);
-            kept_hashes.push(hash);
+            kept.push((entry, hash));
         }
         for (gone, _) in old_iter {
             self.release(gone.table_key(), changes);
@@ -854,7 +849,6 @@ impl Compiler {
         } else {
             let slot = &mut self.units[id as usize];
             slot.names = kept.into_boxed_slice();
-            slot.name_hashes = kept_hashes.into_boxed_slice();
             slot.ptr_ips = ips.into_boxed_slice();
             slot.ptr_hashes = ptr_hashes.into_boxed_slice();
         }
