@@ -491,7 +491,7 @@ impl Compiler {
 
     fn note_slices(
         &self,
-        lists: &Map<ObjectKey, Vec<Box<str>>>,
+        lists: &super::links::SliceLists,
         key: &ObjectKey,
         facts: &mut NameFacts,
     ) {

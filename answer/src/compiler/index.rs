@@ -395,14 +395,10 @@ fn import_bytes(import: &ImportModel) -> usize {
     size_of::<ImportModel>() + import.key.name.capacity() + kind
 }
 
-fn link_bytes(links: &super::Map<ObjectKey, Vec<Box<str>>>) -> usize {
-    links.capacity() * (size_of::<(ObjectKey, Vec<Box<str>>)>() + 1)
+fn link_bytes(links: &super::links::SliceLists) -> usize {
+    links.capacity() * (size_of::<(ObjectKey, super::links::SliceNames)>() + 1)
         + links
             .iter()
-            .map(|(key, names)| {
-                key.name.capacity()
-                    + names.capacity() * size_of::<Box<str>>()
-                    + names.iter().map(|n| n.len()).sum::<usize>()
-            })
+            .map(|(key, names)| key.name.capacity() + names.heap_bytes())
             .sum::<usize>()
 }

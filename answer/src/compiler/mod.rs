@@ -42,12 +42,14 @@ use std::sync::Arc;
 mod encode;
 pub mod explain;
 mod index;
+mod links;
 mod ptr;
 mod shared;
 mod units;
 
 use index::CompilerNames;
 pub use index::{CompilerMemory, REINDEX_AFTER_CHANGES};
+use links::{SliceLists, link_slice, unlink_slice_from};
 use ptr::*;
 use shared::Shared;
 use units::*;
@@ -180,11 +182,11 @@ pub struct Compiler {
     fronting: BTreeMap<ObjectKey, ObjectKey>,
     /// Slice names by service, sorted (nearly always one: a leaf of a
     /// B-tree set cost 280 bytes a service).
-    slices_by_service: Map<ObjectKey, Vec<Box<str>>>,
+    slices_by_service: SliceLists,
     /// ServiceImports (`multicluster`).
     imports: KeyedTable<Box<ImportModel>>,
     /// Slice names by ServiceImport, sorted.
-    slices_by_import: Map<ObjectKey, Vec<Box<str>>>,
+    slices_by_import: SliceLists,
     /// The port lists of Services, slices and imports, each held once.
     port_lists: Shared<[PortModel]>,
     /// The namespaces of their keys, each held once.
@@ -908,24 +910,6 @@ impl Compiler {
             (Some(_), Some(_)) => {
                 tracing::warn!(%name, "a PTR name is also a name of a service in an overlapping zone; the service's name is served");
             }
-        }
-    }
-}
-
-/// Adds a slice's name to the sorted list of its service (or import).
-fn link_slice(lists: &mut Map<ObjectKey, Vec<Box<str>>>, owner: &ObjectKey, slice: &str) {
-    let names = lists.entry(owner.clone()).or_default();
-    if let Err(at) = names.binary_search_by(|n| (**n).cmp(slice)) {
-        names.insert(at, slice.into());
-    }
-}
-
-/// Takes a slice's name from its service's (or import's) list.
-fn unlink_slice_from(lists: &mut Map<ObjectKey, Vec<Box<str>>>, owner: &ObjectKey, slice: &str) {
-    if let Some(names) = lists.get_mut(owner) {
-        names.retain(|n| **n != *slice);
-        if names.is_empty() {
-            lists.remove(owner);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What a unit contributes: the records of each of its names, computed
 //! fresh on every pass and compared with what it gave before.
 
+use super::links::{SliceLists, SliceNames};
 use super::*;
 
 /// One SRV record before weights are known.
@@ -329,15 +330,11 @@ impl Compiler {
     }
 
     /// The slices listed for a service or import.
-    pub(super) fn slices_of(
-        &self,
-        lists: &Map<ObjectKey, Vec<Box<str>>>,
-        key: &ObjectKey,
-    ) -> Vec<&SliceModel> {
+    pub(super) fn slices_of(&self, lists: &SliceLists, key: &ObjectKey) -> Vec<&SliceModel> {
         lists
             .get(key)
             .into_iter()
-            .flatten()
+            .flat_map(SliceNames::iter)
             .filter_map(|name| {
                 self.slices
                     .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
