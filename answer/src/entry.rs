@@ -43,8 +43,6 @@ impl std::ops::AddAssign for EntryBytes {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct EntryHeader {
-    /// Index of the zone the name is in, into [`Zones`].
-    zone: u8,
     /// Length of the table key at the start of the block (at most 255).
     key_len: u8,
     /// What made the entry, in the compiler's numbering. Kept in the block,
@@ -55,10 +53,9 @@ struct EntryHeader {
 
 impl NameEntry {
     /// Makes an entry. `answers` holds at most one answer per type; `key`
-    /// is the name's [`TableKey`], whose last byte is `zone`. `owner` is the
+    /// is the name's [`TableKey`], which ends with its zone's index. `owner` is the
     /// compiler's number for what made it (cores ignore it).
     pub fn new(key: &TableKey, owner: u32, answers: Vec<(u16, PreparedAnswer)>) -> NameEntry {
-        let zone = key.zone();
         let key = key.as_bytes();
         let len = key.len()
             + answers
@@ -72,7 +69,6 @@ impl NameEntry {
             answer.encode_into(&mut block);
         }
         let header = EntryHeader {
-            zone,
             key_len: key.len() as u8,
             owner,
         };
@@ -84,9 +80,9 @@ impl NameEntry {
     pub fn table_key(&self) -> &[u8] {
         &self.0.bytes()[..usize::from(self.0.header().key_len)]
     }
-    /// The zone index.
+    /// The zone index: the table key's last byte.
     pub fn zone(&self) -> u8 {
-        self.0.header().zone
+        self.table_key().last().copied().unwrap_or_default()
     }
     /// The compiler's number for what made the entry.
     pub fn owner(&self) -> u32 {
@@ -149,7 +145,8 @@ impl NameEntry {
 /// Equal entries answer alike: the owner is bookkeeping, not compared.
 impl PartialEq for NameEntry {
     fn eq(&self, other: &NameEntry) -> bool {
-        self.ptr_eq(other) || (self.zone() == other.zone() && self.0.bytes() == other.0.bytes())
+        // The bytes start with the table key, which ends with the zone.
+        self.ptr_eq(other) || self.0.bytes() == other.0.bytes()
     }
 }
 
